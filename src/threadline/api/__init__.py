@@ -1,0 +1,1 @@
+"""HTTP only: routes parse, call one service method, and render. One module per resource."""

@@ -1,0 +1,46 @@
+"""What routes share: the services object, the beta-header and API-key checks, list parameters."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import Depends, Query, Request
+
+from threadline.domain.entities import ListQuery
+from threadline.domain.services import Services
+from threadline.errors import AuthenticationError, MissingBetaHeaderError
+
+
+def services(request: Request) -> Services:
+    svc: Services = request.app.state.services
+    return svc
+
+
+def check_api_key(request: Request) -> None:
+    expected: str = request.app.state.settings.api_key
+    if not expected:
+        return
+    header = request.headers.get("authorization", "")
+    if header != f"Bearer {expected}":
+        raise AuthenticationError("Incorrect API key provided.")
+
+
+def require_beta(request: Request) -> None:
+    if "assistants=v2" not in request.headers.get("openai-beta", ""):
+        raise MissingBetaHeaderError(
+            "You must provide the 'OpenAI-Beta' header to access the Assistants API. "
+            "Please try again by setting the header 'OpenAI-Beta: assistants=v2'."
+        )
+
+
+def list_query(
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    order: Literal["asc", "desc"] = "desc",
+    after: Annotated[str | None, Query(max_length=128)] = None,
+    before: Annotated[str | None, Query(max_length=128)] = None,
+) -> ListQuery:
+    return ListQuery(limit=limit, order=order, after=after, before=before)
+
+
+Svc = Annotated[Services, Depends(services)]
+Paging = Annotated[ListQuery, Depends(list_query)]

@@ -1,0 +1,43 @@
+"""``/v1/threads/{thread_id}/messages``."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+
+from threadline.api.deps import Paging, Svc
+from threadline.api.objects import deleted_object, list_object, message_object
+from threadline.api.schemas import CreateMessageRequest, ModifyMessageRequest
+
+router = APIRouter()
+
+
+@router.post("/threads/{thread_id}/messages")
+async def create_message(thread_id: str, body: CreateMessageRequest, svc: Svc) -> dict[str, Any]:
+    return message_object(await svc.create_message(thread_id, body.fields()))
+
+
+@router.get("/threads/{thread_id}/messages")
+async def list_messages(
+    thread_id: str, svc: Svc, query: Paging, run_id: Annotated[str | None, Query(max_length=128)] = None
+) -> dict[str, Any]:
+    return list_object(await svc.list_messages(thread_id, query, run_id), message_object)
+
+
+@router.get("/threads/{thread_id}/messages/{message_id}")
+async def get_message(thread_id: str, message_id: str, svc: Svc) -> dict[str, Any]:
+    return message_object(await svc.get_message(thread_id, message_id))
+
+
+@router.post("/threads/{thread_id}/messages/{message_id}")
+async def modify_message(
+    thread_id: str, message_id: str, body: ModifyMessageRequest, svc: Svc
+) -> dict[str, Any]:
+    return message_object(await svc.modify_message(thread_id, message_id, body.metadata or {}))
+
+
+@router.delete("/threads/{thread_id}/messages/{message_id}")
+async def delete_message(thread_id: str, message_id: str, svc: Svc) -> dict[str, Any]:
+    await svc.delete_message(thread_id, message_id)
+    return deleted_object(message_id, "thread.message")

@@ -1,0 +1,122 @@
+"""``/v1/threads/{thread_id}/runs`` and ``POST /v1/threads/runs``.
+
+With ``"stream": true`` in the body, create, create-and-run and submit-tool-outputs answer with the
+run's event stream: the handler subscribes to the run before acting, so no event is missed. Polls
+from the SDK's helpers are held until the run changes (or a few seconds pass).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import StreamingResponse
+
+from threadline.api import sse
+from threadline.api.deps import Paging, Svc
+from threadline.api.objects import list_object, run_object
+from threadline.api.schemas import (
+    CreateRunRequest,
+    CreateThreadAndRunRequest,
+    ModifyRunRequest,
+    SubmitToolOutputsRunRequest,
+)
+from threadline.domain.entities import Run
+from threadline.domain.ports import Subscription
+from threadline.domain.run_states import WAITING
+from threadline.events.types import ObjectEvent
+from threadline.ids import new_id
+
+router = APIRouter()
+
+
+@router.post("/threads/runs", response_model=None)
+async def create_thread_and_run(
+    body: CreateThreadAndRunRequest, svc: Svc
+) -> dict[str, Any] | StreamingResponse:
+    if not body.stream:
+        _, run = await svc.create_thread_and_run(body.fields())
+        return run_object(run)
+    run_id = new_id("run")
+    subscription = svc.bus.subscribe(run_id)
+    try:
+        await svc.create_thread_and_run(body.fields(), run_id=run_id)
+    except BaseException:
+        subscription.close()
+        raise
+    return sse.event_stream(sse.follow(subscription))
+
+
+@router.post("/threads/{thread_id}/runs", response_model=None)
+async def create_run(thread_id: str, body: CreateRunRequest, svc: Svc) -> dict[str, Any] | StreamingResponse:
+    if not body.stream:
+        return run_object(await svc.create_run(thread_id, body.fields()))
+    run_id = new_id("run")
+    subscription = svc.bus.subscribe(run_id)
+    try:
+        await svc.create_run(thread_id, body.fields(), run_id=run_id)
+    except BaseException:
+        subscription.close()
+        raise
+    return sse.event_stream(sse.follow(subscription))
+
+
+@router.get("/threads/{thread_id}/runs")
+async def list_runs(thread_id: str, svc: Svc, query: Paging) -> dict[str, Any]:
+    return list_object(await svc.list_runs(thread_id, query), run_object)
+
+
+@router.get("/threads/{thread_id}/runs/{run_id}")
+async def get_run(
+    thread_id: str, run_id: str, request: Request, response: Response, svc: Svc
+) -> dict[str, Any]:
+    hold: float = request.app.state.settings.poll_hold_seconds
+    if hold <= 0 or request.headers.get("x-stainless-poll-helper") != "true":
+        return run_object(await svc.get_run(thread_id, run_id))
+    # A poll from the SDK's helpers: answer as soon as the run moves, and tell it to ask again at once.
+    response.headers["openai-poll-after-ms"] = "0"
+    with svc.bus.subscribe(run_id) as subscription:
+        run = await svc.get_run(thread_id, run_id)
+        if run.status in WAITING:
+            return run_object(run)
+        latest = await _next_status(subscription, run, hold)
+        return run_object(latest or await svc.get_run(thread_id, run_id))
+
+
+async def _next_status(subscription: Subscription, run: Run, hold: float) -> Run | None:
+    """The run as of its next status change, or ``None`` when ``hold`` seconds pass first."""
+    deadline = time.monotonic() + hold
+    while (left := deadline - time.monotonic()) > 0:
+        event = await subscription.get(timeout=left)
+        if event is None:
+            return None
+        if isinstance(event, ObjectEvent) and isinstance(event.obj, Run) and event.obj.status != run.status:
+            return event.obj
+    return None
+
+
+@router.post("/threads/{thread_id}/runs/{run_id}")
+async def modify_run(thread_id: str, run_id: str, body: ModifyRunRequest, svc: Svc) -> dict[str, Any]:
+    return run_object(await svc.modify_run(thread_id, run_id, body.metadata or {}))
+
+
+@router.post("/threads/{thread_id}/runs/{run_id}/cancel")
+async def cancel_run(thread_id: str, run_id: str, svc: Svc) -> dict[str, Any]:
+    return run_object(await svc.cancel_run(thread_id, run_id))
+
+
+@router.post("/threads/{thread_id}/runs/{run_id}/submit_tool_outputs", response_model=None)
+async def submit_tool_outputs_to_run(
+    thread_id: str, run_id: str, body: SubmitToolOutputsRunRequest, svc: Svc
+) -> dict[str, Any] | StreamingResponse:
+    outputs = [o.model_dump() for o in body.tool_outputs]
+    if not body.stream:
+        return run_object(await svc.submit_tool_outputs(thread_id, run_id, outputs))
+    subscription = svc.bus.subscribe(run_id)
+    try:
+        await svc.submit_tool_outputs(thread_id, run_id, outputs)
+    except BaseException:
+        subscription.close()
+        raise
+    return sse.event_stream(sse.follow(subscription))

@@ -1,0 +1,296 @@
+"""Wire schemas for requests, named after OpenAI's (``CreateRunRequest`` ...), validated strictly.
+
+Unknown fields are refused as the spec's ``additionalProperties: false`` says; every violation
+becomes a 400 in OpenAI's error envelope (see ``api/errors.py``).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+
+MAX_METADATA_PAIRS = 16
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    def fields(self) -> dict[str, Any]:
+        """The fields the client sent, as plain data."""
+        return self.model_dump(exclude_unset=True, mode="json")
+
+
+def _check_metadata(value: dict[str, str] | None) -> dict[str, str] | None:
+    if value is None:
+        return value
+    if len(value) > MAX_METADATA_PAIRS:
+        raise ValueError(f"metadata may hold at most {MAX_METADATA_PAIRS} key-value pairs")
+    for key, item in value.items():
+        if len(key) > 64:
+            raise ValueError(f"metadata keys may be at most 64 characters long: {key[:70]!r}")
+        if len(item) > 512:
+            raise ValueError(f"metadata values may be at most 512 characters long (key {key!r})")
+    return value
+
+
+class WithMetadata(Strict):
+    metadata: dict[str, str] | None = None
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        return _check_metadata(value)
+
+
+FunctionName = Annotated[str, StringConstraints(pattern=r"^[a-zA-Z0-9_-]{1,64}$")]
+
+
+class FunctionObject(Strict):
+    name: FunctionName
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class CodeInterpreterTool(Strict):
+    type: Literal["code_interpreter"]
+
+
+class RankingOptions(Strict):
+    ranker: Literal["auto", "default_2024_08_21"] | None = None
+    score_threshold: float = Field(ge=0, le=1)
+
+
+class FileSearchOptions(Strict):
+    max_num_results: int | None = Field(default=None, ge=1, le=50)
+    ranking_options: RankingOptions | None = None
+
+
+class FileSearchTool(Strict):
+    type: Literal["file_search"]
+    file_search: FileSearchOptions | None = None
+
+
+class FunctionTool(Strict):
+    type: Literal["function"]
+    function: FunctionObject
+
+
+Tool = Annotated[CodeInterpreterTool | FileSearchTool | FunctionTool, Field(discriminator="type")]
+
+
+class FileIds(Strict):
+    file_ids: list[str] = Field(default_factory=list, max_length=20)
+
+
+class VectorStoreHelper(Strict):
+    file_ids: list[str] | None = None
+    chunking_strategy: dict[str, Any] | None = None
+    metadata: dict[str, str] | None = None
+
+
+class FileSearchResources(Strict):
+    vector_store_ids: list[str] | None = Field(default=None, max_length=1)
+    vector_stores: list[VectorStoreHelper] | None = Field(default=None, max_length=1)
+
+
+class ToolResources(Strict):
+    code_interpreter: FileIds | None = None
+    file_search: FileSearchResources | None = None
+
+
+class TextFormat(Strict):
+    type: Literal["text"]
+
+
+class JsonObjectFormat(Strict):
+    type: Literal["json_object"]
+
+
+class JsonSchemaSpec(Strict):
+    name: FunctionName
+    description: str | None = None
+    schema_: dict[str, Any] | None = Field(default=None, alias="schema")
+    strict: bool | None = None
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class JsonSchemaFormat(Strict):
+    type: Literal["json_schema"]
+    json_schema: JsonSchemaSpec
+
+
+ResponseFormat = (
+    Literal["auto"] | Annotated[TextFormat | JsonObjectFormat | JsonSchemaFormat, Field(discriminator="type")]
+)
+
+ReasoningEffort = Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"]
+
+
+class AssistantFields(WithMetadata):
+    name: str | None = Field(default=None, max_length=256)
+    description: str | None = Field(default=None, max_length=512)
+    instructions: str | None = Field(default=None, max_length=256_000)
+    reasoning_effort: ReasoningEffort | None = None
+    tools: list[Tool] | None = Field(default=None, max_length=128)
+    tool_resources: ToolResources | None = None
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, ge=0, le=1)
+    response_format: ResponseFormat | None = None
+
+    def fields(self) -> dict[str, Any]:
+        values = self.model_dump(exclude_unset=True, mode="json", by_alias=True)
+        if "tools" in values and values["tools"] is None:
+            values["tools"] = []
+        if "metadata" in values and values["metadata"] is None:
+            values["metadata"] = {}
+        if "response_format" in values and values["response_format"] is None:
+            values["response_format"] = "auto"
+        return values
+
+
+class CreateAssistantRequest(AssistantFields):
+    model: str = Field(min_length=1, max_length=256)
+
+
+class ModifyAssistantRequest(AssistantFields):
+    model: str | None = Field(default=None, min_length=1, max_length=256)
+
+    def fields(self) -> dict[str, Any]:
+        values = super().fields()
+        if values.get("model", "") is None:
+            del values["model"]
+        return values
+
+
+class ImageFile(Strict):
+    file_id: str
+    detail: Literal["auto", "low", "high"] | None = None
+
+
+class ImageFilePart(Strict):
+    type: Literal["image_file"]
+    image_file: ImageFile
+
+
+class ImageUrl(Strict):
+    url: str
+    detail: Literal["auto", "low", "high"] | None = None
+
+
+class ImageUrlPart(Strict):
+    type: Literal["image_url"]
+    image_url: ImageUrl
+
+
+class TextPart(Strict):
+    type: Literal["text"]
+    text: str
+
+
+ContentPart = Annotated[ImageFilePart | ImageUrlPart | TextPart, Field(discriminator="type")]
+
+
+class AttachmentTool(Strict):
+    type: Literal["code_interpreter", "file_search"]
+
+
+class Attachment(Strict):
+    file_id: str
+    tools: list[AttachmentTool]
+
+
+class CreateMessageRequest(WithMetadata):
+    role: Literal["user", "assistant"]
+    content: str | Annotated[list[ContentPart], Field(min_length=1)]
+    attachments: list[Attachment] | None = None
+
+
+class ModifyMessageRequest(WithMetadata):
+    pass
+
+
+class CreateThreadRequest(WithMetadata):
+    messages: list[CreateMessageRequest] | None = None
+    tool_resources: ToolResources | None = None
+
+
+class ModifyThreadRequest(WithMetadata):
+    tool_resources: ToolResources | None = None
+
+    def fields(self) -> dict[str, Any]:
+        values = super().fields()
+        if "metadata" in values and values["metadata"] is None:
+            values["metadata"] = {}
+        return values
+
+
+class TruncationObject(Strict):
+    type: Literal["auto", "last_messages"]
+    last_messages: int | None = Field(default=None, ge=1)
+
+
+class NamedFunction(Strict):
+    name: str
+
+
+class NamedToolChoice(Strict):
+    type: Literal["function", "code_interpreter", "file_search"]
+    function: NamedFunction | None = None
+
+    @model_validator(mode="after")
+    def _function_named(self) -> NamedToolChoice:
+        if self.type == "function" and self.function is None:
+            raise ValueError("tool_choice of type 'function' must name the function")
+        return self
+
+
+ToolChoice = Literal["none", "auto", "required"] | NamedToolChoice
+
+
+class RunFields(WithMetadata):
+    assistant_id: str = Field(min_length=1)
+    model: str | None = Field(default=None, max_length=256)
+    reasoning_effort: ReasoningEffort | None = None
+    instructions: str | None = Field(default=None, max_length=256_000)
+    tools: list[Tool] | None = Field(default=None, max_length=20)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, ge=0, le=1)
+    stream: bool | None = None
+    max_prompt_tokens: int | None = Field(default=None, ge=256)
+    max_completion_tokens: int | None = Field(default=None, ge=256)
+    truncation_strategy: TruncationObject | None = None
+    tool_choice: ToolChoice | None = None
+    parallel_tool_calls: bool | None = None
+    response_format: ResponseFormat | None = None
+
+    def fields(self) -> dict[str, Any]:
+        values = self.model_dump(exclude_unset=True, mode="json", by_alias=True)
+        values.pop("stream", None)
+        return values
+
+
+class CreateRunRequest(RunFields):
+    additional_instructions: str | None = Field(default=None, max_length=256_000)
+    additional_messages: list[CreateMessageRequest] | None = None
+
+
+class CreateThreadAndRunRequest(RunFields):
+    thread: CreateThreadRequest | None = None
+    tool_resources: ToolResources | None = None
+
+
+class ModifyRunRequest(WithMetadata):
+    pass
+
+
+class ToolOutput(Strict):
+    tool_call_id: str | None = None
+    output: str | None = None
+
+
+class SubmitToolOutputsRunRequest(Strict):
+    tool_outputs: list[ToolOutput]
+    stream: bool | None = None

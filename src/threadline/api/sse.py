@@ -1,0 +1,111 @@
+"""The only code that writes server-sent events: run events as OpenAI's stream, then ``done``.
+
+A stream follows one run through the bus. It ends after the event that puts the run in a status the
+client must act on or that is final (``requires_action``, ``completed``, ``failed`` ...), with
+``event: done`` / ``data: [DONE]``. Idle streams get comment lines (never ``id:`` fields, which
+would confuse the SDK's decoder). A client that goes away only drops its subscription.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
+
+from fastapi.responses import StreamingResponse
+
+from threadline.api.objects import message_object, run_object, step_object, thread_object
+from threadline.domain.entities import Message, Run, RunStep, Thread
+from threadline.domain.ports import Subscription
+from threadline.domain.run_states import WAITING
+from threadline.events.types import ErrorEvent, Event, MessageDelta, ObjectEvent, StepDelta
+
+KEEPALIVE_SECONDS = 15.0
+
+DONE = b"event: done\ndata: [DONE]\n\n"
+
+
+def frame(name: str, data: Any) -> bytes:
+    return f"event: {name}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+
+
+def _object(obj: Thread | Run | RunStep | Message) -> dict[str, Any]:
+    if isinstance(obj, Run):
+        return run_object(obj)
+    if isinstance(obj, RunStep):
+        return step_object(obj)
+    if isinstance(obj, Message):
+        return message_object(obj)
+    return thread_object(obj)
+
+
+class _Renderer:
+    """Renders one stream's events; remembers which parts were announced, to send fields once."""
+
+    def __init__(self) -> None:
+        self._text_parts: set[tuple[str, int]] = set()
+
+    def render(self, event: Event) -> bytes:
+        if isinstance(event, ObjectEvent):
+            return frame(event.name, _object(event.obj))
+        if isinstance(event, MessageDelta):
+            text: dict[str, Any] = {"value": event.text}
+            key = (event.message_id, event.index)
+            if key not in self._text_parts:
+                self._text_parts.add(key)
+                text["annotations"] = []
+            part = {"index": event.index, "type": "text", "text": text}
+            delta = {"id": event.message_id, "object": "thread.message.delta", "delta": {"content": [part]}}
+            return frame("thread.message.delta", delta)
+        if isinstance(event, StepDelta):
+            call: dict[str, Any] = {"index": event.index, "type": "function"}
+            if event.call_id is not None:
+                call["id"] = event.call_id
+                call["function"] = {"name": event.name or "", "arguments": event.arguments, "output": None}
+            else:
+                call["function"] = {"arguments": event.arguments}
+            delta = {
+                "id": event.step_id,
+                "object": "thread.run.step.delta",
+                "delta": {"step_details": {"type": "tool_calls", "tool_calls": [call]}},
+            }
+            return frame("thread.run.step.delta", delta)
+        return error_frame(event)
+
+
+def error_frame(event: ErrorEvent) -> bytes:
+    # Python's SDK raises on an "error" key; Node's reads data.error or data; the spec wants the
+    # Error fields at the top level. This payload satisfies all three.
+    error = {"message": event.message, "type": "server_error", "param": None, "code": event.code}
+    return frame("error", {"error": error, **error})
+
+
+def ends_stream(event: Event) -> bool:
+    return isinstance(event, ObjectEvent) and isinstance(event.obj, Run) and event.obj.status in WAITING
+
+
+async def follow(
+    subscription: Subscription, before: Iterable[bytes] = (), keepalive: float = KEEPALIVE_SECONDS
+) -> AsyncIterator[bytes]:
+    """Frames for ``before`` (already rendered), then the run's events until it waits or ends."""
+    renderer = _Renderer()
+    with subscription:
+        for chunk in before:
+            yield chunk
+        while True:
+            event = await subscription.get(timeout=keepalive)
+            if event is None:
+                yield b": keep-alive\n\n"
+                continue
+            yield renderer.render(event)
+            if ends_stream(event) or isinstance(event, ErrorEvent):
+                break
+        yield DONE
+
+
+def event_stream(frames: AsyncIterator[bytes]) -> StreamingResponse:
+    return StreamingResponse(
+        frames,
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )

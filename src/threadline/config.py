@@ -1,0 +1,85 @@
+"""Settings: one typed object, read from ``THREADLINE_*`` environment variables and CLI flags.
+
+``Settings`` is built once (``Settings.from_env()``), adjusted by the CLI, and passed to whatever
+needs it; no module reads the environment on its own.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+PREFIX = "THREADLINE_"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    data_dir: Path = Path("data")
+    """Where the default SQLite database lives."""
+    database_url: str = ""
+    """Any SQLAlchemy async URL; empty means ``sqlite+aiosqlite:///<data_dir>/threadline.db``."""
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_key: str = ""
+    """When set, requests must send ``Authorization: Bearer <api_key>``; empty accepts any key."""
+    upstream_base_url: str = ""
+    """An OpenAI-compatible chat-completions server (vLLM, Ollama, llama.cpp, DeepSeek, OpenAI)."""
+    upstream_api_key: str = ""
+    upstream_timeout_seconds: float = 600.0
+    model_retries: int = 2
+    """How many times a failed model call is retried (429 and 5xx only) before the run fails."""
+    assistants_file: str = ""
+    """A YAML file of assistants to create or update, with their ids, at start-up."""
+    run_expiry_seconds: int = 600
+    worker_concurrency: int = 500
+    """How many runs one worker process drives at once."""
+    worker_lease_seconds: float = 30.0
+    worker_poll_seconds: float = 1.0
+    """How often an idle worker looks for queued runs when no wake-up arrives."""
+    sweep_interval_seconds: float = 1.0
+    """How often expired runs are looked for."""
+    poll_hold_seconds: float = 5.0
+    """How long a poll from the SDK's helpers (``X-Stainless-Poll-Helper``) is held while nothing changes."""
+    log_level: str = "info"
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{self.data_dir / 'threadline.db'}"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Settings from ``THREADLINE_<FIELD>`` variables, then ``overrides`` (flags) on top."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            if f.name == "extra":
+                continue
+            raw = env.get(PREFIX + f.name.upper())
+            if raw is not None and raw != "":
+                values[f.name] = _parse(f.type, raw, f.name)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+
+def _parse(annotation: object, raw: str, name: str) -> Any:
+    kind = str(annotation)
+    try:
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+        if kind == "Path":
+            return Path(raw)
+    except ValueError as exc:
+        raise ValueError(f"{PREFIX}{name.upper()}: expected a {kind}, got {raw!r}") from exc
+    return raw

@@ -1,0 +1,138 @@
+"""Domain entities: plain dataclasses, independent of the wire format and of storage rows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Generic, Literal, TypeVar
+
+from threadline.domain.run_states import RunStatus
+
+JSON = Any
+Metadata = dict[str, str]
+
+
+@dataclass(slots=True)
+class Assistant:
+    id: str
+    created_at: int
+    model: str
+    name: str | None = None
+    description: str | None = None
+    instructions: str | None = None
+    tools: list[dict[str, Any]] = field(default_factory=list)
+    tool_resources: dict[str, Any] | None = None
+    metadata: Metadata = field(default_factory=dict)
+    temperature: float | None = None
+    top_p: float | None = None
+    response_format: JSON = "auto"
+    reasoning_effort: str | None = None
+
+
+@dataclass(slots=True)
+class Thread:
+    id: str
+    created_at: int
+    metadata: Metadata = field(default_factory=dict)
+    tool_resources: dict[str, Any] | None = None
+
+
+MessageStatus = Literal["in_progress", "incomplete", "completed"]
+
+
+@dataclass(slots=True)
+class Message:
+    id: str
+    thread_id: str
+    created_at: int
+    role: Literal["user", "assistant"]
+    content: list[dict[str, Any]]
+    status: MessageStatus = "completed"
+    assistant_id: str | None = None
+    run_id: str | None = None
+    attachments: list[dict[str, Any]] | None = None
+    metadata: Metadata = field(default_factory=dict)
+    incomplete_details: dict[str, Any] | None = None
+    completed_at: int | None = None
+    incomplete_at: int | None = None
+
+    @property
+    def text(self) -> str:
+        """The message's text parts joined: what a chat model is shown."""
+        return "".join(p["text"]["value"] for p in self.content if p.get("type") == "text")
+
+
+@dataclass(slots=True)
+class Run:
+    id: str
+    thread_id: str
+    assistant_id: str
+    created_at: int
+    model: str
+    instructions: str
+    status: RunStatus = RunStatus.QUEUED
+    tools: list[dict[str, Any]] = field(default_factory=list)
+    metadata: Metadata = field(default_factory=dict)
+    required_action: dict[str, Any] | None = None
+    last_error: dict[str, Any] | None = None
+    expires_at: int | None = None
+    started_at: int | None = None
+    cancelled_at: int | None = None
+    failed_at: int | None = None
+    completed_at: int | None = None
+    incomplete_details: dict[str, Any] | None = None
+    usage: dict[str, int] | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    max_prompt_tokens: int | None = None
+    max_completion_tokens: int | None = None
+    truncation_strategy: dict[str, Any] = field(
+        default_factory=lambda: {"type": "auto", "last_messages": None}
+    )
+    tool_choice: JSON = "auto"
+    parallel_tool_calls: bool = True
+    response_format: JSON = "auto"
+    reasoning_effort: str | None = None
+    # Execution bookkeeping, never sent to clients.
+    worker_id: str | None = None
+    lease_expires_at: float | None = None
+
+
+StepStatus = Literal["in_progress", "cancelled", "failed", "completed", "expired"]
+
+
+@dataclass(slots=True)
+class RunStep:
+    id: str
+    run_id: str
+    thread_id: str
+    assistant_id: str
+    created_at: int
+    type: Literal["message_creation", "tool_calls"]
+    step_details: dict[str, Any]
+    status: StepStatus = "in_progress"
+    last_error: dict[str, Any] | None = None
+    expired_at: int | None = None
+    cancelled_at: int | None = None
+    failed_at: int | None = None
+    completed_at: int | None = None
+    metadata: Metadata = field(default_factory=dict)
+    usage: dict[str, int] | None = None
+    turn: int = 0
+    """Which model call of the run wrote this step; makes a retried turn's writes idempotent."""
+
+
+@dataclass(frozen=True, slots=True)
+class ListQuery:
+    limit: int = 20
+    order: Literal["asc", "desc"] = "desc"
+    after: str | None = None
+    before: str | None = None
+
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    items: list[T]
+    has_more: bool

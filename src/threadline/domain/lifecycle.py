@@ -1,0 +1,139 @@
+"""Moving runs between statuses: the writes and events that go with each transition.
+
+Used by the API (cancel, submit tool outputs), the run loop and the expiry sweeper alike, so a run
+ends the same way whoever ends it: its open steps closed, its half-written message marked
+incomplete, the thread unlocked, and the events published only after the write landed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any
+
+from threadline.domain.entities import Message, Run, RunStep, StepStatus
+from threadline.domain.ports import Bus, Change, Store
+from threadline.domain.run_states import TERMINAL, RunStatus, can_move
+from threadline.events.types import Event, ObjectEvent
+
+
+def now() -> int:
+    return int(time.time())
+
+
+def snapshot(obj: Any) -> Any:
+    """A copy for an event, so later changes to ``obj`` never show in what was published."""
+    return dataclasses.replace(obj)
+
+
+def run_event(run: Run) -> ObjectEvent:
+    return ObjectEvent(f"thread.run.{run.status.value}", snapshot(run))
+
+
+def step_event(step: RunStep, name: str | None = None) -> ObjectEvent:
+    return ObjectEvent(f"thread.run.step.{name or step.status}", snapshot(step))
+
+
+def message_event(message: Message, name: str | None = None) -> ObjectEvent:
+    return ObjectEvent(f"thread.message.{name or message.status}", snapshot(message))
+
+
+async def publish(bus: Bus, run_id: str, events: list[Event]) -> None:
+    for event in events:
+        await bus.publish(run_id, event)
+
+
+def moved(run: Run, to: RunStatus, **fields: Any) -> Run:
+    """``run`` in status ``to`` with ``fields`` set; refuses moves the transition table forbids."""
+    if not can_move(run.status, to):
+        raise ValueError(f"run {run.id}: {run.status} -> {to} is not an allowed transition")
+    changed = dataclasses.replace(run, status=to, **fields)
+    if to in TERMINAL:
+        changed.expires_at = None
+        changed.worker_id = None
+        changed.lease_expires_at = None
+    return changed
+
+
+_STEP_END: dict[RunStatus, tuple[StepStatus, str, str | None]] = {
+    RunStatus.CANCELLED: ("cancelled", "cancelled_at", "run_cancelled"),
+    RunStatus.FAILED: ("failed", "failed_at", "run_failed"),
+    RunStatus.EXPIRED: ("expired", "expired_at", "run_expired"),
+    RunStatus.INCOMPLETE: ("completed", "completed_at", "max_tokens"),
+    RunStatus.COMPLETED: ("completed", "completed_at", None),
+}
+
+
+async def end_run(
+    store: Store,
+    bus: Bus,
+    run: Run,
+    to: RunStatus,
+    *,
+    owner: str | None = None,
+    last_error: dict[str, Any] | None = None,
+    incomplete_details: dict[str, Any] | None = None,
+    usage: dict[str, int] | None = None,
+    partial_text: dict[str, str] | None = None,
+) -> Run | None:
+    """End ``run`` (as observed) in terminal status ``to``; ``None`` when someone else moved it first.
+
+    Open steps end with the run; their in-progress messages become ``incomplete`` (keeping any
+    ``partial_text`` already generated for them), except on ``completed``.
+    """
+    ts = now()
+    fields: dict[str, Any] = {"required_action": None}
+    if to is RunStatus.CANCELLED:
+        fields["cancelled_at"] = ts
+    elif to is RunStatus.FAILED:
+        fields["failed_at"] = ts
+        fields["last_error"] = last_error
+    elif to is RunStatus.COMPLETED:
+        fields["completed_at"] = ts
+    elif to is RunStatus.INCOMPLETE:
+        fields["incomplete_details"] = incomplete_details
+    if usage is not None:
+        fields["usage"] = usage
+    ended = moved(run, to, **fields)
+
+    step_status, stamp, reason = _STEP_END[to]
+    steps: list[RunStep] = []
+    messages: list[Message] = []
+    open_steps = [s for s in await store.run_steps(run.id) if s.status == "in_progress"]
+    message_ids = [
+        s.step_details["message_creation"]["message_id"] for s in open_steps if s.type == "message_creation"
+    ]
+    for step in open_steps:
+        step = dataclasses.replace(step, status=step_status)
+        setattr(step, stamp, ts)
+        if to is RunStatus.FAILED:
+            step.last_error = last_error
+        steps.append(step)
+    for message in await store.messages_by_id(message_ids):
+        if message.status != "in_progress":
+            continue
+        message = dataclasses.replace(message, status="incomplete", incomplete_at=ts)
+        message.incomplete_details = {"reason": reason}
+        if partial_text and message.id in partial_text:
+            message.content = text_content(partial_text[message.id])
+        messages.append(message)
+
+    change = Change(
+        run=ended,
+        expect=frozenset({run.status}),
+        owner=owner,
+        steps=steps,
+        messages=messages,
+        release_thread=True,
+    )
+    if not await store.commit(change):
+        return None
+    events: list[Event] = [message_event(m) for m in messages]
+    events += [step_event(s) for s in steps]
+    events.append(run_event(ended))
+    await publish(bus, run.id, events)
+    return ended
+
+
+def text_content(text: str) -> list[dict[str, Any]]:
+    return [{"type": "text", "text": {"value": text, "annotations": []}}]

@@ -1,0 +1,54 @@
+"""The run lifecycle as data: statuses and the table of allowed transitions.
+
+Every status change goes through ``store.commit(Change)``, which is one conditional
+``UPDATE runs ... WHERE status IN (<allowed sources>)``; when no row changes, another actor won the
+race and the caller gets a clean error instead of overwriting its result.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class RunStatus(StrEnum):
+    QUEUED = "queued"
+    IN_PROGRESS = "in_progress"
+    REQUIRES_ACTION = "requires_action"
+    CANCELLING = "cancelling"
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+    COMPLETED = "completed"
+    INCOMPLETE = "incomplete"
+    EXPIRED = "expired"
+
+
+Q, P, R, C = RunStatus.QUEUED, RunStatus.IN_PROGRESS, RunStatus.REQUIRES_ACTION, RunStatus.CANCELLING
+
+TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
+    # A worker claims it; a client cancels it; the sweeper expires it.
+    Q: frozenset({P, C, RunStatus.CANCELLED, RunStatus.EXPIRED}),
+    # The worker's own writes are in_progress -> in_progress (guarded by its lease).
+    P: frozenset(
+        {P, R, C, RunStatus.COMPLETED, RunStatus.INCOMPLETE, RunStatus.FAILED, RunStatus.EXPIRED, Q}
+    ),
+    R: frozenset({Q, C, RunStatus.CANCELLED, RunStatus.EXPIRED}),
+    # Once cancelling, no answer lands: the worker's completion is guarded on in_progress.
+    C: frozenset({RunStatus.CANCELLED, RunStatus.EXPIRED}),
+}
+
+ACTIVE: frozenset[RunStatus] = frozenset(TRANSITIONS)
+"""Statuses that hold the thread's lock."""
+
+TERMINAL: frozenset[RunStatus] = frozenset(RunStatus) - ACTIVE
+
+WAITING: frozenset[RunStatus] = TERMINAL | {R}
+"""Statuses at which the SDK's pollers stop."""
+
+
+def sources(target: RunStatus) -> frozenset[RunStatus]:
+    """Every status from which ``target`` may be reached."""
+    return frozenset(src for src, targets in TRANSITIONS.items() if target in targets)
+
+
+def can_move(src: RunStatus, target: RunStatus) -> bool:
+    return target in TRANSITIONS.get(src, frozenset())

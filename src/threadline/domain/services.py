@@ -1,0 +1,354 @@
+"""Services: one method per API operation, each taking validated input and returning entities.
+
+The API layer parses requests and renders results; everything in between — lookups, the thread
+lock, run set-up, cancellation, tool outputs — happens here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from threadline.domain.entities import Assistant, ListQuery, Message, Page, Run, RunStep, Thread
+from threadline.domain.lifecycle import (
+    end_run,
+    moved,
+    now,
+    publish,
+    run_event,
+    snapshot,
+    step_event,
+    text_content,
+)
+from threadline.domain.ports import Bus, Change, Store, ThreadLockedError
+from threadline.domain.run_states import TERMINAL, RunStatus
+from threadline.errors import InvalidRequestError, NotFoundError
+from threadline.events.types import ObjectEvent
+from threadline.ids import new_id
+
+log = logging.getLogger(__name__)
+
+
+class ModelCatalog(Protocol):
+    def routes(self, model: str) -> bool:
+        """Whether a run asking for ``model`` has somewhere to go."""
+
+
+def _not_found(kind: str, object_id: str) -> NotFoundError:
+    return NotFoundError(f"No {kind} found with id '{object_id}'.")
+
+
+def message_content(content: str | list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A create-message ``content`` (a string or request parts) as stored message parts."""
+    if isinstance(content, str):
+        return text_content(content)
+    parts: list[dict[str, Any]] = []
+    for part in content:
+        if part["type"] == "text":
+            parts.extend(text_content(part["text"]))
+        else:
+            parts.append(part)
+    return parts
+
+
+class Services:
+    def __init__(
+        self,
+        store: Store,
+        bus: Bus,
+        models: ModelCatalog,
+        *,
+        run_expiry_seconds: int = 600,
+        clock: Callable[[], int] = now,
+    ) -> None:
+        self.store = store
+        self.bus = bus
+        self.models = models
+        self.run_expiry_seconds = run_expiry_seconds
+        self.clock = clock
+
+    def _check_model(self, model: str, param: str = "model") -> None:
+        if not self.models.routes(model):
+            raise InvalidRequestError(
+                f"The model '{model}' is not served here: no route matches it. "
+                "See THREADLINE_MODELS_FILE or THREADLINE_UPSTREAM_BASE_URL.",
+                param=param,
+                code="model_not_found",
+            )
+
+    # --- assistants ------------------------------------------------------------------------
+
+    async def create_assistant(self, fields: dict[str, Any], assistant_id: str | None = None) -> Assistant:
+        self._check_model(fields["model"])
+        assistant = Assistant(id=assistant_id or new_id("assistant"), created_at=self.clock(), **fields)
+        await self.store.insert_assistant(assistant)
+        return assistant
+
+    async def apply_assistant(self, assistant_id: str, fields: dict[str, Any]) -> Assistant:
+        """Create or update the assistant with this id (declarations); safe to run concurrently."""
+        assistant = Assistant(id=assistant_id, created_at=self.clock(), **fields)
+        await self.store.upsert_assistant(assistant)
+        return await self.get_assistant(assistant_id)
+
+    async def get_assistant(self, assistant_id: str) -> Assistant:
+        assistant = await self.store.get_assistant(assistant_id)
+        if assistant is None:
+            raise _not_found("assistant", assistant_id)
+        return assistant
+
+    async def list_assistants(self, query: ListQuery) -> Page[Assistant]:
+        return await self.store.list_assistants(query)
+
+    async def modify_assistant(self, assistant_id: str, fields: dict[str, Any]) -> Assistant:
+        assistant = await self.get_assistant(assistant_id)
+        if "model" in fields:
+            self._check_model(fields["model"])
+        assistant = dataclasses.replace(assistant, **fields)
+        await self.store.update_assistant(assistant)
+        return assistant
+
+    async def delete_assistant(self, assistant_id: str) -> None:
+        if not await self.store.delete_assistant(assistant_id):
+            raise _not_found("assistant", assistant_id)
+
+    # --- threads ---------------------------------------------------------------------------
+
+    def _new_message(self, thread_id: str, fields: dict[str, Any], created_at: int | None = None) -> Message:
+        return Message(
+            id=new_id("message"),
+            thread_id=thread_id,
+            created_at=self.clock() if created_at is None else created_at,
+            role=fields["role"],
+            content=message_content(fields["content"]),
+            attachments=fields.get("attachments"),
+            metadata=fields.get("metadata") or {},
+            completed_at=None,
+        )
+
+    async def create_thread(self, fields: dict[str, Any]) -> Thread:
+        thread = Thread(
+            id=new_id("thread"),
+            created_at=self.clock(),
+            metadata=fields.get("metadata") or {},
+            tool_resources=fields.get("tool_resources"),
+        )
+        messages = [self._new_message(thread.id, m, thread.created_at) for m in fields.get("messages") or []]
+        await self.store.insert_thread(thread, messages)
+        return thread
+
+    async def get_thread(self, thread_id: str) -> Thread:
+        thread = await self.store.get_thread(thread_id)
+        if thread is None:
+            raise _not_found("thread", thread_id)
+        return thread
+
+    async def list_threads(self, query: ListQuery, metadata: dict[str, str]) -> Page[Thread]:
+        return await self.store.list_threads(query, metadata)
+
+    async def modify_thread(self, thread_id: str, fields: dict[str, Any]) -> Thread:
+        thread = await self.get_thread(thread_id)
+        thread = dataclasses.replace(thread, **fields)
+        await self.store.update_thread(thread)
+        return thread
+
+    async def delete_thread(self, thread_id: str) -> None:
+        if not await self.store.delete_thread(thread_id):
+            raise _not_found("thread", thread_id)
+
+    # --- messages --------------------------------------------------------------------------
+
+    async def create_message(self, thread_id: str, fields: dict[str, Any]) -> Message:
+        await self.get_thread(thread_id)
+        message = self._new_message(thread_id, fields)
+        try:
+            await self.store.insert_message(message)
+        except ThreadLockedError as locked:
+            raise InvalidRequestError(
+                f"Can't add messages to {thread_id} while a run {locked.run_id} is active."
+            ) from None
+        return message
+
+    async def get_message(self, thread_id: str, message_id: str) -> Message:
+        message = await self.store.get_message(thread_id, message_id)
+        if message is None:
+            await self.get_thread(thread_id)
+            raise _not_found("message", message_id)
+        return message
+
+    async def list_messages(self, thread_id: str, query: ListQuery, run_id: str | None) -> Page[Message]:
+        await self.get_thread(thread_id)
+        return await self.store.list_messages(thread_id, query, run_id)
+
+    async def modify_message(self, thread_id: str, message_id: str, metadata: dict[str, str]) -> Message:
+        message = await self.get_message(thread_id, message_id)
+        message.metadata = metadata
+        await self.store.update_message_metadata(message)
+        return message
+
+    async def delete_message(self, thread_id: str, message_id: str) -> None:
+        if not await self.store.delete_message(thread_id, message_id):
+            await self.get_thread(thread_id)
+            raise _not_found("message", message_id)
+
+    # --- runs ------------------------------------------------------------------------------
+
+    async def create_run(self, thread_id: str, fields: dict[str, Any], run_id: str | None = None) -> Run:
+        """Queue a run. Stream followers subscribe to ``run_id`` before calling, to miss nothing."""
+        assistant = await self.get_assistant(fields["assistant_id"])
+        await self.get_thread(thread_id)
+        run, messages = self._new_run(thread_id, assistant, fields, run_id)
+        try:
+            await self.store.insert_run(run, messages)
+        except ThreadLockedError as locked:
+            raise InvalidRequestError(
+                f"Thread {thread_id} already has an active run {locked.run_id}."
+            ) from None
+        await self._announce(run)
+        return run
+
+    async def create_thread_and_run(
+        self, fields: dict[str, Any], run_id: str | None = None
+    ) -> tuple[Thread, Run]:
+        assistant = await self.get_assistant(fields["assistant_id"])
+        thread_fields = dict(fields.get("thread") or {})
+        if fields.get("tool_resources") is not None:
+            thread_fields["tool_resources"] = fields["tool_resources"]
+        # Validate the run before writing anything, so a bad request leaves no thread behind.
+        probe, _ = self._new_run("thread_", assistant, fields, run_id)
+        thread = await self.create_thread(thread_fields)
+        run = dataclasses.replace(probe, thread_id=thread.id)
+        await publish(self.bus, run.id, [ObjectEvent("thread.created", snapshot(thread))])
+        await self.store.insert_run(run, [])
+        await self._announce(run)
+        return thread, run
+
+    def _new_run(
+        self, thread_id: str, assistant: Assistant, fields: dict[str, Any], run_id: str | None
+    ) -> tuple[Run, list[Message]]:
+        model = fields.get("model") or assistant.model
+        self._check_model(model)
+        instructions = fields.get("instructions")
+        if instructions is None:
+            instructions = assistant.instructions or ""
+        if fields.get("additional_instructions"):
+            instructions = f"{instructions}\n\n{fields['additional_instructions']}".strip()
+        tools = fields.get("tools")
+        if tools is None:
+            tools = assistant.tools
+        created_at = self.clock()
+
+        def pick(name: str, default: Any) -> Any:
+            value = fields.get(name)
+            if value is None:
+                value = getattr(assistant, name, None)
+            return default if value is None else value
+
+        run = Run(
+            id=run_id or new_id("run"),
+            thread_id=thread_id,
+            assistant_id=assistant.id,
+            created_at=created_at,
+            model=model,
+            instructions=instructions,
+            tools=tools,
+            metadata=fields.get("metadata") or {},
+            expires_at=created_at + self.run_expiry_seconds,
+            temperature=pick("temperature", 1.0),
+            top_p=pick("top_p", 1.0),
+            max_prompt_tokens=fields.get("max_prompt_tokens"),
+            max_completion_tokens=fields.get("max_completion_tokens"),
+            truncation_strategy=fields.get("truncation_strategy") or {"type": "auto", "last_messages": None},
+            tool_choice=fields.get("tool_choice") or "auto",
+            parallel_tool_calls=pick("parallel_tool_calls", True),
+            response_format=pick("response_format", "auto"),
+            reasoning_effort=pick("reasoning_effort", None),
+        )
+        messages = [
+            self._new_message(thread_id, m, created_at) for m in fields.get("additional_messages") or []
+        ]
+        return run, messages
+
+    async def _announce(self, run: Run) -> None:
+        await publish(self.bus, run.id, [ObjectEvent("thread.run.created", snapshot(run)), run_event(run)])
+        await self.bus.notify_work()
+
+    async def get_run(self, thread_id: str, run_id: str) -> Run:
+        run = await self.store.get_run(thread_id, run_id)
+        if run is None:
+            await self.get_thread(thread_id)
+            raise _not_found("run", run_id)
+        return run
+
+    async def list_runs(self, thread_id: str, query: ListQuery) -> Page[Run]:
+        await self.get_thread(thread_id)
+        return await self.store.list_runs(thread_id, query)
+
+    async def modify_run(self, thread_id: str, run_id: str, metadata: dict[str, str]) -> Run:
+        run = await self.get_run(thread_id, run_id)
+        run.metadata = metadata
+        await self.store.update_run_metadata(run)
+        return run
+
+    async def cancel_run(self, thread_id: str, run_id: str) -> Run:
+        """Ask a run to stop. Runs no worker holds end at once; a running one stops its model call."""
+        while True:
+            run = await self.get_run(thread_id, run_id)
+            if run.status in TERMINAL:
+                raise InvalidRequestError(f"Cannot cancel run with status '{run.status.value}'.")
+            if run.status is RunStatus.CANCELLING:
+                return run
+            cancelling = moved(run, RunStatus.CANCELLING)
+            if await self.store.commit(Change(run=cancelling, expect=frozenset({run.status}))):
+                break
+            # The run moved between our read and our write (claimed, finished): look again.
+        await publish(self.bus, run.id, [run_event(cancelling)])
+        if run.status is not RunStatus.IN_PROGRESS:
+            await end_run(self.store, self.bus, cancelling, RunStatus.CANCELLED)
+        return cancelling
+
+    async def submit_tool_outputs(self, thread_id: str, run_id: str, outputs: list[dict[str, Any]]) -> Run:
+        run = await self.get_run(thread_id, run_id)
+        if run.status is not RunStatus.REQUIRES_ACTION or run.required_action is None:
+            raise InvalidRequestError(f'Runs in status "{run.status.value}" do not accept tool outputs.')
+        expected = [c["id"] for c in run.required_action["submit_tool_outputs"]["tool_calls"]]
+        given = [o.get("tool_call_id") for o in outputs]
+        if sorted(map(str, given)) != sorted(expected) or len(set(given)) != len(given):
+            raise InvalidRequestError(
+                f"Expected tool outputs for call_ids {expected}, got {given}.", param="tool_outputs"
+            )
+        by_id = {o["tool_call_id"]: o.get("output") or "" for o in outputs}
+        steps = [
+            s
+            for s in await self.store.run_steps(run.id)
+            if s.type == "tool_calls" and s.status == "in_progress"
+        ]
+        ts = self.clock()
+        for step in steps:
+            for call in step.step_details["tool_calls"]:
+                if call["id"] in by_id:
+                    call["function"]["output"] = by_id[call["id"]]
+            step.status = "completed"
+            step.completed_at = ts
+        queued = moved(run, RunStatus.QUEUED, required_action=None)
+        change = Change(run=queued, expect=frozenset({RunStatus.REQUIRES_ACTION}), steps=steps)
+        if not await self.store.commit(change):
+            current = await self.get_run(thread_id, run_id)
+            raise InvalidRequestError(f'Runs in status "{current.status.value}" do not accept tool outputs.')
+        await publish(self.bus, run.id, [*(step_event(s) for s in steps), run_event(queued)])
+        await self.bus.notify_work()
+        return queued
+
+    # --- run steps -------------------------------------------------------------------------
+
+    async def get_run_step(self, thread_id: str, run_id: str, step_id: str) -> RunStep:
+        step = await self.store.get_step(thread_id, run_id, step_id)
+        if step is None:
+            await self.get_run(thread_id, run_id)
+            raise _not_found("run step", step_id)
+        return step
+
+    async def list_run_steps(self, thread_id: str, run_id: str, query: ListQuery) -> Page[RunStep]:
+        await self.get_run(thread_id, run_id)
+        return await self.store.list_steps(thread_id, run_id, query)

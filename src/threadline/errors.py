@@ -1,0 +1,55 @@
+"""The one error hierarchy. Each class carries its HTTP status and OpenAI's ``type`` and ``code``.
+
+The API renders every :class:`ThreadlineError` as ``{"error": {"message", "type", "param", "code"}}``
+(see ``api/errors.py``); nothing else in the code base builds error bodies.
+"""
+
+from __future__ import annotations
+
+
+class ThreadlineError(Exception):
+    status: int = 500
+    type: str = "server_error"
+    code: str | None = None
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+
+
+class InvalidRequestError(ThreadlineError):
+    """The request is malformed or not allowed in the current state (400)."""
+
+    status = 400
+    type = "invalid_request_error"
+
+
+class MissingBetaHeaderError(InvalidRequestError):
+    code = "invalid_beta"
+
+
+class AuthenticationError(ThreadlineError):
+    status = 401
+    type = "invalid_request_error"
+    code = "invalid_api_key"
+
+
+class NotFoundError(ThreadlineError):
+    status = 404
+    type = "invalid_request_error"
+
+
+class ConflictError(InvalidRequestError):
+    """A guarded state change lost a race or is not allowed from the current state.
+
+    OpenAI answers these with 400 (the SDK retries 409), so this stays a 400.
+    """
+
+
+class ServiceUnavailableError(ThreadlineError):
+    status = 503
+    type = "server_error"
+    code = "service_unavailable"

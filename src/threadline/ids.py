@@ -1,0 +1,25 @@
+"""Object ids, made in one place, with OpenAI's prefixes (``asst_``, ``thread_``, ``msg_`` ...)."""
+
+from __future__ import annotations
+
+import secrets
+import string
+from typing import Literal
+
+_ALPHABET = string.ascii_letters + string.digits
+
+Kind = Literal["assistant", "thread", "message", "run", "step", "call"]
+
+_PREFIXES: dict[Kind, str] = {
+    "assistant": "asst_",
+    "thread": "thread_",
+    "message": "msg_",
+    "run": "run_",
+    "step": "step_",
+    "call": "call_",
+}
+
+
+def new_id(kind: Kind) -> str:
+    """A fresh random id such as ``run_3kTq9...`` (24 characters after the prefix, like OpenAI's)."""
+    return _PREFIXES[kind] + "".join(secrets.choice(_ALPHABET) for _ in range(24))

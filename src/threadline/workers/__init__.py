@@ -1,0 +1,1 @@
+"""Background work: claiming and driving runs, renewing leases, expiring overdue runs."""

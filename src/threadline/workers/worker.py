@@ -1,0 +1,157 @@
+"""The worker: claims queued runs and drives many of them at once through the run loop.
+
+Runs wait on the model, not the CPU, so one process holds up to ``worker_concurrency`` runs in
+flight as asyncio tasks. Each claimed run carries a lease the worker renews; a run whose status
+moves away from ``in_progress`` under it (cancel, expiry) has its task cancelled, which stops the
+model call. Idle workers sleep until the bus announces work, with a slow poll as a safety net.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+import uuid
+
+from threadline.config import Settings
+from threadline.domain.entities import Run
+from threadline.domain.lifecycle import end_run, now
+from threadline.domain.ports import Bus, Store, Subscription
+from threadline.domain.run_loop import RunLoop
+from threadline.domain.run_states import ACTIVE, RunStatus
+from threadline.events.types import ObjectEvent
+from threadline.providers.base import Router
+
+log = logging.getLogger(__name__)
+
+# Statuses that, set by someone else, mean the worker must stop driving the run.
+_STOP = frozenset({RunStatus.CANCELLING, RunStatus.CANCELLED, RunStatus.EXPIRED})
+
+
+class Worker:
+    def __init__(self, settings: Settings, store: Store, bus: Bus, router: Router) -> None:
+        self.settings = settings
+        self.store = store
+        self.bus = bus
+        self.id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.loop = RunLoop(store, bus, router, self.id, retries=settings.model_retries)
+        self.running: dict[str, asyncio.Task[None]] = {}
+        self._stopping = asyncio.Event()
+        self._background: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        self._background = [
+            asyncio.create_task(self._claim_forever(), name="threadline-claim"),
+            asyncio.create_task(self._renew_forever(), name="threadline-leases"),
+            asyncio.create_task(self._sweep_forever(), name="threadline-sweeper"),
+        ]
+        log.info("worker %s started (concurrency %d)", self.id, self.settings.worker_concurrency)
+
+    async def stop(self, grace: float = 10.0) -> None:
+        """Stop claiming, give runs in flight ``grace`` seconds to finish, then cancel the rest."""
+        self._stopping.set()
+        await self.bus.notify_work()
+        for task in self._background:
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        if self.running:
+            log.info("worker %s: waiting for %d runs in flight", self.id, len(self.running))
+            await asyncio.wait(list(self.running.values()), timeout=grace)
+        for task in list(self.running.values()):
+            task.cancel()
+        await asyncio.gather(*self.running.values(), return_exceptions=True)
+        log.info("worker %s stopped", self.id)
+
+    # --- claiming --------------------------------------------------------------------------
+
+    async def _claim_forever(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                claimed = await self.claim_available()
+            except Exception:
+                log.exception("worker %s: claiming failed", self.id)
+                claimed = 0
+            if not claimed:
+                await self.bus.wait_for_work(self.settings.worker_poll_seconds)
+
+    async def claim_available(self) -> int:
+        """Claim runs until none are queued or the worker is full; returns how many it took."""
+        claimed = 0
+        while len(self.running) < self.settings.worker_concurrency and not self._stopping.is_set():
+            run = await self.store.claim_next(self.id, time.time(), self.settings.worker_lease_seconds)
+            if run is None:
+                break
+            claimed += 1
+            self._spawn(run)
+        return claimed
+
+    def _spawn(self, run: Run) -> None:
+        # Subscribe before the task starts, so a cancel that lands right away is still seen.
+        subscription = self.bus.subscribe(run.id)
+        task = asyncio.create_task(self._drive(run, subscription), name=f"run-{run.id}")
+        self.running[run.id] = task
+        task.add_done_callback(lambda _t: self.running.pop(run.id, None))
+
+    async def _drive(self, run: Run, subscription: Subscription) -> None:
+        with subscription:
+            work = asyncio.create_task(self.loop.execute(run))
+            watch = asyncio.create_task(self._watch(subscription, work))
+            try:
+                await work
+            except asyncio.CancelledError:
+                if not work.cancelled():
+                    # This task was cancelled (shutdown): take the run's own task down with it.
+                    work.cancel()
+                    await asyncio.gather(work, return_exceptions=True)
+                    raise
+            finally:
+                watch.cancel()
+
+    @staticmethod
+    async def _watch(subscription: Subscription, work: asyncio.Task[None]) -> None:
+        while True:
+            event = await subscription.get()
+            if isinstance(event, ObjectEvent) and isinstance(event.obj, Run) and event.obj.status in _STOP:
+                work.cancel()
+                return
+
+    # --- leases and expiry -----------------------------------------------------------------
+
+    async def _renew_forever(self) -> None:
+        interval = self.settings.worker_lease_seconds / 3
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.renew_leases()
+            except Exception:
+                log.exception("worker %s: renewing leases failed", self.id)
+
+    async def renew_leases(self) -> None:
+        held = list(self.running)
+        until = time.time() + self.settings.worker_lease_seconds
+        kept = set(await self.store.renew_leases(self.id, held, until))
+        for run_id in held:
+            task = self.running.get(run_id)
+            if run_id not in kept and task is not None and not task.done():
+                # The run moved on without us (cancelled or expired from another process).
+                log.info("worker %s: run %s is no longer ours; stopping it", self.id, run_id)
+                task.cancel()
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.sweep_interval_seconds)
+            try:
+                await self.sweep()
+            except Exception:
+                log.exception("worker %s: expiring runs failed", self.id)
+
+    async def sweep(self) -> int:
+        """Expire active runs whose ``expires_at`` has passed; returns how many were expired."""
+        expired = 0
+        for run in await self.store.expired_runs(now(), limit=100):
+            if run.status in ACTIVE and await end_run(self.store, self.bus, run, RunStatus.EXPIRED):
+                log.info("run %s expired (was %s)", run.id, run.status.value)
+                expired += 1
+        return expired

@@ -1,0 +1,80 @@
+"""Shared fixtures: the scripted model, a Threadline server on SQLite in front of it, SDK clients."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+
+from tests.support import ThreadlineServer
+from threadline.config import Settings
+from threadline.testing import ScriptedModel
+
+
+@pytest.fixture(scope="session")
+def model() -> Iterator[ScriptedModel]:
+    with ScriptedModel() as scripted:
+        yield scripted
+
+
+@pytest.fixture(autouse=True)
+def _fresh_model(request: pytest.FixtureRequest) -> None:
+    if "model" in request.fixturenames:
+        request.getfixturevalue("model").reset()
+
+
+def database_url(directory: Path) -> str:
+    return os.environ.get("THREADLINE_TEST_DATABASE_URL") or f"sqlite+aiosqlite:///{directory / 'threadline.db'}"
+
+
+@pytest.fixture
+def make_server(
+    model: ScriptedModel, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Callable[..., ThreadlineServer]]:
+    started: list[ThreadlineServer] = []
+
+    def make(**overrides: Any) -> ThreadlineServer:
+        directory = tmp_path_factory.mktemp("threadline")
+        settings = Settings(
+            data_dir=directory,
+            database_url=database_url(directory),
+            upstream_base_url=model.base_url,
+            sweep_interval_seconds=0.2,
+            worker_poll_seconds=0.5,
+        ).replace(**overrides)
+        server = ThreadlineServer(settings)
+        started.append(server)
+        return server
+
+    yield make
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def shared_server(model: ScriptedModel, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThreadlineServer]:
+    directory = tmp_path_factory.mktemp("threadline")
+    settings = Settings(
+        data_dir=directory,
+        database_url=database_url(directory),
+        upstream_base_url=model.base_url,
+        sweep_interval_seconds=0.2,
+    )
+    server = ThreadlineServer(settings)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def server(shared_server: ThreadlineServer) -> ThreadlineServer:
+    return shared_server
+
+
+@pytest.fixture
+def client(server: ThreadlineServer) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(base_url=server.url, api_key="test-key", max_retries=0) as sdk:
+        yield sdk

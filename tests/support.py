@@ -1,0 +1,68 @@
+"""Test helpers: a real Threadline (uvicorn) served from a background thread, and waiting on conditions."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import uvicorn
+from fastapi import FastAPI
+
+from threadline.app import create_app
+from threadline.config import Settings
+from threadline.store.database import migrate
+
+T = TypeVar("T")
+
+SEED = Path(__file__).resolve().parents[1].parent / "shared" / "seed"
+
+
+def wait_for(check: Callable[[], T | None], timeout: float = 10.0, interval: float = 0.02, what: str = "") -> T:
+    """Call ``check`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or check}")
+        time.sleep(interval)
+
+
+class ThreadlineServer:
+    """``create_app(settings)`` under a real uvicorn, on a free port, in a background thread."""
+
+    def __init__(self, settings: Settings, **app_options: Any) -> None:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", 0))
+        self.port: int = sock.getsockname()[1]
+        self.settings = settings.replace(port=self.port)
+        migrate(self.settings.effective_database_url)
+        self.app: FastAPI = create_app(self.settings, **app_options)
+        config = uvicorn.Config(
+            self.app, log_config=None, access_log=False, log_level="warning", timeout_graceful_shutdown=5
+        )
+        self.server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._serve, args=(sock,), daemon=True)
+        self._thread.start()
+        wait_for(lambda: self.server.started, timeout=20, what="threadline to start")
+
+    def _serve(self, sock: socket.socket) -> None:
+        try:
+            asyncio.run(self.server.serve(sockets=[sock]))
+        finally:
+            sock.close()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self._thread.join(timeout=20)
