@@ -28,7 +28,9 @@ def _fresh_model(request: pytest.FixtureRequest) -> None:
 
 
 def database_url(directory: Path) -> str:
-    return os.environ.get("THREADLINE_TEST_DATABASE_URL") or f"sqlite+aiosqlite:///{directory / 'threadline.db'}"
+    return (
+        os.environ.get("THREADLINE_TEST_DATABASE_URL") or f"sqlite+aiosqlite:///{directory / 'threadline.db'}"
+    )
 
 
 @pytest.fixture
@@ -56,7 +58,9 @@ def make_server(
 
 
 @pytest.fixture(scope="module")
-def shared_server(model: ScriptedModel, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThreadlineServer]:
+def shared_server(
+    model: ScriptedModel, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ThreadlineServer]:
     directory = tmp_path_factory.mktemp("threadline")
     settings = Settings(
         data_dir=directory,

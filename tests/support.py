@@ -22,7 +22,9 @@ T = TypeVar("T")
 SEED = Path(__file__).resolve().parents[1].parent / "shared" / "seed"
 
 
-def wait_for(check: Callable[[], T | None], timeout: float = 10.0, interval: float = 0.02, what: str = "") -> T:
+def wait_for(
+    check: Callable[[], T | None], timeout: float = 10.0, interval: float = 0.02, what: str = ""
+) -> T:
     """Call ``check`` until it returns something truthy; fail after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while True:
