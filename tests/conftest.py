@@ -39,7 +39,7 @@ def make_server(
 ) -> Iterator[Callable[..., ThreadlineServer]]:
     started: list[ThreadlineServer] = []
 
-    def make(**overrides: Any) -> ThreadlineServer:
+    def make(*, run_worker: bool = True, **overrides: Any) -> ThreadlineServer:
         directory = tmp_path_factory.mktemp("threadline")
         settings = Settings(
             data_dir=directory,
@@ -48,7 +48,7 @@ def make_server(
             sweep_interval_seconds=0.2,
             worker_poll_seconds=0.5,
         ).replace(**overrides)
-        server = ThreadlineServer(settings)
+        server = ThreadlineServer(settings, run_worker=run_worker)
         started.append(server)
         return server
 
