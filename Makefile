@@ -19,6 +19,16 @@ $(VENV)/.dev: pyproject.toml | $(BIN)/python
 	$(PIP) install -e '.[dev]'
 	touch $@ $(VENV)/.runtime
 
+# A second SDK generation for the lesson tests: the newest openai 1.x (it still has client.beta.threads),
+# kept out of the venv so the venv's own openai stays the current one. Tests put it on PYTHONPATH.
+OPENAI_1X := 1.109.1
+SDK_1X    := $(VENV)/sdk-1x
+
+$(SDK_1X)/.openai-$(OPENAI_1X): | $(BIN)/python
+	rm -rf $(SDK_1X)
+	$(PIP) install --target $(SDK_1X) openai==$(OPENAI_1X) python-dotenv
+	touch $@
+
 serve: $(VENV)/.runtime
 	$(BIN)/threadline serve
 
@@ -29,7 +39,7 @@ lint: $(VENV)/.dev
 typecheck: $(VENV)/.dev
 	$(BIN)/mypy
 
-test: lint typecheck
+test: lint typecheck $(SDK_1X)/.openai-$(OPENAI_1X)
 	$(BIN)/pytest -q
 
 bench: $(VENV)/.dev

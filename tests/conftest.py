@@ -10,7 +10,12 @@ from typing import Any
 import openai
 import pytest
 
-from tests.support import ThreadlineServer
+from tests.support import (
+    ThreadlineServer,
+    create_postgres_database,
+    drop_postgres_database,
+    postgres_available,
+)
 from threadline.config import Settings
 from threadline.testing import ScriptedModel
 
