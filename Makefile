@@ -39,8 +39,10 @@ lint: $(VENV)/.dev
 typecheck: $(VENV)/.dev
 	$(BIN)/mypy
 
+# The whole suite on SQLite, then again on PostgreSQL (127.0.0.1:5432; skipped outside CI if absent).
 test: lint typecheck $(SDK_1X)/.openai-$(OPENAI_1X)
 	$(BIN)/pytest -q
+	THREADLINE_TEST_BACKEND=postgres $(BIN)/pytest -q
 
 bench: $(VENV)/.dev
 	$(BIN)/python -m bench.runs
