@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
+import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 from threadline.config import Settings
 
@@ -26,13 +29,58 @@ def _logging(level: str) -> None:
     logging.basicConfig(
         level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        # Alembic narrates every start-up at INFO; only its warnings matter to an operator.
+        logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 def cmd_migrate(settings: Settings) -> None:
     from threadline.store.database import migrate
 
-    migrate(settings.effective_database_url)
+    with _migration_lock(settings.effective_database_url):
+        migrate(settings.effective_database_url)
     log.info("database is up to date: %s", _redacted(settings.effective_database_url))
+
+
+@contextlib.contextmanager
+def _migration_lock(url: str) -> Iterator[None]:
+    """One migrator at a time for a SQLite file.
+
+    Alembic's DDL on SQLite is not transactional: processes starting together on a new database
+    would all create the schema, and all but one fail with "table ... already exists". An advisory
+    lock on the database's directory (no stray lock file) makes the others wait and then find the
+    schema up to date."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    database = parsed.database or ""
+    if (
+        sys.platform == "win32"
+        or parsed.get_backend_name() != "sqlite"
+        or not database
+        or database == ":memory:"
+        or database.startswith("file:")
+    ):
+        yield
+        return
+    import fcntl
+
+    directory = Path(database).resolve().parent
+    directory.mkdir(parents=True, exist_ok=True)
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _check_declarations(settings: Settings) -> None:
+    """Fail before touching the database or a port when the assistants file is broken."""
+    if settings.assistants_file:
+        from threadline import declarations
+
+        declarations.load(settings.assistants_file)
 
 
 def cmd_serve(settings: Settings, with_worker: bool) -> None:
@@ -40,6 +88,7 @@ def cmd_serve(settings: Settings, with_worker: bool) -> None:
 
     from threadline.app import create_app
 
+    _check_declarations(settings)
     cmd_migrate(settings)
     app = create_app(settings, run_worker=with_worker)
     log.info("Threadline listening on http://%s:%d/v1", settings.host, settings.port)
@@ -54,52 +103,47 @@ def cmd_serve(settings: Settings, with_worker: bool) -> None:
 
 
 def cmd_worker(settings: Settings) -> None:
+    _check_declarations(settings)
     cmd_migrate(settings)
     asyncio.run(_worker(settings))
 
 
 async def _worker(settings: Settings) -> None:
-    from threadline.app import build_router
-    from threadline.domain.services import Services
-    from threadline.events.bus import LocalBus
-    from threadline.store import Database, SqlStore
+    from threadline import declarations
+    from threadline.runtime import Runtime
     from threadline.workers.worker import Worker
 
-    db = Database(settings.effective_database_url)
-    routes = build_router(settings)
-    bus = LocalBus()
-    if settings.assistants_file:
-        from threadline import declarations
-
-        await declarations.apply(Services(SqlStore(db), bus, routes), settings.assistants_file)
-    worker = Worker(settings, SqlStore(db), bus, routes)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    worker.start()
-    await stop.wait()
-    log.info("worker shutting down")
-    await worker.stop()
-    await routes.aclose()
-    await db.dispose()
+    runtime = await Runtime.open(settings)
+    try:
+        if settings.assistants_file:
+            await declarations.apply(runtime.services, settings.assistants_file)
+        worker = Worker(settings, runtime.store, runtime.bus, runtime.router)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        worker.start()
+        await stop.wait()
+        log.info("worker shutting down")
+        await worker.stop(grace=settings.shutdown_grace_seconds)
+    finally:
+        await runtime.aclose()
 
 
 def cmd_apply(settings: Settings, path: str) -> None:
-    async def run() -> None:
-        from threadline import declarations
-        from threadline.app import build_router
-        from threadline.domain.services import Services
-        from threadline.events.bus import LocalBus
-        from threadline.store import Database, SqlStore
+    from threadline import declarations
 
-        db = Database(settings.effective_database_url)
+    # Read and check the whole file first: a broken one changes nothing, not even the schema.
+    declared = declarations.load(path)
+
+    async def run() -> None:
+        from threadline.runtime import Runtime
+
+        runtime = await Runtime.open(settings)
         try:
-            applied = await declarations.apply(
-                Services(SqlStore(db), LocalBus(), build_router(settings)), path
-            )
+            applied = await declarations.apply_declared(runtime.services, declared)
         finally:
-            await db.dispose()
+            await runtime.aclose()
         for assistant in applied:
             print(f"{assistant.id}\t{assistant.model}\t{assistant.name or ''}")
 

@@ -40,6 +40,8 @@ class Settings:
     worker_lease_seconds: float = 30.0
     worker_poll_seconds: float = 1.0
     """How often an idle worker looks for queued runs when no wake-up arrives."""
+    shutdown_grace_seconds: float = 10.0
+    """On SIGTERM, how long runs in flight may take to finish before they are handed back."""
     sweep_interval_seconds: float = 1.0
     """How often expired runs are looked for."""
     poll_hold_seconds: float = 5.0

@@ -6,6 +6,8 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
+from threadline.errors import ServiceUnavailableError
+
 router = APIRouter()
 health = APIRouter()
 
@@ -19,4 +21,15 @@ async def list_models(request: Request) -> dict[str, Any]:
 
 @health.get("/healthz")
 async def healthz() -> dict[str, str]:
+    """Liveness: the process is up and its start-up finished."""
     return {"status": "ok"}
+
+
+@health.get("/readyz")
+async def readyz(request: Request) -> dict[str, str]:
+    """Readiness: the database answers, so requests can be served."""
+    try:
+        await request.app.state.runtime.store.ping()
+    except Exception as exc:
+        raise ServiceUnavailableError(f"The database is not reachable: {type(exc).__name__}") from exc
+    return {"status": "ready"}

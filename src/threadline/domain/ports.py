@@ -7,6 +7,7 @@ sees the protocols, so it never imports SQLAlchemy or a transport.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -30,6 +31,9 @@ class Change:
     steps: list[RunStep] = field(default_factory=list)
     new_messages: list[Message] = field(default_factory=list)
     messages: list[Message] = field(default_factory=list)
+    discard_steps: list[str] = field(default_factory=list)
+    """Step ids to delete: a turn a previous holder of the run left half-written."""
+    discard_messages: list[str] = field(default_factory=list)
     release_thread: bool = False
 
 
@@ -84,6 +88,14 @@ class Store(Protocol):
         """Extend this worker's leases; returns the ids it still holds in ``in_progress``."""
 
     async def expired_runs(self, now: int, limit: int) -> list[Run]: ...
+    async def stalled_cancellations(self, now: float, limit: int) -> list[Run]:
+        """Runs left in ``cancelling`` by a process that died before finishing the cancel."""
+
+    async def get_step_by_id(self, step_id: str) -> RunStep | None: ...
+    def exclusive(self, name: str) -> AbstractAsyncContextManager[bool]:
+        """Hold a cluster-wide lock named ``name`` if no one else does; yields whether we got it."""
+
+    async def ping(self) -> None: ...
     async def get_step(self, thread_id: str, run_id: str, step_id: str) -> RunStep | None: ...
     async def list_steps(self, thread_id: str, run_id: str, query: ListQuery) -> Page[RunStep]: ...
     async def run_steps(self, run_id: str) -> list[RunStep]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,6 +43,10 @@ from threadline.providers.base import (
 log = logging.getLogger(__name__)
 
 IN_PROGRESS = frozenset({RunStatus.IN_PROGRESS})
+
+
+class _Lost(Exception):
+    """The run is no longer in progress under this worker (cancelled, expired, taken over)."""
 
 
 @dataclass
@@ -93,10 +96,13 @@ class RunLoop:
         if route is None:
             await self._fail(run, "server_error", f"No route serves the model '{run.model}'.")
             return
-        steps = await self.store.run_steps(run.id)
-        turn = _Turn(number=max((s.turn for s in steps), default=-1) + 1)
+        turn = _Turn(number=0)
         try:
+            steps = await self._resume(run)
+            turn.number = max((s.turn for s in steps), default=-1) + 1
             await self._turn(run, route, steps, turn)
+        except _Lost:
+            await self._lost(run)
         except asyncio.CancelledError:
             # Cancelled (by cancel or expiry): keep what was generated, and let the final write
             # land even though this task is being torn down.
@@ -108,6 +114,21 @@ class RunLoop:
         except Exception:
             log.exception("run %s: unexpected error", run.id)
             await self._fail(run, "server_error", "The server had an error while processing the run.", turn)
+
+    async def _resume(self, run: Run) -> list[RunStep]:
+        """The run's finished steps. A turn left half-written by a worker that died is discarded
+        first, so redoing it cannot leave a second assistant message for the same turn."""
+        steps = await self.store.run_steps(run.id)
+        partial = [s for s in steps if s.status == "in_progress"]
+        if partial:
+            messages = [
+                s.step_details["message_creation"]["message_id"]
+                for s in partial
+                if s.type == "message_creation"
+            ]
+            await self._write(run, [], discard_steps=[s.id for s in partial], discard_messages=messages)
+            log.info("run %s: redoing a turn a previous worker left unfinished", run.id)
+        return [s for s in steps if s.status != "in_progress"]
 
     # --- the model call --------------------------------------------------------------------
 
@@ -153,7 +174,7 @@ class RunLoop:
     async def _write(self, run: Run, events: list[Event], **change: Any) -> None:
         """A write while the run stays in progress; raises when the run is no longer ours."""
         if not await self.store.commit(Change(run=run, expect=IN_PROGRESS, owner=self.worker_id, **change)):
-            raise asyncio.CancelledError(f"run {run.id} is no longer held by this worker")
+            raise _Lost(run.id)
         await publish(self.bus, run.id, events)
 
     async def _open_message(self, run: Run, turn: _Turn) -> None:
@@ -359,7 +380,3 @@ class RunLoop:
             await end_run(self.store, self.bus, current, RunStatus.CANCELLED)
         else:
             log.info("run %s: moved to %s by someone else", run.id, current.status if current else "deleted")
-
-
-def arguments_json(arguments: str) -> Any:
-    return json.loads(arguments)

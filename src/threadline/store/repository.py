@@ -7,8 +7,10 @@ that belong with it, in one transaction.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from collections.abc import Sequence
+import zlib
+from collections.abc import AsyncIterator, Sequence
 from typing import Any, TypeVar
 
 from sqlalchemy import Row, Select, Table, and_, delete, func, insert, or_, select, update
@@ -284,6 +286,10 @@ class SqlStore:
             result = await conn.execute(update(t.runs).where(*guard).values(values))
             if result.rowcount == 0:
                 return False
+            if change.discard_steps:
+                await conn.execute(delete(t.run_steps).where(t.run_steps.c.id.in_(change.discard_steps)))
+            if change.discard_messages:
+                await conn.execute(delete(t.messages).where(t.messages.c.id.in_(change.discard_messages)))
             if change.new_steps:
                 await conn.execute(insert(t.run_steps), [_row(s) for s in change.new_steps])
             for step in change.steps:
@@ -354,6 +360,43 @@ class SqlStore:
                 )
             ).all()
         return [_entity(Run, row) for row in rows]
+
+    async def stalled_cancellations(self, now: float, limit: int) -> list[Run]:
+        async with self.db.read() as conn:
+            rows = (
+                await conn.execute(
+                    select(t.runs)
+                    .where(
+                        t.runs.c.status == RunStatus.CANCELLING.value,
+                        or_(t.runs.c.worker_id.is_(None), t.runs.c.lease_expires_at < now),
+                    )
+                    .order_by(t.runs.c.seq)
+                    .limit(limit)
+                )
+            ).all()
+        return [_entity(Run, row) for row in rows]
+
+    async def get_step_by_id(self, step_id: str) -> RunStep | None:
+        return await self._one(RunStep, t.run_steps, t.run_steps.c.id == step_id)
+
+    @contextlib.asynccontextmanager
+    async def exclusive(self, name: str) -> AsyncIterator[bool]:
+        if self.db.is_sqlite:
+            # One SQLite file means one host; guarded transitions already make concurrent runs safe.
+            yield True
+            return
+        key = zlib.crc32(name.encode())
+        async with self.db.read() as conn:
+            got = bool((await conn.execute(select(func.pg_try_advisory_lock(key)))).scalar())
+            try:
+                yield got
+            finally:
+                if got:
+                    await conn.execute(select(func.pg_advisory_unlock(key)))
+
+    async def ping(self) -> None:
+        async with self.db.read() as conn:
+            await conn.execute(select(1))
 
     async def get_step(self, thread_id: str, run_id: str, step_id: str) -> RunStep | None:
         return await self._one(

@@ -17,8 +17,8 @@ import uuid
 
 from threadline.config import Settings
 from threadline.domain.entities import Run
-from threadline.domain.lifecycle import end_run, now
-from threadline.domain.ports import Bus, Store, Subscription
+from threadline.domain.lifecycle import end_run, moved, now
+from threadline.domain.ports import Bus, Change, Store, Subscription
 from threadline.domain.run_loop import RunLoop
 from threadline.domain.run_states import ACTIVE, RunStatus
 from threadline.events.types import ObjectEvent
@@ -50,19 +50,40 @@ class Worker:
         log.info("worker %s started (concurrency %d)", self.id, self.settings.worker_concurrency)
 
     async def stop(self, grace: float = 10.0) -> None:
-        """Stop claiming, give runs in flight ``grace`` seconds to finish, then cancel the rest."""
+        """Stop claiming; give runs in flight ``grace`` seconds, then hand the rest back to the queue.
+
+        Leases keep being renewed while we wait, so no other worker takes a run we are finishing.
+        """
         self._stopping.set()
-        await self.bus.notify_work()
-        for task in self._background:
-            task.cancel()
-        await asyncio.gather(*self._background, return_exceptions=True)
+        claim, *others = self._background
+        claim.cancel()
+        await asyncio.gather(claim, return_exceptions=True)
         if self.running:
-            log.info("worker %s: waiting for %d runs in flight", self.id, len(self.running))
+            log.info(
+                "worker %s: waiting up to %.0fs for %d runs in flight", self.id, grace, len(self.running)
+            )
             await asyncio.wait(list(self.running.values()), timeout=grace)
+        for task in others:
+            task.cancel()
+        await asyncio.gather(*others, return_exceptions=True)
+        unfinished = list(self.running)
         for task in list(self.running.values()):
             task.cancel()
         await asyncio.gather(*self.running.values(), return_exceptions=True)
-        log.info("worker %s stopped", self.id)
+        for run_id in unfinished:
+            await self._hand_back(run_id)
+        log.info("worker %s stopped (%d runs handed back)", self.id, len(unfinished))
+
+    async def _hand_back(self, run_id: str) -> None:
+        """Put a run we could not finish back in the queue for another worker to redo its turn."""
+        run = await self.store.get_run_by_id(run_id)
+        if run is None or run.status is not RunStatus.IN_PROGRESS or run.worker_id != self.id:
+            return
+        queued = moved(run, RunStatus.QUEUED, worker_id=None, lease_expires_at=None)
+        if await self.store.commit(
+            Change(run=queued, expect=frozenset({RunStatus.IN_PROGRESS}), owner=self.id)
+        ):
+            log.info("worker %s: handed run %s back to the queue", self.id, run_id)
 
     # --- claiming --------------------------------------------------------------------------
 
@@ -148,10 +169,20 @@ class Worker:
                 log.exception("worker %s: expiring runs failed", self.id)
 
     async def sweep(self) -> int:
-        """Expire active runs whose ``expires_at`` has passed; returns how many were expired."""
-        expired = 0
-        for run in await self.store.expired_runs(now(), limit=100):
-            if run.status in ACTIVE and await end_run(self.store, self.bus, run, RunStatus.EXPIRED):
-                log.info("run %s expired (was %s)", run.id, run.status.value)
-                expired += 1
-        return expired
+        """Expire overdue runs and finish cancels a dead process left behind; one process at a time.
+
+        Returns how many runs it ended.
+        """
+        ended = 0
+        async with self.store.exclusive("threadline-sweeper") as mine:
+            if not mine:
+                return 0
+            for run in await self.store.expired_runs(now(), limit=100):
+                if run.status in ACTIVE and await end_run(self.store, self.bus, run, RunStatus.EXPIRED):
+                    log.info("run %s expired (was %s)", run.id, run.status.value)
+                    ended += 1
+            for run in await self.store.stalled_cancellations(time.time(), limit=100):
+                if await end_run(self.store, self.bus, run, RunStatus.CANCELLED):
+                    log.info("run %s: finished a cancel its worker left behind", run.id)
+                    ended += 1
+        return ended

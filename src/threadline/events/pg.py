@@ -1,0 +1,121 @@
+"""The PostgreSQL event bus: LISTEN/NOTIFY, so a stream on one process follows a run on another.
+
+Every process delivers its own events to its local subscribers at once (``LocalBus``) and also
+sends them with ``NOTIFY``; each process LISTENs and hands other processes' events to its local
+subscribers. Notifications carry the process's id so nobody receives its own events twice.
+PostgreSQL caps a payload near 8000 bytes: larger object events travel as a reference and the
+receiver reads the object back from the database. Work announcements wake idle workers everywhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import asyncpg
+
+from threadline.domain.entities import Message, Run, RunStep, Thread
+from threadline.events import codec
+from threadline.events.bus import LocalBus
+from threadline.events.types import Event, MessageDelta, ObjectEvent
+
+log = logging.getLogger(__name__)
+
+EVENTS_CHANNEL = "threadline_events"
+WORK_CHANNEL = "threadline_work"
+MAX_PAYLOAD = 7000  # bytes; PostgreSQL's limit is 8000
+
+Loader = Callable[[str, str], Awaitable[Thread | Run | RunStep | Message | None]]
+"""Reads an object back by kind (``run``, ``step``, ``message``, ``thread``) and id."""
+
+
+class PostgresBus(LocalBus):
+    def __init__(self, dsn: str, loader: Loader) -> None:
+        super().__init__()
+        self._dsn = dsn
+        self._loader = loader
+        self._origin = uuid.uuid4().hex[:12]
+        self._listener: asyncpg.Connection | None = None
+        self._sender: asyncpg.Connection | None = None
+        self._send_lock = asyncio.Lock()
+        # Notifications are handled one at a time, in arrival order, even when one must be read back.
+        self._inbox: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
+        self._consumer: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._consumer = asyncio.create_task(self._consume(), name="threadline-bus")
+        self._listener = await asyncpg.connect(self._dsn)
+        self._sender = await asyncpg.connect(self._dsn)
+        await self._listener.add_listener(EVENTS_CHANNEL, self._on_event)
+        await self._listener.add_listener(WORK_CHANNEL, self._on_work)
+
+    async def aclose(self) -> None:
+        if self._consumer is not None:
+            self._consumer.cancel()
+        for conn in (self._listener, self._sender):
+            if conn is not None:
+                await conn.close()
+        await super().aclose()
+
+    async def publish(self, topic: str, event: Event) -> None:
+        await super().publish(topic, event)
+        for payload in self._payloads(topic, event):
+            await self._notify(EVENTS_CHANNEL, payload)
+
+    async def notify_work(self) -> None:
+        await super().notify_work()
+        await self._notify(WORK_CHANNEL, self._origin)
+
+    def _payloads(self, topic: str, event: Event) -> list[str]:
+        head = {"o": self._origin, "t": topic}
+        text = codec.dumps({**head, "e": codec.encode(event)})
+        if len(text.encode()) <= MAX_PAYLOAD:
+            return [text]
+        if isinstance(event, ObjectEvent):
+            return [codec.dumps({**head, "e": codec.reference(event)})]
+        if isinstance(event, MessageDelta):
+            # Split a very long fragment into several deltas of the same part.
+            size = MAX_PAYLOAD // 8
+            pieces = [event.text[i : i + size] for i in range(0, len(event.text), size)]
+            return [
+                codec.dumps({**head, "e": codec.encode(MessageDelta(event.message_id, event.index, piece))})
+                for piece in pieces
+            ]
+        log.warning("dropping an oversized %s event for %s", type(event).__name__, topic)
+        return []
+
+    async def _notify(self, channel: str, payload: str) -> None:
+        if self._sender is None:
+            return
+        async with self._send_lock:
+            await self._sender.execute("SELECT pg_notify($1, $2)", channel, payload)
+
+    def _on_work(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
+        if payload != self._origin:
+            self._work.set()
+
+    def _on_event(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
+        data = json.loads(payload)
+        if data["o"] != self._origin and data["t"] in self._subscriptions:
+            self._inbox.put_nowait((data["t"], data["e"]))
+
+    async def _consume(self) -> None:
+        while True:
+            topic, encoded = await self._inbox.get()
+            try:
+                event = await self._decode(encoded)
+            except Exception:
+                log.exception("could not decode an event for %s", topic)
+                continue
+            if event is not None:
+                await LocalBus.publish(self, topic, event)
+
+    async def _decode(self, encoded: dict[str, Any]) -> Event | None:
+        if "ref" not in encoded:
+            return codec.decode(encoded)
+        obj = await self._loader(encoded["k"], encoded["ref"])
+        return None if obj is None else ObjectEvent(encoded["name"], obj)

@@ -1,0 +1,88 @@
+"""The running parts of one Threadline process, built from settings in one place.
+
+``serve`` (the API app's lifespan), ``worker`` and ``assistants apply`` all open a ``Runtime``:
+the database and store, the event bus (PostgreSQL LISTEN/NOTIFY when the database is PostgreSQL,
+in-process otherwise), the model routing table and the services.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from sqlalchemy.engine import make_url
+
+from threadline.config import Settings
+from threadline.domain.entities import Message, Run, RunStep, Thread
+from threadline.domain.services import Services
+from threadline.events.bus import LocalBus
+from threadline.providers.openai_compat import OpenAICompatProvider
+from threadline.providers.routing import RoutingTable, Rule
+from threadline.store import Database, SqlStore
+
+log = logging.getLogger(__name__)
+
+
+def build_router(settings: Settings) -> RoutingTable:
+    rules: list[Rule] = []
+    if settings.upstream_base_url:
+        provider = OpenAICompatProvider(
+            settings.upstream_base_url, settings.upstream_api_key, timeout=settings.upstream_timeout_seconds
+        )
+        rules.append(Rule("*", provider))
+    return RoutingTable(rules)
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    db: Database
+    store: SqlStore
+    bus: LocalBus
+    router: RoutingTable
+    services: Services
+
+    @classmethod
+    async def open(cls, settings: Settings, router: RoutingTable | None = None) -> Runtime:
+        db = Database(settings.effective_database_url)
+        store = SqlStore(db)
+        bus: LocalBus
+        if db.is_sqlite:
+            bus = LocalBus()
+        else:
+            from threadline.events.pg import PostgresBus
+
+            dsn = make_url(db.url).set(drivername="postgresql").render_as_string(hide_password=False)
+            pg_bus = PostgresBus(dsn, _loader(store))
+            await pg_bus.start()
+            bus = pg_bus
+        routes = router or build_router(settings)
+        if not routes.rules:
+            log.warning(
+                "no model is configured: runs will fail. Set THREADLINE_UPSTREAM_BASE_URL to an "
+                "OpenAI-compatible server (e.g. http://127.0.0.1:11434/v1 for Ollama)."
+            )
+        services = Services(store, bus, routes, run_expiry_seconds=settings.run_expiry_seconds)
+        return cls(settings, db, store, bus, routes, services)
+
+    async def aclose(self) -> None:
+        await self.bus.aclose()
+        await self.router.aclose()
+        await self.db.dispose()
+
+
+def _loader(store: SqlStore) -> Callable[[str, str], Awaitable[Thread | Run | RunStep | Message | None]]:
+    """How the PostgreSQL bus reads back an object whose event was too large to send."""
+
+    async def load(kind: str, object_id: str) -> Thread | Run | RunStep | Message | None:
+        if kind == "run":
+            return await store.get_run_by_id(object_id)
+        if kind == "step":
+            return await store.get_step_by_id(object_id)
+        if kind == "message":
+            found = await store.messages_by_id([object_id])
+            return found[0] if found else None
+        return await store.get_thread(object_id)
+
+    return load
