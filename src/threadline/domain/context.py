@@ -1,19 +1,46 @@
-"""Building what the model sees for one turn of a run: instructions, thread messages, tool rounds.
+"""Building what the model sees for one turn of a run, inside the model's context window.
 
-The thread's messages come first (oldest to newest), then, in order, what this run has already
-done: its own assistant messages and each tool round as an assistant ``tool_calls`` message followed
-by one ``role: tool`` message per call, so the model reads outputs exactly where it asked for them.
+The prompt is: the run's instructions; a summary of older conversation, when some had to be left
+out; as many of the thread's newest messages as fit; then what this run has already done — its own
+assistant messages and each tool round as an assistant ``tool_calls`` message followed by one
+``role: tool`` message per call (a call and its output are never separated).
+
+The budget is the context window (or ``max_prompt_tokens``, what is left of it over the run) minus
+room for the answer. Messages are read newest first, a page at a time, until the budget is full, so
+building a prompt costs the same for a 20-message thread and a 20,000-message one. Under
+``truncation_strategy: auto`` the dropped part is summarised by the run's model; the summary is
+stored with the thread and extended, not rewritten, as the conversation moves on.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any, Literal
 
-from threadline.domain.entities import Message, Run, RunStep
-from threadline.providers.base import ChatMessage, ModelRequest
+from threadline.domain.entities import Message, Run, RunStep, Summary
+from threadline.domain.lifecycle import now
+from threadline.domain.ports import Store
+from threadline.providers.base import (
+    ChatMessage,
+    ModelRequest,
+    ProviderError,
+    Route,
+    TextDelta,
+    Usage,
+)
 
-# How many of the newest thread messages a prompt may draw on.
-MAX_THREAD_MESSAGES = 200
+log = logging.getLogger(__name__)
+
+MESSAGE_OVERHEAD = 4
+"""Tokens a chat message costs beyond its text (role, separators), as OpenAI counts them."""
+PAGE = 64
+"""Messages read per round trip while filling the budget."""
+DEFAULT_OUTPUT_RESERVE = 1024
+SUMMARY_MAX_TOKENS = 400
+SUMMARY_PREFIX = "Summary of the earlier conversation, which is no longer shown in full:\n"
 
 
 def chat_message(message: Message) -> ChatMessage:
@@ -88,35 +115,210 @@ def response_format(run: Run) -> dict[str, Any] | None:
     return None
 
 
-def build_request(
-    run: Run,
-    provider_model: str,
-    thread_messages: list[Message],
-    steps: list[RunStep],
-    max_tokens: int | None,
-) -> ModelRequest:
-    own = {m.id: m for m in thread_messages if m.run_id == run.id}
-    messages: list[ChatMessage] = []
-    if run.instructions:
-        messages.append({"role": "system", "content": run.instructions})
-    messages.extend(chat_message(m) for m in thread_messages if m.run_id != run.id)
-    if run.truncation_strategy.get("type") == "last_messages" and run.truncation_strategy.get(
-        "last_messages"
-    ):
-        keep = int(run.truncation_strategy["last_messages"])
-        system = messages[:1] if run.instructions else []
-        messages = system + messages[len(system) :][-keep:]
-    messages.extend(run_messages(steps, own))
-    tools = function_tools(run)
-    return ModelRequest(
-        model=provider_model,
-        messages=messages,
-        tools=tools,
-        tool_choice=tool_choice(run, tools),
-        parallel_tool_calls=run.parallel_tool_calls if tools else None,
-        temperature=run.temperature,
-        top_p=run.top_p,
-        max_tokens=max_tokens,
-        response_format=response_format(run),
-        reasoning_effort=run.reasoning_effort,
-    )
+def _text(message: ChatMessage) -> str:
+    content = message.get("content")
+    if isinstance(content, list):
+        content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
+    calls = json.dumps(message["tool_calls"]) if message.get("tool_calls") else ""
+    return f"{content or ''}{calls}"
+
+
+class Counter:
+    """Counts prompt tokens with the route's tokenizer, or the embedded model's own (off the loop)."""
+
+    def __init__(self, route: Route) -> None:
+        self.route = route
+
+    async def messages(self, messages: list[ChatMessage]) -> int:
+        return sum(await self.each(messages))
+
+    async def each(self, messages: list[ChatMessage]) -> list[int]:
+        texts = [_text(m) for m in messages]
+        tokenizer = self.route.tokenizer
+        if tokenizer is not None:
+            return [tokenizer.count(t) + MESSAGE_OVERHEAD for t in texts]
+        count = self.route.provider.count_tokens  # type: ignore[attr-defined]
+        return await asyncio.to_thread(lambda: [count(t) + MESSAGE_OVERHEAD for t in texts])
+
+    async def window(self, default: int) -> int:
+        if self.route.context_window:
+            return self.route.context_window
+        provider = self.route.provider
+        if hasattr(provider, "context_window"):
+            return int(await asyncio.to_thread(lambda: provider.context_window))
+        return default
+
+
+@dataclass
+class Prompt:
+    request: ModelRequest | None
+    """``None`` when even the newest message does not fit (see ``too_large``)."""
+    too_large: Literal["max_prompt_tokens", "context_window"] | None = None
+    summary_usage: Usage | None = None
+    prompt_tokens: int = 0
+    dropped: int = 0
+    """How many thread messages were left out (counting only those read)."""
+
+
+class ContextBuilder:
+    def __init__(self, store: Store, *, summaries: bool = True, default_window: int = 8192) -> None:
+        self.store = store
+        self.summaries = summaries
+        self.default_window = default_window
+
+    async def build(self, run: Run, route: Route, steps: list[RunStep]) -> Prompt:
+        counter = Counter(route)
+        used = run.usage or {}
+        window = await counter.window(self.default_window)
+        max_tokens = None
+        if run.max_completion_tokens is not None:
+            max_tokens = max(1, run.max_completion_tokens - used.get("completion_tokens", 0))
+        reserve = max_tokens if max_tokens is not None else min(DEFAULT_OUTPUT_RESERVE, window // 4)
+        limit = window - reserve
+        binding: Literal["max_prompt_tokens", "context_window"] = "context_window"
+        if run.max_prompt_tokens is not None:
+            left = run.max_prompt_tokens - used.get("prompt_tokens", 0)
+            if left < limit:
+                limit, binding = left, "max_prompt_tokens"
+
+        head: list[ChatMessage] = (
+            [{"role": "system", "content": run.instructions}] if run.instructions else []
+        )
+        own_ids = [
+            s.step_details["message_creation"]["message_id"] for s in steps if s.type == "message_creation"
+        ]
+        own = {m.id: m for m in await self.store.messages_by_id(own_ids)}
+        tail = run_messages(steps, own)
+        tools = function_tools(run)
+        fixed = await counter.messages(head + tail)
+        if tools:
+            fixed += await counter.messages([{"role": "system", "content": json.dumps(tools)}])
+        room = limit - fixed
+
+        strategy = run.truncation_strategy or {}
+        exact = strategy.get("last_messages") if strategy.get("type") == "last_messages" else None
+        kept, kept_tokens, dropped = await self._newest(run, counter, room, exact)
+        if exact is None and not kept and dropped:
+            return Prompt(None, too_large=binding)
+        if kept_tokens > room:
+            return Prompt(None, too_large=binding)
+
+        summary_usage = None
+        middle: list[ChatMessage] = []
+        if dropped and exact is None and self.summaries and kept:
+            summary, summary_usage = await self._summary(run, route, counter, window, kept[-1])
+            if summary is not None:
+                note: ChatMessage = {"role": "system", "content": SUMMARY_PREFIX + summary.text}
+                cost = (await counter.each([note]))[0]
+                # The summary goes in front of what is kept; older kept messages make room for it.
+                while kept_tokens + cost > room and len(kept) > 1:
+                    kept_tokens -= kept.pop()[1]
+                    dropped += 1
+                if kept_tokens + cost <= room:
+                    middle, kept_tokens = [note], kept_tokens + cost
+
+        messages = head + middle + [chat_message(m) for m, _ in reversed(kept)] + tail
+        request = ModelRequest(
+            model=route.model,
+            messages=messages,
+            tools=tools,
+            tool_choice=tool_choice(run, tools),
+            parallel_tool_calls=run.parallel_tool_calls if tools else None,
+            temperature=run.temperature,
+            top_p=run.top_p,
+            max_tokens=max_tokens,
+            response_format=response_format(run),
+            reasoning_effort=run.reasoning_effort,
+        )
+        return Prompt(request, None, summary_usage, fixed + kept_tokens, dropped)
+
+    async def _newest(
+        self, run: Run, counter: Counter, room: int, exact: int | None
+    ) -> tuple[list[tuple[Message, int]], int, int]:
+        """The newest thread messages that fit in ``room`` (or exactly ``exact`` of them), newest
+        first with their token counts; their total; and how many were passed over (0 or more)."""
+        kept: list[tuple[Message, int]] = []
+        total = 0
+        before: str | None = None
+        while True:
+            page = await self.store.newest_messages(run.thread_id, PAGE, before=before)
+            if not page:
+                return kept, total, 0
+            before = page[-1].id
+            page = [m for m in page if m.run_id != run.id]
+            costs = await counter.each([chat_message(m) for m in page])
+            for position, (message, cost) in enumerate(zip(page, costs, strict=True)):
+                if exact is not None:
+                    if len(kept) == exact:
+                        return kept, total, 1
+                elif total + cost > room:
+                    return kept, total, len(page) - position
+                kept.append((message, cost))
+                total += cost
+
+    async def _summary(
+        self, run: Run, route: Route, counter: Counter, window: int, oldest_kept: tuple[Message, int]
+    ) -> tuple[Summary | None, Usage | None]:
+        """The thread's summary brought up to the message before ``oldest_kept``.
+
+        Only what the stored summary does not cover yet is read, newest first, up to half the
+        context window: a thread that was never summarised gets its most recent history summarised
+        first rather than its whole past re-read.
+        """
+        stored = await self.store.get_summary(run.thread_id)
+        after = stored.last_message_id if stored else None
+        fresh: list[Message] = []
+        budget = (
+            window // 2
+            - SUMMARY_MAX_TOKENS
+            - (await counter.messages([{"content": stored.text}]) if stored else 0)
+        )
+        before: str | None = oldest_kept[0].id
+        while budget > 0:
+            page = await self.store.newest_messages(run.thread_id, PAGE, before=before, after=after)
+            if not page:
+                break
+            before = page[-1].id
+            for message, cost in zip(page, await counter.each([chat_message(m) for m in page]), strict=True):
+                if cost > budget:
+                    budget = 0
+                    break
+                fresh.append(message)
+                budget -= cost
+        if not fresh:
+            return stored, None
+        transcript = "\n".join(f"{m.role}: {m.text}" for m in reversed(fresh))
+        previous = f"Summary so far:\n{stored.text}\n\n" if stored else ""
+        request = ModelRequest(
+            model=route.model,
+            messages=[
+                {
+                    "role": "system",
+                    "content": "You keep a running summary of a conversation. Keep names, numbers, "
+                    "decisions and open questions. Answer with the summary only.",
+                },
+                {
+                    "role": "user",
+                    "content": f"{previous}New part of the conversation:\n{transcript}\n\n"
+                    "Write the updated summary.",
+                },
+            ],
+            temperature=0.0,
+            max_tokens=SUMMARY_MAX_TOKENS,
+        )
+        text, usage = "", None
+        try:
+            async for event in route.provider.stream(request):
+                if isinstance(event, TextDelta):
+                    text += event.text
+                elif isinstance(event, Usage):
+                    usage = event
+        except ProviderError as exc:
+            log.warning("run %s: could not summarise older messages: %s", run.id, exc.message)
+            return stored, usage
+        if not text.strip():
+            return stored, usage
+        summary = Summary(run.thread_id, text.strip(), fresh[0].id, now())
+        await self.store.save_summary(summary)
+        log.info("run %s: summarised %d older messages of %s", run.id, len(fresh), run.thread_id)
+        return summary, usage

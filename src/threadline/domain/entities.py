@@ -121,6 +121,17 @@ class RunStep:
     """Which model call of the run wrote this step; makes a retried turn's writes idempotent."""
 
 
+@dataclass(slots=True)
+class Summary:
+    """What a thread said before the messages a prompt still has room for, written by the model."""
+
+    thread_id: str
+    text: str
+    last_message_id: str
+    """The newest message the summary covers; later ones are not in it."""
+    updated_at: int
+
+
 @dataclass(frozen=True, slots=True)
 class ListQuery:
     limit: int = 20

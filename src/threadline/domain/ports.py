@@ -11,7 +11,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from threadline.domain.entities import Assistant, ListQuery, Message, Page, Run, RunStep, Thread
+from threadline.domain.entities import Assistant, ListQuery, Message, Page, Run, RunStep, Summary, Thread
 from threadline.domain.run_states import RunStatus
 from threadline.events.types import Event
 
@@ -66,8 +66,13 @@ class Store(Protocol):
 
     async def get_message(self, thread_id: str, message_id: str) -> Message | None: ...
     async def list_messages(self, thread_id: str, query: ListQuery, run_id: str | None) -> Page[Message]: ...
-    async def recent_messages(self, thread_id: str, limit: int) -> list[Message]:
-        """The newest ``limit`` messages of a thread, oldest first."""
+    async def newest_messages(
+        self, thread_id: str, limit: int, *, before: str | None = None, after: str | None = None
+    ) -> list[Message]:
+        """Up to ``limit`` messages, newest first, older than ``before`` and newer than ``after``."""
+
+    async def get_summary(self, thread_id: str) -> Summary | None: ...
+    async def save_summary(self, summary: Summary) -> None: ...
 
     async def update_message_metadata(self, message: Message) -> None: ...
     async def delete_message(self, thread_id: str, message_id: str) -> bool: ...

@@ -13,7 +13,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from threadline.domain import context
+from threadline.domain.context import ContextBuilder
 from threadline.domain.entities import Message, Run, RunStep
 from threadline.domain.lifecycle import (
     end_run,
@@ -67,6 +67,8 @@ class _Turn:
     tool_step: RunStep | None = None
     calls: dict[int, _Call] = field(default_factory=dict)
     usage: Usage | None = None
+    extra_usage: Usage | None = None
+    """Model calls made for this turn besides the answer (summarising older messages)."""
     finish: str = "stop"
     emitted: bool = False
 
@@ -79,9 +81,11 @@ class RunLoop:
         router: Router,
         worker_id: str,
         *,
+        builder: ContextBuilder | None = None,
         retries: int = 2,
         retry_backoff: float = 0.5,
     ) -> None:
+        self.context = builder or ContextBuilder(store)
         self.store = store
         self.bus = bus
         self.router = router
@@ -133,12 +137,12 @@ class RunLoop:
     # --- the model call --------------------------------------------------------------------
 
     async def _turn(self, run: Run, route: Route, steps: list[RunStep], turn: _Turn) -> None:
-        thread_messages = await self.store.recent_messages(run.thread_id, context.MAX_THREAD_MESSAGES)
-        used = run.usage or {}
-        max_tokens = None
-        if run.max_completion_tokens is not None:
-            max_tokens = max(1, run.max_completion_tokens - used.get("completion_tokens", 0))
-        request = context.build_request(run, route.model, thread_messages, steps, max_tokens)
+        prompt = await self.context.build(run, route, steps)
+        turn.extra_usage = prompt.summary_usage
+        if prompt.request is None:
+            await self._too_large(run, turn, prompt.too_large)
+            return
+        request = prompt.request
         attempt = 0
         while True:
             try:
@@ -262,10 +266,11 @@ class RunLoop:
 
     def _usage(self, run: Run, turn: _Turn) -> dict[str, int]:
         used = dict(run.usage or {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0})
-        if turn.usage is not None:
-            used["prompt_tokens"] += turn.usage.prompt_tokens
-            used["completion_tokens"] += turn.usage.completion_tokens
-        else:
+        for usage in (turn.usage, turn.extra_usage):
+            if usage is not None:
+                used["prompt_tokens"] += usage.prompt_tokens
+                used["completion_tokens"] += usage.completion_tokens
+        if turn.usage is None:
             # The upstream did not report usage: a rough estimate beats claiming zero.
             used["completion_tokens"] += max(1, len(turn.text) // 4) if turn.text else 0
         used["total_tokens"] = used["prompt_tokens"] + used["completion_tokens"]
@@ -350,6 +355,29 @@ class RunLoop:
             return
         await publish(self.bus, run.id, [run_event(waiting)])
 
+    async def _too_large(self, run: Run, turn: _Turn, limit: str | None) -> None:
+        """Even the newest message does not fit: ``incomplete`` if max_prompt_tokens is the limit."""
+        usage = self._usage(run, turn) if turn.extra_usage else None
+        if limit == "max_prompt_tokens":
+            ended = await end_run(
+                self.store,
+                self.bus,
+                run,
+                RunStatus.INCOMPLETE,
+                owner=self.worker_id,
+                incomplete_details={"reason": "max_prompt_tokens"},
+                usage=usage,
+            )
+            if ended is None:
+                await self._lost(run)
+            return
+        await self._fail(
+            run,
+            "invalid_prompt",
+            "The thread's newest message does not fit in the model's context window.",
+            turn,
+        )
+
     async def _fail(self, run: Run, code: str, message: str, turn: _Turn | None = None) -> None:
         partial = {turn.message.id: turn.text} if turn and turn.message else None
         ended = await end_run(
@@ -359,7 +387,7 @@ class RunLoop:
             RunStatus.FAILED,
             owner=self.worker_id,
             last_error={"code": code, "message": message},
-            usage=self._usage(run, turn) if turn and turn.usage else None,
+            usage=self._usage(run, turn) if turn and (turn.usage or turn.extra_usage) else None,
             partial_text=partial,
         )
         if ended is None:

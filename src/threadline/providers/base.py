@@ -93,6 +93,12 @@ class Provider(Protocol):
     async def aclose(self) -> None: ...
 
 
+class Tokenizer(Protocol):
+    name: str
+
+    def count(self, text: str) -> int: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Route:
     """Where a model name a client asks for goes: a provider and that provider's own model name."""
@@ -100,6 +106,9 @@ class Route:
     provider: Provider
     model: str
     context_window: int | None = None
+    """Tokens the model can attend to; ``None`` when the provider knows it (embedded GGUF)."""
+    tokenizer: Tokenizer | None = None
+    """How to count this model's tokens; ``None`` when the provider counts (embedded GGUF)."""
 
 
 class Router(Protocol):

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Row, Select, Table, and_, delete, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from threadline.domain.entities import Assistant, ListQuery, Message, Page, Run, RunStep, Thread
+from threadline.domain.entities import Assistant, ListQuery, Message, Page, Run, RunStep, Summary, Thread
 from threadline.domain.ports import Change, ThreadLockedError
 from threadline.domain.run_states import ACTIVE, RunStatus
 from threadline.store import tables as t
@@ -176,6 +176,7 @@ class SqlStore:
             await conn.execute(delete(t.run_steps).where(t.run_steps.c.run_id.in_(run_ids)))
             await conn.execute(delete(t.runs).where(t.runs.c.thread_id == thread_id))
             await conn.execute(delete(t.messages).where(t.messages.c.thread_id == thread_id))
+            await conn.execute(delete(t.thread_summaries).where(t.thread_summaries.c.thread_id == thread_id))
             result = await conn.execute(delete(t.threads).where(t.threads.c.id == thread_id))
         return result.rowcount > 0
 
@@ -218,17 +219,38 @@ class SqlStore:
             where.append(t.messages.c.run_id == run_id)
         return await self._page(Message, t.messages, query, *where)
 
-    async def recent_messages(self, thread_id: str, limit: int) -> list[Message]:
+    async def newest_messages(
+        self, thread_id: str, limit: int, *, before: str | None = None, after: str | None = None
+    ) -> list[Message]:
+        m = t.messages
+        where = [m.c.thread_id == thread_id]
         async with self.db.read() as conn:
-            rows = (
+            for cursor, older in ((before, True), (after, False)):
+                if cursor is not None:
+                    seq = select(m.c.seq).where(m.c.id == cursor).scalar_subquery()
+                    where.append(m.c.seq < seq if older else m.c.seq > seq)
+            rows = (await conn.execute(select(m).where(*where).order_by(m.c.seq.desc()).limit(limit))).all()
+        return [_entity(Message, row) for row in rows]
+
+    async def get_summary(self, thread_id: str) -> Summary | None:
+        async with self.db.read() as conn:
+            row = (
                 await conn.execute(
-                    select(t.messages)
-                    .where(t.messages.c.thread_id == thread_id)
-                    .order_by(t.messages.c.seq.desc())
-                    .limit(limit)
+                    select(t.thread_summaries).where(t.thread_summaries.c.thread_id == thread_id)
                 )
-            ).all()
-        return [_entity(Message, row) for row in reversed(rows)]
+            ).first()
+        return None if row is None else Summary(**row._mapping)
+
+    async def save_summary(self, summary: Summary) -> None:
+        values = dataclasses.asdict(summary)
+        async with self.db.write() as conn:
+            result = await conn.execute(
+                update(t.thread_summaries)
+                .where(t.thread_summaries.c.thread_id == summary.thread_id)
+                .values(values)
+            )
+            if result.rowcount == 0:
+                await conn.execute(insert(t.thread_summaries).values(values))
 
     async def update_message_metadata(self, message: Message) -> None:
         async with self.db.write() as conn:

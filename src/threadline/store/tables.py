@@ -146,3 +146,12 @@ run_steps = Table(
     # A turn writes at most one step of each type, even when a second worker retries it.
     Index("uq_run_steps_turn", "run_id", "turn", "type", unique=True),
 )
+
+thread_summaries = Table(
+    "thread_summaries",
+    metadata,
+    Column("thread_id", String(64), ForeignKey("threads.id", ondelete="CASCADE"), primary_key=True),
+    Column("text", Text, nullable=False),
+    Column("last_message_id", String(64), nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+)

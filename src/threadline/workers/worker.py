@@ -16,6 +16,7 @@ import time
 import uuid
 
 from threadline.config import Settings
+from threadline.domain.context import ContextBuilder
 from threadline.domain.entities import Run
 from threadline.domain.lifecycle import end_run, moved, now
 from threadline.domain.ports import Bus, Change, Store, Subscription
@@ -36,7 +37,10 @@ class Worker:
         self.store = store
         self.bus = bus
         self.id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        self.loop = RunLoop(store, bus, router, self.id, retries=settings.model_retries)
+        builder = ContextBuilder(
+            store, summaries=settings.summaries, default_window=settings.default_context_window
+        )
+        self.loop = RunLoop(store, bus, router, self.id, builder=builder, retries=settings.model_retries)
         self.running: dict[str, asyncio.Task[None]] = {}
         self._stopping = asyncio.Event()
         self._background: list[asyncio.Task[None]] = []
