@@ -26,16 +26,21 @@ class DeclarationError(ValueError):
 
 
 def load(path: str | Path) -> list[tuple[str, dict[str, Any]]]:
-    """Parse and validate a declarations file: ``(id, fields)`` per assistant."""
+    """Parse and validate a declarations file: ``(id, fields)`` per assistant.
+
+    Every problem is a :class:`DeclarationError` with a one-line message naming the file."""
     try:
         entries = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise DeclarationError(f"{path}: cannot read assistant declarations: {exc}") from exc
+    except OSError as exc:
+        raise DeclarationError(f"{path}: cannot read assistant declarations: {exc.strerror or exc}") from exc
+    except yaml.YAMLError as exc:
+        raise DeclarationError(f"{path}: not valid YAML: {_yaml_problem(exc)}") from exc
     if entries is None:
         return []
     if not isinstance(entries, list):
         raise DeclarationError(f"{path}: expected a list of assistants, got {type(entries).__name__}")
     declared: list[tuple[str, dict[str, Any]]] = []
+    seen: set[str] = set()
     for position, entry in enumerate(entries, 1):
         if not isinstance(entry, dict):
             raise DeclarationError(f"{path}: entry {position} is not a mapping")
@@ -45,15 +50,41 @@ def load(path: str | Path) -> list[tuple[str, dict[str, Any]]]:
             raise DeclarationError(
                 f"{path}: entry {position} needs an id like 'asst_...', got {assistant_id!r}"
             )
+        if assistant_id in seen:
+            raise DeclarationError(f"{path}: entry {position} declares {assistant_id} a second time")
+        seen.add(assistant_id)
         try:
             request = CreateAssistantRequest.model_validate(entry)
         except ValidationError as exc:
-            raise DeclarationError(f"{path}: assistant {assistant_id}: {exc}") from exc
+            raise DeclarationError(f"{path}: assistant {assistant_id}: {_validation_problem(exc)}") from exc
         fields = request.fields()
         fields.setdefault("tools", [])
         declared.append((assistant_id, fields))
     return declared
 
 
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    # PyYAML's own message spans several lines with a source excerpt; keep where and what.
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
+        mark = exc.problem_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}"
+        what = exc.problem or "invalid syntax"
+        return f"{where}: {what}" + (f" ({exc.context})" if exc.context else "")
+    return " ".join(str(exc).split())
+
+
+def _validation_problem(exc: ValidationError) -> str:
+    problems = []
+    for error in exc.errors(include_url=False):
+        where = ".".join(str(part) for part in error["loc"])
+        problems.append(f"{where}: {error['msg']}" if where else error["msg"])
+    return "; ".join(problems)
+
+
 async def apply(services: Services, path: str | Path) -> list[Assistant]:
-    return [await services.apply_assistant(assistant_id, fields) for assistant_id, fields in load(path)]
+    return await apply_declared(services, load(path))
+
+
+async def apply_declared(services: Services, declared: list[tuple[str, dict[str, Any]]]) -> list[Assistant]:
+    """Create or update each ``(id, fields)`` from :func:`load`."""
+    return [await services.apply_assistant(assistant_id, fields) for assistant_id, fields in declared]
