@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
-import os
 import signal
 import sys
-from collections.abc import Iterator, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 
 from threadline.config import Settings
 
@@ -37,42 +34,8 @@ def _logging(level: str) -> None:
 def cmd_migrate(settings: Settings) -> None:
     from threadline.store.database import migrate
 
-    with _migration_lock(settings.effective_database_url):
-        migrate(settings.effective_database_url)
+    migrate(settings.effective_database_url)
     log.info("database is up to date: %s", _redacted(settings.effective_database_url))
-
-
-@contextlib.contextmanager
-def _migration_lock(url: str) -> Iterator[None]:
-    """One migrator at a time for a SQLite file.
-
-    Alembic's DDL on SQLite is not transactional: processes starting together on a new database
-    would all create the schema, and all but one fail with "table ... already exists". An advisory
-    lock on the database's directory (no stray lock file) makes the others wait and then find the
-    schema up to date."""
-    from sqlalchemy.engine import make_url
-
-    parsed = make_url(url)
-    database = parsed.database or ""
-    if (
-        sys.platform == "win32"
-        or parsed.get_backend_name() != "sqlite"
-        or not database
-        or database == ":memory:"
-        or database.startswith("file:")
-    ):
-        yield
-        return
-    import fcntl
-
-    directory = Path(database).resolve().parent
-    directory.mkdir(parents=True, exist_ok=True)
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # releases the lock
 
 
 def _check_declarations(settings: Settings) -> None:
