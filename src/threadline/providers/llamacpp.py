@@ -6,10 +6,10 @@ default SmolLM2-135M-Instruct, see :mod:`threadline.providers.embedded`) is load
 they are decoded, the event loop never blocks, generations on one model are serialised, and a consumer
 that goes away stops the decoding at the next token.
 
-Small local models cannot call functions on their own, so calls are made under grammars (GBNF,
-llama.cpp's constrained decoding). The tools are described in the system prompt; the model then picks,
-from a fixed set of choices, between answering and calling one of the offered functions, and the
-arguments are decoded under a grammar built from the function's JSON schema. Schemas are bounded first
+Small local models cannot call functions on their own, so calls are made under constraints. The tools
+are described in the system prompt and the model picks between answering and calling one of them from a
+closed set of choices (its reply restricted to the choices' tokenizations); the arguments are then
+decoded under a grammar (GBNF, llama.cpp's constrained decoding) built from the function's JSON schema. Schemas are bounded first
 (arrays get ``maxItems``, strings ``maxLength``, free-form JSON a depth and size limit) so decoding
 always ends, and the decoded arguments are checked against the schema. ``response_format`` JSON modes
 use the same grammars for the answer text.
@@ -21,7 +21,9 @@ import asyncio
 import codecs
 import contextlib
 import json
+import math
 import os
+import random
 import re
 import threading
 import weakref
@@ -41,6 +43,8 @@ from threadline.providers.base import (
 )
 
 if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
     from llama_cpp import Llama
     from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
@@ -49,6 +53,8 @@ __all__ = [
     "DEFAULT_MAX_LENGTH",
     "LlamaCppProvider",
     "bound_schema",
+    "default_threads",
+    "plain_messages",
     "schema_grammar",
     "schema_violation",
 ]
@@ -66,6 +72,9 @@ JSON_MAX_TOKENS = 2048
 
 DEFAULT_TEMPERATURE = 1.0  # the Assistants API's defaults
 DEFAULT_TOP_P = 1.0
+DEFAULT_REPEAT_PENALTY = 1.1
+"""Applied to free text only: tiny models loop at low temperature without it. Never under a grammar,
+where penalising repeated tokens (quotes, braces) would fight the JSON syntax."""
 
 # ChatML, for GGUF files that carry no chat template of their own.
 _CHATML_TEMPLATE = (
@@ -203,15 +212,6 @@ def schema_grammar(schema: dict[str, Any]) -> str:
 
 def _json_object_grammar() -> str:
     return schema_grammar({"type": "object"})
-
-
-def _gbnf_literal(text: str) -> str:
-    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")
-    return f'"{escaped}"'
-
-
-def _choice_grammar(choices: list[str]) -> str:
-    return "root ::= " + " | ".join(_gbnf_literal(choice) for choice in choices) + "\n"
 
 
 _JSON_TYPES: dict[str, Callable[[Any], bool]] = {
@@ -380,45 +380,59 @@ def _parameters(spec: dict[str, Any]) -> dict[str, Any]:
     return parameters if isinstance(parameters, dict) and parameters else {"type": "object", "properties": {}}
 
 
-def _call_literal(name: str) -> str:
-    return json.dumps({"action": "call", "name": name}, ensure_ascii=False)[:-1]
+def _with_system_text(messages: list[dict[str, str]], text: str) -> list[dict[str, str]]:
+    out = [dict(m) for m in messages]
+    if out and out[0]["role"] == "system":
+        out[0]["content"] = f"{out[0]['content']}\n\n{text}" if out[0]["content"] else text
+    else:
+        out.insert(0, {"role": "system", "content": text})
+    return out
 
 
-_ANSWER_LITERAL = '{"action": "answer"}'
+_ANSWER_CHOICE = "Answer"
+_CALL_CHOICE = "Call "
 
 
-def _with_tools_prompt(
-    messages: list[dict[str, str]], functions: list[dict[str, Any]], forced: str | None, required: bool
-) -> list[dict[str, str]]:
-    """``messages`` with the functions and the reply format described in the system prompt."""
-    lines = ["You can call these functions:"]
+def _decision_prompt(messages: list[dict[str, str]], functions: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """``messages`` set up for the model to reply ``Answer`` or ``Call <name>``.
+
+    Short on purpose: among the phrasings we tried, this one separated "needs a function" from "just
+    answer" best for SmolLM2-135M (schemas in this prompt made it prefer answering across the board).
+    """
+    lines = ["You are a helpful assistant with access to these functions:"]
     for spec in functions:
         description = spec.get("description")
         lines.append(f"- {spec['name']}: {description}" if description else f"- {spec['name']}")
-        parameters = json.dumps(_parameters(spec), ensure_ascii=False)
-        lines.append(f"  Arguments (JSON schema): {parameters}")
-    call_format = '{"action": "call", "name": "<function name>", "arguments": {<arguments>}}'
-    if forced is not None:
-        lines.append(f"Call the function {forced}. Reply with {call_format}.")
-    elif required:
-        lines.append(f"You must call one of these functions. Reply with {call_format}.")
-    else:
-        lines.append(
-            f"To call a function, reply with {call_format}. "
-            f"To answer the user directly instead, reply with {_ANSWER_LITERAL}."
-        )
-    tools_text = "\n".join(lines)
-    out = [dict(m) for m in messages]
-    if out and out[0]["role"] == "system":
-        out[0]["content"] = f"{out[0]['content']}\n\n{tools_text}" if out[0]["content"] else tools_text
-    else:
-        out.insert(0, {"role": "system", "content": tools_text})
-    return out
+    lines.append("Decide whether to call one of the functions or to answer directly.")
+    return _with_system_text(messages, "\n".join(lines))
+
+
+def _arguments_prompt(
+    messages: list[dict[str, str]], spec: dict[str, Any]
+) -> tuple[list[dict[str, str]], str]:
+    """``messages`` set up for the model to write the arguments of a call to ``spec``, and the start
+    of the assistant's reply, which the arguments continue."""
+    name = str(spec["name"])
+    description = spec.get("description")
+    lines = [
+        f"Call the function {name}" + (f" ({description})." if description else "."),
+        f"Its arguments follow this JSON schema: {json.dumps(_parameters(spec), ensure_ascii=False)}",
+        'Reply with {"name": "' + name + '", "arguments": {<arguments>}}.',
+    ]
+    prefix = json.dumps({"name": name}, ensure_ascii=False)[:-1] + ', "arguments": '
+    return _with_system_text(messages, "\n".join(lines)), prefix
 
 
 # --------------------------------------------------------------------------------------------------
 # The provider
 # --------------------------------------------------------------------------------------------------
+
+
+def default_threads() -> int:
+    """All cores but one. llama.cpp's worker threads spin at barriers: when the event loop (or anything
+    else) takes one of their cores, every token waits for the descheduled thread — on 2 busy cores we
+    measured 2 threads at 10x slower than 1."""
+    return max(1, (os.cpu_count() or 1) - 1)
 
 
 @dataclass(slots=True)
@@ -443,9 +457,12 @@ class LlamaCppProvider:
     too, synchronously, if needed.
     """
 
-    def __init__(self, model_path: str, *, n_threads: int | None = None) -> None:
+    def __init__(
+        self, model_path: str, *, n_threads: int | None = None, repeat_penalty: float = DEFAULT_REPEAT_PENALTY
+    ) -> None:
         self.model_path = model_path
-        self.n_threads = n_threads or os.cpu_count() or 1
+        self.n_threads = n_threads or default_threads()
+        self.repeat_penalty = repeat_penalty
         self._loaded: _Loaded | None = None
         self._load_lock = threading.Lock()
         # The real guard of the model: held by whichever worker thread is decoding, even when the
@@ -559,7 +576,7 @@ class LlamaCppProvider:
             with self._model_lock:
                 if self._loaded is not loaded:  # closed by aclose() while we waited
                     raise ProviderError("The model provider was closed.")
-                _Turn(loaded, request, emit, stop).run()
+                _Turn(loaded, request, emit, stop, repeat_penalty=self.repeat_penalty).run()
         except _Stopped:
             return
         except ProviderError as exc:
@@ -583,8 +600,11 @@ class _Turn:
         request: ModelRequest,
         emit: Callable[[ModelEvent | BaseException | _Done], None],
         stop: threading.Event,
+        *,
+        repeat_penalty: float,
     ) -> None:
         self.loaded = loaded
+        self.repeat_penalty = repeat_penalty
         self.llm = loaded.llm
         self.request = request
         self.emit = emit
@@ -610,21 +630,14 @@ class _Turn:
                     f"tool_choice names {forced!r}, which is not among the tools", code="invalid_prompt"
                 )
         if not functions or choice == "none":
-            reason = self._answer(messages)
+            name = None
+        elif forced is not None:
+            name = forced
+        elif choice == "required" and len(functions) == 1:
+            name = str(functions[0].get("name"))
         else:
-            required = choice == "required"
-            tool_messages = _with_tools_prompt(messages, functions, forced, required)
-            if forced is None and (required and len(functions) == 1):
-                forced = str(functions[0]["name"])
-            if forced is not None:
-                prefix = _call_literal(forced)
-            else:
-                prefix = self._choose(tool_messages, list(by_name), allow_answer=not required)
-            if prefix == _ANSWER_LITERAL:
-                reason = self._answer(messages)
-            else:
-                name = json.loads(prefix + "}")["name"]
-                reason = self._call(tool_messages, prefix, name, _parameters(by_name[name]))
+            name = self._choose(messages, functions, allow_answer=choice != "required")
+        reason = self._answer(messages) if name is None else self._call(messages, by_name[name])
         self.emit(Usage(prompt_tokens=self.prompt_tokens, completion_tokens=self.completion_tokens))
         self.emit(Finish(reason))
 
@@ -648,26 +661,56 @@ class _Turn:
         )
         return reason
 
-    def _choose(self, messages: list[dict[str, str]], names: list[str], *, allow_answer: bool) -> str:
-        """Let the model pick answering or one function, by decoding under a grammar of the choices."""
-        choices = ([_ANSWER_LITERAL] if allow_answer else []) + [_call_literal(name) for name in names]
-        text, reason = self._generate(
-            self._prompt(messages),
-            grammar=_choice_grammar(choices),
-            max_tokens=max(len(c.encode()) for c in choices) + 8,  # a token is at least one byte
-            on_text=None,
-        )
-        if reason != "stop" or text not in choices:
-            raise ProviderError(f"Constrained choice produced {text!r}")
-        return text
+    def _choose(
+        self, messages: list[dict[str, str]], functions: list[dict[str, Any]], *, allow_answer: bool
+    ) -> str | None:
+        """The function the model picks (``None``: answer), out of a closed set of choices.
 
-    def _call(
-        self, messages: list[dict[str, str]], prefix: str, name: str, schema: dict[str, Any]
-    ) -> FinishReason:
-        """Decode the arguments of a call to ``name`` under its schema's grammar, streaming them."""
+        The reply is constrained to the choices' own tokenizations (``Answer``, ``Call <name>``, each
+        ending in end-of-sequence), walked as a trie: the model's next-token distribution decides only
+        where the choices branch. (A character grammar of the choices would also admit tokens that
+        merely start a choice, like "C" or "An", and summing whole-choice log-probabilities penalises
+        long names for tokens that are near-certain anyway.)
+        """
+        names = list(dict.fromkeys(str(spec.get("name")) for spec in functions))
+        choices = ([_ANSWER_CHOICE] if allow_answer else []) + [_CALL_CHOICE + name for name in names]
+        eos = self.llm.token_eos()
+        sequences = [[*self._tokens(choice, special=False), eos] for choice in choices]
+        prompt = self._tokens(self._prompt(_decision_prompt(messages, functions)))
+        logprobs = self._evaluate(prompt)
+        self.prompt_tokens += len(prompt)
+        remaining = list(range(len(choices)))
+        position = 0
+        while len(remaining) > 1:
+            if self.stop.is_set():
+                raise _Stopped
+            options = sorted({sequences[i][position] for i in remaining})
+            token = (
+                options[self._pick([float(logprobs[t]) for t in options])] if len(options) > 1 else options[0]
+            )
+            remaining = [i for i in remaining if sequences[i][position] == token]
+            self.completion_tokens += 1
+            if len(remaining) > 1:
+                self.llm.eval([token])
+                logprobs = self._next_logprobs()
+            position += 1
+        chosen = choices[remaining[0]]
+        return None if chosen == _ANSWER_CHOICE else chosen.removeprefix(_CALL_CHOICE)
+
+    def _pick(self, logprobs: list[float]) -> int:
+        if self.temperature <= 0:
+            return max(range(len(logprobs)), key=lambda i: logprobs[i])
+        top = max(logprobs)
+        weights = [math.exp((lp - top) / self.temperature) for lp in logprobs]
+        return random.choices(range(len(logprobs)), weights=weights)[0]
+
+    def _call(self, messages: list[dict[str, str]], spec: dict[str, Any]) -> FinishReason:
+        """Decode the arguments of a call to ``spec`` under its schema's grammar, streaming them."""
+        name, schema = str(spec["name"]), _parameters(spec)
+        call_messages, prefix = _arguments_prompt(messages, spec)
         self.emit(ToolCallDelta(index=0, name=name))
         arguments, reason = self._generate(
-            self._prompt(messages) + prefix + ', "arguments": ',
+            self._prompt(call_messages) + prefix,
             grammar=schema_grammar(schema),
             max_tokens=self.max_tokens or JSON_MAX_TOKENS,
             on_text=lambda t: self.emit(ToolCallDelta(index=0, arguments=t)),
@@ -694,6 +737,34 @@ class _Turn:
                 f"The model's chat template cannot render these messages: {exc}", code="invalid_prompt"
             ) from exc
 
+    def _reset(self) -> None:
+        reset: Callable[[], None] = self.llm.reset  # (untyped in llama-cpp-python)
+        reset()
+
+    def _tokens(self, text: str, *, special: bool = True) -> list[int]:
+        return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=special)
+
+    def _evaluate(self, tokens: list[int]) -> npt.NDArray[np.float64]:
+        """Evaluate ``tokens`` from a fresh state; the log-probabilities of the next token."""
+        if len(tokens) >= self.loaded.n_ctx:
+            raise ProviderError(
+                f"The prompt is {len(tokens)} tokens; the model's context window is {self.loaded.n_ctx}.",
+                code="invalid_prompt",
+            )
+        self._reset()
+        self.llm.eval(tokens)
+        return self._next_logprobs()
+
+    def _next_logprobs(self) -> npt.NDArray[np.float64]:
+        import llama_cpp
+        import numpy as np
+
+        pointer = llama_cpp.llama_get_logits_ith(self.llm.ctx, -1)
+        logits = np.ctypeslib.as_array(pointer, shape=(self.llm.n_vocab(),)).astype(np.float64)
+        top = logits.max()
+        result: npt.NDArray[np.float64] = logits - (top + np.log(np.exp(logits - top).sum()))
+        return result
+
     def _check_grammar(self, grammar: str) -> None:
         # llama-cpp-python hands a grammar that fails to parse to llama.cpp as a NULL sampler, which
         # crashes the process; parse it once here first.
@@ -717,7 +788,7 @@ class _Turn:
         from llama_cpp.llama_grammar import LlamaGrammar
 
         llm = self.llm
-        tokens = llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
+        tokens = self._tokens(prompt)
         room = self.loaded.n_ctx - len(tokens)
         if room <= 0:
             raise ProviderError(
@@ -731,8 +802,7 @@ class _Turn:
 
         # A fresh state per generation (no prompt-prefix reuse), so that the same request at
         # temperature 0 decodes the same tokens every time.
-        reset: Callable[[], None] = llm.reset  # (untyped in llama-cpp-python)
-        reset()
+        self._reset()
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         pieces: list[str] = []
         reason: FinishReason = "length"
@@ -741,7 +811,7 @@ class _Turn:
             tokens,
             temp=self.temperature,
             top_p=self.top_p,
-            repeat_penalty=1.0,
+            repeat_penalty=self.repeat_penalty if grammar is None else 1.0,
             reset=True,
             grammar=LlamaGrammar.from_string(grammar, verbose=False) if grammar is not None else None,
         )
