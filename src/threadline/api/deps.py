@@ -8,7 +8,9 @@ from fastapi import Depends, Query, Request
 
 from threadline.domain.entities import ListQuery
 from threadline.domain.services import Services
-from threadline.errors import AuthenticationError, MissingBetaHeaderError
+from threadline.errors import AuthenticationError, InvalidRequestError, MissingBetaHeaderError
+
+RUN_STEP_INCLUDES = ("step_details.tool_calls[*].file_search.results[*].content",)
 
 
 def services(request: Request) -> Services:
@@ -40,6 +42,19 @@ def list_query(
     before: Annotated[str | None, Query(max_length=128)] = None,
 ) -> ListQuery:
     return ListQuery(limit=limit, order=order, after=after, before=before)
+
+
+def include_query(include: Annotated[list[str] | None, Query(alias="include[]")] = None) -> list[str]:
+    """``include[]``: the extra run-step fields to fill in; OpenAI refuses values it does not know."""
+    for value in include or []:
+        if value not in RUN_STEP_INCLUDES:
+            raise InvalidRequestError(
+                f"Invalid value for 'include[]': {value[:100]!r}. Supported values are: "
+                + ", ".join(f"'{v}'" for v in RUN_STEP_INCLUDES)
+                + ".",
+                param="include[]",
+            )
+    return include or []
 
 
 Svc = Annotated[Services, Depends(services)]

@@ -26,19 +26,92 @@ def envelope(
     return JSONResponse(body, status_code=status)
 
 
-def _validation_message(error: dict[str, Any]) -> tuple[str, str | None]:
-    loc = [str(p) for p in error.get("loc", ()) if p not in ("body", "query", "path")]
-    # Drop pydantic's union-branch labels ("function", "str", "list[...]") from the parameter path.
-    param = ".".join(p for p in loc if not p.startswith(("list[", "function-", "literal[", "tagged-union")))
+_NOT_AN_OBJECT = {"model_attributes_type", "dict_type", "model_type"}
+_PRIMITIVE_LABELS = {"str", "int", "float", "bool", "none", "list", "dict", "bytes"}
+
+
+def _is_branch(step: str) -> bool:
+    """Whether a ``loc`` step names a pydantic union branch (``str``, ``list[...]``, a model class)."""
+    return step in _PRIMITIVE_LABELS or "[" in step or step[:1].isupper()
+
+
+def _walk(value: Any, loc: tuple[Any, ...]) -> list[str | int] | None:
+    """``loc`` as a path through the request body, branch labels left out; ``None`` if it does not fit."""
+    if not loc:
+        return []
+    step, rest = loc[0], loc[1:]
+    if isinstance(step, int):
+        if isinstance(value, list) and 0 <= step < len(value):
+            tail = _walk(value[step], rest)
+            return None if tail is None else [step, *tail]
+        return [step] if not rest else None
+    if isinstance(value, dict) and step in value:
+        tail = _walk(value[step], rest)
+        if tail is not None:
+            return [step, *tail]
+    if not rest:
+        # The last step is the value's own branch, or a key the client left out ("missing").
+        return [] if _is_branch(step) else [step]
+    # A discriminated union's tag (ours are all on ``type``) or another branch label: skip it.
+    if _is_branch(step) or (isinstance(value, dict) and value.get("type") == step):
+        return _walk(value, rest)
+    return None
+
+
+def _param(path: list[str | int]) -> str:
+    """OpenAI's spelling of a parameter path: ``tools[0].function.name``."""
+    out = ""
+    for step in path:
+        out += f"[{step}]" if isinstance(step, int) else (f".{step}" if out else step)
+    return out
+
+
+def _located(error: dict[str, Any], body: Any) -> tuple[str, int]:
+    """The parameter an error is about, and how deep into the request it points."""
+    loc = tuple(error.get("loc", ()))
+    where, rest = (loc[0], loc[1:]) if loc else ("body", ())
+    if where == "body":
+        path = _walk(body, rest)
+        if path is None:  # no body to follow (unparsable JSON): just drop the branch labels
+            path = [p for p in rest if isinstance(p, int) or not _is_branch(p)]
+    else:
+        path = list(rest[:1])  # a query or path parameter: its name
+    return _param(path), len(path)
+
+
+def _validation_message(error: dict[str, Any], param: str) -> str:
     kind = error.get("type", "")
     if kind == "json_invalid":
-        return "We could not parse the JSON body of your request. Please send valid JSON.", None
+        return "We could not parse the JSON body of your request. Please send valid JSON."
+    if not param and kind == "missing":
+        return "The request body is missing. Please send a JSON object."
+    if not param and kind in _NOT_AN_OBJECT:
+        return "The request body must be a JSON object."
     if kind == "missing":
-        return f"Missing required parameter: '{param}'.", param or None
+        return f"Missing required parameter: '{param}'."
     if kind == "extra_forbidden":
-        return f"Unrecognized request argument supplied: {param}", param or None
-    message = error.get("msg", "Invalid value")
-    return (f"Invalid value for '{param}': {message}." if param else f"{message}."), param or None
+        return f"Unrecognized request argument supplied: {param}"
+    message = str(error.get("msg", "Invalid value")).removeprefix("Value error, ").rstrip(".") + "."
+    return f"Invalid value for '{param}': {message}" if param else message
+
+
+def _is_mismatch(error: dict[str, Any]) -> bool:
+    kind = str(error.get("type", ""))
+    return kind.endswith("_type") or kind in ("literal_error", "union_tag_invalid")
+
+
+def validation_error(errors: list[dict[str, Any]], body: Any) -> tuple[str, str | None]:
+    """The message and ``param`` for a failed validation: the error that points deepest into the
+    request wins, since a union reports one error per branch and only one branch was meant."""
+    if not errors:
+        return "Invalid request.", None
+    # Between branches that reach as deep, one that only says "not this type" is the least telling.
+    ranked = [(_located(error, body), _is_mismatch(error), index) for index, error in enumerate(errors)]
+    (param, _depth), _mismatch, index = max(ranked, key=lambda r: (r[0][1], not r[1], -r[2]))
+    error = errors[index]
+    if error.get("type") == "json_invalid":
+        return _validation_message(error, ""), None
+    return _validation_message(error, param), param or None
 
 
 def install(app: FastAPI) -> None:
@@ -48,8 +121,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = list(exc.errors())
-        message, param = _validation_message(errors[0]) if errors else ("Invalid request.", None)
+        message, param = validation_error(list(exc.errors()), exc.body)
         return envelope(400, message, "invalid_request_error", param)
 
     @app.exception_handler(HTTPException)

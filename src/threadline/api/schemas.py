@@ -11,6 +11,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 MAX_METADATA_PAIRS = 16
+MAX_INT32 = 2**31 - 1
+"""The largest value an integer column holds on every database we run on."""
 
 
 class Strict(BaseModel):
@@ -84,10 +86,32 @@ class FileIds(Strict):
     file_ids: list[str] = Field(default_factory=list, max_length=20)
 
 
-class VectorStoreHelper(Strict):
+class AutoChunkingStrategy(Strict):
+    type: Literal["auto"]
+
+
+class StaticChunking(Strict):
+    max_chunk_size_tokens: int = Field(ge=100, le=4096)
+    chunk_overlap_tokens: int = Field(ge=0)
+
+    @model_validator(mode="after")
+    def _overlap_at_most_half(self) -> StaticChunking:
+        if self.chunk_overlap_tokens * 2 > self.max_chunk_size_tokens:
+            raise ValueError("chunk_overlap_tokens must not exceed half of max_chunk_size_tokens")
+        return self
+
+
+class StaticChunkingStrategy(Strict):
+    type: Literal["static"]
+    static: StaticChunking
+
+
+ChunkingStrategy = Annotated[AutoChunkingStrategy | StaticChunkingStrategy, Field(discriminator="type")]
+
+
+class VectorStoreHelper(WithMetadata):
     file_ids: list[str] | None = None
-    chunking_strategy: dict[str, Any] | None = None
-    metadata: dict[str, str] | None = None
+    chunking_strategy: ChunkingStrategy | None = None
 
 
 class FileSearchResources(Strict):
@@ -259,8 +283,8 @@ class RunFields(WithMetadata):
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, ge=0, le=1)
     stream: bool | None = None
-    max_prompt_tokens: int | None = Field(default=None, ge=256)
-    max_completion_tokens: int | None = Field(default=None, ge=256)
+    max_prompt_tokens: int | None = Field(default=None, ge=256, le=MAX_INT32)
+    max_completion_tokens: int | None = Field(default=None, ge=256, le=MAX_INT32)
     truncation_strategy: TruncationObject | None = None
     tool_choice: ToolChoice | None = None
     parallel_tool_calls: bool | None = None
