@@ -21,9 +21,7 @@ import asyncio
 import codecs
 import contextlib
 import json
-import math
 import os
-import random
 import re
 import threading
 import weakref
@@ -393,6 +391,47 @@ _ANSWER_CHOICE = "Answer"
 _CALL_CHOICE = "Call "
 
 
+_WORD = re.compile(r"[a-z0-9]{4,}")
+_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]+")
+_COMMON = frozenset(
+    {"what", "that", "this", "with", "have", "from", "your", "please", "could", "would", "about"}
+)
+
+
+def _terms(text: str) -> set[str]:
+    """Words of four letters or more, and pairs of adjacent CJK characters (no spaces to split on)."""
+    lowered = text.lower().replace("_", " ")
+    terms = {w for w in _WORD.findall(lowered) if w not in _COMMON}
+    for run in _CJK.findall(lowered):
+        terms.update(run[i : i + 2] for i in range(len(run) - 1))
+    return terms
+
+
+def _schema_text(schema: Any) -> str:
+    if isinstance(schema, dict):
+        parts = [str(schema.get("description", ""))]
+        parts += [f"{key} {_schema_text(value)}" for key, value in (schema.get("properties") or {}).items()]
+        parts.append(_schema_text(schema.get("items")))
+        return " ".join(parts)
+    return ""
+
+
+def relevant_functions(
+    messages: list[dict[str, str]], functions: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The functions whose name, description or parameters share a term with the last user message."""
+    last = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
+    asked = _terms(last)
+    return [
+        spec
+        for spec in functions
+        if asked
+        & _terms(
+            f"{spec.get('name', '')} {spec.get('description', '')} {_schema_text(spec.get('parameters'))}"
+        )
+    ]
+
+
 def _decision_prompt(messages: list[dict[str, str]], functions: list[dict[str, Any]]) -> list[dict[str, str]]:
     """``messages`` set up for the model to reply ``Answer`` or ``Call <name>``.
 
@@ -635,8 +674,13 @@ class _Turn:
             name = forced
         elif choice == "required" and len(functions) == 1:
             name = str(functions[0].get("name"))
+        elif choice == "required":
+            name = self._choose(messages, functions, allow_answer=False)
         else:
-            name = self._choose(messages, functions, allow_answer=choice != "required")
+            # A small model asked "answer or call?" says "call" to nearly everything; only functions
+            # the conversation is plainly about are put to it.
+            candidates = relevant_functions(messages, functions)
+            name = self._choose(messages, candidates, allow_answer=True) if candidates else None
         reason = self._answer(messages) if name is None else self._call(messages, by_name[name])
         self.emit(Usage(prompt_tokens=self.prompt_tokens, completion_tokens=self.completion_tokens))
         self.emit(Finish(reason))
@@ -697,12 +741,11 @@ class _Turn:
         chosen = choices[remaining[0]]
         return None if chosen == _ANSWER_CHOICE else chosen.removeprefix(_CALL_CHOICE)
 
-    def _pick(self, logprobs: list[float]) -> int:
-        if self.temperature <= 0:
-            return max(range(len(logprobs)), key=lambda i: logprobs[i])
-        top = max(logprobs)
-        weights = [math.exp((lp - top) / self.temperature) for lp in logprobs]
-        return random.choices(range(len(logprobs)), weights=weights)[0]
+    @staticmethod
+    def _pick(logprobs: list[float]) -> int:
+        # The decision is the model's most likely choice whatever the temperature: sampling it would
+        # make the same question call a function one time and not the next.
+        return max(range(len(logprobs)), key=lambda i: logprobs[i])
 
     def _call(self, messages: list[dict[str, str]], spec: dict[str, Any]) -> FinishReason:
         """Decode the arguments of a call to ``spec`` under its schema's grammar, streaming them."""
