@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +55,6 @@ class Settings:
     poll_hold_seconds: float = 5.0
     """How long a poll from the SDK's helpers (``X-Stainless-Poll-Helper``) is held while nothing changes."""
     log_level: str = "info"
-    extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def effective_database_url(self) -> str:
@@ -69,8 +68,6 @@ class Settings:
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {}
         for f in dataclasses.fields(cls):
-            if f.name == "extra":
-                continue
             raw = env.get(PREFIX + f.name.upper())
             if raw is not None and raw != "":
                 values[f.name] = _parse(f.type, raw, f.name)

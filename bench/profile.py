@@ -1,0 +1,131 @@
+"""Where Threadline's server spends its CPU per run: py-spy samples the server under the benchmark's load.
+
+``python -m bench.profile`` starts the scripted model and ``threadline serve`` like ``bench.runs``,
+attaches ``py-spy record`` (``pip install py-spy``) to the server for a bounded time while C polling
+clients drive runs, and prints where the samples taken while a server thread held the GIL fall: by
+package, and by function, in the function itself (self) and in everything it called (total).
+``--raw FILE`` keeps py-spy's collapsed stacks, e.g. for a flame graph.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import contextlib
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from bench.runs import SERVERS, Stack, httpx_client, log, run_polling, run_streaming, stacks, throughput_round
+
+
+def pyspy() -> str:
+    found = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    if not Path(found).exists():
+        raise SystemExit("py-spy is not installed: pip install py-spy")
+    return found
+
+
+async def load(stack: Stack, clients: int, seconds: float, stream: bool) -> str:
+    async with httpx_client(stack.url, clients) as client:
+        once = run_streaming if stream else run_polling
+        result = await throughput_round(
+            stack, lambda: once(client, stack.url, stack.assistant_id), clients, seconds
+        )
+    cpu = (
+        f", server CPU {result.server_cpu * 1000 / max(1, result.runs):.1f} ms/run"
+        if result.server_cpu
+        else ""
+    )
+    return f"{result.runs} runs in {result.seconds:.1f} s ({result.rate:.0f} runs/s){cpu}"
+
+
+def _package(frame: str) -> str:
+    """``sqlalchemy`` for ``execute (sqlalchemy/engine/base.py)``; the module for top-level files."""
+    where = frame.rpartition("(")[2].rstrip(")").split(":")[0]
+    head = where.split("/")[0]
+    return head.removesuffix(".py") if head else "?"
+
+
+def summarise(raw: str, top: int) -> str:
+    """Self and total sample shares per function and self share per package, from py-spy's collapsed
+    stacks (``a;b;c count``)."""
+    self_counts: collections.Counter[str] = collections.Counter()
+    total_counts: collections.Counter[str] = collections.Counter()
+    packages: collections.Counter[str] = collections.Counter()
+    samples = 0
+    for line in raw.splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        frames = stack.split(";")
+        samples += count
+        self_counts[frames[-1]] += count
+        packages[_package(frames[-1])] += count
+        for frame in set(frames):
+            total_counts[frame] += count
+    if not samples:
+        return "no samples"
+
+    def table(title: str, counts: collections.Counter[str], limit: int) -> list[str]:
+        lines = [f"{title} (of {samples} samples)", ""]
+        for frame, count in counts.most_common(limit):
+            lines.append(f"{count / samples * 100:5.1f}%  {frame}")
+        return [*lines, ""]
+
+    return "\n".join(
+        table("self time by package", packages, 20)
+        + table("self time by function", self_counts, top)
+        + table("total time (self and callees) by function", total_counts, top)
+    )
+
+
+async def profile(args: argparse.Namespace, workdir: Path) -> str:
+    raw_file = Path(args.raw) if args.raw else workdir / "profile.txt"
+    with stacks(workdir, [(args.server, args.server, 0.0)]) as (stack,):
+        # Warm the server up before sampling starts.
+        log(f"warm-up: {await load(stack, args.clients, 1.5, args.stream)}")
+        argv = [pyspy(), "record", "--pid", str(stack.server.pid), "--rate", str(args.rate)]
+        argv += ["--duration", str(int(args.seconds)), "--format", "raw", "--output", str(raw_file)]
+        # Only samples holding the GIL: what the server's Python actually spends the core on.
+        argv += ["--nonblocking", "--gil", "--nolineno"]
+        argv += ["--threads"] if args.threads else []
+        recorder = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            time.sleep(0.5)  # let py-spy attach before the load starts
+            log(f"profiled load: {await load(stack, args.clients, args.seconds - 1, args.stream)}")
+            _, err = recorder.communicate(timeout=args.seconds + 30)
+        finally:
+            if recorder.poll() is None:
+                recorder.kill()
+                recorder.wait()
+        if recorder.returncode != 0 or not raw_file.exists():
+            raise SystemExit(f"py-spy failed: {err.decode(errors='replace')}")
+    return summarise(raw_file.read_text(), args.top)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__.split("\n")[0])
+    parser.add_argument("--server", default="stock", choices=sorted(SERVERS), help="server variant")
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--seconds", type=float, default=10.0, help="sampling time (bounded to 60)")
+    parser.add_argument("--rate", type=int, default=200, help="samples per second")
+    parser.add_argument("--top", type=int, default=40)
+    parser.add_argument("--stream", action="store_true", help="stream runs instead of polling them")
+    parser.add_argument("--threads", action="store_true", help="keep threads apart in the stacks")
+    parser.add_argument("--raw", help="keep py-spy's collapsed stacks in this file")
+    args = parser.parse_args(argv)
+    args.seconds = min(max(args.seconds, 2.0), 60.0)
+    with tempfile.TemporaryDirectory(prefix="threadline-profile-") as tmp:
+        print(asyncio.run(profile(args, Path(tmp))))
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt):
+        main()
