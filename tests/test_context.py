@@ -14,7 +14,29 @@ from threadline.testing import Reply, ScriptedModel
 TOKENS = for_model("gpt-4o")
 
 
-WORDS = "the cat sat on a mat and saw one red bird fly over the old green house near our small town".split()
+WORDS = [
+    "the",
+    "cat",
+    "sat",
+    "on",
+    "a",
+    "mat",
+    "and",
+    "saw",
+    "one",
+    "red",
+    "bird",
+    "fly",
+    "over",
+    "the",
+    "old",
+    "green",
+    "house",
+    "near",
+    "our",
+    "small",
+    "town",
+]
 
 
 def long_message(i: int) -> str:

@@ -27,8 +27,10 @@ def _logging(level: str) -> None:
         level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
     if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
-        # Alembic narrates every start-up at INFO; only its warnings matter to an operator.
-        logging.getLogger("alembic").setLevel(logging.WARNING)
+        # Alembic narrates every start-up and httpx every model call at INFO; only their warnings
+        # matter to an operator.
+        for noisy in ("alembic", "httpx"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def cmd_migrate(settings: Settings) -> None:

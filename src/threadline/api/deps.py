@@ -13,12 +13,12 @@ from threadline.errors import AuthenticationError, InvalidRequestError, MissingB
 RUN_STEP_INCLUDES = ("step_details.tool_calls[*].file_search.results[*].content",)
 
 
-def services(request: Request) -> Services:
+async def services(request: Request) -> Services:
     svc: Services = request.app.state.services
     return svc
 
 
-def check_api_key(request: Request) -> None:
+async def check_api_key(request: Request) -> None:
     expected: str = request.app.state.settings.api_key
     if not expected:
         return
@@ -27,7 +27,7 @@ def check_api_key(request: Request) -> None:
         raise AuthenticationError("Incorrect API key provided.")
 
 
-def require_beta(request: Request) -> None:
+async def require_beta(request: Request) -> None:
     if "assistants=v2" not in request.headers.get("openai-beta", ""):
         raise MissingBetaHeaderError(
             "You must provide the 'OpenAI-Beta' header to access the Assistants API. "
@@ -35,7 +35,7 @@ def require_beta(request: Request) -> None:
         )
 
 
-def list_query(
+async def list_query(
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     order: Literal["asc", "desc"] = "desc",
     after: Annotated[str | None, Query(max_length=128)] = None,
@@ -44,7 +44,7 @@ def list_query(
     return ListQuery(limit=limit, order=order, after=after, before=before)
 
 
-def include_query(include: Annotated[list[str] | None, Query(alias="include[]")] = None) -> list[str]:
+async def include_query(include: Annotated[list[str] | None, Query(alias="include[]")] = None) -> list[str]:
     """``include[]``: the extra run-step fields to fill in; OpenAI refuses values it does not know."""
     for value in include or []:
         if value not in RUN_STEP_INCLUDES:

@@ -10,11 +10,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import StreamingResponse
 
 from threadline.api import sse
-from threadline.api.deps import Paging, Svc
+from threadline.api.deps import Paging, Svc, include_query
 from threadline.api.objects import list_object, run_object
 from threadline.api.schemas import (
     CreateRunRequest,
@@ -23,12 +23,14 @@ from threadline.api.schemas import (
     SubmitToolOutputsRunRequest,
 )
 from threadline.domain.entities import Run
-from threadline.domain.ports import Subscription
 from threadline.domain.run_states import WAITING
 from threadline.events.types import ObjectEvent
 from threadline.ids import new_id
 
 router = APIRouter()
+
+RECHECK_SECONDS = 1.0
+"""How often a held poll reads the run even when no event arrives."""
 
 
 @router.post("/threads/runs", response_model=None)
@@ -45,10 +47,10 @@ async def create_thread_and_run(
     except BaseException:
         subscription.close()
         raise
-    return sse.event_stream(sse.follow(subscription))
+    return sse.run_stream(subscription)
 
 
-@router.post("/threads/{thread_id}/runs", response_model=None)
+@router.post("/threads/{thread_id}/runs", response_model=None, dependencies=[Depends(include_query)])
 async def create_run(thread_id: str, body: CreateRunRequest, svc: Svc) -> dict[str, Any] | StreamingResponse:
     if not body.stream:
         return run_object(await svc.create_run(thread_id, body.fields()))
@@ -59,7 +61,7 @@ async def create_run(thread_id: str, body: CreateRunRequest, svc: Svc) -> dict[s
     except BaseException:
         subscription.close()
         raise
-    return sse.event_stream(sse.follow(subscription))
+    return sse.run_stream(subscription)
 
 
 @router.get("/threads/{thread_id}/runs")
@@ -77,23 +79,18 @@ async def get_run(
     # A poll from the SDK's helpers: answer as soon as the run moves, and tell it to ask again at once.
     response.headers["openai-poll-after-ms"] = "0"
     with svc.bus.subscribe(run_id) as subscription:
-        run = await svc.get_run(thread_id, run_id)
-        if run.status in WAITING:
-            return run_object(run)
-        latest = await _next_status(subscription, run, hold)
-        return run_object(latest or await svc.get_run(thread_id, run_id))
-
-
-async def _next_status(subscription: Subscription, run: Run, hold: float) -> Run | None:
-    """The run as of its next status change, or ``None`` when ``hold`` seconds pass first."""
-    deadline = time.monotonic() + hold
-    while (left := deadline - time.monotonic()) > 0:
-        event = await subscription.get(timeout=left)
-        if event is None:
-            return None
-        if isinstance(event, ObjectEvent) and isinstance(event.obj, Run) and event.obj.status != run.status:
-            return event.obj
-    return None
+        first = latest = await svc.get_run(thread_id, run_id)
+        deadline = time.monotonic() + hold
+        while latest.status == first.status and latest.status not in WAITING:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            # Look at the store after each run event, and every so often anyway: a worker in another
+            # process publishes on its own bus, and this poll must not be slower than the SDK's own.
+            event = await subscription.get(timeout=min(left, RECHECK_SECONDS))
+            if event is None or (isinstance(event, ObjectEvent) and isinstance(event.obj, Run)):
+                latest = await svc.get_run(thread_id, run_id)
+        return run_object(latest)
 
 
 @router.post("/threads/{thread_id}/runs/{run_id}")
@@ -119,4 +116,4 @@ async def submit_tool_outputs_to_run(
     except BaseException:
         subscription.close()
         raise
-    return sse.event_stream(sse.follow(subscription))
+    return sse.run_stream(subscription)

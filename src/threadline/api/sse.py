@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 from fastapi.responses import StreamingResponse
+from starlette.background import BackgroundTask
 
 from threadline.api.objects import message_object, run_object, step_object, thread_object
 from threadline.domain.entities import Message, Run, RunStep, Thread
@@ -64,6 +65,8 @@ class _Renderer:
                 call["function"] = {"name": event.name or "", "arguments": event.arguments, "output": None}
             else:
                 call["function"] = {"arguments": event.arguments}
+                if event.name:
+                    call["function"]["name"] = event.name
             delta = {
                 "id": event.step_id,
                 "object": "thread.run.step.delta",
@@ -80,14 +83,21 @@ def error_frame(event: ErrorEvent) -> bytes:
     return frame("error", {"error": error, **error})
 
 
+ENDING = frozenset(f"thread.run.{status.value}" for status in WAITING)
+"""The run events after which a stream says ``done``: the client must act, or the run is over."""
+
+
 def ends_stream(event: Event) -> bool:
-    return isinstance(event, ObjectEvent) and isinstance(event.obj, Run) and event.obj.status in WAITING
+    # By the event's name, not its object's status: an object read back from the store (a bus too
+    # small to carry it) may already be further along than the event that announced it.
+    return isinstance(event, ObjectEvent) and event.name in ENDING
 
 
 async def follow(
-    subscription: Subscription, before: Iterable[bytes] = (), keepalive: float = KEEPALIVE_SECONDS
+    subscription: Subscription, before: Iterable[bytes] = (), keepalive: float | None = None
 ) -> AsyncIterator[bytes]:
     """Frames for ``before`` (already rendered), then the run's events until it waits or ends."""
+    keepalive = KEEPALIVE_SECONDS if keepalive is None else keepalive
     renderer = _Renderer()
     with subscription:
         for chunk in before:
@@ -103,9 +113,13 @@ async def follow(
         yield DONE
 
 
-def event_stream(frames: AsyncIterator[bytes]) -> StreamingResponse:
+def run_stream(subscription: Subscription, before: Iterable[bytes] = ()) -> StreamingResponse:
+    """The response that streams ``subscription``'s run; the subscription is closed however it ends."""
+    # ``follow`` closes it once it runs, but a client gone before the first byte means the generator
+    # never starts: the background task (run after the response, even a cut one) covers that case.
     return StreamingResponse(
-        frames,
+        follow(subscription, before),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        background=BackgroundTask(subscription.close),
     )

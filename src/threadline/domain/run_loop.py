@@ -243,12 +243,14 @@ class RunLoop:
             call.arguments = delta.arguments
             event = StepDelta(step.id, delta.index, delta.arguments, call_id=call.id, name=call.name)
         else:
-            if delta.name and not call.name:
-                call.name = delta.name
+            # A name arriving after the call's first fragment is streamed once, like OpenAI's.
+            late_name = delta.name if delta.name and not call.name else None
+            if late_name:
+                call.name = late_name
             call.arguments += delta.arguments
-            if not delta.arguments:
+            if not delta.arguments and not late_name:
                 return
-            event = StepDelta(step.id, delta.index, delta.arguments)
+            event = StepDelta(step.id, delta.index, delta.arguments, name=late_name)
         turn.emitted = True
         await self.bus.publish(run.id, event)
 
@@ -294,9 +296,10 @@ class RunLoop:
             return
         if turn.message is None:
             await self._open_message(run, turn)
+        assert turn.message_step is not None
+        turn.message_step.usage = self._step_usage(turn)
         changes, events = self._complete_message(turn)
         assert turn.message is not None and turn.message_step is not None
-        turn.message_step.usage = self._step_usage(turn)
         truncated = turn.finish == "length" and run.max_completion_tokens is not None
         if truncated:
             turn.message.status = "incomplete"

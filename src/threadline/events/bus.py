@@ -18,6 +18,7 @@ class Subscription:
         self._bus = bus
         self.topic = topic
         self.queue: asyncio.Queue[Event] = asyncio.Queue()
+        self._closed = False
 
     async def get(self, timeout: float | None = None) -> Event | None:
         """The next event, or ``None`` when ``timeout`` passes first."""
@@ -27,7 +28,10 @@ class Subscription:
             return None
 
     def close(self) -> None:
-        self._bus._unsubscribe(self)
+        """Stop receiving events; safe to call more than once."""
+        if not self._closed:
+            self._closed = True
+            self._bus._unsubscribe(self)
 
     def __enter__(self) -> Subscription:
         return self
@@ -49,6 +53,10 @@ class LocalBus:
         subscription = Subscription(self, topic)
         self._subscriptions.setdefault(topic, set()).add(subscription)
         return subscription
+
+    def subscriber_count(self, topic: str) -> int:
+        """How many subscriptions follow ``topic`` (streams, held polls, the worker driving the run)."""
+        return len(self._subscriptions.get(topic, ()))
 
     def _unsubscribe(self, subscription: Subscription) -> None:
         subscribers = self._subscriptions.get(subscription.topic)

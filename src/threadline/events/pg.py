@@ -5,11 +5,17 @@ sends them with ``NOTIFY``; each process LISTENs and hands other processes' even
 subscribers. Notifications carry the process's id so nobody receives its own events twice.
 PostgreSQL caps a payload near 8000 bytes: larger object events travel as a reference and the
 receiver reads the object back from the database. Work announcements wake idle workers everywhere.
+
+Publishing never waits for the network: notifications go out in order from a queue. A publisher's
+events for one run therefore reach its local subscribers together, with no other process's events
+for that run slipped in between (an API process announcing ``created``, ``queued`` while a worker
+already reports ``in_progress``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import uuid
@@ -41,7 +47,9 @@ class PostgresBus(LocalBus):
         self._origin = uuid.uuid4().hex[:12]
         self._listener: asyncpg.Connection | None = None
         self._sender: asyncpg.Connection | None = None
-        self._send_lock = asyncio.Lock()
+        # Outgoing notifications (channel, payload), sent one at a time in publishing order.
+        self._outbox: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
+        self._sending: asyncio.Task[None] | None = None
         # Notifications are handled one at a time, in arrival order, even when one must be read back.
         self._inbox: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
         self._consumer: asyncio.Task[None] | None = None
@@ -50,12 +58,18 @@ class PostgresBus(LocalBus):
         self._consumer = asyncio.create_task(self._consume(), name="threadline-bus")
         self._listener = await asyncpg.connect(self._dsn)
         self._sender = await asyncpg.connect(self._dsn)
+        self._sending = asyncio.create_task(self._send(), name="threadline-bus-send")
         await self._listener.add_listener(EVENTS_CHANNEL, self._on_event)
         await self._listener.add_listener(WORK_CHANNEL, self._on_work)
 
     async def aclose(self) -> None:
         if self._consumer is not None:
             self._consumer.cancel()
+        if self._sending is not None:
+            # What is still queued (a stopping worker's last events) goes out before the connection closes.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._outbox.join(), timeout=5)
+            self._sending.cancel()
         for conn in (self._listener, self._sender):
             if conn is not None:
                 await conn.close()
@@ -64,11 +78,11 @@ class PostgresBus(LocalBus):
     async def publish(self, topic: str, event: Event) -> None:
         await super().publish(topic, event)
         for payload in self._payloads(topic, event):
-            await self._notify(EVENTS_CHANNEL, payload)
+            self._outbox.put_nowait((EVENTS_CHANNEL, payload))
 
     async def notify_work(self) -> None:
         await super().notify_work()
-        await self._notify(WORK_CHANNEL, self._origin)
+        self._outbox.put_nowait((WORK_CHANNEL, self._origin))
 
     def _payloads(self, topic: str, event: Event) -> list[str]:
         head = {"o": self._origin, "t": topic}
@@ -88,11 +102,16 @@ class PostgresBus(LocalBus):
         log.warning("dropping an oversized %s event for %s", type(event).__name__, topic)
         return []
 
-    async def _notify(self, channel: str, payload: str) -> None:
-        if self._sender is None:
-            return
-        async with self._send_lock:
-            await self._sender.execute("SELECT pg_notify($1, $2)", channel, payload)
+    async def _send(self) -> None:
+        assert self._sender is not None
+        while True:
+            channel, payload = await self._outbox.get()
+            try:
+                await self._sender.execute("SELECT pg_notify($1, $2)", channel, payload)
+            except Exception:
+                log.exception("could not send a notification on %s", channel)
+            finally:
+                self._outbox.task_done()
 
     def _on_work(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
         if payload != self._origin:

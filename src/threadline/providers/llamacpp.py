@@ -71,6 +71,9 @@ JSON_MAX_TOKENS = 2048
 DEFAULT_TEMPERATURE = 1.0  # the Assistants API's defaults
 DEFAULT_TOP_P = 1.0
 DEFAULT_REPEAT_PENALTY = 1.1
+# A small local model can ramble until its context is full; without a limit from the run, stop at
+# this many tokens (the run's message then ends as if the model had stopped).
+DEFAULT_ANSWER_TOKENS = 1024
 """Applied to free text only: tiny models loop at low temperature without it. Never under a grammar,
 where penalising repeated tokens (quotes, braces) would fight the JSON syntax."""
 
@@ -695,8 +698,7 @@ class _Turn:
         elif response_format.get("type") == "json_schema":
             schema = (response_format.get("json_schema") or {}).get("schema") or {"type": "object"}
             grammar = schema_grammar(schema)
-        if grammar is not None:
-            max_tokens = max_tokens or JSON_MAX_TOKENS
+        max_tokens = max_tokens or (DEFAULT_ANSWER_TOKENS if grammar is None else JSON_MAX_TOKENS)
         _, reason = self._generate(
             self._prompt(messages),
             grammar=grammar,

@@ -80,12 +80,16 @@ class OpenAICompatProvider:
                     await response.aread()
                     raise _http_error(response)
                 finish: str | None = None
+                done = False
+                # Read to the end even after [DONE]: a response left unread cannot go back to the
+                # connection pool, and every run would open a new connection to the model.
                 async for line in response.aiter_lines():
-                    if not line.startswith("data:"):
+                    if done or not line.startswith("data:"):
                         continue
                     data = line[5:].strip()
                     if data == "[DONE]":
-                        break
+                        done = True
+                        continue
                     chunk = json.loads(data)
                     if "error" in chunk:
                         raise ProviderError(_error_text(chunk), retryable=False)

@@ -1,8 +1,16 @@
-"""Engine set-up: connection options per database, transactions, and migrations.
+"""Engine set-up and transactions: each store operation is one sync function run in one transaction.
 
-SQLite gets WAL, a busy timeout and ``BEGIN IMMEDIATE`` for writes, plus one in-process write lock:
-SQLite has one writer at a time anyway, and queueing writers here is cheaper than letting them
-spin on ``SQLITE_BUSY``. PostgreSQL needs none of that.
+Store operations are plain functions over a SQLAlchemy ``Connection``. ``Database.read(fn)`` and
+``Database.write(fn)`` run one in a transaction, off the event loop:
+
+- SQLite: on a thread, with the standard ``sqlite3`` driver — one thread hand-off per transaction
+  instead of one per statement. Writes go through a single writer thread (SQLite has one writer at
+  a time anyway; queueing them costs less than spinning on ``SQLITE_BUSY``) and start with
+  ``BEGIN IMMEDIATE``; the database runs in WAL mode with a busy timeout for other processes.
+- PostgreSQL: on the event loop, through asyncpg (``AsyncConnection.run_sync``).
+
+A write that has started finishes even if the task that asked for it is cancelled (on SQLite);
+callers treat "written" as the truth and read back when unsure.
 """
 
 from __future__ import annotations
@@ -11,17 +19,19 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 log = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+T = TypeVar("T")
 
 
 class Database:
@@ -30,48 +40,79 @@ class Database:
         parsed = make_url(url)
         self.dialect = parsed.get_backend_name()
         self.is_sqlite = self.dialect == "sqlite"
-        kwargs: dict[str, Any] = {}
+        self.sync_engine: Engine | None = None
+        self.engine: AsyncEngine | None = None
         if self.is_sqlite:
             database = parsed.database or ""
             if database and database != ":memory:":
                 Path(database).parent.mkdir(parents=True, exist_ok=True)
-            kwargs["connect_args"] = {"timeout": 30}
-            kwargs["pool_size"] = 8
+            self.sync_engine = create_engine(
+                parsed.set(drivername="sqlite"),
+                connect_args={"timeout": 30, "check_same_thread": False},
+                pool_size=8,
+                max_overflow=8,
+                # Reads open no transaction and writes end theirs explicitly: nothing to roll back.
+                pool_reset_on_return=None,
+            )
+            _configure_sqlite(self.sync_engine)
+            self._writer = ThreadPoolExecutor(1, thread_name_prefix="threadline-db-write")
+            self._readers = ThreadPoolExecutor(4, thread_name_prefix="threadline-db-read")
         else:
-            kwargs["pool_size"] = 10
-            kwargs["max_overflow"] = 20
-        self.engine: AsyncEngine = create_async_engine(url, **kwargs)
-        self._write_lock = asyncio.Lock() if self.is_sqlite else None
-        if self.is_sqlite:
-            _configure_sqlite(self.engine)
+            self.engine = create_async_engine(url, pool_size=10, max_overflow=20)
+
+    async def read(self, fn: Callable[[Connection], T]) -> T:
+        """Run ``fn`` on a connection; nothing it does is committed."""
+        if self.sync_engine is not None:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._readers, _sqlite_read, self.sync_engine, fn)
+        assert self.engine is not None
+        async with self.engine.connect() as conn:
+            return await conn.run_sync(fn)
+
+    async def write(self, fn: Callable[[Connection], T]) -> T:
+        """Run ``fn`` in one transaction: committed when it returns, rolled back if it raises."""
+        if self.sync_engine is not None:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._writer, _sqlite_write, self.sync_engine, fn)
+        assert self.engine is not None
+        async with self.engine.begin() as conn:
+            return await conn.run_sync(fn)
 
     @contextlib.asynccontextmanager
-    async def read(self) -> AsyncIterator[AsyncConnection]:
+    async def session_connection(self) -> AsyncIterator[AsyncConnection]:
+        """A PostgreSQL connection held across awaits (for session-level advisory locks)."""
+        assert self.engine is not None, "only for PostgreSQL"
         async with self.engine.connect() as conn:
             yield conn
 
-    @contextlib.asynccontextmanager
-    async def write(self) -> AsyncIterator[AsyncConnection]:
-        """One write transaction: committed when the block ends, rolled back on an exception."""
-        if self._write_lock is None:
-            async with self.engine.begin() as conn:
-                yield conn
-            return
-        async with self._write_lock, self.engine.connect() as conn:
-            await conn.exec_driver_sql("BEGIN IMMEDIATE")
-            try:
-                yield conn
-            except BaseException:
-                await conn.rollback()
-                raise
-            await conn.commit()
-
     async def dispose(self) -> None:
-        await self.engine.dispose()
+        if self.sync_engine is not None:
+            self._writer.shutdown(wait=True)
+            self._readers.shutdown(wait=True)
+            self.sync_engine.dispose()
+        if self.engine is not None:
+            await self.engine.dispose()
 
 
-def _configure_sqlite(engine: AsyncEngine) -> None:
-    @event.listens_for(engine.sync_engine, "connect")
+def _sqlite_read(engine: Engine, fn: Callable[[Connection], T]) -> T:
+    with engine.connect() as conn:
+        return fn(conn)
+
+
+def _sqlite_write(engine: Engine, fn: Callable[[Connection], T]) -> T:
+    with engine.connect() as conn:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        try:
+            result = fn(conn)
+        except BaseException:
+            conn.rollback()
+            raise
+        conn.commit()
+        return result
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Autocommit at the driver level: we issue BEGIN ourselves (IMMEDIATE for writes).
         dbapi_connection.isolation_level = None
@@ -86,6 +127,10 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
 def alembic_config(url: str) -> Any:
     from alembic.config import Config
 
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        # Migrations run on the async engine; plain sqlite:/// URLs are accepted too.
+        url = parsed.set(drivername="sqlite+aiosqlite").render_as_string(hide_password=False)
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))

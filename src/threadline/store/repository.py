@@ -1,8 +1,9 @@
 """``SqlStore``: the domain's ``Store`` protocol over SQLAlchemy Core, for SQLite and PostgreSQL.
 
-Methods are named after domain operations. Every run status change is ``commit(Change)``: one
+Methods are named after domain operations; each is one transaction (``Database.read``/``write``
+run a plain function over a connection). Every run status change is ``commit(Change)``: one
 conditional UPDATE guarded on the statuses the caller observed, plus the step and message writes
-that belong with it, in one transaction.
+that belong with it.
 """
 
 from __future__ import annotations
@@ -13,8 +14,7 @@ import zlib
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, TypeVar
 
-from sqlalchemy import Row, Select, Table, and_, delete, func, insert, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import Connection, Row, Select, Table, and_, delete, func, insert, or_, select, update
 
 from threadline.domain.entities import Assistant, ListQuery, Message, Page, Run, RunStep, Summary, Thread
 from threadline.domain.ports import Change, ThreadLockedError
@@ -39,14 +39,10 @@ _RUN_STATE_FIELDS = (
     "worker_id",
     "lease_expires_at",
 )
-
-
-def _fields(cls: type[Any]) -> tuple[str, ...]:
-    return tuple(f.name for f in dataclasses.fields(cls))
-
+_ACTIVE = [s.value for s in ACTIVE]
 
 _FIELDS: dict[type[Any], tuple[str, ...]] = {
-    cls: _fields(cls) for cls in (Assistant, Thread, Message, Run, RunStep)
+    cls: tuple(f.name for f in dataclasses.fields(cls)) for cls in (Assistant, Thread, Message, Run, RunStep)
 }
 
 
@@ -67,6 +63,53 @@ def _entity(cls: type[E], row: Row[Any]) -> E:
     return cls(**values)
 
 
+def _entities(cls: type[E], rows: Sequence[Row[Any]]) -> list[E]:
+    return [_entity(cls, row) for row in rows]
+
+
+def _page_query(
+    conn: Connection, table: Table, query: ListQuery, where: list[Any]
+) -> tuple[Select[Any], bool]:
+    """The rows between the cursors, one more than the limit (to tell ``has_more``).
+
+    With only ``before``, the page is the ``limit`` rows nearest the cursor: they are read walking
+    away from it and flipped back by the caller (the second value says so).
+    """
+    conditions = list(where)
+    descending = query.order == "desc"
+    for cursor, later in ((query.after, True), (query.before, False)):
+        if cursor is None:
+            continue
+        seq = conn.execute(select(table.c.seq).where(table.c.id == cursor)).scalar()
+        if seq is None:
+            # An unknown cursor matches nothing rather than restarting the list.
+            conditions.append(table.c.seq.is_(None))
+            continue
+        # "after" means further along in the requested order; "before" the opposite.
+        go_down = descending == later
+        conditions.append(table.c.seq < seq if go_down else table.c.seq > seq)
+    flipped = query.before is not None and query.after is None
+    ascending = descending == flipped
+    order = table.c.seq.asc() if ascending else table.c.seq.desc()
+    return select(table).where(*conditions).order_by(order).limit(query.limit + 1), flipped
+
+
+def _lock_thread(conn: Connection, thread_id: str, run_id: str | None) -> None:
+    """Take the thread's lock for ``run_id`` (or, with ``None``, check it is free), or raise.
+
+    The conditional UPDATE also serialises writers on the thread row (PostgreSQL's row lock,
+    SQLite's single writer), so two clients racing for one thread cannot both get through.
+    """
+    result = conn.execute(
+        update(t.threads)
+        .where(t.threads.c.id == thread_id, t.threads.c.active_run_id.is_(None))
+        .values(active_run_id=run_id)
+    )
+    if result.rowcount == 0:
+        holder = conn.execute(select(t.threads.c.active_run_id).where(t.threads.c.id == thread_id)).scalar()
+        raise ThreadLockedError(holder or "")
+
+
 class SqlStore:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -74,62 +117,44 @@ class SqlStore:
     # --- generic helpers -------------------------------------------------------------------
 
     async def _one(self, cls: type[E], table: Table, *where: Any) -> E | None:
-        async with self.db.read() as conn:
-            row = (await conn.execute(select(table).where(*where))).first()
-        return None if row is None else _entity(cls, row)
+        def read(conn: Connection) -> E | None:
+            row = conn.execute(select(table).where(*where)).first()
+            return None if row is None else _entity(cls, row)
+
+        return await self.db.read(read)
+
+    async def _all(self, cls: type[E], stmt: Select[Any]) -> list[E]:
+        return await self.db.read(lambda conn: _entities(cls, conn.execute(stmt).all()))
 
     async def _page(self, cls: type[E], table: Table, query: ListQuery, *where: Any) -> Page[E]:
-        async with self.db.read() as conn:
-            stmt, flipped = await self._paged(conn, table, query, *where)
-            rows = (await conn.execute(stmt)).all()
-        page = rows[: query.limit]
-        if flipped:
-            page.reverse()
-        return Page(items=[_entity(cls, row) for row in page], has_more=len(rows) > query.limit)
+        def read(conn: Connection) -> Page[E]:
+            stmt, flipped = _page_query(conn, table, query, list(where))
+            rows = conn.execute(stmt).all()
+            page = list(rows[: query.limit])
+            if flipped:
+                page.reverse()
+            return Page(items=_entities(cls, page), has_more=len(rows) > query.limit)
 
-    @staticmethod
-    async def _paged(
-        conn: AsyncConnection, table: Table, query: ListQuery, *where: Any
-    ) -> tuple[Select[Any], bool]:
-        """The rows between the cursors, one more than the limit (to tell ``has_more``).
+        return await self.db.read(read)
 
-        With only ``before``, the page is the ``limit`` rows nearest the cursor: they are read
-        walking away from it and flipped back by the caller (the second value says so).
-        """
-        conditions = list(where)
-        descending = query.order == "desc"
-        for cursor, later in ((query.after, True), (query.before, False)):
-            if cursor is None:
-                continue
-            seq = (await conn.execute(select(table.c.seq).where(table.c.id == cursor))).scalar()
-            if seq is None:
-                # An unknown cursor matches nothing rather than restarting the list.
-                conditions.append(table.c.seq.is_(None))
-                continue
-            # "after" means further along in the requested order; "before" the opposite.
-            go_down = descending == later
-            conditions.append(table.c.seq < seq if go_down else table.c.seq > seq)
-        flipped = query.before is not None and query.after is None
-        ascending = descending == flipped
-        order = table.c.seq.asc() if ascending else table.c.seq.desc()
-        return select(table).where(*conditions).order_by(order).limit(query.limit + 1), flipped
+    async def _execute(self, stmt: Any) -> int:
+        """One write statement in its own transaction; how many rows it changed."""
+        return await self.db.write(lambda conn: conn.execute(stmt).rowcount)
 
     # --- assistants ------------------------------------------------------------------------
 
     async def insert_assistant(self, assistant: Assistant) -> None:
-        async with self.db.write() as conn:
-            await conn.execute(insert(t.assistants).values(_row(assistant)))
+        await self._execute(insert(t.assistants).values(_row(assistant)))
 
     async def upsert_assistant(self, assistant: Assistant) -> None:
+        if self.db.is_sqlite:
+            from sqlalchemy.dialects.sqlite import insert as dialect_insert
+        else:
+            from sqlalchemy.dialects.postgresql import insert as dialect_insert  # type: ignore[assignment]
         values = _row(assistant)
-        async with self.db.write() as conn:
-            if self.db.is_sqlite:
-                from sqlalchemy.dialects.sqlite import insert as dialect_insert
-            else:
-                from sqlalchemy.dialects.postgresql import insert as dialect_insert  # type: ignore[assignment]
-            stmt = dialect_insert(t.assistants).values(values)
-            changed = {k: v for k, v in values.items() if k not in ("id", "created_at")}
-            await conn.execute(stmt.on_conflict_do_update(index_elements=["id"], set_=changed))
+        changed = {k: v for k, v in values.items() if k not in ("id", "created_at")}
+        stmt = dialect_insert(t.assistants).values(values)
+        await self._execute(stmt.on_conflict_do_update(index_elements=["id"], set_=changed))
 
     async def get_assistant(self, assistant_id: str) -> Assistant | None:
         return await self._one(Assistant, t.assistants, t.assistants.c.id == assistant_id)
@@ -138,22 +163,22 @@ class SqlStore:
         return await self._page(Assistant, t.assistants, query)
 
     async def update_assistant(self, assistant: Assistant) -> None:
-        values = _row(assistant)
-        async with self.db.write() as conn:
-            await conn.execute(update(t.assistants).where(t.assistants.c.id == assistant.id).values(values))
+        await self._execute(
+            update(t.assistants).where(t.assistants.c.id == assistant.id).values(_row(assistant))
+        )
 
     async def delete_assistant(self, assistant_id: str) -> bool:
-        async with self.db.write() as conn:
-            result = await conn.execute(delete(t.assistants).where(t.assistants.c.id == assistant_id))
-        return result.rowcount > 0
+        return await self._execute(delete(t.assistants).where(t.assistants.c.id == assistant_id)) > 0
 
     # --- threads and messages --------------------------------------------------------------
 
     async def insert_thread(self, thread: Thread, messages: Sequence[Message]) -> None:
-        async with self.db.write() as conn:
-            await conn.execute(insert(t.threads).values({**_row(thread), "active_run_id": None}))
+        def write(conn: Connection) -> None:
+            conn.execute(insert(t.threads).values({**_row(thread), "active_run_id": None}))
             if messages:
-                await conn.execute(insert(t.messages), [_row(m) for m in messages])
+                conn.execute(insert(t.messages), [_row(m) for m in messages])
+
+        await self.db.write(write)
 
     async def get_thread(self, thread_id: str) -> Thread | None:
         return await self._one(Thread, t.threads, t.threads.c.id == thread_id)
@@ -163,50 +188,33 @@ class SqlStore:
         return await self._page(Thread, t.threads, query, *where)
 
     async def update_thread(self, thread: Thread) -> None:
-        async with self.db.write() as conn:
-            await conn.execute(
-                update(t.threads)
-                .where(t.threads.c.id == thread.id)
-                .values(meta=thread.metadata, tool_resources=thread.tool_resources)
-            )
+        await self._execute(
+            update(t.threads)
+            .where(t.threads.c.id == thread.id)
+            .values(meta=thread.metadata, tool_resources=thread.tool_resources)
+        )
 
     async def delete_thread(self, thread_id: str) -> bool:
-        async with self.db.write() as conn:
+        def write(conn: Connection) -> bool:
             run_ids = select(t.runs.c.id).where(t.runs.c.thread_id == thread_id).scalar_subquery()
-            await conn.execute(delete(t.run_steps).where(t.run_steps.c.run_id.in_(run_ids)))
-            await conn.execute(delete(t.runs).where(t.runs.c.thread_id == thread_id))
-            await conn.execute(delete(t.messages).where(t.messages.c.thread_id == thread_id))
-            await conn.execute(delete(t.thread_summaries).where(t.thread_summaries.c.thread_id == thread_id))
-            result = await conn.execute(delete(t.threads).where(t.threads.c.id == thread_id))
-        return result.rowcount > 0
+            conn.execute(delete(t.run_steps).where(t.run_steps.c.run_id.in_(run_ids)))
+            conn.execute(delete(t.runs).where(t.runs.c.thread_id == thread_id))
+            conn.execute(delete(t.messages).where(t.messages.c.thread_id == thread_id))
+            conn.execute(delete(t.thread_summaries).where(t.thread_summaries.c.thread_id == thread_id))
+            return conn.execute(delete(t.threads).where(t.threads.c.id == thread_id)).rowcount > 0
+
+        return await self.db.write(write)
 
     async def active_run_id(self, thread_id: str) -> str | None:
-        async with self.db.read() as conn:
-            value = await conn.execute(select(t.threads.c.active_run_id).where(t.threads.c.id == thread_id))
-        return value.scalar()
-
-    async def _lock_thread(self, conn: AsyncConnection, thread_id: str, run_id: str | None) -> None:
-        """Take the thread's lock for ``run_id`` (or, with ``None``, check it is free), or raise.
-
-        The conditional UPDATE also serialises writers on the thread row (PostgreSQL row lock,
-        SQLite's single writer), so two clients racing for one thread cannot both get through.
-        """
-        values = {"active_run_id": run_id} if run_id else {"active_run_id": None}
-        result = await conn.execute(
-            update(t.threads)
-            .where(t.threads.c.id == thread_id, t.threads.c.active_run_id.is_(None))
-            .values(values)
-        )
-        if result.rowcount == 0:
-            holder = (
-                await conn.execute(select(t.threads.c.active_run_id).where(t.threads.c.id == thread_id))
-            ).scalar()
-            raise ThreadLockedError(holder or "")
+        stmt = select(t.threads.c.active_run_id).where(t.threads.c.id == thread_id)
+        return await self.db.read(lambda conn: conn.execute(stmt).scalar())
 
     async def insert_message(self, message: Message) -> None:
-        async with self.db.write() as conn:
-            await self._lock_thread(conn, message.thread_id, None)
-            await conn.execute(insert(t.messages).values(_row(message)))
+        def write(conn: Connection) -> None:
+            _lock_thread(conn, message.thread_id, None)
+            conn.execute(insert(t.messages).values(_row(message)))
+
+        await self.db.write(write)
 
     async def get_message(self, thread_id: str, message_id: str) -> Message | None:
         return await self._one(
@@ -224,66 +232,61 @@ class SqlStore:
     ) -> list[Message]:
         m = t.messages
         where = [m.c.thread_id == thread_id]
-        async with self.db.read() as conn:
-            for cursor, older in ((before, True), (after, False)):
-                if cursor is not None:
-                    seq = select(m.c.seq).where(m.c.id == cursor).scalar_subquery()
-                    where.append(m.c.seq < seq if older else m.c.seq > seq)
-            rows = (await conn.execute(select(m).where(*where).order_by(m.c.seq.desc()).limit(limit))).all()
-        return [_entity(Message, row) for row in rows]
+        for cursor, older in ((before, True), (after, False)):
+            if cursor is not None:
+                seq = select(m.c.seq).where(m.c.id == cursor).scalar_subquery()
+                where.append(m.c.seq < seq if older else m.c.seq > seq)
+        return await self._all(Message, select(m).where(*where).order_by(m.c.seq.desc()).limit(limit))
 
     async def get_summary(self, thread_id: str) -> Summary | None:
-        async with self.db.read() as conn:
-            row = (
-                await conn.execute(
-                    select(t.thread_summaries).where(t.thread_summaries.c.thread_id == thread_id)
-                )
-            ).first()
-        return None if row is None else Summary(**row._mapping)
+        stmt = select(t.thread_summaries).where(t.thread_summaries.c.thread_id == thread_id)
+
+        def read(conn: Connection) -> Summary | None:
+            row = conn.execute(stmt).first()
+            return None if row is None else Summary(**row._mapping)
+
+        return await self.db.read(read)
 
     async def save_summary(self, summary: Summary) -> None:
         values = dataclasses.asdict(summary)
-        async with self.db.write() as conn:
-            result = await conn.execute(
-                update(t.thread_summaries)
-                .where(t.thread_summaries.c.thread_id == summary.thread_id)
-                .values(values)
-            )
-            if result.rowcount == 0:
-                await conn.execute(insert(t.thread_summaries).values(values))
+
+        def write(conn: Connection) -> None:
+            table = t.thread_summaries
+            if (
+                conn.execute(
+                    update(table).where(table.c.thread_id == summary.thread_id).values(values)
+                ).rowcount
+                == 0
+            ):
+                conn.execute(insert(table).values(values))
+
+        await self.db.write(write)
 
     async def update_message_metadata(self, message: Message) -> None:
-        async with self.db.write() as conn:
-            await conn.execute(
-                update(t.messages).where(t.messages.c.id == message.id).values(meta=message.metadata)
-            )
+        await self._execute(
+            update(t.messages).where(t.messages.c.id == message.id).values(meta=message.metadata)
+        )
 
     async def delete_message(self, thread_id: str, message_id: str) -> bool:
-        async with self.db.write() as conn:
-            result = await conn.execute(
-                delete(t.messages).where(t.messages.c.id == message_id, t.messages.c.thread_id == thread_id)
-            )
-        return result.rowcount > 0
+        stmt = delete(t.messages).where(t.messages.c.id == message_id, t.messages.c.thread_id == thread_id)
+        return await self._execute(stmt) > 0
 
     async def messages_by_id(self, message_ids: Sequence[str]) -> list[Message]:
         if not message_ids:
             return []
-        async with self.db.read() as conn:
-            rows = (
-                await conn.execute(
-                    select(t.messages).where(t.messages.c.id.in_(message_ids)).order_by(t.messages.c.seq)
-                )
-            ).all()
-        return [_entity(Message, row) for row in rows]
+        m = t.messages
+        return await self._all(Message, select(m).where(m.c.id.in_(message_ids)).order_by(m.c.seq))
 
     # --- runs and steps --------------------------------------------------------------------
 
     async def insert_run(self, run: Run, messages: Sequence[Message]) -> None:
-        async with self.db.write() as conn:
-            await self._lock_thread(conn, run.thread_id, run.id)
+        def write(conn: Connection) -> None:
+            _lock_thread(conn, run.thread_id, run.id)
             if messages:
-                await conn.execute(insert(t.messages), [_row(m) for m in messages])
-            await conn.execute(insert(t.runs).values(_row(run)))
+                conn.execute(insert(t.messages), [_row(m) for m in messages])
+            conn.execute(insert(t.runs).values(_row(run)))
+
+        await self.db.write(write)
 
     async def get_run(self, thread_id: str, run_id: str) -> Run | None:
         return await self._one(Run, t.runs, t.runs.c.id == run_id, t.runs.c.thread_id == thread_id)
@@ -295,8 +298,7 @@ class SqlStore:
         return await self._page(Run, t.runs, query, t.runs.c.thread_id == thread_id)
 
     async def update_run_metadata(self, run: Run) -> None:
-        async with self.db.write() as conn:
-            await conn.execute(update(t.runs).where(t.runs.c.id == run.id).values(meta=run.metadata))
+        await self._execute(update(t.runs).where(t.runs.c.id == run.id).values(meta=run.metadata))
 
     async def commit(self, change: Change) -> bool:
         run = change.run
@@ -304,31 +306,31 @@ class SqlStore:
         if change.owner is not None:
             guard.append(t.runs.c.worker_id == change.owner)
         values = {name: getattr(run, name) for name in _RUN_STATE_FIELDS}
-        async with self.db.write() as conn:
-            result = await conn.execute(update(t.runs).where(*guard).values(values))
-            if result.rowcount == 0:
+
+        def write(conn: Connection) -> bool:
+            if conn.execute(update(t.runs).where(*guard).values(values)).rowcount == 0:
                 return False
             if change.discard_steps:
-                await conn.execute(delete(t.run_steps).where(t.run_steps.c.id.in_(change.discard_steps)))
+                conn.execute(delete(t.run_steps).where(t.run_steps.c.id.in_(change.discard_steps)))
             if change.discard_messages:
-                await conn.execute(delete(t.messages).where(t.messages.c.id.in_(change.discard_messages)))
+                conn.execute(delete(t.messages).where(t.messages.c.id.in_(change.discard_messages)))
             if change.new_steps:
-                await conn.execute(insert(t.run_steps), [_row(s) for s in change.new_steps])
+                conn.execute(insert(t.run_steps), [_row(s) for s in change.new_steps])
             for step in change.steps:
-                await conn.execute(update(t.run_steps).where(t.run_steps.c.id == step.id).values(_row(step)))
+                conn.execute(update(t.run_steps).where(t.run_steps.c.id == step.id).values(_row(step)))
             if change.new_messages:
-                await conn.execute(insert(t.messages), [_row(m) for m in change.new_messages])
+                conn.execute(insert(t.messages), [_row(m) for m in change.new_messages])
             for message in change.messages:
-                await conn.execute(
-                    update(t.messages).where(t.messages.c.id == message.id).values(_row(message))
-                )
+                conn.execute(update(t.messages).where(t.messages.c.id == message.id).values(_row(message)))
             if change.release_thread:
-                await conn.execute(
+                conn.execute(
                     update(t.threads)
                     .where(t.threads.c.id == run.thread_id, t.threads.c.active_run_id == run.id)
                     .values(active_run_id=None)
                 )
-        return True
+            return True
+
+        return await self.db.write(write)
 
     async def claim_next(self, worker_id: str, now: float, lease_seconds: float) -> Run | None:
         claimable = or_(
@@ -338,68 +340,75 @@ class SqlStore:
         pick = select(t.runs.c.id).where(claimable).order_by(t.runs.c.seq).limit(1)
         if not self.db.is_sqlite:
             pick = pick.with_for_update(skip_locked=True)
-        started = func.coalesce(t.runs.c.started_at, int(now))
-        async with self.db.write() as conn:
-            row = (
-                await conn.execute(
-                    update(t.runs)
-                    .where(t.runs.c.id == pick.scalar_subquery(), claimable)
-                    .values(
-                        status=RunStatus.IN_PROGRESS.value,
-                        worker_id=worker_id,
-                        lease_expires_at=now + lease_seconds,
-                        started_at=started,
-                    )
-                    .returning(*t.runs.c)
-                )
-            ).first()
-        return None if row is None else _entity(Run, row)
+        stmt = (
+            update(t.runs)
+            .where(t.runs.c.id == pick.scalar_subquery(), claimable)
+            .values(
+                status=RunStatus.IN_PROGRESS.value,
+                worker_id=worker_id,
+                lease_expires_at=now + lease_seconds,
+                started_at=func.coalesce(t.runs.c.started_at, int(now)),
+            )
+            .returning(*t.runs.c)
+        )
+
+        def write(conn: Connection) -> Run | None:
+            row = conn.execute(stmt).first()
+            return None if row is None else _entity(Run, row)
+
+        return await self.db.write(write)
 
     async def renew_leases(self, worker_id: str, run_ids: Sequence[str], until: float) -> list[str]:
         if not run_ids:
             return []
-        async with self.db.write() as conn:
-            rows = await conn.execute(
-                update(t.runs)
-                .where(
-                    t.runs.c.id.in_(run_ids),
-                    t.runs.c.worker_id == worker_id,
-                    t.runs.c.status == RunStatus.IN_PROGRESS.value,
-                )
-                .values(lease_expires_at=until)
-                .returning(t.runs.c.id)
+        stmt = (
+            update(t.runs)
+            .where(
+                t.runs.c.id.in_(run_ids),
+                t.runs.c.worker_id == worker_id,
+                t.runs.c.status == RunStatus.IN_PROGRESS.value,
             )
-            return list(rows.scalars())
+            .values(lease_expires_at=until)
+            .returning(t.runs.c.id)
+        )
+        return await self.db.write(lambda conn: list(conn.execute(stmt).scalars()))
 
     async def expired_runs(self, now: int, limit: int) -> list[Run]:
-        async with self.db.read() as conn:
-            rows = (
-                await conn.execute(
-                    select(t.runs)
-                    .where(t.runs.c.status.in_([s.value for s in ACTIVE]), t.runs.c.expires_at < now)
-                    .order_by(t.runs.c.seq)
-                    .limit(limit)
-                )
-            ).all()
-        return [_entity(Run, row) for row in rows]
+        r = t.runs
+        stmt = select(r).where(r.c.status.in_(_ACTIVE), r.c.expires_at < now).order_by(r.c.seq).limit(limit)
+        return await self._all(Run, stmt)
 
     async def stalled_cancellations(self, now: float, limit: int) -> list[Run]:
-        async with self.db.read() as conn:
-            rows = (
-                await conn.execute(
-                    select(t.runs)
-                    .where(
-                        t.runs.c.status == RunStatus.CANCELLING.value,
-                        or_(t.runs.c.worker_id.is_(None), t.runs.c.lease_expires_at < now),
-                    )
-                    .order_by(t.runs.c.seq)
-                    .limit(limit)
-                )
-            ).all()
-        return [_entity(Run, row) for row in rows]
+        r = t.runs
+        stmt = (
+            select(r)
+            .where(
+                r.c.status == RunStatus.CANCELLING.value,
+                or_(r.c.worker_id.is_(None), r.c.lease_expires_at < now),
+            )
+            .order_by(r.c.seq)
+            .limit(limit)
+        )
+        return await self._all(Run, stmt)
 
     async def get_step_by_id(self, step_id: str) -> RunStep | None:
         return await self._one(RunStep, t.run_steps, t.run_steps.c.id == step_id)
+
+    async def get_step(self, thread_id: str, run_id: str, step_id: str) -> RunStep | None:
+        s = t.run_steps
+        return await self._one(
+            RunStep, s, s.c.id == step_id, s.c.run_id == run_id, s.c.thread_id == thread_id
+        )
+
+    async def list_steps(self, thread_id: str, run_id: str, query: ListQuery) -> Page[RunStep]:
+        s = t.run_steps
+        return await self._page(RunStep, s, query, s.c.run_id == run_id, s.c.thread_id == thread_id)
+
+    async def run_steps(self, run_id: str) -> list[RunStep]:
+        s = t.run_steps
+        return await self._all(RunStep, select(s).where(s.c.run_id == run_id).order_by(s.c.seq))
+
+    # --- coordination ----------------------------------------------------------------------
 
     @contextlib.asynccontextmanager
     async def exclusive(self, name: str) -> AsyncIterator[bool]:
@@ -408,7 +417,7 @@ class SqlStore:
             yield True
             return
         key = zlib.crc32(name.encode())
-        async with self.db.read() as conn:
+        async with self.db.session_connection() as conn:
             got = bool((await conn.execute(select(func.pg_try_advisory_lock(key)))).scalar())
             try:
                 yield got
@@ -417,28 +426,4 @@ class SqlStore:
                     await conn.execute(select(func.pg_advisory_unlock(key)))
 
     async def ping(self) -> None:
-        async with self.db.read() as conn:
-            await conn.execute(select(1))
-
-    async def get_step(self, thread_id: str, run_id: str, step_id: str) -> RunStep | None:
-        return await self._one(
-            RunStep,
-            t.run_steps,
-            t.run_steps.c.id == step_id,
-            t.run_steps.c.run_id == run_id,
-            t.run_steps.c.thread_id == thread_id,
-        )
-
-    async def list_steps(self, thread_id: str, run_id: str, query: ListQuery) -> Page[RunStep]:
-        return await self._page(
-            RunStep, t.run_steps, query, t.run_steps.c.run_id == run_id, t.run_steps.c.thread_id == thread_id
-        )
-
-    async def run_steps(self, run_id: str) -> list[RunStep]:
-        async with self.db.read() as conn:
-            rows = (
-                await conn.execute(
-                    select(t.run_steps).where(t.run_steps.c.run_id == run_id).order_by(t.run_steps.c.seq)
-                )
-            ).all()
-        return [_entity(RunStep, row) for row in rows]
+        await self.db.read(lambda conn: conn.execute(select(1)).scalar())

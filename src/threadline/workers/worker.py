@@ -74,31 +74,38 @@ class Worker:
         for task in list(self.running.values()):
             task.cancel()
         await asyncio.gather(*self.running.values(), return_exceptions=True)
-        for run_id in unfinished:
-            await self._hand_back(run_id)
-        log.info("worker %s stopped (%d runs handed back)", self.id, len(unfinished))
+        handed = [run_id for run_id in unfinished if await self._hand_back(run_id)]
+        if handed:
+            # Other workers take them now rather than at their next poll.
+            await self.bus.notify_work()
+        log.info("worker %s stopped (%d runs handed back)", self.id, len(handed))
 
-    async def _hand_back(self, run_id: str) -> None:
+    async def _hand_back(self, run_id: str) -> bool:
         """Put a run we could not finish back in the queue for another worker to redo its turn."""
         run = await self.store.get_run_by_id(run_id)
         if run is None or run.status is not RunStatus.IN_PROGRESS or run.worker_id != self.id:
-            return
+            return False
         queued = moved(run, RunStatus.QUEUED, worker_id=None, lease_expires_at=None)
-        if await self.store.commit(
+        if not await self.store.commit(
             Change(run=queued, expect=frozenset({RunStatus.IN_PROGRESS}), owner=self.id)
         ):
-            log.info("worker %s: handed run %s back to the queue", self.id, run_id)
+            return False
+        log.info("worker %s: handed run %s back to the queue", self.id, run_id)
+        return True
 
     # --- claiming --------------------------------------------------------------------------
 
     async def _claim_forever(self) -> None:
         while not self._stopping.is_set():
             try:
-                claimed = await self.claim_available()
+                await self.claim_available()
             except Exception:
                 log.exception("worker %s: claiming failed", self.id)
-                claimed = 0
-            if not claimed:
+            if len(self.running) >= self.settings.worker_concurrency:
+                # Full: the next chance to claim is when one of our runs finishes.
+                await asyncio.wait(list(self.running.values()), return_when=asyncio.FIRST_COMPLETED)
+            else:
+                # claim_available took everything queued; an announcement made meanwhile stays set.
                 await self.bus.wait_for_work(self.settings.worker_poll_seconds)
 
     async def claim_available(self) -> int:
@@ -159,8 +166,17 @@ class Worker:
         kept = set(await self.store.renew_leases(self.id, held, until))
         for run_id in held:
             task = self.running.get(run_id)
-            if run_id not in kept and task is not None and not task.done():
-                # The run moved on without us (cancelled or expired from another process).
+            if run_id in kept or task is None or task.done():
+                continue
+            # Not renewed: either our own loop just ended the turn (completed, failed, requires_action)
+            # and is still publishing its last events, which must not be cut short; or the run moved on
+            # without us (cancelled, expired, taken over after our lease lapsed), so we stop driving it.
+            run = await self.store.get_run_by_id(run_id)
+            if (
+                run is None
+                or run.status in _STOP
+                or (run.status is RunStatus.IN_PROGRESS and run.worker_id != self.id)
+            ):
                 log.info("worker %s: run %s is no longer ours; stopping it", self.id, run_id)
                 task.cancel()
 
