@@ -14,7 +14,20 @@ import zlib
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Row, Select, Table, and_, delete, func, insert, or_, select, update
+from sqlalchemy import (
+    Connection,
+    Row,
+    Select,
+    Table,
+    and_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 
 from threadline.domain.entities import Assistant, ListQuery, Message, Page, Run, RunStep, Summary, Thread
 from threadline.domain.ports import Change, ThreadLockedError
@@ -67,6 +80,37 @@ def _entities(cls: type[E], rows: Sequence[Row[Any]]) -> list[E]:
     return [_entity(cls, row) for row in rows]
 
 
+def _by_id(table: Table) -> Select[Any]:
+    return select(table).where(table.c.id == bindparam("b_id"))
+
+
+# The statements of a run's hot path, built once: building a statement costs more than running it.
+_GET = {table.name: _by_id(table) for table in (t.assistants, t.threads, t.runs, t.run_steps)}
+_RUN_STEPS = select(t.run_steps).where(t.run_steps.c.run_id == bindparam("b_run")).order_by(t.run_steps.c.seq)
+_NEWEST = (
+    select(t.messages)
+    .where(t.messages.c.thread_id == bindparam("b_thread"))
+    .order_by(t.messages.c.seq.desc())
+    .limit(bindparam("b_limit"))
+)
+_RUN_GUARD = [t.runs.c.id == bindparam("b_id"), t.runs.c.status.in_(bindparam("b_expect", expanding=True))]
+_UPDATE_RUN = update(t.runs).where(*_RUN_GUARD)
+_UPDATE_OWNED_RUN = update(t.runs).where(*_RUN_GUARD, t.runs.c.worker_id == bindparam("b_owner"))
+_UPDATE_STEP = update(t.run_steps).where(t.run_steps.c.id == bindparam("b_id"))
+_UPDATE_MESSAGE = update(t.messages).where(t.messages.c.id == bindparam("b_id"))
+_RELEASE_THREAD = (
+    update(t.threads)
+    .where(t.threads.c.id == bindparam("b_thread"), t.threads.c.active_run_id == bindparam("b_run"))
+    .values(active_run_id=None)
+)
+_LOCK_THREAD = (
+    update(t.threads)
+    .where(t.threads.c.id == bindparam("b_thread"), t.threads.c.active_run_id.is_(None))
+    .values(active_run_id=bindparam("b_run"))
+)
+_INSERT = {table.name: insert(table) for table in (t.assistants, t.threads, t.messages, t.runs, t.run_steps)}
+
+
 def _page_query(
     conn: Connection, table: Table, query: ListQuery, where: list[Any]
 ) -> tuple[Select[Any], bool]:
@@ -100,21 +144,52 @@ def _lock_thread(conn: Connection, thread_id: str, run_id: str | None) -> None:
     The conditional UPDATE also serialises writers on the thread row (PostgreSQL's row lock,
     SQLite's single writer), so two clients racing for one thread cannot both get through.
     """
-    result = conn.execute(
-        update(t.threads)
-        .where(t.threads.c.id == thread_id, t.threads.c.active_run_id.is_(None))
-        .values(active_run_id=run_id)
-    )
-    if result.rowcount == 0:
+    if conn.execute(_LOCK_THREAD, {"b_thread": thread_id, "b_run": run_id}).rowcount == 0:
         holder = conn.execute(select(t.threads.c.active_run_id).where(t.threads.c.id == thread_id)).scalar()
         raise ThreadLockedError(holder or "")
+
+
+def _claim_statement(skip_locked: bool) -> Any:
+    """Take the oldest queued run, or one whose holder's lease lapsed, in one statement."""
+    r = t.runs
+    claimable = or_(
+        r.c.status == RunStatus.QUEUED.value,
+        and_(r.c.status == RunStatus.IN_PROGRESS.value, r.c.lease_expires_at < bindparam("b_now")),
+    )
+    pick = select(r.c.id).where(claimable).order_by(r.c.seq).limit(1)
+    if skip_locked:
+        pick = pick.with_for_update(skip_locked=True)
+    return (
+        update(r)
+        .where(r.c.id == pick.scalar_subquery(), claimable)
+        .values(
+            status=RunStatus.IN_PROGRESS.value,
+            worker_id=bindparam("b_worker"),
+            lease_expires_at=bindparam("b_lease"),
+            started_at=func.coalesce(r.c.started_at, bindparam("b_started")),
+        )
+        .returning(*r.c)
+    )
 
 
 class SqlStore:
     def __init__(self, db: Database) -> None:
         self.db = db
+        self._claim = _claim_statement(skip_locked=not db.is_sqlite)
 
     # --- generic helpers -------------------------------------------------------------------
+
+    async def _get(self, cls: type[E], table: Table, object_id: str, *where: Any) -> E | None:
+        """The object with this id (and, optionally, more conditions checked on it)."""
+        stmt = _GET[table.name]
+
+        def read(conn: Connection) -> E | None:
+            row = conn.execute(stmt, {"b_id": object_id}).first()
+            if row is None or not all(row._mapping[key] == value for key, value in where):
+                return None
+            return _entity(cls, row)
+
+        return await self.db.read(read)
 
     async def _one(self, cls: type[E], table: Table, *where: Any) -> E | None:
         def read(conn: Connection) -> E | None:
@@ -144,7 +219,7 @@ class SqlStore:
     # --- assistants ------------------------------------------------------------------------
 
     async def insert_assistant(self, assistant: Assistant) -> None:
-        await self._execute(insert(t.assistants).values(_row(assistant)))
+        await self.db.write(lambda conn: conn.execute(_INSERT["assistants"], _row(assistant)))
 
     async def upsert_assistant(self, assistant: Assistant) -> None:
         if self.db.is_sqlite:
@@ -157,7 +232,7 @@ class SqlStore:
         await self._execute(stmt.on_conflict_do_update(index_elements=["id"], set_=changed))
 
     async def get_assistant(self, assistant_id: str) -> Assistant | None:
-        return await self._one(Assistant, t.assistants, t.assistants.c.id == assistant_id)
+        return await self._get(Assistant, t.assistants, assistant_id)
 
     async def list_assistants(self, query: ListQuery) -> Page[Assistant]:
         return await self._page(Assistant, t.assistants, query)
@@ -174,14 +249,14 @@ class SqlStore:
 
     async def insert_thread(self, thread: Thread, messages: Sequence[Message]) -> None:
         def write(conn: Connection) -> None:
-            conn.execute(insert(t.threads).values({**_row(thread), "active_run_id": None}))
+            conn.execute(_INSERT["threads"], {**_row(thread), "active_run_id": None})
             if messages:
-                conn.execute(insert(t.messages), [_row(m) for m in messages])
+                conn.execute(_INSERT["messages"], [_row(m) for m in messages])
 
         await self.db.write(write)
 
     async def get_thread(self, thread_id: str) -> Thread | None:
-        return await self._one(Thread, t.threads, t.threads.c.id == thread_id)
+        return await self._get(Thread, t.threads, thread_id)
 
     async def list_threads(self, query: ListQuery, metadata: dict[str, str]) -> Page[Thread]:
         where = [t.threads.c.meta[key].as_string() == value for key, value in metadata.items()]
@@ -212,7 +287,7 @@ class SqlStore:
     async def insert_message(self, message: Message) -> None:
         def write(conn: Connection) -> None:
             _lock_thread(conn, message.thread_id, None)
-            conn.execute(insert(t.messages).values(_row(message)))
+            conn.execute(_INSERT["messages"], _row(message))
 
         await self.db.write(write)
 
@@ -230,6 +305,9 @@ class SqlStore:
     async def newest_messages(
         self, thread_id: str, limit: int, *, before: str | None = None, after: str | None = None
     ) -> list[Message]:
+        if before is None and after is None:
+            params = {"b_thread": thread_id, "b_limit": limit}
+            return await self.db.read(lambda conn: _entities(Message, conn.execute(_NEWEST, params).all()))
         m = t.messages
         where = [m.c.thread_id == thread_id]
         for cursor, older in ((before, True), (after, False)):
@@ -283,16 +361,16 @@ class SqlStore:
         def write(conn: Connection) -> None:
             _lock_thread(conn, run.thread_id, run.id)
             if messages:
-                conn.execute(insert(t.messages), [_row(m) for m in messages])
-            conn.execute(insert(t.runs).values(_row(run)))
+                conn.execute(_INSERT["messages"], [_row(m) for m in messages])
+            conn.execute(_INSERT["runs"], _row(run))
 
         await self.db.write(write)
 
     async def get_run(self, thread_id: str, run_id: str) -> Run | None:
-        return await self._one(Run, t.runs, t.runs.c.id == run_id, t.runs.c.thread_id == thread_id)
+        return await self._get(Run, t.runs, run_id, ("thread_id", thread_id))
 
     async def get_run_by_id(self, run_id: str) -> Run | None:
-        return await self._one(Run, t.runs, t.runs.c.id == run_id)
+        return await self._get(Run, t.runs, run_id)
 
     async def list_runs(self, thread_id: str, query: ListQuery) -> Page[Run]:
         return await self._page(Run, t.runs, query, t.runs.c.thread_id == thread_id)
@@ -302,58 +380,40 @@ class SqlStore:
 
     async def commit(self, change: Change) -> bool:
         run = change.run
-        guard = [t.runs.c.id == run.id, t.runs.c.status.in_([s.value for s in change.expect])]
+        params = {name: getattr(run, name) for name in _RUN_STATE_FIELDS}
+        params["b_id"] = run.id
+        params["b_expect"] = [s.value for s in change.expect]
+        stmt = _UPDATE_RUN
         if change.owner is not None:
-            guard.append(t.runs.c.worker_id == change.owner)
-        values = {name: getattr(run, name) for name in _RUN_STATE_FIELDS}
+            params["b_owner"] = change.owner
+            stmt = _UPDATE_OWNED_RUN
 
         def write(conn: Connection) -> bool:
-            if conn.execute(update(t.runs).where(*guard).values(values)).rowcount == 0:
+            if conn.execute(stmt, params).rowcount == 0:
                 return False
             if change.discard_steps:
                 conn.execute(delete(t.run_steps).where(t.run_steps.c.id.in_(change.discard_steps)))
             if change.discard_messages:
                 conn.execute(delete(t.messages).where(t.messages.c.id.in_(change.discard_messages)))
             if change.new_steps:
-                conn.execute(insert(t.run_steps), [_row(s) for s in change.new_steps])
-            for step in change.steps:
-                conn.execute(update(t.run_steps).where(t.run_steps.c.id == step.id).values(_row(step)))
+                conn.execute(_INSERT["run_steps"], [_row(s) for s in change.new_steps])
+            if change.steps:
+                conn.execute(_UPDATE_STEP, [{**_row(s), "b_id": s.id} for s in change.steps])
             if change.new_messages:
-                conn.execute(insert(t.messages), [_row(m) for m in change.new_messages])
-            for message in change.messages:
-                conn.execute(update(t.messages).where(t.messages.c.id == message.id).values(_row(message)))
+                conn.execute(_INSERT["messages"], [_row(m) for m in change.new_messages])
+            if change.messages:
+                conn.execute(_UPDATE_MESSAGE, [{**_row(m), "b_id": m.id} for m in change.messages])
             if change.release_thread:
-                conn.execute(
-                    update(t.threads)
-                    .where(t.threads.c.id == run.thread_id, t.threads.c.active_run_id == run.id)
-                    .values(active_run_id=None)
-                )
+                conn.execute(_RELEASE_THREAD, {"b_thread": run.thread_id, "b_run": run.id})
             return True
 
         return await self.db.write(write)
 
     async def claim_next(self, worker_id: str, now: float, lease_seconds: float) -> Run | None:
-        claimable = or_(
-            t.runs.c.status == RunStatus.QUEUED.value,
-            and_(t.runs.c.status == RunStatus.IN_PROGRESS.value, t.runs.c.lease_expires_at < now),
-        )
-        pick = select(t.runs.c.id).where(claimable).order_by(t.runs.c.seq).limit(1)
-        if not self.db.is_sqlite:
-            pick = pick.with_for_update(skip_locked=True)
-        stmt = (
-            update(t.runs)
-            .where(t.runs.c.id == pick.scalar_subquery(), claimable)
-            .values(
-                status=RunStatus.IN_PROGRESS.value,
-                worker_id=worker_id,
-                lease_expires_at=now + lease_seconds,
-                started_at=func.coalesce(t.runs.c.started_at, int(now)),
-            )
-            .returning(*t.runs.c)
-        )
+        params = {"b_now": now, "b_worker": worker_id, "b_lease": now + lease_seconds, "b_started": int(now)}
 
         def write(conn: Connection) -> Run | None:
-            row = conn.execute(stmt).first()
+            row = conn.execute(self._claim, params).first()
             return None if row is None else _entity(Run, row)
 
         return await self.db.write(write)
@@ -392,7 +452,7 @@ class SqlStore:
         return await self._all(Run, stmt)
 
     async def get_step_by_id(self, step_id: str) -> RunStep | None:
-        return await self._one(RunStep, t.run_steps, t.run_steps.c.id == step_id)
+        return await self._get(RunStep, t.run_steps, step_id)
 
     async def get_step(self, thread_id: str, run_id: str, step_id: str) -> RunStep | None:
         s = t.run_steps
@@ -405,8 +465,9 @@ class SqlStore:
         return await self._page(RunStep, s, query, s.c.run_id == run_id, s.c.thread_id == thread_id)
 
     async def run_steps(self, run_id: str) -> list[RunStep]:
-        s = t.run_steps
-        return await self._all(RunStep, select(s).where(s.c.run_id == run_id).order_by(s.c.seq))
+        return await self.db.read(
+            lambda conn: _entities(RunStep, conn.execute(_RUN_STEPS, {"b_run": run_id}).all())
+        )
 
     # --- coordination ----------------------------------------------------------------------
 
