@@ -32,10 +32,38 @@ def _fresh_model(request: pytest.FixtureRequest) -> None:
         request.getfixturevalue("model").reset()
 
 
+BACKEND = os.environ.get("THREADLINE_TEST_BACKEND", "sqlite")
+"""Which database the suite runs on: ``sqlite`` (default) or ``postgres`` (``make test`` runs both)."""
+
+_created: list[str] = []
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"threadline test database: {BACKEND}"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if BACKEND == "postgres" and not postgres_available():
+        message = "PostgreSQL is not reachable on 127.0.0.1:5432 (trust authentication expected)"
+        if os.environ.get("CI"):
+            raise pytest.UsageError(message + "; under CI the PostgreSQL suite must run")
+        skip = pytest.mark.skip(reason=message + ": skipping the PostgreSQL pass")
+        for item in items:
+            item.add_marker(skip)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    for url in _created:
+        drop_postgres_database(url)
+
+
 def database_url(directory: Path) -> str:
-    return (
-        os.environ.get("THREADLINE_TEST_DATABASE_URL") or f"sqlite+aiosqlite:///{directory / 'threadline.db'}"
-    )
+    """A fresh database for one server: a SQLite file, or a new PostgreSQL database."""
+    if BACKEND == "postgres":
+        url = create_postgres_database()
+        _created.append(url)
+        return url
+    return f"sqlite+aiosqlite:///{directory / 'threadline.db'}"
 
 
 @pytest.fixture
