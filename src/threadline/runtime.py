@@ -7,6 +7,7 @@ in-process otherwise), the model routing table and the services.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -18,6 +19,8 @@ from threadline.domain.services import Services
 from threadline.events.bus import LocalBus
 from threadline.providers.routing import RoutingTable, build_router
 from threadline.store import Database, SqlStore
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -44,6 +47,7 @@ class Runtime:
             await pg_bus.start()
             bus = pg_bus
         routes = router or build_router(settings)
+        log.info("models: %s", routes.describe())
         services = Services(store, bus, routes, run_expiry_seconds=settings.run_expiry_seconds)
         return cls(settings, db, store, bus, routes, services)
 

@@ -58,6 +58,15 @@ class RoutingTable:
                 return Route(rule.provider, model, rule.context_window, tokenizer)
         return None
 
+    def describe(self) -> str:
+        """One line per rule, for the start-up log."""
+        lines = []
+        for rule in self.rules:
+            where = getattr(rule.provider, "model_path", None) or getattr(rule.provider, "base_url", "?")
+            target = f"{type(rule.provider).__name__} {where}"
+            lines.append(f"{rule.pattern} -> {target}" + (f" as {rule.model}" if rule.model else ""))
+        return "; ".join(lines)
+
     def routes(self, model: str) -> bool:
         return self.resolve(model) is not None
 
