@@ -878,9 +878,5 @@ class _Turn:
                     break
         finally:
             steps.close()
-        tail = decoder.decode(b"", final=True)
-        if tail:
-            pieces.append(tail)
-            if on_text is not None:
-                on_text(tail)
+        # A character whose bytes were cut off by the token limit is dropped, not shown as U+FFFD.
         return "".join(pieces), reason
