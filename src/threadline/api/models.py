@@ -27,9 +27,12 @@ async def healthz() -> dict[str, str]:
 
 @health.get("/readyz")
 async def readyz(request: Request) -> dict[str, str]:
-    """Readiness: the database answers, so requests can be served."""
+    """Readiness: the database answers and, on PostgreSQL, events from other processes arrive."""
+    runtime = request.app.state.runtime
     try:
-        await request.app.state.runtime.store.ping()
+        await runtime.store.ping()
     except Exception as exc:
         raise ServiceUnavailableError(f"The database is not reachable: {type(exc).__name__}") from exc
+    if not getattr(runtime.bus, "connected", True):
+        raise ServiceUnavailableError("Not receiving events from PostgreSQL; reconnecting.")
     return {"status": "ready"}

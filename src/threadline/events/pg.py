@@ -53,16 +53,55 @@ class PostgresBus(LocalBus):
         # Notifications are handled one at a time, in arrival order, even when one must be read back.
         self._inbox: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
         self._consumer: asyncio.Task[None] | None = None
+        self._reconnecting: asyncio.Task[None] | None = None
+        self._closing = False
 
     async def start(self) -> None:
         self._consumer = asyncio.create_task(self._consume(), name="threadline-bus")
-        self._listener = await asyncpg.connect(self._dsn)
+        await self._listen()
         self._sender = await asyncpg.connect(self._dsn)
         self._sending = asyncio.create_task(self._send(), name="threadline-bus-send")
-        await self._listener.add_listener(EVENTS_CHANNEL, self._on_event)
-        await self._listener.add_listener(WORK_CHANNEL, self._on_work)
+
+    @property
+    def connected(self) -> bool:
+        """Whether notifications from other processes are being received (for readiness)."""
+        return self._listener is not None and not self._listener.is_closed()
+
+    async def _listen(self) -> None:
+        listener = await asyncpg.connect(self._dsn)
+        await listener.add_listener(EVENTS_CHANNEL, self._on_event)
+        await listener.add_listener(WORK_CHANNEL, self._on_work)
+        listener.add_termination_listener(self._on_listener_lost)
+        self._listener = listener
+
+    def _on_listener_lost(self, _conn: Any) -> None:
+        if self._closing:
+            return
+        log.warning("lost the PostgreSQL connection that receives events; reconnecting")
+        self._listener = None
+        self._reconnecting = asyncio.create_task(self._reconnect(), name="threadline-bus-reconnect")
+
+    async def _reconnect(self) -> None:
+        delay = 0.5
+        while not self._closing:
+            try:
+                await self._listen()
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning(
+                    "could not reconnect to PostgreSQL for events (%s); retrying in %.1fs", exc, delay
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+                continue
+            log.info("receiving events from PostgreSQL again")
+            # Work announced while we were away was missed: look for it now.
+            self._work.set()
+            return
 
     async def aclose(self) -> None:
+        self._closing = True
+        if self._reconnecting is not None:
+            self._reconnecting.cancel()
         if self._consumer is not None:
             self._consumer.cancel()
         if self._sending is not None:
@@ -103,13 +142,15 @@ class PostgresBus(LocalBus):
         return []
 
     async def _send(self) -> None:
-        assert self._sender is not None
         while True:
             channel, payload = await self._outbox.get()
             try:
+                if self._sender is None or self._sender.is_closed():
+                    self._sender = await asyncpg.connect(self._dsn)
                 await self._sender.execute("SELECT pg_notify($1, $2)", channel, payload)
-            except Exception:
-                log.exception("could not send a notification on %s", channel)
+            except Exception as exc:
+                # The notification is lost; pollers and leases recover from that, the process goes on.
+                log.warning("could not send a notification on %s: %s", channel, exc)
             finally:
                 self._outbox.task_done()
 
