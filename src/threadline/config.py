@@ -22,6 +22,8 @@ class Settings:
     """Where the default SQLite database lives."""
     database_url: str = ""
     """Any SQLAlchemy async URL; empty means ``sqlite+aiosqlite:///<data_dir>/threadline.db``."""
+    database_pool_size: int = 5
+    """PostgreSQL connections per process (as many more may open under load), besides two for events."""
     host: str = "127.0.0.1"
     port: int = 8000
     api_key: str = ""

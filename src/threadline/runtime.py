@@ -34,7 +34,7 @@ class Runtime:
 
     @classmethod
     async def open(cls, settings: Settings, router: RoutingTable | None = None) -> Runtime:
-        db = Database(settings.effective_database_url)
+        db = Database(settings.effective_database_url, pool_size=settings.database_pool_size)
         store = SqlStore(db)
         bus: LocalBus
         if db.is_sqlite:

@@ -38,6 +38,8 @@ MESSAGE_OVERHEAD = 4
 """Tokens a chat message costs beyond its text (role, separators), as OpenAI counts them."""
 PAGE = 64
 """Messages read per round trip while filling the budget."""
+COUNT_BATCH = 8
+"""Messages whose tokens are counted at once (one trip off the event loop for a GGUF tokenizer)."""
 DEFAULT_OUTPUT_RESERVE = 1024
 SUMMARY_MAX_TOKENS = 400
 SUMMARY_PREFIX = "Summary of the earlier conversation, which is no longer shown in full:\n"
@@ -246,15 +248,18 @@ class ContextBuilder:
                 return kept, total, 0
             before = page[-1].id
             page = [m for m in page if m.run_id != run.id]
-            costs = await counter.each([chat_message(m) for m in page])
-            for position, (message, cost) in enumerate(zip(page, costs, strict=True)):
-                if exact is not None:
-                    if len(kept) == exact:
-                        return kept, total, 1
-                elif total + cost > room:
-                    return kept, total, len(page) - position
-                kept.append((message, cost))
-                total += cost
+            # Counted a few at a time: a page usually holds more than the budget takes.
+            for start in range(0, len(page), COUNT_BATCH):
+                chunk = page[start : start + COUNT_BATCH]
+                costs = await counter.each([chat_message(m) for m in chunk])
+                for position, (message, cost) in enumerate(zip(chunk, costs, strict=True), start):
+                    if exact is not None:
+                        if len(kept) == exact:
+                            return kept, total, 1
+                    elif total + cost > room:
+                        return kept, total, len(page) - position
+                    kept.append((message, cost))
+                    total += cost
 
     async def _summary(
         self, run: Run, route: Route, counter: Counter, window: int, oldest_kept: tuple[Message, int]

@@ -86,8 +86,8 @@ class Store(Protocol):
     async def list_runs(self, thread_id: str, query: ListQuery) -> Page[Run]: ...
     async def update_run_metadata(self, run: Run) -> None: ...
     async def commit(self, change: Change) -> bool: ...
-    async def claim_next(self, worker_id: str, now: float, lease_seconds: float) -> Run | None:
-        """Atomically take one queued run (or one whose holder's lease lapsed) for ``worker_id``."""
+    async def claim(self, worker_id: str, now: float, lease_seconds: float, limit: int) -> list[Run]:
+        """Atomically take up to ``limit`` queued runs (or runs whose holder's lease lapsed)."""
 
     async def renew_leases(self, worker_id: str, run_ids: Sequence[str], until: float) -> list[str]:
         """Extend this worker's leases; returns the ids it still holds in ``in_progress``."""

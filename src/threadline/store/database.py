@@ -35,7 +35,7 @@ T = TypeVar("T")
 
 
 class Database:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, pool_size: int = 5) -> None:
         self.url = url
         parsed = make_url(url)
         self.dialect = parsed.get_backend_name()
@@ -58,7 +58,11 @@ class Database:
             self._writer = ThreadPoolExecutor(1, thread_name_prefix="threadline-db-write")
             self._readers = ThreadPoolExecutor(4, thread_name_prefix="threadline-db-read")
         else:
-            self.engine = create_async_engine(url, pool_size=10, max_overflow=20)
+            # A full pool makes requests wait for a connection; PostgreSQL's own limit (100 by
+            # default) is shared by every process, so the default stays small.
+            self.engine = create_async_engine(
+                url, pool_size=pool_size, max_overflow=pool_size, pool_timeout=60
+            )
 
     async def read(self, fn: Callable[[Connection], T]) -> T:
         """Run ``fn`` on a connection; nothing it does is committed."""

@@ -150,18 +150,18 @@ def _lock_thread(conn: Connection, thread_id: str, run_id: str | None) -> None:
 
 
 def _claim_statement(skip_locked: bool) -> Any:
-    """Take the oldest queued run, or one whose holder's lease lapsed, in one statement."""
+    """Take the oldest queued runs (or ones whose holder's lease lapsed), up to ``b_limit``, at once."""
     r = t.runs
     claimable = or_(
         r.c.status == RunStatus.QUEUED.value,
         and_(r.c.status == RunStatus.IN_PROGRESS.value, r.c.lease_expires_at < bindparam("b_now")),
     )
-    pick = select(r.c.id).where(claimable).order_by(r.c.seq).limit(1)
+    pick = select(r.c.id).where(claimable).order_by(r.c.seq).limit(bindparam("b_limit"))
     if skip_locked:
         pick = pick.with_for_update(skip_locked=True)
     return (
         update(r)
-        .where(r.c.id == pick.scalar_subquery(), claimable)
+        .where(r.c.id.in_(pick.scalar_subquery()), claimable)
         .values(
             status=RunStatus.IN_PROGRESS.value,
             worker_id=bindparam("b_worker"),
@@ -409,12 +409,18 @@ class SqlStore:
 
         return await self.db.write(write)
 
-    async def claim_next(self, worker_id: str, now: float, lease_seconds: float) -> Run | None:
-        params = {"b_now": now, "b_worker": worker_id, "b_lease": now + lease_seconds, "b_started": int(now)}
+    async def claim(self, worker_id: str, now: float, lease_seconds: float, limit: int) -> list[Run]:
+        params = {
+            "b_now": now,
+            "b_worker": worker_id,
+            "b_lease": now + lease_seconds,
+            "b_started": int(now),
+            "b_limit": limit,
+        }
 
-        def write(conn: Connection) -> Run | None:
-            row = conn.execute(self._claim, params).first()
-            return None if row is None else _entity(Run, row)
+        def write(conn: Connection) -> list[Run]:
+            runs = _entities(Run, conn.execute(self._claim, params).all())
+            return sorted(runs, key=lambda run: run.created_at)
 
         return await self.db.write(write)
 

@@ -9,6 +9,7 @@ model call. Idle workers sleep until the bus announces work, with a slow poll as
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -26,6 +27,9 @@ from threadline.events.types import ObjectEvent
 from threadline.providers.base import Router
 
 log = logging.getLogger(__name__)
+
+CLAIM_BATCH = 50
+"""Runs taken per claiming statement: a burst of work fills the worker in a few round trips."""
 
 # Statuses that, set by someone else, mean the worker must stop driving the run.
 _STOP = frozenset({RunStatus.CANCELLING, RunStatus.CANCELLED, RunStatus.EXPIRED})
@@ -111,12 +115,16 @@ class Worker:
     async def claim_available(self) -> int:
         """Claim runs until none are queued or the worker is full; returns how many it took."""
         claimed = 0
-        while len(self.running) < self.settings.worker_concurrency and not self._stopping.is_set():
-            run = await self.store.claim_next(self.id, time.time(), self.settings.worker_lease_seconds)
-            if run is None:
+        while not self._stopping.is_set():
+            room = min(CLAIM_BATCH, self.settings.worker_concurrency - len(self.running))
+            if room <= 0:
                 break
-            claimed += 1
-            self._spawn(run)
+            runs = await self.store.claim(self.id, time.time(), self.settings.worker_lease_seconds, room)
+            for run in runs:
+                self._spawn(run)
+            claimed += len(runs)
+            if len(runs) < room:
+                break
         return claimed
 
     def _spawn(self, run: Run) -> None:
@@ -138,6 +146,13 @@ class Worker:
                     work.cancel()
                     await asyncio.gather(work, return_exceptions=True)
                     raise
+            except Exception:
+                # Not even the run's failure could be written (the database is unreachable, say):
+                # put it back in the queue rather than leave it in progress until its lease lapses.
+                log.exception("worker %s: run %s could not be finished; handing it back", self.id, run.id)
+                with contextlib.suppress(Exception):
+                    if await self._hand_back(run.id):
+                        await self.bus.notify_work()
             finally:
                 watch.cancel()
 
