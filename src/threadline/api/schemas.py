@@ -116,12 +116,27 @@ class VectorStoreHelper(WithMetadata):
 
 class FileSearchResources(Strict):
     vector_store_ids: list[str] | None = Field(default=None, max_length=1)
+
+
+class NewFileSearchResources(FileSearchResources):
+    """On create, vector stores are named or made inline (``vector_stores``): one or the other."""
+
     vector_stores: list[VectorStoreHelper] | None = Field(default=None, max_length=1)
+
+    @model_validator(mode="after")
+    def _one_of(self) -> NewFileSearchResources:
+        if (self.vector_store_ids is None) == (self.vector_stores is None):
+            raise ValueError("file_search takes either vector_store_ids or vector_stores")
+        return self
 
 
 class ToolResources(Strict):
     code_interpreter: FileIds | None = None
     file_search: FileSearchResources | None = None
+
+
+class NewToolResources(ToolResources):
+    file_search: NewFileSearchResources | None = None
 
 
 class TextFormat(Strict):
@@ -177,6 +192,7 @@ class AssistantFields(WithMetadata):
 
 class CreateAssistantRequest(AssistantFields):
     model: str = Field(min_length=1, max_length=256)
+    tool_resources: NewToolResources | None = None
 
 
 class ModifyAssistantRequest(AssistantFields):
@@ -238,7 +254,7 @@ class ModifyMessageRequest(WithMetadata):
 
 class CreateThreadRequest(WithMetadata):
     messages: list[CreateMessageRequest] | None = None
-    tool_resources: ToolResources | None = None
+    tool_resources: NewToolResources | None = None
 
 
 class ModifyThreadRequest(WithMetadata):
