@@ -66,6 +66,18 @@ def database_url(directory: Path) -> str:
     return f"sqlite+aiosqlite:///{directory / 'threadline.db'}"
 
 
+def server_settings(model: ScriptedModel, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """A test server's settings: its own database, the scripted model, quick background loops."""
+    directory = tmp_path_factory.mktemp("threadline")
+    return Settings(
+        data_dir=directory,
+        database_url=database_url(directory),
+        upstream_base_url=model.base_url,
+        sweep_interval_seconds=0.2,
+        worker_poll_seconds=0.5,
+    )
+
+
 @pytest.fixture
 def make_server(
     model: ScriptedModel, tmp_path_factory: pytest.TempPathFactory
@@ -73,14 +85,7 @@ def make_server(
     started: list[ThreadlineServer] = []
 
     def make(*, run_worker: bool = True, **overrides: Any) -> ThreadlineServer:
-        directory = tmp_path_factory.mktemp("threadline")
-        settings = Settings(
-            data_dir=directory,
-            database_url=database_url(directory),
-            upstream_base_url=model.base_url,
-            sweep_interval_seconds=0.2,
-            worker_poll_seconds=0.5,
-        ).replace(**overrides)
+        settings = server_settings(model, tmp_path_factory).replace(**overrides)
         server = ThreadlineServer(settings, run_worker=run_worker)
         started.append(server)
         return server
@@ -94,14 +99,7 @@ def make_server(
 def shared_server(
     model: ScriptedModel, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ThreadlineServer]:
-    directory = tmp_path_factory.mktemp("threadline")
-    settings = Settings(
-        data_dir=directory,
-        database_url=database_url(directory),
-        upstream_base_url=model.base_url,
-        sweep_interval_seconds=0.2,
-    )
-    server = ThreadlineServer(settings)
+    server = ThreadlineServer(server_settings(model, tmp_path_factory))
     yield server
     server.stop()
 

@@ -19,6 +19,21 @@ from threadline.store.database import migrate
 
 T = TypeVar("T")
 
+# A text run's stream (notes §6.2), with each run of deltas collapsed to one name.
+TEXT_RUN = [
+    "thread.run.created",
+    "thread.run.queued",
+    "thread.run.in_progress",
+    "thread.run.step.created",
+    "thread.run.step.in_progress",
+    "thread.message.created",
+    "thread.message.in_progress",
+    "thread.message.delta",
+    "thread.message.completed",
+    "thread.run.step.completed",
+    "thread.run.completed",
+]
+
 SEED = Path(__file__).resolve().parents[1].parent / "shared" / "seed"
 
 

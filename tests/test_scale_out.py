@@ -35,7 +35,13 @@ from openai import AssistantEventHandler
 from openai.types.beta import AssistantStreamEvent
 from openai.types.beta.threads import Run, Text, TextDelta
 
-from tests.support import create_postgres_database, drop_postgres_database, postgres_available, wait_for
+from tests.support import (
+    TEXT_RUN,
+    create_postgres_database,
+    drop_postgres_database,
+    postgres_available,
+    wait_for,
+)
 from tests.test_thread_lock import check_one_winner, race, racer_text
 from threadline.config import Settings
 
@@ -48,19 +54,6 @@ LEASE = 2.0
 SLOW_ANSWER = 2.0
 """How long the slow model takes to answer: five chunks, 0.4 s apart (see the ``cluster`` fixture)."""
 
-TEXT_RUN = [
-    "thread.run.created",
-    "thread.run.queued",
-    "thread.run.in_progress",
-    "thread.run.step.created",
-    "thread.run.step.in_progress",
-    "thread.message.created",
-    "thread.message.in_progress",
-    "thread.message.delta",
-    "thread.message.completed",
-    "thread.run.step.completed",
-    "thread.run.completed",
-]
 HOLD = 20.0
 """How long api-2 holds the SDK's polls when nothing happens."""
 SETTINGS = {f.name for f in fields(Settings)}

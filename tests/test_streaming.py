@@ -28,7 +28,7 @@ from openai.types.beta import AssistantStreamEvent
 from openai.types.beta.threads import Text, TextDelta
 from openai.types.beta.threads.runs import ToolCall, ToolCallDelta
 
-from tests.support import ThreadlineServer, wait_for
+from tests.support import TEXT_RUN, ThreadlineServer, wait_for
 from threadline.api import sse
 from threadline.domain.entities import Run
 from threadline.domain.run_states import RunStatus
@@ -40,19 +40,6 @@ from threadline.testing import ToolCall as ScriptedCall
 TWENTY_WORDS = " ".join(f"word{n}" for n in range(20))
 
 # The event sequences of the reference notes (§6.2), with each run of deltas collapsed to one name.
-TEXT_RUN = [
-    "thread.run.created",
-    "thread.run.queued",
-    "thread.run.in_progress",
-    "thread.run.step.created",
-    "thread.run.step.in_progress",
-    "thread.message.created",
-    "thread.message.in_progress",
-    "thread.message.delta",
-    "thread.message.completed",
-    "thread.run.step.completed",
-    "thread.run.completed",
-]
 TOOL_RUN = [
     "thread.run.created",
     "thread.run.queued",
@@ -62,19 +49,7 @@ TOOL_RUN = [
     "thread.run.step.delta",
     "thread.run.requires_action",
 ]
-AFTER_SUBMIT = [
-    "thread.run.step.completed",
-    "thread.run.queued",
-    "thread.run.in_progress",
-    "thread.run.step.created",
-    "thread.run.step.in_progress",
-    "thread.message.created",
-    "thread.message.in_progress",
-    "thread.message.delta",
-    "thread.message.completed",
-    "thread.run.step.completed",
-    "thread.run.completed",
-]
+AFTER_SUBMIT = ["thread.run.step.completed", "thread.run.queued", *TEXT_RUN[2:]]
 
 WEATHER = {
     "type": "function",
