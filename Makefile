@@ -46,6 +46,9 @@ test: lint typecheck $(SDK_1X)/.openai-$(OPENAI_1X)
 
 bench: $(VENV)/.dev
 	$(BIN)/python -m bench.runs
+	$(BIN)/python -m bench.context
+	$(BIN)/python -m bench.embedded
+	$(BIN)/python -m bench.scale
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache

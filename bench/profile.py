@@ -21,7 +21,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from bench.runs import SERVERS, Stack, httpx_client, log, run_polling, run_streaming, stacks, throughput_round
+from bench.common import log
+from bench.runs import SERVERS, Stack, httpx_client, run_polling, run_streaming, stacks, throughput_round
 
 
 def pyspy() -> str:

@@ -10,8 +10,10 @@ on 127.0.0.1, with Threadline on a fresh SQLite file, and measures:
 * overhead: one run at a time, a streamed chat completion straight to the model next to a run through
   Threadline (stream, and create-then-poll), with an instant model and one that takes 50 ms.
 
-It prints markdown tables and rewrites ``docs/benchmarks.md``. Benchmarks are not tests: the figures are
-noisy (2 shared cores), so read medians and the ratios measured side by side in one invocation.
+It prints markdown tables and replaces its own sections of ``docs/benchmarks.md`` (the title block with
+this benchmark's setup, throughput, overhead, reproduce), leaving the other benchmarks' sections as they
+are. Benchmarks are not tests: the figures are noisy (2 shared cores), so read medians and the ratios
+measured side by side in one invocation.
 """
 
 from __future__ import annotations
@@ -19,14 +21,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import datetime
 import importlib.util
-import os
-import platform
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,16 +33,36 @@ from pathlib import Path
 
 import httpx
 
-ROOT = Path(__file__).resolve().parents[1]
-DOCS = ROOT / "docs" / "benchmarks.md"
-HOST = "127.0.0.1"
-BETA = {"OpenAI-Beta": "assistants=v2"}
+from bench.common import (
+    BETA,
+    DOCS,
+    ROOT,
+    TITLE,
+    Child,
+    Section,
+    child_env,
+    free_port,
+    load_average,
+    log,
+    machine,
+    markdown_table,
+    pct,
+    publish,
+    scripted_model_url,
+    start_scripted_model,
+    today,
+    wait_healthy,
+)
+
 # The header the SDK's poll helpers send: the server holds such a poll until the run's status changes.
 HELD_POLL = {"X-Stainless-Poll-Helper": "true"}
 PROMPT = "What is the capital of France?"
 MODEL = "scripted"
 TERMINAL = frozenset({"requires_action", "cancelled", "completed", "failed", "expired", "incomplete"})
 GOAL_RUNS_PER_SECOND = 150.0
+THROUGHPUT = "## Throughput: completed runs per second"
+OVERHEAD = "## Overhead: what Threadline adds to one run"
+REPRODUCE = "## Reproduce"
 
 START_TIMEOUT = 30.0
 RUN_TIMEOUT = 30.0
@@ -63,68 +79,7 @@ SERVERS: dict[str, list[str]] = {
 }
 
 
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
 # --- processes -------------------------------------------------------------------------------------
-
-
-def cpu_seconds(pid: int) -> float | None:
-    """User + system CPU time of a process (all its threads), or ``None`` off Linux."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # Fields after the command name, which is in parentheses and may contain spaces.
-    fields = stat[stat.rindex(")") + 2 :].split()
-    ticks = int(fields[11]) + int(fields[12])
-    return ticks / os.sysconf("SC_CLK_TCK")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-class Child:
-    """A child process whose output goes to a log file; stopped with SIGTERM, then SIGKILL."""
-
-    def __init__(self, name: str, argv: list[str], env: dict[str, str], logfile: Path) -> None:
-        self.name = name
-        self.logfile = logfile
-        self._log = logfile.open("wb")
-        self.proc = subprocess.Popen(
-            argv, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT
-        )
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def cpu(self) -> float | None:
-        return cpu_seconds(self.proc.pid)
-
-    def check_alive(self) -> None:
-        if self.proc.poll() is not None:
-            raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.tail()}")
-
-    def tail(self, lines: int = 20) -> str:
-        with contextlib.suppress(OSError):
-            return "\n".join(self.logfile.read_text(errors="replace").splitlines()[-lines:])
-        return ""
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(STOP_TIMEOUT)
-        self._log.close()
 
 
 @dataclass
@@ -139,52 +94,17 @@ class Stack:
     assistant_id: str = ""
 
 
-def _child_env(extra: dict[str, str]) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("THREADLINE_")}
-    env["PYTHONUNBUFFERED"] = "1"
-    env.update(extra)
-    return env
-
-
-def start_model(workdir: Path, name: str, first_delay: float) -> Child:
-    argv = [sys.executable, "-m", "threadline.testing", "--port", "0", "--first-delay", str(first_delay)]
-    return Child(f"model {name}", argv, _child_env({}), workdir / f"model-{name}.log")
-
-
-def model_url(model: Child) -> str:
-    """The model's base URL, from the ``ready <url>`` line it prints once it accepts connections."""
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        for line in model.logfile.read_text(errors="replace").splitlines():
-            if line.startswith("ready "):
-                return line.split(" ", 1)[1].strip()
-        model.check_alive()
-        time.sleep(0.05)
-    raise RuntimeError(f"the scripted model did not start within {START_TIMEOUT}s:\n{model.tail()}")
-
-
 def start_server(workdir: Path, name: str, variant: str, model_url: str, port: int) -> Child:
-    env = _child_env(
+    env = child_env(
         {
             "THREADLINE_DATABASE_URL": f"sqlite+aiosqlite:///{workdir / f'{name}.db'}",
             "THREADLINE_UPSTREAM_BASE_URL": model_url,
         }
     )
     argv = [sys.executable, *SERVERS[variant], "--port", str(port)]
-    return Child(f"threadline {name}", argv, env, workdir / f"threadline-{name}.log")
-
-
-def wait_healthy(server: Child, port: int) -> str:
-    """Threadline's base URL once ``GET /healthz`` answers 200."""
-    deadline = time.monotonic() + START_TIMEOUT
-    with httpx.Client(timeout=2.0) as client:
-        while time.monotonic() < deadline:
-            server.check_alive()
-            with contextlib.suppress(httpx.HTTPError):
-                if client.get(f"http://{HOST}:{port}/healthz").status_code == 200:
-                    return f"http://{HOST}:{port}/v1"
-            time.sleep(0.1)
-    raise RuntimeError(f"Threadline did not answer /healthz within {START_TIMEOUT}s:\n{server.tail()}")
+    return Child(
+        f"threadline {name}", argv, env, workdir / f"threadline-{name}.log", stop_timeout=STOP_TIMEOUT
+    )
 
 
 @contextlib.contextmanager
@@ -194,13 +114,13 @@ def stacks(workdir: Path, specs: Sequence[tuple[str, str, float]]) -> Iterator[l
     started: list[Stack] = []
     try:
         for name, variant, first_delay in specs:
-            model = start_model(workdir, name, first_delay)
+            model = start_scripted_model(workdir, name, first_delay, stop_timeout=STOP_TIMEOUT)
             children.append(model)
-            upstream = model_url(model)
+            upstream = scripted_model_url(model, START_TIMEOUT)
             port = free_port()
             server = start_server(workdir, name, variant, upstream, port)
             children.append(server)
-            stack = Stack(name, model, server, upstream, wait_healthy(server, port))
+            stack = Stack(name, model, server, upstream, wait_healthy(server, port, START_TIMEOUT))
             with httpx.Client(headers=BETA, timeout=10.0) as client:
                 created = client.post(f"{stack.url}/assistants", json={"model": MODEL, "name": "bench"})
                 created.raise_for_status()
@@ -429,14 +349,6 @@ async def measure_overhead(stack: Stack, model_delay: float, n: int, warmup: int
 # --- reporting --------------------------------------------------------------------------------------
 
 
-def pct(values: Sequence[float], q: float) -> float:
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
-    return ordered[index]
-
-
 def ms(seconds: float) -> str:
     return f"{seconds * 1000:.1f}"
 
@@ -451,7 +363,7 @@ def throughput_table(configs: list[Config], stack_names: list[str]) -> str:
     show_stack = len(stack_names) > 1
     head = ["client", *(["server"] if show_stack else []), "runs/s (median)", "rounds", "p50 ms", "p95 ms"]
     head += ["failed", "client CPU", "server CPU", "model CPU", "server CPU ms/run", "ceiling runs/s"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    rows = []
     for config in configs:
         for name in stack_names:
             rounds = config.rounds.get(name, [])
@@ -473,8 +385,8 @@ def throughput_table(configs: list[Config], stack_names: list[str]) -> str:
             ]
             cpu = _cpu_per_run(rounds)
             row += ["n/a", "n/a"] if cpu is None else [f"{cpu * 1000:.1f}", f"{1 / cpu:.0f}"]
-            lines.append("| " + " | ".join(row) + " |")
-    return "\n".join(lines)
+            rows.append(row)
+    return markdown_table(head, rows)
 
 
 def _median_rate(rounds: list[Round]) -> float:
@@ -511,7 +423,7 @@ def ratio_lines(configs: list[Config], stack_names: list[str]) -> str:
 
 def overhead_table(results: list[Overhead]) -> str:
     head = ["model", "path", "median ms", "p95 ms", "added ms (median)", "ratio"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    rows = []
     for result in results:
         model_name = (
             "instant" if result.model_delay == 0 else f"{result.model_delay * 1000:.0f} ms to first byte"
@@ -526,37 +438,25 @@ def overhead_table(results: list[Overhead]) -> str:
             median = statistics.median(samples)
             added = "—" if samples is result.direct else f"+{ms(median - base)}"
             ratio = "1.00×" if samples is result.direct else f"{median / base:.2f}×"
-            lines.append(
-                f"| {model_name} | {label} | {ms(median)} | {ms(pct(samples, 0.95))} | {added} | {ratio} |"
-            )
-    return "\n".join(lines)
+            rows.append([model_name, label, ms(median), ms(pct(samples, 0.95)), added, ratio])
+    return markdown_table(head, rows)
 
 
-def machine() -> dict[str, str]:
-    cpu = platform.processor() or "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+def setup() -> dict[str, str]:
+    """What the title block reports: when, on what machine, which event loop the stock command gets, and
+    the load average (the one after the benchmark is appended to it)."""
+    host = machine()
     loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
     http = "httptools" if importlib.util.find_spec("httptools") else "h11"
     return {
-        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "cores": str(cores),
-        "cpu": cpu,
-        "python": platform.python_version(),
-        "os": f"{platform.system()} {platform.release()}",
+        "date": today(),
+        "cores": str(host.cores),
+        "cpu": host.cpu,
+        "python": host.python,
+        "os": host.os,
         "stock": f"uvicorn on {loop} with {http} (it picks uvloop and httptools whenever they are installed)",
-        "load": load_average(),
+        "load": host.load,
     }
-
-
-def load_average() -> str:
-    with contextlib.suppress(OSError, AttributeError):
-        return f"{os.getloadavg()[0]:.1f}"
-    return "n/a"
 
 
 SERVER_TEXT = {
@@ -572,7 +472,8 @@ def report(
     variants: list[str],
     overheads: list[Overhead],
     settings: str,
-) -> str:
+) -> list[Section]:
+    """The title block (this benchmark's setup), then its throughput, overhead and reproduce sections."""
     polling = [
         _median_rate(c.rounds.get(variants[0], []))
         for c in configs
@@ -582,9 +483,7 @@ def report(
     verdict = "met" if best >= GOAL_RUNS_PER_SECOND else "not met"
     servers = ", ".join(f"{name}: {SERVER_TEXT.get(name, name)}" for name in variants)
     ratios = ratio_lines(configs, variants)
-    parts = [
-        "# Benchmarks",
-        "",
+    title = [
         "Figures from `make bench` (`python -m bench.runs`). Benchmarks are not tests: the machine is small",
         "and may be shared, so read medians, server CPU per run, and ratios measured side by side in one",
         "invocation rather than single numbers.",
@@ -597,9 +496,8 @@ def report(
         "- model: the scripted model (`python -m threadline.testing`), its own process, answering at once",
         "  with the prompt echoed in word-sized stream chunks; client, server and model share the cores",
         f"- settings: {settings}",
-        "",
-        "## Throughput: completed runs per second",
-        "",
+    ]
+    throughput = [
         "Each client repeatedly creates a thread with one user message, creates a run and follows it until",
         "it completes: with held polls (`GET` the run with the SDK helpers' `X-Stainless-Poll-Helper`",
         "header, answered when the status changes), with the create-thread-and-run stream, or with the",
@@ -613,38 +511,41 @@ def report(
         "",
     ]
     if ratios:
-        parts += ["Side by side, same invocation, rounds interleaved:", "", ratios, ""]
-    parts += [
+        throughput += ["Side by side, same invocation, rounds interleaved:", "", ratios, ""]
+    throughput += [
         f"Goal: ≥ {GOAL_RUNS_PER_SECOND:.0f} runs/s with polling clients on a 2-core machine: "
         f"**{verdict}** (best polling median {best:.0f} runs/s).",
-        "",
-        "## Overhead: what Threadline adds to one run",
-        "",
+    ]
+    overhead = [
         "One run at a time, the three ways interleaved: a streamed chat completion straight to the model",
         "(the model's own time), and a run through Threadline followed by its stream, or created and then",
         "followed by held polls, until completed.",
         "",
         overhead_table(overheads),
-        "",
-        "## Reproduce",
-        "",
+    ]
+    reproduce = [
         "```sh",
-        "make bench                                # 2-3 minutes; prints the tables and rewrites this file",
+        "make bench                                # every benchmark; each replaces only its own sections",
+        "python -m bench.runs                      # 2-3 minutes; prints and replaces these sections",
         "python -m bench.runs --no-write           # print only",
         "python -m bench.runs --quick --no-write   # a smoke run of a few seconds",
         "python -m bench.runs --compare-loops      # asyncio+h11 against uvloop+httptools, side by side",
         "python -m bench.profile                   # where the server's CPU goes (needs py-spy)",
         "```",
-        "",
     ]
-    return "\n".join(parts)
+    return [
+        (TITLE, "\n".join(title)),
+        (THROUGHPUT, "\n".join(throughput)),
+        (OVERHEAD, "\n".join(overhead)),
+        (REPRODUCE, "\n".join(reproduce)),
+    ]
 
 
 # --- main -------------------------------------------------------------------------------------------
 
 
-async def bench(args: argparse.Namespace, workdir: Path) -> str:
-    info = machine()
+async def bench(args: argparse.Namespace, workdir: Path) -> list[Section]:
+    info = setup()
     rounds, seconds, warmup, n = args.rounds, args.seconds, args.warmup, args.n
     configs = [polling_config(c) for c in args.clients]
     configs.append(streaming_config(max(args.clients)))
@@ -683,7 +584,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--no-sdk", action="store_true", help="skip the openai SDK client configuration")
     parser.add_argument("--compare-loops", action="store_true", help="asyncio+h11 vs uvloop+httptools")
     parser.add_argument("--quick", action="store_true", help="a few seconds' smoke run; never writes")
-    parser.add_argument("--no-write", action="store_true", help=f"do not rewrite {DOCS.relative_to(ROOT)}")
+    parser.add_argument("--no-write", action="store_true", help=f"do not write {DOCS.relative_to(ROOT)}")
     args = parser.parse_args(argv)
     if args.quick:
         args.rounds, args.seconds, args.warmup, args.n = 1, 1.0, 0.5, 5
@@ -695,13 +596,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="threadline-bench-") as tmp:
         # A last bound on the whole benchmark; every process is stopped on the way out either way.
-        markdown = asyncio.run(asyncio.wait_for(bench(args, Path(tmp)), TOTAL_TIMEOUT))
-    print(markdown)
-    if not args.no_write and not args.quick:
-        DOCS.parent.mkdir(parents=True, exist_ok=True)
-        DOCS.write_text(markdown)
-        log(f"wrote {DOCS.relative_to(ROOT)}")
-    log(f"bench took {time.monotonic() - started:.0f} s")
+        sections = asyncio.run(asyncio.wait_for(bench(args, Path(tmp)), TOTAL_TIMEOUT))
+    publish(sections, write=not args.no_write and not args.quick, began=started)
 
 
 if __name__ == "__main__":
