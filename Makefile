@@ -49,6 +49,7 @@ bench: $(VENV)/.dev
 	$(BIN)/python -m bench.context
 	$(BIN)/python -m bench.embedded
 	$(BIN)/python -m bench.scale
+	$(BIN)/python -m bench.streaming
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache
