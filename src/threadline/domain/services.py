@@ -127,7 +127,7 @@ class Services:
             completed_at=None,
         )
 
-    async def create_thread(self, fields: dict[str, Any]) -> Thread:
+    def _new_thread(self, fields: dict[str, Any]) -> tuple[Thread, list[Message]]:
         thread = Thread(
             id=new_id("thread"),
             created_at=self.clock(),
@@ -135,6 +135,10 @@ class Services:
             tool_resources=fields.get("tool_resources"),
         )
         messages = [self._new_message(thread.id, m, thread.created_at) for m in fields.get("messages") or []]
+        return thread, messages
+
+    async def create_thread(self, fields: dict[str, Any]) -> Thread:
+        thread, messages = self._new_thread(fields)
         await self.store.insert_thread(thread, messages)
         return thread
 
@@ -215,12 +219,11 @@ class Services:
         thread_fields = dict(fields.get("thread") or {})
         if fields.get("tool_resources") is not None:
             thread_fields["tool_resources"] = fields["tool_resources"]
-        # Validate the run before writing anything, so a bad request leaves no thread behind.
-        probe, _ = self._new_run("thread_", assistant, fields, run_id)
-        thread = await self.create_thread(thread_fields)
-        run = dataclasses.replace(probe, thread_id=thread.id)
+        thread, messages = self._new_thread(thread_fields)
+        run, _ = self._new_run(thread.id, assistant, fields, run_id)
+        # One transaction: the thread, its messages and its run (holding its lock) exist together or not at all.
+        await self.store.insert_thread(thread, messages, run)
         await publish(self.bus, run.id, [ObjectEvent("thread.created", snapshot(thread))])
-        await self.store.insert_run(run, [])
         await self._announce(run)
         return thread, run
 

@@ -247,11 +247,15 @@ class SqlStore:
 
     # --- threads and messages --------------------------------------------------------------
 
-    async def insert_thread(self, thread: Thread, messages: Sequence[Message]) -> None:
+    async def insert_thread(
+        self, thread: Thread, messages: Sequence[Message], run: Run | None = None
+    ) -> None:
         def write(conn: Connection) -> None:
-            conn.execute(_INSERT["threads"], {**_row(thread), "active_run_id": None})
+            conn.execute(_INSERT["threads"], {**_row(thread), "active_run_id": run.id if run else None})
             if messages:
                 conn.execute(_INSERT["messages"], [_row(m) for m in messages])
+            if run is not None:
+                conn.execute(_INSERT["runs"], _row(run))
 
         await self.db.write(write)
 
