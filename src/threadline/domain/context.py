@@ -247,6 +247,7 @@ class ContextBuilder:
             if not page:
                 return kept, total, 0
             before = page[-1].id
+            last_page = len(page) < PAGE
             page = [m for m in page if m.run_id != run.id]
             # Counted a few at a time: a page usually holds more than the budget takes.
             for start in range(0, len(page), COUNT_BATCH):
@@ -260,6 +261,8 @@ class ContextBuilder:
                         return kept, total, len(page) - position
                     kept.append((message, cost))
                     total += cost
+            if last_page:
+                return kept, total, 0
 
     async def _summary(
         self, run: Run, route: Route, counter: Counter, window: int, oldest_kept: tuple[Message, int]
