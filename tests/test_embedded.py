@@ -21,7 +21,7 @@ from openai.pagination import SyncCursorPage
 from openai.types.beta import Thread
 
 from tests.support import ThreadlineServer, wait_for
-from tests.test_lessons import ASSISTANTS_FILE, LESSON_ASSISTANT, SIMPLE_RUN, Sdk, run_program
+from tests.test_lessons import ASSISTANTS_FILE, FUNCTION_CALL, LESSON_ASSISTANT, SIMPLE_RUN, Sdk, run_program
 from threadline.config import Settings
 from threadline.testing import Reply, ScriptedModel
 
@@ -108,6 +108,17 @@ def test_lesson_runs_on_the_embedded_model(
     # the answer up to the first such character.
     start = re.split(r"[\n'\"\\]", text.strip(), maxsplit=1)[0]
     assert start and start in out
+
+
+@needs_embedded
+def test_function_call_lesson_runs_on_the_embedded_model(
+    embedded_server: ThreadlineServer, tmp_path: Path
+) -> None:
+    out = run_program(FUNCTION_CALL, embedded_server, Sdk(f"openai {openai.__version__}", None), tmp_path)
+    # The model asks for the function (its arguments fit the schema, or the program could not add
+    # them up), gets the result, and answers.
+    assert "调用本地函数 calculate_order_total" in out
+    assert "最终状态: completed" in out
 
 
 def _schema_problem(arguments: str) -> str | None:

@@ -679,6 +679,10 @@ class _Turn:
             name = str(functions[0].get("name"))
         elif choice == "required":
             name = self._choose(messages, functions, allow_answer=False)
+        elif request.messages and request.messages[-1].get("role") == "tool":
+            # The calls it asked for have just been answered: a small model would happily ask again,
+            # forever; it answers from the results instead.
+            name = None
         else:
             # A small model asked "answer or call?" says "call" to nearly everything; only functions
             # the conversation is plainly about are put to it.
