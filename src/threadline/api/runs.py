@@ -2,12 +2,13 @@
 
 With ``"stream": true`` in the body, create, create-and-run and submit-tool-outputs answer with the
 run's event stream: the handler subscribes to the run before acting, so no event is missed. Polls
-from the SDK's helpers are held until the run changes (or a few seconds pass).
+from the SDK's helpers are held until the run waits or ends (or a few seconds pass).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -24,6 +25,7 @@ from threadline.api.schemas import (
 )
 from threadline.domain.entities import Run
 from threadline.domain.run_states import WAITING
+from threadline.domain.services import Services
 from threadline.events.types import ObjectEvent
 from threadline.ids import new_id
 
@@ -31,6 +33,20 @@ router = APIRouter()
 
 RECHECK_SECONDS = 1.0
 """How often a held poll reads the run even when no event arrives."""
+
+
+async def _streamed(svc: Services, run_id: str, start: Awaitable[object]) -> StreamingResponse:
+    """Subscribe to the run, then ``start`` it (create, submit ...): the stream misses no event.
+
+    Errors before the stream starts (a 404, a locked thread) are ordinary JSON error responses.
+    """
+    subscription = svc.bus.subscribe(run_id)
+    try:
+        await start
+    except BaseException:
+        subscription.close()
+        raise
+    return sse.run_stream(subscription)
 
 
 @router.post("/threads/runs", response_model=None)
@@ -41,13 +57,7 @@ async def create_thread_and_run(
         _, run = await svc.create_thread_and_run(body.fields())
         return run_object(run)
     run_id = new_id("run")
-    subscription = svc.bus.subscribe(run_id)
-    try:
-        await svc.create_thread_and_run(body.fields(), run_id=run_id)
-    except BaseException:
-        subscription.close()
-        raise
-    return sse.run_stream(subscription)
+    return await _streamed(svc, run_id, svc.create_thread_and_run(body.fields(), run_id=run_id))
 
 
 @router.post("/threads/{thread_id}/runs", response_model=None, dependencies=[Depends(include_query)])
@@ -55,13 +65,7 @@ async def create_run(thread_id: str, body: CreateRunRequest, svc: Svc) -> dict[s
     if not body.stream:
         return run_object(await svc.create_run(thread_id, body.fields()))
     run_id = new_id("run")
-    subscription = svc.bus.subscribe(run_id)
-    try:
-        await svc.create_run(thread_id, body.fields(), run_id=run_id)
-    except BaseException:
-        subscription.close()
-        raise
-    return sse.run_stream(subscription)
+    return await _streamed(svc, run_id, svc.create_run(thread_id, body.fields(), run_id=run_id))
 
 
 @router.get("/threads/{thread_id}/runs")
@@ -76,12 +80,13 @@ async def get_run(
     hold: float = request.app.state.settings.poll_hold_seconds
     if hold <= 0 or request.headers.get("x-stainless-poll-helper") != "true":
         return run_object(await svc.get_run(thread_id, run_id))
-    # A poll from the SDK's helpers: answer as soon as the run moves, and tell it to ask again at once.
+    # A poll from the SDK's helpers, which poll until the run waits or ends: answer when it does (or
+    # when the hold runs out), and tell the SDK to ask again at once.
     response.headers["openai-poll-after-ms"] = "0"
     with svc.bus.subscribe(run_id) as subscription:
-        first = latest = await svc.get_run(thread_id, run_id)
+        latest = await svc.get_run(thread_id, run_id)
         deadline = time.monotonic() + hold
-        while latest.status == first.status and latest.status not in WAITING:
+        while latest.status not in WAITING:
             left = deadline - time.monotonic()
             if left <= 0:
                 break
@@ -110,10 +115,4 @@ async def submit_tool_outputs_to_run(
     outputs = [o.model_dump() for o in body.tool_outputs]
     if not body.stream:
         return run_object(await svc.submit_tool_outputs(thread_id, run_id, outputs))
-    subscription = svc.bus.subscribe(run_id)
-    try:
-        await svc.submit_tool_outputs(thread_id, run_id, outputs)
-    except BaseException:
-        subscription.close()
-        raise
-    return sse.run_stream(subscription)
+    return await _streamed(svc, run_id, svc.submit_tool_outputs(thread_id, run_id, outputs))
