@@ -553,11 +553,11 @@ def report(
             "",
             in_flight_table(results),
             "",
-            "A worker claims queued runs one at a time (one transaction each) while it already drives the"
-            " runs it holds, so the first runs can finish before the last are claimed: the peak is about"
-            " what it claims within one model time (the column before it). With a model slow enough for"
-            " every claim to land first, the peak shows the worker's own limit and the time in the worker"
-            " shows whether holding that many slows each one down.",
+            "A worker claims queued runs in batches of 50 (one transaction each) while it already drives"
+            " the runs it holds, so the first runs can finish before the last are claimed: the peak is"
+            " about what it claims within one model time (the column before it). With a model slow enough"
+            " for every claim to land first, the peak shows the worker's own limit and the time in the"
+            " worker shows whether holding that many slows each one down.",
             "",
             *(["Runs or requests that did not complete:", "", *errors, ""] if errors else []),
             *(
