@@ -23,6 +23,9 @@ from threadline.workers.worker import Worker
 
 log = logging.getLogger(__name__)
 
+MAX_BODY_BYTES = 16 * 1024 * 1024
+"""Larger request bodies are refused with 413 before they are read."""
+
 
 def create_app(settings: Settings, *, run_worker: bool = True, router: RoutingTable | None = None) -> FastAPI:
     @asynccontextmanager
@@ -46,8 +49,15 @@ def create_app(settings: Settings, *, run_worker: bool = True, router: RoutingTa
                 await worker.stop(grace=settings.shutdown_grace_seconds)
             await runtime.aclose()
 
-    app = FastAPI(title="Threadline", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
+    app = FastAPI(
+        title="Threadline",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
     errors.install(app)
+    app.add_middleware(errors.BodyLimit, limit=MAX_BODY_BYTES)
     authed = [Depends(check_api_key)]
     beta = [*authed, Depends(require_beta)]
     # POST /threads/runs must be matched before POST /threads/{thread_id}.

@@ -37,6 +37,11 @@ class AuthenticationError(ThreadlineError):
     code = "invalid_api_key"
 
 
+class PayloadTooLargeError(ThreadlineError):
+    status = 413
+    type = "invalid_request_error"
+
+
 class NotFoundError(ThreadlineError):
     status = 404
     type = "invalid_request_error"

@@ -13,8 +13,9 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from threadline.errors import ThreadlineError
+from threadline.errors import PayloadTooLargeError, ThreadlineError
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,7 @@ _PRIMITIVE_LABELS = {"str", "int", "float", "bool", "none", "list", "dict", "byt
 
 def _is_branch(step: str) -> bool:
     """Whether a ``loc`` step names a pydantic union branch (``str``, ``list[...]``, a model class)."""
-    return step in _PRIMITIVE_LABELS or "[" in step or step[:1].isupper()
+    return step in _PRIMITIVE_LABELS or "[" in step or step[:1].isupper() or step.startswith("constrained-")
 
 
 def _walk(value: Any, loc: tuple[Any, ...]) -> list[str | int] | None:
@@ -112,6 +113,46 @@ def validation_error(errors: list[dict[str, Any]], body: Any) -> tuple[str, str 
     if error.get("type") == "json_invalid":
         return _validation_message(error, ""), None
     return _validation_message(error, param), param or None
+
+
+class BodyLimit:
+    """Refuses request bodies larger than ``limit`` bytes with a 413 in OpenAI's envelope: at once
+    when the declared length says so, or as soon as a body sent without one grows past it."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+        self.message = f"The request body is larger than the {limit // (1024 * 1024)} MiB allowed."
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.limit):
+            await envelope(413, self.message, "invalid_request_error")(scope, receive, send)
+            return
+        seen = 0
+        too_large = False
+
+        async def counted() -> Message:
+            nonlocal seen, too_large
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                too_large = True
+                raise PayloadTooLargeError(self.message)
+            return message
+
+        async def answer(message: Message) -> None:
+            # Whatever the application made of a body cut short (FastAPI calls it unparsable), the
+            # client is told what really happened.
+            if not too_large:
+                await send(message)
+            elif message["type"] == "http.response.start":
+                await envelope(413, self.message, "invalid_request_error")(scope, receive, send)
+
+        await self.app(scope, counted, answer)
 
 
 def install(app: FastAPI) -> None:

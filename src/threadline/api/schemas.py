@@ -225,9 +225,13 @@ class ImageUrlPart(Strict):
     image_url: ImageUrl
 
 
+MAX_MESSAGE_TEXT = 256_000
+"""Characters in one message's text, as OpenAI allowed."""
+
+
 class TextPart(Strict):
     type: Literal["text"]
-    text: str
+    text: str = Field(max_length=MAX_MESSAGE_TEXT)
 
 
 ContentPart = Annotated[ImageFilePart | ImageUrlPart | TextPart, Field(discriminator="type")]
@@ -244,7 +248,9 @@ class Attachment(Strict):
 
 class CreateMessageRequest(WithMetadata):
     role: Literal["user", "assistant"]
-    content: str | Annotated[list[ContentPart], Field(min_length=1)]
+    content: (
+        Annotated[str, Field(max_length=MAX_MESSAGE_TEXT)] | Annotated[list[ContentPart], Field(min_length=1)]
+    )
     attachments: list[Attachment] | None = None
 
 
