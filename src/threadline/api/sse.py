@@ -9,6 +9,7 @@ would confuse the SDK's decoder). A client that goes away only drops its subscri
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
@@ -20,6 +21,8 @@ from threadline.domain.entities import Message, Run, RunStep, Thread
 from threadline.domain.ports import Subscription
 from threadline.domain.run_states import WAITING
 from threadline.events.types import ErrorEvent, Event, MessageDelta, ObjectEvent, StepDelta
+
+log = logging.getLogger(__name__)
 
 KEEPALIVE_SECONDS = 15.0
 
@@ -102,14 +105,19 @@ async def follow(
     with subscription:
         for chunk in before:
             yield chunk
-        while True:
-            event = await subscription.get(timeout=keepalive)
-            if event is None:
-                yield b": keep-alive\n\n"
-                continue
-            yield renderer.render(event)
-            if ends_stream(event) or isinstance(event, ErrorEvent):
-                break
+        try:
+            while True:
+                event = await subscription.get(timeout=keepalive)
+                if event is None:
+                    yield b": keep-alive\n\n"
+                    continue
+                yield renderer.render(event)
+                if ends_stream(event) or isinstance(event, ErrorEvent):
+                    break
+        except Exception:
+            # The stream itself broke (the run goes on): say so in a way both SDKs raise on.
+            log.exception("a run's event stream failed")
+            yield error_frame(ErrorEvent("The server had an error while streaming this run."))
         yield DONE
 
 

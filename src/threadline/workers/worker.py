@@ -23,7 +23,7 @@ from threadline.domain.lifecycle import end_run, moved, now
 from threadline.domain.ports import Bus, Change, Store, Subscription
 from threadline.domain.run_loop import RunLoop
 from threadline.domain.run_states import ACTIVE, RunStatus
-from threadline.events.types import ObjectEvent
+from threadline.events.types import ErrorEvent, ObjectEvent
 from threadline.providers.base import Router
 
 log = logging.getLogger(__name__)
@@ -151,6 +151,10 @@ class Worker:
                 # put it back in the queue rather than leave it in progress until its lease lapses.
                 log.exception("worker %s: run %s could not be finished; handing it back", self.id, run.id)
                 with contextlib.suppress(Exception):
+                    # Streams following the run end with an error; the run itself is retried.
+                    await self.bus.publish(
+                        run.id, ErrorEvent("The server had an error while running this run.")
+                    )
                     if await self._hand_back(run.id):
                         await self.bus.notify_work()
             finally:
