@@ -277,3 +277,28 @@ models:
         with pytest.raises(openai.BadRequestError, match="llama-3"):
             client.beta.threads.runs.create(thread_id=thread.id, assistant_id=assistant.id, model="llama-3")
         assert [m.id for m in client.models.list()] == ["qwen2.5-7b"]
+
+
+@needs_embedded
+def test_model_path_and_embedded_routes_serve_a_chosen_gguf(
+    make_server: Callable[..., ThreadlineServer], tmp_path: Path
+) -> None:
+    from threadline.providers.embedded import default_model_path
+
+    gguf = default_model_path()
+    server = make_server(upstream_base_url="", model_path=gguf)
+    with openai.OpenAI(base_url=server.url, api_key="x", max_retries=0) as client:
+        assert [m.id for m in client.models.list()] == [Path(gguf).stem]
+
+    models_file = tmp_path / "models.yaml"
+    models_file.write_text(f"- name: local-small\n  provider: embedded\n  path: {gguf}\n", encoding="utf-8")
+    routed = make_server(upstream_base_url="", models_file=str(models_file))
+    with openai.OpenAI(base_url=routed.url, api_key="x", max_retries=0, timeout=120) as client:
+        assert [m.id for m in client.models.list()] == ["local-small"]
+        assistant = client.beta.assistants.create(model="local-small")
+        thread = client.beta.threads.create(messages=[{"role": "user", "content": "Say hi."}])
+        run = client.beta.threads.runs.create_and_poll(
+            thread_id=thread.id, assistant_id=assistant.id, temperature=0, max_completion_tokens=256
+        )
+        assert run.status in ("completed", "incomplete") and run.usage is not None
+        assert run.usage.prompt_tokens > 0
