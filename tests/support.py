@@ -34,6 +34,35 @@ TEXT_RUN = [
     "thread.run.completed",
 ]
 
+# The lesson's function, as its assistant declares it.
+ORDER_TOOL: dict[str, Any] = {
+    "type": "function",
+    "function": {
+        "name": "calculate_order_total",
+        "description": "根据多个商品类型和数量计算订单总价",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "items": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "properties": {
+                            "item_type": {
+                                "type": "string",
+                                "description": "商品类型,例如:书籍,文具,电子产品",
+                            },
+                            "quantity": {"type": "integer", "description": "商品数量"},
+                        },
+                        "required": ["item_type", "quantity"],
+                    },
+                }
+            },
+            "required": ["items"],
+        },
+    },
+}
+
 SEED = Path(__file__).resolve().parents[1].parent / "shared" / "seed"
 
 

@@ -22,29 +22,10 @@ from openai.types.beta import Thread
 
 from tests.support import ThreadlineServer, wait_for
 from tests.test_lessons import ASSISTANTS_FILE, FUNCTION_CALL, LESSON_ASSISTANT, SIMPLE_RUN, Sdk, run_program
+from tests.test_llamacpp_provider import ORDER_TOOL
 from threadline.config import Settings
 from threadline.testing import Reply, ScriptedModel
 
-ORDER_TOOL = {
-    "type": "function",
-    "function": {
-        "name": "calculate_order_total",
-        "parameters": {
-            "type": "object",
-            "properties": {
-                "items": {
-                    "type": "array",
-                    "items": {
-                        "type": "object",
-                        "properties": {"item_type": {"type": "string"}, "quantity": {"type": "integer"}},
-                        "required": ["item_type", "quantity"],
-                    },
-                }
-            },
-            "required": ["items"],
-        },
-    },
-}
 QUESTION = "你好，我购买了一本书和一个电子产品，请帮我计算一下订单总价"
 
 
@@ -124,7 +105,7 @@ def test_function_call_lesson_runs_on_the_embedded_model(
 def _schema_problem(arguments: str) -> str | None:
     from threadline.providers.llamacpp import schema_violation
 
-    return schema_violation(json.loads(arguments), ORDER_TOOL["function"]["parameters"])  # type: ignore[index]
+    return schema_violation(json.loads(arguments), ORDER_TOOL["function"]["parameters"])
 
 
 @needs_embedded

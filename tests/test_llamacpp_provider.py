@@ -19,6 +19,7 @@ import pytest
 
 pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
 
+from tests.support import ORDER_TOOL
 from threadline.providers import embedded
 from threadline.providers.base import (
     Finish,
@@ -39,33 +40,6 @@ from threadline.providers.llamacpp import (
     schema_violation,
 )
 
-ORDER_TOOL: dict[str, Any] = {
-    "type": "function",
-    "function": {
-        "name": "calculate_order_total",
-        "description": "根据多个商品类型和数量计算订单总价",
-        "parameters": {
-            "type": "object",
-            "properties": {
-                "items": {
-                    "type": "array",
-                    "items": {
-                        "type": "object",
-                        "properties": {
-                            "item_type": {
-                                "type": "string",
-                                "description": "商品类型,例如:书籍,文具,电子产品",
-                            },
-                            "quantity": {"type": "integer", "description": "商品数量"},
-                        },
-                        "required": ["item_type", "quantity"],
-                    },
-                }
-            },
-            "required": ["items"],
-        },
-    },
-}
 WEATHER_TOOL: dict[str, Any] = {
     "type": "function",
     "function": {
