@@ -95,6 +95,8 @@ class Run:
     # Execution bookkeeping, never sent to clients.
     worker_id: str | None = None
     lease_expires_at: float | None = None
+    claims: int = 0
+    """How many times a worker has taken this run; on the first, it cannot have any steps yet."""
 
 
 StepStatus = Literal["in_progress", "cancelled", "failed", "completed", "expired"]

@@ -122,6 +122,8 @@ class RunLoop:
     async def _resume(self, run: Run) -> list[RunStep]:
         """The run's finished steps. A turn left half-written by a worker that died is discarded
         first, so redoing it cannot leave a second assistant message for the same turn."""
+        if run.claims == 1:
+            return []  # taken for the first time: nothing has run yet
         steps = await self.store.run_steps(run.id)
         partial = [s for s in steps if s.status == "in_progress"]
         if partial:

@@ -167,6 +167,7 @@ def _claim_statement(skip_locked: bool) -> Any:
             worker_id=bindparam("b_worker"),
             lease_expires_at=bindparam("b_lease"),
             started_at=func.coalesce(r.c.started_at, bindparam("b_started")),
+            claims=r.c.claims + 1,
         )
         .returning(*r.c)
     )

@@ -118,6 +118,7 @@ runs = Table(
     Column("reasoning_effort", String(16)),
     Column("worker_id", String(64)),
     Column("lease_expires_at", Float),
+    Column("claims", Integer, nullable=False, server_default="0"),
     Index("ix_runs_thread_seq", "thread_id", "seq"),
     Index("ix_runs_status_seq", "status", "seq"),
 )

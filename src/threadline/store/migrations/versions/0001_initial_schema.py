@@ -111,6 +111,7 @@ def upgrade() -> None:
         sa.Column("reasoning_effort", sa.String(length=16), nullable=True),
         sa.Column("worker_id", sa.String(length=64), nullable=True),
         sa.Column("lease_expires_at", sa.Float(), nullable=True),
+        sa.Column("claims", sa.Integer(), server_default="0", nullable=False),
         sa.ForeignKeyConstraint(["thread_id"], ["threads.id"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("seq"),
         sa.UniqueConstraint("id"),
