@@ -47,13 +47,6 @@ class NotFoundError(ThreadlineError):
     type = "invalid_request_error"
 
 
-class ConflictError(InvalidRequestError):
-    """A guarded state change lost a race or is not allowed from the current state.
-
-    OpenAI answers these with 400 (the SDK retries 409), so this stays a 400.
-    """
-
-
 class ServiceUnavailableError(ThreadlineError):
     status = 503
     type = "server_error"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi.responses import StreamingResponse
@@ -96,15 +96,11 @@ def ends_stream(event: Event) -> bool:
     return isinstance(event, ObjectEvent) and event.name in ENDING
 
 
-async def follow(
-    subscription: Subscription, before: Iterable[bytes] = (), keepalive: float | None = None
-) -> AsyncIterator[bytes]:
-    """Frames for ``before`` (already rendered), then the run's events until it waits or ends."""
+async def follow(subscription: Subscription, keepalive: float | None = None) -> AsyncIterator[bytes]:
+    """Frames for the run's events until it waits or ends, then ``done``."""
     keepalive = KEEPALIVE_SECONDS if keepalive is None else keepalive
     renderer = _Renderer()
     with subscription:
-        for chunk in before:
-            yield chunk
         try:
             while True:
                 event = await subscription.get(timeout=keepalive)
@@ -121,12 +117,12 @@ async def follow(
         yield DONE
 
 
-def run_stream(subscription: Subscription, before: Iterable[bytes] = ()) -> StreamingResponse:
+def run_stream(subscription: Subscription) -> StreamingResponse:
     """The response that streams ``subscription``'s run; the subscription is closed however it ends."""
     # ``follow`` closes it once it runs, but a client gone before the first byte means the generator
     # never starts: the background task (run after the response, even a cut one) covers that case.
     return StreamingResponse(
-        follow(subscription, before),
+        follow(subscription),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         background=BackgroundTask(subscription.close),

@@ -158,8 +158,6 @@ class Prompt:
     too_large: Literal["max_prompt_tokens", "context_window"] | None = None
     summary_usage: Usage | None = None
     prompt_tokens: int = 0
-    dropped: int = 0
-    """How many thread messages were left out (counting only those read)."""
 
 
 class ContextBuilder:
@@ -232,7 +230,7 @@ class ContextBuilder:
             response_format=response_format(run),
             reasoning_effort=run.reasoning_effort,
         )
-        return Prompt(request, None, summary_usage, fixed + kept_tokens, dropped)
+        return Prompt(request, None, summary_usage, fixed + kept_tokens)
 
     async def _newest(
         self, run: Run, counter: Counter, room: int, exact: int | None

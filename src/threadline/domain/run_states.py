@@ -45,10 +45,5 @@ WAITING: frozenset[RunStatus] = TERMINAL | {R}
 """Statuses at which the SDK's pollers stop."""
 
 
-def sources(target: RunStatus) -> frozenset[RunStatus]:
-    """Every status from which ``target`` may be reached."""
-    return frozenset(src for src, targets in TRANSITIONS.items() if target in targets)
-
-
 def can_move(src: RunStatus, target: RunStatus) -> bool:
     return target in TRANSITIONS.get(src, frozenset())
