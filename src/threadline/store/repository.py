@@ -159,9 +159,12 @@ def _claim_statement(skip_locked: bool) -> Any:
     pick = select(r.c.id).where(claimable).order_by(r.c.seq).limit(bindparam("b_limit"))
     if skip_locked:
         pick = pick.with_for_update(skip_locked=True)
+    # A CTE, not ``id IN (subquery)``: PostgreSQL may run an IN-subquery more than once, and with
+    # SKIP LOCKED each run can pick other rows, so a worker could take more runs than it asked for.
+    picked = pick.cte("picked")
     return (
         update(r)
-        .where(r.c.id.in_(pick.scalar_subquery()), claimable)
+        .where(r.c.id == picked.c.id, claimable)
         .values(
             status=RunStatus.IN_PROGRESS.value,
             worker_id=bindparam("b_worker"),
@@ -284,10 +287,6 @@ class SqlStore:
             return conn.execute(delete(t.threads).where(t.threads.c.id == thread_id)).rowcount > 0
 
         return await self.db.write(write)
-
-    async def active_run_id(self, thread_id: str) -> str | None:
-        stmt = select(t.threads.c.active_run_id).where(t.threads.c.id == thread_id)
-        return await self.db.read(lambda conn: conn.execute(stmt).scalar())
 
     async def insert_message(self, message: Message) -> None:
         def write(conn: Connection) -> None:
