@@ -4,18 +4,40 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: serve test lint typecheck bench clean
+.PHONY: serve test lint typecheck bench clean llama doctor
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -U pip
 
+# llama.cpp, built from source for a CPU baseline rather than for this machine: x86-64-v3 (AVX2, FMA,
+# F16C; no AVX-512, no AMX) or the compiler's default for arm64, so a venv or image built here runs on
+# any machine of that baseline. `make llama LLAMA_BUILD=native` builds for this CPU only (faster, not
+# portable); `make llama LLAMA_CMAKE_ARGS=...` takes any llama.cpp CMake flags. The version is pinned in
+# pyproject.toml; pip's wheel cache is bypassed so the flags chosen here are the ones built.
+LLAMA_VERSION := $(shell sed -n 's/.*"llama-cpp-python==\([0-9.]*\)".*/\1/p' pyproject.toml)
+LLAMA_BUILD   ?= portable
+ifeq ($(LLAMA_BUILD),native)
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=ON
+else
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX512=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF
+endif
+LLAMA_STAMP := $(VENV)/.llama-$(LLAMA_VERSION)-$(LLAMA_BUILD)
+
+$(LLAMA_STAMP): | $(BIN)/python
+	rm -f $(VENV)/.llama-*
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PIP) install --no-cache-dir --force-reinstall --no-binary llama-cpp-python \
+		"llama-cpp-python==$(LLAMA_VERSION)"
+	touch $@
+
+llama: $(LLAMA_STAMP)
+
 # Reinstall only when the project's requirements change.
-$(VENV)/.runtime: pyproject.toml | $(BIN)/python
+$(VENV)/.runtime: pyproject.toml $(LLAMA_STAMP) | $(BIN)/python
 	$(PIP) install -e .
 	touch $@
 
-$(VENV)/.dev: pyproject.toml | $(BIN)/python
+$(VENV)/.dev: pyproject.toml $(LLAMA_STAMP) | $(BIN)/python
 	$(PIP) install -e '.[dev]'
 	touch $@ $(VENV)/.runtime
 
@@ -31,6 +53,9 @@ $(SDK_1X)/.openai-$(OPENAI_1X): | $(BIN)/python
 
 serve: $(VENV)/.runtime
 	$(BIN)/threadline serve
+
+doctor: $(VENV)/.runtime
+	$(BIN)/threadline doctor
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check src tests bench

@@ -30,15 +30,15 @@ from threadline.providers.base import (
     ToolCallDelta,
     Usage,
 )
-from threadline.providers.llamacpp import (
+from threadline.providers.grammars import (
     DEFAULT_MAX_ITEMS,
     DEFAULT_MAX_LENGTH,
-    LlamaCppProvider,
     bound_schema,
-    plain_messages,
     schema_grammar,
     schema_violation,
 )
+from threadline.providers.llamacpp import LlamaCppProvider
+from threadline.providers.local_tools import plain_messages
 
 WEATHER_TOOL: dict[str, Any] = {
     "type": "function",
@@ -77,7 +77,7 @@ def provider() -> Iterator[LlamaCppProvider]:
         path = embedded.default_model_path()
     except embedded.EmbeddedModelNotFound as exc:
         pytest.skip(str(exc))
-    # One thread: CI shares two cores with other work, and llama.cpp threads spin at barriers.
+    # One thread: CI shares two cores with other work.
     p = LlamaCppProvider(path, n_threads=1)
     yield p
     asyncio.run(p.aclose())
@@ -117,8 +117,9 @@ def call_of(events: list[ModelEvent]) -> tuple[str | None, str]:
 
 
 def test_context_window_comes_from_the_gguf(provider: LlamaCppProvider) -> None:
-    assert provider.context_window == 8192  # SmolLM2's llama.context_length
-    assert 0 < provider.count_tokens("hello world") <= 3
+    assert asyncio.run(provider.context_window()) == 8192  # SmolLM2's llama.context_length
+    [count] = asyncio.run(provider.count_tokens(["hello world"]))
+    assert 0 < count <= 3
 
 
 def test_same_request_at_temperature_zero_gives_the_same_text(provider: LlamaCppProvider) -> None:
@@ -159,14 +160,14 @@ def test_event_loop_stays_responsive_while_decoding(provider: LlamaCppProvider) 
         assert isinstance(events[-1], Finish)
         return max(gaps)
 
-    # Decoding happens in a worker thread (ctypes releases the GIL), so the loop keeps ticking.
+    # Decoding happens in the model host process, so the loop keeps ticking.
     assert asyncio.run(main()) < 0.25
 
 
 def test_usage_counts_are_real(provider: LlamaCppProvider) -> None:
     events = run(provider, request(CAPITAL_MESSAGE, max_tokens=16))
     usage = next(e for e in events if isinstance(e, Usage))
-    own = provider.count_tokens(CAPITAL_MESSAGE[0]["content"])
+    [own] = asyncio.run(provider.count_tokens([CAPITAL_MESSAGE[0]["content"]]))
     # The template adds role markers and SmolLM's default system prompt: tens of tokens, not hundreds.
     assert own < usage.prompt_tokens < own + 64
     assert sum(isinstance(e, TextDelta) for e in events) <= usage.completion_tokens <= 16

@@ -78,7 +78,7 @@ async def _worker(settings: Settings) -> None:
     from threadline.runtime import Runtime
     from threadline.workers.worker import Worker
 
-    runtime = await Runtime.open(settings)
+    runtime = await Runtime.open(settings, start_models=True)
     try:
         if settings.assistants_file:
             await declarations.apply(runtime.services, settings.assistants_file)

@@ -7,6 +7,7 @@ in-process otherwise), the model routing table and the services.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -31,9 +32,15 @@ class Runtime:
     bus: LocalBus
     router: RoutingTable
     services: Services
+    model_start: asyncio.Task[list[str]] | None = None
+    """Embedded models starting in the background (``/readyz`` says not ready meanwhile)."""
 
     @classmethod
-    async def open(cls, settings: Settings, router: RoutingTable | None = None) -> Runtime:
+    async def open(
+        cls, settings: Settings, router: RoutingTable | None = None, *, start_models: bool = False
+    ) -> Runtime:
+        """Open everything; with ``start_models``, embedded models load and run their start-up check
+        in the background (processes that run the model: a worker, or ``serve`` with its worker)."""
         db = Database(settings.effective_database_url, pool_size=settings.database_pool_size)
         store = SqlStore(db)
         bus: LocalBus
@@ -49,9 +56,15 @@ class Runtime:
         routes = router or build_router(settings)
         log.info("models: %s", routes.describe())
         services = Services(store, bus, routes, run_expiry_seconds=settings.run_expiry_seconds)
-        return cls(settings, db, store, bus, routes, services)
+        runtime = cls(settings, db, store, bus, routes, services)
+        if start_models and routes.local_models():
+            runtime.model_start = asyncio.create_task(routes.start_local_models())
+        return runtime
 
     async def aclose(self) -> None:
+        if self.model_start is not None:
+            self.model_start.cancel()
+            await asyncio.gather(self.model_start, return_exceptions=True)
         await self.bus.aclose()
         await self.router.aclose()
         await self.db.dispose()

@@ -27,7 +27,8 @@ async def healthz() -> dict[str, str]:
 
 @health.get("/readyz")
 async def readyz(request: Request) -> dict[str, str]:
-    """Readiness: the database answers and, on PostgreSQL, events from other processes arrive."""
+    """Readiness: the database answers, on PostgreSQL events from other processes arrive, and the
+    embedded models have loaded and passed their start-up check."""
     runtime = request.app.state.runtime
     try:
         await runtime.store.ping()
@@ -35,4 +36,7 @@ async def readyz(request: Request) -> dict[str, str]:
         raise ServiceUnavailableError(f"The database is not reachable: {type(exc).__name__}") from exc
     if not getattr(runtime.bus, "connected", True):
         raise ServiceUnavailableError("Not receiving events from PostgreSQL; reconnecting.")
+    for model in runtime.router.local_models():
+        if (problem := model.problem()) is not None:
+            raise ServiceUnavailableError(problem)
     return {"status": "ready"}

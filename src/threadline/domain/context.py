@@ -14,7 +14,6 @@ stored with the thread and extended, not rewritten, as the conversation moves on
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from threadline.domain.lifecycle import now
 from threadline.domain.ports import Store
 from threadline.providers.base import (
     ChatMessage,
+    LocalModel,
     ModelRequest,
     ProviderError,
     Route,
@@ -139,15 +139,16 @@ class Counter:
         tokenizer = self.route.tokenizer
         if tokenizer is not None:
             return [tokenizer.count(t) + MESSAGE_OVERHEAD for t in texts]
-        count = self.route.provider.count_tokens  # type: ignore[attr-defined]
-        return await asyncio.to_thread(lambda: [count(t) + MESSAGE_OVERHEAD for t in texts])
+        provider = self.route.provider
+        assert isinstance(provider, LocalModel), "a route without a tokenizer is a local model's"
+        return [n + MESSAGE_OVERHEAD for n in await provider.count_tokens(texts)]
 
     async def window(self, default: int) -> int:
         if self.route.context_window:
             return self.route.context_window
         provider = self.route.provider
-        if hasattr(provider, "context_window"):
-            return int(await asyncio.to_thread(lambda: provider.context_window))
+        if isinstance(provider, LocalModel):
+            return await provider.context_window()
         return default
 
 

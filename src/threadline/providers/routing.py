@@ -9,6 +9,7 @@ sends every name to ``THREADLINE_UPSTREAM_BASE_URL`` if set, else to the embedde
 
 from __future__ import annotations
 
+import asyncio
 import fnmatch
 import os
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ import yaml
 
 from threadline.config import Settings
 from threadline.providers import tokenizers
-from threadline.providers.base import Provider, Route, Tokenizer
+from threadline.providers.base import LocalModel, Provider, Route, Tokenizer
 from threadline.providers.openai_compat import OpenAICompatProvider
 
 
@@ -53,7 +54,7 @@ class RoutingTable:
             if fnmatch.fnmatchcase(name, rule.pattern):
                 model = rule.model or name
                 tokenizer = rule.tokenizer
-                if tokenizer is None and not hasattr(rule.provider, "count_tokens"):
+                if tokenizer is None and not isinstance(rule.provider, LocalModel):
                     tokenizer = tokenizers.for_model(model)
                 return Route(rule.provider, model, rule.context_window, tokenizer)
         return None
@@ -74,8 +75,19 @@ class RoutingTable:
         names = [r.listed_as or r.pattern for r in self.rules if r.listed_as or not _is_pattern(r.pattern)]
         return list(dict.fromkeys(names))
 
+    def providers(self) -> list[Provider]:
+        return list({id(r.provider): r.provider for r in self.rules}.values())
+
+    def local_models(self) -> list[LocalModel]:
+        return [p for p in self.providers() if isinstance(p, LocalModel)]
+
+    async def start_local_models(self) -> list[str]:
+        """Start every embedded model with its start-up check; one line per model that cannot serve."""
+        results = await asyncio.gather(*(m.start() for m in self.local_models()), return_exceptions=True)
+        return [str(r) for r in results if isinstance(r, BaseException)]
+
     async def aclose(self) -> None:
-        for provider in {id(r.provider): r.provider for r in self.rules}.values():
+        for provider in self.providers():
             await provider.aclose()
 
 
@@ -88,16 +100,19 @@ def build_router(settings: Settings) -> RoutingTable:
             settings.upstream_base_url, settings.upstream_api_key, timeout=settings.upstream_timeout_seconds
         )
         return RoutingTable([Rule("*", provider, context_window=settings.default_context_window)])
-    provider, name = _embedded(settings.model_path or None, settings.model_threads)
+    provider, name = _embedded(settings.model_path or None, settings)
     return RoutingTable([Rule("*", provider, listed_as=name)])
 
 
-def _embedded(path: str | None, threads: int) -> tuple[Provider, str]:
+def _embedded(path: str | None, settings: Settings) -> tuple[Provider, str]:
     from threadline.providers.embedded import default_model_path
     from threadline.providers.llamacpp import LlamaCppProvider
 
     model_path = path or default_model_path()
-    return LlamaCppProvider(model_path, n_threads=threads or None), Path(model_path).stem
+    provider = LlamaCppProvider(
+        model_path, n_threads=settings.model_threads or None, stall_seconds=settings.model_timeout_seconds
+    )
+    return provider, Path(model_path).stem
 
 
 def load_models_file(path: str | Path, settings: Settings) -> RoutingTable:
@@ -139,7 +154,7 @@ def _rule(
     if kind == "embedded":
         key = ("embedded", str(entry.get("path") or ""))
         if key not in shared:
-            shared[key], _ = _embedded(entry.get("path"), settings.model_threads)
+            shared[key], _ = _embedded(entry.get("path"), settings)
         provider = shared[key]
         listed = None
         if _is_pattern(entry["name"]):
