@@ -103,7 +103,7 @@ def test_function_call_lesson_runs_on_the_embedded_model(
 
 
 def _schema_problem(arguments: str) -> str | None:
-    from threadline.providers.llamacpp import schema_violation
+    from threadline.providers.grammars import schema_violation
 
     return schema_violation(json.loads(arguments), ORDER_TOOL["function"]["parameters"])
 

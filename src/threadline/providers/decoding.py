@@ -11,6 +11,8 @@ next token.
 from __future__ import annotations
 
 import codecs
+import collections
+import ctypes
 import json
 import threading
 from collections.abc import Callable
@@ -79,11 +81,35 @@ class Stopped(Exception):
     """The consumer went away: stop decoding."""
 
 
+_LOG_ERROR = 4  # ggml_log_level's GGML_LOG_LEVEL_ERROR in the pinned llama.cpp
+_errors: collections.deque[str] = collections.deque(maxlen=8)
+
+
+def _keep_llama_errors() -> None:
+    """Keep llama.cpp's own error lines: a failed load's exception says only "Failed to load model",
+    and llama-cpp-python silences stderr while loading."""
+    import llama_cpp
+
+    @llama_cpp.llama_log_callback  # type: ignore[untyped-decorator]
+    def on_log(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
+        line = text.decode("utf-8", "replace").strip()
+        if level == _LOG_ERROR and line:
+            _errors.append(line)
+
+    global _log_callback
+    _log_callback = on_log  # ctypes needs the callback kept alive
+    llama_cpp.llama_log_set(on_log, ctypes.c_void_p(0))
+
+
+_log_callback: object = None
+
+
 def load_model(model_path: str, n_threads: int) -> Loaded:
     """Load a GGUF file with its own context size and chat template (ChatML when it has none)."""
     from llama_cpp import Llama
     from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
+    _keep_llama_errors()
     try:
         # n_ctx=0: the context size the model was trained with, from the GGUF metadata.
         llm = Llama(
@@ -94,7 +120,9 @@ def load_model(model_path: str, n_threads: int) -> Loaded:
             verbose=False,
         )
     except (ValueError, RuntimeError, OSError) as exc:
-        raise ProviderError(f"cannot load the model {model_path}: {exc}") from exc
+        # llama.cpp's first error says what is wrong; the ones after it say that loading failed.
+        detail = _errors[0].split(": ", 1)[-1] if _errors else str(exc)
+        raise ProviderError(f"llama.cpp cannot load it: {detail}") from exc
     template = llm.metadata.get("tokenizer.chat_template") or _CHATML_TEMPLATE
     bos, eos = llm.token_bos(), llm.token_eos()
     formatter = Jinja2ChatFormatter(

@@ -20,10 +20,12 @@ thread (tokenising only reads the vocabulary). When stdin closes the process exi
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
 import queue
+import re
 import sys
 import threading
 import time
@@ -34,6 +36,31 @@ from threadline.providers.decoding import DEFAULT_REPEAT_PENALTY, Loaded, Stoppe
 
 PROBE_PROMPT = [{"role": "user", "content": "Hi"}]
 """The start-up check's request: a real prompt through the real decode loop, two tokens long."""
+
+
+# The CPU features llama.cpp's system info reports, by the name /proc/cpuinfo gives them.
+_CPU_FLAGS = {
+    "AVX": "avx",
+    "AVX2": "avx2",
+    "F16C": "f16c",
+    "FMA": "fma",
+    "BMI2": "bmi2",
+    "AVX512": "avx512f",
+    "AVX512_VBMI": "avx512vbmi",
+    "AVX512_VNNI": "avx512_vnni",
+    "AVX512_BF16": "avx512_bf16",
+    "AMX_INT8": "amx_int8",
+}
+
+
+def missing_cpu_features(system_info: str, cpuinfo: str) -> list[str]:
+    """Features the build was compiled to use that this (x86) CPU does not report."""
+    flags_line = next((line for line in cpuinfo.splitlines() if line.startswith("flags")), None)
+    if flags_line is None:
+        return []  # not x86 Linux: nothing to compare
+    have = set(flags_line.split(":", 1)[1].split())
+    used = {name for name, value in re.findall(r"(\w+) = (\d+)", system_info) if value == "1"}
+    return sorted(name for name in used if name in _CPU_FLAGS and _CPU_FLAGS[name] not in have)
 
 
 def build_info() -> dict[str, str]:
@@ -150,14 +177,21 @@ def main(argv: list[str] | None = None) -> None:
 
     try:
         info = build_info()
+        with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            missing = missing_cpu_features(info["system_info"], cpuinfo.read())
+            if missing:
+                raise ProviderError(
+                    f"this llama.cpp build uses {', '.join(missing)}, which this CPU lacks;"
+                    " rebuild it for this machine with `make llama`"
+                )
         loaded = load_model(options.model_path, options.threads)
         seconds = probe(loaded)
     except ProviderError as exc:
         say({"op": "failed", "error": exc.message})
-        sys.exit(3)
+        os._exit(3)  # no finalizers: a half-built llama.cpp object only complains on its way out
     except Exception as exc:
         say({"op": "failed", "error": f"{type(exc).__name__}: {exc}"})
-        sys.exit(3)
+        os._exit(3)
     say({"op": "ready", "n_ctx": loaded.n_ctx, "probe_seconds": round(seconds, 4), **info})
     Host(loaded, out, options.repeat_penalty).serve(sys.stdin)
 
