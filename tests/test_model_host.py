@@ -253,3 +253,33 @@ def test_the_default_build_is_portable() -> None:
     assert (
         'LLAMA_CMAKE_ARGS="-DGGML_NATIVE=OFF' in dockerfile and "--no-binary llama-cpp-python" in dockerfile
     )
+
+
+# -- threadline doctor -----------------------------------------------------------------------------
+
+
+def doctor(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "threadline.cli", "doctor"],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@needs_embedded
+def test_doctor_reports_the_build_and_each_model_speed() -> None:
+    result = doctor({"THREADLINE_MODEL_THREADS": "1"})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert re.search(r"llama-cpp-python \d+\.\d+\.\d+; CPU : .*AVX2 = 1", result.stdout), result.stdout
+    rate = re.search(r"([\d.]+) tokens/s", result.stdout)
+    assert rate is not None and float(rate.group(1)) > 1, result.stdout
+
+
+@needs_embedded
+def test_doctor_names_a_model_that_cannot_load(truncated_gguf: Path) -> None:
+    result = doctor({"THREADLINE_MODEL_PATH": str(truncated_gguf)})
+    assert result.returncode == 1
+    assert f"cannot serve: The model {truncated_gguf} cannot be served" in result.stdout
+    assert "Traceback" not in result.stdout + result.stderr

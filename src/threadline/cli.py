@@ -1,4 +1,4 @@
-"""The ``threadline`` command: ``serve``, ``worker``, ``migrate`` and ``assistants apply``."""
+"""The ``threadline`` command: ``serve``, ``worker``, ``migrate``, ``assistants apply`` and ``doctor``."""
 
 from __future__ import annotations
 
@@ -8,8 +8,12 @@ import logging
 import signal
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from threadline.config import Settings
+
+if TYPE_CHECKING:
+    from threadline.providers.llamacpp import LlamaCppProvider
 
 log = logging.getLogger("threadline")
 
@@ -116,6 +120,71 @@ def cmd_apply(settings: Settings, path: str) -> None:
     asyncio.run(run())
 
 
+DOCTOR_TOKENS = 64
+
+
+def cmd_doctor(settings: Settings) -> int:
+    """What this machine and build can serve: the CPU, the llama.cpp build, each model's speed."""
+    import os
+    import platform
+
+    from threadline.providers.host_process import cpu_flags
+    from threadline.providers.llamacpp import LlamaCppProvider
+    from threadline.providers.routing import build_router
+
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores; CPU features: {cpu_flags() or 'unknown'}")
+    router = build_router(settings)
+    failed = 0
+
+    async def examine() -> None:
+        nonlocal failed
+        try:
+            for model in router.local_models():
+                assert isinstance(model, LlamaCppProvider)
+                print(f"model {model.model_path} ({model.n_threads} threads)")
+                try:
+                    await model.start()
+                    rate = await _tokens_per_second(model)
+                except Exception as exc:
+                    failed += 1
+                    print(f"  cannot serve: {exc}")
+                    continue
+                info = model.host.info
+                print(f"  llama-cpp-python {info.get('llama_cpp_python')}; {info.get('system_info')}")
+                print(f"  context {model.host.n_ctx} tokens; {rate:.1f} tokens/s ({DOCTOR_TOKENS} tokens)")
+        finally:
+            await router.aclose()
+
+    asyncio.run(examine())
+    local = {id(model) for model in router.local_models()}
+    for provider in router.providers():
+        if id(provider) in local:
+            continue
+        print(f"upstream {getattr(provider, 'base_url', provider)}")
+    return 1 if failed else 0
+
+
+async def _tokens_per_second(provider: LlamaCppProvider) -> float:
+    import time
+
+    from threadline.providers.base import ModelRequest, TextDelta
+
+    request = ModelRequest(
+        model="doctor",
+        messages=[{"role": "user", "content": "Write a long story about a lighthouse."}],
+        temperature=0.0,
+        max_tokens=DOCTOR_TOKENS,
+    )
+    first = last = 0.0
+    pieces = 0
+    async for event in provider.stream(request):
+        if isinstance(event, TextDelta):
+            last = time.perf_counter()
+            first = first or last
+            pieces += 1
+    return (pieces - 1) / (last - first) if pieces > 1 and last > first else 0.0
+
+
 def _redacted(url: str) -> str:
     from sqlalchemy.engine import make_url
 
@@ -140,6 +209,7 @@ def parser() -> argparse.ArgumentParser:
     apply = verbs.add_parser("apply", help="create or update the assistants a YAML file declares")
     apply.add_argument("file")
     apply.add_argument("--database-url")
+    sub.add_parser("doctor", help="check the CPU, the llama.cpp build and every embedded model")
     return top
 
 
@@ -159,6 +229,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             cmd_migrate(settings)
         elif args.command == "assistants":
             cmd_apply(settings, args.file)
+        elif args.command == "doctor":
+            sys.exit(cmd_doctor(settings))
     except Exception as exc:  # a clear one-line message instead of a traceback for config errors
         from threadline.declarations import DeclarationError
 

@@ -53,6 +53,19 @@ _CPU_FLAGS = {
 }
 
 
+def cpu_flags(cpuinfo: str | None = None) -> str:
+    """The CPU features llama.cpp can use that this (x86 Linux) machine reports, space-separated."""
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo", encoding="utf-8") as file:
+                cpuinfo = file.read()
+        except OSError:
+            return ""
+    flags_line = next((line for line in cpuinfo.splitlines() if line.startswith("flags")), "")
+    have = set(flags_line.partition(":")[2].split())
+    return " ".join(name for name, flag in _CPU_FLAGS.items() if flag in have)
+
+
 def missing_cpu_features(system_info: str, cpuinfo: str) -> list[str]:
     """Features the build was compiled to use that this (x86) CPU does not report."""
     flags_line = next((line for line in cpuinfo.splitlines() if line.startswith("flags")), None)
