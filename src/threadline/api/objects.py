@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from threadline.domain.entities import Assistant, Message, Page, Run, RunStep, Thread
+from threadline.domain.entities import Assistant, Message, Page, Run, RunStep, RunTransition, Thread
 
 T = TypeVar("T")
 Obj = dict[str, Any]
@@ -112,6 +112,18 @@ def step_object(s: RunStep) -> Obj:
         "step_details": s.step_details,
         "usage": s.usage,
         "metadata": s.metadata,
+    }
+
+
+def transition_object(thread_id: str, tr: RunTransition) -> Obj:
+    return {
+        "object": "thread.run.transition",
+        "run_id": tr.run_id,
+        "thread_id": thread_id,
+        "status": tr.to_status.value,
+        "at": round(tr.at, 3),
+        "cause": tr.cause,
+        "worker_id": tr.worker_id,
     }
 
 

@@ -123,6 +123,18 @@ class RunStep:
     """Which model call of the run wrote this step; makes a retried turn's writes idempotent."""
 
 
+@dataclass(frozen=True, slots=True)
+class RunTransition:
+    """One status change of a run, kept for operators and the console (a Threadline extension)."""
+
+    run_id: str
+    to_status: RunStatus
+    at: float
+    """When it happened, in seconds since the epoch (fractions kept: runs change fast)."""
+    cause: str
+    worker_id: str | None = None
+
+
 @dataclass(slots=True)
 class Summary:
     """What a thread said before the messages a prompt still has room for, written by the model."""

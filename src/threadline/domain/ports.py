@@ -11,7 +11,17 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from threadline.domain.entities import Assistant, ListQuery, Message, Page, Run, RunStep, Summary, Thread
+from threadline.domain.entities import (
+    Assistant,
+    ListQuery,
+    Message,
+    Page,
+    Run,
+    RunStep,
+    RunTransition,
+    Summary,
+    Thread,
+)
 from threadline.domain.run_states import RunStatus
 from threadline.events.types import Event
 
@@ -108,6 +118,9 @@ class Store(Protocol):
     async def list_steps(self, thread_id: str, run_id: str, query: ListQuery) -> Page[RunStep]: ...
     async def run_steps(self, run_id: str) -> list[RunStep]:
         """All steps of a run, oldest first."""
+
+    async def run_transitions(self, run_id: str) -> list[RunTransition]:
+        """A run's status changes, oldest first."""
 
     async def messages_by_id(self, message_ids: Sequence[str]) -> list[Message]: ...
 

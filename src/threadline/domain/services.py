@@ -11,7 +11,16 @@ import logging
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from threadline.domain.entities import Assistant, ListQuery, Message, Page, Run, RunStep, Thread
+from threadline.domain.entities import (
+    Assistant,
+    ListQuery,
+    Message,
+    Page,
+    Run,
+    RunStep,
+    RunTransition,
+    Thread,
+)
 from threadline.domain.lifecycle import (
     end_run,
     moved,
@@ -344,6 +353,10 @@ class Services:
         return queued
 
     # --- run steps -------------------------------------------------------------------------
+
+    async def list_run_transitions(self, thread_id: str, run_id: str) -> list[RunTransition]:
+        await self.get_run(thread_id, run_id)
+        return await self.store.run_transitions(run_id)
 
     async def get_run_step(self, thread_id: str, run_id: str, step_id: str) -> RunStep:
         step = await self.store.get_step(thread_id, run_id, step_id)

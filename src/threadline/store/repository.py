@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import time
 import zlib
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, TypeVar
@@ -29,9 +30,19 @@ from sqlalchemy import (
     update,
 )
 
-from threadline.domain.entities import Assistant, ListQuery, Message, Page, Run, RunStep, Summary, Thread
+from threadline.domain.entities import (
+    Assistant,
+    ListQuery,
+    Message,
+    Page,
+    Run,
+    RunStep,
+    RunTransition,
+    Summary,
+    Thread,
+)
 from threadline.domain.ports import Change, ThreadLockedError
-from threadline.domain.run_states import ACTIVE, RunStatus
+from threadline.domain.run_states import ACTIVE, RunStatus, cause_of
 from threadline.store import tables as t
 from threadline.store.database import Database
 
@@ -108,7 +119,29 @@ _LOCK_THREAD = (
     .where(t.threads.c.id == bindparam("b_thread"), t.threads.c.active_run_id.is_(None))
     .values(active_run_id=bindparam("b_run"))
 )
-_INSERT = {table.name: insert(table) for table in (t.assistants, t.threads, t.messages, t.runs, t.run_steps)}
+_INSERT = {
+    table.name: insert(table)
+    for table in (t.assistants, t.threads, t.messages, t.runs, t.run_steps, t.run_transitions)
+}
+
+
+def _transition(run: Run, expect: frozenset[RunStatus], at: float) -> dict[str, Any]:
+    """The history row for ``run`` having just moved to its current status."""
+    detail = None
+    if run.status is RunStatus.REQUIRES_ACTION and run.required_action:
+        calls = run.required_action.get("submit_tool_outputs", {}).get("tool_calls", [])
+        detail = ", ".join(str(c.get("function", {}).get("name")) for c in calls) or None
+    elif run.last_error:
+        detail = f"{run.last_error.get('code')}: {run.last_error.get('message')}"
+    elif run.incomplete_details:
+        detail = str(run.incomplete_details.get("reason"))
+    return {
+        "run_id": run.id,
+        "to_status": run.status.value,
+        "at": at,
+        "cause": cause_of(run.status, expect, detail),
+        "worker_id": run.worker_id if run.status is RunStatus.IN_PROGRESS else None,
+    }
 
 
 def _page_query(
@@ -260,6 +293,7 @@ class SqlStore:
                 conn.execute(_INSERT["messages"], [_row(m) for m in messages])
             if run is not None:
                 conn.execute(_INSERT["runs"], _row(run))
+                conn.execute(_INSERT["run_transitions"], _transition(run, frozenset(), time.time()))
 
         await self.db.write(write)
 
@@ -281,6 +315,7 @@ class SqlStore:
         def write(conn: Connection) -> bool:
             run_ids = select(t.runs.c.id).where(t.runs.c.thread_id == thread_id).scalar_subquery()
             conn.execute(delete(t.run_steps).where(t.run_steps.c.run_id.in_(run_ids)))
+            conn.execute(delete(t.run_transitions).where(t.run_transitions.c.run_id.in_(run_ids)))
             conn.execute(delete(t.runs).where(t.runs.c.thread_id == thread_id))
             conn.execute(delete(t.messages).where(t.messages.c.thread_id == thread_id))
             conn.execute(delete(t.thread_summaries).where(t.thread_summaries.c.thread_id == thread_id))
@@ -367,6 +402,7 @@ class SqlStore:
             if messages:
                 conn.execute(_INSERT["messages"], [_row(m) for m in messages])
             conn.execute(_INSERT["runs"], _row(run))
+            conn.execute(_INSERT["run_transitions"], _transition(run, frozenset(), time.time()))
 
         await self.db.write(write)
 
@@ -392,9 +428,14 @@ class SqlStore:
             params["b_owner"] = change.owner
             stmt = _UPDATE_OWNED_RUN
 
+        # A worker's writes within in_progress (steps, deltas saved) are not status changes.
+        moved = change.expect != frozenset({run.status})
+
         def write(conn: Connection) -> bool:
             if conn.execute(stmt, params).rowcount == 0:
                 return False
+            if moved:
+                conn.execute(_INSERT["run_transitions"], _transition(run, change.expect, time.time()))
             if change.discard_steps:
                 conn.execute(delete(t.run_steps).where(t.run_steps.c.id.in_(change.discard_steps)))
             if change.discard_messages:
@@ -424,6 +465,9 @@ class SqlStore:
 
         def write(conn: Connection) -> list[Run]:
             runs = _entities(Run, conn.execute(self._claim, params).all())
+            if runs:
+                claimed = frozenset({RunStatus.QUEUED})
+                conn.execute(_INSERT["run_transitions"], [_transition(r, claimed, now) for r in runs])
             return sorted(runs, key=lambda run: run.created_at)
 
         return await self.db.write(write)
@@ -460,6 +504,12 @@ class SqlStore:
             .limit(limit)
         )
         return await self._all(Run, stmt)
+
+    async def run_transitions(self, run_id: str) -> list[RunTransition]:
+        rt = t.run_transitions
+        stmt = select(rt).where(rt.c.run_id == run_id).order_by(rt.c.seq)
+        rows = await self.db.read(lambda conn: conn.execute(stmt).all())
+        return [RunTransition(r.run_id, RunStatus(r.to_status), r.at, r.cause, r.worker_id) for r in rows]
 
     async def get_step_by_id(self, step_id: str) -> RunStep | None:
         return await self._get(RunStep, t.run_steps, step_id)

@@ -148,6 +148,18 @@ run_steps = Table(
     Index("uq_run_steps_turn", "run_id", "turn", "type", unique=True),
 )
 
+run_transitions = Table(
+    "run_transitions",
+    metadata,
+    _seq(),
+    Column("run_id", String(64), ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
+    Column("to_status", String(16), nullable=False),
+    Column("at", Float, nullable=False),
+    Column("cause", Text, nullable=False),
+    Column("worker_id", String(64)),
+    Index("ix_run_transitions_run_seq", "run_id", "seq"),
+)
+
 thread_summaries = Table(
     "thread_summaries",
     metadata,
