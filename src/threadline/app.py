@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI
 
 from threadline import __version__, declarations
-from threadline.api import assistants, errors, messages, models, run_steps, runs, threads
+from threadline.api import assistants, errors, messages, metrics, models, run_steps, runs, threads
 from threadline.api.deps import check_api_key, require_beta
 from threadline.config import Settings
 from threadline.providers.routing import RoutingTable
@@ -66,4 +66,5 @@ def create_app(settings: Settings, *, run_worker: bool = True, router: RoutingTa
         app.include_router(module.router, prefix="/v1", dependencies=beta)
     app.include_router(models.router, prefix="/v1", dependencies=authed)
     app.include_router(models.health)
+    app.include_router(metrics.router)
     return app

@@ -18,6 +18,7 @@ from threadline.config import Settings
 from threadline.domain.entities import Message, Run, RunStep, Thread
 from threadline.domain.services import Services
 from threadline.events.bus import LocalBus
+from threadline.metrics import Metrics
 from threadline.providers.routing import RoutingTable, build_router
 from threadline.store import Database, SqlStore
 
@@ -32,6 +33,7 @@ class Runtime:
     bus: LocalBus
     router: RoutingTable
     services: Services
+    metrics: Metrics
     model_start: asyncio.Task[list[str]] | None = None
     """Embedded models starting in the background (``/readyz`` says not ready meanwhile)."""
 
@@ -42,7 +44,8 @@ class Runtime:
         """Open everything; with ``start_models``, embedded models load and run their start-up check
         in the background (processes that run the model: a worker, or ``serve`` with its worker)."""
         db = Database(settings.effective_database_url, pool_size=settings.database_pool_size)
-        store = SqlStore(db)
+        metrics = Metrics()
+        store = SqlStore(db, on_run_moved=metrics.run_moved)
         bus: LocalBus
         if db.is_sqlite:
             bus = LocalBus()
@@ -56,7 +59,7 @@ class Runtime:
         routes = router or build_router(settings)
         log.info("models: %s", routes.describe())
         services = Services(store, bus, routes, run_expiry_seconds=settings.run_expiry_seconds)
-        runtime = cls(settings, db, store, bus, routes, services)
+        runtime = cls(settings, db, store, bus, routes, services, metrics)
         if start_models and routes.local_models():
             runtime.model_start = asyncio.create_task(routes.start_local_models())
         return runtime

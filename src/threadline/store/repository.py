@@ -12,7 +12,7 @@ import contextlib
 import dataclasses
 import time
 import zlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, TypeVar
 
 from sqlalchemy import (
@@ -210,9 +210,11 @@ def _claim_statement(skip_locked: bool) -> Any:
 
 
 class SqlStore:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, on_run_moved: Callable[[Run], None] | None = None) -> None:
         self.db = db
         self._claim = _claim_statement(skip_locked=not db.is_sqlite)
+        self._on_run_moved = on_run_moved
+        """Told of each run whose status change committed (metrics)."""
 
     # --- generic helpers -------------------------------------------------------------------
 
@@ -452,7 +454,10 @@ class SqlStore:
                 conn.execute(_RELEASE_THREAD, {"b_thread": run.thread_id, "b_run": run.id})
             return True
 
-        return await self.db.write(write)
+        written = await self.db.write(write)
+        if written and moved and self._on_run_moved is not None:
+            self._on_run_moved(run)
+        return written
 
     async def claim(self, worker_id: str, now: float, lease_seconds: float, limit: int) -> list[Run]:
         params = {
@@ -504,6 +509,20 @@ class SqlStore:
             .limit(limit)
         )
         return await self._all(Run, stmt)
+
+    async def run_census(self, now: float) -> tuple[dict[str, int], int]:
+        """How many runs are in each active status, and how many workers hold runs under live leases."""
+        r = t.runs
+        by_status = select(r.c.status, func.count()).where(r.c.status.in_(_ACTIVE)).group_by(r.c.status)
+        holders = select(func.count(func.distinct(r.c.worker_id))).where(
+            r.c.status == RunStatus.IN_PROGRESS.value, r.c.lease_expires_at >= now
+        )
+
+        def read(conn: Connection) -> tuple[dict[str, int], int]:
+            counts = {str(status): int(n) for status, n in conn.execute(by_status).all()}
+            return counts, int(conn.execute(holders).scalar() or 0)
+
+        return await self.db.read(read)
 
     async def run_transitions(self, run_id: str) -> list[RunTransition]:
         rt = t.run_transitions
