@@ -59,6 +59,11 @@ class Settings:
     """On SIGTERM, how long runs in flight may take to finish before they are handed back."""
     sweep_interval_seconds: float = 1.0
     """How often expired runs are looked for."""
+    thread_ttl_days: float = 60.0
+    """Threads no message or run has touched for this long are deleted with everything under them;
+    0 keeps them for ever."""
+    janitor_interval_seconds: float = 600.0
+    """How often stale threads are looked for."""
     poll_hold_seconds: float = 5.0
     """How long a poll from the SDK's helpers (``X-Stainless-Poll-Helper``) is held while nothing changes."""
     log_level: str = "info"

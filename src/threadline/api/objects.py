@@ -40,6 +40,7 @@ def thread_object(t: Thread) -> Obj:
         "created_at": t.created_at,
         "metadata": t.metadata,
         "tool_resources": t.tool_resources or {},
+        "last_active_at": t.last_active_at,
     }
 
 

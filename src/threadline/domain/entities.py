@@ -34,6 +34,8 @@ class Thread:
     created_at: int
     metadata: Metadata = field(default_factory=dict)
     tool_resources: dict[str, Any] | None = None
+    last_active_at: int | None = None
+    """When a message or a run last touched the thread (a Threadline extension field)."""
 
 
 MessageStatus = Literal["in_progress", "incomplete", "completed"]

@@ -143,6 +143,7 @@ class Services:
             metadata=fields.get("metadata") or {},
             tool_resources=fields.get("tool_resources"),
         )
+        thread.last_active_at = thread.created_at
         messages = [self._new_message(thread.id, m, thread.created_at) for m in fields.get("messages") or []]
         return thread, messages
 

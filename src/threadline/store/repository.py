@@ -112,12 +112,15 @@ _UPDATE_MESSAGE = update(t.messages).where(t.messages.c.id == bindparam("b_id"))
 _RELEASE_THREAD = (
     update(t.threads)
     .where(t.threads.c.id == bindparam("b_thread"), t.threads.c.active_run_id == bindparam("b_run"))
-    .values(active_run_id=None)
+    .values(active_run_id=None, last_active_at=bindparam("b_now"))
 )
 _LOCK_THREAD = (
     update(t.threads)
     .where(t.threads.c.id == bindparam("b_thread"), t.threads.c.active_run_id.is_(None))
-    .values(active_run_id=bindparam("b_run"))
+    .values(active_run_id=bindparam("b_run"), last_active_at=bindparam("b_now"))
+)
+_TOUCH_THREAD = (
+    update(t.threads).where(t.threads.c.id == bindparam("b_thread")).values(last_active_at=bindparam("b_now"))
 )
 _INSERT = {
     table.name: insert(table)
@@ -177,9 +180,31 @@ def _lock_thread(conn: Connection, thread_id: str, run_id: str | None) -> None:
     The conditional UPDATE also serialises writers on the thread row (PostgreSQL's row lock,
     SQLite's single writer), so two clients racing for one thread cannot both get through.
     """
-    if conn.execute(_LOCK_THREAD, {"b_thread": thread_id, "b_run": run_id}).rowcount == 0:
+    if (
+        conn.execute(
+            _LOCK_THREAD, {"b_thread": thread_id, "b_run": run_id, "b_now": int(time.time())}
+        ).rowcount
+        == 0
+    ):
         holder = conn.execute(select(t.threads.c.active_run_id).where(t.threads.c.id == thread_id)).scalar()
         raise ThreadLockedError(holder or "")
+
+
+def _delete_threads(conn: Connection, thread_ids: list[str]) -> dict[str, int]:
+    """Delete threads with their messages, runs, steps, run history and summaries; counts of each."""
+    counts = {"threads": 0, "messages": 0, "runs": 0}
+    if not thread_ids:
+        return counts
+    run_ids = select(t.runs.c.id).where(t.runs.c.thread_id.in_(thread_ids)).scalar_subquery()
+    conn.execute(delete(t.run_steps).where(t.run_steps.c.run_id.in_(run_ids)))
+    conn.execute(delete(t.run_transitions).where(t.run_transitions.c.run_id.in_(run_ids)))
+    counts["runs"] = conn.execute(delete(t.runs).where(t.runs.c.thread_id.in_(thread_ids))).rowcount
+    counts["messages"] = conn.execute(
+        delete(t.messages).where(t.messages.c.thread_id.in_(thread_ids))
+    ).rowcount
+    conn.execute(delete(t.thread_summaries).where(t.thread_summaries.c.thread_id.in_(thread_ids)))
+    counts["threads"] = conn.execute(delete(t.threads).where(t.threads.c.id.in_(thread_ids))).rowcount
+    return counts
 
 
 def _claim_statement(skip_locked: bool) -> Any:
@@ -314,16 +339,19 @@ class SqlStore:
         )
 
     async def delete_thread(self, thread_id: str) -> bool:
-        def write(conn: Connection) -> bool:
-            run_ids = select(t.runs.c.id).where(t.runs.c.thread_id == thread_id).scalar_subquery()
-            conn.execute(delete(t.run_steps).where(t.run_steps.c.run_id.in_(run_ids)))
-            conn.execute(delete(t.run_transitions).where(t.run_transitions.c.run_id.in_(run_ids)))
-            conn.execute(delete(t.runs).where(t.runs.c.thread_id == thread_id))
-            conn.execute(delete(t.messages).where(t.messages.c.thread_id == thread_id))
-            conn.execute(delete(t.thread_summaries).where(t.thread_summaries.c.thread_id == thread_id))
-            return conn.execute(delete(t.threads).where(t.threads.c.id == thread_id)).rowcount > 0
+        return (await self.db.write(lambda conn: _delete_threads(conn, [thread_id])))["threads"] > 0
 
-        return await self.db.write(write)
+    async def delete_stale_threads(self, inactive_since: int, limit: int) -> dict[str, int]:
+        """Delete up to ``limit`` threads untouched since ``inactive_since`` and with no active run,
+        with everything under them; how many threads, messages and runs went."""
+        th = t.threads
+        stale = (
+            select(th.c.id)
+            .where(th.c.last_active_at < inactive_since, th.c.active_run_id.is_(None))
+            .order_by(th.c.last_active_at)
+            .limit(limit)
+        )
+        return await self.db.write(lambda conn: _delete_threads(conn, list(conn.execute(stale).scalars())))
 
     async def insert_message(self, message: Message) -> None:
         def write(conn: Connection) -> None:
@@ -451,7 +479,9 @@ class SqlStore:
             if change.messages:
                 conn.execute(_UPDATE_MESSAGE, [{**_row(m), "b_id": m.id} for m in change.messages])
             if change.release_thread:
-                conn.execute(_RELEASE_THREAD, {"b_thread": run.thread_id, "b_run": run.id})
+                conn.execute(
+                    _RELEASE_THREAD, {"b_thread": run.thread_id, "b_run": run.id, "b_now": int(time.time())}
+                )
             return True
 
         written = await self.db.write(write)

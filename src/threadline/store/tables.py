@@ -63,6 +63,9 @@ threads = Table(
     Column("tool_resources", JSON),
     # The thread lock: the one run allowed to be active on this thread.
     Column("active_run_id", String(64)),
+    # When a message or a run last touched the thread: stale threads are deleted after a TTL.
+    Column("last_active_at", BigInteger),
+    Index("ix_threads_last_active_at", "last_active_at"),
 )
 
 messages = Table(

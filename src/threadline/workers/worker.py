@@ -28,6 +28,9 @@ from threadline.providers.base import Router
 
 log = logging.getLogger(__name__)
 
+JANITOR_BATCH = 500
+"""Stale threads deleted per transaction."""
+
 CLAIM_BATCH = 50
 """Runs taken per claiming statement: a burst of work fills the worker in a few round trips."""
 
@@ -200,12 +203,36 @@ class Worker:
                 task.cancel()
 
     async def _sweep_forever(self) -> None:
+        next_janitor = time.monotonic()
         while True:
             await asyncio.sleep(self.settings.sweep_interval_seconds)
             try:
                 await self.sweep()
+                if self.settings.thread_ttl_days > 0 and time.monotonic() >= next_janitor:
+                    next_janitor = time.monotonic() + self.settings.janitor_interval_seconds
+                    await self.delete_stale_threads()
             except Exception:
-                log.exception("worker %s: expiring runs failed", self.id)
+                log.exception("worker %s: sweeping failed", self.id)
+
+    async def delete_stale_threads(self) -> dict[str, int]:
+        """Delete threads inactive longer than the TTL, in batches; one process at a time."""
+        total = {"threads": 0, "messages": 0, "runs": 0}
+        cutoff = int(time.time() - self.settings.thread_ttl_days * 86400)
+        async with self.store.exclusive("threadline-janitor") as mine:
+            while mine:
+                deleted = await self.store.delete_stale_threads(cutoff, limit=JANITOR_BATCH)
+                total = {kind: total[kind] + deleted[kind] for kind in total}
+                if deleted["threads"] < JANITOR_BATCH:
+                    break
+        if total["threads"]:
+            log.info(
+                "deleted %d threads inactive for %g days, with %d messages and %d runs",
+                total["threads"],
+                self.settings.thread_ttl_days,
+                total["messages"],
+                total["runs"],
+            )
+        return total
 
     async def sweep(self) -> int:
         """Expire overdue runs and finish cancels a dead process left behind; one process at a time.
