@@ -14,8 +14,18 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI
 
 from threadline import __version__, declarations
-from threadline.api import assistants, errors, messages, metrics, models, run_steps, runs, threads
-from threadline.api.deps import check_api_key, require_beta
+from threadline.api import (
+    assistants,
+    errors,
+    messages,
+    metrics,
+    models,
+    projects,
+    run_steps,
+    runs,
+    threads,
+)
+from threadline.api.deps import authenticate, require_admin, require_beta
 from threadline.config import Settings
 from threadline.providers.routing import RoutingTable
 from threadline.runtime import Runtime
@@ -58,13 +68,14 @@ def create_app(settings: Settings, *, run_worker: bool = True, router: RoutingTa
     )
     errors.install(app)
     app.add_middleware(errors.BodyLimit, limit=MAX_BODY_BYTES)
-    authed = [Depends(check_api_key)]
+    authed = [Depends(authenticate)]
     beta = [*authed, Depends(require_beta)]
     # POST /threads/runs must be matched before POST /threads/{thread_id}.
     app.include_router(runs.router, prefix="/v1", dependencies=beta)
     for module in (assistants, threads, messages, run_steps):
         app.include_router(module.router, prefix="/v1", dependencies=beta)
     app.include_router(models.router, prefix="/v1", dependencies=authed)
+    app.include_router(projects.router, prefix="/v1", dependencies=[Depends(require_admin)])
     app.include_router(models.health)
     app.include_router(metrics.router)
     return app

@@ -27,7 +27,10 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8000
     api_key: str = ""
-    """When set, requests must send ``Authorization: Bearer <api_key>``; empty accepts any key."""
+    """A key for the default project (besides the keys ``threadline keys create`` makes); with no key
+    anywhere, the server is open (loopback only)."""
+    admin_key: str = ""
+    """The key of the admin API (``/v1/organization/projects``); empty turns it off."""
     upstream_base_url: str = ""
     """An OpenAI-compatible chat-completions server (vLLM, Ollama, llama.cpp, DeepSeek, OpenAI)."""
     upstream_api_key: str = ""

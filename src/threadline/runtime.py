@@ -16,6 +16,7 @@ from sqlalchemy.engine import make_url
 
 from threadline.config import Settings
 from threadline.domain.entities import Message, Run, RunStep, Thread
+from threadline.domain.projects import Projects
 from threadline.domain.services import Services
 from threadline.events.bus import LocalBus
 from threadline.metrics import Metrics
@@ -34,6 +35,7 @@ class Runtime:
     router: RoutingTable
     services: Services
     metrics: Metrics
+    projects: Projects
     model_start: asyncio.Task[list[str]] | None = None
     """Embedded models starting in the background (``/readyz`` says not ready meanwhile)."""
 
@@ -59,7 +61,8 @@ class Runtime:
         routes = router or build_router(settings)
         log.info("models: %s", routes.describe())
         services = Services(store, bus, routes, run_expiry_seconds=settings.run_expiry_seconds)
-        runtime = cls(settings, db, store, bus, routes, services, metrics)
+        projects = Projects(store, legacy_key=settings.api_key)
+        runtime = cls(settings, db, store, bus, routes, services, metrics, projects)
         if start_models and routes.local_models():
             runtime.model_start = asyncio.create_task(routes.start_local_models())
         return runtime

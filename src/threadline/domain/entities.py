@@ -11,6 +11,32 @@ JSON = Any
 Metadata = dict[str, str]
 
 
+DEFAULT_PROJECT = "proj_default"
+"""The project of open mode and of ``THREADLINE_API_KEY``; objects from before projects belong to it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Project:
+    id: str
+    name: str
+    created_at: int
+    thread_ttl_days: float | None = None
+    """Overrides ``THREADLINE_THREAD_TTL_DAYS`` for this project's threads (0: never delete)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    """A project's API key. Only a hash of the secret is kept; the secret is shown once, at creation."""
+
+    id: str
+    project_id: str
+    name: str
+    prefix: str
+    """The secret's first characters, to recognise it in a list."""
+    created_at: int
+    revoked_at: int | None = None
+
+
 @dataclass(slots=True)
 class Assistant:
     id: str
@@ -26,6 +52,7 @@ class Assistant:
     top_p: float | None = None
     response_format: JSON = "auto"
     reasoning_effort: str | None = None
+    project_id: str = DEFAULT_PROJECT
 
 
 @dataclass(slots=True)
@@ -36,6 +63,7 @@ class Thread:
     tool_resources: dict[str, Any] | None = None
     last_active_at: int | None = None
     """When a message or a run last touched the thread (a Threadline extension field)."""
+    project_id: str = DEFAULT_PROJECT
 
 
 MessageStatus = Literal["in_progress", "incomplete", "completed"]

@@ -31,10 +31,12 @@ from sqlalchemy import (
 )
 
 from threadline.domain.entities import (
+    ApiKey,
     Assistant,
     ListQuery,
     Message,
     Page,
+    Project,
     Run,
     RunStep,
     RunTransition,
@@ -190,6 +192,15 @@ def _lock_thread(conn: Connection, thread_id: str, run_id: str | None) -> None:
         raise ThreadLockedError(holder or "")
 
 
+def _api_key(row: Row[Any]) -> ApiKey:
+    return ApiKey(row.id, row.project_id, row.name, row.prefix, row.created_at, row.revoked_at)
+
+
+def _in_project(project_id: str | None) -> list[tuple[str, str]]:
+    """The check ``_get`` applies for a project-scoped lookup (``None``: any project, for the engine)."""
+    return [] if project_id is None else [("project_id", project_id)]
+
+
 def _delete_threads(conn: Connection, thread_ids: list[str]) -> dict[str, int]:
     """Delete threads with their messages, runs, steps, run history and summaries; counts of each."""
     counts = {"threads": 0, "messages": 0, "runs": 0}
@@ -295,19 +306,20 @@ class SqlStore:
         stmt = dialect_insert(t.assistants).values(values)
         await self._execute(stmt.on_conflict_do_update(index_elements=["id"], set_=changed))
 
-    async def get_assistant(self, assistant_id: str) -> Assistant | None:
-        return await self._get(Assistant, t.assistants, assistant_id)
+    async def get_assistant(self, assistant_id: str, project_id: str | None = None) -> Assistant | None:
+        return await self._get(Assistant, t.assistants, assistant_id, *_in_project(project_id))
 
-    async def list_assistants(self, query: ListQuery) -> Page[Assistant]:
-        return await self._page(Assistant, t.assistants, query)
+    async def list_assistants(self, query: ListQuery, project_id: str) -> Page[Assistant]:
+        return await self._page(Assistant, t.assistants, query, t.assistants.c.project_id == project_id)
 
     async def update_assistant(self, assistant: Assistant) -> None:
         await self._execute(
             update(t.assistants).where(t.assistants.c.id == assistant.id).values(_row(assistant))
         )
 
-    async def delete_assistant(self, assistant_id: str) -> bool:
-        return await self._execute(delete(t.assistants).where(t.assistants.c.id == assistant_id)) > 0
+    async def delete_assistant(self, assistant_id: str, project_id: str) -> bool:
+        a = t.assistants
+        return await self._execute(delete(a).where(a.c.id == assistant_id, a.c.project_id == project_id)) > 0
 
     # --- threads and messages --------------------------------------------------------------
 
@@ -324,12 +336,12 @@ class SqlStore:
 
         await self.db.write(write)
 
-    async def get_thread(self, thread_id: str) -> Thread | None:
-        return await self._get(Thread, t.threads, thread_id)
+    async def get_thread(self, thread_id: str, project_id: str | None = None) -> Thread | None:
+        return await self._get(Thread, t.threads, thread_id, *_in_project(project_id))
 
-    async def list_threads(self, query: ListQuery, metadata: dict[str, str]) -> Page[Thread]:
+    async def list_threads(self, query: ListQuery, metadata: dict[str, str], project_id: str) -> Page[Thread]:
         where = [t.threads.c.meta[key].as_string() == value for key, value in metadata.items()]
-        return await self._page(Thread, t.threads, query, *where)
+        return await self._page(Thread, t.threads, query, t.threads.c.project_id == project_id, *where)
 
     async def update_thread(self, thread: Thread) -> None:
         await self._execute(
@@ -338,16 +350,26 @@ class SqlStore:
             .values(meta=thread.metadata, tool_resources=thread.tool_resources)
         )
 
-    async def delete_thread(self, thread_id: str) -> bool:
-        return (await self.db.write(lambda conn: _delete_threads(conn, [thread_id])))["threads"] > 0
+    async def delete_thread(self, thread_id: str, project_id: str) -> bool:
+        th = t.threads
+        mine = select(th.c.id).where(th.c.id == thread_id, th.c.project_id == project_id)
 
-    async def delete_stale_threads(self, inactive_since: int, limit: int) -> dict[str, int]:
-        """Delete up to ``limit`` threads untouched since ``inactive_since`` and with no active run,
-        with everything under them; how many threads, messages and runs went."""
+        def write(conn: Connection) -> bool:
+            return _delete_threads(conn, list(conn.execute(mine).scalars()))["threads"] > 0
+
+        return await self.db.write(write)
+
+    async def delete_stale_threads(self, project_id: str, inactive_since: int, limit: int) -> dict[str, int]:
+        """Delete up to ``limit`` of the project's threads untouched since ``inactive_since`` and with no
+        active run, with everything under them; how many threads, messages and runs went."""
         th = t.threads
         stale = (
             select(th.c.id)
-            .where(th.c.last_active_at < inactive_since, th.c.active_run_id.is_(None))
+            .where(
+                th.c.project_id == project_id,
+                th.c.last_active_at < inactive_since,
+                th.c.active_run_id.is_(None),
+            )
             .order_by(th.c.last_active_at)
             .limit(limit)
         )
@@ -539,6 +561,42 @@ class SqlStore:
             .limit(limit)
         )
         return await self._all(Run, stmt)
+
+    # --- projects and API keys ---------------------------------------------------------------
+
+    async def insert_project(self, project: Project) -> None:
+        await self._execute(insert(t.projects).values(dataclasses.asdict(project)))
+
+    async def list_projects(self) -> list[Project]:
+        rows = await self.db.read(
+            lambda conn: conn.execute(select(t.projects).order_by(t.projects.c.seq)).all()
+        )
+        return [Project(r.id, r.name, r.created_at, r.thread_ttl_days) for r in rows]
+
+    async def insert_api_key(self, key: ApiKey, secret_hash: str) -> None:
+        await self._execute(insert(t.api_keys).values(**dataclasses.asdict(key), secret_hash=secret_hash))
+
+    async def list_api_keys(self, project_id: str) -> list[ApiKey]:
+        k = t.api_keys
+        stmt = select(k).where(k.c.project_id == project_id).order_by(k.c.seq)
+        return [_api_key(r) for r in await self.db.read(lambda conn: conn.execute(stmt).all())]
+
+    async def revoke_api_key(self, key_id: str, project_id: str | None, at: int) -> bool:
+        k = t.api_keys
+        where = [k.c.id == key_id, k.c.revoked_at.is_(None)]
+        if project_id is not None:
+            where.append(k.c.project_id == project_id)
+        return await self._execute(update(k).where(*where).values(revoked_at=at)) > 0
+
+    async def project_of_key(self, secret_hash: str) -> str | None:
+        """The project of the live (unrevoked) key with this hash."""
+        k = t.api_keys
+        stmt = select(k.c.project_id).where(k.c.secret_hash == secret_hash, k.c.revoked_at.is_(None))
+        return await self.db.read(lambda conn: conn.execute(stmt).scalar())
+
+    async def any_api_keys(self) -> bool:
+        stmt = select(t.api_keys.c.id).limit(1)
+        return await self.db.read(lambda conn: conn.execute(stmt).first() is not None)
 
     async def run_census(self, now: float) -> tuple[dict[str, int], int]:
         """How many runs are in each active status, and how many workers hold runs under live leases."""

@@ -208,30 +208,43 @@ class Worker:
             await asyncio.sleep(self.settings.sweep_interval_seconds)
             try:
                 await self.sweep()
-                if self.settings.thread_ttl_days > 0 and time.monotonic() >= next_janitor:
+                if time.monotonic() >= next_janitor:
                     next_janitor = time.monotonic() + self.settings.janitor_interval_seconds
                     await self.delete_stale_threads()
             except Exception:
                 log.exception("worker %s: sweeping failed", self.id)
 
     async def delete_stale_threads(self) -> dict[str, int]:
-        """Delete threads inactive longer than the TTL, in batches; one process at a time."""
+        """Delete threads inactive longer than their project's TTL, in batches; one process at a time."""
         total = {"threads": 0, "messages": 0, "runs": 0}
-        cutoff = int(time.time() - self.settings.thread_ttl_days * 86400)
         async with self.store.exclusive("threadline-janitor") as mine:
-            while mine:
-                deleted = await self.store.delete_stale_threads(cutoff, limit=JANITOR_BATCH)
-                total = {kind: total[kind] + deleted[kind] for kind in total}
-                if deleted["threads"] < JANITOR_BATCH:
-                    break
-        if total["threads"]:
-            log.info(
-                "deleted %d threads inactive for %g days, with %d messages and %d runs",
-                total["threads"],
-                self.settings.thread_ttl_days,
-                total["messages"],
-                total["runs"],
-            )
+            if not mine:
+                return total
+            for project in await self.store.list_projects():
+                days = (
+                    self.settings.thread_ttl_days
+                    if project.thread_ttl_days is None
+                    else project.thread_ttl_days
+                )
+                if days <= 0:
+                    continue
+                cutoff = int(time.time() - days * 86400)
+                counts = {"threads": 0, "messages": 0, "runs": 0}
+                while True:
+                    deleted = await self.store.delete_stale_threads(project.id, cutoff, limit=JANITOR_BATCH)
+                    counts = {kind: counts[kind] + deleted[kind] for kind in counts}
+                    if deleted["threads"] < JANITOR_BATCH:
+                        break
+                if counts["threads"]:
+                    log.info(
+                        "project %s: deleted %d threads inactive for %g days, with %d messages and %d runs",
+                        project.id,
+                        counts["threads"],
+                        days,
+                        counts["messages"],
+                        counts["runs"],
+                    )
+                total = {kind: total[kind] + counts[kind] for kind in total}
         return total
 
     async def sweep(self) -> int:
