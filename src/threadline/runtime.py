@@ -1,8 +1,9 @@
 """The running parts of one Threadline process, built from settings in one place.
 
 ``serve`` (the API app's lifespan), ``worker`` and ``assistants apply`` all open a ``Runtime``:
-the database and store, the event bus (PostgreSQL LISTEN/NOTIFY when the database is PostgreSQL,
-in-process otherwise), the model routing table and the services.
+the database and store, the blob store for files' bytes, the background job queue, the event bus
+(PostgreSQL LISTEN/NOTIFY when the database is PostgreSQL, in-process otherwise), the model
+routing table and the services.
 """
 
 from __future__ import annotations
@@ -15,10 +16,15 @@ from sqlalchemy.engine import make_url
 
 from threadline.config import Settings
 from threadline.domain.entities import Message, Run, RunStep, Thread
+from threadline.domain.files import FileService
+from threadline.domain.ports import BlobStore
 from threadline.domain.services import Services
 from threadline.events.bus import LocalBus
 from threadline.providers.routing import RoutingTable, build_router
 from threadline.store import Database, SqlStore
+from threadline.store.blobs import open_blob_store
+from threadline.store.files import SqlFileStore
+from threadline.store.jobs import SqlJobQueue
 
 log = logging.getLogger(__name__)
 
@@ -31,9 +37,13 @@ class Runtime:
     bus: LocalBus
     router: RoutingTable
     services: Services
+    files: FileService
+    blobs: BlobStore
+    jobs: SqlJobQueue
 
     @classmethod
     async def open(cls, settings: Settings, router: RoutingTable | None = None) -> Runtime:
+        blobs = open_blob_store(settings)  # first: a misconfigured store fails before anything opens
         db = Database(settings.effective_database_url, pool_size=settings.database_pool_size)
         store = SqlStore(db)
         bus: LocalBus
@@ -48,10 +58,12 @@ class Runtime:
             bus = pg_bus
         routes = router or build_router(settings)
         log.info("models: %s", routes.describe())
-        services = Services(store, bus, routes, run_expiry_seconds=settings.run_expiry_seconds)
-        return cls(settings, db, store, bus, routes, services)
+        files = FileService(SqlFileStore(db), blobs, max_bytes=settings.file_max_bytes)
+        services = Services(store, bus, routes, files, run_expiry_seconds=settings.run_expiry_seconds)
+        return cls(settings, db, store, bus, routes, services, files, blobs, SqlJobQueue(db))
 
     async def aclose(self) -> None:
+        await self.blobs.aclose()
         await self.bus.aclose()
         await self.router.aclose()
         await self.db.dispose()

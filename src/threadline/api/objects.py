@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from threadline.domain.entities import Assistant, Message, Page, Run, RunStep, Thread
+from threadline.domain.entities import Assistant, File, Message, Page, Run, RunStep, Thread
 
 T = TypeVar("T")
 Obj = dict[str, Any]
@@ -112,6 +112,20 @@ def step_object(s: RunStep) -> Obj:
         "step_details": s.step_details,
         "usage": s.usage,
         "metadata": s.metadata,
+    }
+
+
+def file_object(f: File) -> Obj:
+    return {
+        "id": f.id,
+        "object": "file",
+        "bytes": f.bytes,
+        "created_at": f.created_at,
+        "expires_at": f.expires_at,
+        "filename": f.filename,
+        "purpose": f.purpose,
+        "status": f.status,
+        "status_details": f.status_details,
     }
 
 
