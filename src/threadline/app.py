@@ -8,7 +8,7 @@ handing them back. Routes find what they need on ``app.state``.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
@@ -20,6 +20,7 @@ from threadline.config import Settings
 from threadline.domain.files import too_large
 from threadline.providers.routing import RoutingTable
 from threadline.runtime import Runtime
+from threadline.workers.jobs import Handler
 from threadline.workers.worker import Worker
 
 log = logging.getLogger(__name__)
@@ -30,7 +31,13 @@ MULTIPART_OVERHEAD = 64 * 1024
 """Room an upload's body needs beyond the file itself: boundaries, headers, the other fields."""
 
 
-def create_app(settings: Settings, *, run_worker: bool = True, router: RoutingTable | None = None) -> FastAPI:
+def create_app(
+    settings: Settings,
+    *,
+    run_worker: bool = True,
+    router: RoutingTable | None = None,
+    job_handlers: Mapping[str, Handler] | None = None,
+) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime = await Runtime.open(settings, router)
@@ -38,7 +45,9 @@ def create_app(settings: Settings, *, run_worker: bool = True, router: RoutingTa
             applied = await declarations.apply(runtime.services, settings.assistants_file)
             log.info("applied %d assistant declarations from %s", len(applied), settings.assistants_file)
         worker = (
-            Worker(settings, runtime.store, runtime.bus, runtime.router, runtime.jobs) if run_worker else None
+            Worker(settings, runtime.store, runtime.bus, runtime.router, runtime.jobs, job_handlers)
+            if run_worker
+            else None
         )
         app.state.settings = settings
         app.state.runtime = runtime

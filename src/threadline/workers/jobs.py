@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from threadline.config import Settings
@@ -32,18 +32,24 @@ def backoff(settings: Settings, attempts: int) -> float:
 
 
 class JobRunner:
-    def __init__(self, settings: Settings, queue: JobQueue, worker_id: str) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        queue: JobQueue,
+        worker_id: str,
+        handlers: Mapping[str, Handler] | None = None,
+    ) -> None:
         self.settings = settings
         self.queue = queue
         self.worker_id = worker_id
-        self.handlers: dict[str, Handler] = {}
+        self.handlers: dict[str, Handler] = dict(handlers or {})
         self.running: dict[str, asyncio.Task[None]] = {}
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
         self._background: list[asyncio.Task[None]] = []
 
     def register(self, kind: str, handler: Handler) -> None:
-        """Run ``handler`` for jobs of ``kind``; takes effect at the next claim."""
+        """Run ``handler`` for jobs of ``kind`` (from the worker's event loop); takes effect at once."""
         self.handlers[kind] = handler
         self._wake.set()
 

@@ -16,6 +16,7 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Mapping
 
 from threadline.config import Settings
 from threadline.domain.context import ContextBuilder
@@ -26,7 +27,7 @@ from threadline.domain.run_loop import RunLoop
 from threadline.domain.run_states import ACTIVE, RunStatus
 from threadline.events.types import ErrorEvent, ObjectEvent
 from threadline.providers.base import Router
-from threadline.workers.jobs import JobRunner
+from threadline.workers.jobs import Handler, JobRunner
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,13 @@ _STOP = frozenset({RunStatus.CANCELLING, RunStatus.CANCELLED, RunStatus.EXPIRED}
 
 class Worker:
     def __init__(
-        self, settings: Settings, store: Store, bus: Bus, router: Router, jobs: JobQueue | None = None
+        self,
+        settings: Settings,
+        store: Store,
+        bus: Bus,
+        router: Router,
+        jobs: JobQueue | None = None,
+        job_handlers: Mapping[str, Handler] | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -52,8 +59,8 @@ class Worker:
         self.running: dict[str, asyncio.Task[None]] = {}
         self._stopping = asyncio.Event()
         self._background: list[asyncio.Task[None]] = []
-        self.jobs = JobRunner(settings, jobs, self.id) if jobs is not None else None
-        """Background jobs; register their handlers with ``worker.jobs.register(kind, handler)``."""
+        self.jobs = JobRunner(settings, jobs, self.id, job_handlers) if jobs is not None else None
+        """Background jobs, run by the handlers registered for their kinds."""
 
     def start(self) -> None:
         self._background = [
