@@ -30,7 +30,9 @@ def s3_endpoint() -> Iterator[str]:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")}
+    saved = {
+        k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")
+    }
     os.environ.update(
         AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1"
     )
@@ -105,7 +107,9 @@ def _close_clients() -> Iterator[None]:
         _clients.pop().close()
 
 
-def test_upload_retrieve_list_download_delete(files_server: Callable[..., tuple[ThreadlineServer, Stored]]) -> None:
+def test_upload_retrieve_list_download_delete(
+    files_server: Callable[..., tuple[ThreadlineServer, Stored]],
+) -> None:
     server, stored = files_server()
     client = sdk(server)
     data = "第一行\nsecond line\n".encode()
@@ -256,7 +260,9 @@ def test_uploads_that_are_not_multipart_are_refused(make_server: Callable[..., T
     assert cut.status_code == 400 and "closing boundary" in cut.json()["error"]["message"]
 
 
-def test_sdk_upload_from_a_path_with_expiry(make_server: Callable[..., ThreadlineServer], tmp_path: Path) -> None:
+def test_sdk_upload_from_a_path_with_expiry(
+    make_server: Callable[..., ThreadlineServer], tmp_path: Path
+) -> None:
     client = sdk(make_server(run_worker=False))
     path = tmp_path / "train.jsonl"
     path.write_text('{"messages": []}\n')
