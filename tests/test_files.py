@@ -274,6 +274,19 @@ def test_sdk_upload_from_a_path_with_expiry(
     assert client.files.content(created.id).response.headers["content-type"] == "application/jsonl"
 
 
+def test_expiry_may_come_as_one_json_part(make_server: Callable[..., ThreadlineServer]) -> None:
+    server = make_server(run_worker=False)
+    parts = [("purpose", None, b"user_data"), ("file", "a.txt", b"hi")]
+    body, content_type = _multipart(
+        [*parts, ("expires_after", None, b'{"anchor": "created_at", "seconds": 7200}')]
+    )
+    created = httpx.post(f"{server.url}/files", content=body, headers={"Content-Type": content_type}).json()
+    assert created["expires_at"] == created["created_at"] + 7200
+    body, content_type = _multipart([*parts, ("expires_after", None, b"[1]")])
+    refused = httpx.post(f"{server.url}/files", content=body, headers={"Content-Type": content_type})
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == "expires_after"
+
+
 def test_files_need_the_api_key_but_not_the_beta_header(make_server: Callable[..., ThreadlineServer]) -> None:
     server = make_server(run_worker=False, api_key="sesame")
     body, content_type = _multipart([("purpose", None, b"assistants"), ("file", "a.txt", b"hi")])

@@ -60,7 +60,17 @@ class Runtime:
         log.info("models: %s", routes.describe())
         files = FileService(SqlFileStore(db), blobs, max_bytes=settings.file_max_bytes)
         services = Services(store, bus, routes, files, run_expiry_seconds=settings.run_expiry_seconds)
-        return cls(settings, db, store, bus, routes, services, files, blobs, SqlJobQueue(db))
+        return cls(
+            settings,
+            db,
+            store,
+            bus,
+            routes,
+            services,
+            files,
+            blobs,
+            SqlJobQueue(db, max_attempts=settings.job_max_attempts),
+        )
 
     async def aclose(self) -> None:
         await self.blobs.aclose()

@@ -61,6 +61,8 @@ async def download_file(file_id: str, files: Files) -> StreamingResponse:
     headers = {
         "Content-Length": str(file.bytes),
         "Content-Disposition": f"attachment; filename*=UTF-8''{quote(file.filename, safe='')}",
+        # The type may be one the client declared: browsers must not second-guess it.
+        "X-Content-Type-Options": "nosniff",
     }
     return StreamingResponse(chunks, media_type=file.content_type, headers=headers)
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from threadline.domain.files import UploadField
 from threadline.errors import InvalidRequestError
@@ -104,6 +104,9 @@ class FormReader:
                 return None
             try:
                 chunk = await self._body.__anext__()
+            except ClientDisconnect:
+                # Nobody will read the answer; this only ends the upload cleanly (and quietly).
+                raise _Malformed("the client went away before the end of the body.") from None
             except StopAsyncIteration:
                 if not self._done:
                     raise _Malformed("the body ended before the closing boundary.") from None

@@ -11,6 +11,7 @@ resources in step with attachments and deletions.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import mimetypes
 import unicodedata
@@ -90,6 +91,16 @@ def content_type_for(filename: str, declared: str | None) -> str:
     return "application/octet-stream"
 
 
+def check_purpose(purpose: str) -> None:
+    if purpose not in UPLOAD_PURPOSES:
+        raise InvalidRequestError(
+            f"Invalid value for 'purpose': {purpose[:64]!r}. Supported values are: "
+            + ", ".join(f"'{p}'" for p in UPLOAD_PURPOSES)
+            + ".",
+            param="purpose",
+        )
+
+
 def check_type(purpose: str, filename: str) -> None:
     """Refuse a file the purpose cannot use, as OpenAI did: JSONL for batch and fine-tuning, images
     for vision. Assistants' files are checked by the tools that read them."""
@@ -141,6 +152,23 @@ class _Upload:
     filename: str | None = None
     content_type: str = "application/octet-stream"
     size: int | None = None
+
+
+def _expiry_object(text: str) -> tuple[str | None, str | None]:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):
+        raise InvalidRequestError(
+            "Invalid value for 'expires_after': expected an object with 'anchor' and 'seconds'.",
+            param="expires_after",
+        )
+    anchor, seconds = value.get("anchor"), value.get("seconds")
+    return (
+        anchor if isinstance(anchor, str) else None,
+        str(seconds) if isinstance(seconds, int) and not isinstance(seconds, bool) else None,
+    )
 
 
 def _expires_at(upload: _Upload, created_at: int) -> int | None:
@@ -199,6 +227,10 @@ class FileService:
             if upload.filename is not None:
                 raise InvalidRequestError("Upload one file per request.", param="file")
             upload.filename = check_filename(field.filename)
+            if upload.purpose is not None:
+                # Sent first (as the SDK does): refuse a wrong purpose or type before storing a byte.
+                check_purpose(upload.purpose)
+                check_type(upload.purpose, upload.filename)
             upload.content_type = content_type_for(upload.filename, field.content_type)
             upload.size = await self.blobs.put(file_id, _limited(field.chunks, self.max_bytes))
         elif field.name == "file":
@@ -209,6 +241,9 @@ class FileService:
             upload.anchor = await _read_field(field)
         elif field.name == "expires_after[seconds]":
             upload.seconds = await _read_field(field)
+        elif field.name == "expires_after":
+            # Some clients send the object as one JSON part rather than bracketed fields.
+            upload.anchor, upload.seconds = _expiry_object(await _read_field(field))
         else:
             raise InvalidRequestError(
                 f"Unrecognized request argument supplied: {field.name[:64]}", param=field.name[:64]
@@ -217,13 +252,7 @@ class FileService:
     def _described(self, file_id: str, upload: _Upload) -> File:
         if upload.purpose is None:
             raise InvalidRequestError("Missing required parameter: 'purpose'.", param="purpose")
-        if upload.purpose not in UPLOAD_PURPOSES:
-            raise InvalidRequestError(
-                f"Invalid value for 'purpose': {upload.purpose[:64]!r}. Supported values are: "
-                + ", ".join(f"'{p}'" for p in UPLOAD_PURPOSES)
-                + ".",
-                param="purpose",
-            )
+        check_purpose(upload.purpose)
         if upload.filename is None or upload.size is None:
             raise InvalidRequestError("Missing required parameter: 'file'.", param="file")
         if upload.size == 0:

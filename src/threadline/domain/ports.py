@@ -178,8 +178,16 @@ class JobQueue(Protocol):
     """The durable background job queue, on the same database as everything else."""
 
     async def enqueue(
-        self, kind: str, payload: dict[str, Any], *, max_attempts: int, run_after: float | None = None
-    ) -> Job: ...
+        self,
+        kind: str,
+        payload: dict[str, Any],
+        *,
+        max_attempts: int | None = None,
+        run_after: float | None = None,
+    ) -> Job:
+        """Queue a job, due at ``run_after`` (now by default), tried up to ``max_attempts`` times
+        (``THREADLINE_JOB_MAX_ATTEMPTS`` by default)."""
+
     async def get_job(self, job_id: str) -> Job | None: ...
     async def claim_jobs(
         self, worker_id: str, kinds: Collection[str], now: float, lease_seconds: float, limit: int

@@ -100,8 +100,9 @@ _REAP = (
 
 
 class SqlJobQueue:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, max_attempts: int = 5) -> None:
         self.db = db
+        self.max_attempts = max_attempts
         self._claim = _claim(skip_locked=not db.is_sqlite)
         self._enqueued: asyncio.Event | None = None
 
@@ -113,7 +114,12 @@ class SqlJobQueue:
         return self._enqueued
 
     async def enqueue(
-        self, kind: str, payload: dict[str, Any], *, max_attempts: int, run_after: float | None = None
+        self,
+        kind: str,
+        payload: dict[str, Any],
+        *,
+        max_attempts: int | None = None,
+        run_after: float | None = None,
     ) -> Job:
         now = time.time()
         job = Job(
@@ -121,7 +127,7 @@ class SqlJobQueue:
             kind=kind,
             payload=payload,
             created_at=now,
-            max_attempts=max_attempts,
+            max_attempts=self.max_attempts if max_attempts is None else max_attempts,
             run_after=now if run_after is None else run_after,
         )
         await self.db.write(lambda conn: conn.execute(insert(_J), dataclasses.asdict(job)))
