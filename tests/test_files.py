@@ -16,7 +16,7 @@ import httpx
 import openai
 import pytest
 
-from tests.support import ThreadlineServer
+from tests.support import ThreadlineServer, wait_for
 
 BUCKET = "threadline-files"
 MiB = 1024 * 1024
@@ -197,6 +197,30 @@ def test_an_upload_over_the_limit_gets_413_and_leaves_nothing(
     assert stored.keys() == []
     # Exactly at the limit is fine.
     assert client.files.create(file=("fits.bin", b"x" * MiB), purpose="assistants").bytes == MiB
+
+
+def test_an_upload_cut_off_by_the_client_leaves_nothing(
+    files_server: Callable[..., tuple[ThreadlineServer, Stored]],
+) -> None:
+    server, stored = files_server()
+    head, content_type = _multipart([("purpose", None, b"assistants")])
+    boundary = content_type.split("=", 1)[1]
+    start = head.rsplit(f"--{boundary}--".encode(), 1)[0]
+    start += (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="big.bin"\r\n\r\n'.encode()
+    )
+    sent = 10 * MiB  # past the first S3 part, so a multipart upload is under way there
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        sock.sendall(
+            f"POST /v1/files HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {content_type}\r\n"
+            f"Content-Length: {len(start) + 20 * MiB}\r\n\r\n".encode()
+            + start
+        )
+        for _ in range(sent // MiB):
+            sock.sendall(b"x" * MiB)
+        wait_for(stored.keys, timeout=30, what="the upload to reach the store")
+    wait_for(lambda: not stored.keys(), timeout=30, what="the cut-off upload to be cleaned away")
+    assert sdk(server).files.list().data == []
 
 
 def _multipart(parts: list[tuple[str, str | None, bytes]]) -> tuple[bytes, str]:
