@@ -311,6 +311,26 @@ def test_expiry_may_come_as_one_json_part(make_server: Callable[..., ThreadlineS
     assert refused.status_code == 400 and refused.json()["error"]["param"] == "expires_after"
 
 
+def test_ids_and_cursors_that_cannot_exist(make_server: Callable[..., ThreadlineServer]) -> None:
+    """Not even PostgreSQL, which refuses text holding NUL, turns these into a 500."""
+    server = make_server(run_worker=False)
+    assert httpx.get(f"{server.url}/files?after=%00").status_code == 400
+    for method in ("GET", "DELETE"):
+        for path in ("/files/file-%00", "/files/file-%00/content", "/files/%E2%98%83"):
+            if method == "GET" or not path.endswith("content"):
+                response = httpx.request(method, f"{server.url}{path}")
+                assert response.status_code == 404, (method, path, response.text)
+    thread = httpx.post(f"{server.url}/threads", json={}, headers={"OpenAI-Beta": "assistants=v2"}).json()
+    message = {"role": "user", "content": "x", "attachments": [{"file_id": "file-\x00", "tools": []}]}
+    refused = httpx.post(
+        f"{server.url}/threads/{thread['id']}/messages",
+        json=message,
+        headers={"OpenAI-Beta": "assistants=v2"},
+    )
+    assert refused.status_code == 400
+    assert refused.json()["error"]["param"] == "attachments[0].file_id"
+
+
 def test_files_need_the_api_key_but_not_the_beta_header(make_server: Callable[..., ThreadlineServer]) -> None:
     server = make_server(run_worker=False, api_key="sesame")
     body, content_type = _multipart([("purpose", None, b"assistants"), ("file", "a.txt", b"hi")])

@@ -43,6 +43,8 @@ def test_filenames_that_are_not_plain_names_are_refused(name: str) -> None:
         ("blob", "application/x-custom; charset=binary", "application/x-custom"),
         ("blob", "application/octet-stream", "application/octet-stream"),
         ("blob", None, "application/octet-stream"),
+        ("blob", "text/html\x00<script>", "application/octet-stream"),
+        ("blob", "not a type", "application/octet-stream"),
     ],
 )
 def test_content_types(name: str, declared: str | None, expected: str) -> None:

@@ -11,6 +11,7 @@ from urllib.parse import quote
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 
+from threadline.api.deps import Cursor
 from threadline.api.multipart import FormReader
 from threadline.api.objects import file_object, list_object
 from threadline.domain.entities import ListQuery
@@ -30,7 +31,7 @@ Files = Annotated[FileService, Depends(_files)]
 async def _file_paging(
     limit: Annotated[int, Query(ge=1, le=10_000)] = 10_000,
     order: Literal["asc", "desc"] = "desc",
-    after: Annotated[str | None, Query(max_length=128)] = None,
+    after: Cursor = None,
 ) -> ListQuery:
     """OpenAI's file list: up to 10,000 a page by default, and only an ``after`` cursor."""
     return ListQuery(limit=limit, order=order, after=after)

@@ -14,6 +14,7 @@ import asyncio
 import json
 import logging
 import mimetypes
+import re
 import unicodedata
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -36,6 +37,9 @@ _IMAGE_SUFFIXES = (".png", ".jpeg", ".jpg", ".gif", ".webp")
 _FIELD_LIMIT = 1024
 """Bytes a plain form field (``purpose``, ``expires_after[...]``) may hold."""
 _FILENAME_LIMIT = 255
+_MEDIA_TYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]{0,126}/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}")
+_FILE_ID = re.compile(r"file-[A-Za-z0-9]{1,64}")
+"""What every file id made here looks like (``ids.new_id("file")``)."""
 _EXPIRY_SECONDS = (3600, 2_592_000)
 # Types ``mimetypes`` does not know everywhere.
 _EXTRA_TYPES = {".jsonl": "application/jsonl", ".md": "text/markdown", ".webp": "image/webp"}
@@ -86,8 +90,9 @@ def content_type_for(filename: str, declared: str | None) -> str:
     guessed = _EXTRA_TYPES.get(suffix) or mimetypes.guess_type(filename, strict=False)[0]
     if guessed:
         return guessed
-    if declared and declared.split(";")[0].strip().lower() not in ("", "application/octet-stream"):
-        return declared.split(";")[0].strip()[:256]
+    declared = (declared or "").split(";")[0].strip().lower()
+    if _MEDIA_TYPE.fullmatch(declared) and declared != "application/octet-stream":
+        return declared
     return "application/octet-stream"
 
 
@@ -276,7 +281,7 @@ class FileService:
             log.exception("could not remove the blob of refused upload %s", file_id)
 
     async def get_file(self, file_id: str) -> File:
-        file = await self.files.get_file(file_id)
+        file = await self.files.get_file(file_id) if _FILE_ID.fullmatch(file_id) else None
         if file is None:
             raise NotFoundError(f"No such File object: {file_id}", param="id")
         return file
@@ -294,7 +299,7 @@ class FileService:
 
     async def delete_file(self, file_id: str) -> None:
         """Delete the file, and take it out of every assistant's and thread's tool resources."""
-        if not await self.files.delete_file(file_id):
+        if not _FILE_ID.fullmatch(file_id) or not await self.files.delete_file(file_id):
             raise NotFoundError(f"No such File object: {file_id}", param="id")
         # After the row: a blob left behind by a failure here is unreachable, never a dangling row.
         await self._discard(file_id)
@@ -307,12 +312,12 @@ class FileService:
                     f"Invalid '{ref.param}': '{ref.file_id[:100]}'. Expected an ID that begins with 'file'.",
                     param=ref.param,
                 )
-        if not refs:
-            return
-        found = await self.files.existing_file_ids({ref.file_id for ref in refs})
+        # Ids we could never have made are not looked up (PostgreSQL refuses text with NUL in it).
+        plausible = {ref.file_id for ref in refs if _FILE_ID.fullmatch(ref.file_id)}
+        found = await self.files.existing_file_ids(plausible) if plausible else set()
         for ref in refs:
             if ref.file_id not in found:
-                raise InvalidRequestError(f"No file found with id '{ref.file_id}'.", param=ref.param)
+                raise InvalidRequestError(f"No file found with id '{ref.file_id[:100]}'.", param=ref.param)
 
 
 def referenced_files(fields: Mapping[str, Any], at: str = "") -> list[FileRef]:
