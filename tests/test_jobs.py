@@ -35,15 +35,15 @@ class Queue:
         self.db = Database(url)
         self.queue = SqlJobQueue(self.db)
 
-    def _run(self, coro: Any) -> Any:
+    def run(self, coro: Any) -> Any:
         return self.loop.run_until_complete(coro)
 
     def enqueue(self, kind: str, payload: dict[str, Any] | None = None, max_attempts: int = 5) -> Job:
-        job: Job = self._run(self.queue.enqueue(kind, payload or {}, max_attempts=max_attempts))
+        job: Job = self.run(self.queue.enqueue(kind, payload or {}, max_attempts=max_attempts))
         return job
 
     def get(self, job_id: str) -> Job:
-        job: Job | None = self._run(self.queue.get_job(job_id))
+        job: Job | None = self.run(self.queue.get_job(job_id))
         assert job is not None
         return job
 
@@ -56,7 +56,7 @@ class Queue:
         )
 
     def close(self) -> None:
-        self._run(self.db.dispose())
+        self.run(self.db.dispose())
         self.loop.close()
 
 
@@ -182,6 +182,22 @@ def test_two_workers_share_a_queue_and_run_each_job_once(
         queue.wait(job.id, "succeeded")
     assert sorted(ran) == sorted(job.id for job in jobs)
     assert all(queue.get(job.id).attempts == 1 for job in jobs)
+
+
+def test_finished_jobs_are_purged_after_they_have_been_kept(
+    start_server: Callable[..., ThreadlineServer], queue_for: Callable[..., Queue]
+) -> None:
+    async def quick(job: Job) -> None:
+        return None
+
+    queue = queue_for(start_server({"quick": quick}))
+    done = queue.wait(queue.enqueue("quick").id, "succeeded")
+    waiting = queue.enqueue("nobody-runs-this")
+    assert done.finished_at is not None
+    assert queue.run(queue.queue.purge_jobs(done.finished_at)) == 0
+    assert queue.run(queue.queue.purge_jobs(done.finished_at + 1)) == 1
+    assert queue.run(queue.queue.get_job(done.id)) is None
+    assert queue.get(waiting.id).status == "queued"  # only finished jobs go
 
 
 def test_jobs_of_kinds_a_worker_cannot_run_stay_queued(

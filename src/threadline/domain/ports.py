@@ -208,3 +208,6 @@ class JobQueue(Protocol):
 
     async def reap_jobs(self, now: float) -> int:
         """Take back jobs whose worker's lease lapsed: queued again, or failed when out of attempts."""
+
+    async def purge_jobs(self, finished_before: float) -> int:
+        """Forget succeeded and failed jobs that finished before this time."""

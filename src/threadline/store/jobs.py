@@ -13,7 +13,7 @@ import time
 from collections.abc import Collection, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, bindparam, case, insert, select, update
+from sqlalchemy import Connection, Row, and_, bindparam, case, delete, insert, select, update
 
 from threadline.domain.entities import Job
 from threadline.ids import new_id
@@ -97,6 +97,9 @@ _REAP = (
         lease_expires_at=None,
     )
 )
+
+
+_PURGE = delete(_J).where(_J.c.status.in_(["succeeded", "failed"]), _J.c.finished_at < bindparam("b_before"))
 
 
 class SqlJobQueue:
@@ -183,3 +186,6 @@ class SqlJobQueue:
 
     async def reap_jobs(self, now: float) -> int:
         return await self.db.write(lambda conn: conn.execute(_REAP, {"b_now": now}).rowcount)
+
+    async def purge_jobs(self, finished_before: float) -> int:
+        return await self.db.write(lambda conn: conn.execute(_PURGE, {"b_before": finished_before}).rowcount)

@@ -24,6 +24,9 @@ log = logging.getLogger(__name__)
 Handler = Callable[[Job], Awaitable[None]]
 
 MAX_BACKOFF_SECONDS = 3600.0
+KEEP_FINISHED_SECONDS = 7 * 24 * 3600.0
+"""How long finished jobs stay in the table, for whoever wants to see how they went."""
+PURGE_EVERY_SECONDS = 3600.0
 
 
 def backoff(settings: Settings, attempts: int) -> float:
@@ -176,10 +179,14 @@ class JobRunner:
                 task.cancel()
 
     async def _reap_forever(self) -> None:
+        purged_at = 0.0
         while True:
             await asyncio.sleep(self.settings.sweep_interval_seconds)
             try:
                 reaped = await self.queue.reap_jobs(time.time())
+                if time.monotonic() - purged_at > PURGE_EVERY_SECONDS:
+                    purged_at = time.monotonic()
+                    await self.queue.purge_jobs(time.time() - KEEP_FINISHED_SECONDS)
             except Exception:
                 log.exception("worker %s: reaping jobs failed", self.worker_id)
                 continue
