@@ -315,6 +315,8 @@ def test_ids_and_cursors_that_cannot_exist(make_server: Callable[..., Threadline
     """Not even PostgreSQL, which refuses text holding NUL, turns these into a 500."""
     server = make_server(run_worker=False)
     assert httpx.get(f"{server.url}/files?after=%00").status_code == 400
+    assert httpx.get(f"{server.url}/files?purpose=%00").status_code == 400
+    assert httpx.get(f"{server.url}/files?purpose=memes").json()["data"] == []
     for method in ("GET", "DELETE"):
         for path in ("/files/file-%00", "/files/file-%00/content", "/files/%E2%98%83"):
             if method == "GET" or not path.endswith("content"):

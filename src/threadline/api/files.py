@@ -46,7 +46,7 @@ async def create_file(request: Request, files: Files) -> dict[str, Any]:
 async def list_files(
     files: Files,
     query: Annotated[ListQuery, Depends(_file_paging)],
-    purpose: Annotated[str | None, Query(max_length=64)] = None,
+    purpose: Annotated[str | None, Query(pattern=r"^[a-z0-9_-]{1,64}$")] = None,
 ) -> dict[str, Any]:
     return list_object(await files.list_files(query, purpose), file_object)
 
