@@ -63,6 +63,7 @@ def test_project_b_cannot_see_or_touch_project_a(
     step = a.beta.threads.runs.steps.list(thread_id=thread.id, run_id=run.id).data[0]
     mine = b.beta.assistants.create(model="gpt-4o")
     my_thread = b.beta.threads.create()
+    file = a.files.create(file=("notes.txt", b"A's secret notes"), purpose="assistants")
     call = run.required_action.submit_tool_outputs.tool_calls[0]
 
     t, r = thread.id, run.id
@@ -96,6 +97,9 @@ def test_project_b_cannot_see_or_touch_project_a(
         ),
         ("list steps", lambda: b.beta.threads.runs.steps.list(r, thread_id=t)),
         ("retrieve step", lambda: b.beta.threads.runs.steps.retrieve(step.id, thread_id=t, run_id=r)),
+        ("retrieve file", lambda: b.files.retrieve(file.id)),
+        ("download file", lambda: b.files.content(file.id)),
+        ("delete file", lambda: b.files.delete(file.id)),
     ]
     for what, attempt in attempts:
         with pytest.raises(openai.NotFoundError):
@@ -107,8 +111,19 @@ def test_project_b_cannot_see_or_touch_project_a(
     )
     assert transitions.status_code == 404
 
+    # A's file cannot be attached in B either: it does not exist there.
+    with pytest.raises(openai.BadRequestError, match=f"No file found with id '{file.id}'"):
+        b.beta.threads.messages.create(
+            thread_id=my_thread.id,
+            role="user",
+            content="read this",
+            attachments=[{"file_id": file.id, "tools": [{"type": "code_interpreter"}]}],
+        )
+
     # B's lists hold only B's objects; A's objects are untouched.
     assert [x.id for x in b.beta.assistants.list()] == [mine.id]
+    assert b.files.list().data == []
+    assert a.files.content(file.id).read() == b"A's secret notes"
     threads = httpx.get(
         f"{server.url}/threads", headers={"Authorization": f"Bearer {key_b}", "OpenAI-Beta": "assistants=v2"}
     ).json()["data"]

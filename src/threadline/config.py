@@ -70,6 +70,30 @@ class Settings:
     poll_hold_seconds: float = 5.0
     """How long a poll from the SDK's helpers (``X-Stainless-Poll-Helper``) is held while nothing changes."""
     log_level: str = "info"
+    file_max_bytes: int = 512 * 1024 * 1024
+    """The largest file ``POST /v1/files`` accepts (OpenAI's limit: 512 MB)."""
+    file_store: str = "local"
+    """Where uploaded files' bytes live: ``local`` (a directory) or ``s3`` (an S3-compatible bucket)."""
+    file_dir: str = ""
+    """The ``local`` store's directory; empty means ``<data_dir>/files``."""
+    s3_bucket: str = ""
+    """The ``s3`` store's bucket (credentials and region come from the usual ``AWS_*`` variables)."""
+    s3_endpoint_url: str = ""
+    """An S3-compatible server (MinIO, Ceph, moto ...); empty means AWS itself."""
+    s3_prefix: str = "files/"
+    """Prepended to every object key the ``s3`` store writes, so a bucket can be shared."""
+    job_max_attempts: int = 5
+    """How many times a background job is tried before it is marked failed."""
+    job_retry_seconds: float = 5.0
+    """The first retry's delay; each further retry waits twice as long (at most an hour)."""
+    job_lease_seconds: float = 60.0
+    """How long a silent worker keeps its background jobs before the reaper hands them to another."""
+    job_concurrency: int = 8
+    """Background jobs one worker process runs at once."""
+
+    @property
+    def effective_file_dir(self) -> Path:
+        return Path(self.file_dir) if self.file_dir else self.data_dir / "files"
 
     @property
     def effective_database_url(self) -> str:

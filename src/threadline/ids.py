@@ -8,7 +8,7 @@ from typing import Literal
 
 _ALPHABET = string.ascii_letters + string.digits
 
-Kind = Literal["assistant", "thread", "message", "run", "step", "call", "project", "key"]
+Kind = Literal["assistant", "thread", "message", "run", "step", "call", "file", "job", "project", "key"]
 
 _PREFIXES: dict[Kind, str] = {
     "assistant": "asst_",
@@ -17,6 +17,8 @@ _PREFIXES: dict[Kind, str] = {
     "run": "run_",
     "step": "step_",
     "call": "call_",
+    "file": "file-",  # OpenAI's file ids take a hyphen, not an underscore
+    "job": "job_",
     "project": "proj_",
     "key": "key_",
 }

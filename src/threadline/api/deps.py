@@ -48,11 +48,15 @@ async def require_beta(request: Request) -> None:
         )
 
 
+Cursor = Annotated[str | None, Query(max_length=128, pattern=r"^[^\x00]*$")]
+"""A list cursor (an object id). No NUL characters: PostgreSQL cannot compare text holding one."""
+
+
 async def list_query(
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     order: Literal["asc", "desc"] = "desc",
-    after: Annotated[str | None, Query(max_length=128)] = None,
-    before: Annotated[str | None, Query(max_length=128)] = None,
+    after: Cursor = None,
+    before: Cursor = None,
 ) -> ListQuery:
     return ListQuery(limit=limit, order=order, after=after, before=before)
 

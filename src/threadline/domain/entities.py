@@ -176,6 +176,45 @@ class Summary:
     updated_at: int
 
 
+@dataclass(slots=True)
+class File:
+    """An uploaded file: its description here, its bytes in the blob store under ``id``."""
+
+    id: str
+    created_at: int
+    bytes: int
+    filename: str
+    purpose: str
+    content_type: str
+    expires_at: int | None = None
+    status: Literal["uploaded", "processed", "error"] = "processed"
+    status_details: str | None = None
+    project_id: str = DEFAULT_PROJECT
+
+
+JobStatus = Literal["queued", "running", "succeeded", "failed"]
+
+
+@dataclass(slots=True)
+class Job:
+    """A unit of background work (file ingestion, clean-ups), run by a worker's handler for ``kind``."""
+
+    id: str
+    kind: str
+    payload: dict[str, Any]
+    created_at: float
+    status: JobStatus = "queued"
+    attempts: int = 0
+    """How many times a worker has started it."""
+    max_attempts: int = 5
+    run_after: float = 0.0
+    """Not claimed before this time (a retry's backoff)."""
+    worker_id: str | None = None
+    lease_expires_at: float | None = None
+    last_error: str | None = None
+    finished_at: float | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class ListQuery:
     limit: int = 20

@@ -23,6 +23,7 @@ from threadline.domain.entities import (
     RunTransition,
     Thread,
 )
+from threadline.domain.files import FileService, attached_code_files, referenced_files, with_code_files
 from threadline.domain.lifecycle import (
     end_run,
     moved,
@@ -70,6 +71,7 @@ class Services:
         store: Store,
         bus: Bus,
         models: ModelCatalog,
+        files: FileService,
         *,
         run_expiry_seconds: int = 600,
         clock: Callable[[], int] = now,
@@ -78,6 +80,7 @@ class Services:
         self.store = store
         self.bus = bus
         self.models = models
+        self.files = files
         self.run_expiry_seconds = run_expiry_seconds
         self.clock = clock
         self.project_id = project_id
@@ -87,6 +90,7 @@ class Services:
         """The same services, seeing only ``project_id``'s objects (one per request: cheap)."""
         scoped = copy.copy(self)
         scoped.project_id = project_id
+        scoped.files = self.files.for_project(project_id)
         return scoped
 
     def _check_model(self, model: str, param: str = "model") -> None:
@@ -98,10 +102,15 @@ class Services:
                 code="model_not_found",
             )
 
+    async def _check_files(self, fields: dict[str, Any]) -> None:
+        """Refuse a request whose attachments, ``image_file`` parts or tool resources name unknown files."""
+        await self.files.check_references(referenced_files(fields))
+
     # --- assistants ------------------------------------------------------------------------
 
     async def create_assistant(self, fields: dict[str, Any], assistant_id: str | None = None) -> Assistant:
         self._check_model(fields["model"])
+        await self._check_files(fields)
         assistant = Assistant(
             id=assistant_id or new_id("assistant"),
             created_at=self.clock(),
@@ -130,6 +139,7 @@ class Services:
         assistant = await self.get_assistant(assistant_id)
         if "model" in fields:
             self._check_model(fields["model"])
+        await self._check_files(fields)
         assistant = dataclasses.replace(assistant, **fields)
         await self.store.update_assistant(assistant)
         return assistant
@@ -162,9 +172,15 @@ class Services:
         )
         thread.last_active_at = thread.created_at
         messages = [self._new_message(thread.id, m, thread.created_at) for m in fields.get("messages") or []]
+        # Files its messages attach for code_interpreter join the thread's resources (as the store
+        # does for messages added later), so the thread comes back as it was saved.
+        joined = with_code_files(thread.tool_resources, attached_code_files(messages))
+        if joined is not None:
+            thread.tool_resources = joined
         return thread, messages
 
     async def create_thread(self, fields: dict[str, Any]) -> Thread:
+        await self._check_files(fields)
         thread, messages = self._new_thread(fields)
         await self.store.insert_thread(thread, messages)
         return thread
@@ -180,6 +196,7 @@ class Services:
 
     async def modify_thread(self, thread_id: str, fields: dict[str, Any]) -> Thread:
         thread = await self.get_thread(thread_id)
+        await self._check_files(fields)
         thread = dataclasses.replace(thread, **fields)
         await self.store.update_thread(thread)
         return thread
@@ -192,6 +209,7 @@ class Services:
 
     async def create_message(self, thread_id: str, fields: dict[str, Any]) -> Message:
         await self.get_thread(thread_id)
+        await self._check_files(fields)
         message = self._new_message(thread_id, fields)
         try:
             await self.store.insert_message(message)
@@ -229,6 +247,7 @@ class Services:
         """Queue a run. Stream followers subscribe to ``run_id`` before calling, to miss nothing."""
         assistant = await self.get_assistant(fields["assistant_id"])
         await self.get_thread(thread_id)
+        await self._check_files(fields)
         run, messages = self._new_run(thread_id, assistant, fields, run_id)
         try:
             await self.store.insert_run(run, messages)
@@ -243,6 +262,7 @@ class Services:
         self, fields: dict[str, Any], run_id: str | None = None
     ) -> tuple[Thread, Run]:
         assistant = await self.get_assistant(fields["assistant_id"])
+        await self._check_files(fields)
         thread_fields = dict(fields.get("thread") or {})
         if fields.get("tool_resources") is not None:
             thread_fields["tool_resources"] = fields["tool_resources"]

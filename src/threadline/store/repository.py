@@ -43,9 +43,11 @@ from threadline.domain.entities import (
     Summary,
     Thread,
 )
+from threadline.domain.files import attached_code_files, with_code_files
 from threadline.domain.ports import Change, ThreadLockedError
 from threadline.domain.run_states import ACTIVE, RunStatus, cause_of
 from threadline.store import tables as t
+from threadline.store.claims import claim_statement, renew_statement
 from threadline.store.database import Database
 
 E = TypeVar("E", Assistant, Thread, Message, Run, RunStep)
@@ -149,7 +151,7 @@ def _transition(run: Run, expect: frozenset[RunStatus], at: float) -> dict[str, 
     }
 
 
-def _page_query(
+def page_query(
     conn: Connection, table: Table, query: ListQuery, where: list[Any]
 ) -> tuple[Select[Any], bool]:
     """The rows between the cursors, one more than the limit (to tell ``has_more``).
@@ -174,6 +176,21 @@ def _page_query(
     ascending = descending == flipped
     order = table.c.seq.asc() if ascending else table.c.seq.desc()
     return select(table).where(*conditions).order_by(order).limit(query.limit + 1), flipped
+
+
+def _join_attachments(conn: Connection, thread_id: str, messages: Sequence[Message]) -> None:
+    """Add the files ``messages`` attach for ``code_interpreter`` to their thread's tool resources.
+
+    Called after the thread row was written or locked in this transaction, so no concurrent writer
+    can lose an id between the read and the update.
+    """
+    file_ids = attached_code_files(messages)
+    if not file_ids:
+        return
+    current = conn.execute(select(t.threads.c.tool_resources).where(t.threads.c.id == thread_id)).scalar()
+    resources = with_code_files(current, file_ids)
+    if resources is not None:
+        conn.execute(update(t.threads).where(t.threads.c.id == thread_id).values(tool_resources=resources))
 
 
 def _lock_thread(conn: Connection, thread_id: str, run_id: str | None) -> None:
@@ -225,24 +242,17 @@ def _claim_statement(skip_locked: bool) -> Any:
         r.c.status == RunStatus.QUEUED.value,
         and_(r.c.status == RunStatus.IN_PROGRESS.value, r.c.lease_expires_at < bindparam("b_now")),
     )
-    pick = select(r.c.id).where(claimable).order_by(r.c.seq).limit(bindparam("b_limit"))
-    if skip_locked:
-        pick = pick.with_for_update(skip_locked=True)
-    # A CTE, not ``id IN (subquery)``: PostgreSQL may run an IN-subquery more than once, and with
-    # SKIP LOCKED each run can pick other rows, so a worker could take more runs than it asked for.
-    picked = pick.cte("picked")
-    return (
-        update(r)
-        .where(r.c.id == picked.c.id, claimable)
-        .values(
-            status=RunStatus.IN_PROGRESS.value,
-            worker_id=bindparam("b_worker"),
-            lease_expires_at=bindparam("b_lease"),
-            started_at=func.coalesce(r.c.started_at, bindparam("b_started")),
-            claims=r.c.claims + 1,
-        )
-        .returning(*r.c)
-    )
+    values = {
+        "status": RunStatus.IN_PROGRESS.value,
+        "worker_id": bindparam("b_worker"),
+        "lease_expires_at": bindparam("b_lease"),
+        "started_at": func.coalesce(r.c.started_at, bindparam("b_started")),
+        "claims": r.c.claims + 1,
+    }
+    return claim_statement(r, claimable, values, skip_locked=skip_locked)
+
+
+_RENEW_RUNS = renew_statement(t.runs, RunStatus.IN_PROGRESS.value)
 
 
 class SqlStore:
@@ -278,7 +288,7 @@ class SqlStore:
 
     async def _page(self, cls: type[E], table: Table, query: ListQuery, *where: Any) -> Page[E]:
         def read(conn: Connection) -> Page[E]:
-            stmt, flipped = _page_query(conn, table, query, list(where))
+            stmt, flipped = page_query(conn, table, query, list(where))
             rows = conn.execute(stmt).all()
             page = list(rows[: query.limit])
             if flipped:
@@ -330,6 +340,7 @@ class SqlStore:
             conn.execute(_INSERT["threads"], {**_row(thread), "active_run_id": run.id if run else None})
             if messages:
                 conn.execute(_INSERT["messages"], [_row(m) for m in messages])
+                _join_attachments(conn, thread.id, messages)
             if run is not None:
                 conn.execute(_INSERT["runs"], _row(run))
                 conn.execute(_INSERT["run_transitions"], _transition(run, frozenset(), time.time()))
@@ -379,6 +390,7 @@ class SqlStore:
         def write(conn: Connection) -> None:
             _lock_thread(conn, message.thread_id, None)
             conn.execute(_INSERT["messages"], _row(message))
+            _join_attachments(conn, message.thread_id, [message])
 
         await self.db.write(write)
 
@@ -453,6 +465,7 @@ class SqlStore:
             _lock_thread(conn, run.thread_id, run.id)
             if messages:
                 conn.execute(_INSERT["messages"], [_row(m) for m in messages])
+                _join_attachments(conn, run.thread_id, messages)
             conn.execute(_INSERT["runs"], _row(run))
             conn.execute(_INSERT["run_transitions"], _transition(run, frozenset(), time.time()))
 
@@ -532,17 +545,8 @@ class SqlStore:
     async def renew_leases(self, worker_id: str, run_ids: Sequence[str], until: float) -> list[str]:
         if not run_ids:
             return []
-        stmt = (
-            update(t.runs)
-            .where(
-                t.runs.c.id.in_(run_ids),
-                t.runs.c.worker_id == worker_id,
-                t.runs.c.status == RunStatus.IN_PROGRESS.value,
-            )
-            .values(lease_expires_at=until)
-            .returning(t.runs.c.id)
-        )
-        return await self.db.write(lambda conn: list(conn.execute(stmt).scalars()))
+        params = {"b_ids": list(run_ids), "b_worker": worker_id, "b_until": until}
+        return await self.db.write(lambda conn: list(conn.execute(_RENEW_RUNS, params).scalars()))
 
     async def expired_runs(self, now: int, limit: int) -> list[Run]:
         r = t.runs

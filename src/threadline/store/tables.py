@@ -199,3 +199,42 @@ thread_summaries = Table(
     Column("last_message_id", String(64), nullable=False),
     Column("updated_at", BigInteger, nullable=False),
 )
+
+files = Table(
+    "files",
+    metadata,
+    _seq(),
+    Column("id", String(64), nullable=False, unique=True),
+    Column("created_at", BigInteger, nullable=False),
+    Column("bytes", BigInteger, nullable=False),
+    Column("filename", String(512), nullable=False),
+    Column("purpose", String(32), nullable=False),
+    Column("content_type", String(256), nullable=False),
+    Column("expires_at", BigInteger),
+    Column("status", String(16), nullable=False),
+    Column("status_details", Text),
+    Column("project_id", String(64), nullable=False, server_default="proj_default"),
+    Index("ix_files_purpose_seq", "purpose", "seq"),
+    Index("ix_files_project_seq", "project_id", "seq"),
+)
+
+# The background job queue: claimed like runs (one statement, SKIP LOCKED on PostgreSQL), leased,
+# retried with backoff, and taken back by a reaper when a worker's lease lapses.
+jobs = Table(
+    "jobs",
+    metadata,
+    _seq(),
+    Column("id", String(64), nullable=False, unique=True),
+    Column("kind", String(64), nullable=False),
+    Column("payload", JSON, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("max_attempts", Integer, nullable=False),
+    Column("run_after", Float, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("worker_id", String(64)),
+    Column("lease_expires_at", Float),
+    Column("last_error", Text),
+    Column("finished_at", Float),
+    Index("ix_jobs_status_run_after", "status", "run_after"),
+)

@@ -1,4 +1,5 @@
-"""The worker: claims queued runs and drives many of them at once through the run loop.
+"""The worker: claims queued runs and drives many of them at once through the run loop, and runs
+background jobs (``workers/jobs.py``) beside them.
 
 Runs wait on the model, not the CPU, so one process holds up to ``worker_concurrency`` runs in
 flight as asyncio tasks. Each claimed run carries a lease the worker renews; a run whose status
@@ -15,16 +16,18 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Mapping
 
 from threadline.config import Settings
 from threadline.domain.context import ContextBuilder
 from threadline.domain.entities import Run
 from threadline.domain.lifecycle import end_run, moved, now
-from threadline.domain.ports import Bus, Change, Store, Subscription
+from threadline.domain.ports import Bus, Change, JobQueue, Store, Subscription
 from threadline.domain.run_loop import RunLoop
 from threadline.domain.run_states import ACTIVE, RunStatus
 from threadline.events.types import ErrorEvent, ObjectEvent
 from threadline.providers.base import Router
+from threadline.workers.jobs import Handler, JobRunner
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +42,15 @@ _STOP = frozenset({RunStatus.CANCELLING, RunStatus.CANCELLED, RunStatus.EXPIRED}
 
 
 class Worker:
-    def __init__(self, settings: Settings, store: Store, bus: Bus, router: Router) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        bus: Bus,
+        router: Router,
+        jobs: JobQueue | None = None,
+        job_handlers: Mapping[str, Handler] | None = None,
+    ) -> None:
         self.settings = settings
         self.store = store
         self.bus = bus
@@ -51,6 +62,8 @@ class Worker:
         self.running: dict[str, asyncio.Task[None]] = {}
         self._stopping = asyncio.Event()
         self._background: list[asyncio.Task[None]] = []
+        self.jobs = JobRunner(settings, jobs, self.id, job_handlers) if jobs is not None else None
+        """Background jobs, run by the handlers registered for their kinds."""
 
     def start(self) -> None:
         self._background = [
@@ -58,6 +71,8 @@ class Worker:
             asyncio.create_task(self._renew_forever(), name="threadline-leases"),
             asyncio.create_task(self._sweep_forever(), name="threadline-sweeper"),
         ]
+        if self.jobs is not None:
+            self.jobs.start()
         log.info("worker %s started (concurrency %d)", self.id, self.settings.worker_concurrency)
 
     async def stop(self, grace: float = 10.0) -> None:
@@ -66,6 +81,8 @@ class Worker:
         Leases keep being renewed while we wait, so no other worker takes a run we are finishing.
         """
         self._stopping.set()
+        # Background jobs wind down alongside runs, within the same grace.
+        jobs_stopped = asyncio.create_task(self.jobs.stop(grace)) if self.jobs is not None else None
         claim, *others = self._background
         claim.cancel()
         await asyncio.gather(claim, return_exceptions=True)
@@ -82,6 +99,8 @@ class Worker:
             task.cancel()
         await asyncio.gather(*self.running.values(), return_exceptions=True)
         handed = [run_id for run_id in unfinished if await self._hand_back(run_id)]
+        if jobs_stopped is not None:
+            await jobs_stopped
         if handed:
             # Other workers take them now rather than at their next poll.
             await self.bus.notify_work()
