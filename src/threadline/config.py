@@ -69,6 +69,24 @@ class Settings:
     """How often stale threads are looked for."""
     poll_hold_seconds: float = 5.0
     """How long a poll from the SDK's helpers (``X-Stainless-Poll-Helper``) is held while nothing changes."""
+    sandbox_memory_mb: int = 1024
+    """Address space of each code_interpreter kernel (and of each process it starts)."""
+    sandbox_disk_mb: int = 512
+    """Size of each kernel's ``/mnt/data`` (a tmpfs, so it is memory too) and the largest file."""
+    sandbox_processes: int = 64
+    """Processes and threads one kernel may run at once."""
+    sandbox_call_seconds: float = 60.0
+    """Time for one code_interpreter call: the code is interrupted, then the kernel killed 5 s later."""
+    sandbox_session_cpu_seconds: int = 900
+    """CPU time one kernel may use over its life; past it the kernel is killed and starts afresh."""
+    sandbox_idle_seconds: float = 3600.0
+    """Kernels unused this long are stopped (their variables and files are lost), as OpenAI's expired."""
+    sandbox_max_kernels: int = 16
+    """Kernels one process keeps at once; past it the least recently used idle kernel is stopped."""
+    sandbox_python: str = ""
+    """The interpreter run inside the sandbox (it needs numpy, pandas, matplotlib); empty: the server's."""
+    sandbox_uid_base: int = 200000
+    """When the server runs as root, kernel slot N runs as host uid ``sandbox_uid_base + N``."""
     log_level: str = "info"
     file_max_bytes: int = 512 * 1024 * 1024
     """The largest file ``POST /v1/files`` accepts (OpenAI's limit: 512 MB)."""

@@ -1,0 +1,223 @@
+"""How one kernel is started: the bubblewrap command line, the resource limits, the unprivileged user.
+
+Two ways, chosen by who runs the server:
+
+- **as root** (containers, this project's CI): bubblewrap builds the sandbox with every namespace but
+  the user one, keeps only the capabilities needed to change user, and ``setpriv`` then becomes a
+  dedicated host uid (``sandbox_uid_base`` + the kernel's slot), drops every capability, clears the
+  bounding set and sets ``no_new_privs`` before Python starts. Each live kernel has its own uid, so
+  the process limit (``RLIMIT_NPROC``, counted per uid) is per kernel, and no kernel can signal or
+  read another.
+- **as any other user**: bubblewrap creates a user namespace (``--unshare-user``), maps the server's
+  uid to 65534 inside and drops every capability. ``RLIMIT_NPROC`` then counts the server user's own
+  processes as well, so run the server under a user of its own.
+
+Either way the sandbox has no network, a read-only ``/usr`` and Python, size-limited tmpfs mounts at
+``/mnt/data``, ``/tmp`` and ``/dev/shm``, and nothing else of the host. ``probe`` starts a trivial
+sandbox once: when bubblewrap is missing or refuses (no namespaces), the pool refuses to run code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from threadline.config import Settings
+from threadline.errors import SandboxUnavailableError
+
+KERNEL_SOURCE = (Path(__file__).with_name("kernel.py")).read_text(encoding="utf-8")
+SMALL_TMPFS_BYTES = 64 * 1024 * 1024
+"""Size of ``/tmp`` and of ``/dev/shm`` in each sandbox."""
+OPEN_FILES = 256
+INSIDE_UID = 65534
+ENVIRONMENT = {
+    "PATH": "/usr/local/bin:/usr/bin:/bin",
+    "HOME": "/tmp",
+    "LANG": "C.UTF-8",
+    "MPLCONFIGDIR": "/tmp/.matplotlib",
+    "MPLBACKEND": "Agg",
+    # One BLAS thread: threads count against the process limit and a kernel gets a share of a core.
+    "OPENBLAS_NUM_THREADS": "1",
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class SandboxLimits:
+    """What one kernel may use; built from :class:`Settings` by :meth:`from_settings`."""
+
+    memory_bytes: int = 1024 * 1024 * 1024
+    disk_bytes: int = 512 * 1024 * 1024
+    processes: int = 64
+    call_seconds: float = 60.0
+    session_cpu_seconds: int = 900
+    idle_seconds: float = 3600.0
+    max_kernels: int = 16
+    python: str = ""
+    uid_base: int = 200_000
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SandboxLimits:
+        return cls(
+            memory_bytes=settings.sandbox_memory_mb * 1024 * 1024,
+            disk_bytes=settings.sandbox_disk_mb * 1024 * 1024,
+            processes=settings.sandbox_processes,
+            call_seconds=settings.sandbox_call_seconds,
+            session_cpu_seconds=settings.sandbox_session_cpu_seconds,
+            idle_seconds=settings.sandbox_idle_seconds,
+            max_kernels=settings.sandbox_max_kernels,
+            python=settings.sandbox_python,
+            uid_base=settings.sandbox_uid_base,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Launcher:
+    """Builds and starts sandboxes for one interpreter; made by :func:`prepare`, which checks it works."""
+
+    limits: SandboxLimits
+    bwrap: str
+    python: str
+    python_roots: tuple[str, ...]
+    as_root: bool
+
+    def command(self, slot: int, program: str) -> list[str]:
+        """The full command line for a sandbox running ``python -c program`` as the slot's user."""
+        args = [
+            self.bwrap,
+            "--die-with-parent",
+            "--new-session",
+            "--unshare-pid",
+            "--unshare-net",
+            "--unshare-ipc",
+            "--unshare-uts",
+            "--unshare-cgroup-try",
+            "--hostname",
+            "sandbox",
+            "--clearenv",
+        ]
+        for name, value in ENVIRONMENT.items():
+            args += ["--setenv", name, value]
+        # /etc/fonts only: fontconfig (used by matplotlib) reads it; the rest of /etc stays out.
+        args += ["--ro-bind", "/usr", "/usr", "--ro-bind-try", "/etc/fonts", "/etc/fonts"]
+        for name in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
+            path = Path("/") / name
+            if path.is_symlink():
+                args += ["--symlink", os.readlink(path), str(path)]
+            elif path.is_dir():
+                args += ["--ro-bind", str(path), str(path)]
+        made: set[str] = set()
+        for root in self.python_roots:
+            # Parents are made world-readable: bubblewrap would copy modes such as /root's 0700.
+            for parent in reversed(Path(root).parents[:-1]):
+                if str(parent) not in made:
+                    made.add(str(parent))
+                    args += ["--perms", "0755", "--dir", str(parent)]
+            args += ["--ro-bind", root, root]
+        args += [
+            "--proc", "/proc",
+            "--dev", "/dev",
+            "--perms", "1777", "--size", str(SMALL_TMPFS_BYTES), "--tmpfs", "/tmp",
+            "--perms", "1777", "--size", str(SMALL_TMPFS_BYTES), "--tmpfs", "/dev/shm",
+            "--perms", "0777", "--size", str(self.limits.disk_bytes), "--tmpfs", "/mnt/data",
+            "--chdir", "/mnt/data",
+        ]  # fmt: skip
+        python = [self.python, "-I", "-B", "-c", program]
+        if not self.as_root:
+            return [
+                *args,
+                "--unshare-user",
+                "--disable-userns",
+                "--uid", str(INSIDE_UID),
+                "--gid", str(INSIDE_UID),
+                "--cap-drop", "ALL",
+                "--", *python,
+            ]  # fmt: skip
+        uid = str(self.limits.uid_base + slot)
+        return [
+            *args,
+            "--cap-drop", "ALL",
+            "--cap-add", "CAP_SETUID",
+            "--cap-add", "CAP_SETGID",
+            "--cap-add", "CAP_SETPCAP",
+            "--",
+            "setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
+            "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs",
+            "--", *python,
+        ]  # fmt: skip
+
+    def preexec(self) -> Callable[[], None]:
+        """Limits set in the child before bubblewrap starts; the kernel and its children inherit them."""
+        limits = self.limits
+
+        def apply() -> None:
+            resource.setrlimit(resource.RLIMIT_AS, (limits.memory_bytes, limits.memory_bytes))
+            resource.setrlimit(resource.RLIMIT_NPROC, (limits.processes, limits.processes))
+            resource.setrlimit(resource.RLIMIT_NOFILE, (OPEN_FILES, OPEN_FILES))
+            resource.setrlimit(resource.RLIMIT_FSIZE, (limits.disk_bytes, limits.disk_bytes))
+            resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+            # Soft limit: SIGXCPU ends the kernel; the hard limit is the backstop if it is caught.
+            cpu = limits.session_cpu_seconds
+            resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 5))
+
+        return apply
+
+
+def prepare(limits: SandboxLimits) -> Launcher:
+    """A launcher for this machine, after starting one sandbox to prove it works; else a refusal."""
+    bwrap = shutil.which("bwrap")
+    if bwrap is None:
+        raise SandboxUnavailableError(
+            "code_interpreter is unavailable: bubblewrap (bwrap) is not installed on this server"
+        )
+    as_root = os.geteuid() == 0
+    if as_root and shutil.which("setpriv") is None:
+        raise SandboxUnavailableError("code_interpreter is unavailable: setpriv is not installed")
+    python = limits.python or sys.executable
+    try:
+        found = subprocess.run(
+            [python, "-I", "-c", "import json, sys; print(json.dumps([sys.prefix, sys.base_prefix]))"],
+            capture_output=True,
+            timeout=30,
+            check=True,
+        )
+        roots = tuple(str(Path(p).resolve()) for p in json.loads(found.stdout))
+    except (OSError, subprocess.SubprocessError, ValueError) as exc:
+        raise SandboxUnavailableError(f"code_interpreter is unavailable: cannot run {python}") from exc
+    # Drop roots that another root already covers (a venv's base inside /usr, say).
+    kept = tuple(
+        sorted({r for r in (*roots, "/usr") if not any(_inside(r, o) for o in (*roots, "/usr") if o != r)})
+    )
+    launcher = Launcher(
+        limits=limits,
+        bwrap=bwrap,
+        python=python,
+        python_roots=tuple(r for r in kept if r != "/usr"),
+        as_root=as_root,
+    )
+    probe = launcher.command(0, "import os; print(os.getuid())")
+    try:
+        done = subprocess.run(
+            probe, capture_output=True, timeout=60, preexec_fn=launcher.preexec(), check=False
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise SandboxUnavailableError(f"code_interpreter is unavailable: bubblewrap failed: {exc}") from exc
+    expected = str(limits.uid_base if as_root else INSIDE_UID)
+    if done.returncode != 0 or done.stdout.decode(errors="replace").strip() != expected:
+        detail = done.stderr.decode(errors="replace").strip()[-500:]
+        raise SandboxUnavailableError(
+            f"code_interpreter is unavailable: a sandbox could not be created here ({detail or 'no output'})"
+        )
+    return launcher
+
+
+def _inside(path: str, other: str) -> bool:
+    return path != other and Path(path).is_relative_to(other)
