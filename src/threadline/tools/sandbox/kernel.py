@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import ast
 import base64
+import contextlib
 import io
 import json
 import os
 import signal
 import sys
+import time
 import traceback
 from types import FrameType
 from typing import Any
@@ -35,6 +37,7 @@ MAX_IMAGES = 10
 MAX_REPORTED_FILES = 100
 MAX_RETURNED_BYTES = 32 * 1024 * 1024
 MPL_CONFIG = "/tmp/.matplotlib"
+KERNEL_PID = os.getpid()
 # Fonts tried in order: the first that is installed draws CJK text (Chinese labels).
 MATPLOTLIBRC = """\
 backend: Agg
@@ -88,6 +91,14 @@ def _run(code: str, namespace: dict[str, Any]) -> None:
             print(repr(value))
 
 
+def _traceback(exc: BaseException) -> str:
+    """The traceback from the code's first frame on: the kernel's own frames are noise to the model."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename != "<code>":
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(type(exc), exc, tb, limit=-20))
+
+
 def _figures() -> list[dict[str, str]]:
     pyplot = sys.modules.get("matplotlib.pyplot")
     if pyplot is None:
@@ -123,6 +134,21 @@ def _written(before: dict[str, tuple[int, int]]) -> list[dict[str, Any]]:
     return files
 
 
+def _end_other_processes() -> None:
+    """Kill what the code left running (no process outlives its call), then reap our own children."""
+    me = os.getpid()
+    for _ in range(100):
+        with contextlib.suppress(OSError):
+            os.kill(-1, signal.SIGKILL)  # everything we may signal here, except ourselves and pid 1
+        with contextlib.suppress(ChildProcessError):
+            while os.waitpid(-1, os.WNOHANG)[0] > 0:
+                pass
+        others = [p for p in os.listdir("/proc") if p.isdigit() and int(p) not in (1, me)]
+        if not others:
+            return
+        time.sleep(0.01)  # pid 1 (bubblewrap) reaps the orphans
+
+
 def _read_logs(capture: int) -> str:
     os.lseek(capture, 0, os.SEEK_SET)
     raw = os.read(capture, MAX_LOG_BYTES + 1)
@@ -149,8 +175,11 @@ def _execute(request: dict[str, Any], namespace: dict[str, Any], capture: int) -
     except ExecutionInterrupted as exc:
         interrupted = True
         error = f"{type(exc).__name__}: {exc}"
-    except BaseException:  # the code's own errors, SystemExit and KeyboardInterrupt included
-        error = traceback.format_exc(limit=-20)
+    except BaseException as exc:  # the code's own errors, SystemExit and KeyboardInterrupt included
+        error = _traceback(exc)
+    if os.getpid() != KERNEL_PID:
+        os._exit(0)  # a child forked by the code must never answer in the kernel's place
+    _end_other_processes()
     sys.stdout.flush()
     sys.stderr.flush()
     return {

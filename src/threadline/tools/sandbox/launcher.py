@@ -106,8 +106,7 @@ class Launcher:
         ]
         for name, value in ENVIRONMENT.items():
             args += ["--setenv", name, value]
-        # /etc/fonts only: fontconfig (used by matplotlib) reads it; the rest of /etc stays out.
-        args += ["--ro-bind", "/usr", "/usr", "--ro-bind-try", "/etc/fonts", "/etc/fonts"]
+        args += ["--ro-bind", "/usr", "/usr"]
         for name in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
             path = Path("/") / name
             if path.is_symlink():
@@ -115,13 +114,14 @@ class Launcher:
             elif path.is_dir():
                 args += ["--ro-bind", str(path), str(path)]
         made: set[str] = set()
-        for root in self.python_roots:
+        # /etc/fonts only: fontconfig (used by matplotlib) reads it; the rest of /etc stays out.
+        for root in (*self.python_roots, "/etc/fonts"):
             # Parents are made world-readable: bubblewrap would copy modes such as /root's 0700.
             for parent in reversed(Path(root).parents[:-1]):
                 if str(parent) not in made:
                     made.add(str(parent))
                     args += ["--perms", "0755", "--dir", str(parent)]
-            args += ["--ro-bind", root, root]
+            args += ["--ro-bind-try", root, root]
         args += [
             "--proc", "/proc",
             "--dev", "/dev",

@@ -1,0 +1,456 @@
+"""code_interpreter's sandbox, for real: bubblewrap, the kernel, the pool, and an escape suite.
+
+Every test runs code in a real sandbox on this machine. Kernels are shared across tests where that
+does not weaken them (one pool for the module, one session per concern); tests that break a kernel
+on purpose use sessions of their own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import struct
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Coroutine, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+import threadline
+from threadline.errors import SandboxBusyError, SandboxUnavailableError
+from threadline.tools.sandbox import ExecutionResult, SandboxLimits, SandboxPool
+from threadline.tools.sandbox.pool import _KernelGone, _parse_reply
+
+T = TypeVar("T")
+
+if shutil.which("bwrap") is None and not os.environ.get("CI"):
+    pytest.skip("bubblewrap is not installed (make test installs it)", allow_module_level=True)
+
+LIMITS = SandboxLimits(
+    memory_bytes=768 * 1024 * 1024,
+    disk_bytes=32 * 1024 * 1024,
+    processes=32,
+    call_seconds=2.0,
+    session_cpu_seconds=60,
+)
+
+
+class Loop:
+    """One event loop in a thread, so kernels outlive a single test."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 60.0) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+
+@pytest.fixture(scope="module")
+def loop() -> Iterator[Loop]:
+    running = Loop()
+    yield running
+    running.close()
+
+
+@pytest.fixture(scope="module")
+def pool(loop: Loop) -> Iterator[SandboxPool]:
+    shared = SandboxPool(LIMITS)
+    yield shared
+    loop.run(shared.close())
+
+
+@pytest.fixture
+def run(loop: Loop, pool: SandboxPool) -> Callable[..., ExecutionResult]:
+    def execute(session: str, code: str, **kwargs: Any) -> ExecutionResult:
+        return loop.run(pool.execute(session, code, **kwargs))
+
+    return execute
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
+
+
+def processes_of(uid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if entry.stat().st_uid == uid:
+                    found.append(int(entry.name))
+            except FileNotFoundError:
+                pass
+    return found
+
+
+# --- what code can do -------------------------------------------------------------------------
+
+
+def test_state_survives_between_calls(run: Callable[..., ExecutionResult]) -> None:
+    first = run("state", "numbers = [1, 2, 3]\nprint('stored')")
+    assert first.logs == "stored\n" and first.error is None
+    second = run("state", "numbers.append(4)\nsum(numbers)")
+    assert second.logs == "10\n"
+    assert not second.session_restarted
+
+
+def test_errors_come_back_as_the_code_s_traceback(run: Callable[..., ExecutionResult]) -> None:
+    result = run("errors", "print('before')\n1 / 0")
+    assert result.logs == "before\n"
+    assert result.error is not None and result.error.startswith("Traceback")
+    assert "ZeroDivisionError" in result.error and "_execute" not in result.error
+    syntax = run("errors", "def broken(:")
+    assert syntax.error is not None and "SyntaxError" in syntax.error
+
+
+def test_output_of_child_processes_is_captured(run: Callable[..., ExecutionResult]) -> None:
+    result = run("logs", "import subprocess, sys\nsubprocess.run(['echo', 'from a child'])\nprint('oops', file=sys.stderr)")
+    assert "from a child\n" in result.logs and "oops\n" in result.logs
+
+
+def test_chart_with_chinese_labels_comes_back_as_png(run: Callable[..., ExecutionResult]) -> None:
+    code = (
+        "import matplotlib.pyplot as plt\n"
+        "from matplotlib import font_manager\n"
+        "plt.bar(['一月', '二月', '三月'], [3, 5, 2])\n"
+        "plt.title('每月销售额')\n"
+        "print(font_manager.findfont(plt.gca().title.get_fontproperties()))\n"
+    )
+    result = run("chart", code)
+    assert result.error is None, result.error
+    assert "missing from font" not in result.logs  # matplotlib warns when it draws boxes instead
+    assert "wqy" in result.logs.lower() or "cjk" in result.logs.lower()
+    (image,) = result.images
+    assert image.png.startswith(b"\x89PNG\r\n\x1a\n") and image.png[12:16] == b"IHDR"
+    width, height = struct.unpack(">II", image.png[16:24])
+    assert (width, height) == (640, 480)
+    assert 8_000 < len(image.png) < 500_000
+
+
+def test_a_csv_in_mnt_data_is_read_by_pandas(run: Callable[..., ExecutionResult]) -> None:
+    csv = "城市,销量\n北京,120\n上海,80\n".encode()
+    code = (
+        "import pandas as pd\n"
+        "frame = pd.read_csv('/mnt/data/sales.csv')\n"
+        "frame.assign(double=frame['销量'] * 2).to_csv('/mnt/data/out/double.csv', index=False)\n"
+        "print(frame['销量'].sum())\n"
+    )
+    run("csv", "import os; os.makedirs('/mnt/data/out')")
+    result = run("csv", code, files={"sales.csv": csv})
+    assert result.error is None, result.error
+    assert result.logs == "200\n"
+    (written,) = result.files  # the placed file is not reported back as written by the code
+    assert written.path == "out/double.csv"
+    assert written.data == "城市,销量,double\n北京,120,240\n上海,80,160\n".encode()
+
+
+# --- escape suite -------------------------------------------------------------------------------
+
+
+def test_no_network_not_even_the_host_s_own_services(run: Callable[..., ExecutionResult]) -> None:
+    code = (
+        "import socket\n"
+        "for host, port in [('127.0.0.1', 5432), ('127.0.0.1', 6379), ('1.1.1.1', 53), ('10.0.0.1', 80)]:\n"
+        "    try:\n"
+        "        socket.create_connection((host, port), timeout=1).close()\n"
+        "        print('CONNECTED', port)\n"
+        "    except OSError as exc:\n"
+        "        print('refused', port, exc.errno)\n"
+        "print(sorted(socket.if_nameindex()))\n"
+    )
+    result = run("intruder", code)
+    assert result.error is None, result.error
+    assert "CONNECTED" not in result.logs
+    assert result.logs.count("refused") == 4
+    assert "[(1, 'lo')]" in result.logs  # no interface but its own loopback
+    for port in (5432, 6379):  # where the host listens, the sandbox was refused all the same
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                assert f"refused {port}" in result.logs
+
+
+def test_host_files_cannot_be_read(run: Callable[..., ExecutionResult], tmp_path: Path) -> None:
+    database = tmp_path / "threadline.db"
+    database.write_text("secret rows")
+    database.chmod(0o644)
+    source = Path(threadline.__file__)
+    targets = ["/etc/shadow", "/etc/passwd", str(source), str(database), str(Path(__file__)), "/root/.bashrc"]
+    code = (
+        f"for path in {targets!r} + ['/proc/1/root' + p for p in {targets!r}]:\n"
+        "    try:\n"
+        "        open(path).read()\n"
+        "        print('READ', path)\n"
+        "    except OSError as exc:\n"
+        "        print('denied', type(exc).__name__)\n"
+    )
+    result = run("intruder", code)
+    assert result.error is None, result.error
+    assert "READ" not in result.logs
+    assert result.logs.count("denied") == 2 * len(targets)
+
+
+def test_another_session_s_files_are_out_of_reach(run: Callable[..., ExecutionResult]) -> None:
+    run("victim", "open('/mnt/data/victim-secret.txt', 'w').write('the victim s data')")
+    code = (
+        "import os\n"
+        "found = []\n"
+        "for top in ['/mnt', '/tmp', '/dev/shm', '/proc/1/root', '/']:\n"
+        "    for root, dirs, files in os.walk(top):\n"
+        "        dirs[:] = [d for d in dirs if not (root == '/' and d in ('proc', 'usr'))]\n"
+        "        found += [os.path.join(root, f) for f in files if 'victim' in f]\n"
+        "print(found, os.listdir('/mnt/data'))\n"
+    )
+    result = run("intruder", code)
+    assert result.error is None, result.error
+    assert "victim-secret" not in result.logs
+
+
+def test_nothing_outside_mnt_data_and_tmp_is_writable(run: Callable[..., ExecutionResult]) -> None:
+    import sys
+
+    targets = ["/", "/usr", "/usr/lib", "/etc", "/etc/fonts", "/dev", "/root", sys.prefix, sys.base_prefix]
+    code = (
+        f"for directory in {targets!r}:\n"
+        "    try:\n"
+        "        open(directory + '/written-by-sandbox', 'w').write('x')\n"
+        "        print('WROTE', directory)\n"
+        "    except OSError as exc:\n"
+        "        print('refused', type(exc).__name__)\n"
+        "for directory in ['/mnt/data', '/tmp', '/dev/shm']:\n"
+        "    open(directory + '/ok', 'w').write('x')\n"
+        "print('scratch ok')\n"
+    )
+    result = run("intruder", code)
+    assert result.error is None, result.error
+    assert "WROTE" not in result.logs
+    assert result.logs.count("refused") == len(targets)
+    assert "scratch ok" in result.logs
+    for directory in targets:
+        assert not Path(directory, "written-by-sandbox").exists()
+
+
+def test_no_privileges_inside(run: Callable[..., ExecutionResult]) -> None:
+    code = (
+        "import os\n"
+        "status = dict(line.split(':\\t', 1) for line in open('/proc/self/status').read().splitlines() if ':\\t' in line)\n"
+        "print(os.getuid(), os.geteuid(), os.getgroups())\n"
+        "print(status['CapEff'], status['CapBnd'], status['NoNewPrivs'])\n"
+    )
+    result = run("intruder", code)
+    uid_line, caps_line = result.logs.splitlines()
+    assert not uid_line.startswith("0 ")
+    assert caps_line == "0000000000000000 0000000000000000 1"
+
+
+def test_signals_cannot_reach_anything_outside(run: Callable[..., ExecutionResult]) -> None:
+    code = (
+        "import os, signal\n"
+        f"for pid in [1, os.getppid(), {os.getpid()}]:\n"
+        "    try:\n"
+        "        os.kill(pid, signal.SIGKILL)\n"
+        "        print('KILLED', pid)\n"
+        "    except OSError as exc:\n"
+        "        print('refused', type(exc).__name__)\n"
+        "try:\n"
+        "    os.kill(-1, signal.SIGKILL)\n"
+        "except OSError:\n"
+        "    pass\n"
+        "print('still here')\n"
+    )
+    result = run("intruder", code)
+    assert "KILLED" not in result.logs
+    assert result.logs.count("refused") == 3
+    assert "still here" in result.logs
+
+
+def test_a_fork_bomb_is_contained(run: Callable[..., ExecutionResult], pool: SandboxPool) -> None:
+    started = time.monotonic()
+    result = run("bomb", "import os\nwhile True:\n    os.fork()")
+    assert time.monotonic() - started < 15
+    assert result.error is not None and "BlockingIOError" in result.error
+    # No process outlives its call, and the kernel still answers.
+    after = run("bomb", "import os\nprint(sorted(int(p) for p in os.listdir('/proc') if p.isdigit()))")
+    assert after.logs.count(",") == 1, after.logs  # pid 1 (bubblewrap) and the kernel
+    assert not after.session_restarted
+    assert subprocess.run(["true"], check=False).returncode == 0  # the host still forks
+
+
+def test_background_processes_do_not_outlive_their_call(run: Callable[..., ExecutionResult]) -> None:
+    run("background", "import subprocess\nsubprocess.Popen(['sleep', '1000'])")
+    result = run("background", "import os\nprint(len([p for p in os.listdir('/proc') if p.isdigit()]))")
+    assert result.logs == "2\n"
+
+
+def test_a_memory_bomb_fails_inside_and_the_kernel_survives(run: Callable[..., ExecutionResult]) -> None:
+    run("memory", "kept = 'still here'")
+    result = run("memory", "hog = []\nwhile True:\n    hog.append(bytearray(10 ** 7))")
+    assert result.error is not None and "MemoryError" in result.error
+    after = run("memory", "del hog\nprint(kept)")
+    assert after.logs == "still here\n" and not after.session_restarted
+
+
+@pytest.mark.parametrize("directory", ["/mnt/data", "/dev/shm", "/tmp"])
+def test_scratch_space_is_bounded(run: Callable[..., ExecutionResult], directory: str) -> None:
+    code = (
+        "written = 0\n"
+        "try:\n"
+        f"    with open('{directory}/fill', 'wb') as out:\n"
+        "        while written < 10 * 1024 ** 3:\n"
+        "            out.write(b'x' * 1024 * 1024)\n"
+        "            written += 1024 * 1024\n"
+        "except OSError as exc:\n"
+        "    print(exc.errno, written // 1024 ** 2)\n"
+        "import os\n"
+        f"os.remove('{directory}/fill')\n"
+    )
+    result = run("disk", code)
+    assert result.error is None, result.error
+    errno, megabytes = (int(n) for n in result.logs.split())
+    assert errno in (27, 28)  # EFBIG (the file size limit) or ENOSPC (the tmpfs is full)
+    assert megabytes <= 64
+
+
+def test_an_infinite_loop_is_interrupted_and_the_kernel_kept(run: Callable[..., ExecutionResult]) -> None:
+    run("loop", "counter = 7")
+    started = time.monotonic()
+    result = run("loop", "while True:\n    counter += 1")
+    assert 1.5 < time.monotonic() - started < 5
+    assert result.interrupted and not result.kernel_stopped
+    assert result.error is not None and "time limit" in result.error
+    after = run("loop", "counter > 7")
+    assert after.logs == "True\n" and not after.session_restarted
+
+
+def test_code_that_ignores_the_interrupt_is_killed_and_the_next_call_says_so(
+    run: Callable[..., ExecutionResult], pool: SandboxPool
+) -> None:
+    run("stubborn", "value = 1")
+    uid = LIMITS.uid_base + pool._kernels["stubborn"].slot
+    code = "import signal\nsignal.signal(signal.SIGALRM, signal.SIG_IGN)\nwhile True:\n    pass"
+    result = run("stubborn", code)
+    assert result.interrupted and result.kernel_stopped
+    assert result.error is not None and "fresh session" in result.error
+    if os.geteuid() == 0:
+        wait_for(lambda: not processes_of(uid))
+    after = run("stubborn", "print('value' in globals())")
+    assert after.session_restarted
+    assert after.logs == "False\n"
+
+
+def test_a_kernel_over_its_session_cpu_is_stopped(loop: Loop) -> None:
+    pool = SandboxPool(SandboxLimits(call_seconds=20, session_cpu_seconds=1))
+    try:
+        started = time.monotonic()
+        result = loop.run(pool.execute("cpu", "while True:\n    pass"))
+        assert time.monotonic() - started < 10
+        assert result.kernel_stopped and not result.interrupted
+        after = loop.run(pool.execute("cpu", "print('fresh')"))
+        assert after.logs == "fresh\n" and after.session_restarted
+    finally:
+        loop.run(pool.close())
+
+
+def test_a_kernel_that_forges_replies_is_killed(run: Callable[..., ExecutionResult]) -> None:
+    code = (
+        "import os\n"
+        "for fd in os.listdir('/proc/self/fd'):\n"
+        "    try:\n"
+        "        os.write(int(fd), b'{\"logs\": \"forged\", \"images\": [{\"name\": \"../x\", \"data\": \"AAAA\"}]}\\n')\n"
+        "    except OSError:\n"
+        "        pass\n"
+    )
+    result = run("forger", code)
+    assert result.kernel_stopped
+    assert "forged" not in result.logs
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        b"[]",
+        b'{"logs": 3, "images": [], "files": []}',
+        b'{"logs": "", "error": null, "images": [{"name": "a.png", "data": "bm90IGEgcG5n"}], "files": []}',
+        b'{"logs": "", "error": null, "images": [], "files": [{"path": "../../etc/passwd", "size": 1, "data": null}]}',
+        b'{"logs": "", "error": null, "images": [], "files": [{"path": "/etc/passwd", "size": 1, "data": null}]}',
+        b'{"logs": "", "error": null, "images": [], "files": [{"path": "a", "size": -1, "data": null}]}',
+        b"not json",
+    ],
+)
+def test_malformed_replies_are_refused(reply: bytes) -> None:
+    with pytest.raises(_KernelGone):
+        _parse_reply(reply)
+
+
+def test_oversized_logs_are_cut(run: Callable[..., ExecutionResult]) -> None:
+    result = run("logs", "print('x' * 10_000_000)")
+    assert len(result.logs) < 300_000 and result.logs.endswith("[output truncated]")
+
+
+# --- the pool -----------------------------------------------------------------------------------
+
+
+def test_idle_kernels_are_reaped_and_the_next_call_is_told(loop: Loop) -> None:
+    pool = SandboxPool(SandboxLimits(idle_seconds=0.3))
+    try:
+        loop.run(pool.execute("idle", "x = 1"))
+        assert pool.sessions == ["idle"]
+        reaper = asyncio.run_coroutine_threadsafe(pool.run_reaper(), loop.loop)
+        wait_for(lambda: pool.sessions == [])
+        reaper.cancel()
+        after = loop.run(pool.execute("idle", "print('x' in globals())"))
+        assert after.session_restarted and after.logs == "False\n"
+    finally:
+        loop.run(pool.close())
+
+
+def test_past_max_kernels_the_least_recently_used_is_stopped(loop: Loop) -> None:
+    pool = SandboxPool(SandboxLimits(max_kernels=2, call_seconds=5))
+    try:
+        for session in ("a", "b"):
+            loop.run(pool.execute(session, f"name = '{session}'"))
+        loop.run(pool.execute("a", "name"))  # b is now the least recently used
+        loop.run(pool.execute("c", "name = 'c'"))
+        assert sorted(pool.sessions) == ["a", "c"]
+        again = loop.run(pool.execute("b", "print('name' in globals())"))
+        assert again.session_restarted and again.logs == "False\n"
+        # Both slots busy: a third session is refused, not queued behind running code.
+        busy = [asyncio.run_coroutine_threadsafe(pool.execute(s, "import time; time.sleep(1)"), loop.loop) for s in ("a", "b")]
+        wait_for(lambda: all(k.users for k in pool._kernels.values()))
+        with pytest.raises(SandboxBusyError):
+            loop.run(pool.execute("d", "1"))
+        for future in busy:
+            assert future.result(10).error is None
+    finally:
+        loop.run(pool.close())
+
+
+def test_without_bubblewrap_code_never_runs(loop: Loop, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # no bwrap on the PATH
+    pool = SandboxPool(SandboxLimits())
+    marker = tmp_path / "ran"
+    with pytest.raises(SandboxUnavailableError, match="bubblewrap"):
+        loop.run(pool.execute("s", f"open({str(marker)!r}, 'w')"))
+    with pytest.raises(SandboxUnavailableError):  # and it stays refused
+        loop.run(pool.execute("s", "1"))
+    assert not marker.exists()
+
+
+def test_a_sandbox_that_cannot_start_is_refused(loop: Loop) -> None:
+    pool = SandboxPool(SandboxLimits(python="/nonexistent/python3"))
+    with pytest.raises(SandboxUnavailableError, match="unavailable"):
+        loop.run(pool.execute("s", "1"))
