@@ -119,7 +119,10 @@ def test_errors_come_back_as_the_code_s_traceback(run: Callable[..., ExecutionRe
 
 
 def test_output_of_child_processes_is_captured(run: Callable[..., ExecutionResult]) -> None:
-    result = run("logs", "import subprocess, sys\nsubprocess.run(['echo', 'from a child'])\nprint('oops', file=sys.stderr)")
+    result = run(
+        "logs",
+        "import subprocess, sys\nsubprocess.run(['echo', 'from a child'])\nprint('oops', file=sys.stderr)",
+    )
     assert "from a child\n" in result.logs and "oops\n" in result.logs
 
 
@@ -370,7 +373,7 @@ def test_a_kernel_that_forges_replies_is_killed(run: Callable[..., ExecutionResu
         "import os\n"
         "for fd in os.listdir('/proc/self/fd'):\n"
         "    try:\n"
-        "        os.write(int(fd), b'{\"logs\": \"forged\", \"images\": [{\"name\": \"../x\", \"data\": \"AAAA\"}]}\\n')\n"
+        '        os.write(int(fd), b\'{"logs": "forged", "images": [{"name": "../x", "data": "AAAA"}]}\\n\')\n'
         "    except OSError:\n"
         "        pass\n"
     )
@@ -429,7 +432,10 @@ def test_past_max_kernels_the_least_recently_used_is_stopped(loop: Loop) -> None
         again = loop.run(pool.execute("b", "print('name' in globals())"))
         assert again.session_restarted and again.logs == "False\n"
         # Both slots busy: a third session is refused, not queued behind running code.
-        busy = [asyncio.run_coroutine_threadsafe(pool.execute(s, "import time; time.sleep(1)"), loop.loop) for s in ("a", "b")]
+        busy = [
+            asyncio.run_coroutine_threadsafe(pool.execute(s, "import time; time.sleep(1)"), loop.loop)
+            for s in ("a", "b")
+        ]
         wait_for(lambda: all(k.users for k in pool._kernels.values()))
         with pytest.raises(SandboxBusyError):
             loop.run(pool.execute("d", "1"))
@@ -439,7 +445,9 @@ def test_past_max_kernels_the_least_recently_used_is_stopped(loop: Loop) -> None
         loop.run(pool.close())
 
 
-def test_without_bubblewrap_code_never_runs(loop: Loop, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_without_bubblewrap_code_never_runs(
+    loop: Loop, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))  # no bwrap on the PATH
     pool = SandboxPool(SandboxLimits())
     marker = tmp_path / "ran"

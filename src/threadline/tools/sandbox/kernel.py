@@ -83,7 +83,11 @@ def _place_files(files: list[dict[str, Any]]) -> None:
 def _run(code: str, namespace: dict[str, Any]) -> None:
     tree = ast.parse(code, "<code>", "exec")
     # Like a notebook cell: the value of a final expression is shown.
-    last = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
+    last = tree.body[-1] if tree.body else None
+    if isinstance(last, ast.Expr):
+        tree.body.pop()
+    else:
+        last = None
     exec(compile(tree, "<code>", "exec"), namespace)
     if last is not None:
         value = eval(compile(ast.Expression(last.value), "<code>", "eval"), namespace)
@@ -107,9 +111,7 @@ def _figures() -> list[dict[str, str]]:
     for number in pyplot.get_fignums()[:MAX_IMAGES]:
         buffer = io.BytesIO()
         pyplot.figure(number).savefig(buffer, format="png", dpi=100)
-        images.append(
-            {"name": f"figure-{number}.png", "data": base64.b64encode(buffer.getvalue()).decode()}
-        )
+        images.append({"name": f"figure-{number}.png", "data": base64.b64encode(buffer.getvalue()).decode()})
     pyplot.close("all")
     return images
 
@@ -199,9 +201,10 @@ def main() -> None:
     capture = os.open("/tmp", os.O_TMPFILE | os.O_RDWR, 0o600)
     os.dup2(capture, 1)
     os.dup2(capture, 2)
-    sys.stdin = open(0, encoding="utf-8", closefd=False)
-    sys.stdout = open(1, "w", encoding="utf-8", errors="replace", buffering=1, closefd=False)
-    sys.stderr = open(2, "w", encoding="utf-8", errors="replace", buffering=1, closefd=False)
+    # These stay open for the kernel's life.
+    sys.stdin = open(0, encoding="utf-8", closefd=False)  # noqa: SIM115
+    sys.stdout = open(1, "w", encoding="utf-8", errors="replace", buffering=1, closefd=False)  # noqa: SIM115
+    sys.stderr = open(2, "w", encoding="utf-8", errors="replace", buffering=1, closefd=False)  # noqa: SIM115
     os.makedirs(MPL_CONFIG, exist_ok=True)
     with open(os.path.join(MPL_CONFIG, "matplotlibrc"), "w", encoding="utf-8") as rc:
         rc.write(MATPLOTLIBRC)
