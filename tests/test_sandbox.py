@@ -301,7 +301,7 @@ def test_background_processes_do_not_outlive_their_call(run: Callable[..., Execu
 
 def test_a_memory_bomb_fails_inside_and_the_kernel_survives(run: Callable[..., ExecutionResult]) -> None:
     run("memory", "kept = 'still here'")
-    result = run("memory", "hog = []\nwhile True:\n    hog.append(bytearray(10 ** 7))")
+    result = run("memory", "hog = []\nwhile True:\n    hog.append(bytearray(10 ** 8))")
     assert result.error is not None and "MemoryError" in result.error
     after = run("memory", "del hog\nprint(kept)")
     assert after.logs == "still here\n" and not after.session_restarted
@@ -462,3 +462,15 @@ def test_a_sandbox_that_cannot_start_is_refused(loop: Loop) -> None:
     pool = SandboxPool(SandboxLimits(python="/nonexistent/python3"))
     with pytest.raises(SandboxUnavailableError, match="unavailable"):
         loop.run(pool.execute("s", "1"))
+
+
+def test_a_cancelled_call_does_not_leave_its_reply_for_the_next(loop: Loop, pool: SandboxPool) -> None:
+    loop.run(pool.execute("cancelled", "kept = 1"))
+    call = asyncio.run_coroutine_threadsafe(
+        pool.execute("cancelled", "import time\ntime.sleep(1.5)\nprint('late reply')"), loop.loop
+    )
+    wait_for(lambda: pool._kernels["cancelled"].users == 1)
+    call.cancel()
+    after = loop.run(pool.execute("cancelled", "print('fresh')"))
+    assert after.logs == "fresh\n", after
+    assert after.session_restarted

@@ -82,10 +82,17 @@ class _Kernel:
         self.lock = asyncio.Lock()
         self.users = 0
         self.last_used = time.monotonic()
+        self.abandoned = False
 
     @property
     def alive(self) -> bool:
-        return self.process.returncode is None
+        return self.process.returncode is None and not self.abandoned
+
+    def abandon(self) -> None:
+        """Kill it now, without waiting: a call was cancelled, and its late reply would answer the next."""
+        self.abandoned = True
+        with contextlib.suppress(ProcessLookupError):
+            self.process.kill()
 
     async def read_line(self, timeout: float) -> bytes:
         assert self.process.stdout is not None
@@ -108,7 +115,7 @@ class _Kernel:
 
     async def stop(self) -> None:
         # Killing bubblewrap kills the whole sandbox (--die-with-parent, and pid 1 of its namespace).
-        if self.alive:
+        if self.process.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 self.process.kill()
         await self.process.wait()
@@ -151,7 +158,6 @@ class SandboxPool:
     ) -> ExecutionResult:
         """Run ``code`` in the session's kernel, after placing ``files`` (name → bytes) in /mnt/data."""
         seconds = self.limits.call_seconds if timeout is None else min(timeout, self.limits.call_seconds)
-        kernel, restarted = await self._checkout(session_key)
         request = {
             "code": code,
             "timeout": seconds,
@@ -160,16 +166,26 @@ class SandboxPool:
                 for name, data in (files or {}).items()
             ],
         }
-        try:
-            async with kernel.lock:
-                kernel.last_used = time.monotonic()
-                try:
-                    result = _parse_reply(await kernel.call(request, seconds + KILL_GRACE_SECONDS))
-                except _KernelGone as exc:
-                    result = await self._lost(session_key, kernel, str(exc))
-                kernel.last_used = time.monotonic()
-        finally:
-            kernel.users -= 1
+        restarted = False
+        while True:
+            kernel, started_afresh = await self._checkout(session_key)
+            restarted = restarted or started_afresh
+            try:
+                async with kernel.lock:
+                    if not kernel.alive:
+                        continue  # it was stopped while this call waited for it: take a fresh one
+                    kernel.last_used = time.monotonic()
+                    try:
+                        result = _parse_reply(await kernel.call(request, seconds + KILL_GRACE_SECONDS))
+                    except _KernelGone as exc:
+                        result = await self._lost(session_key, kernel, str(exc))
+                    except asyncio.CancelledError:
+                        kernel.abandon()
+                        raise
+                    kernel.last_used = time.monotonic()
+                    break
+            finally:
+                kernel.users -= 1
         if restarted:
             return dataclasses.replace(result, session_restarted=True)
         return result
