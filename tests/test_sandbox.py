@@ -8,6 +8,7 @@ on purpose use sessions of their own.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import shutil
 import socket
@@ -305,6 +306,36 @@ def test_a_memory_bomb_fails_inside_and_the_kernel_survives(run: Callable[..., E
     assert result.error is not None and "MemoryError" in result.error
     after = run("memory", "del hog\nprint(kept)")
     assert after.logs == "still here\n" and not after.session_restarted
+
+
+def test_memory_is_bounded_across_processes_where_a_cgroup_can_be_made(loop: Loop) -> None:
+    pool = SandboxPool(dataclasses.replace(LIMITS, call_seconds=30))
+    try:
+        cgroups = loop.run(pool.launcher()).cgroups
+        if cgroups is None:
+            pytest.skip(
+                "this host lets the server make no memory cgroup: the per-process limit alone applies"
+            )
+        # Four processes of 400 MiB: each is within the address-space limit, together they are not.
+        code = (
+            "import os, time\n"
+            "children = []\n"
+            "for _ in range(4):\n"
+            "    pid = os.fork()\n"
+            "    if pid == 0:\n"
+            "        hold = b'x' * (400 * 1024 * 1024)\n"
+            "        time.sleep(0.5)\n"
+            "        os._exit(0)\n"
+            "    children.append(pid)\n"
+            "print(sorted(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in children))\n"
+        )
+        result = loop.run(pool.execute("hungry", code))
+        assert result.kernel_stopped or "-9" in result.logs, result  # the cgroup's OOM killer stepped in
+        assert cgroups.peak_bytes(0) <= cgroups.limit_bytes < 4 * 400 * 1024 * 1024
+        after = loop.run(pool.execute("hungry", "print('ok')"))
+        assert after.logs == "ok\n"
+    finally:
+        loop.run(pool.close())
 
 
 @pytest.mark.parametrize("directory", ["/mnt/data", "/dev/shm", "/tmp"])

@@ -31,6 +31,7 @@ from pathlib import Path
 
 from threadline.config import Settings
 from threadline.errors import SandboxUnavailableError
+from threadline.tools.sandbox.cgroup import MemoryCgroups
 
 KERNEL_SOURCE = (Path(__file__).with_name("kernel.py")).read_text(encoding="utf-8")
 SMALL_TMPFS_BYTES = 64 * 1024 * 1024
@@ -88,6 +89,8 @@ class Launcher:
     python: str
     python_roots: tuple[str, ...]
     as_root: bool
+    cgroups: MemoryCgroups | None
+    """Per-slot memory cgroups, where the host allows them; else the rlimits alone."""
 
     def command(self, slot: int, program: str) -> list[str]:
         """The full command line for a sandbox running ``python -c program`` as the slot's user."""
@@ -154,11 +157,14 @@ class Launcher:
             "--", *python,
         ]  # fmt: skip
 
-    def preexec(self) -> Callable[[], None]:
+    def preexec(self, slot: int) -> Callable[[], None]:
         """Limits set in the child before bubblewrap starts; the kernel and its children inherit them."""
         limits = self.limits
+        procs = None if self.cgroups is None else self.cgroups.slot(slot)
 
         def apply() -> None:
+            if procs is not None:
+                procs.write_text("0")  # "0" moves the writer: this child, before it becomes bwrap
             resource.setrlimit(resource.RLIMIT_AS, (limits.memory_bytes, limits.memory_bytes))
             resource.setrlimit(resource.RLIMIT_NPROC, (limits.processes, limits.processes))
             resource.setrlimit(resource.RLIMIT_NOFILE, (OPEN_FILES, OPEN_FILES))
@@ -202,19 +208,24 @@ def prepare(limits: SandboxLimits) -> Launcher:
         python=python,
         python_roots=tuple(r for r in kept if r != "/usr"),
         as_root=as_root,
+        cgroups=MemoryCgroups.create(limits.memory_bytes + limits.disk_bytes + 2 * SMALL_TMPFS_BYTES),
     )
     probe = launcher.command(0, "import os; print(os.getuid())")
     try:
         done = subprocess.run(
-            probe, capture_output=True, timeout=60, preexec_fn=launcher.preexec(), check=False
+            probe, capture_output=True, timeout=60, preexec_fn=launcher.preexec(0), check=False
         )
+        failure = None if done.returncode == 0 else done.stderr.decode(errors="replace").strip()[-500:]
+        expected = str(limits.uid_base if as_root else INSIDE_UID)
+        if failure is None and done.stdout.decode(errors="replace").strip() != expected:
+            failure = "the sandbox ran as the wrong user"
     except (OSError, subprocess.SubprocessError) as exc:
-        raise SandboxUnavailableError(f"code_interpreter is unavailable: bubblewrap failed: {exc}") from exc
-    expected = str(limits.uid_base if as_root else INSIDE_UID)
-    if done.returncode != 0 or done.stdout.decode(errors="replace").strip() != expected:
-        detail = done.stderr.decode(errors="replace").strip()[-500:]
+        failure = str(exc)
+    if failure is not None:
+        if launcher.cgroups is not None:
+            launcher.cgroups.remove()
         raise SandboxUnavailableError(
-            f"code_interpreter is unavailable: a sandbox could not be created here ({detail or 'no output'})"
+            f"code_interpreter is unavailable: a sandbox could not be created here ({failure or 'no output'})"
         )
     return launcher
 

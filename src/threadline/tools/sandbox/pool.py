@@ -19,6 +19,7 @@ import contextlib
 import dataclasses
 import json
 import posixpath
+import subprocess
 import time
 from collections import OrderedDict, deque
 from collections.abc import Mapping
@@ -238,10 +239,10 @@ class SandboxPool:
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
-                preexec_fn=launcher.preexec(),
+                preexec_fn=launcher.preexec(slot),
                 limit=MAX_REPLY_BYTES,
             )
-        except OSError as exc:
+        except (OSError, subprocess.SubprocessError) as exc:  # SubprocessError: preexec_fn failed
             self._free_slots.append(slot)
             raise SandboxUnavailableError(f"code_interpreter could not start a sandbox: {exc}") from exc
         kernel = _Kernel(process, slot)
@@ -289,9 +290,12 @@ class SandboxPool:
             await self.reap_idle()
 
     async def close(self) -> None:
+        """Stop every kernel and remove the pool's cgroups (the pool may still be used afterwards)."""
         async with self._lock:
             for key, kernel in list(self._kernels.items()):
                 await self._stop(key, kernel)
+            if isinstance(self._launcher, Launcher) and self._launcher.cgroups is not None:
+                await asyncio.to_thread(self._launcher.cgroups.remove)
 
 
 def _parse_reply(line: bytes) -> ExecutionResult:
