@@ -105,9 +105,18 @@ def processes_of(uid: int) -> list[int]:
 def test_state_survives_between_calls(run: Callable[..., ExecutionResult]) -> None:
     first = run("state", "numbers = [1, 2, 3]\nprint('stored')")
     assert first.logs == "stored\n" and first.error is None
-    second = run("state", "numbers.append(4)\nsum(numbers)")
+    assert not first.session_restarted
+    second = run("state", "numbers.append(4)\nsum(numbers)", continuing=True)
     assert second.logs == "10\n"
     assert not second.session_restarted
+
+
+def test_a_session_this_pool_never_saw_is_a_restart_when_the_caller_knows_it_ran(
+    run: Callable[..., ExecutionResult],
+) -> None:
+    # Another worker ran the thread's earlier calls, or the server restarted since.
+    result = run("elsewhere", "print('numbers' in globals())", continuing=True)
+    assert result.session_restarted and result.logs == "False\n"
 
 
 def test_errors_come_back_as_the_code_s_traceback(run: Callable[..., ExecutionResult]) -> None:
@@ -505,3 +514,20 @@ def test_a_cancelled_call_does_not_leave_its_reply_for_the_next(loop: Loop, pool
     after = loop.run(pool.execute("cancelled", "print('fresh')"))
     assert after.logs == "fresh\n", after
     assert after.session_restarted
+
+
+def test_placed_files_land_in_mnt_data_whatever_their_names(run: Callable[..., ExecutionResult]) -> None:
+    result = run(
+        "placed",
+        "import os\nprint(sorted(os.listdir('/mnt/data')))",
+        files={"../../tmp/escape.txt": b"1", "notes.txt": "中文".encode()},
+    )
+    assert result.logs == "['escape.txt', 'notes.txt']\n"
+
+
+def test_a_kernel_that_exits_is_replaced_and_the_next_call_told(run: Callable[..., ExecutionResult]) -> None:
+    run("exits", "value = 1")
+    gone = run("exits", "import os\nos._exit(3)")
+    assert gone.kernel_stopped and gone.error is not None
+    after = run("exits", "print('value' in globals(), b'\\xff'.decode('latin-1'))")
+    assert after.session_restarted and after.logs == "False ÿ\n"

@@ -156,8 +156,14 @@ class SandboxPool:
         *,
         files: Mapping[str, bytes] | None = None,
         timeout: float | None = None,
+        continuing: bool = False,
     ) -> ExecutionResult:
-        """Run ``code`` in the session's kernel, after placing ``files`` (name → bytes) in /mnt/data."""
+        """Run ``code`` in the session's kernel, after placing ``files`` (name → bytes) in /mnt/data.
+
+        ``continuing``: the caller knows the session ran code before (its thread has earlier
+        code_interpreter calls), so a fresh kernel is reported as a restart even when this pool never
+        saw the session (another worker ran it, or the server restarted).
+        """
         seconds = self.limits.call_seconds if timeout is None else min(timeout, self.limits.call_seconds)
         request = {
             "code": code,
@@ -169,7 +175,7 @@ class SandboxPool:
         }
         restarted = False
         while True:
-            kernel, started_afresh = await self._checkout(session_key)
+            kernel, started_afresh = await self._checkout(session_key, continuing)
             restarted = restarted or started_afresh
             try:
                 async with kernel.lock:
@@ -207,7 +213,8 @@ class SandboxPool:
             kernel_stopped=True,
         )
 
-    async def _checkout(self, session_key: str) -> tuple[_Kernel, bool]:
+    async def _checkout(self, session_key: str, continuing: bool) -> tuple[_Kernel, bool]:
+        """The session's kernel, started if need be, and whether it had to start afresh."""
         launcher = await self.launcher()
         async with self._lock:
             kernel = self._kernels.get(session_key)
@@ -216,7 +223,7 @@ class SandboxPool:
                 await self._stop(session_key, kernel)
                 kernel = None
             if kernel is None:
-                restarted = session_key in self._ended
+                restarted = continuing or session_key in self._ended
                 kernel = await self._start(launcher)
                 self._kernels[session_key] = kernel
                 self._ended.pop(session_key, None)
