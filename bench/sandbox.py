@@ -90,7 +90,8 @@ async def timed(pool: SandboxPool, session: str, code: str) -> float:
 async def measure(reps: int, kernels: int, sessions: int) -> dict[str, object]:
     figures: dict[str, object] = {}
     pool = SandboxPool(SandboxLimits(max_kernels=max(kernels, sessions)))
-    await pool.launcher()  # the one-off probe is not part of a cold start
+    launcher = await pool.launcher()  # the one-off probe is not part of a cold start
+    figures["cgroup"] = launcher.cgroups is not None
     try:
         log("cold starts")
         cold = []
@@ -147,7 +148,8 @@ def report(figures: dict[str, object], reps: int, kernels: int, sessions: int) -
     ticks = figures["idle_cpu_ticks"]
     return "\n".join(
         [
-            f"Measured {today()} on {machine()}; default limits (1 GiB address space, 512 MiB `/mnt/data`).",
+            f"Measured {today()} on {machine()}; default limits (1 GiB address space, 512 MiB `/mnt/data`);"
+            f" a memory cgroup per kernel: {'yes' if figures['cgroup'] else 'no (not allowed here)'}.",
             "",
             markdown_table(
                 ["what", "median ms", "p95 ms", "n"],
