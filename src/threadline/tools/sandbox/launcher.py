@@ -13,7 +13,9 @@ Two ways, chosen by who runs the server:
   processes as well, so run the server under a user of its own.
 
 Either way the sandbox has no network, a read-only ``/usr`` and Python, size-limited tmpfs mounts at
-``/mnt/data``, ``/tmp`` and ``/dev/shm``, and nothing else of the host. ``probe`` starts a trivial
+``/mnt/data``, ``/tmp`` and ``/dev/shm``, and nothing else of the host; a seccomp filter
+(``seccomp.py``) refuses new namespaces and other kernel interfaces code never needs, and a memory
+cgroup (``cgroup.py``) bounds the whole sandbox where the host allows one. ``probe`` starts a trivial
 sandbox once: when bubblewrap is missing or refuses (no namespaces), the pool refuses to run code.
 """
 
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import resource
 import shutil
 import subprocess
@@ -32,6 +35,7 @@ from pathlib import Path
 from threadline.config import Settings
 from threadline.errors import SandboxUnavailableError
 from threadline.tools.sandbox.cgroup import MemoryCgroups
+from threadline.tools.sandbox.seccomp import program as seccomp_program
 
 KERNEL_SOURCE = (Path(__file__).with_name("kernel.py")).read_text(encoding="utf-8")
 SMALL_TMPFS_BYTES = 64 * 1024 * 1024
@@ -91,8 +95,17 @@ class Launcher:
     as_root: bool
     cgroups: MemoryCgroups | None
     """Per-slot memory cgroups, where the host allows them; else the rlimits alone."""
+    seccomp: bytes
+    """The seccomp filter (``seccomp.py``), handed to bubblewrap through a file descriptor."""
 
-    def command(self, slot: int, program: str) -> list[str]:
+    def seccomp_fd(self) -> int:
+        """A fresh descriptor holding the filter, for one ``command``; the caller closes it after spawning."""
+        fd = os.memfd_create("threadline-seccomp")
+        os.write(fd, self.seccomp)
+        os.lseek(fd, 0, os.SEEK_SET)
+        return fd
+
+    def command(self, slot: int, program: str, seccomp_fd: int) -> list[str]:
         """The full command line for a sandbox running ``python -c program`` as the slot's user."""
         args = [
             self.bwrap,
@@ -132,6 +145,7 @@ class Launcher:
             "--perms", "1777", "--size", str(SMALL_TMPFS_BYTES), "--tmpfs", "/dev/shm",
             "--perms", "0777", "--size", str(self.limits.disk_bytes), "--tmpfs", "/mnt/data",
             "--chdir", "/mnt/data",
+            "--seccomp", str(seccomp_fd),
         ]  # fmt: skip
         python = [self.python, "-I", "-B", "-c", program]
         if not self.as_root:
@@ -187,6 +201,11 @@ def prepare(limits: SandboxLimits) -> Launcher:
     as_root = os.geteuid() == 0
     if as_root and shutil.which("setpriv") is None:
         raise SandboxUnavailableError("code_interpreter is unavailable: setpriv is not installed")
+    seccomp = seccomp_program()
+    if seccomp is None:
+        raise SandboxUnavailableError(
+            f"code_interpreter is unavailable: no seccomp filter for this machine ({platform.machine()})"
+        )
     python = limits.python or sys.executable
     try:
         found = subprocess.run(
@@ -209,12 +228,21 @@ def prepare(limits: SandboxLimits) -> Launcher:
         python_roots=tuple(r for r in kept if r != "/usr"),
         as_root=as_root,
         cgroups=MemoryCgroups.create(limits.memory_bytes + limits.disk_bytes + 2 * SMALL_TMPFS_BYTES),
+        seccomp=seccomp,
     )
-    probe = launcher.command(0, "import os; print(os.getuid())")
     try:
-        done = subprocess.run(
-            probe, capture_output=True, timeout=60, preexec_fn=launcher.preexec(0), check=False
-        )
+        fd = launcher.seccomp_fd()
+        try:
+            done = subprocess.run(
+                launcher.command(0, "import os; print(os.getuid())", fd),
+                capture_output=True,
+                timeout=60,
+                preexec_fn=launcher.preexec(0),
+                pass_fds=(fd,),
+                check=False,
+            )
+        finally:
+            os.close(fd)
         failure = None if done.returncode == 0 else done.stderr.decode(errors="replace").strip()[-500:]
         expected = str(limits.uid_base if as_root else INSIDE_UID)
         if failure is None and done.stdout.decode(errors="replace").strip() != expected:

@@ -18,6 +18,7 @@ import binascii
 import contextlib
 import dataclasses
 import json
+import os
 import posixpath
 import subprocess
 import time
@@ -240,18 +241,22 @@ class SandboxPool:
             _, oldest = min(idle)
             await self._stop(oldest, self._kernels[oldest])
         slot = self._free_slots.popleft()
+        seccomp_fd = launcher.seccomp_fd()
         try:
             process = await asyncio.create_subprocess_exec(
-                *launcher.command(slot, KERNEL_SOURCE),
+                *launcher.command(slot, KERNEL_SOURCE, seccomp_fd),
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
                 preexec_fn=launcher.preexec(slot),
+                pass_fds=(seccomp_fd,),
                 limit=MAX_REPLY_BYTES,
             )
         except (OSError, subprocess.SubprocessError) as exc:  # SubprocessError: preexec_fn failed
             self._free_slots.append(slot)
             raise SandboxUnavailableError(f"code_interpreter could not start a sandbox: {exc}") from exc
+        finally:
+            os.close(seccomp_fd)
         kernel = _Kernel(process, slot)
         try:
             ready = await kernel.read_line(START_SECONDS)
