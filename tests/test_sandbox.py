@@ -454,6 +454,7 @@ def test_a_kernel_that_forges_replies_is_killed(run: Callable[..., ExecutionResu
     )
     result = run("forger", code)
     assert result.kernel_stopped
+    assert result.error is not None and "not a reply" in result.error
     assert "forged" not in result.logs
 
 

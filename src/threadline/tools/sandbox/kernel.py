@@ -34,6 +34,7 @@ from typing import Any
 DATA = "/mnt/data"
 MAX_LOG_BYTES = 256 * 1024
 MAX_IMAGES = 10
+MAX_IMAGE_BYTES = 8 * 1024 * 1024
 MAX_REPORTED_FILES = 100
 MAX_RETURNED_BYTES = 32 * 1024 * 1024
 MPL_CONFIG = "/tmp/.matplotlib"
@@ -111,6 +112,9 @@ def _figures() -> list[dict[str, str]]:
     for number in pyplot.get_fignums()[:MAX_IMAGES]:
         buffer = io.BytesIO()
         pyplot.figure(number).savefig(buffer, format="png", dpi=100)
+        if buffer.tell() > MAX_IMAGE_BYTES:
+            print(f"[figure {number} is over {MAX_IMAGE_BYTES // 2**20} MiB as a PNG: not returned]")
+            continue
         images.append({"name": f"figure-{number}.png", "data": base64.b64encode(buffer.getvalue()).decode()})
     pyplot.close("all")
     return images

@@ -76,6 +76,11 @@ class ExecutionResult:
 class _KernelGone(Exception):
     """The kernel died, overran its time, or answered with something that is not a reply."""
 
+    def __init__(self, why: str, *, timed_out: bool = False) -> None:
+        super().__init__(why)
+        self.why = why
+        self.timed_out = timed_out
+
 
 class _Kernel:
     def __init__(self, process: asyncio.subprocess.Process, slot: int) -> None:
@@ -100,10 +105,12 @@ class _Kernel:
         assert self.process.stdout is not None
         try:
             line = await asyncio.wait_for(self.process.stdout.readline(), timeout)
-        except (TimeoutError, ValueError, asyncio.LimitOverrunError) as exc:
-            raise _KernelGone(type(exc).__name__) from exc
+        except TimeoutError as exc:
+            raise _KernelGone("the code did not stop when its time ran out", timed_out=True) from exc
+        except (ValueError, asyncio.LimitOverrunError) as exc:
+            raise _KernelGone("it sent more than a reply may hold") from exc
         if not line.endswith(b"\n"):
-            raise _KernelGone("the kernel exited")
+            raise _KernelGone("it exceeded a limit (memory, CPU time or processes), or exited")
         return line
 
     async def call(self, request: dict[str, Any], timeout: float) -> bytes:
@@ -112,7 +119,7 @@ class _Kernel:
             self.process.stdin.write(json.dumps(request).encode() + b"\n")
             await asyncio.wait_for(self.process.stdin.drain(), timeout)
         except (OSError, TimeoutError) as exc:
-            raise _KernelGone("the kernel exited") from exc
+            raise _KernelGone("it exited") from exc
         return await self.read_line(timeout)
 
     async def stop(self) -> None:
@@ -186,7 +193,7 @@ class SandboxPool:
                     try:
                         result = _parse_reply(await kernel.call(request, seconds + KILL_GRACE_SECONDS))
                     except _KernelGone as exc:
-                        result = await self._lost(session_key, kernel, str(exc))
+                        result = await self._lost(session_key, kernel, exc)
                     except asyncio.CancelledError:
                         kernel.abandon()
                         raise
@@ -198,19 +205,13 @@ class SandboxPool:
             return dataclasses.replace(result, session_restarted=True)
         return result
 
-    async def _lost(self, session_key: str, kernel: _Kernel, reason: str) -> ExecutionResult:
-        timed_out = reason == "TimeoutError"
+    async def _lost(self, session_key: str, kernel: _Kernel, gone: _KernelGone) -> ExecutionResult:
         await self._stop(session_key, kernel)
-        why = (
-            "the code did not stop when its time ran out"
-            if timed_out
-            else "it exceeded a limit (memory, CPU time or processes), or exited"
-        )
         return ExecutionResult(
             logs="",
-            error=f"The Python session was stopped: {why}. Its variables and files are lost; "
+            error=f"The Python session was stopped: {gone.why}. Its variables and files are lost; "
             "the next call starts a fresh session.",
-            interrupted=timed_out,
+            interrupted=gone.timed_out,
             kernel_stopped=True,
         )
 
@@ -315,7 +316,7 @@ def _parse_reply(line: bytes) -> ExecutionResult:
     try:
         reply = json.loads(line)
         if not isinstance(reply, dict):
-            raise _KernelGone("malformed reply")
+            raise TypeError("not an object")
         logs = _text(reply.get("logs"))
         error = reply.get("error")
         if error is not None:
@@ -330,7 +331,7 @@ def _parse_reply(line: bytes) -> ExecutionResult:
             interrupted=reply.get("interrupted") is True,
         )
     except (ValueError, TypeError, KeyError, binascii.Error) as exc:
-        raise _KernelGone("malformed reply") from exc
+        raise _KernelGone("it sent something that is not a reply") from exc
 
 
 def _text(value: object) -> str:
