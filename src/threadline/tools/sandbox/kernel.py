@@ -180,7 +180,7 @@ def _execute(request: dict[str, Any], namespace: dict[str, Any], capture: int) -
         images = _figures()
     except ExecutionInterrupted as exc:
         interrupted = True
-        error = f"{type(exc).__name__}: {exc}"
+        error = _traceback(exc)  # where the code was when its time ran out
     except BaseException as exc:  # the code's own errors, SystemExit and KeyboardInterrupt included
         error = _traceback(exc)
     if os.getpid() != KERNEL_PID:
