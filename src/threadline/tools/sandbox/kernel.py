@@ -97,11 +97,11 @@ def _run(code: str, namespace: dict[str, Any]) -> None:
 
 
 def _traceback(exc: BaseException) -> str:
-    """The traceback from the code's first frame on: the kernel's own frames are noise to the model."""
-    tb = exc.__traceback__
-    while tb is not None and tb.tb_frame.f_code.co_filename != "<code>":
-        tb = tb.tb_next
-    return "".join(traceback.format_exception(type(exc), exc, tb, limit=-20))
+    """The traceback of the code's own frames and the libraries it called, not the kernel's."""
+    summary = traceback.TracebackException(type(exc), exc, exc.__traceback__, limit=-20)
+    # The kernel runs as ``python -c``, so its frames are the ones from "<string>".
+    summary.stack = traceback.StackSummary.from_list([f for f in summary.stack if f.filename != "<string>"])
+    return "".join(summary.format())
 
 
 def _figures() -> list[dict[str, str]]:
