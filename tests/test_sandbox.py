@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 import pytest
 
 import threadline
+from threadline.config import Settings
 from threadline.errors import SandboxBusyError, SandboxUnavailableError
 from threadline.tools.sandbox import ExecutionResult, SandboxLimits, SandboxPool, seccomp
 from threadline.tools.sandbox.pool import _KernelGone, _parse_reply
@@ -567,3 +568,17 @@ def test_a_kernel_that_exits_is_replaced_and_the_next_call_told(run: Callable[..
     assert gone.kernel_stopped and gone.error is not None
     after = run("exits", "print('value' in globals(), b'\\xff'.decode('latin-1'))")
     assert after.session_restarted and after.logs == "False ÿ\n"
+
+
+def test_limits_come_from_the_settings() -> None:
+    settings = Settings.from_env(
+        {
+            "THREADLINE_SANDBOX_MEMORY_MB": "256",
+            "THREADLINE_SANDBOX_DISK_MB": "64",
+            "THREADLINE_SANDBOX_CALL_SECONDS": "7.5",
+            "THREADLINE_SANDBOX_MAX_KERNELS": "3",
+        }
+    )
+    limits = SandboxLimits.from_settings(settings)
+    assert (limits.memory_bytes, limits.disk_bytes) == (256 * 2**20, 64 * 2**20)
+    assert (limits.call_seconds, limits.max_kernels, limits.idle_seconds) == (7.5, 3, 3600.0)
