@@ -544,7 +544,7 @@ def test_a_sandbox_that_cannot_start_is_refused(loop: Loop) -> None:
 def test_a_cancelled_call_does_not_leave_its_reply_for_the_next(loop: Loop, pool: SandboxPool) -> None:
     loop.run(pool.execute("cancelled", "kept = 1"))
     call = asyncio.run_coroutine_threadsafe(
-        pool.execute("cancelled", "import time\ntime.sleep(1.5)\nprint('late reply')"), loop.loop
+        pool.execute("cancelled", "import time\ntime.sleep(15)\nprint('late reply')"), loop.loop
     )
     wait_for(lambda: pool._kernels["cancelled"].users == 1)
     call.cancel()
