@@ -408,7 +408,7 @@ def test_an_infinite_loop_is_interrupted_and_the_kernel_kept(run: Callable[..., 
     run("loop", "counter = 7")
     started = time.monotonic()
     result = run("loop", "while True:\n    counter += 1", timeout=1.5)
-    assert 1.5 < time.monotonic() - started < 5
+    assert 1.5 < time.monotonic() - started < 6
     assert result.interrupted and not result.kernel_stopped
     assert result.error is not None and "time limit" in result.error
     after = run("loop", "counter > 7")
@@ -510,7 +510,7 @@ def test_past_max_kernels_the_least_recently_used_is_stopped(loop: Loop) -> None
         assert again.session_restarted and again.logs == "False\n"
         # Both slots busy: a third session is refused, not queued behind running code.
         busy = [
-            asyncio.run_coroutine_threadsafe(pool.execute(s, "import time; time.sleep(1)"), loop.loop)
+            asyncio.run_coroutine_threadsafe(pool.execute(s, "import time; time.sleep(3)"), loop.loop)
             for s in ("a", "b")
         ]
         wait_for(lambda: all(k.users for k in pool._kernels.values()))
