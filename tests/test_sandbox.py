@@ -582,3 +582,11 @@ def test_limits_come_from_the_settings() -> None:
     limits = SandboxLimits.from_settings(settings)
     assert (limits.memory_bytes, limits.disk_bytes) == (256 * 2**20, 64 * 2**20)
     assert (limits.call_seconds, limits.max_kernels, limits.idle_seconds) == (7.5, 3, 3600.0)
+
+
+def test_doctor_says_how_kernels_are_confined() -> None:
+    from threadline.cli import _sandbox_status
+
+    status = _sandbox_status(Settings())
+    assert "bwrap" in status and "seccomp" in status, status
+    assert ("host uids 200000+" if os.geteuid() == 0 else "user namespace") in status

@@ -225,7 +225,21 @@ def cmd_doctor(settings: Settings) -> int:
         if id(provider) in local:
             continue
         print(f"upstream {getattr(provider, 'base_url', provider)}")
+    print(f"code_interpreter sandbox: {_sandbox_status(settings)}")
     return 1 if failed else 0
+
+
+def _sandbox_status(settings: Settings) -> str:
+    from threadline.errors import SandboxUnavailableError
+    from threadline.tools.sandbox.launcher import SandboxLimits, prepare
+
+    try:
+        launcher = prepare(SandboxLimits.from_settings(settings))
+    except SandboxUnavailableError as exc:
+        return f"refused: {exc.message}"
+    if launcher.cgroups is not None:
+        launcher.cgroups.remove()
+    return launcher.describe()
 
 
 async def _tokens_per_second(provider: LlamaCppProvider) -> float:

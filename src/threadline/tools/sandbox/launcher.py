@@ -98,6 +98,16 @@ class Launcher:
     seccomp: bytes
     """The seccomp filter (``seccomp.py``), handed to bubblewrap through a file descriptor."""
 
+    def describe(self) -> str:
+        """One line for ``threadline doctor``: how kernels are confined on this machine."""
+        user = (
+            f"as host uids {self.limits.uid_base}+ (root)"
+            if self.as_root
+            else f"in a user namespace as uid {INSIDE_UID}"
+        )
+        cgroup = "a memory cgroup each" if self.cgroups is not None else "no memory cgroup (rlimits only)"
+        return f"{self.bwrap}, {user}, {cgroup}, seccomp for {platform.machine()}, {self.python}"
+
     def seccomp_fd(self) -> int:
         """A fresh descriptor holding the filter, for one ``command``; the caller closes it after spawning."""
         fd = os.memfd_create("threadline-seccomp")
