@@ -590,3 +590,14 @@ def test_doctor_says_how_kernels_are_confined() -> None:
     status = _sandbox_status(Settings())
     assert "bwrap" in status and "seccomp" in status, status
     assert ("host uids 200000+" if os.geteuid() == 0 else "user namespace") in status
+
+
+def test_ending_a_session_stops_its_kernel(
+    run: Callable[..., ExecutionResult], loop: Loop, pool: SandboxPool
+) -> None:
+    run("deleted", "secret = 1")
+    kernel = pool._kernels["deleted"]
+    loop.run(pool.end("deleted"))
+    assert "deleted" not in pool.sessions and kernel.process.returncode is not None
+    after = run("deleted", "print('secret' in globals())")
+    assert after.logs == "False\n" and not after.session_restarted

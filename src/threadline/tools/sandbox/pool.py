@@ -283,6 +283,14 @@ class SandboxPool:
                 self._ended.popitem(last=False)
         await kernel.stop()
 
+    async def end(self, session_key: str) -> None:
+        """Stop the session's kernel now (its thread was deleted); a later call starts afresh."""
+        async with self._lock:
+            kernel = self._kernels.get(session_key)
+            if kernel is not None:
+                await self._stop(session_key, kernel)
+            self._ended.pop(session_key, None)  # a deleted thread's id is not coming back
+
     async def reap_idle(self) -> int:
         """Stop kernels unused for ``idle_seconds``; returns how many were stopped."""
         now = time.monotonic()
