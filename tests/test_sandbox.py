@@ -26,7 +26,7 @@ import pytest
 import threadline
 from threadline.config import Settings
 from threadline.errors import SandboxBusyError, SandboxUnavailableError
-from threadline.tools.sandbox import ExecutionResult, SandboxLimits, SandboxPool, seccomp
+from threadline.tools.sandbox import ExecutionResult, SandboxLimits, SandboxPool, launcher, seccomp
 from threadline.tools.sandbox.pool import _KernelGone, _parse_reply
 
 T = TypeVar("T")
@@ -257,6 +257,15 @@ def test_nothing_outside_mnt_data_and_tmp_is_writable(run: Callable[..., Executi
     assert "scratch ok" in result.logs
     for directory in targets:
         assert not Path(directory, "written-by-sandbox").exists()
+
+
+def test_the_server_s_environment_stays_outside(
+    run: Callable[..., ExecutionResult], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("THREADLINE_UPSTREAM_API_KEY", "sk-secret")
+    result = run("environment", "import os\nprint(sorted(os.environ))")
+    assert "sk-secret" not in result.logs
+    assert result.logs == repr(sorted([*launcher.ENVIRONMENT, "PWD"])) + "\n"  # PWD: bubblewrap's --chdir
 
 
 def test_no_privileges_inside(run: Callable[..., ExecutionResult]) -> None:
