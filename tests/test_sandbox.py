@@ -339,7 +339,7 @@ def test_signals_cannot_reach_anything_outside(run: Callable[..., ExecutionResul
 def test_a_fork_bomb_is_contained(run: Callable[..., ExecutionResult], pool: SandboxPool) -> None:
     started = time.monotonic()
     result = run("bomb", "import os\nwhile True:\n    os.fork()")
-    assert time.monotonic() - started < 15
+    assert time.monotonic() - started < 30
     assert result.error is not None and "BlockingIOError" in result.error
     # No process outlives its call, and the kernel still answers.
     after = run("bomb", "import os\nprint(sorted(int(p) for p in os.listdir('/proc') if p.isdigit()))")
@@ -441,11 +441,11 @@ def test_code_that_ignores_the_interrupt_is_killed_and_the_next_call_says_so(
 
 
 def test_a_kernel_over_its_session_cpu_is_stopped(loop: Loop) -> None:
-    pool = SandboxPool(SandboxLimits(call_seconds=20, session_cpu_seconds=1))
+    pool = SandboxPool(SandboxLimits(call_seconds=60, session_cpu_seconds=1))
     try:
         started = time.monotonic()
         result = loop.run(pool.execute("cpu", "while True:\n    pass"))
-        assert time.monotonic() - started < 10
+        assert time.monotonic() - started < 45  # one CPU second, however busy the machine
         assert result.kernel_stopped and not result.interrupted
         after = loop.run(pool.execute("cpu", "print('fresh')"))
         assert after.logs == "fresh\n" and after.session_restarted
