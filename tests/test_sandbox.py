@@ -268,6 +268,24 @@ def test_the_server_s_environment_stays_outside(
     assert result.logs == repr(sorted([*launcher.ENVIRONMENT, "PWD"])) + "\n"  # PWD: bubblewrap's --chdir
 
 
+def test_the_kernel_runs_under_its_limits(run: Callable[..., ExecutionResult]) -> None:
+    code = (
+        "import resource\n"
+        "for name in ['RLIMIT_AS', 'RLIMIT_NPROC', 'RLIMIT_NOFILE', 'RLIMIT_FSIZE', 'RLIMIT_CPU', 'RLIMIT_CORE']:\n"
+        "    print(*resource.getrlimit(getattr(resource, name)))\n"
+    )
+    result = run("limits", code)
+    cpu = LIMITS.session_cpu_seconds
+    assert result.logs.splitlines() == [
+        f"{LIMITS.memory_bytes} {LIMITS.memory_bytes}",
+        f"{LIMITS.processes} {LIMITS.processes}",
+        "256 256",
+        f"{LIMITS.disk_bytes} {LIMITS.disk_bytes}",
+        f"{cpu} {cpu + 5}",
+        "0 0",
+    ]
+
+
 def test_no_privileges_inside(run: Callable[..., ExecutionResult]) -> None:
     code = (
         "import os\n"

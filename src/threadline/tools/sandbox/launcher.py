@@ -24,11 +24,9 @@ from __future__ import annotations
 import json
 import os
 import platform
-import resource
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -118,6 +116,7 @@ class Launcher:
     def command(self, slot: int, program: str, seccomp_fd: int) -> list[str]:
         """The full command line for a sandbox running ``python -c program`` as the slot's user."""
         args = [
+            *self._confinement(slot),
             self.bwrap,
             "--die-with-parent",
             "--new-session",
@@ -181,24 +180,27 @@ class Launcher:
             "--", *python,
         ]  # fmt: skip
 
-    def preexec(self, slot: int) -> Callable[[], None]:
-        """Limits set in the child before bubblewrap starts; the kernel and its children inherit them."""
+    def _confinement(self, slot: int) -> list[str]:
+        """What runs before bubblewrap, as commands rather than a ``preexec_fn`` (which is unsafe in a
+        threaded server): a shell that moves itself into the slot's cgroup, then ``prlimit``. The
+        kernel and its children inherit both."""
         limits = self.limits
-        procs = None if self.cgroups is None else self.cgroups.slot(slot)
-
-        def apply() -> None:
-            if procs is not None:
-                procs.write_text("0")  # "0" moves the writer: this child, before it becomes bwrap
-            resource.setrlimit(resource.RLIMIT_AS, (limits.memory_bytes, limits.memory_bytes))
-            resource.setrlimit(resource.RLIMIT_NPROC, (limits.processes, limits.processes))
-            resource.setrlimit(resource.RLIMIT_NOFILE, (OPEN_FILES, OPEN_FILES))
-            resource.setrlimit(resource.RLIMIT_FSIZE, (limits.disk_bytes, limits.disk_bytes))
-            resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        cpu = limits.session_cpu_seconds
+        rlimits = [
+            "prlimit",
+            f"--as={limits.memory_bytes}",
+            f"--nproc={limits.processes}",
+            f"--nofile={OPEN_FILES}",
+            f"--fsize={limits.disk_bytes}",
+            "--core=0",
             # Soft limit: SIGXCPU ends the kernel; the hard limit is the backstop if it is caught.
-            cpu = limits.session_cpu_seconds
-            resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 5))
-
-        return apply
+            f"--cpu={cpu}:{cpu + 5}",
+            "--",
+        ]
+        if self.cgroups is None:
+            return rlimits
+        procs = self.cgroups.slot(slot)
+        return ["/bin/sh", "-c", 'echo $$ > "$0" && exec "$@"', str(procs), *rlimits]
 
 
 def prepare(limits: SandboxLimits) -> Launcher:
@@ -209,8 +211,9 @@ def prepare(limits: SandboxLimits) -> Launcher:
             "code_interpreter is unavailable: bubblewrap (bwrap) is not installed on this server"
         )
     as_root = os.geteuid() == 0
-    if as_root and shutil.which("setpriv") is None:
-        raise SandboxUnavailableError("code_interpreter is unavailable: setpriv is not installed")
+    for tool in ("prlimit", "setpriv") if as_root else ("prlimit",):
+        if shutil.which(tool) is None:
+            raise SandboxUnavailableError(f"code_interpreter is unavailable: {tool} is not installed")
     seccomp = seccomp_program()
     if seccomp is None:
         raise SandboxUnavailableError(
@@ -247,7 +250,6 @@ def prepare(limits: SandboxLimits) -> Launcher:
                 launcher.command(0, "import os; print(os.getuid())", fd),
                 capture_output=True,
                 timeout=60,
-                preexec_fn=launcher.preexec(0),
                 pass_fds=(fd,),
                 check=False,
             )

@@ -20,7 +20,6 @@ import dataclasses
 import json
 import os
 import posixpath
-import subprocess
 import time
 from collections import OrderedDict, deque
 from collections.abc import Mapping
@@ -249,11 +248,10 @@ class SandboxPool:
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
-                preexec_fn=launcher.preexec(slot),
                 pass_fds=(seccomp_fd,),
                 limit=MAX_REPLY_BYTES,
             )
-        except (OSError, subprocess.SubprocessError) as exc:  # SubprocessError: preexec_fn failed
+        except OSError as exc:
             self._free_slots.append(slot)
             raise SandboxUnavailableError(f"code_interpreter could not start a sandbox: {exc}") from exc
         finally:
