@@ -22,6 +22,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from threadline.providers.base import Tokenizer
+from threadline.retrieval.chunking import TokenCodec
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,12 @@ def _named(spec: str) -> Tokenizer:
             log.warning("tokenizer %s is unavailable (%s); estimating token counts instead", spec, exc)
             return EstimateTokenizer()
     raise ValueError(f"unknown tokenizer {spec!r}: use 'estimate' or 'tiktoken:<encoding>'")
+
+
+def tiktoken_encoding(encoding: str) -> TokenCodec:
+    """tiktoken's ``encoding`` (its table seeded for offline use): file search cuts chunks with it."""
+    codec: TokenCodec = _tiktoken(encoding)
+    return codec
 
 
 def _tiktoken(encoding: str):  # type: ignore[no-untyped-def]

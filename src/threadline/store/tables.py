@@ -15,6 +15,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -155,4 +156,21 @@ thread_summaries = Table(
     Column("text", Text, nullable=False),
     Column("last_message_id", String(64), nullable=False),
     Column("updated_at", BigInteger, nullable=False),
+)
+
+# File search: one row per chunk of a file in a vector store. The vector is float32 bytes and the
+# keyword terms an int32 (2, n) array of term ids and counts (``retrieval.terms``), so both
+# databases hold the same thing and search runs on an in-memory copy (``store/chunks.py``).
+file_chunks = Table(
+    "file_chunks",
+    metadata,
+    _seq(),
+    Column("vector_store_id", String(64), nullable=False),
+    Column("file_id", String(64), nullable=False),
+    Column("ordinal", Integer, nullable=False),
+    Column("text", Text, nullable=False),
+    Column("token_count", Integer, nullable=False),
+    Column("vector", LargeBinary, nullable=False),
+    Column("terms", LargeBinary, nullable=False),
+    Index("ix_file_chunks_store_file", "vector_store_id", "file_id", "ordinal"),
 )

@@ -1,0 +1,106 @@
+"""One vector store's chunks in memory, searchable by cosine similarity and by BM25.
+
+Vectors are one float32 matrix (a query is one matrix-vector product); keyword postings are three
+parallel arrays sorted by term id (a query term is two binary searches). Built from the rows the
+chunk table holds, so it is a cache: ``store/chunks.py`` rebuilds it when the store changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from threadline.retrieval.ports import Vector
+
+# BM25's usual constants (Robertson & Zaragoza).
+K1 = 1.2
+B = 0.75
+
+
+@dataclass(frozen=True, slots=True)
+class StoreIndex:
+    keys: npt.NDArray[np.int64]
+    vectors: Vector
+    post_terms: npt.NDArray[np.int32]
+    post_docs: npt.NDArray[np.int32]
+    post_tf: npt.NDArray[np.float32]
+    doc_len: npt.NDArray[np.float32]
+
+    @classmethod
+    def build(cls, keys: Sequence[int], vectors: Sequence[bytes], terms: Sequence[bytes]) -> StoreIndex:
+        """From each chunk's key, vector (float32 bytes) and terms (``terms.term_counts`` bytes)."""
+        n = len(keys)
+        matrix = np.frombuffer(b"".join(vectors), dtype=np.float32)
+        matrix = matrix.reshape(n, -1) if n else np.zeros((0, 0), np.float32)
+        per_chunk = [np.frombuffer(t, dtype=np.int32).reshape(2, -1) for t in terms]
+        lengths = np.array([p.shape[1] for p in per_chunk], dtype=np.int64)
+        joined = np.concatenate(per_chunk, axis=1) if n and lengths.sum() else np.zeros((2, 0), np.int32)
+        docs = np.repeat(np.arange(n, dtype=np.int32), lengths)
+        order = np.argsort(joined[0], kind="stable")
+        doc_len = np.zeros(n, np.float32)
+        np.add.at(doc_len, docs, joined[1].astype(np.float32))
+        return cls(
+            keys=np.asarray(keys, dtype=np.int64),
+            vectors=matrix,
+            post_terms=joined[0][order].copy(),
+            post_docs=docs[order],
+            post_tf=joined[1][order].astype(np.float32),
+            doc_len=doc_len,
+        )
+
+    @property
+    def size(self) -> int:
+        return len(self.keys)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(
+            a.nbytes
+            for a in (self.keys, self.vectors, self.post_terms, self.post_docs, self.post_tf, self.doc_len)
+        )
+
+    def dense(self, query: Vector, depth: int) -> list[tuple[float, int]]:
+        """``(cosine, key)`` of the ``depth`` nearest chunks (vectors are normalised)."""
+        if not self.size:
+            return []
+        if self.vectors.shape[1] != query.shape[0]:
+            raise ValueError(
+                f"the store's vectors have {self.vectors.shape[1]} dimensions and the query {query.shape[0]}: "
+                "its files were embedded by another model; re-add them"
+            )
+        return _top(self.vectors @ query, self.keys, depth)
+
+    def keyword(self, query_terms: Sequence[int], depth: int) -> list[tuple[float, int]]:
+        """``(BM25, key)`` of the ``depth`` best chunks containing at least one query term."""
+        n = self.size
+        if not n or not query_terms:
+            return []
+        scores = np.zeros(n, np.float32)
+        avgdl = float(self.doc_len.mean()) or 1.0
+        for term in query_terms:
+            lo = int(np.searchsorted(self.post_terms, term, "left"))
+            hi = int(np.searchsorted(self.post_terms, term, "right"))
+            if lo == hi:
+                continue
+            docs, tf = self.post_docs[lo:hi], self.post_tf[lo:hi]
+            df = hi - lo
+            idf = np.log(1.0 + (n - df + 0.5) / (df + 0.5))
+            # Each chunk appears once per term, so fancy-index addition adds each posting once.
+            scores[docs] += idf * tf * (K1 + 1) / (tf + K1 * (1 - B + B * self.doc_len[docs] / avgdl))
+        hits = np.flatnonzero(scores > 0)
+        return _top(scores[hits], self.keys[hits], depth)
+
+
+def _top(scores: npt.NDArray[np.float32], keys: npt.NDArray[np.int64], depth: int) -> list[tuple[float, int]]:
+    part = np.argpartition(-scores, depth - 1)[:depth] if len(scores) > depth else np.arange(len(scores))
+    ordered = part[np.argsort(-scores[part], kind="stable")]
+    return [(float(scores[i]), int(keys[i])) for i in ordered]
+
+
+def merge(per_store: Sequence[list[tuple[float, int]]], depth: int) -> list[int]:
+    """Keys of several stores' rankings by one method, best first."""
+    merged = sorted((hit for ranking in per_store for hit in ranking), key=lambda hit: -hit[0])
+    return [key for _, key in merged[:depth]]
