@@ -18,6 +18,7 @@ import logging
 import os
 import tempfile
 import threading
+import warnings
 from functools import lru_cache
 from pathlib import Path
 
@@ -99,8 +100,11 @@ def tiktoken_encoding(encoding: str) -> TokenCodec:
 def _tiktoken(encoding: str):  # type: ignore[no-untyped-def]
     import tiktoken
 
-    _seed_tiktoken_cache(encoding)
-    return tiktoken.get_encoding(encoding)
+    with warnings.catch_warnings():
+        # bpe-openai reads its tables with a deprecated importlib call when it is imported.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        _seed_tiktoken_cache(encoding)
+        return tiktoken.get_encoding(encoding)
 
 
 def _seed_tiktoken_cache(encoding: str) -> None:

@@ -18,6 +18,10 @@ from threadline.retrieval.ports import Vector
 # BM25's usual constants (Robertson & Zaragoza).
 K1 = 1.2
 B = 0.75
+KEYWORD_FLOOR = 0.5
+"""Keyword hits scoring under this fraction of the best one are not ranked. In a store where most
+chunks share some common word with the question, such weak matches would otherwise outvote, in
+the fusion, a chunk that only the embeddings found (the same content in another language)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +78,7 @@ class StoreIndex:
         return _top(self.vectors @ query, self.keys, depth)
 
     def keyword(self, query_terms: Sequence[int], depth: int) -> list[tuple[float, int]]:
-        """``(BM25, key)`` of the ``depth`` best chunks containing at least one query term."""
+        """``(BM25, key)`` of the ``depth`` best chunks matching the query's terms well (``KEYWORD_FLOOR``)."""
         n = self.size
         if not n or not query_terms:
             return []
@@ -90,7 +94,7 @@ class StoreIndex:
             idf = np.log(1.0 + (n - df + 0.5) / (df + 0.5))
             # Each chunk appears once per term, so fancy-index addition adds each posting once.
             scores[docs] += idf * tf * (K1 + 1) / (tf + K1 * (1 - B + B * self.doc_len[docs] / avgdl))
-        hits = np.flatnonzero(scores > 0)
+        hits = np.flatnonzero(scores >= max(float(scores.max()) * KEYWORD_FLOOR, 1e-9))
         return _top(scores[hits], self.keys[hits], depth)
 
 
