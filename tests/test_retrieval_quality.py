@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -130,9 +129,7 @@ def test_whitespace_tokenisation_would_find_no_chinese_document() -> None:
         return any(doc in relevant and doc.endswith(".zh") for doc in top)
 
     zh = queries("zh")
-    by_whitespace = sum(
-        found(whitespace, q, r, sorted({term_id(w) for w in q.split()})) for q, r in zh
-    )
+    by_whitespace = sum(found(whitespace, q, r, sorted({term_id(w) for w in q.split()})) for q, r in zh)
     by_bigrams = sum(found(bigrams, q, r, query_term_ids(q)) for q, r in zh)
     assert by_whitespace <= 2
     assert by_bigrams >= 17

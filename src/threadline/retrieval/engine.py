@@ -29,6 +29,8 @@ and moderately by the other is still seen by both."""
 
 @dataclass(frozen=True, slots=True)
 class IngestResult:
+    """How much was indexed: chunks, their tokens (overlaps counted in each), the text's characters."""
+
     chunks: int
     tokens: int
     characters: int
