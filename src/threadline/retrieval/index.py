@@ -1,7 +1,7 @@
 """One vector store's chunks in memory, searchable by cosine similarity and by BM25.
 
-Vectors are one float32 matrix (a query is one matrix-vector product); keyword postings are three
-parallel arrays sorted by term id (a query term is two binary searches). Built from the rows the
+Vectors are one float32 matrix (a query is one matrix-vector product); keyword postings are grouped
+by term id, compressed-row style (a query term is one binary search and a slice). Built from the rows the
 chunk table holds, so it is a cache: ``store/chunks.py`` rebuilds it when the store changes.
 """
 
@@ -28,9 +28,12 @@ the fusion, a chunk that only the embeddings found (the same content in another 
 class StoreIndex:
     keys: npt.NDArray[np.int64]
     vectors: Vector
-    post_terms: npt.NDArray[np.int32]
+    vocabulary: npt.NDArray[np.int32]
+    """The store's distinct term ids, sorted; term ``vocabulary[i]``'s postings are
+    ``post_docs[offsets[i]:offsets[i + 1]]`` (chunk positions) and ``post_tf[...]`` (counts)."""
+    offsets: npt.NDArray[np.int64]
     post_docs: npt.NDArray[np.int32]
-    post_tf: npt.NDArray[np.float32]
+    post_tf: npt.NDArray[np.uint16]
     doc_len: npt.NDArray[np.float32]
 
     @classmethod
@@ -43,15 +46,18 @@ class StoreIndex:
         lengths = np.array([p.shape[1] for p in per_chunk], dtype=np.int64)
         joined = np.concatenate(per_chunk, axis=1) if n and lengths.sum() else np.zeros((2, 0), np.int32)
         docs = np.repeat(np.arange(n, dtype=np.int32), lengths)
+        doc_len = np.bincount(docs, weights=joined[1], minlength=n).astype(np.float32)
         order = np.argsort(joined[0], kind="stable")
-        doc_len = np.zeros(n, np.float32)
-        np.add.at(doc_len, docs, joined[1].astype(np.float32))
+        sorted_terms = joined[0][order]
+        vocabulary, starts = np.unique(sorted_terms, return_index=True)
+        # Counts above 65535 cannot occur: a chunk has at most 4096 tokens.
         return cls(
             keys=np.asarray(keys, dtype=np.int64),
             vectors=matrix,
-            post_terms=joined[0][order].copy(),
+            vocabulary=vocabulary.astype(np.int32),
+            offsets=np.append(starts, len(sorted_terms)).astype(np.int64),
             post_docs=docs[order],
-            post_tf=joined[1][order].astype(np.float32),
+            post_tf=np.minimum(joined[1][order], 65535).astype(np.uint16),
             doc_len=doc_len,
         )
 
@@ -63,7 +69,15 @@ class StoreIndex:
     def nbytes(self) -> int:
         return sum(
             a.nbytes
-            for a in (self.keys, self.vectors, self.post_terms, self.post_docs, self.post_tf, self.doc_len)
+            for a in (
+                self.keys,
+                self.vectors,
+                self.vocabulary,
+                self.offsets,
+                self.post_docs,
+                self.post_tf,
+                self.doc_len,
+            )
         )
 
     def dense(self, query: Vector, depth: int) -> list[tuple[float, int]]:
@@ -85,11 +99,11 @@ class StoreIndex:
         scores = np.zeros(n, np.float32)
         avgdl = float(self.doc_len.mean()) or 1.0
         for term in query_terms:
-            lo = int(np.searchsorted(self.post_terms, term, "left"))
-            hi = int(np.searchsorted(self.post_terms, term, "right"))
-            if lo == hi:
+            i = int(np.searchsorted(self.vocabulary, term))
+            if i == len(self.vocabulary) or self.vocabulary[i] != term:
                 continue
-            docs, tf = self.post_docs[lo:hi], self.post_tf[lo:hi]
+            lo, hi = int(self.offsets[i]), int(self.offsets[i + 1])
+            docs, tf = self.post_docs[lo:hi], self.post_tf[lo:hi].astype(np.float32)
             df = hi - lo
             idf = np.log(1.0 + (n - df + 0.5) / (df + 0.5))
             # Each chunk appears once per term, so fancy-index addition adds each posting once.
