@@ -3,8 +3,8 @@
 :class:`SqlChunkIndex` implements ``retrieval.ports.ChunkIndex`` on SQLite and PostgreSQL alike.
 Each store searched is loaded once into a ``retrieval.index.StoreIndex`` (its vectors as one numpy
 matrix, its keyword postings as sorted arrays) and kept while the store is unchanged: before every
-search one indexed query reads each store's row count and highest ``seq``, which any insert or
-delete, by any process, changes. Texts are read back only for the chunks that make the results.
+search one primary-key read fetches the store's revision, a counter that every write to its chunks,
+by any process, raises in the same transaction. Texts are read back only for the chunks that make the results.
 """
 
 from __future__ import annotations
@@ -13,7 +13,9 @@ import asyncio
 from collections import OrderedDict
 from collections.abc import Sequence
 
-from sqlalchemy import Connection, Delete, delete, func, insert, select
+from sqlalchemy import ColumnElement, Connection, Delete, delete, insert, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from threadline.retrieval.index import StoreIndex, merge
 from threadline.retrieval.ports import IndexedChunk, Rankings, StoredChunk, Vector
@@ -23,7 +25,7 @@ from threadline.store.database import Database
 MAX_CACHED_STORES = 32
 """Stores kept in memory at once, least recently searched dropped first (100k chunks ≈ 0.2 GB)."""
 
-Revision = tuple[int, int]
+Revision = int
 
 
 class SqlChunkIndex:
@@ -50,14 +52,23 @@ class SqlChunkIndex:
             conn.execute(_delete(vector_store_id, file_id))
             if rows:
                 conn.execute(insert(t.file_chunks), rows)
+            _bump(conn, vector_store_id)
 
         await self.db.write(write)
         self._cache.pop(vector_store_id, None)
 
     async def delete(self, vector_store_id: str, file_id: str | None = None) -> int:
-        count = await self.db.write(lambda conn: conn.execute(_delete(vector_store_id, file_id)).rowcount)
+        def write(conn: Connection) -> int:
+            count = conn.execute(_delete(vector_store_id, file_id)).rowcount
+            if file_id is None:
+                conn.execute(delete(t.file_chunk_revisions).where(_is_store(vector_store_id)))
+            else:
+                _bump(conn, vector_store_id)
+            return int(count)
+
+        count = await self.db.write(write)
         self._cache.pop(vector_store_id, None)
-        return int(count)
+        return count
 
     async def search(
         self, vector_store_ids: Sequence[str], query_vector: Vector, query_terms: Sequence[int], depth: int
@@ -82,11 +93,12 @@ class SqlChunkIndex:
             self._cache.move_to_end(vector_store_id)
             return cached[1]
         async with self._loading:
-            rows = await self.db.read(lambda conn: _rows(conn, vector_store_id))
+            revision, rows = await self.db.read(
+                lambda conn: (_revision(conn, vector_store_id), _rows(conn, vector_store_id))
+            )
             index = await asyncio.to_thread(
                 StoreIndex.build, [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]
             )
-            revision = (len(rows), max((r[0] for r in rows), default=0))
             self._cache[vector_store_id] = (revision, index)
             self._cache.move_to_end(vector_store_id)
             while len(self._cache) > MAX_CACHED_STORES:
@@ -101,12 +113,24 @@ def _delete(vector_store_id: str, file_id: str | None) -> Delete:
     return statement
 
 
-def _revision(conn: Connection, vector_store_id: str) -> Revision:
-    c = t.file_chunks.c
-    row = conn.execute(
-        select(func.count(), func.coalesce(func.max(c.seq), 0)).where(c.vector_store_id == vector_store_id)
-    ).one()
-    return int(row[0]), int(row[1])
+def _is_store(vector_store_id: str) -> ColumnElement[bool]:
+    return t.file_chunk_revisions.c.vector_store_id == vector_store_id
+
+
+def _revision(conn: Connection, vector_store_id: str) -> int:
+    value = conn.execute(select(t.file_chunk_revisions.c.revision).where(_is_store(vector_store_id))).scalar()
+    return int(value or 0)
+
+
+def _bump(conn: Connection, vector_store_id: str) -> None:
+    table = t.file_chunk_revisions
+    upsert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    statement = upsert(table).values(vector_store_id=vector_store_id, revision=1)
+    conn.execute(
+        statement.on_conflict_do_update(
+            index_elements=[table.c.vector_store_id], set_={"revision": table.c.revision + 1}
+        )
+    )
 
 
 def _rows(conn: Connection, vector_store_id: str) -> list[tuple[int, bytes, bytes]]:

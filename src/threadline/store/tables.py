@@ -174,3 +174,12 @@ file_chunks = Table(
     Column("terms", LargeBinary, nullable=False),
     Index("ix_file_chunks_store_file", "vector_store_id", "file_id", "ordinal"),
 )
+
+# A counter per vector store, raised by every write to its chunks: searches compare it with the
+# one their in-memory copy was built at (one primary-key read, however big the store).
+file_chunk_revisions = Table(
+    "file_chunk_revisions",
+    metadata,
+    Column("vector_store_id", String(64), primary_key=True),
+    Column("revision", BigInteger, nullable=False),
+)

@@ -34,8 +34,15 @@ def upgrade() -> None:
     op.create_index(
         "ix_file_chunks_store_file", "file_chunks", ["vector_store_id", "file_id", "ordinal"], unique=False
     )
+    op.create_table(
+        "file_chunk_revisions",
+        sa.Column("vector_store_id", sa.String(length=64), nullable=False),
+        sa.Column("revision", sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint("vector_store_id"),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("file_chunk_revisions")
     op.drop_index("ix_file_chunks_store_file", table_name="file_chunks")
     op.drop_table("file_chunks")
