@@ -75,6 +75,7 @@ bench: $(VENV)/.dev
 	$(BIN)/python -m bench.embedded
 	$(BIN)/python -m bench.scale
 	$(BIN)/python -m bench.streaming
+	$(BIN)/python -m bench.retrieval
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache
