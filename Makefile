@@ -76,6 +76,7 @@ bench: $(VENV)/.dev
 	$(BIN)/python -m bench.scale
 	$(BIN)/python -m bench.streaming
 	$(BIN)/python -m bench.files
+	$(BIN)/python -m bench.retrieval
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache

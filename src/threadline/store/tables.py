@@ -15,6 +15,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -237,4 +238,30 @@ jobs = Table(
     Column("last_error", Text),
     Column("finished_at", Float),
     Index("ix_jobs_status_run_after", "status", "run_after"),
+)
+
+# File search: one row per chunk of a file in a vector store. The vector is float32 bytes and the
+# keyword terms an int32 (2, n) array of term ids and counts (``retrieval.terms``), so both
+# databases hold the same thing and search runs on an in-memory copy (``store/chunks.py``).
+file_chunks = Table(
+    "file_chunks",
+    metadata,
+    _seq(),
+    Column("vector_store_id", String(64), nullable=False),
+    Column("file_id", String(64), nullable=False),
+    Column("ordinal", Integer, nullable=False),
+    Column("text", Text, nullable=False),
+    Column("token_count", Integer, nullable=False),
+    Column("vector", LargeBinary, nullable=False),
+    Column("terms", LargeBinary, nullable=False),
+    Index("ix_file_chunks_store_file", "vector_store_id", "file_id", "ordinal"),
+)
+
+# A counter per vector store, raised by every write to its chunks: searches compare it with the
+# one their in-memory copy was built at (one primary-key read, however big the store).
+file_chunk_revisions = Table(
+    "file_chunk_revisions",
+    metadata,
+    Column("vector_store_id", String(64), primary_key=True),
+    Column("revision", BigInteger, nullable=False),
 )
