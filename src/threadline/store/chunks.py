@@ -151,3 +151,10 @@ def _texts(conn: Connection, keys: Sequence[int]) -> dict[int, StoredChunk]:
     return {
         int(seq): StoredChunk(store, file, int(ordinal), text) for seq, store, file, ordinal, text in result
     }
+
+
+def drop_file_chunks(conn: Connection, vector_store_id: str, file_id: str) -> None:
+    """Delete a file's chunks in a store inside the caller's transaction (a deleted file leaves
+    every store with it); the raised revision makes every process reload that store."""
+    if conn.execute(_delete(vector_store_id, file_id)).rowcount:
+        _bump(conn, vector_store_id)

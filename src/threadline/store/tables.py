@@ -20,6 +20,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
 )
 
 metadata = MetaData()
@@ -264,4 +265,52 @@ file_chunk_revisions = Table(
     metadata,
     Column("vector_store_id", String(64), primary_key=True),
     Column("revision", BigInteger, nullable=False),
+)
+
+# Vector stores (``domain/vector_stores.py``). Counts, usage and status are not stored: they are
+# computed from the files' rows when a store is read, so concurrent ingestion jobs cannot skew them.
+vector_stores = Table(
+    "vector_stores",
+    metadata,
+    _seq(),
+    Column("id", String(64), nullable=False, unique=True),
+    Column("project_id", String(64), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("name", Text),
+    _meta(),
+    Column("expires_after", JSON),
+    Column("expires_at", BigInteger),
+    Column("last_active_at", BigInteger, nullable=False),
+    Index("ix_vector_stores_project_seq", "project_id", "seq"),
+)
+
+# A file in a vector store: its id is the file's, unique within the store.
+vector_store_files = Table(
+    "vector_store_files",
+    metadata,
+    _seq(),
+    Column("id", String(64), nullable=False),
+    Column("vector_store_id", String(64), nullable=False),
+    Column("project_id", String(64), nullable=False),
+    Column("batch_id", String(64)),
+    Column("created_at", BigInteger, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("usage_bytes", BigInteger, nullable=False),
+    Column("last_error", JSON),
+    Column("chunking_strategy", JSON, nullable=False),
+    Column("attributes", JSON),
+    UniqueConstraint("vector_store_id", "id", name="uq_vector_store_files_store_file"),
+    Index("ix_vector_store_files_file", "id"),
+    Index("ix_vector_store_files_batch", "batch_id"),
+)
+
+vector_store_file_batches = Table(
+    "vector_store_file_batches",
+    metadata,
+    _seq(),
+    Column("id", String(64), nullable=False, unique=True),
+    Column("vector_store_id", String(64), nullable=False),
+    Column("project_id", String(64), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("cancelled", Boolean, nullable=False),
 )
