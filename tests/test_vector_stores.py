@@ -230,8 +230,19 @@ def test_malformed_requests_get_400s(client: openai.OpenAI) -> None:
     for case in cases:
         with pytest.raises(openai.BadRequestError):
             case()
+    with pytest.raises(openai.BadRequestError):
+        client.vector_stores.create(name="a\x00b")
+    for missing in ("vs_doesnotexist", "vs_\x00", "x" * 300):
+        with pytest.raises(openai.NotFoundError):
+            client.vector_stores.retrieve(missing)
     with pytest.raises(openai.NotFoundError):
-        client.vector_stores.retrieve("vs_doesnotexist")
+        client.vector_stores.files.retrieve("file-\x00", vector_store_id=store.id)
+    with pytest.raises(openai.NotFoundError):
+        client.vector_stores.file_batches.retrieve("vsfb_\x00", vector_store_id=store.id)
+    with pytest.raises(openai.BadRequestError):
+        client.beta.assistants.create(
+            model="gpt-4o", tool_resources={"file_search": {"vector_store_ids": ["vs_\x00"]}}
+        )
 
 
 def test_cancelling_a_batch_cancels_its_unfinished_files(
@@ -284,3 +295,22 @@ def test_another_projects_store_is_not_found(make_server: Callable[..., Threadli
                 model="gpt-4o", tool_resources={"file_search": {"vector_store_ids": [store.id]}}
             )
         assert [s.id for s in a.vector_stores.list().data] == [store.id]
+
+
+def test_ingestion_waits_in_the_queue_through_a_restart(make_server: Callable[..., ThreadlineServer]) -> None:
+    # The first server takes the upload but has no worker (as if it stopped before ingesting);
+    # a second one on the same database picks the queued jobs up.
+    first = make_server(run_worker=False)
+    with openai.OpenAI(base_url=first.url, api_key="k", max_retries=0) as client:
+        store = client.vector_stores.create(file_ids=[upload(client, *TIDES), upload(client, *PANDAS)])
+        assert store.status == "in_progress" and store.file_counts.in_progress == 2
+    first.stop()
+    second = make_server(database_url=first.settings.database_url, data_dir=first.settings.data_dir)
+    with openai.OpenAI(base_url=second.url, api_key="k", max_retries=0, timeout=120) as client:
+        done = wait_for(
+            lambda: (s := client.vector_stores.retrieve(store.id)).status == "completed" and s,
+            timeout=90,
+            what="the second server to ingest the queued files",
+        )
+        assert done.file_counts.completed == 2
+        assert searched_files(client, store.id, "大熊猫吃竹子")[0] == "pandas.md"

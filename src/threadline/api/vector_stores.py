@@ -26,6 +26,8 @@ from threadline.domain.vector_stores import NewFile, VectorStore, VectorStoreSer
 router = APIRouter()
 
 Attributes = dict[str, str | float | bool]
+Name = Annotated[str, Field(max_length=256, pattern=r"^[^\x00]*$")]
+"""No NUL characters: PostgreSQL cannot store text holding one."""
 StatusFilter = Literal["in_progress", "completed", "failed", "cancelled"]
 
 
@@ -43,7 +45,7 @@ class ExpiresAfter(Strict):
 
 
 class CreateVectorStoreRequest(WithMetadata):
-    name: str | None = Field(default=None, max_length=256)
+    name: Name | None = None
     description: str | None = Field(default=None, max_length=512)
     """Accepted as OpenAI does; not part of the store object, so not kept."""
     file_ids: list[str] = Field(default_factory=list, max_length=500)
@@ -52,7 +54,7 @@ class CreateVectorStoreRequest(WithMetadata):
 
 
 class UpdateVectorStoreRequest(WithMetadata):
-    name: str | None = Field(default=None, max_length=256)
+    name: Name | None = None
     expires_after: ExpiresAfter | None = None
 
 

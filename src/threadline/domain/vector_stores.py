@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import re
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -38,6 +39,10 @@ AUTO_CHUNKING: dict[str, Any] = {
     "static": {"max_chunk_size_tokens": 800, "chunk_overlap_tokens": 400},
 }
 """What ``auto`` means, and how a file added with it reports its strategy (as OpenAI does)."""
+# What the ids made here look like: others are not looked up (PostgreSQL refuses text with NUL).
+_STORE_ID = re.compile(r"vs_[A-Za-z0-9]{1,64}")
+_BATCH_ID = re.compile(r"vsfb_[A-Za-z0-9]{1,64}")
+_FILE_ID = re.compile(r"file-[A-Za-z0-9]{1,64}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,7 +243,9 @@ class VectorStoreService:
         return await self.get_store(store.id)
 
     async def get_store(self, store_id: str) -> VectorStore:
-        store = await self.stores.get_store(store_id, self.project_id)
+        store = (
+            await self.stores.get_store(store_id, self.project_id) if _STORE_ID.fullmatch(store_id) else None
+        )
         if store is None:
             raise NotFoundError(f"No vector store found with id '{store_id}'.", param="vector_store_id")
         return store
@@ -265,7 +272,8 @@ class VectorStoreService:
 
     async def check_store_ids(self, store_ids: Sequence[str], param: str) -> None:
         """Refuse a request naming a vector store this project does not have (OpenAI's 400)."""
-        found = await self.stores.existing_store_ids(store_ids, self.project_id) if store_ids else set()
+        plausible = [store_id for store_id in store_ids if _STORE_ID.fullmatch(store_id)]
+        found = await self.stores.existing_store_ids(plausible, self.project_id) if plausible else set()
         for index, store_id in enumerate(store_ids):
             if store_id not in found:
                 raise InvalidRequestError(
@@ -313,7 +321,9 @@ class VectorStoreService:
 
     async def get_file(self, store_id: str, file_id: str) -> VectorStoreFile:
         await self.get_store(store_id)
-        row = await self.stores.get_file(store_id, file_id, self.project_id)
+        row = None
+        if _FILE_ID.fullmatch(file_id):
+            row = await self.stores.get_file(store_id, file_id, self.project_id)
         if row is None:
             raise NotFoundError(
                 f"No file found with id '{file_id}' in vector store '{store_id}'.", param="file_id"
@@ -351,7 +361,9 @@ class VectorStoreService:
 
     async def get_batch(self, store_id: str, batch_id: str) -> FileBatch:
         await self.get_store(store_id)
-        batch = await self.stores.get_batch(store_id, batch_id, self.project_id)
+        batch = None
+        if _BATCH_ID.fullmatch(batch_id):
+            batch = await self.stores.get_batch(store_id, batch_id, self.project_id)
         if batch is None:
             raise NotFoundError(
                 f"No file batch found with id '{batch_id}' in vector store '{store_id}'.", param="batch_id"
