@@ -25,6 +25,7 @@ from threadline.api import (
     run_steps,
     runs,
     threads,
+    vector_stores,
 )
 from threadline.api.deps import authenticate, require_admin, require_beta
 from threadline.config import Settings
@@ -56,7 +57,14 @@ def create_app(
             applied = await declarations.apply(runtime.services, settings.assistants_file)
             log.info("applied %d assistant declarations from %s", len(applied), settings.assistants_file)
         worker = (
-            Worker(settings, runtime.store, runtime.bus, runtime.router, runtime.jobs, job_handlers)
+            Worker(
+                settings,
+                runtime.store,
+                runtime.bus,
+                runtime.router,
+                runtime.jobs,
+                {**runtime.job_handlers(), **(job_handlers or {})},
+            )
             if run_worker
             else None
         )
@@ -64,6 +72,7 @@ def create_app(
         app.state.runtime = runtime
         app.state.services = runtime.services
         app.state.files = runtime.files
+        app.state.vector_stores = runtime.vector_stores
         app.state.router = runtime.router
         app.state.worker = worker
         if worker is not None:
@@ -94,6 +103,7 @@ def create_app(
     app.include_router(models.router, prefix="/v1", dependencies=authed)
     app.include_router(projects.router, prefix="/v1", dependencies=[Depends(require_admin)])
     app.include_router(files.router, prefix="/v1", dependencies=authed)
+    app.include_router(vector_stores.router, prefix="/v1", dependencies=authed)
     app.include_router(models.health)
     app.include_router(metrics.router)
     return app

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from threadline.domain.entities import Assistant, File, Message, Page, Run, RunStep, RunTransition, Thread
+from threadline.domain.vector_stores import FileBatch, FileCounts, SearchHit, VectorStore, VectorStoreFile
 
 T = TypeVar("T")
 Obj = dict[str, Any]
@@ -156,3 +157,74 @@ def list_object(page: Page[T], render: Callable[[T], Obj]) -> Obj:
 
 def deleted_object(object_id: str, kind: str) -> Obj:
     return {"id": object_id, "object": f"{kind}.deleted", "deleted": True}
+
+
+def _counts(counts: FileCounts) -> Obj:
+    return {
+        "in_progress": counts.in_progress,
+        "completed": counts.completed,
+        "failed": counts.failed,
+        "cancelled": counts.cancelled,
+        "total": counts.total,
+    }
+
+
+def vector_store_object(store: VectorStore, at: int) -> Obj:
+    """The store as it is at ``at`` (its status says ``expired`` once ``expires_at`` has passed)."""
+    return {
+        "id": store.id,
+        "object": "vector_store",
+        "created_at": store.created_at,
+        "name": store.name,
+        "usage_bytes": store.usage_bytes,
+        "file_counts": _counts(store.file_counts),
+        "status": store.status(at),
+        "expires_after": store.expires_after,
+        "expires_at": store.expires_at,
+        "last_active_at": store.last_active_at,
+        "metadata": store.metadata,
+    }
+
+
+def vector_store_file_object(f: VectorStoreFile) -> Obj:
+    return {
+        "id": f.id,
+        "object": "vector_store.file",
+        "usage_bytes": f.usage_bytes,
+        "created_at": f.created_at,
+        "vector_store_id": f.vector_store_id,
+        "status": f.status,
+        "last_error": f.last_error,
+        "chunking_strategy": f.chunking_strategy,
+        "attributes": f.attributes,
+    }
+
+
+def file_batch_object(b: FileBatch) -> Obj:
+    return {
+        "id": b.id,
+        "object": "vector_store.files_batch",
+        "created_at": b.created_at,
+        "vector_store_id": b.vector_store_id,
+        "status": b.status,
+        "file_counts": _counts(b.file_counts),
+    }
+
+
+def search_results_object(queries: list[str], hits: list[SearchHit]) -> Obj:
+    return {
+        "object": "vector_store.search_results.page",
+        "search_query": queries,
+        "data": [
+            {
+                "file_id": h.file_id,
+                "filename": h.filename,
+                "score": h.score,
+                "attributes": h.attributes,
+                "content": [{"type": "text", "text": h.text}],
+            }
+            for h in hits
+        ],
+        "has_more": False,
+        "next_page": None,
+    }

@@ -36,6 +36,7 @@ from threadline.domain.lifecycle import (
 )
 from threadline.domain.ports import Bus, Change, Store, ThreadLockedError
 from threadline.domain.run_states import TERMINAL, RunStatus
+from threadline.domain.vector_stores import NewFile, VectorStoreService
 from threadline.errors import InvalidRequestError, NotFoundError
 from threadline.events.types import ObjectEvent
 from threadline.ids import new_id
@@ -76,6 +77,7 @@ class Services:
         run_expiry_seconds: int = 600,
         clock: Callable[[], int] = now,
         project_id: str = DEFAULT_PROJECT,
+        vector_stores: VectorStoreService | None = None,
     ) -> None:
         self.store = store
         self.bus = bus
@@ -85,12 +87,16 @@ class Services:
         self.clock = clock
         self.project_id = project_id
         """Every object these services create, find, list or delete is in this project."""
+        self.vector_stores = vector_stores
+        """Checks ``file_search`` vector store ids and makes the stores ``vector_stores`` asks for."""
 
     def for_project(self, project_id: str) -> Services:
         """The same services, seeing only ``project_id``'s objects (one per request: cheap)."""
         scoped = copy.copy(self)
         scoped.project_id = project_id
         scoped.files = self.files.for_project(project_id)
+        if self.vector_stores is not None:
+            scoped.vector_stores = self.vector_stores.for_project(project_id)
         return scoped
 
     def _check_model(self, model: str, param: str = "model") -> None:
@@ -103,8 +109,31 @@ class Services:
             )
 
     async def _check_files(self, fields: dict[str, Any]) -> None:
-        """Refuse a request whose attachments, ``image_file`` parts or tool resources name unknown files."""
+        """Refuse a request whose attachments, ``image_file`` parts or tool resources name unknown files
+        or vector stores; then make the vector stores its ``file_search.vector_stores`` describe, and
+        name them in ``vector_store_ids`` instead (``fields`` is changed in place)."""
         await self.files.check_references(referenced_files(fields))
+        for holder, at in ((fields, ""), (fields.get("thread") or {}, "thread.")):
+            search = (holder.get("tool_resources") or {}).get("file_search")
+            if search is None or self.vector_stores is None:
+                continue
+            param = f"{at}tool_resources.file_search.vector_store_ids"
+            await self.vector_stores.check_store_ids(search.get("vector_store_ids") or [], param)
+            if search.get("vector_stores") is not None:
+                made = [
+                    await self.vector_stores.create_store(
+                        name=None,
+                        metadata=helper.get("metadata"),
+                        expires_after=None,
+                        files=[NewFile(file_id) for file_id in helper.get("file_ids") or []],
+                        chunking_strategy=helper.get("chunking_strategy"),
+                    )
+                    for helper in search["vector_stores"]
+                ]
+                holder["tool_resources"] = {
+                    **holder["tool_resources"],
+                    "file_search": {"vector_store_ids": [store.id for store in made]},
+                }
 
     # --- assistants ------------------------------------------------------------------------
 

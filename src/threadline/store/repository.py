@@ -152,19 +152,20 @@ def _transition(run: Run, expect: frozenset[RunStatus], at: float) -> dict[str, 
 
 
 def page_query(
-    conn: Connection, table: Table, query: ListQuery, where: list[Any]
+    conn: Connection, table: Table, query: ListQuery, where: list[Any], scope: Sequence[Any] = ()
 ) -> tuple[Select[Any], bool]:
     """The rows between the cursors, one more than the limit (to tell ``has_more``).
 
     With only ``before``, the page is the ``limit`` rows nearest the cursor: they are read walking
-    away from it and flipped back by the caller (the second value says so).
+    away from it and flipped back by the caller (the second value says so). ``scope`` narrows the
+    cursor's lookup, for tables whose ids are unique only within a parent (a vector store's files).
     """
     conditions = list(where)
     descending = query.order == "desc"
     for cursor, later in ((query.after, True), (query.before, False)):
         if cursor is None:
             continue
-        seq = conn.execute(select(table.c.seq).where(table.c.id == cursor)).scalar()
+        seq = conn.execute(select(table.c.seq).where(table.c.id == cursor, *scope)).scalar()
         if seq is None:
             # An unknown cursor matches nothing rather than restarting the list.
             conditions.append(table.c.seq.is_(None))
