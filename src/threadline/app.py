@@ -19,6 +19,7 @@ from threadline.api.deps import check_api_key, require_beta
 from threadline.config import Settings
 from threadline.providers.routing import RoutingTable
 from threadline.runtime import Runtime
+from threadline.tools.registry import ToolRegistry
 from threadline.workers.worker import Worker
 
 log = logging.getLogger(__name__)
@@ -27,14 +28,24 @@ MAX_BODY_BYTES = 16 * 1024 * 1024
 """Larger request bodies are refused with 413 before they are read."""
 
 
-def create_app(settings: Settings, *, run_worker: bool = True, router: RoutingTable | None = None) -> FastAPI:
+def create_app(
+    settings: Settings,
+    *,
+    run_worker: bool = True,
+    router: RoutingTable | None = None,
+    tools: ToolRegistry | None = None,
+) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        runtime = await Runtime.open(settings, router)
+        runtime = await Runtime.open(settings, router, tools)
         if settings.assistants_file:
             applied = await declarations.apply(runtime.services, settings.assistants_file)
             log.info("applied %d assistant declarations from %s", len(applied), settings.assistants_file)
-        worker = Worker(settings, runtime.store, runtime.bus, runtime.router) if run_worker else None
+        worker = (
+            Worker(settings, runtime.store, runtime.bus, runtime.router, runtime.tools)
+            if run_worker
+            else None
+        )
         app.state.settings = settings
         app.state.runtime = runtime
         app.state.services = runtime.services

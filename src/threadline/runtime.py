@@ -2,7 +2,7 @@
 
 ``serve`` (the API app's lifespan), ``worker`` and ``assistants apply`` all open a ``Runtime``:
 the database and store, the event bus (PostgreSQL LISTEN/NOTIFY when the database is PostgreSQL,
-in-process otherwise), the model routing table and the services.
+in-process otherwise), the model routing table, the server-side tools and the services.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from threadline.domain.services import Services
 from threadline.events.bus import LocalBus
 from threadline.providers.routing import RoutingTable, build_router
 from threadline.store import Database, SqlStore
+from threadline.tools.registry import ToolRegistry
 
 log = logging.getLogger(__name__)
 
@@ -31,9 +32,12 @@ class Runtime:
     bus: LocalBus
     router: RoutingTable
     services: Services
+    tools: ToolRegistry
 
     @classmethod
-    async def open(cls, settings: Settings, router: RoutingTable | None = None) -> Runtime:
+    async def open(
+        cls, settings: Settings, router: RoutingTable | None = None, tools: ToolRegistry | None = None
+    ) -> Runtime:
         db = Database(settings.effective_database_url, pool_size=settings.database_pool_size)
         store = SqlStore(db)
         bus: LocalBus
@@ -49,12 +53,18 @@ class Runtime:
         routes = router or build_router(settings)
         log.info("models: %s", routes.describe())
         services = Services(store, bus, routes, run_expiry_seconds=settings.run_expiry_seconds)
-        return cls(settings, db, store, bus, routes, services)
+        return cls(settings, db, store, bus, routes, services, tools or build_tools(settings))
 
     async def aclose(self) -> None:
         await self.bus.aclose()
         await self.router.aclose()
         await self.db.dispose()
+
+
+def build_tools(settings: Settings) -> ToolRegistry:
+    """The server-side tools this process can run. None ships yet: built-in tools declared by
+    assistants are not offered to models until an implementation is registered here."""
+    return ToolRegistry()
 
 
 def _loader(store: SqlStore) -> Callable[[str, str], Awaitable[Thread | Run | RunStep | Message | None]]:

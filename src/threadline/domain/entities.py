@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, TypeVar
 
 from threadline.domain.run_states import RunStatus
+from threadline.tools.base import BuiltinDetails, BuiltinType
 
 JSON = Any
 Metadata = dict[str, str]
@@ -103,6 +104,51 @@ StepStatus = Literal["in_progress", "cancelled", "failed", "completed", "expired
 
 
 @dataclass(slots=True)
+class MessageCreation:
+    """A ``message_creation`` step's details: the message the step writes."""
+
+    message_id: str
+
+
+@dataclass(slots=True)
+class FunctionCall:
+    """A call to a client function; ``output`` is ``None`` until the client submits it."""
+
+    id: str
+    name: str
+    arguments: str
+    output: str | None = None
+
+
+@dataclass(slots=True)
+class BuiltinCall:
+    """A call to a server-side tool: what the model asked, what the step shows, what the model heard."""
+
+    id: str
+    type: BuiltinType
+    name: str
+    """The function name the model called."""
+    arguments: str
+    """The arguments as the model wrote them (sent back to the model with the output)."""
+    details: BuiltinDetails
+    output: str | None = None
+    """What the model is told; ``None`` while the call runs."""
+
+
+ToolCallRecord = FunctionCall | BuiltinCall
+
+
+@dataclass(slots=True)
+class ToolCalls:
+    """A ``tool_calls`` step's details."""
+
+    calls: list[ToolCallRecord] = field(default_factory=list)
+
+
+StepDetails = MessageCreation | ToolCalls
+
+
+@dataclass(slots=True)
 class RunStep:
     id: str
     run_id: str
@@ -110,7 +156,7 @@ class RunStep:
     assistant_id: str
     created_at: int
     type: Literal["message_creation", "tool_calls"]
-    step_details: dict[str, Any]
+    step_details: StepDetails
     status: StepStatus = "in_progress"
     last_error: dict[str, Any] | None = None
     expired_at: int | None = None

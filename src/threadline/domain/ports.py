@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from threadline.domain.entities import Assistant, ListQuery, Message, Page, Run, RunStep, Summary, Thread
+from threadline.domain.events import Event
 from threadline.domain.run_states import RunStatus
-from threadline.events.types import Event
 
 
 @dataclass(slots=True)

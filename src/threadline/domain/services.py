@@ -11,7 +11,18 @@ import logging
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from threadline.domain.entities import Assistant, ListQuery, Message, Page, Run, RunStep, Thread
+from threadline.domain.entities import (
+    Assistant,
+    FunctionCall,
+    ListQuery,
+    Message,
+    Page,
+    Run,
+    RunStep,
+    Thread,
+    ToolCalls,
+)
+from threadline.domain.events import ObjectEvent
 from threadline.domain.lifecycle import (
     end_run,
     moved,
@@ -25,7 +36,6 @@ from threadline.domain.lifecycle import (
 from threadline.domain.ports import Bus, Change, Store, ThreadLockedError
 from threadline.domain.run_states import TERMINAL, RunStatus
 from threadline.errors import InvalidRequestError, NotFoundError
-from threadline.events.types import ObjectEvent
 from threadline.ids import new_id
 
 log = logging.getLogger(__name__)
@@ -185,10 +195,14 @@ class Services:
         await self.get_thread(thread_id)
         return await self.store.list_messages(thread_id, query, run_id)
 
-    async def modify_message(self, thread_id: str, message_id: str, metadata: dict[str, str]) -> Message:
+    async def modify_message(
+        self, thread_id: str, message_id: str, metadata: dict[str, str] | None
+    ) -> Message:
+        """Set a message's metadata; ``None`` (the client sent none) leaves it as it is."""
         message = await self.get_message(thread_id, message_id)
-        message.metadata = metadata
-        await self.store.update_message_metadata(message)
+        if metadata is not None:
+            message.metadata = metadata
+            await self.store.update_message_metadata(message)
         return message
 
     async def delete_message(self, thread_id: str, message_id: str) -> None:
@@ -288,10 +302,12 @@ class Services:
         await self.get_thread(thread_id)
         return await self.store.list_runs(thread_id, query)
 
-    async def modify_run(self, thread_id: str, run_id: str, metadata: dict[str, str]) -> Run:
+    async def modify_run(self, thread_id: str, run_id: str, metadata: dict[str, str] | None) -> Run:
+        """Set a run's metadata; ``None`` (the client sent none) leaves it as it is."""
         run = await self.get_run(thread_id, run_id)
-        run.metadata = metadata
-        await self.store.update_run_metadata(run)
+        if metadata is not None:
+            run.metadata = metadata
+            await self.store.update_run_metadata(run)
         return run
 
     async def cancel_run(self, thread_id: str, run_id: str) -> Run:
@@ -329,9 +345,10 @@ class Services:
         ]
         ts = self.clock()
         for step in steps:
-            for call in step.step_details["tool_calls"]:
-                if call["id"] in by_id:
-                    call["function"]["output"] = by_id[call["id"]]
+            assert isinstance(step.step_details, ToolCalls)
+            for call in step.step_details.calls:
+                if isinstance(call, FunctionCall) and call.id in by_id:
+                    call.output = by_id[call.id]
             step.status = "completed"
             step.completed_at = ts
         queued = moved(run, RunStatus.QUEUED, required_action=None)

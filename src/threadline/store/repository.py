@@ -32,6 +32,7 @@ from sqlalchemy import (
 from threadline.domain.entities import Assistant, ListQuery, Message, Page, Run, RunStep, Summary, Thread
 from threadline.domain.ports import Change, ThreadLockedError
 from threadline.domain.run_states import ACTIVE, RunStatus
+from threadline.domain.step_details import from_record, to_record
 from threadline.store import tables as t
 from threadline.store.database import Database
 
@@ -65,7 +66,10 @@ def _key(name: str) -> str:
 
 def _row(entity: Any) -> dict[str, Any]:
     """An entity as a row for ``insert``/``update`` (column keys, not column names)."""
-    return {_key(name): getattr(entity, name) for name in _FIELDS[type(entity)]}
+    row = {_key(name): getattr(entity, name) for name in _FIELDS[type(entity)]}
+    if isinstance(entity, RunStep):
+        row["step_details"] = to_record(entity.step_details)
+    return row
 
 
 def _entity(cls: type[E], row: Row[Any]) -> E:
@@ -73,6 +77,8 @@ def _entity(cls: type[E], row: Row[Any]) -> E:
     values = {name: mapping[_key(name)] for name in _FIELDS[cls] if _key(name) in mapping}
     if cls is Run:
         values["status"] = RunStatus(values["status"])
+    elif cls is RunStep:
+        values["step_details"] = from_record(values["step_details"])
     return cls(**values)
 
 
