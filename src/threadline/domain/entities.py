@@ -167,6 +167,8 @@ class RunStep:
     usage: dict[str, int] | None = None
     turn: int = 0
     """Which model call of the run wrote this step; makes a retried turn's writes idempotent."""
+    part: int = 0
+    """0 for the turn's message or function calls, 1 for its server-side calls (a step of their own)."""
 
 
 @dataclass(slots=True)

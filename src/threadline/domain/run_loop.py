@@ -459,7 +459,7 @@ class RunLoop:
 
     async def _run_builtins(self, run: Run, turn: _Turn, calls: list[_Call], *, with_usage: bool) -> RunStep:
         """Run the turn's server-side calls, one after another, in a step of their own."""
-        step = self._new_step(run, turn, "tool_calls", ToolCalls([]))
+        step = dataclasses.replace(self._new_step(run, turn, "tool_calls", ToolCalls([])), part=1)
         await self._write(
             run, [step_event(step, "created"), step_event(step, "in_progress")], new_steps=[step]
         )

@@ -109,3 +109,40 @@ class Tool(Protocol):
         """The step details shown while the call runs (raises :class:`ToolError` on bad arguments)."""
 
     async def run(self, call: ToolCall) -> ToolResult: ...
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionSpec:
+    """How a built-in tool is offered to a chat model: a function's name, description and schema."""
+
+    name: str
+    description: str
+    parameters: dict[str, Any]
+
+
+CODE_INTERPRETER = FunctionSpec(
+    name="code_interpreter",
+    description=(
+        "Run Python code in a sandbox and get back what it prints. Files the user attached are "
+        "in /mnt/data; files saved there are returned to the user."
+    ),
+    parameters={
+        "type": "object",
+        "properties": {"code": {"type": "string", "description": "The Python code to run."}},
+        "required": ["code"],
+    },
+)
+"""What chat models are offered for ``code_interpreter``; implementations should keep it."""
+
+FILE_SEARCH = FunctionSpec(
+    name="file_search",
+    description="Search the files the user provided and get back the passages that best match a query.",
+    parameters={
+        "type": "object",
+        "properties": {"query": {"type": "string", "description": "What to look for, in a few words."}},
+        "required": ["query"],
+    },
+)
+"""What chat models are offered for ``file_search``; implementations should keep it."""
+
+FUNCTIONS: dict[str, FunctionSpec] = {"code_interpreter": CODE_INTERPRETER, "file_search": FILE_SEARCH}
