@@ -16,6 +16,7 @@ from threadline.domain.entities import (
     Message,
     MessageCreation,
     Page,
+    RequiredAction,
     Run,
     RunStep,
     StepDetails,
@@ -88,7 +89,7 @@ def run_object(r: Run) -> Obj:
         "cancelled_at": r.cancelled_at,
         "failed_at": r.failed_at,
         "completed_at": r.completed_at,
-        "required_action": r.required_action,
+        "required_action": required_action_object(r.required_action),
         "last_error": r.last_error,
         "model": r.model,
         "instructions": r.instructions,
@@ -105,6 +106,16 @@ def run_object(r: Run) -> Obj:
         "tool_choice": r.tool_choice,
         "parallel_tool_calls": r.parallel_tool_calls,
     }
+
+
+def required_action_object(action: RequiredAction | None) -> Obj | None:
+    if action is None:
+        return None
+    calls = [
+        {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+        for c in action.calls
+    ]
+    return {"type": "submit_tool_outputs", "submit_tool_outputs": {"tool_calls": calls}}
 
 
 def step_object(s: RunStep, *, file_search_content: bool = False) -> Obj:

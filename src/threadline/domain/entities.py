@@ -63,6 +63,13 @@ class Message:
 
 
 @dataclass(slots=True)
+class RequiredAction:
+    """What a run in ``requires_action`` waits for: outputs for these client function calls."""
+
+    calls: list[FunctionCall]
+
+
+@dataclass(slots=True)
 class Run:
     id: str
     thread_id: str
@@ -73,7 +80,7 @@ class Run:
     status: RunStatus = RunStatus.QUEUED
     tools: list[dict[str, Any]] = field(default_factory=list)
     metadata: Metadata = field(default_factory=dict)
-    required_action: dict[str, Any] | None = None
+    required_action: RequiredAction | None = None
     last_error: dict[str, Any] | None = None
     expires_at: int | None = None
     started_at: int | None = None

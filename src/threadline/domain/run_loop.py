@@ -26,6 +26,7 @@ from threadline.domain.entities import (
     FunctionCall,
     Message,
     MessageCreation,
+    RequiredAction,
     Run,
     RunStep,
     StepDetails,
@@ -530,15 +531,7 @@ class RunLoop:
         step = dataclasses.replace(
             turn.tool_step, step_details=_function_calls(calls), usage=self._step_usage(turn)
         )
-        required = {
-            "type": "submit_tool_outputs",
-            "submit_tool_outputs": {
-                "tool_calls": [
-                    {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
-                    for c in calls
-                ]
-            },
-        }
+        required = RequiredAction([FunctionCall(c.id, c.name, c.arguments) for c in calls])
         waiting = moved(run, RunStatus.REQUIRES_ACTION, required_action=required, usage=usage)
         waiting.worker_id = None
         waiting.lease_expires_at = None

@@ -331,7 +331,7 @@ class Services:
         run = await self.get_run(thread_id, run_id)
         if run.status is not RunStatus.REQUIRES_ACTION or run.required_action is None:
             raise InvalidRequestError(f'Runs in status "{run.status.value}" do not accept tool outputs.')
-        expected = [c["id"] for c in run.required_action["submit_tool_outputs"]["tool_calls"]]
+        expected = [c.id for c in run.required_action.calls]
         given = [o.get("tool_call_id") for o in outputs]
         if sorted(map(str, given)) != sorted(expected) or len(set(given)) != len(given):
             raise InvalidRequestError(

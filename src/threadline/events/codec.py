@@ -8,8 +8,13 @@ from typing import Any
 
 from threadline.domain.entities import Message, Run, RunStep, Thread
 from threadline.domain.events import BuiltinCallDelta, ErrorEvent, Event, MessageDelta, ObjectEvent, StepDelta
+from threadline.domain.records import (
+    required_action_from,
+    required_action_record,
+    step_details_from,
+    step_details_record,
+)
 from threadline.domain.run_states import RunStatus
-from threadline.domain.step_details import from_record, to_record
 from threadline.tools.base import CodeOutput, ImageOutput, LogsOutput
 
 _OBJECTS: dict[str, type[Thread | Run | RunStep | Message]] = {
@@ -31,7 +36,9 @@ def encode(event: Event) -> dict[str, Any]:
     if isinstance(event, ObjectEvent):
         obj = dataclasses.asdict(event.obj)
         if isinstance(event.obj, RunStep):
-            obj["step_details"] = to_record(event.obj.step_details)
+            obj["step_details"] = step_details_record(event.obj.step_details)
+        elif isinstance(event.obj, Run):
+            obj["required_action"] = required_action_record(event.obj.required_action)
         return {"k": _KINDS[type(event.obj)], "name": event.name, "obj": obj}
     if isinstance(event, BuiltinCallDelta):
         return {"k": "builtin_delta", **dataclasses.asdict(event)}
@@ -54,8 +61,9 @@ def decode(data: dict[str, Any]) -> Event:
     cls = _OBJECTS[kind]
     if cls is Run:
         values["status"] = RunStatus(values["status"])
+        values["required_action"] = required_action_from(values["required_action"])
     elif cls is RunStep:
-        values["step_details"] = from_record(values["step_details"])
+        values["step_details"] = step_details_from(values["step_details"])
     return ObjectEvent(data["name"], cls(**values))
 
 

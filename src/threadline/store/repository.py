@@ -31,8 +31,13 @@ from sqlalchemy import (
 
 from threadline.domain.entities import Assistant, ListQuery, Message, Page, Run, RunStep, Summary, Thread
 from threadline.domain.ports import Change, ThreadLockedError
+from threadline.domain.records import (
+    required_action_from,
+    required_action_record,
+    step_details_from,
+    step_details_record,
+)
 from threadline.domain.run_states import ACTIVE, RunStatus
-from threadline.domain.step_details import from_record, to_record
 from threadline.store import tables as t
 from threadline.store.database import Database
 
@@ -68,7 +73,9 @@ def _row(entity: Any) -> dict[str, Any]:
     """An entity as a row for ``insert``/``update`` (column keys, not column names)."""
     row = {_key(name): getattr(entity, name) for name in _FIELDS[type(entity)]}
     if isinstance(entity, RunStep):
-        row["step_details"] = to_record(entity.step_details)
+        row["step_details"] = step_details_record(entity.step_details)
+    elif isinstance(entity, Run):
+        row["required_action"] = required_action_record(entity.required_action)
     return row
 
 
@@ -77,8 +84,9 @@ def _entity(cls: type[E], row: Row[Any]) -> E:
     values = {name: mapping[_key(name)] for name in _FIELDS[cls] if _key(name) in mapping}
     if cls is Run:
         values["status"] = RunStatus(values["status"])
+        values["required_action"] = required_action_from(values["required_action"])
     elif cls is RunStep:
-        values["step_details"] = from_record(values["step_details"])
+        values["step_details"] = step_details_from(values["step_details"])
     return cls(**values)
 
 
@@ -391,6 +399,7 @@ class SqlStore:
     async def commit(self, change: Change) -> bool:
         run = change.run
         params = {name: getattr(run, name) for name in _RUN_STATE_FIELDS}
+        params["required_action"] = required_action_record(run.required_action)
         params["b_id"] = run.id
         params["b_expect"] = [s.value for s in change.expect]
         stmt = _UPDATE_RUN

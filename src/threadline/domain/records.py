@@ -1,8 +1,10 @@
-"""Step details as stored JSON and back: the one persisted form, used by the store and by buses.
+"""Typed values held as JSON (step details, a run's required action) and back: the one persisted
+form, used by the store and by buses that cross processes.
 
-It follows OpenAI's wire shape where it can (so stored rows read naturally), plus what only the
-server needs: a built-in call's function ``name``, ``arguments`` and ``output`` as the model saw
-them, under ``model_call``. ``api/objects.py`` renders the wire shape; never this.
+It follows OpenAI's wire shape where it can (so stored rows read naturally, and rows written before
+these values were typed still load), plus what only the server needs: a built-in call's function
+``name``, ``arguments`` and ``output`` as the model saw them, under ``model_call``.
+``api/objects.py`` renders the wire shape; never this.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from threadline.domain.entities import (
     BuiltinCall,
     FunctionCall,
     MessageCreation,
+    RequiredAction,
     StepDetails,
     ToolCallRecord,
     ToolCalls,
@@ -31,13 +34,32 @@ from threadline.tools.base import (
 Record = dict[str, Any]
 
 
-def to_record(details: StepDetails) -> Record:
+def required_action_record(action: RequiredAction | None) -> Record | None:
+    if action is None:
+        return None
+    calls = [
+        {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+        for c in action.calls
+    ]
+    return {"type": "submit_tool_outputs", "submit_tool_outputs": {"tool_calls": calls}}
+
+
+def required_action_from(record: Record | None) -> RequiredAction | None:
+    if record is None:
+        return None
+    calls = record["submit_tool_outputs"]["tool_calls"]
+    return RequiredAction(
+        [FunctionCall(c["id"], c["function"]["name"], c["function"]["arguments"]) for c in calls]
+    )
+
+
+def step_details_record(details: StepDetails) -> Record:
     if isinstance(details, MessageCreation):
         return {"type": "message_creation", "message_creation": {"message_id": details.message_id}}
     return {"type": "tool_calls", "tool_calls": [_call_record(c) for c in details.calls]}
 
 
-def from_record(record: Record) -> StepDetails:
+def step_details_from(record: Record) -> StepDetails:
     if record["type"] == "message_creation":
         return MessageCreation(record["message_creation"]["message_id"])
     return ToolCalls([_call(c) for c in record["tool_calls"]])
