@@ -18,12 +18,25 @@ from openai.types.beta.threads.runs import RunStep, ToolCall, ToolCallDelta
 
 from tests.conftest import server_settings
 from tests.support import ThreadlineServer
+from threadline.domain.context import offered_tools, run_messages, tool_choice
+from threadline.domain.entities import BuiltinCall, FunctionCall, Run, ToolCalls
+from threadline.domain.entities import RunStep as DomainStep
 from threadline.domain.events import BuiltinCallDelta
+from threadline.domain.records import step_details_from, step_details_record
 from threadline.events import codec
 from threadline.events.pg import MAX_PAYLOAD, _split_builtin
 from threadline.testing import Reply, ScriptedModel, ScriptedTool
 from threadline.testing import ToolCall as ScriptedCall
-from threadline.tools.base import CodeInterpreterDetails, ImageOutput, LogsOutput, ToolError, ToolResult
+from threadline.tools.base import (
+    CodeInterpreterDetails,
+    FileSearchDetails,
+    FileSearchResult,
+    ImageOutput,
+    LogsOutput,
+    RankingOptions,
+    ToolError,
+    ToolResult,
+)
 from threadline.tools.registry import ToolRegistry
 
 WEATHER = {
@@ -407,3 +420,85 @@ def test_large_builtin_deltas_are_split_to_fit_notifications() -> None:
                 output.logs if isinstance(output, LogsOutput) else output.file_id
             )
     assert outputs == {4: "a" * 20000, 5: "file-1", 6: "b" * 10}
+
+
+# --- the pieces, without a server ------------------------------------------------------------------
+
+
+def _run(tools: list[dict[str, Any]], tool_choice: Any = "auto") -> Run:
+    return Run("run_1", "thread_1", "asst_1", 0, "m", "", tools=tools, tool_choice=tool_choice)
+
+
+def test_offered_tools_and_forcing() -> None:
+    only_code = ToolRegistry([ScriptedTool("code_interpreter")])
+    clash = {"type": "function", "function": {"name": "code_interpreter", "parameters": {}}}
+    run = _run([{"type": "file_search"}, {"type": "code_interpreter"}, clash, WEATHER])
+    offered = offered_tools(run, only_code)
+    # file_search has no implementation; the client's function named like the built-in is dropped.
+    assert [t["function"]["name"] for t in offered] == ["code_interpreter", "get_weather"]
+    assert offered[0]["function"]["parameters"]["required"] == ["code"]
+    forced = _run(run.tools, {"type": "code_interpreter"})
+    assert tool_choice(forced, offered, only_code, first_call=True) == {
+        "type": "function",
+        "function": {"name": "code_interpreter"},
+    }
+    assert tool_choice(forced, offered, only_code, first_call=False) == "auto"
+    assert tool_choice(_run(run.tools, "required"), offered, only_code, first_call=False) == "auto"
+    assert tool_choice(_run(run.tools, "none"), offered, only_code, first_call=False) == "none"
+    assert tool_choice(run, [], only_code, first_call=True) is None
+
+
+def _step(turn: int, part: int, details: Any) -> DomainStep:
+    return DomainStep(
+        f"step_{turn}_{part}", "run_1", "thread_1", "asst_1", 0, "tool_calls", details, turn=turn, part=part
+    )
+
+
+def test_run_messages_put_one_responses_calls_together() -> None:
+    code = BuiltinCall(
+        "call_a", "code_interpreter", "code_interpreter", '{"code": "1"}', CodeInterpreterDetails("1"), "1"
+    )
+    weather = FunctionCall("call_b", "get_weather", '{"city": "Oslo"}', "cold")
+    later = FunctionCall("call_c", "get_weather", '{"city": "Rome"}')
+    steps = [
+        _step(0, 0, ToolCalls([weather])),
+        _step(0, 1, ToolCalls([code])),
+        _step(1, 0, ToolCalls([later])),  # not answered yet: left out
+    ]
+    messages = run_messages(steps, {})
+    assert [m["role"] for m in messages] == ["assistant", "tool", "tool"]
+    assert [c["id"] for c in messages[0]["tool_calls"]] == ["call_b", "call_a"]
+    assert [m["content"] for m in messages[1:]] == ["cold", "1"]
+
+
+def test_step_details_records_round_trip() -> None:
+    details = ToolCalls(
+        [
+            FunctionCall("call_b", "get_weather", "{}", None),
+            BuiltinCall(
+                "call_a",
+                "code_interpreter",
+                "code_interpreter",
+                '{"code": "1"}',
+                CodeInterpreterDetails("1", (LogsOutput("1\n"), ImageOutput("file-1"))),
+                "1",
+            ),
+            BuiltinCall(
+                "call_c",
+                "file_search",
+                "file_search",
+                '{"query": "q"}',
+                FileSearchDetails(
+                    RankingOptions("auto", 0.5), (FileSearchResult("file-2", "a.txt", 0.7, ("x",)),)
+                ),
+                "a.txt: x",
+            ),
+        ]
+    )
+    record = json.loads(json.dumps(step_details_record(details)))
+    assert step_details_from(record) == details
+    assert record["tool_calls"][0] == {
+        "id": "call_b",
+        "type": "function",
+        "function": {"name": "get_weather", "arguments": "{}", "output": None},
+    }
