@@ -2,8 +2,8 @@
 
 Each case here once went wrong: a tool call cut off by the token limit reached ``requires_action``
 with broken JSON; a ``length`` or ``content_filter`` finish ended ``completed`` with a cut message;
-modifying without ``metadata`` wiped it; a step's ``last_error`` carried a run-only code; and a
-model's refusal was dropped.
+modifying without ``metadata`` wiped it; a step's ``last_error`` carried a run-only code; a
+model's refusal was dropped; and the run loop's writes wound a renewed lease back to the claim's.
 """
 
 from __future__ import annotations
@@ -195,3 +195,34 @@ def test_step_errors_use_step_codes_only(tmp_path: Path) -> None:
     assert invalid == {"code": "server_error", "message": "The model could not take this prompt."}
     assert limited is not None and limited["code"] == "rate_limit_exceeded"
     assert run_error is not None and run_error["code"] == "rate_limit_exceeded"
+
+
+def test_writes_while_driving_a_run_keep_its_renewed_lease(tmp_path: Path) -> None:
+    url = database_url(tmp_path)
+    migrate(url)
+
+    async def scenario() -> tuple[float | None, float]:
+        db = Database(url)
+        try:
+            store, bus = SqlStore(db), LocalBus()
+            services = Services(store, bus, _AnyModel())
+            assistant = await services.create_assistant({"model": "m"})
+            thread = await services.create_thread({"messages": [{"role": "user", "content": "hi"}]})
+            run = await services.create_run(thread.id, {"assistant_id": assistant.id})
+            (claimed,) = await store.claim("worker-1", time.time(), 30, 1)
+            renewed = time.time() + 300
+            assert await store.renew_leases("worker-1", [run.id], renewed) == [run.id]
+            # A step written long after the claim, from the loop's copy of the run (the claim's lease).
+            step = RunStep(
+                new_id("step"), run.id, thread.id, assistant.id, now(), "tool_calls", ToolCalls([])
+            )
+            change = Change(claimed, frozenset({RunStatus.IN_PROGRESS}), "worker-1", new_steps=[step])
+            assert await store.commit(change)
+            current = await store.get_run_by_id(run.id)
+            assert current is not None and current.worker_id == "worker-1"
+            return current.lease_expires_at, renewed
+        finally:
+            await db.dispose()
+
+    lease, renewed = asyncio.run(scenario())
+    assert lease is not None and abs(lease - renewed) < 1

@@ -400,6 +400,10 @@ class SqlStore:
         run = change.run
         params = {name: getattr(run, name) for name in _RUN_STATE_FIELDS}
         params["required_action"] = required_action_record(run.required_action)
+        if change.owner is not None and run.status is RunStatus.IN_PROGRESS:
+            # The holder's writes while it drives the run leave its lease alone: the lease is renewed
+            # on its own schedule, and the run loop's copy of it is as old as the claim.
+            del params["worker_id"], params["lease_expires_at"]
         params["b_id"] = run.id
         params["b_expect"] = [s.value for s in change.expect]
         stmt = _UPDATE_RUN
