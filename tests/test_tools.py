@@ -28,6 +28,7 @@ from threadline.events.pg import MAX_PAYLOAD, _split_builtin
 from threadline.testing import Reply, ScriptedModel, ScriptedTool
 from threadline.testing import ToolCall as ScriptedCall
 from threadline.tools.base import (
+    BuiltinDetails,
     CodeInterpreterDetails,
     FileSearchDetails,
     FileSearchResult,
@@ -37,6 +38,7 @@ from threadline.tools.base import (
     ToolError,
     ToolResult,
 )
+from threadline.tools.base import ToolCall as ToolCallRequest
 from threadline.tools.registry import ToolRegistry
 
 WEATHER = {
@@ -324,6 +326,27 @@ def test_tool_error_goes_back_to_the_model(
     assert second[-1]["content"] == "Error: NameError: name 'x' is not defined"
     assert third[-1]["content"].startswith("Error: The arguments are not valid JSON")
     assert len(tools["code_interpreter"].calls) == 1  # bad arguments never reach the tool
+
+
+class Refuses(ScriptedTool):
+    def start(self, call: ToolCallRequest) -> BuiltinDetails:
+        raise ToolError("code must not be empty")
+
+
+def test_a_call_refused_before_it_starts_never_runs(
+    client: openai.OpenAI, model: ScriptedModel, registry: ToolRegistry
+) -> None:
+    refuses = Refuses("code_interpreter")
+    registry.register(refuses)
+    assistant_id, thread_id = setup(client, [{"type": "code_interpreter"}])
+    model.script(Reply(tool_calls=[ScriptedCall("code_interpreter", {"code": ""})]), Reply(text="ok"))
+    run = client.beta.threads.runs.create_and_poll(thread_id=thread_id, assistant_id=assistant_id)
+    assert run.status == "completed"
+    assert refuses.calls == []
+    assert model.requests[1]["messages"][-1]["content"] == "Error: code must not be empty"
+    step = client.beta.threads.runs.steps.list(thread_id=thread_id, run_id=run.id, order="asc").data[0]
+    (call,) = step.step_details.tool_calls  # type: ignore[union-attr]
+    assert dump(call.code_interpreter) == {"input": "", "outputs": []}  # type: ignore[union-attr]
 
 
 def test_cancel_during_a_tool_call_stops_it(

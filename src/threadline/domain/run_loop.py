@@ -30,6 +30,7 @@ from threadline.domain.entities import (
     Run,
     RunStep,
     StepDetails,
+    ToolCallRecord,
     ToolCalls,
 )
 from threadline.domain.events import BuiltinCallDelta, Event, MessageDelta, StepDelta
@@ -64,7 +65,6 @@ from threadline.tools.base import (
     Tool,
     ToolCall,
     ToolError,
-    ToolResult,
 )
 from threadline.tools.registry import ToolRegistry
 
@@ -466,65 +466,68 @@ class RunLoop:
         )
         assistant = await self.store.get_assistant(run.assistant_id)
         thread = await self.store.get_thread(run.thread_id)
-        records: list[BuiltinCall] = []
+        resources = (
+            (assistant.tool_resources if assistant else None) or {},
+            (thread.tool_resources if thread else None) or {},
+        )
+        records: list[ToolCallRecord] = []
         for position, call in enumerate(calls):
-            tool = call.tool
-            assert tool is not None
-            options = next((t.get(tool.type) or {} for t in run.tools if t.get("type") == tool.type), {})
-            request = ToolCall(
-                id=call.id,
-                arguments={},
-                run_id=run.id,
-                thread_id=run.thread_id,
-                assistant_id=run.assistant_id,
-                options=options,
-                assistant_resources=(assistant.tool_resources if assistant else None) or {},
-                thread_resources=(thread.tool_resources if thread else None) or {},
-            )
-            record = BuiltinCall(call.id, tool.type, call.name, call.arguments, _blank(tool.type))
-            records.append(record)
-            try:
-                request = dataclasses.replace(request, arguments=_arguments(call.arguments))
-                record.details = tool.start(request)
-            except ToolError as exc:
-                result: ToolResult | None = ToolResult(record.details, f"Error: {exc}")
-            else:
-                result = None
-            step.step_details = ToolCalls(list(records))
-            started = record.details
-            await self._write(
-                run,
-                [
-                    BuiltinCallDelta(
-                        step.id,
-                        position,
-                        tool.type,
-                        call_id=call.id,
-                        input=started.input if isinstance(started, CodeInterpreterDetails) else None,
-                    )
-                ],
-                steps=[dataclasses.replace(step)],
-            )
-            if result is None:
-                try:
-                    result = await tool.run(request)
-                except ToolError as exc:
-                    result = ToolResult(record.details, f"Error: {exc}")
-            record.details, record.output = result.details, result.output
-            outputs = result.details.outputs if isinstance(result.details, CodeInterpreterDetails) else ()
-            if outputs:
-                await self.bus.publish(
-                    run.id, BuiltinCallDelta(step.id, position, tool.type, outputs=outputs)
-                )
+            await self._run_builtin(run, step, position, call, records, resources)
         step = dataclasses.replace(
             step,
-            step_details=ToolCalls(list(records)),
+            step_details=ToolCalls(records),
             status="completed",
             completed_at=now(),
             usage=self._step_usage(turn) if with_usage else None,
         )
         await self._write(run, [step_event(step)], steps=[step])
         return step
+
+    async def _run_builtin(
+        self,
+        run: Run,
+        step: RunStep,
+        position: int,
+        call: _Call,
+        records: list[ToolCallRecord],
+        resources: tuple[dict[str, Any], dict[str, Any]],
+    ) -> None:
+        """Show the call as started (saved, then streamed), run it, and stream its outputs."""
+        tool = call.tool
+        assert tool is not None
+        record = BuiltinCall(call.id, tool.type, call.name, call.arguments, _blank(tool.type))
+        records.append(record)
+        request: ToolCall | None = None
+        try:
+            request = ToolCall(
+                id=call.id,
+                arguments=_arguments(call.arguments),
+                run_id=run.id,
+                thread_id=run.thread_id,
+                assistant_id=run.assistant_id,
+                options=next((t.get(tool.type) or {} for t in run.tools if t.get("type") == tool.type), {}),
+                assistant_resources=resources[0],
+                thread_resources=resources[1],
+            )
+            record.details = tool.start(request)
+        except ToolError as exc:
+            record.output = f"Error: {exc}"
+        started = record.details
+        code = started.input if isinstance(started, CodeInterpreterDetails) else None
+        step.step_details = ToolCalls(list(records))
+        delta = BuiltinCallDelta(step.id, position, tool.type, call_id=call.id, input=code)
+        await self._write(run, [delta], steps=[dataclasses.replace(step)])
+        if request is None or record.output is not None:
+            return  # the call was refused before it started; the model hears why
+        try:
+            result = await tool.run(request)
+        except ToolError as exc:
+            record.output = f"Error: {exc}"
+            return
+        record.details, record.output = result.details, result.output
+        if isinstance(result.details, CodeInterpreterDetails) and result.details.outputs:
+            outputs = BuiltinCallDelta(step.id, position, tool.type, outputs=result.details.outputs)
+            await self.bus.publish(run.id, outputs)
 
     async def _require_action(self, run: Run, turn: _Turn, calls: list[_Call], usage: dict[str, int]) -> None:
         assert turn.tool_step is not None
