@@ -404,7 +404,7 @@ def test_large_input_and_outputs_stream_whole(
 ) -> None:
     # Larger than one PostgreSQL notification (see the test below for how they are split there).
     logs = tuple(LogsOutput(f"line {n}\n" * 2000) for n in range(3))
-    code = "x = 1\n" * 1500
+    code = "x = 1\n" * 600
     tools["code_interpreter"].respond = lambda args: ToolResult(
         CodeInterpreterDetails(args["code"], logs), "ok"
     )
@@ -415,7 +415,7 @@ def test_large_input_and_outputs_stream_whole(
         thread_id=thread_id, assistant_id=assistant_id, event_handler=recorder
     ) as stream:
         stream.until_done()
-    assert stream.get_final_run().status == "completed"
+    assert stream.get_final_run().status == "completed", stream.get_final_run().last_error
     # What the handler rebuilt from the deltas alone equals the completed step.
     rebuilt = recorder.done[0]
     assert rebuilt.type == "code_interpreter"
