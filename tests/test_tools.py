@@ -288,6 +288,10 @@ def test_tool_choice_forces_a_builtin_on_the_first_call_only(
     assert first["tool_choice"] == {"type": "function", "function": {"name": "code_interpreter"}}
     assert offered(first) == ["code_interpreter", "get_weather"]
     assert second["tool_choice"] == "auto"
+    # Usage adds up over both model calls, each step carrying its own.
+    steps = client.beta.threads.runs.steps.list(thread_id=thread_id, run_id=run.id).data
+    assert run.usage is not None and all(s.usage is not None for s in steps)
+    assert run.usage.total_tokens == sum(s.usage.total_tokens for s in steps if s.usage) > 0
 
 
 def test_forcing_a_tool_the_server_cannot_run_fails_the_run(
