@@ -7,7 +7,10 @@ the server's ``ToolRegistry``, standing in for the real code interpreter and fil
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import openai
@@ -18,6 +21,7 @@ from openai.types.beta.threads.runs import RunStep, ToolCall, ToolCallDelta
 
 from tests.conftest import server_settings
 from tests.support import ThreadlineServer
+from tests.test_streaming import node_sdk  # noqa: F401  (the fixture)
 from threadline.domain.context import offered_tools, run_messages, tool_choice
 from threadline.domain.entities import BuiltinCall, FunctionCall, Run, ToolCalls
 from threadline.domain.entities import RunStep as DomainStep
@@ -330,6 +334,33 @@ def test_tool_error_goes_back_to_the_model(
     assert second[-1]["content"] == "Error: NameError: name 'x' is not defined"
     assert third[-1]["content"].startswith("Error: The arguments are not valid JSON")
     assert len(tools["code_interpreter"].calls) == 1  # bad arguments never reach the tool
+
+
+@pytest.mark.timeout(120)
+def test_node_sdk_follows_a_builtin_tool_run(
+    node_sdk: Path,  # noqa: F811
+    tools_server: ThreadlineServer,
+    model: ScriptedModel,
+    tools: dict[str, ScriptedTool],
+) -> None:
+    model.script(
+        Reply(tool_calls=[ScriptedCall("code_interpreter", {"code": CODE})]), Reply(text="It is 42.")
+    )
+    env = {**os.environ, "OPENAI_BASE_URL": tools_server.url, "OPENAI_API_KEY": "test-key"}
+    done = subprocess.run(
+        ["node", "builtin_run.mjs"], cwd=node_sdk, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout)
+    assert seen["status"] == "completed" and seen["final_text"] == "It is 42."
+    assert [c["type"] for c in seen["created"]] == ["code_interpreter"]
+    assert seen["created"][0]["code_interpreter"]["input"] == CODE
+    (finished,) = seen["done"]
+    assert finished["code_interpreter"]["input"] == CODE
+    assert [o["logs"] for o in finished["code_interpreter"]["outputs"]] == ["ran 'print(6 * 7)'"]
+    assert seen["steps"][0]["tool_calls"][0]["code_interpreter"]["outputs"] == [
+        {"type": "logs", "logs": "ran 'print(6 * 7)'"}
+    ]
 
 
 class Refuses(ScriptedTool):
