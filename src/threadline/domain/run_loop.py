@@ -399,14 +399,20 @@ class RunLoop:
         changes, events = self._complete_message(turn)
         assert turn.message is not None and turn.message_step is not None
         if turn.finish in ("length", "content_filter"):
-            # The answer was cut short: say so rather than pass a truncated message off as complete.
+            # The answer was cut short: the message says so, never passing as complete.
             filtered = turn.finish == "content_filter"
             turn.message.status = "incomplete"
             turn.message.completed_at = None
             turn.message.incomplete_at = now()
             turn.message.incomplete_details = {"reason": "content_filter" if filtered else "max_tokens"}
             events[0] = message_event(turn.message)
-            ended = moved(run, RunStatus.INCOMPLETE, usage=usage, incomplete_details=_cut_reason(turn))
+        if turn.finish == "length" and run.max_completion_tokens is not None:
+            # The run's own budget ran out. A run is incomplete only when one of its limits was reached
+            # (that is what its incomplete_details name); a cut from the model's own limit or a filter
+            # ends the run completed with the message marked incomplete, so pollers waiting for
+            # "completed" (as OpenAI's examples do) still finish.
+            reason = {"reason": "max_completion_tokens"}
+            ended = moved(run, RunStatus.INCOMPLETE, usage=usage, incomplete_details=reason)
         else:
             ended = moved(run, RunStatus.COMPLETED, usage=usage, completed_at=now())
         change = Change(run=ended, expect=IN_PROGRESS, owner=self.worker_id, release_thread=True, **changes)
@@ -452,7 +458,7 @@ class RunLoop:
             run,
             RunStatus.INCOMPLETE,
             owner=self.worker_id,
-            incomplete_details=_cut_reason(turn),
+            incomplete_details={"reason": "max_completion_tokens"},
             usage=usage,
         )
         if ended is None:
@@ -607,12 +613,6 @@ def _content_parts(turn: _Turn) -> list[dict[str, Any]]:
     for kind, value in turn.parts.items():
         parts += text_content(value) if kind == "text" else [{"type": "refusal", "refusal": value}]
     return parts
-
-
-def _cut_reason(turn: _Turn) -> dict[str, str]:
-    """The run's ``incomplete_details`` for a model response cut short."""
-    # A content filter has no run reason in OpenAI's enum; saying so beats naming a token limit.
-    return {"reason": "content_filter" if turn.finish == "content_filter" else "max_completion_tokens"}
 
 
 def _function_calls(calls: list[_Call]) -> ToolCalls:
