@@ -32,6 +32,7 @@ from threadline.config import Settings
 from threadline.domain.files import too_large
 from threadline.providers.routing import RoutingTable
 from threadline.runtime import Runtime
+from threadline.tools.registry import ToolRegistry
 from threadline.workers.jobs import Handler
 from threadline.workers.worker import Worker
 
@@ -49,10 +50,11 @@ def create_app(
     run_worker: bool = True,
     router: RoutingTable | None = None,
     job_handlers: Mapping[str, Handler] | None = None,
+    tools: ToolRegistry | None = None,
 ) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        runtime = await Runtime.open(settings, router, start_models=run_worker)
+        runtime = await Runtime.open(settings, router, tools, start_models=run_worker)
         if settings.assistants_file:
             applied = await declarations.apply(runtime.services, settings.assistants_file)
             log.info("applied %d assistant declarations from %s", len(applied), settings.assistants_file)
@@ -64,6 +66,7 @@ def create_app(
                 runtime.router,
                 runtime.jobs,
                 {**runtime.job_handlers(), **(job_handlers or {})},
+                runtime.tools,
             )
             if run_worker
             else None

@@ -3,7 +3,7 @@
 ``serve`` (the API app's lifespan), ``worker`` and ``assistants apply`` all open a ``Runtime``:
 the database and store, the blob store for files' bytes, the background job queue, the event bus
 (PostgreSQL LISTEN/NOTIFY when the database is PostgreSQL, in-process otherwise), the model
-routing table and the services.
+routing table, the server-side tools and the services.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from threadline.store.chunks import SqlChunkIndex
 from threadline.store.files import SqlFileStore
 from threadline.store.jobs import SqlJobQueue
 from threadline.store.vector_stores import SqlVectorStoreRepository
+from threadline.tools.registry import ToolRegistry
 from threadline.workers.jobs import Handler
 
 log = logging.getLogger(__name__)
@@ -54,12 +55,18 @@ class Runtime:
     blobs: BlobStore
     jobs: SqlJobQueue
     vector_stores: VectorStoreService
+    tools: ToolRegistry
     model_start: asyncio.Task[list[str]] | None = None
     """Embedded models starting in the background (``/readyz`` says not ready meanwhile)."""
 
     @classmethod
     async def open(
-        cls, settings: Settings, router: RoutingTable | None = None, *, start_models: bool = False
+        cls,
+        settings: Settings,
+        router: RoutingTable | None = None,
+        tools: ToolRegistry | None = None,
+        *,
+        start_models: bool = False,
     ) -> Runtime:
         """Open everything; with ``start_models``, embedded models load and run their start-up check
         in the background (processes that run the model: a worker, or ``serve`` with its worker)."""
@@ -106,6 +113,7 @@ class Runtime:
             blobs,
             jobs,
             vector_stores,
+            tools or build_tools(settings),
         )
         if start_models and routes.local_models():
             runtime.model_start = asyncio.create_task(routes.start_local_models())
@@ -147,6 +155,12 @@ class LazyEngine:
                 codec = tiktoken_encoding("cl100k_base")
                 self._engine = RetrievalEngine(SqlChunkIndex(self.db), embedder, codec, limits)
             return self._engine
+
+
+def build_tools(settings: Settings) -> ToolRegistry:
+    """The server-side tools this process can run. None ships yet: built-in tools declared by
+    assistants are not offered to models until an implementation is registered here."""
+    return ToolRegistry()
 
 
 def _loader(store: SqlStore) -> Callable[[str, str], Awaitable[Thread | Run | RunStep | Message | None]]:

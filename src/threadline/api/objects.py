@@ -9,8 +9,24 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from threadline.domain.entities import Assistant, File, Message, Page, Run, RunStep, RunTransition, Thread
+from threadline.domain.entities import (
+    Assistant,
+    BuiltinCall,
+    File,
+    FunctionCall,
+    Message,
+    MessageCreation,
+    Page,
+    RequiredAction,
+    Run,
+    RunStep,
+    RunTransition,
+    StepDetails,
+    Thread,
+    ToolCallRecord,
+)
 from threadline.domain.vector_stores import FileBatch, FileCounts, SearchHit, VectorStore, VectorStoreFile
+from threadline.tools.base import BuiltinDetails, CodeInterpreterDetails, CodeOutput, LogsOutput
 
 T = TypeVar("T")
 Obj = dict[str, Any]
@@ -77,7 +93,7 @@ def run_object(r: Run) -> Obj:
         "cancelled_at": r.cancelled_at,
         "failed_at": r.failed_at,
         "completed_at": r.completed_at,
-        "required_action": r.required_action,
+        "required_action": required_action_object(r.required_action),
         "last_error": r.last_error,
         "model": r.model,
         "instructions": r.instructions,
@@ -96,7 +112,17 @@ def run_object(r: Run) -> Obj:
     }
 
 
-def step_object(s: RunStep) -> Obj:
+def required_action_object(action: RequiredAction | None) -> Obj | None:
+    if action is None:
+        return None
+    calls = [
+        {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+        for c in action.calls
+    ]
+    return {"type": "submit_tool_outputs", "submit_tool_outputs": {"tool_calls": calls}}
+
+
+def step_object(s: RunStep, *, file_search_content: bool = False) -> Obj:
     return {
         "id": s.id,
         "object": "thread.run.step",
@@ -111,7 +137,7 @@ def step_object(s: RunStep) -> Obj:
         "expired_at": s.expired_at,
         "failed_at": s.failed_at,
         "last_error": s.last_error,
-        "step_details": s.step_details,
+        "step_details": step_details_object(s.step_details, file_search_content),
         "usage": s.usage,
         "metadata": s.metadata,
     }
@@ -141,6 +167,46 @@ def file_object(f: File) -> Obj:
         "status": f.status,
         "status_details": f.status_details,
     }
+
+
+def step_details_object(details: StepDetails, file_search_content: bool = False) -> Obj:
+    if isinstance(details, MessageCreation):
+        return {"type": "message_creation", "message_creation": {"message_id": details.message_id}}
+    return {
+        "type": "tool_calls",
+        "tool_calls": [tool_call_object(c, file_search_content) for c in details.calls],
+    }
+
+
+def tool_call_object(call: ToolCallRecord, file_search_content: bool = False) -> Obj:
+    if isinstance(call, FunctionCall):
+        function = {"name": call.name, "arguments": call.arguments, "output": call.output}
+        return {"id": call.id, "type": "function", "function": function}
+    assert isinstance(call, BuiltinCall)
+    return {"id": call.id, "type": call.type, call.type: builtin_object(call.details, file_search_content)}
+
+
+def builtin_object(details: BuiltinDetails, file_search_content: bool = False) -> Obj:
+    if isinstance(details, CodeInterpreterDetails):
+        return {"input": details.input, "outputs": [code_output_object(o) for o in details.outputs]}
+    found: Obj = {}
+    if details.ranking_options is not None:
+        ranking = details.ranking_options
+        found["ranking_options"] = {"ranker": ranking.ranker, "score_threshold": ranking.score_threshold}
+    results = []
+    for r in details.results:
+        result: Obj = {"file_id": r.file_id, "file_name": r.file_name, "score": r.score}
+        if file_search_content:
+            result["content"] = [{"type": "text", "text": text} for text in r.content]
+        results.append(result)
+    found["results"] = results
+    return found
+
+
+def code_output_object(output: CodeOutput) -> Obj:
+    if isinstance(output, LogsOutput):
+        return {"type": "logs", "logs": output.logs}
+    return {"type": "image", "image": {"file_id": output.file_id}}
 
 
 def list_object(page: Page[T], render: Callable[[T], Obj]) -> Obj:

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 from threadline.domain.entities import (
     DEFAULT_PROJECT,
     Assistant,
+    FunctionCall,
     ListQuery,
     Message,
     Page,
@@ -22,7 +23,9 @@ from threadline.domain.entities import (
     RunStep,
     RunTransition,
     Thread,
+    ToolCalls,
 )
+from threadline.domain.events import ObjectEvent
 from threadline.domain.files import FileService, attached_code_files, referenced_files, with_code_files
 from threadline.domain.lifecycle import (
     end_run,
@@ -38,7 +41,6 @@ from threadline.domain.ports import Bus, Change, Store, ThreadLockedError
 from threadline.domain.run_states import TERMINAL, RunStatus
 from threadline.domain.vector_stores import NewFile, VectorStoreService
 from threadline.errors import InvalidRequestError, NotFoundError
-from threadline.events.types import ObjectEvent
 from threadline.ids import new_id
 
 log = logging.getLogger(__name__)
@@ -259,10 +261,14 @@ class Services:
         await self.get_thread(thread_id)
         return await self.store.list_messages(thread_id, query, run_id)
 
-    async def modify_message(self, thread_id: str, message_id: str, metadata: dict[str, str]) -> Message:
+    async def modify_message(
+        self, thread_id: str, message_id: str, metadata: dict[str, str] | None
+    ) -> Message:
+        """Set a message's metadata; ``None`` (the client sent none) leaves it as it is."""
         message = await self.get_message(thread_id, message_id)
-        message.metadata = metadata
-        await self.store.update_message_metadata(message)
+        if metadata is not None:
+            message.metadata = metadata
+            await self.store.update_message_metadata(message)
         return message
 
     async def delete_message(self, thread_id: str, message_id: str) -> None:
@@ -364,10 +370,12 @@ class Services:
         await self.get_thread(thread_id)
         return await self.store.list_runs(thread_id, query)
 
-    async def modify_run(self, thread_id: str, run_id: str, metadata: dict[str, str]) -> Run:
+    async def modify_run(self, thread_id: str, run_id: str, metadata: dict[str, str] | None) -> Run:
+        """Set a run's metadata; ``None`` (the client sent none) leaves it as it is."""
         run = await self.get_run(thread_id, run_id)
-        run.metadata = metadata
-        await self.store.update_run_metadata(run)
+        if metadata is not None:
+            run.metadata = metadata
+            await self.store.update_run_metadata(run)
         return run
 
     async def cancel_run(self, thread_id: str, run_id: str) -> Run:
@@ -391,7 +399,7 @@ class Services:
         run = await self.get_run(thread_id, run_id)
         if run.status is not RunStatus.REQUIRES_ACTION or run.required_action is None:
             raise InvalidRequestError(f'Runs in status "{run.status.value}" do not accept tool outputs.')
-        expected = [c["id"] for c in run.required_action["submit_tool_outputs"]["tool_calls"]]
+        expected = [c.id for c in run.required_action.calls]
         given = [o.get("tool_call_id") for o in outputs]
         if sorted(map(str, given)) != sorted(expected) or len(set(given)) != len(given):
             raise InvalidRequestError(
@@ -405,9 +413,10 @@ class Services:
         ]
         ts = self.clock()
         for step in steps:
-            for call in step.step_details["tool_calls"]:
-                if call["id"] in by_id:
-                    call["function"]["output"] = by_id[call["id"]]
+            assert isinstance(step.step_details, ToolCalls)
+            for call in step.step_details.calls:
+                if isinstance(call, FunctionCall) and call.id in by_id:
+                    call.output = by_id[call.id]
             step.status = "completed"
             step.completed_at = ts
         queued = moved(run, RunStatus.QUEUED, required_action=None)

@@ -176,9 +176,10 @@ run_steps = Table(
     _meta(),
     Column("usage", JSON),
     Column("turn", Integer, nullable=False),
+    Column("part", Integer, nullable=False, server_default="0"),
     Index("ix_run_steps_run_seq", "run_id", "seq"),
-    # A turn writes at most one step of each type, even when a second worker retries it.
-    Index("uq_run_steps_turn", "run_id", "turn", "type", unique=True),
+    # A turn writes at most one step of each type and part, even when a second worker retries it.
+    Index("uq_run_steps_turn", "run_id", "turn", "type", "part", unique=True),
 )
 
 run_transitions = Table(
