@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy.engine import make_url
@@ -22,6 +22,7 @@ from threadline.domain.ports import BlobStore
 from threadline.domain.projects import Projects
 from threadline.domain.services import Services
 from threadline.domain.vector_stores import INGEST_JOB, VectorStoreService
+from threadline.errors import ThreadlineError
 from threadline.events.bus import LocalBus
 from threadline.metrics import Metrics
 from threadline.providers.embeddings import embedder_for
@@ -35,7 +36,13 @@ from threadline.store.chunks import SqlChunkIndex
 from threadline.store.files import SqlFileStore
 from threadline.store.jobs import SqlJobQueue
 from threadline.store.vector_stores import SqlVectorStoreRepository
+from threadline.tools.base import ToolError
+from threadline.tools.code_interpreter import CodeInterpreterTool
+from threadline.tools.file_search import FileSearchTool
+from threadline.tools.ports import Passage
 from threadline.tools.registry import ToolRegistry
+from threadline.tools.sandbox.launcher import SandboxLimits
+from threadline.tools.sandbox.pool import SandboxPool
 from threadline.workers.jobs import Handler
 
 log = logging.getLogger(__name__)
@@ -113,7 +120,7 @@ class Runtime:
             blobs,
             jobs,
             vector_stores,
-            tools or build_tools(settings),
+            tools or build_tools(settings, store, files, vector_stores),
         )
         if start_models and routes.local_models():
             runtime.model_start = asyncio.create_task(routes.start_local_models())
@@ -124,6 +131,7 @@ class Runtime:
         return {INGEST_JOB: self.vector_stores.ingest}
 
     async def aclose(self) -> None:
+        await self.tools.aclose()
         if self.model_start is not None:
             self.model_start.cancel()
             await asyncio.gather(self.model_start, return_exceptions=True)
@@ -157,10 +165,55 @@ class LazyEngine:
             return self._engine
 
 
-def build_tools(settings: Settings) -> ToolRegistry:
-    """The server-side tools this process can run. None ships yet: built-in tools declared by
-    assistants are not offered to models until an implementation is registered here."""
-    return ToolRegistry()
+def build_tools(
+    settings: Settings, store: SqlStore, files: FileService, vector_stores: VectorStoreService
+) -> ToolRegistry:
+    """The server-side tools this process runs: code_interpreter in the sandbox (which refuses,
+    saying why, where no sandbox can be made) and file_search over the vector stores."""
+    pool = SandboxPool(SandboxLimits.from_settings(settings))
+    backend = ToolBackend(store, files, vector_stores)
+    return ToolRegistry([CodeInterpreterTool(pool, backend), FileSearchTool(backend)])
+
+
+class ToolBackend:
+    """The files and vector stores the built-in tools work with, each call within the project of
+    the thread it serves (tools cannot see the domain; see :mod:`threadline.tools.ports`)."""
+
+    def __init__(self, store: SqlStore, files: FileService, vector_stores: VectorStoreService) -> None:
+        self.store = store
+        self.files = files
+        self.vector_stores = vector_stores
+
+    async def _project(self, thread_id: str) -> str:
+        thread = await self.store.get_thread(thread_id)
+        if thread is None:
+            raise ToolError("The thread is gone.")
+        return thread.project_id
+
+    async def read(self, thread_id: str, file_id: str, limit: int) -> tuple[str, bytes]:
+        files = self.files.for_project(await self._project(thread_id))
+        try:
+            file, data = await files.read_bytes(file_id, limit)
+        except ThreadlineError as exc:
+            raise ToolError(f"The file {file_id} cannot be placed in /mnt/data: {exc}") from None
+        return file.filename, data
+
+    async def save(self, thread_id: str, filename: str, data: bytes, content_type: str) -> str:
+        files = self.files.for_project(await self._project(thread_id))
+        return (await files.save_output(filename, data, content_type)).id
+
+    async def search(
+        self, thread_id: str, store_ids: Sequence[str], query: str, limit: int, score_threshold: float
+    ) -> list[Passage]:
+        service = self.vector_stores.for_project(await self._project(thread_id))
+        passages: list[Passage] = []
+        for store_id in store_ids:
+            try:
+                hits = await service.search(store_id, [query], limit, score_threshold, None)
+            except ThreadlineError:
+                continue  # expired or deleted since the run started: nothing to find there
+            passages += [Passage(h.file_id, h.filename, h.score, h.text) for h in hits]
+        return sorted(passages, key=lambda p: p.score, reverse=True)[:limit]
 
 
 def _loader(store: SqlStore) -> Callable[[str, str], Awaitable[Thread | Run | RunStep | Message | None]]:

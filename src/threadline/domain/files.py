@@ -289,6 +289,38 @@ class FileService:
         except Exception:
             log.exception("could not remove the blob of refused upload %s", file_id)
 
+    async def save_output(self, filename: str, data: bytes, content_type: str) -> File:
+        """Keep bytes a tool made (a chart, a file the code wrote) as a file of this project, with
+        purpose ``assistants_output``, as OpenAI's code interpreter did."""
+        file_id = new_id("file")
+
+        async def chunks() -> AsyncIterator[bytes]:
+            yield data
+
+        size = await self.blobs.put(file_id, chunks())
+        file = File(
+            id=file_id,
+            created_at=self.clock(),
+            bytes=size,
+            filename=check_filename(filename),
+            purpose="assistants_output",
+            content_type=content_type,
+            project_id=self.project_id,
+        )
+        try:
+            await self.files.insert_file(file)
+        except BaseException:
+            await asyncio.shield(self._discard(file_id))
+            raise
+        return file
+
+    async def read_bytes(self, file_id: str, limit: int) -> tuple[File, bytes]:
+        """A file's bytes, refused past ``limit`` (a tool copies files into a bounded sandbox)."""
+        file, chunks = await self.file_content(file_id)
+        if file.bytes > limit:
+            raise InvalidRequestError(f"The file {file.filename} is larger than {limit} bytes.")
+        return file, b"".join([chunk async for chunk in chunks])
+
     async def get_file(self, file_id: str) -> File:
         file = await self.files.get_file(file_id, self.project_id) if _FILE_ID.fullmatch(file_id) else None
         if file is None:

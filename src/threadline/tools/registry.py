@@ -26,3 +26,10 @@ class ToolRegistry:
 
     def types(self) -> list[str]:
         return sorted(self._by_type)
+
+    async def aclose(self) -> None:
+        """Let tools that hold resources (sandbox kernels) release them."""
+        for tool in self._by_type.values():
+            close = getattr(tool, "aclose", None)
+            if close is not None:
+                await close()
