@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
 
-from threadline import __version__, declarations
+from threadline import __version__, console, declarations
 from threadline.api import assistants, errors, messages, metrics, models, run_steps, runs, threads
 from threadline.api.deps import check_api_key, require_beta
 from threadline.config import Settings
@@ -67,4 +67,5 @@ def create_app(settings: Settings, *, run_worker: bool = True, router: RoutingTa
     app.include_router(models.router, prefix="/v1", dependencies=authed)
     app.include_router(models.health)
     app.include_router(metrics.router)
+    app.include_router(console.router)
     return app
