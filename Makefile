@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: serve test lint typecheck bench clean llama doctor
+.PHONY: serve test lint typecheck bench clean llama doctor browser
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -64,8 +64,19 @@ lint: $(VENV)/.dev
 typecheck: $(VENV)/.dev
 	$(BIN)/mypy
 
+# The console's browser tests drive Debian's Chromium, and Chinese text needs a CJK font. Installed only
+# when missing and only as root with apt-get; elsewhere the browser tests skip (and fail under CI=true).
+browser:
+	@if [ ! -x /usr/bin/chromium ] || ! dpkg -s fonts-noto-cjk >/dev/null 2>&1; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium fonts-noto-cjk; \
+		else \
+			echo "browser tests need Debian's chromium and fonts-noto-cjk (run make browser as root)"; \
+		fi; \
+	fi
+
 # The whole suite on SQLite, then again on PostgreSQL (127.0.0.1:5432; skipped outside CI if absent).
-test: lint typecheck $(SDK_1X)/.openai-$(OPENAI_1X)
+test: lint typecheck browser $(SDK_1X)/.openai-$(OPENAI_1X)
 	$(BIN)/pytest -q
 	THREADLINE_TEST_BACKEND=postgres $(BIN)/pytest -q
 
@@ -77,4 +88,4 @@ bench: $(VENV)/.dev
 	$(BIN)/python -m bench.streaming
 
 clean:
-	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) data test-artifacts .pytest_cache .mypy_cache .ruff_cache

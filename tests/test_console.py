@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import json
 import os
-from concurrent.futures import ThreadPoolExecutor
 import re
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ from tests.support import ThreadlineServer
 from threadline.console import CONTENT_SECURITY_POLICY, FILES
 from threadline.testing import Reply, ScriptedModel, ToolCall
 
-CHROMIUM = Path(os.environ.get("THREADLINE_CHROMIUM", "/usr/bin/chromium"))
+CHROMIUM = Path("/usr/bin/chromium")  # Debian's: the tests never download a browser
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts" / "console"
 CHROMIUM_ARGS = [
     "--headless",
@@ -102,7 +102,9 @@ def test_files_carry_types_caching_and_a_strict_policy(server: ThreadlineServer)
         assert "script-src 'self';" in CONTENT_SECURITY_POLICY and "unsafe" not in CONTENT_SECURITY_POLICY
         assert index.headers["cache-control"] == "no-cache"
         assert index.headers["x-content-type-options"] == "nosniff"
-        assert "<script" in index.text and re.search(r"<script[^>]*>\s*[^<\s]", index.text) is None  # no inline code
+        assert (
+            "<script" in index.text and re.search(r"<script[^>]*>\s*[^<\s]", index.text) is None
+        )  # no inline code
 
         again = http.get(base, headers={"If-None-Match": index.headers["etag"]})
         assert again.status_code == 304 and again.content == b""
@@ -122,7 +124,9 @@ def test_no_script_writes_html() -> None:
     for name, file in FILES.items():
         if name.endswith(".js"):
             source = file.body.decode()
-            assert not re.search(r"innerHTML|outerHTML|insertAdjacentHTML|document\.write|eval\(", source), name
+            assert not re.search(r"innerHTML|outerHTML|insertAdjacentHTML|document\.write|eval\(", source), (
+                name
+            )
 
 
 # -- the panes, in a browser -------------------------------------------------------------------------
@@ -211,7 +215,9 @@ def test_sign_in_create_an_assistant_chat_and_see_the_timeline(
     timeline = page.locator("#run-timeline")
     expect(timeline.locator("h1 .badge")).to_have_text("completed")
     segments = page.locator("#run-axis .segment")
-    expect(segments).to_have_text(["queued", "in_progress", "requires_action", "queued", "in_progress", "completed"])
+    expect(segments).to_have_text(
+        ["queued", "in_progress", "requires_action", "queued", "in_progress", "completed"]
+    )
     expect(page.locator("#run-transitions tbody tr")).to_have_count(6)
     steps = page.locator("#run-steps > li")
     expect(steps).to_have_count(2)
@@ -224,18 +230,21 @@ def test_sign_in_create_an_assistant_chat_and_see_the_timeline(
     usage = client.beta.threads.runs.list(thread_id=thread_id).data[0].usage
     assert usage is not None
     expect(page.locator("#run-usage")).to_have_text(re.compile(rf"= {usage.total_tokens} tokens"))
-    # The Chinese text is drawn with a CJK face, not as missing-glyph boxes.
-    width = page.evaluate(
+    # Chinese is drawn with real glyphs: missing glyphs would all be the same box.
+    glyphs = page.evaluate(
         """() => {
-            const probe = document.createElement('span');
-            probe.textContent = '两本书一共';
-            document.body.appendChild(probe);
-            const width = probe.getBoundingClientRect().width;
-            probe.remove();
-            return width;
+            const canvas = document.createElement('canvas');
+            canvas.width = canvas.height = 40;
+            const ink = canvas.getContext('2d');
+            ink.font = '30px ' + getComputedStyle(document.documentElement).fontFamily;
+            return ['两', '本', '书'].map((ch) => {
+                ink.clearRect(0, 0, 40, 40);
+                ink.fillText(ch, 2, 32);
+                return Array.from(ink.getImageData(0, 0, 40, 40).data).join(',');
+            });
         }"""
     )
-    assert width > 40, width
+    assert len(set(glyphs)) == 3 and all(any(v != "0" for v in g.split(",")) for g in glyphs)
     shot(page, "timeline")
 
     # The thread pane lists both turns' messages and both runs.
