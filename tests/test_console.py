@@ -46,7 +46,9 @@ expect.set_options(timeout=TIMEOUT_MS)
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
+def browser(shared_server: ThreadlineServer) -> Iterator[Browser]:
+    # The server starts first: Playwright's sync API keeps an event loop running on this thread, and
+    # the server's set-up (migrations, a PostgreSQL database) runs one of its own.
     assert CHROMIUM.exists(), f"the browser tests must run under CI: no Chromium at {CHROMIUM}"
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
@@ -62,8 +64,8 @@ def page(browser: Browser) -> Iterator[Page]:
     problems: list[str] = []
 
     def on_console(message: ConsoleMessage) -> None:
-        # A refused key is the one error a test provokes on purpose; the browser logs its 401.
-        if message.type == "error" and "401" not in message.text:
+        # The browser logs every 4xx answer; the tests provoke those on purpose and check what the page shows.
+        if message.type == "error" and not re.search(r"status of 4\d\d", message.text):
             problems.append(message.text)
 
     tab.on("console", on_console)
@@ -286,7 +288,7 @@ def test_threads_filter_by_metadata_on_the_server_and_by_text_here(
 
 
 def test_a_refused_key_sends_the_user_back_to_sign_in(page: Page, make_server: Any) -> None:
-    # Playwright's sync API keeps an event loop running on this thread; the server's set-up runs its own.
+    # Started on another thread, for the reason given in the browser fixture.
     with ThreadPoolExecutor(1) as pool:
         locked = pool.submit(make_server, api_key="right-key").result()
     sign_in(page, locked, key="wrong-key")
@@ -304,3 +306,30 @@ def test_a_refused_key_sends_the_user_back_to_sign_in(page: Page, make_server: A
     expect(page.locator("#sign-in-error")).to_have_text(re.compile("refused your key"))
     expect(page.locator("#nav")).to_be_hidden()
     shot(page, "sign-in-refused")
+
+
+def test_mistakes_and_failures_are_shown_not_swallowed(
+    page: Page, server: ThreadlineServer, model: ScriptedModel, client: openai.OpenAI
+) -> None:
+    assistant = client.beta.assistants.create(model="gpt-4o", name="失败测试")
+    sign_in(page, server)
+    page.goto(f"{console_url(server)}#/assistants/{assistant.id}")
+    page.fill("#assistant-functions", "{not json")
+    page.click("#assistant-form button[type=submit]")
+    expect(page.locator("#assistant-status .error")).to_contain_text("Functions: not a JSON list")
+
+    # The server's own refusal comes back in its words.
+    page.fill("#assistant-functions", "")
+    page.fill("#assistant-model", "")
+    page.evaluate("document.getElementById('assistant-model').required = false")
+    page.click("#assistant-form button[type=submit]")
+    expect(page.locator("#assistant-status .error")).to_contain_text("model")
+
+    # A run the model fails ends 'failed' in the chat pane, with the run's error.
+    model.script(Reply(status=400, error_message="上下文太长了"))
+    page.goto(f"{console_url(server)}#/chat/{assistant.id}")
+    page.fill("#chat-input", "你好")
+    page.click("#chat-send")
+    expect(page.locator("#chat-runs .badge")).to_have_text("failed")
+    expect(page.locator("#chat-runs .error")).to_contain_text("上下文太长了")
+    shot(page, "chat-failed")
