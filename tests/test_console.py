@@ -85,10 +85,12 @@ def console_url(server: ThreadlineServer) -> str:
     return f"http://127.0.0.1:{server.port}/console"
 
 
-def sign_in(page: Page, server: ThreadlineServer, key: str = "any-key") -> None:
+def sign_in(page: Page, server: ThreadlineServer, key: str = "any-key", *, accepted: bool = True) -> None:
     page.goto(console_url(server))
     page.fill("#key", key)
     page.click("#sign-in button[type=submit]")
+    if accepted:  # signed in: the assistants pane is drawn
+        expect(page.locator("#assistant-form")).to_be_visible()
 
 
 # -- the static files --------------------------------------------------------------------------------
@@ -159,9 +161,11 @@ def test_sign_in_create_an_assistant_chat_and_see_the_timeline(
     assert [t.type for t in saved.tools] == ["code_interpreter", "function"]
 
     # Edit the instructions, as the Playground did.
+    page.fill("#assistant-name", "订单小助手")
     page.fill("#assistant-instructions", "你是购物助手。回答要简短。")
     page.click("#assistant-form button[type=submit]")
     expect(page.locator("#assistant-status")).to_have_text("Saved.")
+    expect(page.locator("#assistant-list")).to_contain_text("订单小助手")
     assert client.beta.assistants.retrieve(assistant_id).instructions == "你是购物助手。回答要简短。"
     shot(page, "assistants")
 
@@ -291,7 +295,7 @@ def test_a_refused_key_sends_the_user_back_to_sign_in(page: Page, make_server: A
     # Started on another thread, for the reason given in the browser fixture.
     with ThreadPoolExecutor(1) as pool:
         locked = pool.submit(make_server, api_key="right-key").result()
-    sign_in(page, locked, key="wrong-key")
+    sign_in(page, locked, key="wrong-key", accepted=False)
     expect(page.locator("#sign-in-error")).to_have_text(re.compile(r"401.*Incorrect API key provided"))
     assert page.evaluate("sessionStorage.length") == 0
 

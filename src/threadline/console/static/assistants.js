@@ -10,7 +10,7 @@ function toolNames(assistant) {
   return names.length ? names.join(", ") : "—";
 }
 
-export async function assistantsPane(id) {
+export async function assistantsPane(id, notice = "") {
   const [list, models, current] = await Promise.all([
     get("/assistants?limit=100"),
     get("/models").catch(() => ({ data: [] })),
@@ -33,11 +33,11 @@ export async function assistantsPane(id) {
     "div",
     { class: "split" },
     h("section", { class: "card" }, h("h1", {}, "Assistants"), h("p", {}, h("a", { href: "#/assistants", class: "button" }, "New assistant")), table),
-    assistantForm(current, models.data.map((m) => m.id)),
+    assistantForm(current, models.data.map((m) => m.id), notice),
   );
 }
 
-function assistantForm(assistant, modelIds) {
+function assistantForm(assistant, modelIds, notice) {
   const functions = (assistant?.tools || []).filter((t) => t.type === "function").map((t) => t.function);
   const enabled = new Set((assistant?.tools || []).map((t) => t.type));
   const field = (id, label, control) => h("div", { class: "field" }, h("label", { for: id }, label), control);
@@ -48,7 +48,7 @@ function assistantForm(assistant, modelIds) {
   const checks = BUILT_IN.map((type) => h("input", { type: "checkbox", id: `tool-${type}`, checked: enabled.has(type) }));
   const fns = h("textarea", { id: "assistant-functions", rows: 8, spellcheck: "false", class: "code" });
   fns.value = functions.length ? JSON.stringify(functions, null, 2) : "";
-  const status = h("p", { role: "status", id: "assistant-status" });
+  const status = h("p", { role: "status", id: "assistant-status" }, notice);
   const form = h(
     "form",
     { class: "card", id: "assistant-form" },
@@ -77,7 +77,8 @@ function assistantForm(assistant, modelIds) {
     const body = { name: name.value || null, model: model.value, instructions: instructions.value || null, tools };
     try {
       const saved = await post(assistant ? `/assistants/${assistant.id}` : "/assistants", body);
-      if (assistant) replace(status, "Saved.");
+      // Redraw the pane so the list shows the new name and tools too.
+      if (assistant) form.closest(".split").replaceWith(await assistantsPane(saved.id, "Saved."));
       else location.hash = `#/assistants/${saved.id}`;
     } catch (error) {
       replace(status, errorBox(error));
