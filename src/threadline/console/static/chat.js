@@ -24,6 +24,8 @@ export async function chatPane(assistantId, threadId) {
   const send = h("button", { type: "submit", id: "chat-send" }, "Send");
   const newThread = h("button", { type: "button", class: "secondary" }, "New thread");
 
+  const runLines = new Map(); // run id → its status, so a run resumed after tool outputs keeps one line
+
   function showThread() {
     replace(threadLabel, thread ? h("a", { href: `#/threads/${thread}` }, thread) : "a new thread starts with your first message");
   }
@@ -41,13 +43,14 @@ export async function chatPane(assistantId, threadId) {
   // Follows one streamed run (and the runs resumed after tool outputs) until its stream ends.
   async function follow(path, body) {
     let current = null;
-    let statusEl = null;
     let textEl = null;
     const pendingCalls = [];
     await stream(path, body, (event, data) => {
       if (event.startsWith("thread.run.") && !event.startsWith("thread.run.step")) {
-        if (!current || current.id !== data.id) {
+        let statusEl = runLines.get(data.id);
+        if (!statusEl) {
           statusEl = h("span", {});
+          runLines.set(data.id, statusEl);
           runs.appendChild(h("div", { class: "run-line" }, h("a", { href: `#/threads/${data.thread_id}/runs/${data.id}`, class: "mono" }, `Timeline of ${data.id}`), " ", statusEl));
         }
         current = data;
