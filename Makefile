@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: serve test lint typecheck bench clean llama doctor browser
+.PHONY: serve test lint typecheck bench clean llama doctor system-packages
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +51,17 @@ $(SDK_1X)/.openai-$(OPENAI_1X): | $(BIN)/python
 	$(PIP) install --target $(SDK_1X) openai==$(OPENAI_1X) python-dotenv
 	touch $@
 
+# Debian packages, installed only when one is missing and only as root: bubblewrap and a font that
+# draws Chinese in charts for code_interpreter's sandbox; Chromium and a CJK font for the console's
+# browser tests. Elsewhere code_interpreter refuses with a clear error and the browser tests skip
+# (under CI=true they fail).
+SYSTEM_PACKAGES := bubblewrap fonts-wqy-microhei chromium fonts-noto-cjk
+
+system-packages:
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && ! dpkg -s $(SYSTEM_PACKAGES) >/dev/null 2>&1; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSTEM_PACKAGES); \
+	fi
+
 serve: $(VENV)/.runtime
 	$(BIN)/threadline serve
 
@@ -64,28 +75,19 @@ lint: $(VENV)/.dev
 typecheck: $(VENV)/.dev
 	$(BIN)/mypy
 
-# The console's browser tests drive Debian's Chromium, and Chinese text needs a CJK font. Installed only
-# when missing and only as root with apt-get; elsewhere the browser tests skip (and fail under CI=true).
-browser:
-	@if [ ! -x /usr/bin/chromium ] || ! dpkg -s fonts-noto-cjk >/dev/null 2>&1; then \
-		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-			apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium fonts-noto-cjk; \
-		else \
-			echo "browser tests need Debian's chromium and fonts-noto-cjk (run make browser as root)"; \
-		fi; \
-	fi
-
 # The whole suite on SQLite, then again on PostgreSQL (127.0.0.1:5432; skipped outside CI if absent).
-test: lint typecheck browser $(SDK_1X)/.openai-$(OPENAI_1X)
+test: system-packages lint typecheck $(SDK_1X)/.openai-$(OPENAI_1X)
 	$(BIN)/pytest -q
 	THREADLINE_TEST_BACKEND=postgres $(BIN)/pytest -q
 
-bench: $(VENV)/.dev
+bench: system-packages $(VENV)/.dev
 	$(BIN)/python -m bench.runs
 	$(BIN)/python -m bench.context
 	$(BIN)/python -m bench.embedded
 	$(BIN)/python -m bench.scale
 	$(BIN)/python -m bench.streaming
+	$(BIN)/python -m bench.files
+	$(BIN)/python -m bench.sandbox
 
 clean:
 	rm -rf $(VENV) data test-artifacts .pytest_cache .mypy_cache .ruff_cache

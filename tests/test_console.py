@@ -38,7 +38,7 @@ CHROMIUM_ARGS = [
 TIMEOUT_MS = 10_000
 
 if not CHROMIUM.exists() and not os.environ.get("CI"):
-    pytest.skip(f"no Chromium at {CHROMIUM} (`make browser` installs it)", allow_module_level=True)
+    pytest.skip(f"no Chromium at {CHROMIUM} (`make system-packages` installs it)", allow_module_level=True)
 
 from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright  # noqa: E402
 

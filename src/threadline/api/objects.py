@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from threadline.domain.entities import Assistant, Message, Page, Run, RunStep, RunTransition, Thread
+from threadline.domain.entities import Assistant, File, Message, Page, Run, RunStep, RunTransition, Thread
 
 T = TypeVar("T")
 Obj = dict[str, Any]
@@ -125,6 +125,20 @@ def transition_object(thread_id: str, tr: RunTransition) -> Obj:
         "at": round(tr.at, 3),
         "cause": tr.cause,
         "worker_id": tr.worker_id,
+    }
+
+
+def file_object(f: File) -> Obj:
+    return {
+        "id": f.id,
+        "object": "file",
+        "bytes": f.bytes,
+        "created_at": f.created_at,
+        "expires_at": f.expires_at,
+        "filename": f.filename,
+        "purpose": f.purpose,
+        "status": f.status,
+        "status_details": f.status_details,
     }
 
 

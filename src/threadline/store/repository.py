@@ -31,19 +31,23 @@ from sqlalchemy import (
 )
 
 from threadline.domain.entities import (
+    ApiKey,
     Assistant,
     ListQuery,
     Message,
     Page,
+    Project,
     Run,
     RunStep,
     RunTransition,
     Summary,
     Thread,
 )
+from threadline.domain.files import attached_code_files, with_code_files
 from threadline.domain.ports import Change, ThreadLockedError
 from threadline.domain.run_states import ACTIVE, RunStatus, cause_of
 from threadline.store import tables as t
+from threadline.store.claims import claim_statement, renew_statement
 from threadline.store.database import Database
 
 E = TypeVar("E", Assistant, Thread, Message, Run, RunStep)
@@ -147,7 +151,7 @@ def _transition(run: Run, expect: frozenset[RunStatus], at: float) -> dict[str, 
     }
 
 
-def _page_query(
+def page_query(
     conn: Connection, table: Table, query: ListQuery, where: list[Any]
 ) -> tuple[Select[Any], bool]:
     """The rows between the cursors, one more than the limit (to tell ``has_more``).
@@ -174,6 +178,21 @@ def _page_query(
     return select(table).where(*conditions).order_by(order).limit(query.limit + 1), flipped
 
 
+def _join_attachments(conn: Connection, thread_id: str, messages: Sequence[Message]) -> None:
+    """Add the files ``messages`` attach for ``code_interpreter`` to their thread's tool resources.
+
+    Called after the thread row was written or locked in this transaction, so no concurrent writer
+    can lose an id between the read and the update.
+    """
+    file_ids = attached_code_files(messages)
+    if not file_ids:
+        return
+    current = conn.execute(select(t.threads.c.tool_resources).where(t.threads.c.id == thread_id)).scalar()
+    resources = with_code_files(current, file_ids)
+    if resources is not None:
+        conn.execute(update(t.threads).where(t.threads.c.id == thread_id).values(tool_resources=resources))
+
+
 def _lock_thread(conn: Connection, thread_id: str, run_id: str | None) -> None:
     """Take the thread's lock for ``run_id`` (or, with ``None``, check it is free), or raise.
 
@@ -188,6 +207,15 @@ def _lock_thread(conn: Connection, thread_id: str, run_id: str | None) -> None:
     ):
         holder = conn.execute(select(t.threads.c.active_run_id).where(t.threads.c.id == thread_id)).scalar()
         raise ThreadLockedError(holder or "")
+
+
+def _api_key(row: Row[Any]) -> ApiKey:
+    return ApiKey(row.id, row.project_id, row.name, row.prefix, row.created_at, row.revoked_at)
+
+
+def _in_project(project_id: str | None) -> list[tuple[str, str]]:
+    """The check ``_get`` applies for a project-scoped lookup (``None``: any project, for the engine)."""
+    return [] if project_id is None else [("project_id", project_id)]
 
 
 def _delete_threads(conn: Connection, thread_ids: list[str]) -> dict[str, int]:
@@ -214,24 +242,17 @@ def _claim_statement(skip_locked: bool) -> Any:
         r.c.status == RunStatus.QUEUED.value,
         and_(r.c.status == RunStatus.IN_PROGRESS.value, r.c.lease_expires_at < bindparam("b_now")),
     )
-    pick = select(r.c.id).where(claimable).order_by(r.c.seq).limit(bindparam("b_limit"))
-    if skip_locked:
-        pick = pick.with_for_update(skip_locked=True)
-    # A CTE, not ``id IN (subquery)``: PostgreSQL may run an IN-subquery more than once, and with
-    # SKIP LOCKED each run can pick other rows, so a worker could take more runs than it asked for.
-    picked = pick.cte("picked")
-    return (
-        update(r)
-        .where(r.c.id == picked.c.id, claimable)
-        .values(
-            status=RunStatus.IN_PROGRESS.value,
-            worker_id=bindparam("b_worker"),
-            lease_expires_at=bindparam("b_lease"),
-            started_at=func.coalesce(r.c.started_at, bindparam("b_started")),
-            claims=r.c.claims + 1,
-        )
-        .returning(*r.c)
-    )
+    values = {
+        "status": RunStatus.IN_PROGRESS.value,
+        "worker_id": bindparam("b_worker"),
+        "lease_expires_at": bindparam("b_lease"),
+        "started_at": func.coalesce(r.c.started_at, bindparam("b_started")),
+        "claims": r.c.claims + 1,
+    }
+    return claim_statement(r, claimable, values, skip_locked=skip_locked)
+
+
+_RENEW_RUNS = renew_statement(t.runs, RunStatus.IN_PROGRESS.value)
 
 
 class SqlStore:
@@ -267,7 +288,7 @@ class SqlStore:
 
     async def _page(self, cls: type[E], table: Table, query: ListQuery, *where: Any) -> Page[E]:
         def read(conn: Connection) -> Page[E]:
-            stmt, flipped = _page_query(conn, table, query, list(where))
+            stmt, flipped = page_query(conn, table, query, list(where))
             rows = conn.execute(stmt).all()
             page = list(rows[: query.limit])
             if flipped:
@@ -295,19 +316,20 @@ class SqlStore:
         stmt = dialect_insert(t.assistants).values(values)
         await self._execute(stmt.on_conflict_do_update(index_elements=["id"], set_=changed))
 
-    async def get_assistant(self, assistant_id: str) -> Assistant | None:
-        return await self._get(Assistant, t.assistants, assistant_id)
+    async def get_assistant(self, assistant_id: str, project_id: str | None = None) -> Assistant | None:
+        return await self._get(Assistant, t.assistants, assistant_id, *_in_project(project_id))
 
-    async def list_assistants(self, query: ListQuery) -> Page[Assistant]:
-        return await self._page(Assistant, t.assistants, query)
+    async def list_assistants(self, query: ListQuery, project_id: str) -> Page[Assistant]:
+        return await self._page(Assistant, t.assistants, query, t.assistants.c.project_id == project_id)
 
     async def update_assistant(self, assistant: Assistant) -> None:
         await self._execute(
             update(t.assistants).where(t.assistants.c.id == assistant.id).values(_row(assistant))
         )
 
-    async def delete_assistant(self, assistant_id: str) -> bool:
-        return await self._execute(delete(t.assistants).where(t.assistants.c.id == assistant_id)) > 0
+    async def delete_assistant(self, assistant_id: str, project_id: str) -> bool:
+        a = t.assistants
+        return await self._execute(delete(a).where(a.c.id == assistant_id, a.c.project_id == project_id)) > 0
 
     # --- threads and messages --------------------------------------------------------------
 
@@ -318,18 +340,19 @@ class SqlStore:
             conn.execute(_INSERT["threads"], {**_row(thread), "active_run_id": run.id if run else None})
             if messages:
                 conn.execute(_INSERT["messages"], [_row(m) for m in messages])
+                _join_attachments(conn, thread.id, messages)
             if run is not None:
                 conn.execute(_INSERT["runs"], _row(run))
                 conn.execute(_INSERT["run_transitions"], _transition(run, frozenset(), time.time()))
 
         await self.db.write(write)
 
-    async def get_thread(self, thread_id: str) -> Thread | None:
-        return await self._get(Thread, t.threads, thread_id)
+    async def get_thread(self, thread_id: str, project_id: str | None = None) -> Thread | None:
+        return await self._get(Thread, t.threads, thread_id, *_in_project(project_id))
 
-    async def list_threads(self, query: ListQuery, metadata: dict[str, str]) -> Page[Thread]:
+    async def list_threads(self, query: ListQuery, metadata: dict[str, str], project_id: str) -> Page[Thread]:
         where = [t.threads.c.meta[key].as_string() == value for key, value in metadata.items()]
-        return await self._page(Thread, t.threads, query, *where)
+        return await self._page(Thread, t.threads, query, t.threads.c.project_id == project_id, *where)
 
     async def update_thread(self, thread: Thread) -> None:
         await self._execute(
@@ -338,16 +361,26 @@ class SqlStore:
             .values(meta=thread.metadata, tool_resources=thread.tool_resources)
         )
 
-    async def delete_thread(self, thread_id: str) -> bool:
-        return (await self.db.write(lambda conn: _delete_threads(conn, [thread_id])))["threads"] > 0
+    async def delete_thread(self, thread_id: str, project_id: str) -> bool:
+        th = t.threads
+        mine = select(th.c.id).where(th.c.id == thread_id, th.c.project_id == project_id)
 
-    async def delete_stale_threads(self, inactive_since: int, limit: int) -> dict[str, int]:
-        """Delete up to ``limit`` threads untouched since ``inactive_since`` and with no active run,
-        with everything under them; how many threads, messages and runs went."""
+        def write(conn: Connection) -> bool:
+            return _delete_threads(conn, list(conn.execute(mine).scalars()))["threads"] > 0
+
+        return await self.db.write(write)
+
+    async def delete_stale_threads(self, project_id: str, inactive_since: int, limit: int) -> dict[str, int]:
+        """Delete up to ``limit`` of the project's threads untouched since ``inactive_since`` and with no
+        active run, with everything under them; how many threads, messages and runs went."""
         th = t.threads
         stale = (
             select(th.c.id)
-            .where(th.c.last_active_at < inactive_since, th.c.active_run_id.is_(None))
+            .where(
+                th.c.project_id == project_id,
+                th.c.last_active_at < inactive_since,
+                th.c.active_run_id.is_(None),
+            )
             .order_by(th.c.last_active_at)
             .limit(limit)
         )
@@ -357,6 +390,7 @@ class SqlStore:
         def write(conn: Connection) -> None:
             _lock_thread(conn, message.thread_id, None)
             conn.execute(_INSERT["messages"], _row(message))
+            _join_attachments(conn, message.thread_id, [message])
 
         await self.db.write(write)
 
@@ -431,6 +465,7 @@ class SqlStore:
             _lock_thread(conn, run.thread_id, run.id)
             if messages:
                 conn.execute(_INSERT["messages"], [_row(m) for m in messages])
+                _join_attachments(conn, run.thread_id, messages)
             conn.execute(_INSERT["runs"], _row(run))
             conn.execute(_INSERT["run_transitions"], _transition(run, frozenset(), time.time()))
 
@@ -510,17 +545,8 @@ class SqlStore:
     async def renew_leases(self, worker_id: str, run_ids: Sequence[str], until: float) -> list[str]:
         if not run_ids:
             return []
-        stmt = (
-            update(t.runs)
-            .where(
-                t.runs.c.id.in_(run_ids),
-                t.runs.c.worker_id == worker_id,
-                t.runs.c.status == RunStatus.IN_PROGRESS.value,
-            )
-            .values(lease_expires_at=until)
-            .returning(t.runs.c.id)
-        )
-        return await self.db.write(lambda conn: list(conn.execute(stmt).scalars()))
+        params = {"b_ids": list(run_ids), "b_worker": worker_id, "b_until": until}
+        return await self.db.write(lambda conn: list(conn.execute(_RENEW_RUNS, params).scalars()))
 
     async def expired_runs(self, now: int, limit: int) -> list[Run]:
         r = t.runs
@@ -539,6 +565,42 @@ class SqlStore:
             .limit(limit)
         )
         return await self._all(Run, stmt)
+
+    # --- projects and API keys ---------------------------------------------------------------
+
+    async def insert_project(self, project: Project) -> None:
+        await self._execute(insert(t.projects).values(dataclasses.asdict(project)))
+
+    async def list_projects(self) -> list[Project]:
+        rows = await self.db.read(
+            lambda conn: conn.execute(select(t.projects).order_by(t.projects.c.seq)).all()
+        )
+        return [Project(r.id, r.name, r.created_at, r.thread_ttl_days) for r in rows]
+
+    async def insert_api_key(self, key: ApiKey, secret_hash: str) -> None:
+        await self._execute(insert(t.api_keys).values(**dataclasses.asdict(key), secret_hash=secret_hash))
+
+    async def list_api_keys(self, project_id: str) -> list[ApiKey]:
+        k = t.api_keys
+        stmt = select(k).where(k.c.project_id == project_id).order_by(k.c.seq)
+        return [_api_key(r) for r in await self.db.read(lambda conn: conn.execute(stmt).all())]
+
+    async def revoke_api_key(self, key_id: str, project_id: str | None, at: int) -> bool:
+        k = t.api_keys
+        where = [k.c.id == key_id, k.c.revoked_at.is_(None)]
+        if project_id is not None:
+            where.append(k.c.project_id == project_id)
+        return await self._execute(update(k).where(*where).values(revoked_at=at)) > 0
+
+    async def project_of_key(self, secret_hash: str) -> str | None:
+        """The project of the live (unrevoked) key with this hash."""
+        k = t.api_keys
+        stmt = select(k.c.project_id).where(k.c.secret_hash == secret_hash, k.c.revoked_at.is_(None))
+        return await self.db.read(lambda conn: conn.execute(stmt).scalar())
+
+    async def any_api_keys(self) -> bool:
+        stmt = select(t.api_keys.c.id).limit(1)
+        return await self.db.read(lambda conn: conn.execute(stmt).first() is not None)
 
     async def run_census(self, now: float) -> tuple[dict[str, int], int]:
         """How many runs are in each active status, and how many workers hold runs under live leases."""

@@ -51,6 +51,8 @@ assistants = Table(
     Column("top_p", Float),
     Column("response_format", JSON),
     Column("reasoning_effort", String(16)),
+    Column("project_id", String(64), nullable=False, server_default="proj_default"),
+    Index("ix_assistants_project_seq", "project_id", "seq"),
 )
 
 threads = Table(
@@ -65,7 +67,33 @@ threads = Table(
     Column("active_run_id", String(64)),
     # When a message or a run last touched the thread: stale threads are deleted after a TTL.
     Column("last_active_at", BigInteger),
+    Column("project_id", String(64), nullable=False, server_default="proj_default"),
     Index("ix_threads_last_active_at", "last_active_at"),
+    Index("ix_threads_project_seq", "project_id", "seq"),
+)
+
+projects = Table(
+    "projects",
+    metadata,
+    _seq(),
+    Column("id", String(64), nullable=False, unique=True),
+    Column("name", String(256), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("thread_ttl_days", Float),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    _seq(),
+    Column("id", String(64), nullable=False, unique=True),
+    Column("project_id", String(64), ForeignKey("projects.id", ondelete="CASCADE"), nullable=False),
+    Column("name", String(256), nullable=False),
+    Column("prefix", String(16), nullable=False),
+    # SHA-256 of the secret, hex: keys are long random strings, so a fast hash is enough.
+    Column("secret_hash", String(64), nullable=False, unique=True),
+    Column("created_at", BigInteger, nullable=False),
+    Column("revoked_at", BigInteger),
 )
 
 messages = Table(
@@ -170,4 +198,43 @@ thread_summaries = Table(
     Column("text", Text, nullable=False),
     Column("last_message_id", String(64), nullable=False),
     Column("updated_at", BigInteger, nullable=False),
+)
+
+files = Table(
+    "files",
+    metadata,
+    _seq(),
+    Column("id", String(64), nullable=False, unique=True),
+    Column("created_at", BigInteger, nullable=False),
+    Column("bytes", BigInteger, nullable=False),
+    Column("filename", String(512), nullable=False),
+    Column("purpose", String(32), nullable=False),
+    Column("content_type", String(256), nullable=False),
+    Column("expires_at", BigInteger),
+    Column("status", String(16), nullable=False),
+    Column("status_details", Text),
+    Column("project_id", String(64), nullable=False, server_default="proj_default"),
+    Index("ix_files_purpose_seq", "purpose", "seq"),
+    Index("ix_files_project_seq", "project_id", "seq"),
+)
+
+# The background job queue: claimed like runs (one statement, SKIP LOCKED on PostgreSQL), leased,
+# retried with backoff, and taken back by a reaper when a worker's lease lapses.
+jobs = Table(
+    "jobs",
+    metadata,
+    _seq(),
+    Column("id", String(64), nullable=False, unique=True),
+    Column("kind", String(64), nullable=False),
+    Column("payload", JSON, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("max_attempts", Integer, nullable=False),
+    Column("run_after", Float, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("worker_id", String(64)),
+    Column("lease_expires_at", Float),
+    Column("last_error", Text),
+    Column("finished_at", Float),
+    Index("ix_jobs_status_run_after", "status", "run_after"),
 )
