@@ -35,7 +35,7 @@ function signInPane() {
     h("h1", {}, "Sign in"),
     h("label", { for: "key" }, "API key"),
     key,
-    h("p", { class: "muted" }, "Any value works when the server runs without THREADLINE_API_KEY. The key stays in this tab (sessionStorage)."),
+    h("p", { class: "muted" }, "A project's key (tl-…) or THREADLINE_API_KEY; any value works when the server is open. The key stays in this tab (sessionStorage)."),
     h("button", { type: "submit" }, "Sign in"),
     status,
   );
