@@ -39,6 +39,10 @@ def load_schema() -> Any:
     for name in ("expires_at", "status_details"):
         field = schemas["OpenAIFile"]["properties"][name]
         schemas["OpenAIFile"]["properties"][name] = {"anyOf": [field, {"type": "null"}]}
+    # The file list's ``limit`` goes up to 10,000 (the spec's prose), not the 100 of other lists.
+    for parameter in spec["paths"]["/files"]["get"]["parameters"]:
+        if parameter["name"] == "limit":
+            parameter["schema"].update(maximum=10_000)
     # The content comes back as the file's own type, not as the JSON string the spec claims.
     download = spec["paths"]["/files/{file_id}/content"]["get"]["responses"]["200"]
     download["content"] = {"*/*": {"schema": {"type": "string", "format": "binary"}}}

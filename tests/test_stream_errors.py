@@ -10,8 +10,8 @@ import openai
 import pytest
 
 from threadline.api.sse import DONE, follow
+from threadline.domain.events import ErrorEvent, ObjectEvent
 from threadline.events.bus import LocalBus
-from threadline.events.types import ErrorEvent, ObjectEvent
 
 
 async def _frames(*events: object) -> list[bytes]:

@@ -31,9 +31,9 @@ from openai.types.beta.threads.runs import ToolCall, ToolCallDelta
 from tests.support import TEXT_RUN, ThreadlineServer, wait_for
 from threadline.api import sse
 from threadline.domain.entities import Run
+from threadline.domain.events import Event, MessageDelta, ObjectEvent
 from threadline.domain.run_states import RunStatus
 from threadline.events.bus import LocalBus
-from threadline.events.types import Event, MessageDelta, ObjectEvent
 from threadline.testing import Reply, ScriptedModel
 from threadline.testing import ToolCall as ScriptedCall
 

@@ -25,12 +25,14 @@ from threadline.api import (
     run_steps,
     runs,
     threads,
+    vector_stores,
 )
 from threadline.api.deps import authenticate, require_admin, require_beta
 from threadline.config import Settings
 from threadline.domain.files import too_large
 from threadline.providers.routing import RoutingTable
 from threadline.runtime import Runtime
+from threadline.tools.registry import ToolRegistry
 from threadline.workers.jobs import Handler
 from threadline.workers.worker import Worker
 
@@ -48,15 +50,24 @@ def create_app(
     run_worker: bool = True,
     router: RoutingTable | None = None,
     job_handlers: Mapping[str, Handler] | None = None,
+    tools: ToolRegistry | None = None,
 ) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        runtime = await Runtime.open(settings, router, start_models=run_worker)
+        runtime = await Runtime.open(settings, router, tools, start_models=run_worker)
         if settings.assistants_file:
             applied = await declarations.apply(runtime.services, settings.assistants_file)
             log.info("applied %d assistant declarations from %s", len(applied), settings.assistants_file)
         worker = (
-            Worker(settings, runtime.store, runtime.bus, runtime.router, runtime.jobs, job_handlers)
+            Worker(
+                settings,
+                runtime.store,
+                runtime.bus,
+                runtime.router,
+                runtime.jobs,
+                {**runtime.job_handlers(), **(job_handlers or {})},
+                runtime.tools,
+            )
             if run_worker
             else None
         )
@@ -64,6 +75,7 @@ def create_app(
         app.state.runtime = runtime
         app.state.services = runtime.services
         app.state.files = runtime.files
+        app.state.vector_stores = runtime.vector_stores
         app.state.router = runtime.router
         app.state.worker = worker
         if worker is not None:
@@ -94,6 +106,7 @@ def create_app(
     app.include_router(models.router, prefix="/v1", dependencies=authed)
     app.include_router(projects.router, prefix="/v1", dependencies=[Depends(require_admin)])
     app.include_router(files.router, prefix="/v1", dependencies=authed)
+    app.include_router(vector_stores.router, prefix="/v1", dependencies=authed)
     app.include_router(models.health)
     app.include_router(metrics.router)
     app.include_router(console.router)

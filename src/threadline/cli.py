@@ -112,7 +112,15 @@ async def _worker(settings: Settings) -> None:
     try:
         if settings.assistants_file:
             await declarations.apply(runtime.services, settings.assistants_file)
-        worker = Worker(settings, runtime.store, runtime.bus, runtime.router, runtime.jobs)
+        worker = Worker(
+            settings,
+            runtime.store,
+            runtime.bus,
+            runtime.router,
+            runtime.jobs,
+            runtime.job_handlers(),
+            runtime.tools,
+        )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

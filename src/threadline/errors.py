@@ -31,6 +31,13 @@ class MissingBetaHeaderError(InvalidRequestError):
     code = "invalid_beta"
 
 
+class FileContentError(InvalidRequestError):
+    """A file whose text cannot be extracted for search: a format we do not read (``unsupported_file``)
+    or a file that is damaged, empty or past our size limits (``invalid_file``)."""
+
+    code = "invalid_file"
+
+
 class AuthenticationError(ThreadlineError):
     status = 401
     type = "invalid_request_error"

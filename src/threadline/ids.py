@@ -8,7 +8,20 @@ from typing import Literal
 
 _ALPHABET = string.ascii_letters + string.digits
 
-Kind = Literal["assistant", "thread", "message", "run", "step", "call", "file", "job", "project", "key"]
+Kind = Literal[
+    "assistant",
+    "thread",
+    "message",
+    "run",
+    "step",
+    "call",
+    "file",
+    "job",
+    "project",
+    "key",
+    "vector_store",
+    "vector_store_file_batch",
+]
 
 _PREFIXES: dict[Kind, str] = {
     "assistant": "asst_",
@@ -21,6 +34,8 @@ _PREFIXES: dict[Kind, str] = {
     "job": "job_",
     "project": "proj_",
     "key": "key_",
+    "vector_store": "vs_",
+    "vector_store_file_batch": "vsfb_",
 }
 
 API_KEY_PREFIX = "tl-"

@@ -3,7 +3,7 @@
 ``serve`` (the API app's lifespan), ``worker`` and ``assistants apply`` all open a ``Runtime``:
 the database and store, the blob store for files' bytes, the background job queue, the event bus
 (PostgreSQL LISTEN/NOTIFY when the database is PostgreSQL, in-process otherwise), the model
-routing table and the services.
+routing table, the server-side tools and the services.
 """
 
 from __future__ import annotations
@@ -21,13 +21,22 @@ from threadline.domain.files import FileService
 from threadline.domain.ports import BlobStore
 from threadline.domain.projects import Projects
 from threadline.domain.services import Services
+from threadline.domain.vector_stores import INGEST_JOB, VectorStoreService
 from threadline.events.bus import LocalBus
 from threadline.metrics import Metrics
+from threadline.providers.embeddings import embedder_for
 from threadline.providers.routing import RoutingTable, build_router
+from threadline.providers.tokenizers import tiktoken_encoding
+from threadline.retrieval.engine import RetrievalEngine
+from threadline.retrieval.parsing import ParseLimits
 from threadline.store import Database, SqlStore
 from threadline.store.blobs import open_blob_store
+from threadline.store.chunks import SqlChunkIndex
 from threadline.store.files import SqlFileStore
 from threadline.store.jobs import SqlJobQueue
+from threadline.store.vector_stores import SqlVectorStoreRepository
+from threadline.tools.registry import ToolRegistry
+from threadline.workers.jobs import Handler
 
 log = logging.getLogger(__name__)
 
@@ -45,12 +54,19 @@ class Runtime:
     files: FileService
     blobs: BlobStore
     jobs: SqlJobQueue
+    vector_stores: VectorStoreService
+    tools: ToolRegistry
     model_start: asyncio.Task[list[str]] | None = None
     """Embedded models starting in the background (``/readyz`` says not ready meanwhile)."""
 
     @classmethod
     async def open(
-        cls, settings: Settings, router: RoutingTable | None = None, *, start_models: bool = False
+        cls,
+        settings: Settings,
+        router: RoutingTable | None = None,
+        tools: ToolRegistry | None = None,
+        *,
+        start_models: bool = False,
     ) -> Runtime:
         """Open everything; with ``start_models``, embedded models load and run their start-up check
         in the background (processes that run the model: a worker, or ``serve`` with its worker)."""
@@ -71,7 +87,18 @@ class Runtime:
         routes = router or build_router(settings)
         log.info("models: %s", routes.describe())
         files = FileService(SqlFileStore(db), blobs, max_bytes=settings.file_max_bytes)
-        services = Services(store, bus, routes, files, run_expiry_seconds=settings.run_expiry_seconds)
+        jobs = SqlJobQueue(db, max_attempts=settings.job_max_attempts)
+        vector_stores = VectorStoreService(
+            SqlVectorStoreRepository(db), files, jobs, LazyEngine(settings, db).get
+        )
+        services = Services(
+            store,
+            bus,
+            routes,
+            files,
+            run_expiry_seconds=settings.run_expiry_seconds,
+            vector_stores=vector_stores,
+        )
         projects = Projects(store, legacy_key=settings.api_key)
         runtime = cls(
             settings,
@@ -84,11 +111,17 @@ class Runtime:
             projects,
             files,
             blobs,
-            SqlJobQueue(db, max_attempts=settings.job_max_attempts),
+            jobs,
+            vector_stores,
+            tools or build_tools(settings),
         )
         if start_models and routes.local_models():
             runtime.model_start = asyncio.create_task(routes.start_local_models())
         return runtime
+
+    def job_handlers(self) -> dict[str, Handler]:
+        """The background jobs this process's worker runs, by kind."""
+        return {INGEST_JOB: self.vector_stores.ingest}
 
     async def aclose(self) -> None:
         if self.model_start is not None:
@@ -98,6 +131,36 @@ class Runtime:
         await self.bus.aclose()
         await self.router.aclose()
         await self.db.dispose()
+
+
+class LazyEngine:
+    """The retrieval engine, built on first use: loading the embedding model takes a moment and
+    memory that processes never searching or ingesting need not pay."""
+
+    def __init__(self, settings: Settings, db: Database) -> None:
+        self.settings = settings
+        self.db = db
+        self._engine: RetrievalEngine | None = None
+        self._building = asyncio.Lock()
+
+    async def get(self) -> RetrievalEngine:
+        async with self._building:
+            if self._engine is None:
+                embedder = await asyncio.to_thread(embedder_for, self.settings)
+                limits = ParseLimits(
+                    max_characters=self.settings.file_max_characters,
+                    max_pages=self.settings.file_max_pages,
+                    timeout_seconds=self.settings.file_parse_timeout_seconds,
+                )
+                codec = tiktoken_encoding("cl100k_base")
+                self._engine = RetrievalEngine(SqlChunkIndex(self.db), embedder, codec, limits)
+            return self._engine
+
+
+def build_tools(settings: Settings) -> ToolRegistry:
+    """The server-side tools this process can run. None ships yet: built-in tools declared by
+    assistants are not offered to models until an implementation is registered here."""
+    return ToolRegistry()
 
 
 def _loader(store: SqlStore) -> Callable[[str, str], Awaitable[Thread | Run | RunStep | Message | None]]:

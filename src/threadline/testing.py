@@ -43,7 +43,20 @@ from starlette.requests import Request
 from starlette.routing import Route
 from starlette.types import Message, Receive, Scope, Send
 
-__all__ = ["Reply", "Responder", "ScriptedModel", "ToolCall", "echo_responder", "main"]
+from threadline.tools import base as tools
+from threadline.tools.base import (
+    FUNCTIONS,
+    BuiltinDetails,
+    BuiltinType,
+    CodeInterpreterDetails,
+    FileSearchDetails,
+    FileSearchResult,
+    LogsOutput,
+    RankingOptions,
+    ToolResult,
+)
+
+__all__ = ["Reply", "Responder", "ScriptedModel", "ScriptedTool", "ToolCall", "echo_responder", "main"]
 
 _HOST = "127.0.0.1"
 _DEFAULT_ARGUMENT_CHUNKS = 3
@@ -108,6 +121,10 @@ class Reply:
     disconnects; the disconnect is counted in :attr:`ScriptedModel.disconnects`."""
     usage: tuple[int, int] | None = None
     """Explicit ``(prompt_tokens, completion_tokens)``; computed when ``None``."""
+    refusal: str | None = None
+    """A refusal to stream (``delta.refusal``) after the text, split like the text."""
+    finish_reason: str | None = None
+    """Report this ``finish_reason`` (e.g. ``"length"``, ``"content_filter"``) instead of the computed one."""
 
 
 Responder = Callable[[dict[str, Any]], Reply]
@@ -212,6 +229,10 @@ def _plan(reply: Reply, budget: int | None) -> _Plan:
             break
         text_parts.append(piece)
         deltas.append({"content": piece})
+    for piece in _split_text(reply.refusal or "", reply.chunks):
+        if not spend():
+            break
+        deltas.append({"refusal": piece})
 
     calls: list[dict[str, Any]] = []
     for index, call in enumerate(reply.tool_calls):
@@ -244,7 +265,9 @@ def _plan(reply: Reply, budget: int | None) -> _Plan:
             {"id": call_id, "type": "function", "function": {"name": call.name, "arguments": "".join(sent)}}
         )
 
-    if truncated:
+    if reply.finish_reason is not None:
+        finish = reply.finish_reason
+    elif truncated:
         finish = "length"
     elif calls:
         finish = "tool_calls"
@@ -355,7 +378,7 @@ class _Exchange:
         await self._pause(reply.delay * len(plan.deltas))
         if self.client_left:
             return
-        message: dict[str, Any] = {"role": "assistant", "content": plan.text, "refusal": None}
+        message: dict[str, Any] = {"role": "assistant", "content": plan.text, "refusal": reply.refusal}
         if plan.tool_calls:
             message["tool_calls"] = plan.tool_calls
         completion = {
@@ -648,6 +671,58 @@ class ScriptedModel:
         with self._cond:
             self.disconnects += 1
             self._cond.notify_all()
+
+
+class ScriptedTool:
+    """A server-side tool for tests (``code_interpreter`` or ``file_search``), offered to models under
+    the built-in's own function name. It answers each call with ``respond(arguments)`` (by default,
+    logs or results naming the arguments) and records the calls it got. With ``hang=True`` a call
+    runs until it is cancelled; ``started`` and ``cancelled`` let a test see both.
+
+    Register it with ``create_app(settings, tools=ToolRegistry([ScriptedTool()]))``.
+    """
+
+    def __init__(
+        self,
+        type: BuiltinType = "code_interpreter",
+        *,
+        respond: Callable[[dict[str, Any]], ToolResult] | None = None,
+        hang: bool = False,
+    ) -> None:
+        spec = FUNCTIONS[type]
+        self.type: BuiltinType = type
+        self.name, self.description, self.parameters = spec.name, spec.description, spec.parameters
+        self.respond = respond or self._default
+        self.hang = hang
+        self.calls: list[tools.ToolCall] = []
+        self.started = threading.Event()
+        self.cancelled = threading.Event()
+
+    def _default(self, arguments: dict[str, Any]) -> ToolResult:
+        if self.type == "code_interpreter":
+            logs = f"ran {arguments.get('code', '')!r}"
+            return ToolResult(
+                CodeInterpreterDetails(str(arguments.get("code", "")), (LogsOutput(logs),)), logs
+            )
+        result = FileSearchResult("file-scripted", "notes.txt", 0.9, (f"about {arguments.get('query')}",))
+        details = FileSearchDetails(RankingOptions("default_2024_08_21", 0.0), (result,))
+        return ToolResult(details, f"notes.txt: about {arguments.get('query')}")
+
+    def start(self, call: tools.ToolCall) -> BuiltinDetails:
+        if self.type == "code_interpreter":
+            return CodeInterpreterDetails(str(call.arguments.get("code", "")))
+        return FileSearchDetails()
+
+    async def run(self, call: tools.ToolCall) -> ToolResult:
+        self.calls.append(call)
+        self.started.set()
+        if self.hang:
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                self.cancelled.set()
+                raise
+        return self.respond(call.arguments)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

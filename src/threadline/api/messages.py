@@ -34,7 +34,7 @@ async def get_message(thread_id: str, message_id: str, svc: Svc) -> dict[str, An
 async def modify_message(
     thread_id: str, message_id: str, body: ModifyMessageRequest, svc: Svc
 ) -> dict[str, Any]:
-    return message_object(await svc.modify_message(thread_id, message_id, body.metadata or {}))
+    return message_object(await svc.modify_message(thread_id, message_id, body.new_metadata()))
 
 
 @router.delete("/threads/{thread_id}/messages/{message_id}")

@@ -9,7 +9,24 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from threadline.domain.entities import Assistant, File, Message, Page, Run, RunStep, RunTransition, Thread
+from threadline.domain.entities import (
+    Assistant,
+    BuiltinCall,
+    File,
+    FunctionCall,
+    Message,
+    MessageCreation,
+    Page,
+    RequiredAction,
+    Run,
+    RunStep,
+    RunTransition,
+    StepDetails,
+    Thread,
+    ToolCallRecord,
+)
+from threadline.domain.vector_stores import FileBatch, FileCounts, SearchHit, VectorStore, VectorStoreFile
+from threadline.tools.base import BuiltinDetails, CodeInterpreterDetails, CodeOutput, LogsOutput
 
 T = TypeVar("T")
 Obj = dict[str, Any]
@@ -76,7 +93,7 @@ def run_object(r: Run) -> Obj:
         "cancelled_at": r.cancelled_at,
         "failed_at": r.failed_at,
         "completed_at": r.completed_at,
-        "required_action": r.required_action,
+        "required_action": required_action_object(r.required_action),
         "last_error": r.last_error,
         "model": r.model,
         "instructions": r.instructions,
@@ -95,7 +112,17 @@ def run_object(r: Run) -> Obj:
     }
 
 
-def step_object(s: RunStep) -> Obj:
+def required_action_object(action: RequiredAction | None) -> Obj | None:
+    if action is None:
+        return None
+    calls = [
+        {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+        for c in action.calls
+    ]
+    return {"type": "submit_tool_outputs", "submit_tool_outputs": {"tool_calls": calls}}
+
+
+def step_object(s: RunStep, *, file_search_content: bool = False) -> Obj:
     return {
         "id": s.id,
         "object": "thread.run.step",
@@ -110,7 +137,7 @@ def step_object(s: RunStep) -> Obj:
         "expired_at": s.expired_at,
         "failed_at": s.failed_at,
         "last_error": s.last_error,
-        "step_details": s.step_details,
+        "step_details": step_details_object(s.step_details, file_search_content),
         "usage": s.usage,
         "metadata": s.metadata,
     }
@@ -142,6 +169,46 @@ def file_object(f: File) -> Obj:
     }
 
 
+def step_details_object(details: StepDetails, file_search_content: bool = False) -> Obj:
+    if isinstance(details, MessageCreation):
+        return {"type": "message_creation", "message_creation": {"message_id": details.message_id}}
+    return {
+        "type": "tool_calls",
+        "tool_calls": [tool_call_object(c, file_search_content) for c in details.calls],
+    }
+
+
+def tool_call_object(call: ToolCallRecord, file_search_content: bool = False) -> Obj:
+    if isinstance(call, FunctionCall):
+        function = {"name": call.name, "arguments": call.arguments, "output": call.output}
+        return {"id": call.id, "type": "function", "function": function}
+    assert isinstance(call, BuiltinCall)
+    return {"id": call.id, "type": call.type, call.type: builtin_object(call.details, file_search_content)}
+
+
+def builtin_object(details: BuiltinDetails, file_search_content: bool = False) -> Obj:
+    if isinstance(details, CodeInterpreterDetails):
+        return {"input": details.input, "outputs": [code_output_object(o) for o in details.outputs]}
+    found: Obj = {}
+    if details.ranking_options is not None:
+        ranking = details.ranking_options
+        found["ranking_options"] = {"ranker": ranking.ranker, "score_threshold": ranking.score_threshold}
+    results = []
+    for r in details.results:
+        result: Obj = {"file_id": r.file_id, "file_name": r.file_name, "score": r.score}
+        if file_search_content:
+            result["content"] = [{"type": "text", "text": text} for text in r.content]
+        results.append(result)
+    found["results"] = results
+    return found
+
+
+def code_output_object(output: CodeOutput) -> Obj:
+    if isinstance(output, LogsOutput):
+        return {"type": "logs", "logs": output.logs}
+    return {"type": "image", "image": {"file_id": output.file_id}}
+
+
 def list_object(page: Page[T], render: Callable[[T], Obj]) -> Obj:
     data = [render(item) for item in page.items]
     return {
@@ -156,3 +223,74 @@ def list_object(page: Page[T], render: Callable[[T], Obj]) -> Obj:
 
 def deleted_object(object_id: str, kind: str) -> Obj:
     return {"id": object_id, "object": f"{kind}.deleted", "deleted": True}
+
+
+def _counts(counts: FileCounts) -> Obj:
+    return {
+        "in_progress": counts.in_progress,
+        "completed": counts.completed,
+        "failed": counts.failed,
+        "cancelled": counts.cancelled,
+        "total": counts.total,
+    }
+
+
+def vector_store_object(store: VectorStore, at: int) -> Obj:
+    """The store as it is at ``at`` (its status says ``expired`` once ``expires_at`` has passed)."""
+    return {
+        "id": store.id,
+        "object": "vector_store",
+        "created_at": store.created_at,
+        "name": store.name,
+        "usage_bytes": store.usage_bytes,
+        "file_counts": _counts(store.file_counts),
+        "status": store.status(at),
+        "expires_after": store.expires_after,
+        "expires_at": store.expires_at,
+        "last_active_at": store.last_active_at,
+        "metadata": store.metadata,
+    }
+
+
+def vector_store_file_object(f: VectorStoreFile) -> Obj:
+    return {
+        "id": f.id,
+        "object": "vector_store.file",
+        "usage_bytes": f.usage_bytes,
+        "created_at": f.created_at,
+        "vector_store_id": f.vector_store_id,
+        "status": f.status,
+        "last_error": f.last_error,
+        "chunking_strategy": f.chunking_strategy,
+        "attributes": f.attributes,
+    }
+
+
+def file_batch_object(b: FileBatch) -> Obj:
+    return {
+        "id": b.id,
+        "object": "vector_store.files_batch",
+        "created_at": b.created_at,
+        "vector_store_id": b.vector_store_id,
+        "status": b.status,
+        "file_counts": _counts(b.file_counts),
+    }
+
+
+def search_results_object(queries: list[str], hits: list[SearchHit]) -> Obj:
+    return {
+        "object": "vector_store.search_results.page",
+        "search_query": queries,
+        "data": [
+            {
+                "file_id": h.file_id,
+                "filename": h.filename,
+                "score": h.score,
+                "attributes": h.attributes,
+                "content": [{"type": "text", "text": h.text}],
+            }
+            for h in hits
+        ],
+        "has_more": False,
+        "next_page": None,
+    }

@@ -2,24 +2,30 @@
 
 from __future__ import annotations
 
-from typing import Any
+from functools import partial
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
 
-from threadline.api.deps import Paging, Svc, include_query
+from threadline.api.deps import RUN_STEP_INCLUDES, Paging, Svc, include_query
 from threadline.api.objects import list_object, step_object
 
 router = APIRouter()
 
-# ``include[]`` is checked, not used: no step carries file-search results yet.
-_include = [Depends(include_query)]
+Include = Annotated[list[str], Depends(include_query)]
 
 
-@router.get("/threads/{thread_id}/runs/{run_id}/steps", dependencies=_include)
-async def list_run_steps(thread_id: str, run_id: str, svc: Svc, query: Paging) -> dict[str, Any]:
-    return list_object(await svc.list_run_steps(thread_id, run_id, query), step_object)
+@router.get("/threads/{thread_id}/runs/{run_id}/steps")
+async def list_run_steps(
+    thread_id: str, run_id: str, svc: Svc, query: Paging, include: Include
+) -> dict[str, Any]:
+    render = partial(step_object, file_search_content=RUN_STEP_INCLUDES[0] in include)
+    return list_object(await svc.list_run_steps(thread_id, run_id, query), render)
 
 
-@router.get("/threads/{thread_id}/runs/{run_id}/steps/{step_id}", dependencies=_include)
-async def get_run_step(thread_id: str, run_id: str, step_id: str, svc: Svc) -> dict[str, Any]:
-    return step_object(await svc.get_run_step(thread_id, run_id, step_id))
+@router.get("/threads/{thread_id}/runs/{run_id}/steps/{step_id}")
+async def get_run_step(
+    thread_id: str, run_id: str, step_id: str, svc: Svc, include: Include
+) -> dict[str, Any]:
+    step = await svc.get_run_step(thread_id, run_id, step_id)
+    return step_object(step, file_search_content=RUN_STEP_INCLUDES[0] in include)

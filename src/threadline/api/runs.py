@@ -24,9 +24,9 @@ from threadline.api.schemas import (
     SubmitToolOutputsRunRequest,
 )
 from threadline.domain.entities import Run
+from threadline.domain.events import ObjectEvent
 from threadline.domain.run_states import WAITING
 from threadline.domain.services import Services
-from threadline.events.types import ObjectEvent
 from threadline.ids import new_id
 
 router = APIRouter()
@@ -100,7 +100,7 @@ async def get_run(
 
 @router.post("/threads/{thread_id}/runs/{run_id}")
 async def modify_run(thread_id: str, run_id: str, body: ModifyRunRequest, svc: Svc) -> dict[str, Any]:
-    return run_object(await svc.modify_run(thread_id, run_id, body.metadata or {}))
+    return run_object(await svc.modify_run(thread_id, run_id, body.new_metadata()))
 
 
 @router.get("/threads/{thread_id}/runs/{run_id}/transitions")

@@ -44,6 +44,12 @@ class WithMetadata(Strict):
     def _metadata(cls, value: dict[str, str] | None) -> dict[str, str] | None:
         return _check_metadata(value)
 
+    def new_metadata(self) -> dict[str, str] | None:
+        """For modify requests: the metadata to set (``null`` clears it), or ``None`` if not sent."""
+        if "metadata" not in self.model_fields_set:
+            return None
+        return self.metadata or {}
+
 
 FunctionName = Annotated[str, StringConstraints(pattern=r"^[a-zA-Z0-9_-]{1,64}$")]
 

@@ -16,11 +16,11 @@ from typing import Any
 from fastapi.responses import StreamingResponse
 from starlette.background import BackgroundTask
 
-from threadline.api.objects import message_object, run_object, step_object, thread_object
+from threadline.api.objects import code_output_object, message_object, run_object, step_object, thread_object
 from threadline.domain.entities import Message, Run, RunStep, Thread
+from threadline.domain.events import BuiltinCallDelta, ErrorEvent, Event, MessageDelta, ObjectEvent, StepDelta
 from threadline.domain.ports import Subscription
 from threadline.domain.run_states import WAITING
-from threadline.events.types import ErrorEvent, Event, MessageDelta, ObjectEvent, StepDelta
 
 log = logging.getLogger(__name__)
 
@@ -53,12 +53,16 @@ class _Renderer:
         if isinstance(event, ObjectEvent):
             return frame(event.name, _object(event.obj))
         if isinstance(event, MessageDelta):
-            text: dict[str, Any] = {"value": event.text}
-            key = (event.message_id, event.index)
-            if key not in self._text_parts:
-                self._text_parts.add(key)
-                text["annotations"] = []
-            part = {"index": event.index, "type": "text", "text": text}
+            part: dict[str, Any]
+            if event.kind == "refusal":
+                part = {"index": event.index, "type": "refusal", "refusal": event.text}
+            else:
+                text: dict[str, Any] = {"value": event.text}
+                key = (event.message_id, event.index)
+                if key not in self._text_parts:
+                    self._text_parts.add(key)
+                    text["annotations"] = []
+                part = {"index": event.index, "type": "text", "text": text}
             delta = {"id": event.message_id, "object": "thread.message.delta", "delta": {"content": [part]}}
             return frame("thread.message.delta", delta)
         if isinstance(event, StepDelta):
@@ -76,7 +80,30 @@ class _Renderer:
                 "delta": {"step_details": {"type": "tool_calls", "tool_calls": [call]}},
             }
             return frame("thread.run.step.delta", delta)
+        if isinstance(event, BuiltinCallDelta):
+            return frame("thread.run.step.delta", _builtin_delta(event))
         return error_frame(event)
+
+
+def _builtin_delta(event: BuiltinCallDelta) -> dict[str, Any]:
+    call: dict[str, Any] = {"index": event.index, "type": event.type}
+    body: dict[str, Any] = {}
+    if event.call_id is not None:
+        call["id"] = event.call_id
+    if event.type == "code_interpreter":
+        if event.input is not None:
+            body["input"] = event.input
+        outputs = [
+            {"index": n, **code_output_object(o)} for n, o in enumerate(event.outputs, event.first_output)
+        ]
+        if outputs or event.call_id is not None:
+            body["outputs"] = outputs
+    call[event.type] = body
+    return {
+        "id": event.step_id,
+        "object": "thread.run.step.delta",
+        "delta": {"step_details": {"type": "tool_calls", "tool_calls": [call]}},
+    }
 
 
 def error_frame(event: ErrorEvent) -> bytes:

@@ -19,7 +19,15 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from threadline.domain.entities import Message, Run, RunStep, Summary
+from threadline.domain.entities import (
+    Message,
+    MessageCreation,
+    Run,
+    RunStep,
+    Summary,
+    ToolCallRecord,
+    ToolCalls,
+)
 from threadline.domain.lifecycle import now
 from threadline.domain.ports import Store
 from threadline.providers.base import (
@@ -31,6 +39,7 @@ from threadline.providers.base import (
     TextDelta,
     Usage,
 )
+from threadline.tools.registry import ToolRegistry
 
 log = logging.getLogger(__name__)
 
@@ -58,54 +67,92 @@ def chat_message(message: Message) -> ChatMessage:
 
 
 def run_messages(steps: list[RunStep], own: dict[str, Message]) -> list[ChatMessage]:
-    """What this run did so far, as chat messages, in the order it happened."""
+    """What this run did so far, as chat messages, in the order it happened.
+
+    The tool calls of one model response (built-in and function calls alike, though they sit in
+    separate steps) go back as one assistant message, followed by each call's output; a response
+    whose calls are not all answered yet is left out.
+    """
     out: list[ChatMessage] = []
+    calls: list[ToolCallRecord] = []
+    turn: int | None = None
+
+    def flush() -> None:
+        if calls and all(c.output is not None for c in calls):
+            out.append(
+                {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [
+                        {
+                            "id": c.id,
+                            "type": "function",
+                            "function": {"name": c.name, "arguments": c.arguments},
+                        }
+                        for c in calls
+                    ],
+                }
+            )
+            out.extend({"role": "tool", "tool_call_id": c.id, "content": c.output} for c in calls)
+        calls.clear()
+
     for step in steps:
-        if step.type == "message_creation":
-            message = own.get(step.step_details["message_creation"]["message_id"])
+        details = step.step_details
+        if isinstance(details, MessageCreation):
+            flush()
+            message = own.get(details.message_id)
             if message is not None and message.text:
                 out.append(chat_message(message))
             continue
-        calls = [c for c in step.step_details["tool_calls"] if c.get("type") == "function"]
-        if not calls or any(c["function"].get("output") is None for c in calls):
-            continue
-        out.append(
-            {
-                "role": "assistant",
-                "content": None,
-                "tool_calls": [
-                    {
-                        "id": c["id"],
-                        "type": "function",
-                        "function": {"name": c["function"]["name"], "arguments": c["function"]["arguments"]},
-                    }
-                    for c in calls
-                ],
-            }
-        )
-        out.extend(
-            {"role": "tool", "tool_call_id": c["id"], "content": c["function"]["output"]} for c in calls
-        )
+        if step.turn != turn:
+            flush()
+            turn = step.turn
+        calls.extend(details.calls)
+    flush()
     return out
 
 
-def function_tools(run: Run) -> list[dict[str, Any]]:
-    """The run's function tools in chat-completions form. Built-in tools are not offered to the model."""
-    tools = []
+def offered_tools(run: Run, tools: ToolRegistry) -> list[dict[str, Any]]:
+    """The run's tools as chat-completions functions: its functions, and each built-in tool this
+    server has an implementation for (under the implementation's function name, which wins over a
+    client function of the same name). Built-in tools with no implementation are left out."""
+    offered: list[dict[str, Any]] = []
+    builtin_names = set()
     for tool in run.tools:
-        if tool.get("type") == "function":
+        implementation = tools.get(tool.get("type", ""))
+        if implementation is not None and implementation.name not in builtin_names:
+            builtin_names.add(implementation.name)
+            function = {
+                "name": implementation.name,
+                "description": implementation.description,
+                "parameters": implementation.parameters,
+            }
+            offered.append({"type": "function", "function": function})
+    for tool in run.tools:
+        if tool.get("type") == "function" and tool["function"]["name"] not in builtin_names:
             function = {k: v for k, v in tool["function"].items() if v is not None}
-            tools.append({"type": "function", "function": function})
-    return tools
+            offered.append({"type": "function", "function": function})
+    return offered
 
 
-def tool_choice(run: Run, tools: list[dict[str, Any]]) -> str | dict[str, Any] | None:
-    if not tools:
+def tool_choice(
+    run: Run, offered: list[dict[str, Any]], tools: ToolRegistry, first_call: bool
+) -> str | dict[str, Any] | None:
+    """The run's ``tool_choice`` for this model call. Forcing a tool (by name or ``required``) holds
+    for the run's first model call only: once the tool has answered, the model must be free to
+    answer, or it would call the tool forever."""
+    if not offered:
         return None
     choice = run.tool_choice
+    forcing = isinstance(choice, dict) or choice == "required"
+    if forcing and not first_call:
+        return "auto"
     if isinstance(choice, dict):
         if choice.get("type") == "function":
             return {"type": "function", "function": {"name": choice["function"]["name"]}}
+        implementation = tools.get(choice.get("type", ""))
+        if implementation is not None:
+            return {"type": "function", "function": {"name": implementation.name}}
         return "auto"
     return str(choice) if choice else None
 
@@ -162,8 +209,16 @@ class Prompt:
 
 
 class ContextBuilder:
-    def __init__(self, store: Store, *, summaries: bool = True, default_window: int = 8192) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        summaries: bool = True,
+        default_window: int = 8192,
+        tools: ToolRegistry | None = None,
+    ) -> None:
         self.store = store
+        self.tools = tools or ToolRegistry()
         self.summaries = summaries
         self.default_window = default_window
 
@@ -185,12 +240,11 @@ class ContextBuilder:
         head: list[ChatMessage] = (
             [{"role": "system", "content": run.instructions}] if run.instructions else []
         )
-        own_ids = [
-            s.step_details["message_creation"]["message_id"] for s in steps if s.type == "message_creation"
-        ]
-        own = {m.id: m for m in await self.store.messages_by_id(own_ids)}
+        own_ids = [s.step_details.message_id for s in steps if isinstance(s.step_details, MessageCreation)]
+        own = {m.id: m for m in await self.store.messages_by_id(own_ids)} if own_ids else {}
         tail = run_messages(steps, own)
-        tools = function_tools(run)
+        tools = offered_tools(run, self.tools)
+        first_call = not any(isinstance(s.step_details, ToolCalls) for s in steps)
         fixed = await counter.messages(head + tail)
         if tools:
             fixed += await counter.messages([{"role": "system", "content": json.dumps(tools)}])
@@ -223,7 +277,7 @@ class ContextBuilder:
             model=route.model,
             messages=messages,
             tools=tools,
-            tool_choice=tool_choice(run, tools),
+            tool_choice=tool_choice(run, tools, self.tools, first_call),
             parallel_tool_calls=run.parallel_tool_calls if tools else None,
             temperature=run.temperature,
             top_p=run.top_p,

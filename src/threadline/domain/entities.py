@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, TypeVar
 
 from threadline.domain.run_states import RunStatus
+from threadline.tools.base import BuiltinDetails, BuiltinType
 
 JSON = Any
 Metadata = dict[str, str]
@@ -92,6 +93,13 @@ class Message:
 
 
 @dataclass(slots=True)
+class RequiredAction:
+    """What a run in ``requires_action`` waits for: outputs for these client function calls."""
+
+    calls: list[FunctionCall]
+
+
+@dataclass(slots=True)
 class Run:
     id: str
     thread_id: str
@@ -102,7 +110,7 @@ class Run:
     status: RunStatus = RunStatus.QUEUED
     tools: list[dict[str, Any]] = field(default_factory=list)
     metadata: Metadata = field(default_factory=dict)
-    required_action: dict[str, Any] | None = None
+    required_action: RequiredAction | None = None
     last_error: dict[str, Any] | None = None
     expires_at: int | None = None
     started_at: int | None = None
@@ -133,6 +141,51 @@ StepStatus = Literal["in_progress", "cancelled", "failed", "completed", "expired
 
 
 @dataclass(slots=True)
+class MessageCreation:
+    """A ``message_creation`` step's details: the message the step writes."""
+
+    message_id: str
+
+
+@dataclass(slots=True)
+class FunctionCall:
+    """A call to a client function; ``output`` is ``None`` until the client submits it."""
+
+    id: str
+    name: str
+    arguments: str
+    output: str | None = None
+
+
+@dataclass(slots=True)
+class BuiltinCall:
+    """A call to a server-side tool: what the model asked, what the step shows, what the model heard."""
+
+    id: str
+    type: BuiltinType
+    name: str
+    """The function name the model called."""
+    arguments: str
+    """The arguments as the model wrote them (sent back to the model with the output)."""
+    details: BuiltinDetails
+    output: str | None = None
+    """What the model is told; ``None`` while the call runs."""
+
+
+ToolCallRecord = FunctionCall | BuiltinCall
+
+
+@dataclass(slots=True)
+class ToolCalls:
+    """A ``tool_calls`` step's details."""
+
+    calls: list[ToolCallRecord] = field(default_factory=list)
+
+
+StepDetails = MessageCreation | ToolCalls
+
+
+@dataclass(slots=True)
 class RunStep:
     id: str
     run_id: str
@@ -140,7 +193,7 @@ class RunStep:
     assistant_id: str
     created_at: int
     type: Literal["message_creation", "tool_calls"]
-    step_details: dict[str, Any]
+    step_details: StepDetails
     status: StepStatus = "in_progress"
     last_error: dict[str, Any] | None = None
     expired_at: int | None = None
@@ -151,6 +204,8 @@ class RunStep:
     usage: dict[str, int] | None = None
     turn: int = 0
     """Which model call of the run wrote this step; makes a retried turn's writes idempotent."""
+    part: int = 0
+    """0 for the turn's message or function calls, 1 for its server-side calls (a step of their own)."""
 
 
 @dataclass(frozen=True, slots=True)

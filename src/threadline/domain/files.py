@@ -165,16 +165,15 @@ def _expiry_object(text: str) -> tuple[str | None, str | None]:
         value = json.loads(text)
     except ValueError:
         value = None
-    if not isinstance(value, dict):
+    anchor = value.get("anchor") if isinstance(value, dict) else None
+    seconds = value.get("seconds") if isinstance(value, dict) else None
+    # Both are required: an object without them must not pass as "no expiry".
+    if not isinstance(anchor, str) or not isinstance(seconds, int) or isinstance(seconds, bool):
         raise InvalidRequestError(
             "Invalid value for 'expires_after': expected an object with 'anchor' and 'seconds'.",
             param="expires_after",
         )
-    anchor, seconds = value.get("anchor"), value.get("seconds")
-    return (
-        anchor if isinstance(anchor, str) else None,
-        str(seconds) if isinstance(seconds, int) and not isinstance(seconds, bool) else None,
-    )
+    return anchor, str(seconds)
 
 
 def _expires_at(upload: _Upload, created_at: int) -> int | None:

@@ -11,10 +11,10 @@ import dataclasses
 import time
 from typing import Any
 
-from threadline.domain.entities import Message, Run, RunStep, StepStatus
+from threadline.domain.entities import Message, MessageCreation, Run, RunStep, StepStatus
+from threadline.domain.events import Event, ObjectEvent
 from threadline.domain.ports import Bus, Change, Store
 from threadline.domain.run_states import TERMINAL, RunStatus, can_move
-from threadline.events.types import Event, ObjectEvent
 
 
 def now() -> int:
@@ -101,13 +101,13 @@ async def end_run(
     messages: list[Message] = []
     open_steps = [s for s in await store.run_steps(run.id) if s.status == "in_progress"]
     message_ids = [
-        s.step_details["message_creation"]["message_id"] for s in open_steps if s.type == "message_creation"
+        s.step_details.message_id for s in open_steps if isinstance(s.step_details, MessageCreation)
     ]
     for step in open_steps:
         step = dataclasses.replace(step, status=step_status)
         setattr(step, stamp, ts)
-        if to is RunStatus.FAILED:
-            step.last_error = last_error
+        if to is RunStatus.FAILED and last_error is not None:
+            step.last_error = step_error(last_error)
         steps.append(step)
     for message in await store.messages_by_id(message_ids):
         if message.status != "in_progress":
@@ -133,6 +133,19 @@ async def end_run(
     events.append(run_event(ended))
     await publish(bus, run.id, events)
     return ended
+
+
+STEP_ERROR_CODES = frozenset({"server_error", "rate_limit_exceeded"})
+"""The only codes a step's ``last_error`` may carry (a run's may also be ``invalid_prompt``)."""
+
+
+def step_error(run_error: dict[str, Any]) -> dict[str, Any]:
+    """A run's ``last_error`` as its steps show it."""
+    code = run_error.get("code")
+    return {
+        "code": code if code in STEP_ERROR_CODES else "server_error",
+        "message": run_error.get("message", ""),
+    }
 
 
 def text_content(text: str) -> list[dict[str, Any]]:

@@ -28,8 +28,8 @@ from threadline.domain.entities import (
     Summary,
     Thread,
 )
+from threadline.domain.events import Event
 from threadline.domain.run_states import RunStatus
-from threadline.events.types import Event
 
 
 @dataclass(slots=True)

@@ -1,20 +1,39 @@
-"""One turn of a run: ask the model, stream what it says, and write the steps and messages.
+"""Driving a run: ask the model, stream what it says, run server-side tools, write steps and messages.
 
-``execute`` is called by a worker for a run it has claimed (``in_progress``, leased to it). Every
-write is a guarded ``Change`` owned by that worker, so a run that was cancelled, expired or taken
-over in the meantime is never overwritten. Events are published only after the write they announce.
+``execute`` is called by a worker for a run it has claimed (``in_progress``, leased to it). Each
+model call is a turn. A turn that ends in calls to server-side tools (code_interpreter,
+file_search, served by the ``ToolRegistry``) runs them in a ``tool_calls`` step of their own and
+goes back to the model; one that calls client functions ends in ``requires_action`` (after any
+built-in calls of the same response have run); one that answers ends the run.
+
+Every write is a guarded ``Change`` owned by that worker, so a run that was cancelled, expired or
+taken over in the meantime is never overwritten. Events are published only after the write they
+announce. Cancelling the task (cancel, expiry) stops a model call or a tool call alike.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from threadline.domain.context import ContextBuilder
-from threadline.domain.entities import Message, Run, RunStep
+from threadline.domain.entities import (
+    BuiltinCall,
+    FunctionCall,
+    Message,
+    MessageCreation,
+    RequiredAction,
+    Run,
+    RunStep,
+    StepDetails,
+    ToolCallRecord,
+    ToolCalls,
+)
+from threadline.domain.events import BuiltinCallDelta, Event, MessageDelta, StepDelta
 from threadline.domain.lifecycle import (
     end_run,
     message_event,
@@ -27,22 +46,34 @@ from threadline.domain.lifecycle import (
 )
 from threadline.domain.ports import Bus, Change, Store
 from threadline.domain.run_states import RunStatus
-from threadline.events.types import Event, MessageDelta, StepDelta
 from threadline.ids import new_id
 from threadline.providers.base import (
     Finish,
     ModelRequest,
     ProviderError,
+    RefusalDelta,
     Route,
     Router,
     TextDelta,
     ToolCallDelta,
     Usage,
 )
+from threadline.tools.base import (
+    BuiltinDetails,
+    CodeInterpreterDetails,
+    FileSearchDetails,
+    Tool,
+    ToolCall,
+    ToolError,
+)
+from threadline.tools.registry import ToolRegistry
 
 log = logging.getLogger(__name__)
 
 IN_PROGRESS = frozenset({RunStatus.IN_PROGRESS})
+
+MAX_TOOL_ROUNDS = 32
+"""Server-side tool rounds one run may take in a row before it fails (a model calling tools forever)."""
 
 
 class _Lost(Exception):
@@ -54,6 +85,10 @@ class _Call:
     id: str
     name: str = ""
     arguments: str = ""
+    tool: Tool | None = None
+    """The implementation, when the model called a server-side tool."""
+    position: int = 0
+    """The call's index in the function-call step (the model's own index counts built-in calls too)."""
 
 
 @dataclass
@@ -61,16 +96,24 @@ class _Turn:
     """What one model call has produced so far."""
 
     number: int
-    text: str = ""
+    builtins: dict[str, Tool] = field(default_factory=dict)
+    """The server-side tools offered in this turn, by function name."""
+    parts: dict[str, str] = field(default_factory=dict)
+    """The message's content so far by kind (``text``, ``refusal``), in the order they began."""
     message: Message | None = None
     message_step: RunStep | None = None
     tool_step: RunStep | None = None
     calls: dict[int, _Call] = field(default_factory=dict)
+    functions: int = 0
     usage: Usage | None = None
     extra_usage: Usage | None = None
     """Model calls made for this turn besides the answer (summarising older messages)."""
     finish: str = "stop"
     emitted: bool = False
+
+    @property
+    def text(self) -> str:
+        return self.parts.get("text", "")
 
 
 class RunLoop:
@@ -82,10 +125,12 @@ class RunLoop:
         worker_id: str,
         *,
         builder: ContextBuilder | None = None,
+        tools: ToolRegistry | None = None,
         retries: int = 2,
         retry_backoff: float = 0.5,
     ) -> None:
-        self.context = builder or ContextBuilder(store)
+        self.tools = tools or ToolRegistry()
+        self.context = builder or ContextBuilder(store, tools=self.tools)
         self.store = store
         self.bus = bus
         self.router = router
@@ -104,7 +149,21 @@ class RunLoop:
         try:
             steps = await self._resume(run)
             turn.number = max((s.turn for s in steps), default=-1) + 1
-            await self._turn(run, route, steps, turn)
+            missing = self._forced_but_missing(run)
+            if missing and not steps:
+                await self._fail(run, "server_error", missing)
+                return
+            for _ in range(MAX_TOOL_ROUNDS + 1):
+                served = await self._turn(run, route, steps, turn)
+                if served is None:
+                    return
+                # Server-side tools answered: the next turn shows their outputs to the model.
+                run, done = served
+                steps = steps + done
+                turn = _Turn(number=turn.number + 1)
+            await self._fail(
+                run, "server_error", f"The run called server-side tools {MAX_TOOL_ROUNDS} times in a row."
+            )
         except _Lost:
             await self._lost(run)
         except asyncio.CancelledError:
@@ -128,9 +187,7 @@ class RunLoop:
         partial = [s for s in steps if s.status == "in_progress"]
         if partial:
             messages = [
-                s.step_details["message_creation"]["message_id"]
-                for s in partial
-                if s.type == "message_creation"
+                s.step_details.message_id for s in partial if isinstance(s.step_details, MessageCreation)
             ]
             await self._write(run, [], discard_steps=[s.id for s in partial], discard_messages=messages)
             log.info("run %s: redoing a turn a previous worker left unfinished", run.id)
@@ -138,12 +195,30 @@ class RunLoop:
 
     # --- the model call --------------------------------------------------------------------
 
-    async def _turn(self, run: Run, route: Route, steps: list[RunStep], turn: _Turn) -> None:
+    def _forced_but_missing(self, run: Run) -> str | None:
+        """Why the run's ``tool_choice`` cannot be obeyed, if it forces a tool this server lacks."""
+        choice = run.tool_choice
+        if not isinstance(choice, dict) or choice.get("type") == "function":
+            return None
+        kind = str(choice.get("type"))
+        if self.tools.get(kind) is None:
+            return f"tool_choice forces the {kind} tool, which this server has no implementation for."
+        if not any(t.get("type") == kind for t in run.tools):
+            return f"tool_choice forces the {kind} tool, which the run's tools do not include."
+        return None
+
+    async def _turn(
+        self, run: Run, route: Route, steps: list[RunStep], turn: _Turn
+    ) -> tuple[Run, list[RunStep]] | None:
+        """One model call and what follows it. Returns the run and the turn's finished steps when
+        server-side tools answered and the model must be asked again; ``None`` when the turn ended
+        the run's work for now (answered, waiting for tool outputs, ended)."""
         prompt = await self.context.build(run, route, steps)
         turn.extra_usage = prompt.summary_usage
         if prompt.request is None:
             await self._too_large(run, turn, prompt.too_large)
-            return
+            return None
+        turn.builtins = self._builtins(run)
         request = prompt.request
         attempt = 0
         while True:
@@ -157,25 +232,38 @@ class RunLoop:
                 delay = self.retry_backoff * 2 ** (attempt - 1)
                 log.info("run %s: retrying model call in %.1fs (%s)", run.id, delay, exc.message)
                 await asyncio.sleep(delay)
-        await self._finish(run, turn)
+        return await self._finish(run, turn)
+
+    def _builtins(self, run: Run) -> dict[str, Tool]:
+        found: dict[str, Tool] = {}
+        for tool in run.tools:
+            implementation = self.tools.get(tool.get("type", ""))
+            if implementation is not None:
+                found[implementation.name] = implementation
+        return found
 
     async def _stream(self, run: Run, route: Route, request: ModelRequest, turn: _Turn) -> None:
         async for event in route.provider.stream(request):
-            if isinstance(event, TextDelta):
-                if not event.text:
-                    continue
-                if turn.message is None:
-                    await self._open_message(run, turn)
-                assert turn.message is not None
-                turn.text += event.text
-                turn.emitted = True
-                await self.bus.publish(run.id, MessageDelta(turn.message.id, 0, event.text))
+            if isinstance(event, TextDelta | RefusalDelta):
+                if event.text:
+                    await self._content(run, turn, event.kind, event.text)
             elif isinstance(event, ToolCallDelta):
                 await self._tool_delta(run, turn, event)
             elif isinstance(event, Usage):
                 turn.usage = event
             elif isinstance(event, Finish):
                 turn.finish = event.reason
+
+    async def _content(self, run: Run, turn: _Turn, kind: Literal["text", "refusal"], text: str) -> None:
+        if turn.message is None:
+            await self._open_message(run, turn)
+        assert turn.message is not None
+        if kind not in turn.parts:
+            turn.parts[kind] = ""
+        turn.parts[kind] += text
+        turn.emitted = True
+        index = list(turn.parts).index(kind)
+        await self.bus.publish(run.id, MessageDelta(turn.message.id, index, text, kind))
 
     async def _write(self, run: Run, events: list[Event], **change: Any) -> None:
         """A write while the run stays in progress; raises when the run is no longer ours."""
@@ -195,12 +283,7 @@ class RunLoop:
             assistant_id=run.assistant_id,
             run_id=run.id,
         )
-        step = self._new_step(
-            run,
-            turn,
-            "message_creation",
-            {"type": "message_creation", "message_creation": {"message_id": message.id}},
-        )
+        step = self._new_step(run, turn, "message_creation", MessageCreation(message.id))
         turn.message, turn.message_step = message, step
         await self._write(
             run,
@@ -214,7 +297,7 @@ class RunLoop:
             new_messages=[message],
         )
 
-    def _new_step(self, run: Run, turn: _Turn, kind: Any, details: dict[str, Any]) -> RunStep:
+    def _new_step(self, run: Run, turn: _Turn, kind: Any, details: StepDetails) -> RunStep:
         return RunStep(
             id=new_id("step"),
             run_id=run.id,
@@ -227,40 +310,53 @@ class RunLoop:
         )
 
     async def _tool_delta(self, run: Run, turn: _Turn, delta: ToolCallDelta) -> None:
-        events: list[Event] = []
-        if turn.tool_step is None:
-            changes: dict[str, Any] = {}
-            if turn.message is not None:
-                # Text came first: that message is done before the tool round starts.
-                changes, events = self._complete_message(turn)
-            step = self._new_step(run, turn, "tool_calls", {"type": "tool_calls", "tool_calls": []})
-            turn.tool_step = step
-            events += [step_event(step, "created"), step_event(step, "in_progress")]
-            await self._write(run, events, new_steps=[step], **changes)
-            events = []
-        step = turn.tool_step
+        # No retry once a call has begun, even one not streamed yet: the turn must not mix attempts.
+        turn.emitted = True
         call = turn.calls.get(delta.index)
         if call is None:
             call = turn.calls[delta.index] = _Call(id=new_id("call"), name=delta.name or "")
             call.arguments = delta.arguments
-            event = StepDelta(step.id, delta.index, delta.arguments, call_id=call.id, name=call.name)
+            call.tool = turn.builtins.get(call.name)
+            if call.tool is not None:
+                return  # a server-side call is shown in its own step once the model has written it
+            step = await self._open_tool_step(run, turn)
+            call.position = turn.functions
+            turn.functions += 1
+            event = StepDelta(step.id, call.position, delta.arguments, call_id=call.id, name=call.name)
         else:
+            call.arguments += delta.arguments
+            if call.tool is not None:
+                return
             # A name arriving after the call's first fragment is streamed once, like OpenAI's.
             late_name = delta.name if delta.name and not call.name else None
             if late_name:
                 call.name = late_name
-            call.arguments += delta.arguments
             if not delta.arguments and not late_name:
                 return
-            event = StepDelta(step.id, delta.index, delta.arguments, name=late_name)
-        turn.emitted = True
+            assert turn.tool_step is not None
+            event = StepDelta(turn.tool_step.id, call.position, delta.arguments, name=late_name)
         await self.bus.publish(run.id, event)
+
+    async def _open_tool_step(self, run: Run, turn: _Turn) -> RunStep:
+        """The turn's function-call step, created when its first call begins."""
+        if turn.tool_step is not None:
+            return turn.tool_step
+        events: list[Event] = []
+        changes: dict[str, Any] = {}
+        if turn.message is not None:
+            # Text came first: that message is done before the tool round starts.
+            changes, events = self._complete_message(turn)
+        step = self._new_step(run, turn, "tool_calls", ToolCalls([]))
+        turn.tool_step = step
+        events += [step_event(step, "created"), step_event(step, "in_progress")]
+        await self._write(run, events, new_steps=[step], **changes)
+        return step
 
     def _complete_message(self, turn: _Turn) -> tuple[dict[str, Any], list[Event]]:
         assert turn.message is not None and turn.message_step is not None
         ts = now()
         message = dataclasses.replace(
-            turn.message, content=text_content(turn.text), status="completed", completed_at=ts
+            turn.message, content=_content_parts(turn), status="completed", completed_at=ts
         )
         step = dataclasses.replace(turn.message_step, status="completed", completed_at=ts)
         turn.message, turn.message_step = message, step
@@ -291,66 +387,160 @@ class RunLoop:
             "total_tokens": u.prompt_tokens + u.completion_tokens,
         }
 
-    async def _finish(self, run: Run, turn: _Turn) -> None:
+    async def _finish(self, run: Run, turn: _Turn) -> tuple[Run, list[RunStep]] | None:
         usage = self._usage(run, turn)
-        if turn.calls:
-            await self._require_action(run, turn, usage)
-            return
+        calls = [turn.calls[i] for i in sorted(turn.calls)]
+        if calls:
+            return await self._calls(run, turn, calls, usage)
         if turn.message is None:
             await self._open_message(run, turn)
         assert turn.message_step is not None
         turn.message_step.usage = self._step_usage(turn)
         changes, events = self._complete_message(turn)
         assert turn.message is not None and turn.message_step is not None
-        truncated = turn.finish == "length" and run.max_completion_tokens is not None
-        if truncated:
+        if turn.finish in ("length", "content_filter"):
+            # The answer was cut short: the message says so, never passing as complete.
+            filtered = turn.finish == "content_filter"
             turn.message.status = "incomplete"
             turn.message.completed_at = None
             turn.message.incomplete_at = now()
-            turn.message.incomplete_details = {"reason": "max_tokens"}
+            turn.message.incomplete_details = {"reason": "content_filter" if filtered else "max_tokens"}
             events[0] = message_event(turn.message)
-            ended = moved(
-                run,
-                RunStatus.INCOMPLETE,
-                usage=usage,
-                incomplete_details={"reason": "max_completion_tokens"},
-            )
+        if turn.finish == "length" and run.max_completion_tokens is not None:
+            # The run's own budget ran out. A run is incomplete only when one of its limits was reached
+            # (that is what its incomplete_details name); a cut from the model's own limit or a filter
+            # ends the run completed with the message marked incomplete, so pollers waiting for
+            # "completed" (as OpenAI's examples do) still finish.
+            reason = {"reason": "max_completion_tokens"}
+            ended = moved(run, RunStatus.INCOMPLETE, usage=usage, incomplete_details=reason)
         else:
             ended = moved(run, RunStatus.COMPLETED, usage=usage, completed_at=now())
         change = Change(run=ended, expect=IN_PROGRESS, owner=self.worker_id, release_thread=True, **changes)
         if not await self.store.commit(change):
             await self._lost(run)
-            return
+            return None
         await publish(self.bus, run.id, [*events, run_event(ended)])
+        return None
 
-    async def _require_action(self, run: Run, turn: _Turn, usage: dict[str, int]) -> None:
-        assert turn.tool_step is not None
-        calls = [turn.calls[i] for i in sorted(turn.calls)]
-        for call in calls:
+    async def _calls(
+        self, run: Run, turn: _Turn, calls: list[_Call], usage: dict[str, int]
+    ) -> tuple[Run, list[RunStep]] | None:
+        functions = [c for c in calls if c.tool is None]
+        if turn.finish in ("length", "content_filter"):
+            # A call cut off mid-way has broken arguments: never hand it to a client or a tool.
+            await self._cut_off(run, turn, functions, usage)
+            return None
+        for call in functions:
             if not call.name:
                 raise ProviderError("The model produced a tool call without a function name.")
-        tool_calls = [
-            {
-                "id": c.id,
-                "type": "function",
-                "function": {"name": c.name, "arguments": c.arguments, "output": None},
-            }
-            for c in calls
-        ]
-        step = dataclasses.replace(
-            turn.tool_step,
-            step_details={"type": "tool_calls", "tool_calls": tool_calls},
-            usage=self._step_usage(turn),
+        run = dataclasses.replace(run, usage=usage)
+        if turn.message is not None and turn.message.status == "in_progress":
+            # Text came before server-side calls only: that message is done before they run.
+            changes, events = self._complete_message(turn)
+            await self._write(run, events, **changes)
+        done = [turn.message_step] if turn.message_step is not None else []
+        builtins = [c for c in calls if c.tool is not None]
+        if builtins:
+            done.append(await self._run_builtins(run, turn, builtins, with_usage=not functions))
+        if functions:
+            await self._require_action(run, turn, functions, usage)
+            return None
+        return run, done
+
+    async def _cut_off(self, run: Run, turn: _Turn, functions: list[_Call], usage: dict[str, int]) -> None:
+        if turn.tool_step is not None:
+            # Keep what the client saw streamed: the step shows the calls as far as they got.
+            step = dataclasses.replace(turn.tool_step, step_details=_function_calls(functions))
+            await self._write(run, [], steps=[step])
+        ended = await end_run(
+            self.store,
+            self.bus,
+            run,
+            RunStatus.INCOMPLETE,
+            owner=self.worker_id,
+            incomplete_details={"reason": "max_completion_tokens"},
+            usage=usage,
         )
-        required = {
-            "type": "submit_tool_outputs",
-            "submit_tool_outputs": {
-                "tool_calls": [
-                    {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
-                    for c in calls
-                ]
-            },
-        }
+        if ended is None:
+            await self._lost(run)
+
+    async def _run_builtins(self, run: Run, turn: _Turn, calls: list[_Call], *, with_usage: bool) -> RunStep:
+        """Run the turn's server-side calls, one after another, in a step of their own."""
+        step = dataclasses.replace(self._new_step(run, turn, "tool_calls", ToolCalls([])), part=1)
+        await self._write(
+            run, [step_event(step, "created"), step_event(step, "in_progress")], new_steps=[step]
+        )
+        assistant = await self.store.get_assistant(run.assistant_id)
+        thread = await self.store.get_thread(run.thread_id)
+        resources = (
+            (assistant.tool_resources if assistant else None) or {},
+            (thread.tool_resources if thread else None) or {},
+        )
+        records: list[ToolCallRecord] = []
+        for position, call in enumerate(calls):
+            await self._run_builtin(run, step, position, call, records, resources)
+        step = dataclasses.replace(
+            step,
+            step_details=ToolCalls(records),
+            status="completed",
+            completed_at=now(),
+            usage=self._step_usage(turn) if with_usage else None,
+        )
+        await self._write(run, [step_event(step)], steps=[step])
+        return step
+
+    async def _run_builtin(
+        self,
+        run: Run,
+        step: RunStep,
+        position: int,
+        call: _Call,
+        records: list[ToolCallRecord],
+        resources: tuple[dict[str, Any], dict[str, Any]],
+    ) -> None:
+        """Show the call as started (saved, then streamed), run it, and stream its outputs."""
+        tool = call.tool
+        assert tool is not None
+        record = BuiltinCall(call.id, tool.type, call.name, call.arguments, _blank(tool.type))
+        records.append(record)
+        request: ToolCall | None = None
+        try:
+            request = ToolCall(
+                id=call.id,
+                arguments=_arguments(call.arguments),
+                run_id=run.id,
+                thread_id=run.thread_id,
+                assistant_id=run.assistant_id,
+                options=next((t.get(tool.type) or {} for t in run.tools if t.get("type") == tool.type), {}),
+                assistant_resources=resources[0],
+                thread_resources=resources[1],
+            )
+            record.details = tool.start(request)
+        except ToolError as exc:
+            record.output = f"Error: {exc}"
+        started = record.details
+        code = started.input if isinstance(started, CodeInterpreterDetails) else None
+        step.step_details = ToolCalls(list(records))
+        delta = BuiltinCallDelta(step.id, position, tool.type, call_id=call.id, input=code)
+        await self._write(run, [delta], steps=[dataclasses.replace(step)])
+        if request is None or record.output is not None:
+            return  # the call was refused before it started; the model hears why
+        try:
+            result = await tool.run(request)
+        except ToolError as exc:
+            record.output = f"Error: {exc}"
+            return
+        record.details, record.output = result.details, result.output
+        if isinstance(result.details, CodeInterpreterDetails) and result.details.outputs:
+            outputs = BuiltinCallDelta(step.id, position, tool.type, outputs=result.details.outputs)
+            await self.bus.publish(run.id, outputs)
+
+    async def _require_action(self, run: Run, turn: _Turn, calls: list[_Call], usage: dict[str, int]) -> None:
+        assert turn.tool_step is not None
+        step = dataclasses.replace(
+            turn.tool_step, step_details=_function_calls(calls), usage=self._step_usage(turn)
+        )
+        required = RequiredAction([FunctionCall(c.id, c.name, c.arguments) for c in calls])
         waiting = moved(run, RunStatus.REQUIRES_ACTION, required_action=required, usage=usage)
         waiting.worker_id = None
         waiting.lease_expires_at = None
@@ -384,7 +574,7 @@ class RunLoop:
         )
 
     async def _fail(self, run: Run, code: str, message: str, turn: _Turn | None = None) -> None:
-        partial = {turn.message.id: turn.text} if turn and turn.message else None
+        partial = {turn.message.id: turn.text} if turn and turn.message and turn.text else None
         ended = await end_run(
             self.store,
             self.bus,
@@ -413,3 +603,34 @@ class RunLoop:
             await end_run(self.store, self.bus, current, RunStatus.CANCELLED)
         else:
             log.info("run %s: moved to %s by someone else", run.id, current.status if current else "deleted")
+
+
+def _content_parts(turn: _Turn) -> list[dict[str, Any]]:
+    """The message's content parts, in the order the model began them (text, refusal)."""
+    if not turn.parts:
+        return text_content("")
+    parts: list[dict[str, Any]] = []
+    for kind, value in turn.parts.items():
+        parts += text_content(value) if kind == "text" else [{"type": "refusal", "refusal": value}]
+    return parts
+
+
+def _function_calls(calls: list[_Call]) -> ToolCalls:
+    return ToolCalls([FunctionCall(c.id, c.name, c.arguments) for c in calls])
+
+
+def _arguments(text: str) -> dict[str, Any]:
+    if not text.strip():
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError:
+        raise ToolError(f"The arguments are not valid JSON: {text[:200]}") from None
+    if not isinstance(value, dict):
+        raise ToolError("The arguments must be a JSON object.")
+    return value
+
+
+def _blank(kind: str) -> BuiltinDetails:
+    """A built-in call's step details before the tool has said anything."""
+    return CodeInterpreterDetails("") if kind == "code_interpreter" else FileSearchDetails()

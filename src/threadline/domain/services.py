@@ -15,6 +15,7 @@ from typing import Any, Protocol
 from threadline.domain.entities import (
     DEFAULT_PROJECT,
     Assistant,
+    FunctionCall,
     ListQuery,
     Message,
     Page,
@@ -22,7 +23,9 @@ from threadline.domain.entities import (
     RunStep,
     RunTransition,
     Thread,
+    ToolCalls,
 )
+from threadline.domain.events import ObjectEvent
 from threadline.domain.files import FileService, attached_code_files, referenced_files, with_code_files
 from threadline.domain.lifecycle import (
     end_run,
@@ -36,8 +39,8 @@ from threadline.domain.lifecycle import (
 )
 from threadline.domain.ports import Bus, Change, Store, ThreadLockedError
 from threadline.domain.run_states import TERMINAL, RunStatus
+from threadline.domain.vector_stores import NewFile, VectorStoreService
 from threadline.errors import InvalidRequestError, NotFoundError
-from threadline.events.types import ObjectEvent
 from threadline.ids import new_id
 
 log = logging.getLogger(__name__)
@@ -76,6 +79,7 @@ class Services:
         run_expiry_seconds: int = 600,
         clock: Callable[[], int] = now,
         project_id: str = DEFAULT_PROJECT,
+        vector_stores: VectorStoreService | None = None,
     ) -> None:
         self.store = store
         self.bus = bus
@@ -85,12 +89,16 @@ class Services:
         self.clock = clock
         self.project_id = project_id
         """Every object these services create, find, list or delete is in this project."""
+        self.vector_stores = vector_stores
+        """Checks ``file_search`` vector store ids and makes the stores ``vector_stores`` asks for."""
 
     def for_project(self, project_id: str) -> Services:
         """The same services, seeing only ``project_id``'s objects (one per request: cheap)."""
         scoped = copy.copy(self)
         scoped.project_id = project_id
         scoped.files = self.files.for_project(project_id)
+        if self.vector_stores is not None:
+            scoped.vector_stores = self.vector_stores.for_project(project_id)
         return scoped
 
     def _check_model(self, model: str, param: str = "model") -> None:
@@ -103,8 +111,31 @@ class Services:
             )
 
     async def _check_files(self, fields: dict[str, Any]) -> None:
-        """Refuse a request whose attachments, ``image_file`` parts or tool resources name unknown files."""
+        """Refuse a request whose attachments, ``image_file`` parts or tool resources name unknown files
+        or vector stores; then make the vector stores its ``file_search.vector_stores`` describe, and
+        name them in ``vector_store_ids`` instead (``fields`` is changed in place)."""
         await self.files.check_references(referenced_files(fields))
+        for holder, at in ((fields, ""), (fields.get("thread") or {}, "thread.")):
+            search = (holder.get("tool_resources") or {}).get("file_search")
+            if search is None or self.vector_stores is None:
+                continue
+            param = f"{at}tool_resources.file_search.vector_store_ids"
+            await self.vector_stores.check_store_ids(search.get("vector_store_ids") or [], param)
+            if search.get("vector_stores") is not None:
+                made = [
+                    await self.vector_stores.create_store(
+                        name=None,
+                        metadata=helper.get("metadata"),
+                        expires_after=None,
+                        files=[NewFile(file_id) for file_id in helper.get("file_ids") or []],
+                        chunking_strategy=helper.get("chunking_strategy"),
+                    )
+                    for helper in search["vector_stores"]
+                ]
+                holder["tool_resources"] = {
+                    **holder["tool_resources"],
+                    "file_search": {"vector_store_ids": [store.id for store in made]},
+                }
 
     # --- assistants ------------------------------------------------------------------------
 
@@ -230,10 +261,14 @@ class Services:
         await self.get_thread(thread_id)
         return await self.store.list_messages(thread_id, query, run_id)
 
-    async def modify_message(self, thread_id: str, message_id: str, metadata: dict[str, str]) -> Message:
+    async def modify_message(
+        self, thread_id: str, message_id: str, metadata: dict[str, str] | None
+    ) -> Message:
+        """Set a message's metadata; ``None`` (the client sent none) leaves it as it is."""
         message = await self.get_message(thread_id, message_id)
-        message.metadata = metadata
-        await self.store.update_message_metadata(message)
+        if metadata is not None:
+            message.metadata = metadata
+            await self.store.update_message_metadata(message)
         return message
 
     async def delete_message(self, thread_id: str, message_id: str) -> None:
@@ -335,10 +370,12 @@ class Services:
         await self.get_thread(thread_id)
         return await self.store.list_runs(thread_id, query)
 
-    async def modify_run(self, thread_id: str, run_id: str, metadata: dict[str, str]) -> Run:
+    async def modify_run(self, thread_id: str, run_id: str, metadata: dict[str, str] | None) -> Run:
+        """Set a run's metadata; ``None`` (the client sent none) leaves it as it is."""
         run = await self.get_run(thread_id, run_id)
-        run.metadata = metadata
-        await self.store.update_run_metadata(run)
+        if metadata is not None:
+            run.metadata = metadata
+            await self.store.update_run_metadata(run)
         return run
 
     async def cancel_run(self, thread_id: str, run_id: str) -> Run:
@@ -362,7 +399,7 @@ class Services:
         run = await self.get_run(thread_id, run_id)
         if run.status is not RunStatus.REQUIRES_ACTION or run.required_action is None:
             raise InvalidRequestError(f'Runs in status "{run.status.value}" do not accept tool outputs.')
-        expected = [c["id"] for c in run.required_action["submit_tool_outputs"]["tool_calls"]]
+        expected = [c.id for c in run.required_action.calls]
         given = [o.get("tool_call_id") for o in outputs]
         if sorted(map(str, given)) != sorted(expected) or len(set(given)) != len(given):
             raise InvalidRequestError(
@@ -376,9 +413,10 @@ class Services:
         ]
         ts = self.clock()
         for step in steps:
-            for call in step.step_details["tool_calls"]:
-                if call["id"] in by_id:
-                    call["function"]["output"] = by_id[call["id"]]
+            assert isinstance(step.step_details, ToolCalls)
+            for call in step.step_details.calls:
+                if isinstance(call, FunctionCall) and call.id in by_id:
+                    call.output = by_id[call.id]
             step.status = "completed"
             step.completed_at = ts
         queued = moved(run, RunStatus.QUEUED, required_action=None)

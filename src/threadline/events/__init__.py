@@ -1,1 +1,1 @@
-"""Run events (named after OpenAI's stream events) and the buses that carry them between processes."""
+"""The buses that carry run events (``domain/events.py``) from the run loop to the streams following them."""

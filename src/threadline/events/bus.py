@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from threadline.events.types import Event
+from threadline.domain.events import Event
 
 
 class Subscription:

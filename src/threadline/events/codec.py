@@ -7,8 +7,15 @@ import json
 from typing import Any
 
 from threadline.domain.entities import Message, Run, RunStep, Thread
+from threadline.domain.events import BuiltinCallDelta, ErrorEvent, Event, MessageDelta, ObjectEvent, StepDelta
+from threadline.domain.records import (
+    required_action_from,
+    required_action_record,
+    step_details_from,
+    step_details_record,
+)
 from threadline.domain.run_states import RunStatus
-from threadline.events.types import ErrorEvent, Event, MessageDelta, ObjectEvent, StepDelta
+from threadline.tools.base import CodeOutput, ImageOutput, LogsOutput
 
 _OBJECTS: dict[str, type[Thread | Run | RunStep | Message]] = {
     "thread": Thread,
@@ -27,7 +34,14 @@ _SIMPLE_KINDS = {cls: kind for kind, cls in _SIMPLE.items()}
 
 def encode(event: Event) -> dict[str, Any]:
     if isinstance(event, ObjectEvent):
-        return {"k": _KINDS[type(event.obj)], "name": event.name, "obj": dataclasses.asdict(event.obj)}
+        obj = dataclasses.asdict(event.obj)
+        if isinstance(event.obj, RunStep):
+            obj["step_details"] = step_details_record(event.obj.step_details)
+        elif isinstance(event.obj, Run):
+            obj["required_action"] = required_action_record(event.obj.required_action)
+        return {"k": _KINDS[type(event.obj)], "name": event.name, "obj": obj}
+    if isinstance(event, BuiltinCallDelta):
+        return {"k": "builtin_delta", **dataclasses.asdict(event)}
     return {"k": _SIMPLE_KINDS[type(event)], **dataclasses.asdict(event)}
 
 
@@ -40,11 +54,21 @@ def decode(data: dict[str, Any]) -> Event:
     kind = data.pop("k")
     if kind in _SIMPLE:
         return _SIMPLE[kind](**data)
+    if kind == "builtin_delta":
+        data["outputs"] = tuple(_output(o) for o in data["outputs"])
+        return BuiltinCallDelta(**data)
     values = data["obj"]
     cls = _OBJECTS[kind]
     if cls is Run:
         values["status"] = RunStatus(values["status"])
+        values["required_action"] = required_action_from(values["required_action"])
+    elif cls is RunStep:
+        values["step_details"] = step_details_from(values["step_details"])
     return ObjectEvent(data["name"], cls(**values))
+
+
+def _output(values: dict[str, Any]) -> CodeOutput:
+    return LogsOutput(values["logs"]) if "logs" in values else ImageOutput(values["file_id"])
 
 
 def dumps(payload: dict[str, Any]) -> str:

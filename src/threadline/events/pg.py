@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import uuid
@@ -25,9 +26,10 @@ from typing import Any
 import asyncpg
 
 from threadline.domain.entities import Message, Run, RunStep, Thread
+from threadline.domain.events import BuiltinCallDelta, Event, MessageDelta, ObjectEvent
 from threadline.events import codec
 from threadline.events.bus import LocalBus
-from threadline.events.types import Event, MessageDelta, ObjectEvent
+from threadline.tools.base import LogsOutput
 
 log = logging.getLogger(__name__)
 
@@ -130,14 +132,15 @@ class PostgresBus(LocalBus):
             return [text]
         if isinstance(event, ObjectEvent):
             return [codec.dumps({**head, "e": codec.reference(event)})]
+        # Split a very long fragment into several deltas of the same part: clients concatenate them.
+        size = MAX_PAYLOAD // 8
         if isinstance(event, MessageDelta):
-            # Split a very long fragment into several deltas of the same part.
-            size = MAX_PAYLOAD // 8
-            pieces = [event.text[i : i + size] for i in range(0, len(event.text), size)]
             return [
-                codec.dumps({**head, "e": codec.encode(MessageDelta(event.message_id, event.index, piece))})
-                for piece in pieces
+                codec.dumps({**head, "e": codec.encode(dataclasses.replace(event, text=piece))})
+                for piece in _pieces(event.text, size)
             ]
+        if isinstance(event, BuiltinCallDelta):
+            return [codec.dumps({**head, "e": codec.encode(part)}) for part in _split_builtin(event, size)]
         log.warning("dropping an oversized %s event for %s", type(event).__name__, topic)
         return []
 
@@ -179,3 +182,27 @@ class PostgresBus(LocalBus):
             return codec.decode(encoded)
         obj = await self._loader(encoded["k"], encoded["ref"])
         return None if obj is None else ObjectEvent(encoded["name"], obj)
+
+
+def _pieces(text: str, size: int) -> list[str]:
+    return [text[i : i + size] for i in range(0, len(text), size)]
+
+
+def _split_builtin(event: BuiltinCallDelta, size: int) -> list[BuiltinCallDelta]:
+    """``event`` as deltas that each fit: the input in pieces, then each output (long logs in pieces)."""
+    parts = [
+        dataclasses.replace(event, input=piece, outputs=(), call_id=event.call_id if n == 0 else None)
+        for n, piece in enumerate(_pieces(event.input, size) if event.input else [event.input])
+    ]
+    if event.call_id is None and event.input is None:
+        parts = []  # an outputs-only delta: nothing to say before its outputs
+    for position, output in enumerate(event.outputs, event.first_output):
+        pieces = _pieces(output.logs, size) if isinstance(output, LogsOutput) else [None]
+        for piece in pieces:
+            part = output if piece is None else LogsOutput(piece)
+            parts.append(
+                BuiltinCallDelta(
+                    event.step_id, event.index, event.type, outputs=(part,), first_output=position
+                )
+            )
+    return parts

@@ -39,6 +39,14 @@ class TextDelta:
 
 
 @dataclass(frozen=True, slots=True)
+class RefusalDelta:
+    """A fragment of the model's refusal to answer (chat completions' ``delta.refusal``)."""
+
+    text: str
+    kind: Literal["refusal"] = "refusal"
+
+
+@dataclass(frozen=True, slots=True)
 class ToolCallDelta:
     """A fragment of one tool call. ``name`` comes once, on the call's first fragment."""
 
@@ -61,7 +69,7 @@ class Finish:
     kind: Literal["finish"] = "finish"
 
 
-ModelEvent = TextDelta | ToolCallDelta | Usage | Finish
+ModelEvent = TextDelta | RefusalDelta | ToolCallDelta | Usage | Finish
 
 
 class ProviderError(Exception):

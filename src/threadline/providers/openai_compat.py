@@ -19,6 +19,7 @@ from threadline.providers.base import (
     ModelEvent,
     ModelRequest,
     ProviderError,
+    RefusalDelta,
     TextDelta,
     ToolCallDelta,
     Usage,
@@ -102,6 +103,8 @@ class OpenAICompatProvider:
                         delta = choice.get("delta") or {}
                         if delta.get("content"):
                             yield TextDelta(delta["content"])
+                        if delta.get("refusal"):
+                            yield RefusalDelta(delta["refusal"])
                         for call in delta.get("tool_calls") or ():
                             function = call.get("function") or {}
                             yield ToolCallDelta(

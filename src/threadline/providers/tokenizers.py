@@ -18,10 +18,12 @@ import logging
 import os
 import tempfile
 import threading
+import warnings
 from functools import lru_cache
 from pathlib import Path
 
 from threadline.providers.base import Tokenizer
+from threadline.retrieval.chunking import TokenCodec
 
 log = logging.getLogger(__name__)
 
@@ -89,11 +91,20 @@ def _named(spec: str) -> Tokenizer:
     raise ValueError(f"unknown tokenizer {spec!r}: use 'estimate' or 'tiktoken:<encoding>'")
 
 
+def tiktoken_encoding(encoding: str) -> TokenCodec:
+    """tiktoken's ``encoding`` (its table seeded for offline use): file search cuts chunks with it."""
+    codec: TokenCodec = _tiktoken(encoding)
+    return codec
+
+
 def _tiktoken(encoding: str):  # type: ignore[no-untyped-def]
     import tiktoken
 
-    _seed_tiktoken_cache(encoding)
-    return tiktoken.get_encoding(encoding)
+    with warnings.catch_warnings():
+        # bpe-openai reads its tables with a deprecated importlib call when it is imported.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        _seed_tiktoken_cache(encoding)
+        return tiktoken.get_encoding(encoding)
 
 
 def _seed_tiktoken_cache(encoding: str) -> None:

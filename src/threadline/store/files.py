@@ -17,6 +17,7 @@ from threadline.domain.files import without_file
 from threadline.store import tables as t
 from threadline.store.database import Database
 from threadline.store.repository import page_query
+from threadline.store.vector_stores import remove_file_everywhere
 
 _FIELDS = tuple(f.name for f in dataclasses.fields(File))
 
@@ -80,7 +81,7 @@ class SqlFileStore:
                 return False
             _detach(conn, t.assistants, file_id)
             _detach(conn, t.threads, file_id)
-            # Vector stores: remove the file from each store that holds it here, in this transaction.
+            remove_file_everywhere(conn, file_id)
             return True
 
         return await self.db.write(write)

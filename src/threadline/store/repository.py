@@ -45,6 +45,12 @@ from threadline.domain.entities import (
 )
 from threadline.domain.files import attached_code_files, with_code_files
 from threadline.domain.ports import Change, ThreadLockedError
+from threadline.domain.records import (
+    required_action_from,
+    required_action_record,
+    step_details_from,
+    step_details_record,
+)
 from threadline.domain.run_states import ACTIVE, RunStatus, cause_of
 from threadline.store import tables as t
 from threadline.store.claims import claim_statement, renew_statement
@@ -80,7 +86,12 @@ def _key(name: str) -> str:
 
 def _row(entity: Any) -> dict[str, Any]:
     """An entity as a row for ``insert``/``update`` (column keys, not column names)."""
-    return {_key(name): getattr(entity, name) for name in _FIELDS[type(entity)]}
+    row = {_key(name): getattr(entity, name) for name in _FIELDS[type(entity)]}
+    if isinstance(entity, RunStep):
+        row["step_details"] = step_details_record(entity.step_details)
+    elif isinstance(entity, Run):
+        row["required_action"] = required_action_record(entity.required_action)
+    return row
 
 
 def _entity(cls: type[E], row: Row[Any]) -> E:
@@ -88,6 +99,9 @@ def _entity(cls: type[E], row: Row[Any]) -> E:
     values = {name: mapping[_key(name)] for name in _FIELDS[cls] if _key(name) in mapping}
     if cls is Run:
         values["status"] = RunStatus(values["status"])
+        values["required_action"] = required_action_from(values["required_action"])
+    elif cls is RunStep:
+        values["step_details"] = step_details_from(values["step_details"])
     return cls(**values)
 
 
@@ -136,8 +150,7 @@ def _transition(run: Run, expect: frozenset[RunStatus], at: float) -> dict[str, 
     """The history row for ``run`` having just moved to its current status."""
     detail = None
     if run.status is RunStatus.REQUIRES_ACTION and run.required_action:
-        calls = run.required_action.get("submit_tool_outputs", {}).get("tool_calls", [])
-        detail = ", ".join(str(c.get("function", {}).get("name")) for c in calls) or None
+        detail = ", ".join(call.name for call in run.required_action.calls) or None
     elif run.last_error:
         detail = f"{run.last_error.get('code')}: {run.last_error.get('message')}"
     elif run.incomplete_details:
@@ -152,19 +165,20 @@ def _transition(run: Run, expect: frozenset[RunStatus], at: float) -> dict[str, 
 
 
 def page_query(
-    conn: Connection, table: Table, query: ListQuery, where: list[Any]
+    conn: Connection, table: Table, query: ListQuery, where: list[Any], scope: Sequence[Any] = ()
 ) -> tuple[Select[Any], bool]:
     """The rows between the cursors, one more than the limit (to tell ``has_more``).
 
     With only ``before``, the page is the ``limit`` rows nearest the cursor: they are read walking
-    away from it and flipped back by the caller (the second value says so).
+    away from it and flipped back by the caller (the second value says so). ``scope`` narrows the
+    cursor's lookup, for tables whose ids are unique only within a parent (a vector store's files).
     """
     conditions = list(where)
     descending = query.order == "desc"
     for cursor, later in ((query.after, True), (query.before, False)):
         if cursor is None:
             continue
-        seq = conn.execute(select(table.c.seq).where(table.c.id == cursor)).scalar()
+        seq = conn.execute(select(table.c.seq).where(table.c.id == cursor, *scope)).scalar()
         if seq is None:
             # An unknown cursor matches nothing rather than restarting the list.
             conditions.append(table.c.seq.is_(None))
@@ -486,6 +500,11 @@ class SqlStore:
     async def commit(self, change: Change) -> bool:
         run = change.run
         params = {name: getattr(run, name) for name in _RUN_STATE_FIELDS}
+        params["required_action"] = required_action_record(run.required_action)
+        if change.owner is not None and run.status is RunStatus.IN_PROGRESS:
+            # The holder's writes while it drives the run leave its lease alone: the lease is renewed
+            # on its own schedule, and the run loop's copy of it is as old as the claim.
+            del params["worker_id"], params["lease_expires_at"]
         params["b_id"] = run.id
         params["b_expect"] = [s.value for s in change.expect]
         stmt = _UPDATE_RUN

@@ -15,10 +15,12 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
     Text,
+    UniqueConstraint,
 )
 
 metadata = MetaData()
@@ -174,9 +176,10 @@ run_steps = Table(
     _meta(),
     Column("usage", JSON),
     Column("turn", Integer, nullable=False),
+    Column("part", Integer, nullable=False, server_default="0"),
     Index("ix_run_steps_run_seq", "run_id", "seq"),
-    # A turn writes at most one step of each type, even when a second worker retries it.
-    Index("uq_run_steps_turn", "run_id", "turn", "type", unique=True),
+    # A turn writes at most one step of each type and part, even when a second worker retries it.
+    Index("uq_run_steps_turn", "run_id", "turn", "type", "part", unique=True),
 )
 
 run_transitions = Table(
@@ -237,4 +240,78 @@ jobs = Table(
     Column("last_error", Text),
     Column("finished_at", Float),
     Index("ix_jobs_status_run_after", "status", "run_after"),
+)
+
+# File search: one row per chunk of a file in a vector store. The vector is float32 bytes and the
+# keyword terms an int32 (2, n) array of term ids and counts (``retrieval.terms``), so both
+# databases hold the same thing and search runs on an in-memory copy (``store/chunks.py``).
+file_chunks = Table(
+    "file_chunks",
+    metadata,
+    _seq(),
+    Column("vector_store_id", String(64), nullable=False),
+    Column("file_id", String(64), nullable=False),
+    Column("ordinal", Integer, nullable=False),
+    Column("text", Text, nullable=False),
+    Column("token_count", Integer, nullable=False),
+    Column("vector", LargeBinary, nullable=False),
+    Column("terms", LargeBinary, nullable=False),
+    Index("ix_file_chunks_store_file", "vector_store_id", "file_id", "ordinal"),
+)
+
+# A counter per vector store, raised by every write to its chunks: searches compare it with the
+# one their in-memory copy was built at (one primary-key read, however big the store).
+file_chunk_revisions = Table(
+    "file_chunk_revisions",
+    metadata,
+    Column("vector_store_id", String(64), primary_key=True),
+    Column("revision", BigInteger, nullable=False),
+)
+
+# Vector stores (``domain/vector_stores.py``). Counts, usage and status are not stored: they are
+# computed from the files' rows when a store is read, so concurrent ingestion jobs cannot skew them.
+vector_stores = Table(
+    "vector_stores",
+    metadata,
+    _seq(),
+    Column("id", String(64), nullable=False, unique=True),
+    Column("project_id", String(64), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("name", Text),
+    _meta(),
+    Column("expires_after", JSON),
+    Column("expires_at", BigInteger),
+    Column("last_active_at", BigInteger, nullable=False),
+    Index("ix_vector_stores_project_seq", "project_id", "seq"),
+)
+
+# A file in a vector store: its id is the file's, unique within the store.
+vector_store_files = Table(
+    "vector_store_files",
+    metadata,
+    _seq(),
+    Column("id", String(64), nullable=False),
+    Column("vector_store_id", String(64), nullable=False),
+    Column("project_id", String(64), nullable=False),
+    Column("batch_id", String(64)),
+    Column("created_at", BigInteger, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("usage_bytes", BigInteger, nullable=False),
+    Column("last_error", JSON),
+    Column("chunking_strategy", JSON, nullable=False),
+    Column("attributes", JSON),
+    UniqueConstraint("vector_store_id", "id", name="uq_vector_store_files_store_file"),
+    Index("ix_vector_store_files_file", "id"),
+    Index("ix_vector_store_files_batch", "batch_id"),
+)
+
+vector_store_file_batches = Table(
+    "vector_store_file_batches",
+    metadata,
+    _seq(),
+    Column("id", String(64), nullable=False, unique=True),
+    Column("vector_store_id", String(64), nullable=False),
+    Column("project_id", String(64), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("cancelled", Boolean, nullable=False),
 )

@@ -21,12 +21,13 @@ from collections.abc import Mapping
 from threadline.config import Settings
 from threadline.domain.context import ContextBuilder
 from threadline.domain.entities import Run
+from threadline.domain.events import ErrorEvent, ObjectEvent
 from threadline.domain.lifecycle import end_run, moved, now
 from threadline.domain.ports import Bus, Change, JobQueue, Store, Subscription
 from threadline.domain.run_loop import RunLoop
 from threadline.domain.run_states import ACTIVE, RunStatus
-from threadline.events.types import ErrorEvent, ObjectEvent
 from threadline.providers.base import Router
+from threadline.tools.registry import ToolRegistry
 from threadline.workers.jobs import Handler, JobRunner
 
 log = logging.getLogger(__name__)
@@ -50,15 +51,19 @@ class Worker:
         router: Router,
         jobs: JobQueue | None = None,
         job_handlers: Mapping[str, Handler] | None = None,
+        tools: ToolRegistry | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.bus = bus
         self.id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        tools = tools or ToolRegistry()
         builder = ContextBuilder(
-            store, summaries=settings.summaries, default_window=settings.default_context_window
+            store, summaries=settings.summaries, default_window=settings.default_context_window, tools=tools
         )
-        self.loop = RunLoop(store, bus, router, self.id, builder=builder, retries=settings.model_retries)
+        self.loop = RunLoop(
+            store, bus, router, self.id, builder=builder, tools=tools, retries=settings.model_retries
+        )
         self.running: dict[str, asyncio.Task[None]] = {}
         self._stopping = asyncio.Event()
         self._background: list[asyncio.Task[None]] = []

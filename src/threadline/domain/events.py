@@ -1,10 +1,16 @@
-"""Typed run events. ``api/sse.py`` turns them into OpenAI's server-sent events."""
+"""Typed run events, named after OpenAI's stream events; the engine publishes them on a bus.
+
+They belong to the domain (the run loop makes them); ``events/`` only carries them between
+processes and ``api/sse.py`` renders them as server-sent events.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from threadline.domain.entities import Message, Run, RunStep, Thread
+from threadline.tools.base import BuiltinType, CodeOutput
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,11 +26,12 @@ class ObjectEvent:
 
 @dataclass(frozen=True, slots=True)
 class MessageDelta:
-    """A fragment of a message's text part ``index``."""
+    """A fragment of a message's content part ``index``: text, or a refusal from the model."""
 
     message_id: str
     index: int
     text: str
+    kind: Literal["text", "refusal"] = "text"
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +46,23 @@ class StepDelta:
 
 
 @dataclass(frozen=True, slots=True)
+class BuiltinCallDelta:
+    """Progress of server-side call ``index`` in a ``tool_calls`` step.
+
+    Its first delta carries ``call_id`` (and a code interpreter's ``input``); later ones carry the
+    outputs produced, numbered from ``first_output``.
+    """
+
+    step_id: str
+    index: int
+    type: BuiltinType
+    call_id: str | None = None
+    input: str | None = None
+    outputs: tuple[CodeOutput, ...] = ()
+    first_output: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class ErrorEvent:
     """Something failed after a stream had started; streams send it as ``event: error``."""
 
@@ -46,4 +70,4 @@ class ErrorEvent:
     code: str = "server_error"
 
 
-Event = ObjectEvent | MessageDelta | StepDelta | ErrorEvent
+Event = ObjectEvent | MessageDelta | StepDelta | BuiltinCallDelta | ErrorEvent

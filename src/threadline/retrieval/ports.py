@@ -1,0 +1,73 @@
+"""What the engine needs from the outside: an embedding model and a place to keep chunks.
+
+``Embedder`` is implemented in ``providers/embeddings.py`` (the embedded e5 model, or an
+OpenAI-compatible ``/embeddings`` server); ``ChunkIndex`` in ``store/chunks.py`` (the project's
+database, with each store's vectors cached in memory as one matrix).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+Vector = npt.NDArray[np.float32]
+
+
+class Embedder(Protocol):
+    name: str
+
+    def embed_passages(self, texts: Sequence[str]) -> Vector:
+        """One L2-normalised row per text, shape ``(len(texts), dim)``."""
+        ...
+
+    def embed_query(self, text: str) -> Vector:
+        """An L2-normalised vector of shape ``(dim,)``."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class IndexedChunk:
+    """A chunk ready to store: its text, its embedding and its keyword terms (``terms.term_counts``)."""
+
+    ordinal: int
+    text: str
+    token_count: int
+    vector: Vector
+    terms: npt.NDArray[np.int32]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredChunk:
+    vector_store_id: str
+    file_id: str
+    ordinal: int
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Rankings:
+    """Chunk keys (unique across stores), best first, by each method; and those chunks."""
+
+    dense: list[int]
+    keyword: list[int]
+    chunks: dict[int, StoredChunk]
+
+
+class ChunkIndex(Protocol):
+    async def add(self, vector_store_id: str, file_id: str, chunks: Sequence[IndexedChunk]) -> None:
+        """Store a file's chunks, replacing any the file had in that store (ingestion may be retried)."""
+        ...
+
+    async def delete(self, vector_store_id: str, file_id: str | None = None) -> int:
+        """Remove a file's chunks from a store (every chunk of the store when ``file_id`` is None)."""
+        ...
+
+    async def search(
+        self, vector_store_ids: Sequence[str], query_vector: Vector, query_terms: Sequence[int], depth: int
+    ) -> Rankings:
+        """The ``depth`` best chunks of the stores by cosine similarity and by BM25."""
+        ...

@@ -1,0 +1,148 @@
+"""The interface of a server-side tool and the values it produces.
+
+A tool declares the function a model sees (``name``, ``description``, ``parameters``), says what
+its run step shows before it runs (``start``: e.g. the code about to execute) and runs one call
+(``run``), returning the step details to show and the text the model is given back. The values
+here are plain data with no wire or storage shape; ``api/`` renders them, ``store/`` saves them.
+
+Implementations are async and must stop promptly when their task is cancelled: a run cancelled or
+expired during a tool call cancels the call. :class:`ToolError` is a failure the model should hear
+about (its message becomes the call's output); any other exception fails the run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+BuiltinType = Literal["code_interpreter", "file_search"]
+
+
+@dataclass(frozen=True, slots=True)
+class LogsOutput:
+    """Text a code interpreter call printed."""
+
+    logs: str
+
+
+@dataclass(frozen=True, slots=True)
+class ImageOutput:
+    """An image a code interpreter call made, saved as a file."""
+
+    file_id: str
+
+
+CodeOutput = LogsOutput | ImageOutput
+
+
+@dataclass(frozen=True, slots=True)
+class CodeInterpreterDetails:
+    input: str
+    outputs: tuple[CodeOutput, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RankingOptions:
+    ranker: str
+    score_threshold: float
+
+
+@dataclass(frozen=True, slots=True)
+class FileSearchResult:
+    file_id: str
+    file_name: str
+    score: float
+    content: tuple[str, ...] = ()
+    """The matching text, shown to clients only when they ask for it (``include[]``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class FileSearchDetails:
+    ranking_options: RankingOptions | None = None
+    results: tuple[FileSearchResult, ...] = ()
+
+
+BuiltinDetails = CodeInterpreterDetails | FileSearchDetails
+"""What a built-in call's run step shows, by tool type."""
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """One call the model made to a server-side tool, with what the tool needs to serve it."""
+
+    id: str
+    arguments: dict[str, Any]
+    """The model's arguments, decoded (an object; ``{}`` when the model sent none)."""
+    run_id: str
+    thread_id: str
+    assistant_id: str
+    options: dict[str, Any] = field(default_factory=dict)
+    """The run's settings for this tool (e.g. file_search's ``max_num_results``, ``ranking_options``)."""
+    assistant_resources: dict[str, Any] = field(default_factory=dict)
+    """The assistant's ``tool_resources`` (file ids, vector store ids)."""
+    thread_resources: dict[str, Any] = field(default_factory=dict)
+    """The thread's ``tool_resources``."""
+
+
+@dataclass(frozen=True, slots=True)
+class ToolResult:
+    details: BuiltinDetails
+    """The finished step details (e.g. the code and its outputs)."""
+    output: str
+    """What the model is told the call returned."""
+
+
+class ToolError(Exception):
+    """The call failed in a way the model should be told about (bad arguments, code that raised)."""
+
+
+class Tool(Protocol):
+    type: BuiltinType
+    """Which OpenAI tool this implements; the run's ``tools`` entry of this type enables it."""
+    name: str
+    """The function name offered to the model."""
+    description: str
+    parameters: dict[str, Any]
+    """JSON schema of the function's arguments."""
+
+    def start(self, call: ToolCall) -> BuiltinDetails:
+        """The step details shown while the call runs (raises :class:`ToolError` on bad arguments)."""
+
+    async def run(self, call: ToolCall) -> ToolResult: ...
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionSpec:
+    """How a built-in tool is offered to a chat model: a function's name, description and schema."""
+
+    name: str
+    description: str
+    parameters: dict[str, Any]
+
+
+CODE_INTERPRETER = FunctionSpec(
+    name="code_interpreter",
+    description=(
+        "Run Python code in a sandbox and get back what it prints. Files the user attached are "
+        "in /mnt/data; files saved there are returned to the user."
+    ),
+    parameters={
+        "type": "object",
+        "properties": {"code": {"type": "string", "description": "The Python code to run."}},
+        "required": ["code"],
+    },
+)
+"""What chat models are offered for ``code_interpreter``; implementations should keep it."""
+
+FILE_SEARCH = FunctionSpec(
+    name="file_search",
+    description="Search the files the user provided and get back the passages that best match a query.",
+    parameters={
+        "type": "object",
+        "properties": {"query": {"type": "string", "description": "What to look for, in a few words."}},
+        "required": ["query"],
+    },
+)
+"""What chat models are offered for ``file_search``; implementations should keep it."""
+
+FUNCTIONS: dict[str, FunctionSpec] = {"code_interpreter": CODE_INTERPRETER, "file_search": FILE_SEARCH}
