@@ -51,12 +51,15 @@ $(SDK_1X)/.openai-$(OPENAI_1X): | $(BIN)/python
 	$(PIP) install --target $(SDK_1X) openai==$(OPENAI_1X) python-dotenv
 	touch $@
 
-# code_interpreter's sandbox: bubblewrap, and a font that draws Chinese in charts (Debian packages).
-# Installed only when missing, and only as root; elsewhere code_interpreter refuses with a clear error.
+# Debian packages, installed only when one is missing and only as root: bubblewrap and a font that
+# draws Chinese in charts for code_interpreter's sandbox; Chromium and a CJK font for the console's
+# browser tests. Elsewhere code_interpreter refuses with a clear error and the browser tests skip
+# (under CI=true they fail).
+SYSTEM_PACKAGES := bubblewrap fonts-wqy-microhei chromium fonts-noto-cjk
+
 system-packages:
-	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
-	    { ! command -v bwrap >/dev/null || [ ! -e /usr/share/fonts/truetype/wqy/wqy-microhei.ttc ]; }; then \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap fonts-wqy-microhei; \
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && ! dpkg -s $(SYSTEM_PACKAGES) >/dev/null 2>&1; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSTEM_PACKAGES); \
 	fi
 
 serve: $(VENV)/.runtime
@@ -88,4 +91,4 @@ bench: system-packages $(VENV)/.dev
 	$(BIN)/python -m bench.retrieval
 
 clean:
-	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) data test-artifacts .pytest_cache .mypy_cache .ruff_cache

@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
 
-from threadline import __version__, declarations
+from threadline import __version__, console, declarations
 from threadline.api import (
     assistants,
     errors,
@@ -109,4 +109,5 @@ def create_app(
     app.include_router(vector_stores.router, prefix="/v1", dependencies=authed)
     app.include_router(models.health)
     app.include_router(metrics.router)
+    app.include_router(console.router)
     return app
