@@ -128,3 +128,12 @@ def test_file_search_finds_the_right_file_and_the_model_sees_numbered_results(
     assert call.type == "file_search"
     results = call.file_search.results  # type: ignore[union-attr]
     assert results and results[0].file_name == "retirement.md"
+
+    # The model's citation is a file_citation annotation over the marker, as OpenAI's were.
+    answer = client.beta.threads.messages.list(thread_id=thread.id).data[0]
+    text = answer.content[0].text  # type: ignore[union-attr]
+    (citation,) = text.annotations
+    assert citation.type == "file_citation"
+    assert citation.text == "【0:0†retirement.md】"
+    assert text.value[citation.start_index : citation.end_index] == citation.text
+    assert citation.file_citation.file_id == results[0].file_id  # type: ignore[union-attr]

@@ -58,6 +58,7 @@ from threadline.providers.base import (
     ToolCallDelta,
     Usage,
 )
+from threadline.retrieval.citations import MARKER, Source, annotate
 from threadline.tools.base import (
     BuiltinDetails,
     CodeInterpreterDetails,
@@ -352,6 +353,36 @@ class RunLoop:
         await self._write(run, events, new_steps=[step], **changes)
         return step
 
+    async def _cited(self, run: Run, content: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """``content`` with the model's citations of file search results (``【search:result†file】``)
+        as ``file_citation`` annotations, as OpenAI's were; the searches are the run's, numbered in order."""
+        searches: dict[int, list[Source]] = {}
+        for step in await self.store.run_steps(run.id):
+            if not isinstance(step.step_details, ToolCalls):
+                continue
+            for call in step.step_details.calls:
+                if isinstance(call, BuiltinCall) and isinstance(call.details, FileSearchDetails):
+                    searches[len(searches)] = [
+                        Source(r.file_id, r.file_name, "") for r in call.details.results
+                    ]
+        cited = []
+        for part in content:
+            if part.get("type") == "text":
+                text = part["text"]["value"]
+                annotations = [
+                    {
+                        "type": "file_citation",
+                        "text": c.text,
+                        "start_index": c.start_index,
+                        "end_index": c.end_index,
+                        "file_citation": {"file_id": c.file_id},
+                    }
+                    for c in annotate(text, searches)
+                ]
+                part = {"type": "text", "text": {"value": text, "annotations": annotations}}
+            cited.append(part)
+        return cited
+
     def _complete_message(self, turn: _Turn) -> tuple[dict[str, Any], list[Event]]:
         assert turn.message is not None and turn.message_step is not None
         ts = now()
@@ -398,6 +429,9 @@ class RunLoop:
         turn.message_step.usage = self._step_usage(turn)
         changes, events = self._complete_message(turn)
         assert turn.message is not None and turn.message_step is not None
+        if MARKER.search(turn.text):
+            turn.message.content = await self._cited(run, turn.message.content)
+            events[0] = message_event(turn.message)
         if turn.finish in ("length", "content_filter"):
             # The answer was cut short: the message says so, never passing as complete.
             filtered = turn.finish == "content_filter"
