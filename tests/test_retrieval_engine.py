@@ -20,6 +20,7 @@ from tests.conftest import database_url
 from threadline.errors import FileContentError, InvalidRequestError, ServiceUnavailableError
 from threadline.providers.embeddings import E5Embedder, OpenAIEmbedder
 from threadline.providers.tokenizers import tiktoken_encoding
+from threadline.retrieval.chunking import ChunkingStrategy
 from threadline.retrieval.engine import RetrievalEngine
 from threadline.retrieval.ports import Embedder
 from threadline.retrieval.ranking import RankingOptions
@@ -92,8 +93,6 @@ def test_ingest_search_replace_and_delete(url: str, e5: E5Embedder) -> None:
 
 
 def test_a_long_file_becomes_overlapping_chunks(url: str, e5: E5Embedder) -> None:
-    from threadline.retrieval.chunking import ChunkingStrategy
-
     text = " ".join(f"Paragraph {i}: the warehouse in city {i} stores item {i * 7}." for i in range(60))
 
     async def body(engine: RetrievalEngine) -> None:
@@ -163,6 +162,25 @@ def test_another_process_writes_are_seen(url: str, e5: E5Embedder) -> None:
             assert files_of(await reader.search(["vs_shared"], "pandas"))[0] == "file-pandas"
             await writer.remove("vs_shared", "file-pandas")
             assert files_of(await reader.search(["vs_shared"], "pandas")) == ["file-tides"]
+
+    asyncio.run(main())
+
+
+def test_a_store_emptied_and_filled_again_is_not_mistaken_for_the_old_one(url: str, e5: E5Embedder) -> None:
+    async def main() -> None:
+        async with opened(url, e5) as reader, opened(url, e5) as writer:
+            await writer.ingest("vs_again", "file-tides", "tides.txt", TIDES.encode())
+            assert files_of(await reader.search(["vs_again"], "tides")) == ["file-tides"]
+            assert await writer.remove("vs_again") == 1
+            # One write, as before the removal, but of two chunks.
+            two = ChunkingStrategy(100, 0)
+            await writer.ingest(
+                "vs_again", "file-two", "two.txt", (INVOICES + " " + PANDAS * 5).encode(), two
+            )
+            assert [(h.file_id, h.ordinal) for h in await reader.search(["vs_again"], "invoices")] == [
+                ("file-two", 0),
+                ("file-two", 1),
+            ]
 
     asyncio.run(main())
 
