@@ -243,3 +243,14 @@ def test_an_unreachable_embeddings_server_is_a_clear_error() -> None:
             remote.embed_query("hello")
     finally:
         remote.close()
+
+
+def test_the_settings_choose_the_embedder(embeddings_server: str) -> None:
+    from threadline.config import Settings
+    from threadline.providers.embeddings import embedder_for
+
+    assert isinstance(embedder_for(Settings()), E5Embedder)
+    remote = embedder_for(Settings(embeddings_base_url=embeddings_server, embeddings_model="e5"))
+    assert isinstance(remote, OpenAIEmbedder) and remote.name == "e5"
+    assert remote.embed_query("hello").shape == (384,)
+    remote.close()
