@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: serve test lint typecheck bench clean llama doctor
+.PHONY: serve test lint typecheck bench clean llama doctor system-packages
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +51,14 @@ $(SDK_1X)/.openai-$(OPENAI_1X): | $(BIN)/python
 	$(PIP) install --target $(SDK_1X) openai==$(OPENAI_1X) python-dotenv
 	touch $@
 
+# code_interpreter's sandbox: bubblewrap, and a font that draws Chinese in charts (Debian packages).
+# Installed only when missing, and only as root; elsewhere code_interpreter refuses with a clear error.
+system-packages:
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	    { ! command -v bwrap >/dev/null || [ ! -e /usr/share/fonts/truetype/wqy/wqy-microhei.ttc ]; }; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap fonts-wqy-microhei; \
+	fi
+
 serve: $(VENV)/.runtime
 	$(BIN)/threadline serve
 
@@ -65,16 +73,18 @@ typecheck: $(VENV)/.dev
 	$(BIN)/mypy
 
 # The whole suite on SQLite, then again on PostgreSQL (127.0.0.1:5432; skipped outside CI if absent).
-test: lint typecheck $(SDK_1X)/.openai-$(OPENAI_1X)
+test: system-packages lint typecheck $(SDK_1X)/.openai-$(OPENAI_1X)
 	$(BIN)/pytest -q
 	THREADLINE_TEST_BACKEND=postgres $(BIN)/pytest -q
 
-bench: $(VENV)/.dev
+bench: system-packages $(VENV)/.dev
 	$(BIN)/python -m bench.runs
 	$(BIN)/python -m bench.context
 	$(BIN)/python -m bench.embedded
 	$(BIN)/python -m bench.scale
 	$(BIN)/python -m bench.streaming
+	$(BIN)/python -m bench.files
+	$(BIN)/python -m bench.sandbox
 	$(BIN)/python -m bench.retrieval
 
 clean:

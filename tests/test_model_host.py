@@ -146,6 +146,8 @@ def test_readyz_reports_the_model_and_the_start_up_check_ran(host_server: Thread
     wait_for(lambda: httpx.get(base + "/readyz").status_code == 200, timeout=60, what="the model to load")
     info = the_model(host_server).host.info
     assert info["n_ctx"] == 8192 and info["probe_seconds"] > 0
+    metrics = httpx.get(base + "/metrics").text
+    assert 'threadline_embedded_model_up{model="SmolLM2-135M-Instruct.Q4_1.gguf"} 1.0' in metrics
     assert "AVX512 = 1" not in info["system_info"] or os.environ.get("THREADLINE_NATIVE_BUILD")
 
 

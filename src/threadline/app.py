@@ -8,36 +8,62 @@ handing them back. Routes find what they need on ``app.state``.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
 
 from threadline import __version__, declarations
-from threadline.api import assistants, errors, messages, models, run_steps, runs, threads
-from threadline.api.deps import check_api_key, require_beta
+from threadline.api import (
+    assistants,
+    errors,
+    files,
+    messages,
+    metrics,
+    models,
+    projects,
+    run_steps,
+    runs,
+    threads,
+)
+from threadline.api.deps import authenticate, require_admin, require_beta
 from threadline.config import Settings
+from threadline.domain.files import too_large
 from threadline.providers.routing import RoutingTable
 from threadline.runtime import Runtime
+from threadline.workers.jobs import Handler
 from threadline.workers.worker import Worker
 
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 16 * 1024 * 1024
-"""Larger request bodies are refused with 413 before they are read."""
+"""Larger request bodies are refused with 413 before they are read (uploads have their own limit)."""
+MULTIPART_OVERHEAD = 64 * 1024
+"""Room an upload's body needs beyond the file itself: boundaries, headers, the other fields."""
 
 
-def create_app(settings: Settings, *, run_worker: bool = True, router: RoutingTable | None = None) -> FastAPI:
+def create_app(
+    settings: Settings,
+    *,
+    run_worker: bool = True,
+    router: RoutingTable | None = None,
+    job_handlers: Mapping[str, Handler] | None = None,
+) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime = await Runtime.open(settings, router, start_models=run_worker)
         if settings.assistants_file:
             applied = await declarations.apply(runtime.services, settings.assistants_file)
             log.info("applied %d assistant declarations from %s", len(applied), settings.assistants_file)
-        worker = Worker(settings, runtime.store, runtime.bus, runtime.router) if run_worker else None
+        worker = (
+            Worker(settings, runtime.store, runtime.bus, runtime.router, runtime.jobs, job_handlers)
+            if run_worker
+            else None
+        )
         app.state.settings = settings
         app.state.runtime = runtime
         app.state.services = runtime.services
+        app.state.files = runtime.files
         app.state.router = runtime.router
         app.state.worker = worker
         if worker is not None:
@@ -57,13 +83,17 @@ def create_app(settings: Settings, *, run_worker: bool = True, router: RoutingTa
         redoc_url=None,
     )
     errors.install(app)
-    app.add_middleware(errors.BodyLimit, limit=MAX_BODY_BYTES)
-    authed = [Depends(check_api_key)]
+    upload = (settings.file_max_bytes + MULTIPART_OVERHEAD, too_large(settings.file_max_bytes).message)
+    app.add_middleware(errors.BodyLimit, limit=MAX_BODY_BYTES, larger={("POST", "/v1/files"): upload})
+    authed = [Depends(authenticate)]
     beta = [*authed, Depends(require_beta)]
     # POST /threads/runs must be matched before POST /threads/{thread_id}.
     app.include_router(runs.router, prefix="/v1", dependencies=beta)
     for module in (assistants, threads, messages, run_steps):
         app.include_router(module.router, prefix="/v1", dependencies=beta)
     app.include_router(models.router, prefix="/v1", dependencies=authed)
+    app.include_router(projects.router, prefix="/v1", dependencies=[Depends(require_admin)])
+    app.include_router(files.router, prefix="/v1", dependencies=authed)
     app.include_router(models.health)
+    app.include_router(metrics.router)
     return app

@@ -52,6 +52,31 @@ def _check_declarations(settings: Settings) -> None:
         declarations.load(settings.assistants_file)
 
 
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+def _check_open_mode(settings: Settings) -> None:
+    """Refuse to serve without keys anywhere but loopback: anyone who can reach it could read everything."""
+    if settings.host in LOOPBACK or settings.api_key:
+        return
+
+    async def any_keys() -> bool:
+        from threadline.store import Database, SqlStore
+
+        db = Database(settings.effective_database_url, pool_size=1)
+        try:
+            return await SqlStore(db).any_api_keys()
+        finally:
+            await db.dispose()
+
+    if not asyncio.run(any_keys()):
+        sys.exit(
+            f"threadline: refusing to serve on {settings.host} without API keys: anyone who can reach it"
+            " could read every thread. Create a key (`threadline keys create --project proj_default`),"
+            " set THREADLINE_API_KEY, or listen on 127.0.0.1."
+        )
+
+
 def cmd_serve(settings: Settings, with_worker: bool) -> None:
     import uvicorn
 
@@ -59,6 +84,7 @@ def cmd_serve(settings: Settings, with_worker: bool) -> None:
 
     _check_declarations(settings)
     cmd_migrate(settings)
+    _check_open_mode(settings)
     app = create_app(settings, run_worker=with_worker)
     log.info("Threadline listening on http://%s:%d/v1", settings.host, settings.port)
     uvicorn.run(
@@ -86,7 +112,7 @@ async def _worker(settings: Settings) -> None:
     try:
         if settings.assistants_file:
             await declarations.apply(runtime.services, settings.assistants_file)
-        worker = Worker(settings, runtime.store, runtime.bus, runtime.router)
+        worker = Worker(settings, runtime.store, runtime.bus, runtime.router, runtime.jobs)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -115,6 +141,44 @@ def cmd_apply(settings: Settings, path: str) -> None:
             await runtime.aclose()
         for assistant in applied:
             print(f"{assistant.id}\t{assistant.model}\t{assistant.name or ''}")
+
+    cmd_migrate(settings)
+    asyncio.run(run())
+
+
+def cmd_projects(settings: Settings, args: argparse.Namespace) -> None:
+    """``projects create|list`` and ``keys create|list|revoke``: project and key management."""
+    from threadline.domain.projects import Projects
+    from threadline.store import Database, SqlStore
+
+    async def run() -> None:
+        db = Database(settings.effective_database_url, pool_size=1)
+        projects = Projects(SqlStore(db), legacy_key=settings.api_key)
+        try:
+            if args.command == "projects" and args.verb == "create":
+                project = await projects.create_project(args.name, args.thread_ttl_days)
+                print(f"{project.id}\t{project.name}")
+            elif args.command == "projects":
+                for project in await projects.list_projects():
+                    ttl = (
+                        ""
+                        if project.thread_ttl_days is None
+                        else f"\tthread TTL {project.thread_ttl_days:g} days"
+                    )
+                    print(f"{project.id}\t{project.name}{ttl}")
+            elif args.verb == "create":
+                key, secret = await projects.create_key(args.project, args.name)
+                print(f"{key.id}\t{secret}")
+                print("Keep the key now: it is not shown again.", file=sys.stderr)
+            elif args.verb == "list":
+                for key in await projects.list_keys(args.project):
+                    state = f"revoked {key.revoked_at}" if key.revoked_at else "active"
+                    print(f"{key.id}\t{key.prefix}…\t{key.name}\t{state}")
+            else:
+                await projects.revoke_key(args.key_id)
+                print(f"{args.key_id}\trevoked")
+        finally:
+            await db.dispose()
 
     cmd_migrate(settings)
     asyncio.run(run())
@@ -161,7 +225,21 @@ def cmd_doctor(settings: Settings) -> int:
         if id(provider) in local:
             continue
         print(f"upstream {getattr(provider, 'base_url', provider)}")
+    print(f"code_interpreter sandbox: {_sandbox_status(settings)}")
     return 1 if failed else 0
+
+
+def _sandbox_status(settings: Settings) -> str:
+    from threadline.errors import SandboxUnavailableError
+    from threadline.tools.sandbox.launcher import SandboxLimits, prepare
+
+    try:
+        launcher = prepare(SandboxLimits.from_settings(settings))
+    except SandboxUnavailableError as exc:
+        return f"refused: {exc.message}"
+    if launcher.cgroups is not None:
+        launcher.cgroups.remove()
+    return launcher.describe()
 
 
 async def _tokens_per_second(provider: LlamaCppProvider) -> float:
@@ -210,6 +288,25 @@ def parser() -> argparse.ArgumentParser:
     apply.add_argument("file")
     apply.add_argument("--database-url")
     sub.add_parser("doctor", help="check the CPU, the llama.cpp build and every embedded model")
+    projects = sub.add_parser("projects", help="manage projects")
+    project_verbs = projects.add_subparsers(dest="verb", required=True)
+    create_project = project_verbs.add_parser("create", help="create a project")
+    create_project.add_argument("name")
+    create_project.add_argument(
+        "--thread-ttl-days", type=float, help="delete threads idle this long (0: never)"
+    )
+    project_verbs.add_parser("list", help="list projects")
+    keys = sub.add_parser("keys", help="manage a project's API keys")
+    key_verbs = keys.add_subparsers(dest="verb", required=True)
+    create_key = key_verbs.add_parser("create", help="create a key (shown once)")
+    create_key.add_argument("--project", required=True)
+    create_key.add_argument("--name", default="")
+    list_keys = key_verbs.add_parser("list", help="list a project's keys")
+    list_keys.add_argument("--project", required=True)
+    revoke_key = key_verbs.add_parser("revoke", help="revoke a key at once")
+    revoke_key.add_argument("key_id")
+    for command in (projects, keys):
+        command.add_argument("--database-url")
     return top
 
 
@@ -231,10 +328,13 @@ def main(argv: Sequence[str] | None = None) -> None:
             cmd_apply(settings, args.file)
         elif args.command == "doctor":
             sys.exit(cmd_doctor(settings))
+        elif args.command in ("projects", "keys"):
+            cmd_projects(settings, args)
     except Exception as exc:  # a clear one-line message instead of a traceback for config errors
         from threadline.declarations import DeclarationError
+        from threadline.errors import ThreadlineError
 
-        if isinstance(exc, DeclarationError):
+        if isinstance(exc, DeclarationError | ThreadlineError):
             sys.exit(f"threadline: {exc}")
         raise
 

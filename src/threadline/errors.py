@@ -58,3 +58,23 @@ class ServiceUnavailableError(ThreadlineError):
     status = 503
     type = "server_error"
     code = "service_unavailable"
+
+
+class SandboxUnavailableError(ServiceUnavailableError):
+    """code_interpreter cannot run here: no working sandbox (code never runs unsandboxed)."""
+
+    code = "sandbox_unavailable"
+
+
+class SandboxBusyError(ServiceUnavailableError):
+    """Every kernel slot is running code; the call may be retried."""
+
+    code = "sandbox_busy"
+
+
+def describe_size(limit: int) -> str:
+    """A byte count as limits are spoken of in messages: ``16 MiB``, ``512 KiB``, ``1000 bytes``."""
+    for unit, factor in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if limit >= factor and limit % factor == 0:
+            return f"{limit // factor} {unit}"
+    return f"{limit} bytes"

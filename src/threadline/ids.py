@@ -8,7 +8,7 @@ from typing import Literal
 
 _ALPHABET = string.ascii_letters + string.digits
 
-Kind = Literal["assistant", "thread", "message", "run", "step", "call"]
+Kind = Literal["assistant", "thread", "message", "run", "step", "call", "file", "job", "project", "key"]
 
 _PREFIXES: dict[Kind, str] = {
     "assistant": "asst_",
@@ -17,7 +17,18 @@ _PREFIXES: dict[Kind, str] = {
     "run": "run_",
     "step": "step_",
     "call": "call_",
+    "file": "file-",  # OpenAI's file ids take a hyphen, not an underscore
+    "job": "job_",
+    "project": "proj_",
+    "key": "key_",
 }
+
+API_KEY_PREFIX = "tl-"
+"""Threadline's API keys look like ``tl-<48 random characters>``: recognisable in logs and scanners."""
+
+
+def new_api_key() -> str:
+    return API_KEY_PREFIX + "".join(secrets.choice(_ALPHABET) for _ in range(48))
 
 
 def new_id(kind: Kind) -> str:

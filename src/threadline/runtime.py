@@ -1,8 +1,9 @@
 """The running parts of one Threadline process, built from settings in one place.
 
 ``serve`` (the API app's lifespan), ``worker`` and ``assistants apply`` all open a ``Runtime``:
-the database and store, the event bus (PostgreSQL LISTEN/NOTIFY when the database is PostgreSQL,
-in-process otherwise), the model routing table and the services.
+the database and store, the blob store for files' bytes, the background job queue, the event bus
+(PostgreSQL LISTEN/NOTIFY when the database is PostgreSQL, in-process otherwise), the model
+routing table and the services.
 """
 
 from __future__ import annotations
@@ -16,10 +17,17 @@ from sqlalchemy.engine import make_url
 
 from threadline.config import Settings
 from threadline.domain.entities import Message, Run, RunStep, Thread
+from threadline.domain.files import FileService
+from threadline.domain.ports import BlobStore
+from threadline.domain.projects import Projects
 from threadline.domain.services import Services
 from threadline.events.bus import LocalBus
+from threadline.metrics import Metrics
 from threadline.providers.routing import RoutingTable, build_router
 from threadline.store import Database, SqlStore
+from threadline.store.blobs import open_blob_store
+from threadline.store.files import SqlFileStore
+from threadline.store.jobs import SqlJobQueue
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +40,11 @@ class Runtime:
     bus: LocalBus
     router: RoutingTable
     services: Services
+    metrics: Metrics
+    projects: Projects
+    files: FileService
+    blobs: BlobStore
+    jobs: SqlJobQueue
     model_start: asyncio.Task[list[str]] | None = None
     """Embedded models starting in the background (``/readyz`` says not ready meanwhile)."""
 
@@ -41,8 +54,10 @@ class Runtime:
     ) -> Runtime:
         """Open everything; with ``start_models``, embedded models load and run their start-up check
         in the background (processes that run the model: a worker, or ``serve`` with its worker)."""
+        blobs = open_blob_store(settings)  # first: a misconfigured store fails before anything opens
         db = Database(settings.effective_database_url, pool_size=settings.database_pool_size)
-        store = SqlStore(db)
+        metrics = Metrics()
+        store = SqlStore(db, on_run_moved=metrics.run_moved)
         bus: LocalBus
         if db.is_sqlite:
             bus = LocalBus()
@@ -55,8 +70,22 @@ class Runtime:
             bus = pg_bus
         routes = router or build_router(settings)
         log.info("models: %s", routes.describe())
-        services = Services(store, bus, routes, run_expiry_seconds=settings.run_expiry_seconds)
-        runtime = cls(settings, db, store, bus, routes, services)
+        files = FileService(SqlFileStore(db), blobs, max_bytes=settings.file_max_bytes)
+        services = Services(store, bus, routes, files, run_expiry_seconds=settings.run_expiry_seconds)
+        projects = Projects(store, legacy_key=settings.api_key)
+        runtime = cls(
+            settings,
+            db,
+            store,
+            bus,
+            routes,
+            services,
+            metrics,
+            projects,
+            files,
+            blobs,
+            SqlJobQueue(db, max_attempts=settings.job_max_attempts),
+        )
         if start_models and routes.local_models():
             runtime.model_start = asyncio.create_task(routes.start_local_models())
         return runtime
@@ -65,6 +94,7 @@ class Runtime:
         if self.model_start is not None:
             self.model_start.cancel()
             await asyncio.gather(self.model_start, return_exceptions=True)
+        await self.blobs.aclose()
         await self.bus.aclose()
         await self.router.aclose()
         await self.db.dispose()

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hmac
 from typing import Annotated, Literal
 
 from fastapi import Depends, Query, Request
 
 from threadline.domain.entities import ListQuery
+from threadline.domain.projects import Projects
 from threadline.domain.services import Services
 from threadline.errors import AuthenticationError, InvalidRequestError, MissingBetaHeaderError
 
@@ -14,17 +16,28 @@ RUN_STEP_INCLUDES = ("step_details.tool_calls[*].file_search.results[*].content"
 
 
 async def services(request: Request) -> Services:
+    """The services, seeing only the project the request's key opened (see :func:`authenticate`)."""
     svc: Services = request.app.state.services
-    return svc
+    return svc.for_project(request.state.project_id)
 
 
-async def check_api_key(request: Request) -> None:
-    expected: str = request.app.state.settings.api_key
-    if not expected:
-        return
+def bearer(request: Request) -> str:
     header = request.headers.get("authorization", "")
-    if header != f"Bearer {expected}":
-        raise AuthenticationError("Incorrect API key provided.")
+    return header[7:].strip() if header[:7].lower() == "bearer " else ""
+
+
+async def authenticate(request: Request) -> None:
+    """Find the project the request's key opens (401 when it opens none)."""
+    projects: Projects = request.app.state.runtime.projects
+    request.state.project_id = await projects.project_for(bearer(request))
+
+
+async def require_admin(request: Request) -> None:
+    expected: str = request.app.state.settings.admin_key
+    if not expected:
+        raise AuthenticationError("The admin API is off: set THREADLINE_ADMIN_KEY to use it.")
+    if not hmac.compare_digest(bearer(request), expected):
+        raise AuthenticationError("Incorrect admin key provided.")
 
 
 async def require_beta(request: Request) -> None:
@@ -35,11 +48,15 @@ async def require_beta(request: Request) -> None:
         )
 
 
+Cursor = Annotated[str | None, Query(max_length=128, pattern=r"^[^\x00]*$")]
+"""A list cursor (an object id). No NUL characters: PostgreSQL cannot compare text holding one."""
+
+
 async def list_query(
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     order: Literal["asc", "desc"] = "desc",
-    after: Annotated[str | None, Query(max_length=128)] = None,
-    before: Annotated[str | None, Query(max_length=128)] = None,
+    after: Cursor = None,
+    before: Cursor = None,
 ) -> ListQuery:
     return ListQuery(limit=limit, order=order, after=after, before=before)
 

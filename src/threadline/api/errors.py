@@ -7,6 +7,7 @@ in this one shape, so the SDK raises the right exception class with the right me
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -15,7 +16,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from threadline.errors import PayloadTooLargeError, ThreadlineError
+from threadline.errors import PayloadTooLargeError, ThreadlineError, describe_size
 
 log = logging.getLogger(__name__)
 
@@ -117,20 +118,25 @@ def validation_error(errors: list[dict[str, Any]], body: Any) -> tuple[str, str 
 
 class BodyLimit:
     """Refuses request bodies larger than ``limit`` bytes with a 413 in OpenAI's envelope: at once
-    when the declared length says so, or as soon as a body sent without one grows past it."""
+    when the declared length says so, or as soon as a body sent without one grows past it.
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    ``larger`` gives some routes a limit and message of their own (uploads)."""
+
+    def __init__(
+        self, app: ASGIApp, limit: int, larger: Mapping[tuple[str, str], tuple[int, str]] | None = None
+    ) -> None:
         self.app = app
-        self.limit = limit
-        self.message = f"The request body is larger than the {limit // (1024 * 1024)} MiB allowed."
+        self.default = (limit, f"The request body is larger than the {describe_size(limit)} allowed.")
+        self.larger = dict(larger or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit, refusal = self.larger.get((scope["method"], scope["path"]), self.default)
         length = dict(scope["headers"]).get(b"content-length")
-        if length is not None and (not length.isdigit() or int(length) > self.limit):
-            await envelope(413, self.message, "invalid_request_error")(scope, receive, send)
+        if length is not None and (not length.isdigit() or int(length) > limit):
+            await envelope(413, refusal, "invalid_request_error")(scope, receive, send)
             return
         seen = 0
         too_large = False
@@ -139,9 +145,9 @@ class BodyLimit:
             nonlocal seen, too_large
             message = await receive()
             seen += len(message.get("body", b""))
-            if seen > self.limit:
+            if seen > limit:
                 too_large = True
-                raise PayloadTooLargeError(self.message)
+                raise PayloadTooLargeError(refusal)
             return message
 
         async def answer(message: Message) -> None:
@@ -150,7 +156,7 @@ class BodyLimit:
             if not too_large:
                 await send(message)
             elif message["type"] == "http.response.start":
-                await envelope(413, self.message, "invalid_request_error")(scope, receive, send)
+                await envelope(413, refusal, "invalid_request_error")(scope, receive, send)
 
         await self.app(scope, counted, answer)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from threadline.domain.entities import Assistant, Message, Page, Run, RunStep, Thread
+from threadline.domain.entities import Assistant, File, Message, Page, Run, RunStep, RunTransition, Thread
 
 T = TypeVar("T")
 Obj = dict[str, Any]
@@ -40,6 +40,7 @@ def thread_object(t: Thread) -> Obj:
         "created_at": t.created_at,
         "metadata": t.metadata,
         "tool_resources": t.tool_resources or {},
+        "last_active_at": t.last_active_at,
     }
 
 
@@ -112,6 +113,32 @@ def step_object(s: RunStep) -> Obj:
         "step_details": s.step_details,
         "usage": s.usage,
         "metadata": s.metadata,
+    }
+
+
+def transition_object(thread_id: str, tr: RunTransition) -> Obj:
+    return {
+        "object": "thread.run.transition",
+        "run_id": tr.run_id,
+        "thread_id": thread_id,
+        "status": tr.to_status.value,
+        "at": round(tr.at, 3),
+        "cause": tr.cause,
+        "worker_id": tr.worker_id,
+    }
+
+
+def file_object(f: File) -> Obj:
+    return {
+        "id": f.id,
+        "object": "file",
+        "bytes": f.bytes,
+        "created_at": f.created_at,
+        "expires_at": f.expires_at,
+        "filename": f.filename,
+        "purpose": f.purpose,
+        "status": f.status,
+        "status_details": f.status_details,
     }
 
 

@@ -16,7 +16,7 @@ from fastapi.responses import StreamingResponse
 
 from threadline.api import sse
 from threadline.api.deps import Paging, Svc, include_query
-from threadline.api.objects import list_object, run_object
+from threadline.api.objects import list_object, run_object, transition_object
 from threadline.api.schemas import (
     CreateRunRequest,
     CreateThreadAndRunRequest,
@@ -101,6 +101,13 @@ async def get_run(
 @router.post("/threads/{thread_id}/runs/{run_id}")
 async def modify_run(thread_id: str, run_id: str, body: ModifyRunRequest, svc: Svc) -> dict[str, Any]:
     return run_object(await svc.modify_run(thread_id, run_id, body.metadata or {}))
+
+
+@router.get("/threads/{thread_id}/runs/{run_id}/transitions")
+async def list_run_transitions(thread_id: str, run_id: str, svc: Svc) -> dict[str, Any]:
+    """A Threadline extension: every status change of the run, oldest first, with when and why."""
+    transitions = await svc.list_run_transitions(thread_id, run_id)
+    return {"object": "list", "data": [transition_object(thread_id, tr) for tr in transitions]}
 
 
 @router.post("/threads/{thread_id}/runs/{run_id}/cancel")

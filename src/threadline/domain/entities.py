@@ -11,6 +11,32 @@ JSON = Any
 Metadata = dict[str, str]
 
 
+DEFAULT_PROJECT = "proj_default"
+"""The project of open mode and of ``THREADLINE_API_KEY``; objects from before projects belong to it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Project:
+    id: str
+    name: str
+    created_at: int
+    thread_ttl_days: float | None = None
+    """Overrides ``THREADLINE_THREAD_TTL_DAYS`` for this project's threads (0: never delete)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    """A project's API key. Only a hash of the secret is kept; the secret is shown once, at creation."""
+
+    id: str
+    project_id: str
+    name: str
+    prefix: str
+    """The secret's first characters, to recognise it in a list."""
+    created_at: int
+    revoked_at: int | None = None
+
+
 @dataclass(slots=True)
 class Assistant:
     id: str
@@ -26,6 +52,7 @@ class Assistant:
     top_p: float | None = None
     response_format: JSON = "auto"
     reasoning_effort: str | None = None
+    project_id: str = DEFAULT_PROJECT
 
 
 @dataclass(slots=True)
@@ -34,6 +61,9 @@ class Thread:
     created_at: int
     metadata: Metadata = field(default_factory=dict)
     tool_resources: dict[str, Any] | None = None
+    last_active_at: int | None = None
+    """When a message or a run last touched the thread (a Threadline extension field)."""
+    project_id: str = DEFAULT_PROJECT
 
 
 MessageStatus = Literal["in_progress", "incomplete", "completed"]
@@ -123,6 +153,18 @@ class RunStep:
     """Which model call of the run wrote this step; makes a retried turn's writes idempotent."""
 
 
+@dataclass(frozen=True, slots=True)
+class RunTransition:
+    """One status change of a run, kept for operators and the console (a Threadline extension)."""
+
+    run_id: str
+    to_status: RunStatus
+    at: float
+    """When it happened, in seconds since the epoch (fractions kept: runs change fast)."""
+    cause: str
+    worker_id: str | None = None
+
+
 @dataclass(slots=True)
 class Summary:
     """What a thread said before the messages a prompt still has room for, written by the model."""
@@ -132,6 +174,45 @@ class Summary:
     last_message_id: str
     """The newest message the summary covers; later ones are not in it."""
     updated_at: int
+
+
+@dataclass(slots=True)
+class File:
+    """An uploaded file: its description here, its bytes in the blob store under ``id``."""
+
+    id: str
+    created_at: int
+    bytes: int
+    filename: str
+    purpose: str
+    content_type: str
+    expires_at: int | None = None
+    status: Literal["uploaded", "processed", "error"] = "processed"
+    status_details: str | None = None
+    project_id: str = DEFAULT_PROJECT
+
+
+JobStatus = Literal["queued", "running", "succeeded", "failed"]
+
+
+@dataclass(slots=True)
+class Job:
+    """A unit of background work (file ingestion, clean-ups), run by a worker's handler for ``kind``."""
+
+    id: str
+    kind: str
+    payload: dict[str, Any]
+    created_at: float
+    status: JobStatus = "queued"
+    attempts: int = 0
+    """How many times a worker has started it."""
+    max_attempts: int = 5
+    run_after: float = 0.0
+    """Not claimed before this time (a retry's backoff)."""
+    worker_id: str | None = None
+    lease_expires_at: float | None = None
+    last_error: str | None = None
+    finished_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,17 +1,33 @@
-"""What the domain needs from the outside world, as protocols: the store and the event bus.
+"""What the domain needs from the outside world, as protocols: the stores, the blob store, the job
+queue and the event bus.
 
-``threadline.store.Store`` and the buses in ``threadline.events`` implement these; the domain only
-sees the protocols, so it never imports SQLAlchemy or a transport.
+``threadline.store`` (``SqlStore``, ``SqlFileStore``, ``SqlJobQueue``, the blob stores) and the
+buses in ``threadline.events`` implement these; the domain only sees the protocols, so it never
+imports SQLAlchemy, a cloud SDK or a transport.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Collection, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
-from threadline.domain.entities import Assistant, ListQuery, Message, Page, Run, RunStep, Summary, Thread
+from threadline.domain.entities import (
+    ApiKey,
+    Assistant,
+    File,
+    Job,
+    ListQuery,
+    Message,
+    Page,
+    Project,
+    Run,
+    RunStep,
+    RunTransition,
+    Summary,
+    Thread,
+)
 from threadline.domain.run_states import RunStatus
 from threadline.events.types import Event
 
@@ -49,10 +65,12 @@ class Store(Protocol):
     # assistants
     async def insert_assistant(self, assistant: Assistant) -> None: ...
     async def upsert_assistant(self, assistant: Assistant) -> None: ...
-    async def get_assistant(self, assistant_id: str) -> Assistant | None: ...
-    async def list_assistants(self, query: ListQuery) -> Page[Assistant]: ...
+    async def get_assistant(self, assistant_id: str, project_id: str | None = None) -> Assistant | None:
+        """The assistant, if it is in ``project_id`` (``None``: in any project, for the run engine)."""
+
+    async def list_assistants(self, query: ListQuery, project_id: str) -> Page[Assistant]: ...
     async def update_assistant(self, assistant: Assistant) -> None: ...
-    async def delete_assistant(self, assistant_id: str) -> bool: ...
+    async def delete_assistant(self, assistant_id: str, project_id: str) -> bool: ...
 
     # threads and messages
     async def insert_thread(
@@ -60,10 +78,26 @@ class Store(Protocol):
     ) -> None:
         """Save a new thread with its messages and, for create-and-run, its first run (which holds its lock)."""
 
-    async def get_thread(self, thread_id: str) -> Thread | None: ...
-    async def list_threads(self, query: ListQuery, metadata: dict[str, str]) -> Page[Thread]: ...
+    async def get_thread(self, thread_id: str, project_id: str | None = None) -> Thread | None:
+        """The thread, if it is in ``project_id`` (``None``: in any project, for the run engine)."""
+
+    async def list_threads(
+        self, query: ListQuery, metadata: dict[str, str], project_id: str
+    ) -> Page[Thread]: ...
     async def update_thread(self, thread: Thread) -> None: ...
-    async def delete_thread(self, thread_id: str) -> bool: ...
+    async def delete_thread(self, thread_id: str, project_id: str) -> bool: ...
+    async def delete_stale_threads(
+        self, project_id: str, inactive_since: int, limit: int
+    ) -> dict[str, int]: ...
+
+    # projects and API keys
+    async def insert_project(self, project: Project) -> None: ...
+    async def list_projects(self) -> list[Project]: ...
+    async def insert_api_key(self, key: ApiKey, secret_hash: str) -> None: ...
+    async def list_api_keys(self, project_id: str) -> list[ApiKey]: ...
+    async def revoke_api_key(self, key_id: str, project_id: str | None, at: int) -> bool: ...
+    async def project_of_key(self, secret_hash: str) -> str | None: ...
+    async def any_api_keys(self) -> bool: ...
     async def insert_message(self, message: Message) -> None:
         """Add a message unless the thread is locked (raises :class:`ThreadLockedError`)."""
 
@@ -109,6 +143,11 @@ class Store(Protocol):
     async def run_steps(self, run_id: str) -> list[RunStep]:
         """All steps of a run, oldest first."""
 
+    async def run_transitions(self, run_id: str) -> list[RunTransition]:
+        """A run's status changes, oldest first."""
+
+    async def run_census(self, now: float) -> tuple[dict[str, int], int]: ...
+
     async def messages_by_id(self, message_ids: Sequence[str]) -> list[Message]: ...
 
 
@@ -126,3 +165,75 @@ class Bus(Protocol):
     def subscribe(self, topic: str) -> Subscription: ...
     async def notify_work(self) -> None: ...
     async def wait_for_work(self, timeout: float) -> None: ...
+
+
+class BlobNotFoundError(Exception):
+    """The blob store has nothing under this key."""
+
+
+class BlobStore(Protocol):
+    """Where files' bytes live: a local directory, or an S3-compatible bucket shared by many hosts.
+
+    Bytes are streamed in and out in chunks; no file is ever held whole in memory.
+    """
+
+    async def put(self, key: str, chunks: AsyncIterable[bytes]) -> int:
+        """Store the chunks under ``key``; returns how many bytes. If reading the chunks raises,
+        nothing is left under ``key`` and the error propagates."""
+
+    async def get(self, key: str) -> AsyncIterator[bytes]:
+        """The bytes under ``key`` as chunks; raises :class:`BlobNotFoundError` before the first."""
+
+    async def delete(self, key: str) -> None:
+        """Remove ``key``; no error if it is already gone."""
+
+    async def exists(self, key: str) -> bool: ...
+    async def aclose(self) -> None: ...
+
+
+class FileRepository(Protocol):
+    async def insert_file(self, file: File) -> None: ...
+    async def get_file(self, file_id: str, project_id: str) -> File | None: ...
+    async def list_files(self, query: ListQuery, purpose: str | None, project_id: str) -> Page[File]: ...
+    async def existing_file_ids(self, file_ids: Collection[str], project_id: str) -> set[str]: ...
+    async def delete_file(self, file_id: str, project_id: str) -> bool:
+        """Delete the file's row and every reference to it in tool resources, in one transaction."""
+
+
+class JobQueue(Protocol):
+    """The durable background job queue, on the same database as everything else."""
+
+    async def enqueue(
+        self,
+        kind: str,
+        payload: dict[str, Any],
+        *,
+        max_attempts: int | None = None,
+        run_after: float | None = None,
+    ) -> Job:
+        """Queue a job, due at ``run_after`` (now by default), tried up to ``max_attempts`` times
+        (``THREADLINE_JOB_MAX_ATTEMPTS`` by default)."""
+
+    async def get_job(self, job_id: str) -> Job | None: ...
+    async def claim_jobs(
+        self, worker_id: str, kinds: Collection[str], now: float, lease_seconds: float, limit: int
+    ) -> list[Job]:
+        """Atomically take up to ``limit`` due queued jobs of these kinds, oldest first."""
+
+    async def renew_job_leases(self, worker_id: str, job_ids: Sequence[str], until: float) -> list[str]:
+        """Extend this worker's leases; returns the ids it still holds."""
+
+    async def finish_job(self, job_id: str, worker_id: str, now: float) -> bool:
+        """Mark a job this worker holds succeeded; ``False`` if it is no longer ours."""
+
+    async def fail_job(self, job_id: str, worker_id: str, error: str, retry_at: float | None) -> bool:
+        """Record a failed attempt: queued again from ``retry_at``, or failed for good when ``None``."""
+
+    async def release_job(self, job_id: str, worker_id: str, now: float) -> bool:
+        """Hand a job back to the queue at shutdown, its attempt not counted."""
+
+    async def reap_jobs(self, now: float) -> int:
+        """Take back jobs whose worker's lease lapsed: queued again, or failed when out of attempts."""
+
+    async def purge_jobs(self, finished_before: float) -> int:
+        """Forget succeeded and failed jobs that finished before this time."""

@@ -47,3 +47,25 @@ WAITING: frozenset[RunStatus] = TERMINAL | {R}
 
 def can_move(src: RunStatus, target: RunStatus) -> bool:
     return target in TRANSITIONS.get(src, frozenset())
+
+
+def cause_of(status: RunStatus, expect: frozenset[RunStatus], detail: str | None) -> str:
+    """Why a run moved to ``status``, in words, for its history. ``expect`` holds the statuses it could
+    have left; ``detail`` is the run's error or incomplete reason, when it has one."""
+    if status is RunStatus.QUEUED:
+        if expect == frozenset({RunStatus.REQUIRES_ACTION}):
+            return "tool outputs submitted"
+        return "handed back by its worker" if RunStatus.IN_PROGRESS in expect else "created"
+    if status is RunStatus.IN_PROGRESS:
+        return "claimed by a worker"
+    if status is RunStatus.REQUIRES_ACTION:
+        return f"waiting for tool outputs: {detail}" if detail else "waiting for tool outputs"
+    if status is RunStatus.CANCELLING:
+        return "cancel requested"
+    if status is RunStatus.CANCELLED:
+        return "cancelled"
+    if status is RunStatus.EXPIRED:
+        return "expires_at passed"
+    if status is RunStatus.COMPLETED:
+        return "answered"
+    return f"{status.value}: {detail}" if detail else status.value

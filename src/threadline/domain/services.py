@@ -6,12 +6,24 @@ lock, run set-up, cancellation, tool outputs — happens here.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from threadline.domain.entities import Assistant, ListQuery, Message, Page, Run, RunStep, Thread
+from threadline.domain.entities import (
+    DEFAULT_PROJECT,
+    Assistant,
+    ListQuery,
+    Message,
+    Page,
+    Run,
+    RunStep,
+    RunTransition,
+    Thread,
+)
+from threadline.domain.files import FileService, attached_code_files, referenced_files, with_code_files
 from threadline.domain.lifecycle import (
     end_run,
     moved,
@@ -59,15 +71,27 @@ class Services:
         store: Store,
         bus: Bus,
         models: ModelCatalog,
+        files: FileService,
         *,
         run_expiry_seconds: int = 600,
         clock: Callable[[], int] = now,
+        project_id: str = DEFAULT_PROJECT,
     ) -> None:
         self.store = store
         self.bus = bus
         self.models = models
+        self.files = files
         self.run_expiry_seconds = run_expiry_seconds
         self.clock = clock
+        self.project_id = project_id
+        """Every object these services create, find, list or delete is in this project."""
+
+    def for_project(self, project_id: str) -> Services:
+        """The same services, seeing only ``project_id``'s objects (one per request: cheap)."""
+        scoped = copy.copy(self)
+        scoped.project_id = project_id
+        scoped.files = self.files.for_project(project_id)
+        return scoped
 
     def _check_model(self, model: str, param: str = "model") -> None:
         if not self.models.routes(model):
@@ -78,39 +102,50 @@ class Services:
                 code="model_not_found",
             )
 
+    async def _check_files(self, fields: dict[str, Any]) -> None:
+        """Refuse a request whose attachments, ``image_file`` parts or tool resources name unknown files."""
+        await self.files.check_references(referenced_files(fields))
+
     # --- assistants ------------------------------------------------------------------------
 
     async def create_assistant(self, fields: dict[str, Any], assistant_id: str | None = None) -> Assistant:
         self._check_model(fields["model"])
-        assistant = Assistant(id=assistant_id or new_id("assistant"), created_at=self.clock(), **fields)
+        await self._check_files(fields)
+        assistant = Assistant(
+            id=assistant_id or new_id("assistant"),
+            created_at=self.clock(),
+            project_id=self.project_id,
+            **fields,
+        )
         await self.store.insert_assistant(assistant)
         return assistant
 
     async def apply_assistant(self, assistant_id: str, fields: dict[str, Any]) -> Assistant:
         """Create or update the assistant with this id (declarations); safe to run concurrently."""
-        assistant = Assistant(id=assistant_id, created_at=self.clock(), **fields)
+        assistant = Assistant(id=assistant_id, created_at=self.clock(), project_id=self.project_id, **fields)
         await self.store.upsert_assistant(assistant)
         return await self.get_assistant(assistant_id)
 
     async def get_assistant(self, assistant_id: str) -> Assistant:
-        assistant = await self.store.get_assistant(assistant_id)
+        assistant = await self.store.get_assistant(assistant_id, self.project_id)
         if assistant is None:
             raise _not_found("assistant", assistant_id)
         return assistant
 
     async def list_assistants(self, query: ListQuery) -> Page[Assistant]:
-        return await self.store.list_assistants(query)
+        return await self.store.list_assistants(query, self.project_id)
 
     async def modify_assistant(self, assistant_id: str, fields: dict[str, Any]) -> Assistant:
         assistant = await self.get_assistant(assistant_id)
         if "model" in fields:
             self._check_model(fields["model"])
+        await self._check_files(fields)
         assistant = dataclasses.replace(assistant, **fields)
         await self.store.update_assistant(assistant)
         return assistant
 
     async def delete_assistant(self, assistant_id: str) -> None:
-        if not await self.store.delete_assistant(assistant_id):
+        if not await self.store.delete_assistant(assistant_id, self.project_id):
             raise _not_found("assistant", assistant_id)
 
     # --- threads ---------------------------------------------------------------------------
@@ -133,38 +168,48 @@ class Services:
             created_at=self.clock(),
             metadata=fields.get("metadata") or {},
             tool_resources=fields.get("tool_resources"),
+            project_id=self.project_id,
         )
+        thread.last_active_at = thread.created_at
         messages = [self._new_message(thread.id, m, thread.created_at) for m in fields.get("messages") or []]
+        # Files its messages attach for code_interpreter join the thread's resources (as the store
+        # does for messages added later), so the thread comes back as it was saved.
+        joined = with_code_files(thread.tool_resources, attached_code_files(messages))
+        if joined is not None:
+            thread.tool_resources = joined
         return thread, messages
 
     async def create_thread(self, fields: dict[str, Any]) -> Thread:
+        await self._check_files(fields)
         thread, messages = self._new_thread(fields)
         await self.store.insert_thread(thread, messages)
         return thread
 
     async def get_thread(self, thread_id: str) -> Thread:
-        thread = await self.store.get_thread(thread_id)
+        thread = await self.store.get_thread(thread_id, self.project_id)
         if thread is None:
             raise _not_found("thread", thread_id)
         return thread
 
     async def list_threads(self, query: ListQuery, metadata: dict[str, str]) -> Page[Thread]:
-        return await self.store.list_threads(query, metadata)
+        return await self.store.list_threads(query, metadata, self.project_id)
 
     async def modify_thread(self, thread_id: str, fields: dict[str, Any]) -> Thread:
         thread = await self.get_thread(thread_id)
+        await self._check_files(fields)
         thread = dataclasses.replace(thread, **fields)
         await self.store.update_thread(thread)
         return thread
 
     async def delete_thread(self, thread_id: str) -> None:
-        if not await self.store.delete_thread(thread_id):
+        if not await self.store.delete_thread(thread_id, self.project_id):
             raise _not_found("thread", thread_id)
 
     # --- messages --------------------------------------------------------------------------
 
     async def create_message(self, thread_id: str, fields: dict[str, Any]) -> Message:
         await self.get_thread(thread_id)
+        await self._check_files(fields)
         message = self._new_message(thread_id, fields)
         try:
             await self.store.insert_message(message)
@@ -175,9 +220,9 @@ class Services:
         return message
 
     async def get_message(self, thread_id: str, message_id: str) -> Message:
+        await self.get_thread(thread_id)
         message = await self.store.get_message(thread_id, message_id)
         if message is None:
-            await self.get_thread(thread_id)
             raise _not_found("message", message_id)
         return message
 
@@ -192,8 +237,8 @@ class Services:
         return message
 
     async def delete_message(self, thread_id: str, message_id: str) -> None:
+        await self.get_thread(thread_id)
         if not await self.store.delete_message(thread_id, message_id):
-            await self.get_thread(thread_id)
             raise _not_found("message", message_id)
 
     # --- runs ------------------------------------------------------------------------------
@@ -202,6 +247,7 @@ class Services:
         """Queue a run. Stream followers subscribe to ``run_id`` before calling, to miss nothing."""
         assistant = await self.get_assistant(fields["assistant_id"])
         await self.get_thread(thread_id)
+        await self._check_files(fields)
         run, messages = self._new_run(thread_id, assistant, fields, run_id)
         try:
             await self.store.insert_run(run, messages)
@@ -216,6 +262,7 @@ class Services:
         self, fields: dict[str, Any], run_id: str | None = None
     ) -> tuple[Thread, Run]:
         assistant = await self.get_assistant(fields["assistant_id"])
+        await self._check_files(fields)
         thread_fields = dict(fields.get("thread") or {})
         if fields.get("tool_resources") is not None:
             thread_fields["tool_resources"] = fields["tool_resources"]
@@ -278,9 +325,9 @@ class Services:
         await self.bus.notify_work()
 
     async def get_run(self, thread_id: str, run_id: str) -> Run:
+        await self.get_thread(thread_id)
         run = await self.store.get_run(thread_id, run_id)
         if run is None:
-            await self.get_thread(thread_id)
             raise _not_found("run", run_id)
         return run
 
@@ -345,10 +392,14 @@ class Services:
 
     # --- run steps -------------------------------------------------------------------------
 
+    async def list_run_transitions(self, thread_id: str, run_id: str) -> list[RunTransition]:
+        await self.get_run(thread_id, run_id)
+        return await self.store.run_transitions(run_id)
+
     async def get_run_step(self, thread_id: str, run_id: str, step_id: str) -> RunStep:
+        await self.get_run(thread_id, run_id)
         step = await self.store.get_step(thread_id, run_id, step_id)
         if step is None:
-            await self.get_run(thread_id, run_id)
             raise _not_found("run step", step_id)
         return step
 

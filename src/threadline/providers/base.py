@@ -98,6 +98,10 @@ class LocalModel(Protocol):
     """A provider that runs its model itself (an embedded GGUF): it knows the model's tokenizer and
     context size, and is started, with a start-up check, before a process reports ready."""
 
+    @property
+    def name(self) -> str:
+        """The model's file name, for logs and metrics."""
+
     async def start(self) -> None: ...
 
     async def count_tokens(self, texts: list[str]) -> list[int]: ...

@@ -48,6 +48,10 @@ class LlamaCppProvider:
             model_path, n_threads=self.n_threads, stall_seconds=stall_seconds, repeat_penalty=repeat_penalty
         )
 
+    @property
+    def name(self) -> str:
+        return self.host.name
+
     async def start(self) -> None:
         await self.host.start()
 

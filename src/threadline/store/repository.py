@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import time
 import zlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, TypeVar
 
 from sqlalchemy import (
@@ -29,10 +30,24 @@ from sqlalchemy import (
     update,
 )
 
-from threadline.domain.entities import Assistant, ListQuery, Message, Page, Run, RunStep, Summary, Thread
+from threadline.domain.entities import (
+    ApiKey,
+    Assistant,
+    ListQuery,
+    Message,
+    Page,
+    Project,
+    Run,
+    RunStep,
+    RunTransition,
+    Summary,
+    Thread,
+)
+from threadline.domain.files import attached_code_files, with_code_files
 from threadline.domain.ports import Change, ThreadLockedError
-from threadline.domain.run_states import ACTIVE, RunStatus
+from threadline.domain.run_states import ACTIVE, RunStatus, cause_of
 from threadline.store import tables as t
+from threadline.store.claims import claim_statement, renew_statement
 from threadline.store.database import Database
 
 E = TypeVar("E", Assistant, Thread, Message, Run, RunStep)
@@ -101,17 +116,42 @@ _UPDATE_MESSAGE = update(t.messages).where(t.messages.c.id == bindparam("b_id"))
 _RELEASE_THREAD = (
     update(t.threads)
     .where(t.threads.c.id == bindparam("b_thread"), t.threads.c.active_run_id == bindparam("b_run"))
-    .values(active_run_id=None)
+    .values(active_run_id=None, last_active_at=bindparam("b_now"))
 )
 _LOCK_THREAD = (
     update(t.threads)
     .where(t.threads.c.id == bindparam("b_thread"), t.threads.c.active_run_id.is_(None))
-    .values(active_run_id=bindparam("b_run"))
+    .values(active_run_id=bindparam("b_run"), last_active_at=bindparam("b_now"))
 )
-_INSERT = {table.name: insert(table) for table in (t.assistants, t.threads, t.messages, t.runs, t.run_steps)}
+_TOUCH_THREAD = (
+    update(t.threads).where(t.threads.c.id == bindparam("b_thread")).values(last_active_at=bindparam("b_now"))
+)
+_INSERT = {
+    table.name: insert(table)
+    for table in (t.assistants, t.threads, t.messages, t.runs, t.run_steps, t.run_transitions)
+}
 
 
-def _page_query(
+def _transition(run: Run, expect: frozenset[RunStatus], at: float) -> dict[str, Any]:
+    """The history row for ``run`` having just moved to its current status."""
+    detail = None
+    if run.status is RunStatus.REQUIRES_ACTION and run.required_action:
+        calls = run.required_action.get("submit_tool_outputs", {}).get("tool_calls", [])
+        detail = ", ".join(str(c.get("function", {}).get("name")) for c in calls) or None
+    elif run.last_error:
+        detail = f"{run.last_error.get('code')}: {run.last_error.get('message')}"
+    elif run.incomplete_details:
+        detail = str(run.incomplete_details.get("reason"))
+    return {
+        "run_id": run.id,
+        "to_status": run.status.value,
+        "at": at,
+        "cause": cause_of(run.status, expect, detail),
+        "worker_id": run.worker_id if run.status is RunStatus.IN_PROGRESS else None,
+    }
+
+
+def page_query(
     conn: Connection, table: Table, query: ListQuery, where: list[Any]
 ) -> tuple[Select[Any], bool]:
     """The rows between the cursors, one more than the limit (to tell ``has_more``).
@@ -138,15 +178,61 @@ def _page_query(
     return select(table).where(*conditions).order_by(order).limit(query.limit + 1), flipped
 
 
+def _join_attachments(conn: Connection, thread_id: str, messages: Sequence[Message]) -> None:
+    """Add the files ``messages`` attach for ``code_interpreter`` to their thread's tool resources.
+
+    Called after the thread row was written or locked in this transaction, so no concurrent writer
+    can lose an id between the read and the update.
+    """
+    file_ids = attached_code_files(messages)
+    if not file_ids:
+        return
+    current = conn.execute(select(t.threads.c.tool_resources).where(t.threads.c.id == thread_id)).scalar()
+    resources = with_code_files(current, file_ids)
+    if resources is not None:
+        conn.execute(update(t.threads).where(t.threads.c.id == thread_id).values(tool_resources=resources))
+
+
 def _lock_thread(conn: Connection, thread_id: str, run_id: str | None) -> None:
     """Take the thread's lock for ``run_id`` (or, with ``None``, check it is free), or raise.
 
     The conditional UPDATE also serialises writers on the thread row (PostgreSQL's row lock,
     SQLite's single writer), so two clients racing for one thread cannot both get through.
     """
-    if conn.execute(_LOCK_THREAD, {"b_thread": thread_id, "b_run": run_id}).rowcount == 0:
+    if (
+        conn.execute(
+            _LOCK_THREAD, {"b_thread": thread_id, "b_run": run_id, "b_now": int(time.time())}
+        ).rowcount
+        == 0
+    ):
         holder = conn.execute(select(t.threads.c.active_run_id).where(t.threads.c.id == thread_id)).scalar()
         raise ThreadLockedError(holder or "")
+
+
+def _api_key(row: Row[Any]) -> ApiKey:
+    return ApiKey(row.id, row.project_id, row.name, row.prefix, row.created_at, row.revoked_at)
+
+
+def _in_project(project_id: str | None) -> list[tuple[str, str]]:
+    """The check ``_get`` applies for a project-scoped lookup (``None``: any project, for the engine)."""
+    return [] if project_id is None else [("project_id", project_id)]
+
+
+def _delete_threads(conn: Connection, thread_ids: list[str]) -> dict[str, int]:
+    """Delete threads with their messages, runs, steps, run history and summaries; counts of each."""
+    counts = {"threads": 0, "messages": 0, "runs": 0}
+    if not thread_ids:
+        return counts
+    run_ids = select(t.runs.c.id).where(t.runs.c.thread_id.in_(thread_ids)).scalar_subquery()
+    conn.execute(delete(t.run_steps).where(t.run_steps.c.run_id.in_(run_ids)))
+    conn.execute(delete(t.run_transitions).where(t.run_transitions.c.run_id.in_(run_ids)))
+    counts["runs"] = conn.execute(delete(t.runs).where(t.runs.c.thread_id.in_(thread_ids))).rowcount
+    counts["messages"] = conn.execute(
+        delete(t.messages).where(t.messages.c.thread_id.in_(thread_ids))
+    ).rowcount
+    conn.execute(delete(t.thread_summaries).where(t.thread_summaries.c.thread_id.in_(thread_ids)))
+    counts["threads"] = conn.execute(delete(t.threads).where(t.threads.c.id.in_(thread_ids))).rowcount
+    return counts
 
 
 def _claim_statement(skip_locked: bool) -> Any:
@@ -156,30 +242,25 @@ def _claim_statement(skip_locked: bool) -> Any:
         r.c.status == RunStatus.QUEUED.value,
         and_(r.c.status == RunStatus.IN_PROGRESS.value, r.c.lease_expires_at < bindparam("b_now")),
     )
-    pick = select(r.c.id).where(claimable).order_by(r.c.seq).limit(bindparam("b_limit"))
-    if skip_locked:
-        pick = pick.with_for_update(skip_locked=True)
-    # A CTE, not ``id IN (subquery)``: PostgreSQL may run an IN-subquery more than once, and with
-    # SKIP LOCKED each run can pick other rows, so a worker could take more runs than it asked for.
-    picked = pick.cte("picked")
-    return (
-        update(r)
-        .where(r.c.id == picked.c.id, claimable)
-        .values(
-            status=RunStatus.IN_PROGRESS.value,
-            worker_id=bindparam("b_worker"),
-            lease_expires_at=bindparam("b_lease"),
-            started_at=func.coalesce(r.c.started_at, bindparam("b_started")),
-            claims=r.c.claims + 1,
-        )
-        .returning(*r.c)
-    )
+    values = {
+        "status": RunStatus.IN_PROGRESS.value,
+        "worker_id": bindparam("b_worker"),
+        "lease_expires_at": bindparam("b_lease"),
+        "started_at": func.coalesce(r.c.started_at, bindparam("b_started")),
+        "claims": r.c.claims + 1,
+    }
+    return claim_statement(r, claimable, values, skip_locked=skip_locked)
+
+
+_RENEW_RUNS = renew_statement(t.runs, RunStatus.IN_PROGRESS.value)
 
 
 class SqlStore:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, on_run_moved: Callable[[Run], None] | None = None) -> None:
         self.db = db
         self._claim = _claim_statement(skip_locked=not db.is_sqlite)
+        self._on_run_moved = on_run_moved
+        """Told of each run whose status change committed (metrics)."""
 
     # --- generic helpers -------------------------------------------------------------------
 
@@ -207,7 +288,7 @@ class SqlStore:
 
     async def _page(self, cls: type[E], table: Table, query: ListQuery, *where: Any) -> Page[E]:
         def read(conn: Connection) -> Page[E]:
-            stmt, flipped = _page_query(conn, table, query, list(where))
+            stmt, flipped = page_query(conn, table, query, list(where))
             rows = conn.execute(stmt).all()
             page = list(rows[: query.limit])
             if flipped:
@@ -235,19 +316,20 @@ class SqlStore:
         stmt = dialect_insert(t.assistants).values(values)
         await self._execute(stmt.on_conflict_do_update(index_elements=["id"], set_=changed))
 
-    async def get_assistant(self, assistant_id: str) -> Assistant | None:
-        return await self._get(Assistant, t.assistants, assistant_id)
+    async def get_assistant(self, assistant_id: str, project_id: str | None = None) -> Assistant | None:
+        return await self._get(Assistant, t.assistants, assistant_id, *_in_project(project_id))
 
-    async def list_assistants(self, query: ListQuery) -> Page[Assistant]:
-        return await self._page(Assistant, t.assistants, query)
+    async def list_assistants(self, query: ListQuery, project_id: str) -> Page[Assistant]:
+        return await self._page(Assistant, t.assistants, query, t.assistants.c.project_id == project_id)
 
     async def update_assistant(self, assistant: Assistant) -> None:
         await self._execute(
             update(t.assistants).where(t.assistants.c.id == assistant.id).values(_row(assistant))
         )
 
-    async def delete_assistant(self, assistant_id: str) -> bool:
-        return await self._execute(delete(t.assistants).where(t.assistants.c.id == assistant_id)) > 0
+    async def delete_assistant(self, assistant_id: str, project_id: str) -> bool:
+        a = t.assistants
+        return await self._execute(delete(a).where(a.c.id == assistant_id, a.c.project_id == project_id)) > 0
 
     # --- threads and messages --------------------------------------------------------------
 
@@ -258,17 +340,19 @@ class SqlStore:
             conn.execute(_INSERT["threads"], {**_row(thread), "active_run_id": run.id if run else None})
             if messages:
                 conn.execute(_INSERT["messages"], [_row(m) for m in messages])
+                _join_attachments(conn, thread.id, messages)
             if run is not None:
                 conn.execute(_INSERT["runs"], _row(run))
+                conn.execute(_INSERT["run_transitions"], _transition(run, frozenset(), time.time()))
 
         await self.db.write(write)
 
-    async def get_thread(self, thread_id: str) -> Thread | None:
-        return await self._get(Thread, t.threads, thread_id)
+    async def get_thread(self, thread_id: str, project_id: str | None = None) -> Thread | None:
+        return await self._get(Thread, t.threads, thread_id, *_in_project(project_id))
 
-    async def list_threads(self, query: ListQuery, metadata: dict[str, str]) -> Page[Thread]:
+    async def list_threads(self, query: ListQuery, metadata: dict[str, str], project_id: str) -> Page[Thread]:
         where = [t.threads.c.meta[key].as_string() == value for key, value in metadata.items()]
-        return await self._page(Thread, t.threads, query, *where)
+        return await self._page(Thread, t.threads, query, t.threads.c.project_id == project_id, *where)
 
     async def update_thread(self, thread: Thread) -> None:
         await self._execute(
@@ -277,21 +361,36 @@ class SqlStore:
             .values(meta=thread.metadata, tool_resources=thread.tool_resources)
         )
 
-    async def delete_thread(self, thread_id: str) -> bool:
+    async def delete_thread(self, thread_id: str, project_id: str) -> bool:
+        th = t.threads
+        mine = select(th.c.id).where(th.c.id == thread_id, th.c.project_id == project_id)
+
         def write(conn: Connection) -> bool:
-            run_ids = select(t.runs.c.id).where(t.runs.c.thread_id == thread_id).scalar_subquery()
-            conn.execute(delete(t.run_steps).where(t.run_steps.c.run_id.in_(run_ids)))
-            conn.execute(delete(t.runs).where(t.runs.c.thread_id == thread_id))
-            conn.execute(delete(t.messages).where(t.messages.c.thread_id == thread_id))
-            conn.execute(delete(t.thread_summaries).where(t.thread_summaries.c.thread_id == thread_id))
-            return conn.execute(delete(t.threads).where(t.threads.c.id == thread_id)).rowcount > 0
+            return _delete_threads(conn, list(conn.execute(mine).scalars()))["threads"] > 0
 
         return await self.db.write(write)
+
+    async def delete_stale_threads(self, project_id: str, inactive_since: int, limit: int) -> dict[str, int]:
+        """Delete up to ``limit`` of the project's threads untouched since ``inactive_since`` and with no
+        active run, with everything under them; how many threads, messages and runs went."""
+        th = t.threads
+        stale = (
+            select(th.c.id)
+            .where(
+                th.c.project_id == project_id,
+                th.c.last_active_at < inactive_since,
+                th.c.active_run_id.is_(None),
+            )
+            .order_by(th.c.last_active_at)
+            .limit(limit)
+        )
+        return await self.db.write(lambda conn: _delete_threads(conn, list(conn.execute(stale).scalars())))
 
     async def insert_message(self, message: Message) -> None:
         def write(conn: Connection) -> None:
             _lock_thread(conn, message.thread_id, None)
             conn.execute(_INSERT["messages"], _row(message))
+            _join_attachments(conn, message.thread_id, [message])
 
         await self.db.write(write)
 
@@ -366,7 +465,9 @@ class SqlStore:
             _lock_thread(conn, run.thread_id, run.id)
             if messages:
                 conn.execute(_INSERT["messages"], [_row(m) for m in messages])
+                _join_attachments(conn, run.thread_id, messages)
             conn.execute(_INSERT["runs"], _row(run))
+            conn.execute(_INSERT["run_transitions"], _transition(run, frozenset(), time.time()))
 
         await self.db.write(write)
 
@@ -392,9 +493,14 @@ class SqlStore:
             params["b_owner"] = change.owner
             stmt = _UPDATE_OWNED_RUN
 
+        # A worker's writes within in_progress (steps, deltas saved) are not status changes.
+        moved = change.expect != frozenset({run.status})
+
         def write(conn: Connection) -> bool:
             if conn.execute(stmt, params).rowcount == 0:
                 return False
+            if moved:
+                conn.execute(_INSERT["run_transitions"], _transition(run, change.expect, time.time()))
             if change.discard_steps:
                 conn.execute(delete(t.run_steps).where(t.run_steps.c.id.in_(change.discard_steps)))
             if change.discard_messages:
@@ -408,10 +514,15 @@ class SqlStore:
             if change.messages:
                 conn.execute(_UPDATE_MESSAGE, [{**_row(m), "b_id": m.id} for m in change.messages])
             if change.release_thread:
-                conn.execute(_RELEASE_THREAD, {"b_thread": run.thread_id, "b_run": run.id})
+                conn.execute(
+                    _RELEASE_THREAD, {"b_thread": run.thread_id, "b_run": run.id, "b_now": int(time.time())}
+                )
             return True
 
-        return await self.db.write(write)
+        written = await self.db.write(write)
+        if written and moved and self._on_run_moved is not None:
+            self._on_run_moved(run)
+        return written
 
     async def claim(self, worker_id: str, now: float, lease_seconds: float, limit: int) -> list[Run]:
         params = {
@@ -424,6 +535,9 @@ class SqlStore:
 
         def write(conn: Connection) -> list[Run]:
             runs = _entities(Run, conn.execute(self._claim, params).all())
+            if runs:
+                claimed = frozenset({RunStatus.QUEUED})
+                conn.execute(_INSERT["run_transitions"], [_transition(r, claimed, now) for r in runs])
             return sorted(runs, key=lambda run: run.created_at)
 
         return await self.db.write(write)
@@ -431,17 +545,8 @@ class SqlStore:
     async def renew_leases(self, worker_id: str, run_ids: Sequence[str], until: float) -> list[str]:
         if not run_ids:
             return []
-        stmt = (
-            update(t.runs)
-            .where(
-                t.runs.c.id.in_(run_ids),
-                t.runs.c.worker_id == worker_id,
-                t.runs.c.status == RunStatus.IN_PROGRESS.value,
-            )
-            .values(lease_expires_at=until)
-            .returning(t.runs.c.id)
-        )
-        return await self.db.write(lambda conn: list(conn.execute(stmt).scalars()))
+        params = {"b_ids": list(run_ids), "b_worker": worker_id, "b_until": until}
+        return await self.db.write(lambda conn: list(conn.execute(_RENEW_RUNS, params).scalars()))
 
     async def expired_runs(self, now: int, limit: int) -> list[Run]:
         r = t.runs
@@ -460,6 +565,62 @@ class SqlStore:
             .limit(limit)
         )
         return await self._all(Run, stmt)
+
+    # --- projects and API keys ---------------------------------------------------------------
+
+    async def insert_project(self, project: Project) -> None:
+        await self._execute(insert(t.projects).values(dataclasses.asdict(project)))
+
+    async def list_projects(self) -> list[Project]:
+        rows = await self.db.read(
+            lambda conn: conn.execute(select(t.projects).order_by(t.projects.c.seq)).all()
+        )
+        return [Project(r.id, r.name, r.created_at, r.thread_ttl_days) for r in rows]
+
+    async def insert_api_key(self, key: ApiKey, secret_hash: str) -> None:
+        await self._execute(insert(t.api_keys).values(**dataclasses.asdict(key), secret_hash=secret_hash))
+
+    async def list_api_keys(self, project_id: str) -> list[ApiKey]:
+        k = t.api_keys
+        stmt = select(k).where(k.c.project_id == project_id).order_by(k.c.seq)
+        return [_api_key(r) for r in await self.db.read(lambda conn: conn.execute(stmt).all())]
+
+    async def revoke_api_key(self, key_id: str, project_id: str | None, at: int) -> bool:
+        k = t.api_keys
+        where = [k.c.id == key_id, k.c.revoked_at.is_(None)]
+        if project_id is not None:
+            where.append(k.c.project_id == project_id)
+        return await self._execute(update(k).where(*where).values(revoked_at=at)) > 0
+
+    async def project_of_key(self, secret_hash: str) -> str | None:
+        """The project of the live (unrevoked) key with this hash."""
+        k = t.api_keys
+        stmt = select(k.c.project_id).where(k.c.secret_hash == secret_hash, k.c.revoked_at.is_(None))
+        return await self.db.read(lambda conn: conn.execute(stmt).scalar())
+
+    async def any_api_keys(self) -> bool:
+        stmt = select(t.api_keys.c.id).limit(1)
+        return await self.db.read(lambda conn: conn.execute(stmt).first() is not None)
+
+    async def run_census(self, now: float) -> tuple[dict[str, int], int]:
+        """How many runs are in each active status, and how many workers hold runs under live leases."""
+        r = t.runs
+        by_status = select(r.c.status, func.count()).where(r.c.status.in_(_ACTIVE)).group_by(r.c.status)
+        holders = select(func.count(func.distinct(r.c.worker_id))).where(
+            r.c.status == RunStatus.IN_PROGRESS.value, r.c.lease_expires_at >= now
+        )
+
+        def read(conn: Connection) -> tuple[dict[str, int], int]:
+            counts = {str(status): int(n) for status, n in conn.execute(by_status).all()}
+            return counts, int(conn.execute(holders).scalar() or 0)
+
+        return await self.db.read(read)
+
+    async def run_transitions(self, run_id: str) -> list[RunTransition]:
+        rt = t.run_transitions
+        stmt = select(rt).where(rt.c.run_id == run_id).order_by(rt.c.seq)
+        rows = await self.db.read(lambda conn: conn.execute(stmt).all())
+        return [RunTransition(r.run_id, RunStatus(r.to_status), r.at, r.cause, r.worker_id) for r in rows]
 
     async def get_step_by_id(self, step_id: str) -> RunStep | None:
         return await self._get(RunStep, t.run_steps, step_id)

@@ -52,6 +52,8 @@ assistants = Table(
     Column("top_p", Float),
     Column("response_format", JSON),
     Column("reasoning_effort", String(16)),
+    Column("project_id", String(64), nullable=False, server_default="proj_default"),
+    Index("ix_assistants_project_seq", "project_id", "seq"),
 )
 
 threads = Table(
@@ -64,6 +66,35 @@ threads = Table(
     Column("tool_resources", JSON),
     # The thread lock: the one run allowed to be active on this thread.
     Column("active_run_id", String(64)),
+    # When a message or a run last touched the thread: stale threads are deleted after a TTL.
+    Column("last_active_at", BigInteger),
+    Column("project_id", String(64), nullable=False, server_default="proj_default"),
+    Index("ix_threads_last_active_at", "last_active_at"),
+    Index("ix_threads_project_seq", "project_id", "seq"),
+)
+
+projects = Table(
+    "projects",
+    metadata,
+    _seq(),
+    Column("id", String(64), nullable=False, unique=True),
+    Column("name", String(256), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("thread_ttl_days", Float),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    _seq(),
+    Column("id", String(64), nullable=False, unique=True),
+    Column("project_id", String(64), ForeignKey("projects.id", ondelete="CASCADE"), nullable=False),
+    Column("name", String(256), nullable=False),
+    Column("prefix", String(16), nullable=False),
+    # SHA-256 of the secret, hex: keys are long random strings, so a fast hash is enough.
+    Column("secret_hash", String(64), nullable=False, unique=True),
+    Column("created_at", BigInteger, nullable=False),
+    Column("revoked_at", BigInteger),
 )
 
 messages = Table(
@@ -149,6 +180,18 @@ run_steps = Table(
     Index("uq_run_steps_turn", "run_id", "turn", "type", unique=True),
 )
 
+run_transitions = Table(
+    "run_transitions",
+    metadata,
+    _seq(),
+    Column("run_id", String(64), ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
+    Column("to_status", String(16), nullable=False),
+    Column("at", Float, nullable=False),
+    Column("cause", Text, nullable=False),
+    Column("worker_id", String(64)),
+    Index("ix_run_transitions_run_seq", "run_id", "seq"),
+)
+
 thread_summaries = Table(
     "thread_summaries",
     metadata,
@@ -156,6 +199,45 @@ thread_summaries = Table(
     Column("text", Text, nullable=False),
     Column("last_message_id", String(64), nullable=False),
     Column("updated_at", BigInteger, nullable=False),
+)
+
+files = Table(
+    "files",
+    metadata,
+    _seq(),
+    Column("id", String(64), nullable=False, unique=True),
+    Column("created_at", BigInteger, nullable=False),
+    Column("bytes", BigInteger, nullable=False),
+    Column("filename", String(512), nullable=False),
+    Column("purpose", String(32), nullable=False),
+    Column("content_type", String(256), nullable=False),
+    Column("expires_at", BigInteger),
+    Column("status", String(16), nullable=False),
+    Column("status_details", Text),
+    Column("project_id", String(64), nullable=False, server_default="proj_default"),
+    Index("ix_files_purpose_seq", "purpose", "seq"),
+    Index("ix_files_project_seq", "project_id", "seq"),
+)
+
+# The background job queue: claimed like runs (one statement, SKIP LOCKED on PostgreSQL), leased,
+# retried with backoff, and taken back by a reaper when a worker's lease lapses.
+jobs = Table(
+    "jobs",
+    metadata,
+    _seq(),
+    Column("id", String(64), nullable=False, unique=True),
+    Column("kind", String(64), nullable=False),
+    Column("payload", JSON, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("max_attempts", Integer, nullable=False),
+    Column("run_after", Float, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("worker_id", String(64)),
+    Column("lease_expires_at", Float),
+    Column("last_error", Text),
+    Column("finished_at", Float),
+    Index("ix_jobs_status_run_after", "status", "run_after"),
 )
 
 # File search: one row per chunk of a file in a vector store. The vector is float32 bytes and the

@@ -1,4 +1,5 @@
-"""The worker: claims queued runs and drives many of them at once through the run loop.
+"""The worker: claims queued runs and drives many of them at once through the run loop, and runs
+background jobs (``workers/jobs.py``) beside them.
 
 Runs wait on the model, not the CPU, so one process holds up to ``worker_concurrency`` runs in
 flight as asyncio tasks. Each claimed run carries a lease the worker renews; a run whose status
@@ -15,18 +16,23 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Mapping
 
 from threadline.config import Settings
 from threadline.domain.context import ContextBuilder
 from threadline.domain.entities import Run
 from threadline.domain.lifecycle import end_run, moved, now
-from threadline.domain.ports import Bus, Change, Store, Subscription
+from threadline.domain.ports import Bus, Change, JobQueue, Store, Subscription
 from threadline.domain.run_loop import RunLoop
 from threadline.domain.run_states import ACTIVE, RunStatus
 from threadline.events.types import ErrorEvent, ObjectEvent
 from threadline.providers.base import Router
+from threadline.workers.jobs import Handler, JobRunner
 
 log = logging.getLogger(__name__)
+
+JANITOR_BATCH = 500
+"""Stale threads deleted per transaction."""
 
 CLAIM_BATCH = 50
 """Runs taken per claiming statement: a burst of work fills the worker in a few round trips."""
@@ -36,7 +42,15 @@ _STOP = frozenset({RunStatus.CANCELLING, RunStatus.CANCELLED, RunStatus.EXPIRED}
 
 
 class Worker:
-    def __init__(self, settings: Settings, store: Store, bus: Bus, router: Router) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        bus: Bus,
+        router: Router,
+        jobs: JobQueue | None = None,
+        job_handlers: Mapping[str, Handler] | None = None,
+    ) -> None:
         self.settings = settings
         self.store = store
         self.bus = bus
@@ -48,6 +62,8 @@ class Worker:
         self.running: dict[str, asyncio.Task[None]] = {}
         self._stopping = asyncio.Event()
         self._background: list[asyncio.Task[None]] = []
+        self.jobs = JobRunner(settings, jobs, self.id, job_handlers) if jobs is not None else None
+        """Background jobs, run by the handlers registered for their kinds."""
 
     def start(self) -> None:
         self._background = [
@@ -55,6 +71,8 @@ class Worker:
             asyncio.create_task(self._renew_forever(), name="threadline-leases"),
             asyncio.create_task(self._sweep_forever(), name="threadline-sweeper"),
         ]
+        if self.jobs is not None:
+            self.jobs.start()
         log.info("worker %s started (concurrency %d)", self.id, self.settings.worker_concurrency)
 
     async def stop(self, grace: float = 10.0) -> None:
@@ -63,6 +81,8 @@ class Worker:
         Leases keep being renewed while we wait, so no other worker takes a run we are finishing.
         """
         self._stopping.set()
+        # Background jobs wind down alongside runs, within the same grace.
+        jobs_stopped = asyncio.create_task(self.jobs.stop(grace)) if self.jobs is not None else None
         claim, *others = self._background
         claim.cancel()
         await asyncio.gather(claim, return_exceptions=True)
@@ -79,6 +99,8 @@ class Worker:
             task.cancel()
         await asyncio.gather(*self.running.values(), return_exceptions=True)
         handed = [run_id for run_id in unfinished if await self._hand_back(run_id)]
+        if jobs_stopped is not None:
+            await jobs_stopped
         if handed:
             # Other workers take them now rather than at their next poll.
             await self.bus.notify_work()
@@ -200,12 +222,49 @@ class Worker:
                 task.cancel()
 
     async def _sweep_forever(self) -> None:
+        next_janitor = time.monotonic()
         while True:
             await asyncio.sleep(self.settings.sweep_interval_seconds)
             try:
                 await self.sweep()
+                if time.monotonic() >= next_janitor:
+                    next_janitor = time.monotonic() + self.settings.janitor_interval_seconds
+                    await self.delete_stale_threads()
             except Exception:
-                log.exception("worker %s: expiring runs failed", self.id)
+                log.exception("worker %s: sweeping failed", self.id)
+
+    async def delete_stale_threads(self) -> dict[str, int]:
+        """Delete threads inactive longer than their project's TTL, in batches; one process at a time."""
+        total = {"threads": 0, "messages": 0, "runs": 0}
+        async with self.store.exclusive("threadline-janitor") as mine:
+            if not mine:
+                return total
+            for project in await self.store.list_projects():
+                days = (
+                    self.settings.thread_ttl_days
+                    if project.thread_ttl_days is None
+                    else project.thread_ttl_days
+                )
+                if days <= 0:
+                    continue
+                cutoff = int(time.time() - days * 86400)
+                counts = {"threads": 0, "messages": 0, "runs": 0}
+                while True:
+                    deleted = await self.store.delete_stale_threads(project.id, cutoff, limit=JANITOR_BATCH)
+                    counts = {kind: counts[kind] + deleted[kind] for kind in counts}
+                    if deleted["threads"] < JANITOR_BATCH:
+                        break
+                if counts["threads"]:
+                    log.info(
+                        "project %s: deleted %d threads inactive for %g days, with %d messages and %d runs",
+                        project.id,
+                        counts["threads"],
+                        days,
+                        counts["messages"],
+                        counts["runs"],
+                    )
+                total = {kind: total[kind] + counts[kind] for kind in total}
+        return total
 
     async def sweep(self) -> int:
         """Expire overdue runs and finish cancels a dead process left behind; one process at a time.

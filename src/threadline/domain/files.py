@@ -1,0 +1,406 @@
+"""Files: uploads streamed into the blob store, their descriptions, and the references to them.
+
+``FileService`` backs ``/v1/files``: an upload arrives as form fields whose file part is a stream of
+chunks, written straight to the blob store while it is counted against the size limit, and
+described in the database only once everything checked out — a refused upload leaves neither a row
+nor a blob. The functions below it find the file ids a request names (attachments, ``image_file``
+parts, tool resources) so services can refuse unknown ones, and keep threads' and assistants' tool
+resources in step with attachments and deletions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import logging
+import mimetypes
+import re
+import unicodedata
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from typing import Any
+
+from threadline.domain.entities import DEFAULT_PROJECT, File, ListQuery, Message, Page
+from threadline.domain.lifecycle import now
+from threadline.domain.ports import BlobNotFoundError, BlobStore, FileRepository
+from threadline.errors import InvalidRequestError, NotFoundError, PayloadTooLargeError, describe_size
+from threadline.ids import new_id
+
+log = logging.getLogger(__name__)
+
+UPLOAD_PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
+"""What ``purpose`` an upload may name (the spec's ``CreateFileRequest``)."""
+
+_JSONL_PURPOSES = frozenset({"batch", "fine-tune", "evals"})
+_IMAGE_SUFFIXES = (".png", ".jpeg", ".jpg", ".gif", ".webp")
+_FIELD_LIMIT = 1024
+"""Bytes a plain form field (``purpose``, ``expires_after[...]``) may hold."""
+_FILENAME_LIMIT = 255
+_MEDIA_TYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]{0,126}/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}")
+_FILE_ID = re.compile(r"file-[A-Za-z0-9]{1,64}")
+"""What every file id made here looks like (``ids.new_id("file")``)."""
+_EXPIRY_SECONDS = (3600, 2_592_000)
+# Types ``mimetypes`` does not know everywhere.
+_EXTRA_TYPES = {".jsonl": "application/jsonl", ".md": "text/markdown", ".webp": "image/webp"}
+
+
+@dataclass(slots=True)
+class UploadField:
+    """One part of a multipart upload. ``filename`` is ``None`` for plain fields; ``chunks`` must be
+    read (or abandoned) before the next part is asked for."""
+
+    name: str
+    filename: str | None
+    content_type: str | None
+    chunks: AsyncIterator[bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class FileRef:
+    """A file id a request names, and where (``attachments[0].file_id``), for the error message."""
+
+    file_id: str
+    param: str
+
+
+def too_large(limit: int) -> PayloadTooLargeError:
+    return PayloadTooLargeError(f"The file is larger than the {describe_size(limit)} allowed.", param="file")
+
+
+def check_filename(filename: str) -> str:
+    """The upload's filename if it is a plain name: no directories, no control characters."""
+    if not filename.strip():
+        raise InvalidRequestError("The uploaded file must have a filename.", param="file")
+    if len(filename.encode()) > _FILENAME_LIMIT:
+        raise InvalidRequestError(f"The filename is longer than {_FILENAME_LIMIT} bytes.", param="file")
+    if "/" in filename or "\\" in filename or filename in (".", ".."):
+        raise InvalidRequestError(
+            f"Invalid filename {filename[:100]!r}: give the file's name only, without a directory.",
+            param="file",
+        )
+    if any(unicodedata.category(ch) == "Cc" for ch in filename):
+        raise InvalidRequestError("The filename must not contain control characters.", param="file")
+    return filename
+
+
+def content_type_for(filename: str, declared: str | None) -> str:
+    """The type files are served with: from the name, else what the client declared, else binary."""
+    suffix = PurePosixPath(filename).suffix.lower()
+    guessed = _EXTRA_TYPES.get(suffix) or mimetypes.guess_type(filename, strict=False)[0]
+    if guessed:
+        return guessed
+    declared = (declared or "").split(";")[0].strip().lower()
+    if _MEDIA_TYPE.fullmatch(declared) and declared != "application/octet-stream":
+        return declared
+    return "application/octet-stream"
+
+
+def check_purpose(purpose: str) -> None:
+    if purpose not in UPLOAD_PURPOSES:
+        raise InvalidRequestError(
+            f"Invalid value for 'purpose': {purpose[:64]!r}. Supported values are: "
+            + ", ".join(f"'{p}'" for p in UPLOAD_PURPOSES)
+            + ".",
+            param="purpose",
+        )
+
+
+def check_type(purpose: str, filename: str) -> None:
+    """Refuse a file the purpose cannot use, as OpenAI did: JSONL for batch and fine-tuning, images
+    for vision. Assistants' files are checked by the tools that read them."""
+    suffix = PurePosixPath(filename).suffix.lower()
+    if purpose in _JSONL_PURPOSES and suffix != ".jsonl":
+        raise InvalidRequestError(
+            f"Invalid file format for purpose '{purpose}': expected a .jsonl file, got {filename[:100]!r}.",
+            param="file",
+        )
+    if purpose == "vision" and suffix not in _IMAGE_SUFFIXES:
+        raise InvalidRequestError(
+            f"Invalid file format for purpose 'vision': expected an image ({', '.join(_IMAGE_SUFFIXES)}), "
+            f"got {filename[:100]!r}.",
+            param="file",
+        )
+
+
+async def _limited(chunks: AsyncIterator[bytes], limit: int) -> AsyncIterator[bytes]:
+    """The chunks, refused with a 413 as soon as they add up to more than ``limit`` bytes."""
+    seen = 0
+    async for chunk in chunks:
+        seen += len(chunk)
+        if seen > limit:
+            raise too_large(limit)
+        yield chunk
+
+
+async def _read_field(field: UploadField) -> str:
+    data = b""
+    async for chunk in field.chunks:
+        data += chunk
+        if len(data) > _FIELD_LIMIT:
+            raise InvalidRequestError(f"The field '{field.name[:64]}' is too long.", param=field.name[:64])
+    try:
+        return data.decode()
+    except UnicodeDecodeError:
+        raise InvalidRequestError(
+            f"The field '{field.name[:64]}' is not valid UTF-8.", param=field.name[:64]
+        ) from None
+
+
+@dataclass(slots=True)
+class _Upload:
+    """What an upload's fields said, gathered as they arrive (in any order)."""
+
+    purpose: str | None = None
+    anchor: str | None = None
+    seconds: str | None = None
+    filename: str | None = None
+    content_type: str = "application/octet-stream"
+    size: int | None = None
+
+
+def _expiry_object(text: str) -> tuple[str | None, str | None]:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):
+        raise InvalidRequestError(
+            "Invalid value for 'expires_after': expected an object with 'anchor' and 'seconds'.",
+            param="expires_after",
+        )
+    anchor, seconds = value.get("anchor"), value.get("seconds")
+    return (
+        anchor if isinstance(anchor, str) else None,
+        str(seconds) if isinstance(seconds, int) and not isinstance(seconds, bool) else None,
+    )
+
+
+def _expires_at(upload: _Upload, created_at: int) -> int | None:
+    if upload.anchor is None and upload.seconds is None:
+        return None
+    if upload.anchor != "created_at":
+        raise InvalidRequestError(
+            "Invalid value for 'expires_after.anchor': the only anchor is 'created_at'.",
+            param="expires_after.anchor",
+        )
+    low, high = _EXPIRY_SECONDS
+    try:
+        seconds = int(upload.seconds or "")
+    except ValueError:
+        seconds = -1
+    if not low <= seconds <= high:
+        raise InvalidRequestError(
+            f"Invalid value for 'expires_after.seconds': expected a number of seconds from {low} to {high}.",
+            param="expires_after.seconds",
+        )
+    return created_at + seconds
+
+
+class FileService:
+    def __init__(
+        self,
+        files: FileRepository,
+        blobs: BlobStore,
+        *,
+        max_bytes: int,
+        clock: Callable[[], int] = now,
+        project_id: str = DEFAULT_PROJECT,
+    ) -> None:
+        self.files = files
+        self.blobs = blobs
+        self.max_bytes = max_bytes
+        self.clock = clock
+        self.project_id = project_id
+        """Files are made in, and found only in, this project."""
+
+    def for_project(self, project_id: str) -> FileService:
+        scoped = copy.copy(self)
+        scoped.project_id = project_id
+        return scoped
+
+    async def create_file(self, fields: AsyncIterator[UploadField]) -> File:
+        file_id = new_id("file")
+        upload = _Upload()
+        try:
+            async for field in fields:
+                await self._take(field, file_id, upload)
+            file = self._described(file_id, upload)
+            await self.files.insert_file(file)
+        except BaseException:
+            if upload.size is not None or upload.filename is not None:
+                # Whatever went wrong (a bad field, the client gone, a cancelled request), no blob
+                # may outlive the upload that wrote it; shielded so a cancellation cannot skip it.
+                await asyncio.shield(self._discard(file_id))
+            raise
+        return file
+
+    async def _take(self, field: UploadField, file_id: str, upload: _Upload) -> None:
+        if field.name == "file" and field.filename is not None:
+            if upload.filename is not None:
+                raise InvalidRequestError("Upload one file per request.", param="file")
+            upload.filename = check_filename(field.filename)
+            if upload.purpose is not None:
+                # Sent first (as the SDK does): refuse a wrong purpose or type before storing a byte.
+                check_purpose(upload.purpose)
+                check_type(upload.purpose, upload.filename)
+            upload.content_type = content_type_for(upload.filename, field.content_type)
+            upload.size = await self.blobs.put(file_id, _limited(field.chunks, self.max_bytes))
+        elif field.name == "file":
+            raise InvalidRequestError("The 'file' field must be a file, sent with a filename.", param="file")
+        elif field.name == "purpose":
+            upload.purpose = await _read_field(field)
+        elif field.name == "expires_after[anchor]":
+            upload.anchor = await _read_field(field)
+        elif field.name == "expires_after[seconds]":
+            upload.seconds = await _read_field(field)
+        elif field.name == "expires_after":
+            # Some clients send the object as one JSON part rather than bracketed fields.
+            upload.anchor, upload.seconds = _expiry_object(await _read_field(field))
+        else:
+            raise InvalidRequestError(
+                f"Unrecognized request argument supplied: {field.name[:64]}", param=field.name[:64]
+            )
+
+    def _described(self, file_id: str, upload: _Upload) -> File:
+        if upload.purpose is None:
+            raise InvalidRequestError("Missing required parameter: 'purpose'.", param="purpose")
+        check_purpose(upload.purpose)
+        if upload.filename is None or upload.size is None:
+            raise InvalidRequestError("Missing required parameter: 'file'.", param="file")
+        if upload.size == 0:
+            raise InvalidRequestError("The uploaded file is empty.", param="file")
+        check_type(upload.purpose, upload.filename)
+        created_at = self.clock()
+        return File(
+            id=file_id,
+            created_at=created_at,
+            bytes=upload.size,
+            filename=upload.filename,
+            purpose=upload.purpose,
+            content_type=upload.content_type,
+            expires_at=_expires_at(upload, created_at),
+            project_id=self.project_id,
+        )
+
+    async def _discard(self, file_id: str) -> None:
+        try:
+            await self.blobs.delete(file_id)
+        except Exception:
+            log.exception("could not remove the blob of refused upload %s", file_id)
+
+    async def get_file(self, file_id: str) -> File:
+        file = await self.files.get_file(file_id, self.project_id) if _FILE_ID.fullmatch(file_id) else None
+        if file is None:
+            raise NotFoundError(f"No such File object: {file_id}", param="id")
+        return file
+
+    async def list_files(self, query: ListQuery, purpose: str | None) -> Page[File]:
+        return await self.files.list_files(query, purpose, self.project_id)
+
+    async def file_content(self, file_id: str) -> tuple[File, AsyncIterator[bytes]]:
+        file = await self.get_file(file_id)
+        try:
+            return file, await self.blobs.get(file_id)
+        except BlobNotFoundError:
+            log.error("file %s has a row but no blob", file_id)
+            raise NotFoundError(f"No such File object: {file_id}", param="id") from None
+
+    async def delete_file(self, file_id: str) -> None:
+        """Delete the file, and take it out of every assistant's and thread's tool resources."""
+        if not _FILE_ID.fullmatch(file_id) or not await self.files.delete_file(file_id, self.project_id):
+            raise NotFoundError(f"No such File object: {file_id}", param="id")
+        # After the row: a blob left behind by a failure here is unreachable, never a dangling row.
+        await self._discard(file_id)
+
+    async def check_references(self, refs: Sequence[FileRef]) -> None:
+        """Refuse a request naming a file that does not exist, with OpenAI's 400."""
+        for ref in refs:
+            if not ref.file_id.startswith("file-"):
+                raise InvalidRequestError(
+                    f"Invalid '{ref.param}': '{ref.file_id[:100]}'. Expected an ID that begins with 'file'.",
+                    param=ref.param,
+                )
+        # Ids we could never have made are not looked up (PostgreSQL refuses text with NUL in it).
+        plausible = {ref.file_id for ref in refs if _FILE_ID.fullmatch(ref.file_id)}
+        found = await self.files.existing_file_ids(plausible, self.project_id) if plausible else set()
+        for ref in refs:
+            if ref.file_id not in found:
+                raise InvalidRequestError(f"No file found with id '{ref.file_id[:100]}'.", param=ref.param)
+
+
+def referenced_files(fields: Mapping[str, Any], at: str = "") -> list[FileRef]:
+    """Every file id a create or modify request names: message attachments and ``image_file``
+    parts, tool resources, and the same inside ``messages``, ``additional_messages`` and ``thread``."""
+    refs: list[FileRef] = []
+    for i, attachment in enumerate(fields.get("attachments") or []):
+        refs.append(FileRef(attachment["file_id"], f"{at}attachments[{i}].file_id"))
+    content = fields.get("content")
+    if isinstance(content, list):
+        for i, part in enumerate(content):
+            if part.get("type") == "image_file":
+                refs.append(FileRef(part["image_file"]["file_id"], f"{at}content[{i}].image_file.file_id"))
+    resources = fields.get("tool_resources") or {}
+    code = resources.get("code_interpreter") or {}
+    for i, file_id in enumerate(code.get("file_ids") or []):
+        refs.append(FileRef(file_id, f"{at}tool_resources.code_interpreter.file_ids[{i}]"))
+    search = resources.get("file_search") or {}
+    for j, store in enumerate(search.get("vector_stores") or []):
+        for i, file_id in enumerate(store.get("file_ids") or []):
+            refs.append(FileRef(file_id, f"{at}tool_resources.file_search.vector_stores[{j}].file_ids[{i}]"))
+    # Vector store ids are checked by the vector store service, when there is one.
+    for key in ("messages", "additional_messages"):
+        for i, message in enumerate(fields.get(key) or []):
+            refs.extend(referenced_files(message, f"{at}{key}[{i}]."))
+    if fields.get("thread"):
+        refs.extend(referenced_files(fields["thread"], f"{at}thread."))
+    return refs
+
+
+def attached_code_files(messages: Sequence[Message]) -> list[str]:
+    """The files messages attach for ``code_interpreter``, in order, each once."""
+    found: dict[str, None] = {}
+    for message in messages:
+        for attachment in message.attachments or []:
+            if any(tool.get("type") == "code_interpreter" for tool in attachment.get("tools") or []):
+                found[attachment["file_id"]] = None
+    return list(found)
+
+
+def with_code_files(resources: dict[str, Any] | None, file_ids: Sequence[str]) -> dict[str, Any] | None:
+    """Tool resources with ``file_ids`` added to ``code_interpreter``; ``None`` if nothing is new.
+
+    Files attached for ``file_search`` stay recorded on their messages until vector stores exist.
+    """
+    current = dict(resources or {})
+    code = dict(current.get("code_interpreter") or {})
+    ids = list(code.get("file_ids") or [])
+    new = [file_id for file_id in file_ids if file_id not in ids]
+    if not new:
+        return None
+    code["file_ids"] = ids + new
+    current["code_interpreter"] = code
+    return current
+
+
+def without_file(resources: dict[str, Any] | None, file_id: str) -> dict[str, Any] | None:
+    """Tool resources with ``file_id`` taken out wherever it is listed; ``None`` if it was not."""
+    if not resources:
+        return None
+    changed = False
+    current = dict(resources)
+    code = current.get("code_interpreter")
+    if code and file_id in (code.get("file_ids") or []):
+        current["code_interpreter"] = {**code, "file_ids": [f for f in code["file_ids"] if f != file_id]}
+        changed = True
+    search = current.get("file_search")
+    if search and search.get("vector_stores"):
+        stores = []
+        for store in search["vector_stores"]:
+            if file_id in (store.get("file_ids") or []):
+                store = {**store, "file_ids": [f for f in store["file_ids"] if f != file_id]}
+                changed = True
+            stores.append(store)
+        current["file_search"] = {**search, "vector_stores": stores}
+    return current if changed else None

@@ -1,0 +1,630 @@
+"""code_interpreter's sandbox, for real: bubblewrap, the kernel, the pool, and an escape suite.
+
+Every test runs code in a real sandbox on this machine. Kernels are shared across tests where that
+does not weaken them (one pool for the module, one session per concern); tests that break a kernel
+on purpose use sessions of their own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import platform
+import shutil
+import socket
+import struct
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Coroutine, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+import threadline
+from threadline.config import Settings
+from threadline.errors import SandboxBusyError, SandboxUnavailableError
+from threadline.tools.sandbox import ExecutionResult, SandboxLimits, SandboxPool, launcher, seccomp
+from threadline.tools.sandbox.pool import _KernelGone, _parse_reply
+
+T = TypeVar("T")
+
+if shutil.which("bwrap") is None and not os.environ.get("CI"):
+    pytest.skip("bubblewrap is not installed (make test installs it)", allow_module_level=True)
+
+LIMITS = SandboxLimits(
+    memory_bytes=768 * 1024 * 1024,
+    disk_bytes=32 * 1024 * 1024,
+    processes=32,
+    call_seconds=20.0,  # loaded machines import pandas slowly; tests of the time limit pass their own
+    session_cpu_seconds=60,
+)
+
+
+class Loop:
+    """One event loop in a thread, so kernels outlive a single test."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 60.0) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+
+@pytest.fixture(scope="module")
+def loop() -> Iterator[Loop]:
+    running = Loop()
+    yield running
+    running.close()
+
+
+@pytest.fixture(scope="module")
+def pool(loop: Loop) -> Iterator[SandboxPool]:
+    shared = SandboxPool(LIMITS)
+    yield shared
+    loop.run(shared.close())
+
+
+@pytest.fixture
+def run(loop: Loop, pool: SandboxPool) -> Callable[..., ExecutionResult]:
+    def execute(session: str, code: str, **kwargs: Any) -> ExecutionResult:
+        return loop.run(pool.execute(session, code, **kwargs))
+
+    return execute
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
+
+
+def processes_of(uid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if entry.stat().st_uid == uid:
+                    found.append(int(entry.name))
+            except FileNotFoundError:
+                pass
+    return found
+
+
+# --- what code can do -------------------------------------------------------------------------
+
+
+def test_state_survives_between_calls(run: Callable[..., ExecutionResult]) -> None:
+    first = run("state", "numbers = [1, 2, 3]\nprint('stored')")
+    assert first.logs == "stored\n" and first.error is None
+    assert not first.session_restarted
+    second = run("state", "numbers.append(4)\nsum(numbers)", continuing=True)
+    assert second.logs == "10\n"
+    assert not second.session_restarted
+
+
+def test_a_session_this_pool_never_saw_is_a_restart_when_the_caller_knows_it_ran(
+    run: Callable[..., ExecutionResult],
+) -> None:
+    # Another worker ran the thread's earlier calls, or the server restarted since.
+    result = run("elsewhere", "print('numbers' in globals())", continuing=True)
+    assert result.session_restarted and result.logs == "False\n"
+
+
+def test_errors_come_back_as_the_code_s_traceback(run: Callable[..., ExecutionResult]) -> None:
+    result = run("errors", "print('before')\n1 / 0")
+    assert result.logs == "before\n"
+    assert result.error is not None and result.error.startswith("Traceback")
+    assert "ZeroDivisionError" in result.error and "_execute" not in result.error
+    syntax = run("errors", "def broken(:")
+    assert syntax.error is not None and "SyntaxError" in syntax.error
+
+
+def test_output_of_child_processes_is_captured(run: Callable[..., ExecutionResult]) -> None:
+    result = run(
+        "logs",
+        "import subprocess, sys\nsubprocess.run(['echo', 'from a child'])\nprint('oops', file=sys.stderr)",
+    )
+    assert "from a child\n" in result.logs and "oops\n" in result.logs
+
+
+def test_chart_with_chinese_labels_comes_back_as_png(run: Callable[..., ExecutionResult]) -> None:
+    code = (
+        "import matplotlib.pyplot as plt\n"
+        "from matplotlib import font_manager\n"
+        "plt.bar(['一月', '二月', '三月'], [3, 5, 2])\n"
+        "plt.title('每月销售额')\n"
+        "print(font_manager.findfont(plt.gca().title.get_fontproperties()))\n"
+    )
+    result = run("chart", code)
+    assert result.error is None, result.error
+    assert "missing from font" not in result.logs  # matplotlib warns when it draws boxes instead
+    assert "wqy" in result.logs.lower() or "cjk" in result.logs.lower()
+    (image,) = result.images
+    assert image.png.startswith(b"\x89PNG\r\n\x1a\n") and image.png[12:16] == b"IHDR"
+    width, height = struct.unpack(">II", image.png[16:24])
+    assert (width, height) == (640, 480)
+    assert 8_000 < len(image.png) < 500_000
+
+
+def test_a_csv_in_mnt_data_is_read_by_pandas(run: Callable[..., ExecutionResult]) -> None:
+    csv = "城市,销量\n北京,120\n上海,80\n".encode()
+    code = (
+        "import pandas as pd\n"
+        "frame = pd.read_csv('/mnt/data/sales.csv')\n"
+        "frame.assign(double=frame['销量'] * 2).to_csv('/mnt/data/out/double.csv', index=False)\n"
+        "print(frame['销量'].sum())\n"
+    )
+    run("csv", "import os; os.makedirs('/mnt/data/out')")
+    result = run("csv", code, files={"sales.csv": csv})
+    assert result.error is None, result.error
+    assert result.logs == "200\n"
+    (written,) = result.files  # the placed file is not reported back as written by the code
+    assert written.path == "out/double.csv"
+    assert written.data == "城市,销量,double\n北京,120,240\n上海,80,160\n".encode()
+
+
+# --- escape suite -------------------------------------------------------------------------------
+
+
+def test_no_network_not_even_the_host_s_own_services(run: Callable[..., ExecutionResult]) -> None:
+    code = (
+        "import socket\n"
+        "for host, port in [('127.0.0.1', 5432), ('127.0.0.1', 6379), ('1.1.1.1', 53), ('10.0.0.1', 80)]:\n"
+        "    try:\n"
+        "        socket.create_connection((host, port), timeout=1).close()\n"
+        "        print('CONNECTED', port)\n"
+        "    except OSError as exc:\n"
+        "        print('refused', port, exc.errno)\n"
+        "print(sorted(socket.if_nameindex()))\n"
+    )
+    result = run("intruder", code)
+    assert result.error is None, result.error
+    assert "CONNECTED" not in result.logs
+    assert result.logs.count("refused") == 4
+    assert "[(1, 'lo')]" in result.logs  # no interface but its own loopback
+    for port in (5432, 6379):  # where the host listens, the sandbox was refused all the same
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                assert f"refused {port}" in result.logs
+
+
+def test_host_files_cannot_be_read(run: Callable[..., ExecutionResult], tmp_path: Path) -> None:
+    database = tmp_path / "threadline.db"
+    database.write_text("secret rows")
+    database.chmod(0o644)
+    source = Path(threadline.__file__)
+    targets = ["/etc/shadow", "/etc/passwd", str(source), str(database), str(Path(__file__)), "/root/.bashrc"]
+    code = (
+        f"for path in {targets!r} + ['/proc/1/root' + p for p in {targets!r}]:\n"
+        "    try:\n"
+        "        open(path).read()\n"
+        "        print('READ', path)\n"
+        "    except OSError as exc:\n"
+        "        print('denied', type(exc).__name__)\n"
+    )
+    result = run("intruder", code)
+    assert result.error is None, result.error
+    assert "READ" not in result.logs
+    assert result.logs.count("denied") == 2 * len(targets)
+
+
+def test_another_session_s_files_are_out_of_reach(run: Callable[..., ExecutionResult]) -> None:
+    run("victim", "open('/mnt/data/victim-secret.txt', 'w').write('the victim s data')")
+    code = (
+        "import os\n"
+        "found = []\n"
+        "for top in ['/mnt', '/tmp', '/dev/shm', '/proc/1/root', '/']:\n"
+        "    for root, dirs, files in os.walk(top):\n"
+        "        dirs[:] = [d for d in dirs if not (root == '/' and d in ('proc', 'usr'))]\n"
+        "        found += [os.path.join(root, f) for f in files if 'victim' in f]\n"
+        "print(found, os.listdir('/mnt/data'))\n"
+    )
+    result = run("intruder", code)
+    assert result.error is None, result.error
+    assert "victim-secret" not in result.logs
+
+
+def test_nothing_outside_mnt_data_and_tmp_is_writable(run: Callable[..., ExecutionResult]) -> None:
+    import sys
+
+    targets = ["/", "/usr", "/usr/lib", "/etc", "/etc/fonts", "/dev", "/root", sys.prefix, sys.base_prefix]
+    code = (
+        f"for directory in {targets!r}:\n"
+        "    try:\n"
+        "        open(directory + '/written-by-sandbox', 'w').write('x')\n"
+        "        print('WROTE', directory)\n"
+        "    except OSError as exc:\n"
+        "        print('refused', type(exc).__name__)\n"
+        "for directory in ['/mnt/data', '/tmp', '/dev/shm']:\n"
+        "    open(directory + '/ok', 'w').write('x')\n"
+        "print('scratch ok')\n"
+    )
+    result = run("intruder", code)
+    assert result.error is None, result.error
+    assert "WROTE" not in result.logs
+    assert result.logs.count("refused") == len(targets)
+    assert "scratch ok" in result.logs
+    for directory in targets:
+        assert not Path(directory, "written-by-sandbox").exists()
+
+
+def test_the_server_s_environment_stays_outside(
+    run: Callable[..., ExecutionResult], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("THREADLINE_UPSTREAM_API_KEY", "sk-secret")
+    result = run("environment", "import os\nprint(sorted(os.environ))")
+    assert "sk-secret" not in result.logs
+    assert result.logs == repr(sorted([*launcher.ENVIRONMENT, "PWD"])) + "\n"  # PWD: bubblewrap's --chdir
+
+
+def test_the_kernel_runs_under_its_limits(run: Callable[..., ExecutionResult]) -> None:
+    code = (
+        "import resource\n"
+        "for name in ['RLIMIT_AS', 'RLIMIT_NPROC', 'RLIMIT_NOFILE', 'RLIMIT_FSIZE', 'RLIMIT_CPU', 'RLIMIT_CORE']:\n"
+        "    print(*resource.getrlimit(getattr(resource, name)))\n"
+    )
+    result = run("limits", code)
+    cpu = LIMITS.session_cpu_seconds
+    assert result.logs.splitlines() == [
+        f"{LIMITS.memory_bytes} {LIMITS.memory_bytes}",
+        f"{LIMITS.processes} {LIMITS.processes}",
+        "256 256",
+        f"{LIMITS.disk_bytes} {LIMITS.disk_bytes}",
+        f"{cpu} {cpu + 5}",
+        "0 0",
+    ]
+
+
+def test_no_privileges_inside(run: Callable[..., ExecutionResult]) -> None:
+    code = (
+        "import os\n"
+        "status = dict(line.split(':\\t', 1) for line in open('/proc/self/status').read().splitlines() if ':\\t' in line)\n"
+        "print(os.getuid(), os.geteuid(), os.getgroups())\n"
+        "print(status['CapEff'], status['CapBnd'], status['NoNewPrivs'])\n"
+    )
+    result = run("intruder", code)
+    uid_line, caps_line = result.logs.splitlines()
+    assert not uid_line.startswith("0 ")
+    assert caps_line == "0000000000000000 0000000000000000 1"
+
+
+def test_kernel_interfaces_off_limits_are_refused(run: Callable[..., ExecutionResult]) -> None:
+    if platform.machine() not in ("x86_64", "aarch64"):
+        pytest.skip("the filter's numbers are known for x86-64 and arm64 only")
+    numbers = seccomp._ARCHES[platform.machine()][1]
+    names = [
+        "unshare",
+        "setns",
+        "keyctl",
+        "add_key",
+        "bpf",
+        "perf_event_open",
+        "userfaultfd",
+        "io_uring_setup",
+    ]
+    code = (
+        "import ctypes, subprocess, threading\n"
+        "libc = ctypes.CDLL(None, use_errno=True)\n"
+        f"for name, number in {[(n, numbers[n]) for n in names]!r}:\n"
+        "    flags = 0x10000000 if name == 'unshare' else 0\n"  # CLONE_NEWUSER
+        "    print(name, libc.syscall(number, flags, 0, 0, 0, 0), ctypes.get_errno())\n"
+        f"print('clone3', libc.syscall({numbers['clone3']}, 0, 0), ctypes.get_errno())\n"
+        "print(subprocess.run(['unshare', '--user', '--map-root-user', 'true']).returncode)\n"
+        "worker = threading.Thread(target=print, args=('threads still work',))\n"
+        "worker.start()\n"
+        "worker.join()\n"
+    )
+    result = run("intruder", code)
+    assert result.error is None, result.error
+    lines = result.logs.splitlines()
+    assert lines[: len(names)] == [f"{name} -1 1" for name in names]  # EPERM
+    assert lines[len(names)] == "clone3 -1 38"  # ENOSYS, so C libraries fall back to clone
+    assert lines[-2] == "1" and lines[-1] == "threads still work"
+
+
+def test_signals_cannot_reach_anything_outside(run: Callable[..., ExecutionResult]) -> None:
+    code = (
+        "import os, signal\n"
+        f"for pid in [1, os.getppid(), {os.getpid()}]:\n"
+        "    try:\n"
+        "        os.kill(pid, signal.SIGKILL)\n"
+        "        print('KILLED', pid)\n"
+        "    except OSError as exc:\n"
+        "        print('refused', type(exc).__name__)\n"
+        "try:\n"
+        "    os.kill(-1, signal.SIGKILL)\n"
+        "except OSError:\n"
+        "    pass\n"
+        "print('still here')\n"
+    )
+    result = run("intruder", code)
+    assert "KILLED" not in result.logs
+    assert result.logs.count("refused") == 3
+    assert "still here" in result.logs
+
+
+def test_a_fork_bomb_is_contained(run: Callable[..., ExecutionResult], pool: SandboxPool) -> None:
+    started = time.monotonic()
+    result = run("bomb", "import os\nwhile True:\n    os.fork()")
+    assert time.monotonic() - started < 30
+    assert result.error is not None and "BlockingIOError" in result.error
+    # No process outlives its call, and the kernel still answers.
+    after = run("bomb", "import os\nprint(sorted(int(p) for p in os.listdir('/proc') if p.isdigit()))")
+    assert after.logs.count(",") == 1, after.logs  # pid 1 (bubblewrap) and the kernel
+    assert not after.session_restarted
+    assert subprocess.run(["true"], check=False).returncode == 0  # the host still forks
+
+
+def test_background_processes_do_not_outlive_their_call(run: Callable[..., ExecutionResult]) -> None:
+    run("background", "import subprocess\nsubprocess.Popen(['sleep', '1000'])")
+    result = run("background", "import os\nprint(len([p for p in os.listdir('/proc') if p.isdigit()]))")
+    assert result.logs == "2\n"
+
+
+def test_a_memory_bomb_fails_inside_and_the_kernel_survives(run: Callable[..., ExecutionResult]) -> None:
+    run("memory", "kept = 'still here'")
+    result = run("memory", "hog = []\nwhile True:\n    hog.append(bytearray(10 ** 8))")
+    assert result.error is not None and "MemoryError" in result.error
+    after = run("memory", "del hog\nprint(kept)")
+    assert after.logs == "still here\n" and not after.session_restarted
+
+
+def test_memory_is_bounded_across_processes_where_a_cgroup_can_be_made(loop: Loop) -> None:
+    pool = SandboxPool(dataclasses.replace(LIMITS, call_seconds=30))
+    try:
+        cgroups = loop.run(pool.launcher()).cgroups
+        if cgroups is None:
+            pytest.skip(
+                "this host lets the server make no memory cgroup: the per-process limit alone applies"
+            )
+        # Four processes of 400 MiB: each is within the address-space limit, together they are not.
+        code = (
+            "import os, time\n"
+            "children = []\n"
+            "for _ in range(4):\n"
+            "    pid = os.fork()\n"
+            "    if pid == 0:\n"
+            "        hold = b'x' * (400 * 1024 * 1024)\n"
+            "        time.sleep(0.5)\n"
+            "        os._exit(0)\n"
+            "    children.append(pid)\n"
+            "print(sorted(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in children))\n"
+        )
+        result = loop.run(pool.execute("hungry", code))
+        assert result.kernel_stopped or "-9" in result.logs, result  # the cgroup's OOM killer stepped in
+        assert cgroups.peak_bytes(0) <= cgroups.limit_bytes < 4 * 400 * 1024 * 1024
+        after = loop.run(pool.execute("hungry", "print('ok')"))
+        assert after.logs == "ok\n"
+    finally:
+        loop.run(pool.close())
+
+
+@pytest.mark.parametrize("directory", ["/mnt/data", "/dev/shm", "/tmp"])
+def test_scratch_space_is_bounded(run: Callable[..., ExecutionResult], directory: str) -> None:
+    code = (
+        "written = 0\n"
+        "try:\n"
+        f"    with open('{directory}/fill', 'wb') as out:\n"
+        "        while written < 10 * 1024 ** 3:\n"
+        "            out.write(b'x' * 1024 * 1024)\n"
+        "            written += 1024 * 1024\n"
+        "except OSError as exc:\n"
+        "    print(exc.errno, written // 1024 ** 2)\n"
+        "import os\n"
+        f"os.remove('{directory}/fill')\n"
+    )
+    result = run("disk", code)
+    assert result.error is None, result.error
+    errno, megabytes = (int(n) for n in result.logs.split())
+    assert errno in (27, 28)  # EFBIG (the file size limit) or ENOSPC (the tmpfs is full)
+    assert megabytes <= 64
+
+
+def test_an_infinite_loop_is_interrupted_and_the_kernel_kept(run: Callable[..., ExecutionResult]) -> None:
+    run("loop", "counter = 7")
+    started = time.monotonic()
+    result = run("loop", "while True:\n    counter += 1", timeout=1.5)
+    assert 1.5 < time.monotonic() - started < 6
+    assert result.interrupted and not result.kernel_stopped
+    assert result.error is not None and "time limit" in result.error
+    after = run("loop", "counter > 7")
+    assert after.logs == "True\n" and not after.session_restarted
+
+
+def test_code_that_ignores_the_interrupt_is_killed_and_the_next_call_says_so(
+    run: Callable[..., ExecutionResult], pool: SandboxPool
+) -> None:
+    run("stubborn", "value = 1")
+    uid = LIMITS.uid_base + pool._kernels["stubborn"].slot
+    code = "import signal\nsignal.signal(signal.SIGALRM, signal.SIG_IGN)\nwhile True:\n    pass"
+    result = run("stubborn", code, timeout=1.0)
+    assert result.interrupted and result.kernel_stopped
+    assert result.error is not None and "fresh session" in result.error
+    if os.geteuid() == 0:
+        wait_for(lambda: not processes_of(uid))
+    after = run("stubborn", "print('value' in globals())")
+    assert after.session_restarted
+    assert after.logs == "False\n"
+
+
+def test_a_kernel_over_its_session_cpu_is_stopped(loop: Loop) -> None:
+    pool = SandboxPool(SandboxLimits(call_seconds=60, session_cpu_seconds=1))
+    try:
+        started = time.monotonic()
+        result = loop.run(pool.execute("cpu", "while True:\n    pass"))
+        assert time.monotonic() - started < 45  # one CPU second, however busy the machine
+        assert result.kernel_stopped and not result.interrupted
+        after = loop.run(pool.execute("cpu", "print('fresh')"))
+        assert after.logs == "fresh\n" and after.session_restarted
+    finally:
+        loop.run(pool.close())
+
+
+def test_a_kernel_that_forges_replies_is_killed(run: Callable[..., ExecutionResult]) -> None:
+    code = (
+        "import os\n"
+        "for fd in os.listdir('/proc/self/fd'):\n"
+        "    try:\n"
+        '        os.write(int(fd), b\'{"logs": "forged", "images": [{"name": "../x", "data": "AAAA"}]}\\n\')\n'
+        "    except OSError:\n"
+        "        pass\n"
+    )
+    result = run("forger", code)
+    assert result.kernel_stopped
+    assert result.error is not None and "not a reply" in result.error
+    assert "forged" not in result.logs
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        b"[]",
+        b'{"logs": 3, "images": [], "files": []}',
+        b'{"logs": "", "error": null, "images": [{"name": "a.png", "data": "bm90IGEgcG5n"}], "files": []}',
+        b'{"logs": "", "error": null, "images": [], "files": [{"path": "../../etc/passwd", "size": 1, "data": null}]}',
+        b'{"logs": "", "error": null, "images": [], "files": [{"path": "/etc/passwd", "size": 1, "data": null}]}',
+        b'{"logs": "", "error": null, "images": [], "files": [{"path": "a", "size": -1, "data": null}]}',
+        b"not json",
+    ],
+)
+def test_malformed_replies_are_refused(reply: bytes) -> None:
+    with pytest.raises(_KernelGone):
+        _parse_reply(reply)
+
+
+def test_oversized_logs_are_cut(run: Callable[..., ExecutionResult]) -> None:
+    result = run("logs", "print('x' * 10_000_000)")
+    assert len(result.logs) < 300_000 and result.logs.endswith("[output truncated]")
+
+
+# --- the pool -----------------------------------------------------------------------------------
+
+
+def test_idle_kernels_are_reaped_and_the_next_call_is_told(loop: Loop) -> None:
+    pool = SandboxPool(SandboxLimits(idle_seconds=0.3))
+    try:
+        loop.run(pool.execute("idle", "x = 1"))
+        assert pool.sessions == ["idle"]
+        reaper = asyncio.run_coroutine_threadsafe(pool.run_reaper(), loop.loop)
+        wait_for(lambda: pool.sessions == [])
+        reaper.cancel()
+        after = loop.run(pool.execute("idle", "print('x' in globals())"))
+        assert after.session_restarted and after.logs == "False\n"
+    finally:
+        loop.run(pool.close())
+
+
+def test_past_max_kernels_the_least_recently_used_is_stopped(loop: Loop) -> None:
+    pool = SandboxPool(SandboxLimits(max_kernels=2, call_seconds=5))
+    try:
+        for session in ("a", "b"):
+            loop.run(pool.execute(session, f"name = '{session}'"))
+        loop.run(pool.execute("a", "name"))  # b is now the least recently used
+        loop.run(pool.execute("c", "name = 'c'"))
+        assert sorted(pool.sessions) == ["a", "c"]
+        again = loop.run(pool.execute("b", "print('name' in globals())"))
+        assert again.session_restarted and again.logs == "False\n"
+        # Both slots busy: a third session is refused, not queued behind running code.
+        busy = [
+            asyncio.run_coroutine_threadsafe(pool.execute(s, "import time; time.sleep(3)"), loop.loop)
+            for s in ("a", "b")
+        ]
+        wait_for(lambda: all(k.users for k in pool._kernels.values()))
+        with pytest.raises(SandboxBusyError):
+            loop.run(pool.execute("d", "1"))
+        for future in busy:
+            assert future.result(10).error is None
+    finally:
+        loop.run(pool.close())
+
+
+def test_without_bubblewrap_code_never_runs(
+    loop: Loop, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # no bwrap on the PATH
+    pool = SandboxPool(SandboxLimits())
+    marker = tmp_path / "ran"
+    with pytest.raises(SandboxUnavailableError, match="bubblewrap"):
+        loop.run(pool.execute("s", f"open({str(marker)!r}, 'w')"))
+    with pytest.raises(SandboxUnavailableError):  # and it stays refused
+        loop.run(pool.execute("s", "1"))
+    assert not marker.exists()
+
+
+def test_a_sandbox_that_cannot_start_is_refused(loop: Loop) -> None:
+    pool = SandboxPool(SandboxLimits(python="/nonexistent/python3"))
+    with pytest.raises(SandboxUnavailableError, match="unavailable"):
+        loop.run(pool.execute("s", "1"))
+
+
+def test_a_cancelled_call_does_not_leave_its_reply_for_the_next(loop: Loop, pool: SandboxPool) -> None:
+    loop.run(pool.execute("cancelled", "kept = 1"))
+    call = asyncio.run_coroutine_threadsafe(
+        pool.execute("cancelled", "import time\ntime.sleep(15)\nprint('late reply')"), loop.loop
+    )
+    wait_for(lambda: pool._kernels["cancelled"].users == 1)
+    call.cancel()
+    after = loop.run(pool.execute("cancelled", "print('fresh')"))
+    assert after.logs == "fresh\n", after
+    assert after.session_restarted
+
+
+def test_placed_files_land_in_mnt_data_whatever_their_names(run: Callable[..., ExecutionResult]) -> None:
+    result = run(
+        "placed",
+        "import os\nprint(sorted(os.listdir('/mnt/data')))",
+        files={"../../tmp/escape.txt": b"1", "notes.txt": "中文".encode()},
+    )
+    assert result.logs == "['escape.txt', 'notes.txt']\n"
+
+
+def test_a_kernel_that_exits_is_replaced_and_the_next_call_told(run: Callable[..., ExecutionResult]) -> None:
+    run("exits", "value = 1")
+    gone = run("exits", "import os\nos._exit(3)")
+    assert gone.kernel_stopped and gone.error is not None
+    after = run("exits", "print('value' in globals(), b'\\xff'.decode('latin-1'))")
+    assert after.session_restarted and after.logs == "False ÿ\n"
+
+
+def test_limits_come_from_the_settings() -> None:
+    settings = Settings.from_env(
+        {
+            "THREADLINE_SANDBOX_MEMORY_MB": "256",
+            "THREADLINE_SANDBOX_DISK_MB": "64",
+            "THREADLINE_SANDBOX_CALL_SECONDS": "7.5",
+            "THREADLINE_SANDBOX_MAX_KERNELS": "3",
+        }
+    )
+    limits = SandboxLimits.from_settings(settings)
+    assert (limits.memory_bytes, limits.disk_bytes) == (256 * 2**20, 64 * 2**20)
+    assert (limits.call_seconds, limits.max_kernels, limits.idle_seconds) == (7.5, 3, 3600.0)
+
+
+def test_doctor_says_how_kernels_are_confined() -> None:
+    from threadline.cli import _sandbox_status
+
+    status = _sandbox_status(Settings())
+    assert "bwrap" in status and "seccomp" in status, status
+    assert ("host uids 200000+" if os.geteuid() == 0 else "user namespace") in status
+
+
+def test_ending_a_session_stops_its_kernel(
+    run: Callable[..., ExecutionResult], loop: Loop, pool: SandboxPool
+) -> None:
+    run("deleted", "secret = 1")
+    kernel = pool._kernels["deleted"]
+    loop.run(pool.end("deleted"))
+    assert "deleted" not in pool.sessions and kernel.process.returncode is not None
+    after = run("deleted", "print('secret' in globals())")
+    assert after.logs == "False\n" and not after.session_restarted
