@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 import socket
 import subprocess
 import sys
@@ -249,7 +250,9 @@ def test_the_settings_choose_the_embedder(embeddings_server: str) -> None:
     from threadline.config import Settings
     from threadline.providers.embeddings import embedder_for
 
-    assert isinstance(embedder_for(Settings()), E5Embedder)
+    before = os.environ.get("OMP_NUM_THREADS")
+    assert isinstance(embedder_for(Settings(embeddings_threads=3)), E5Embedder)
+    assert os.environ.get("OMP_NUM_THREADS") == before  # the cap stays with the embedding model
     remote = embedder_for(Settings(embeddings_base_url=embeddings_server, embeddings_model="e5"))
     assert isinstance(remote, OpenAIEmbedder) and remote.name == "e5"
     assert remote.embed_query("hello").shape == (384,)
