@@ -82,7 +82,9 @@ def test_lesson_runs_on_the_embedded_model(
         options={"headers": {"OpenAI-Beta": "assistants=v2"}},
     ).data[0]
     answer = local.beta.threads.messages.list(thread_id=thread.id).data[0]
-    assert answer.role == "assistant" and answer.status == "completed"
+    # A tiny model sometimes rambles until the answer's token backstop: its message is then marked
+    # incomplete (the run still completes, so the lesson's poll loop ends).
+    assert answer.role == "assistant" and answer.status in ("completed", "incomplete")
     text = answer.content[0].text.value  # type: ignore[union-attr]
     assert text.strip(), "the embedded model produced no text"
     # The program prints the message's repr, which escapes quotes and newlines: compare the start of
