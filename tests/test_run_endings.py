@@ -18,6 +18,7 @@ import pytest
 
 from tests.conftest import database_url
 from threadline.domain.entities import RunStep, ToolCalls
+from threadline.domain.files import FileService
 from threadline.domain.lifecycle import end_run, now
 from threadline.domain.ports import Change
 from threadline.domain.run_states import RunStatus
@@ -25,7 +26,9 @@ from threadline.domain.services import Services
 from threadline.events.bus import LocalBus
 from threadline.ids import new_id
 from threadline.store import Database, SqlStore
+from threadline.store.blobs import LocalBlobStore
 from threadline.store.database import migrate
+from threadline.store.files import SqlFileStore
 from threadline.testing import Reply, ScriptedModel, ToolCall
 
 WEATHER = {
@@ -169,7 +172,7 @@ def test_step_errors_use_step_codes_only(tmp_path: Path) -> None:
         db = Database(url)
         try:
             store, bus = SqlStore(db), LocalBus()
-            services = Services(store, bus, _AnyModel())
+            services = Services(store, bus, _AnyModel(), _files(db, tmp_path))
             assistant = await services.create_assistant({"model": "m"})
             thread = await services.create_thread({"messages": [{"role": "user", "content": "hi"}]})
             errors = []
@@ -202,6 +205,10 @@ def test_step_errors_use_step_codes_only(tmp_path: Path) -> None:
     assert run_error is not None and run_error["code"] == "rate_limit_exceeded"
 
 
+def _files(db: Database, directory: Path) -> FileService:
+    return FileService(SqlFileStore(db), LocalBlobStore(directory / "files"), max_bytes=1 << 20)
+
+
 def test_writes_while_driving_a_run_keep_its_renewed_lease(tmp_path: Path) -> None:
     url = database_url(tmp_path)
     migrate(url)
@@ -210,7 +217,7 @@ def test_writes_while_driving_a_run_keep_its_renewed_lease(tmp_path: Path) -> No
         db = Database(url)
         try:
             store, bus = SqlStore(db), LocalBus()
-            services = Services(store, bus, _AnyModel())
+            services = Services(store, bus, _AnyModel(), _files(db, tmp_path))
             assistant = await services.create_assistant({"model": "m"})
             thread = await services.create_thread({"messages": [{"role": "user", "content": "hi"}]})
             run = await services.create_run(thread.id, {"assistant_id": assistant.id})
