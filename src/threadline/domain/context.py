@@ -61,6 +61,16 @@ def chat_message(message: Message) -> ChatMessage:
             parts.append({"type": "text", "text": part["text"]["value"]})
         elif part.get("type") == "image_url":
             parts.append({"type": "image_url", "image_url": part["image_url"]})
+        elif part.get("type") == "image_file":
+            # Uploaded images are not sent as pixels yet; the model is told one is there, not left
+            # to answer as if the user had sent nothing.
+            file_id = (part.get("image_file") or {}).get("file_id", "")
+            parts.append(
+                {
+                    "type": "text",
+                    "text": f"[The user attached an image, file {file_id}, which is not shown here.]",
+                }
+            )
     if all(p["type"] == "text" for p in parts):
         return {"role": message.role, "content": "".join(p["text"] for p in parts)}
     return {"role": message.role, "content": parts}

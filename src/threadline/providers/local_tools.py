@@ -17,14 +17,22 @@ from threadline.providers.base import ChatMessage, ModelRequest
 
 
 def _content_text(content: Any) -> str:
-    """Chat-completions content (a string or a list of parts) as plain text; non-text parts dropped."""
+    """Chat-completions content (a string or a list of parts) as plain text; images described."""
     if content is None:
         return ""
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        texts = [part.get("text", "") for part in content if isinstance(part, dict) and "text" in part]
-        return "\n".join(t for t in texts if isinstance(t, str))
+        texts = []
+        for part in content:
+            if not isinstance(part, dict):
+                continue
+            if isinstance(part.get("text"), str):
+                texts.append(part["text"])
+            elif part.get("type") == "image_url":
+                # A small local model cannot see images: it is told one was sent, not left unaware.
+                texts.append("[The user sent an image, which this model cannot see.]")
+        return "\n".join(texts)
     return str(content)
 
 
