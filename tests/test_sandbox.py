@@ -628,3 +628,16 @@ def test_ending_a_session_stops_its_kernel(
     assert "deleted" not in pool.sessions and kernel.process.returncode is not None
     after = run("deleted", "print('secret' in globals())")
     assert after.logs == "False\n" and not after.session_restarted
+
+
+def test_an_interpreter_under_tmp_stays_visible_inside() -> None:
+    """A checkout under /tmp: the interpreter's bind must come after the sandbox's own /tmp tmpfs,
+    or the tmpfs hides it and no kernel can start."""
+    limits = SandboxLimits.from_settings(Settings())
+    python = "/tmp/checkout/.venv/bin/python"
+    checkout = launcher.Launcher(limits, "bwrap", python, ("/tmp/checkout/.venv",), False, None, b"")
+    args = checkout.command(0, "pass", 3)
+    tmpfs = args.index("/tmp", args.index("--tmpfs"))
+    bind = args.index("--ro-bind-try")
+    assert args[bind + 1] == "/tmp/checkout/.venv" and tmpfs < bind
+    assert args[args.index("--tmpfs", tmpfs + 1) + 1] == "/dev/shm"

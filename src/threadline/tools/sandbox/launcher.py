@@ -138,7 +138,15 @@ class Launcher:
                 args += ["--symlink", os.readlink(path), str(path)]
             elif path.is_dir():
                 args += ["--ro-bind", str(path), str(path)]
-        made: set[str] = set()
+        # The small tmpfs mounts come before the interpreter's binds, which land on top of them: an
+        # interpreter installed under /tmp (a checkout there) must stay visible inside.
+        args += [
+            "--proc", "/proc",
+            "--dev", "/dev",
+            "--perms", "1777", "--size", str(SMALL_TMPFS_BYTES), "--tmpfs", "/tmp",
+            "--perms", "1777", "--size", str(SMALL_TMPFS_BYTES), "--tmpfs", "/dev/shm",
+        ]  # fmt: skip
+        made: set[str] = {"/tmp", "/dev", "/dev/shm"}
         # /etc/fonts only: fontconfig (used by matplotlib) reads it; the rest of /etc stays out.
         for root in (*self.python_roots, "/etc/fonts"):
             # Parents are made world-readable: bubblewrap would copy modes such as /root's 0700.
@@ -148,10 +156,6 @@ class Launcher:
                     args += ["--perms", "0755", "--dir", str(parent)]
             args += ["--ro-bind-try", root, root]
         args += [
-            "--proc", "/proc",
-            "--dev", "/dev",
-            "--perms", "1777", "--size", str(SMALL_TMPFS_BYTES), "--tmpfs", "/tmp",
-            "--perms", "1777", "--size", str(SMALL_TMPFS_BYTES), "--tmpfs", "/dev/shm",
             "--perms", "0777", "--size", str(self.limits.disk_bytes), "--tmpfs", "/mnt/data",
             "--chdir", "/mnt/data",
             "--seccomp", str(seccomp_fd),
