@@ -284,13 +284,14 @@ class Services:
         await self.get_thread(thread_id)
         await self._check_files(fields)
         run, messages = self._new_run(thread_id, assistant, fields, run_id)
+        await self._announce(run)
         try:
             await self.store.insert_run(run, messages)
         except ThreadLockedError as locked:
             raise InvalidRequestError(
                 f"Thread {thread_id} already has an active run {locked.run_id}."
             ) from None
-        await self._announce(run)
+        await self.bus.notify_work()
         return run
 
     async def create_thread_and_run(
@@ -304,9 +305,10 @@ class Services:
         thread, messages = self._new_thread(thread_fields)
         run, _ = self._new_run(thread.id, assistant, fields, run_id)
         # One transaction: the thread, its messages and its run (holding its lock) exist together or not at all.
-        await self.store.insert_thread(thread, messages, run)
         await publish(self.bus, run.id, [ObjectEvent("thread.created", snapshot(thread))])
         await self._announce(run)
+        await self.store.insert_thread(thread, messages, run)
+        await self.bus.notify_work()
         return thread, run
 
     def _new_run(
@@ -356,8 +358,11 @@ class Services:
         return run, messages
 
     async def _announce(self, run: Run) -> None:
+        """Publish a new run's first events *before* it is written: once the row exists a worker may
+        claim it at once, and its ``in_progress`` must never reach a stream ahead of ``created``.
+        (Nobody else can follow an id that was just made, so a failed write misleads no one; the
+        stream that asked for it ends with the error.)"""
         await publish(self.bus, run.id, [ObjectEvent("thread.run.created", snapshot(run)), run_event(run)])
-        await self.bus.notify_work()
 
     async def get_run(self, thread_id: str, run_id: str) -> Run:
         await self.get_thread(thread_id)
