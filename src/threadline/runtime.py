@@ -120,7 +120,7 @@ class Runtime:
             blobs,
             jobs,
             vector_stores,
-            tools or build_tools(settings, store, files, vector_stores),
+            tools or build_tools(settings, files, vector_stores),
         )
         if start_models and routes.local_models():
             runtime.model_start = asyncio.create_task(routes.start_local_models())
@@ -165,47 +165,36 @@ class LazyEngine:
             return self._engine
 
 
-def build_tools(
-    settings: Settings, store: SqlStore, files: FileService, vector_stores: VectorStoreService
-) -> ToolRegistry:
+def build_tools(settings: Settings, files: FileService, vector_stores: VectorStoreService) -> ToolRegistry:
     """The server-side tools this process runs: code_interpreter in the sandbox (which refuses,
     saying why, where no sandbox can be made) and file_search over the vector stores."""
     pool = SandboxPool(SandboxLimits.from_settings(settings))
-    backend = ToolBackend(store, files, vector_stores)
+    backend = ToolBackend(files, vector_stores)
     return ToolRegistry([CodeInterpreterTool(pool, backend), FileSearchTool(backend)])
 
 
 class ToolBackend:
-    """The files and vector stores the built-in tools work with, each call within the project of
-    the thread it serves (tools cannot see the domain; see :mod:`threadline.tools.ports`)."""
+    """The files and vector stores the built-in tools work with, each call within the project it
+    names (tools cannot see the domain; see :mod:`threadline.tools.ports`)."""
 
-    def __init__(self, store: SqlStore, files: FileService, vector_stores: VectorStoreService) -> None:
-        self.store = store
+    def __init__(self, files: FileService, vector_stores: VectorStoreService) -> None:
         self.files = files
         self.vector_stores = vector_stores
 
-    async def _project(self, thread_id: str) -> str:
-        thread = await self.store.get_thread(thread_id)
-        if thread is None:
-            raise ToolError("The thread is gone.")
-        return thread.project_id
-
-    async def read(self, thread_id: str, file_id: str, limit: int) -> tuple[str, bytes]:
-        files = self.files.for_project(await self._project(thread_id))
+    async def read(self, project_id: str, file_id: str, limit: int) -> tuple[str, bytes]:
         try:
-            file, data = await files.read_bytes(file_id, limit)
+            file, data = await self.files.for_project(project_id).read_bytes(file_id, limit)
         except ThreadlineError as exc:
             raise ToolError(f"The file {file_id} cannot be placed in /mnt/data: {exc}") from None
         return file.filename, data
 
-    async def save(self, thread_id: str, filename: str, data: bytes, content_type: str) -> str:
-        files = self.files.for_project(await self._project(thread_id))
-        return (await files.save_output(filename, data, content_type)).id
+    async def save(self, project_id: str, filename: str, data: bytes, content_type: str) -> str:
+        return (await self.files.for_project(project_id).save_output(filename, data, content_type)).id
 
     async def search(
-        self, thread_id: str, store_ids: Sequence[str], query: str, limit: int, score_threshold: float
+        self, project_id: str, store_ids: Sequence[str], query: str, limit: int, score_threshold: float
     ) -> list[Passage]:
-        service = self.vector_stores.for_project(await self._project(thread_id))
+        service = self.vector_stores.for_project(project_id)
         passages: list[Passage] = []
         for store_id in store_ids:
             try:

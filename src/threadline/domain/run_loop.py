@@ -511,8 +511,9 @@ class RunLoop:
             (thread.tool_resources if thread else None) or {},
         )
         records: list[ToolCallRecord] = []
+        project_id = thread.project_id if thread else ""
         for position, call in enumerate(calls):
-            await self._run_builtin(run, step, position, call, records, resources)
+            await self._run_builtin(run, step, position, call, records, resources, project_id)
         step = dataclasses.replace(
             step,
             step_details=ToolCalls(records),
@@ -531,6 +532,7 @@ class RunLoop:
         call: _Call,
         records: list[ToolCallRecord],
         resources: tuple[dict[str, Any], dict[str, Any]],
+        project_id: str,
     ) -> None:
         """Show the call as started (saved, then streamed), run it, and stream its outputs."""
         tool = call.tool
@@ -548,6 +550,7 @@ class RunLoop:
                 options=next((t.get(tool.type) or {} for t in run.tools if t.get("type") == tool.type), {}),
                 assistant_resources=resources[0],
                 thread_resources=resources[1],
+                project_id=project_id,
             )
             record.details = tool.start(request)
         except ToolError as exc:

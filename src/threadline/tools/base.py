@@ -82,6 +82,8 @@ class ToolCall:
     """The assistant's ``tool_resources`` (file ids, vector store ids)."""
     thread_resources: dict[str, Any] = field(default_factory=dict)
     """The thread's ``tool_resources``."""
+    project_id: str = ""
+    """The thread's project: the only one whose files and vector stores the call may use."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -72,7 +72,7 @@ class CodeInterpreterTool:
             result = await self.pool.execute(call.thread_id, code, files=placed)
         except (SandboxUnavailableError, SandboxBusyError) as exc:
             raise ToolError(exc.message) from None
-        outputs, made = await self._outputs(call.thread_id, result)
+        outputs, made = await self._outputs(call.project_id, result)
         return ToolResult(
             details=CodeInterpreterDetails(input=code, outputs=tuple(outputs)),
             output=self._told(result, made),
@@ -82,12 +82,12 @@ class CodeInterpreterTool:
         placed: dict[str, bytes] = {}
         budget = self.pool.limits.disk_bytes
         for file_id in dict.fromkeys(_file_ids(call.assistant_resources) + _file_ids(call.thread_resources)):
-            filename, data = await self.files.read(call.thread_id, file_id, budget)
+            filename, data = await self.files.read(call.project_id, file_id, budget)
             budget -= len(data)
             placed[filename] = data
         return placed
 
-    async def _outputs(self, thread_id: str, result: ExecutionResult) -> tuple[list[CodeOutput], list[str]]:
+    async def _outputs(self, project_id: str, result: ExecutionResult) -> tuple[list[CodeOutput], list[str]]:
         outputs: list[CodeOutput] = []
         if result.logs:
             outputs.append(LogsOutput(result.logs))
@@ -95,7 +95,7 @@ class CodeInterpreterTool:
             outputs.append(LogsOutput(result.error))
         made = []
         for image in result.images:
-            saved = await self.files.save(thread_id, image.name, image.png, "image/png")
+            saved = await self.files.save(project_id, image.name, image.png, "image/png")
             outputs.append(ImageOutput(saved))
             made.append(f"an image {image.name} was shown to the user (file {saved})")
         for written in result.files:
@@ -103,7 +103,7 @@ class CodeInterpreterTool:
                 made.append(f"/mnt/data/{written.path} ({written.size} bytes) is too large to return")
                 continue
             kind = mimetypes.guess_type(written.path)[0] or "application/octet-stream"
-            saved = await self.files.save(thread_id, written.path.rsplit("/", 1)[-1], written.data, kind)
+            saved = await self.files.save(project_id, written.path.rsplit("/", 1)[-1], written.data, kind)
             made.append(f"/mnt/data/{written.path} was saved as file {saved}")
         return outputs, made
 

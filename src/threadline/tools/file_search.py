@@ -72,7 +72,7 @@ class FileSearchTool:
         query = str(call.arguments["query"])
         limit = int(call.options.get("max_num_results") or DEFAULT_MAX_RESULTS)
         stores = list(dict.fromkeys(_store_ids(call.assistant_resources) + _store_ids(call.thread_resources)))
-        hits = await self.search.search(call.thread_id, stores, query, limit, ranking.score_threshold)
+        hits = await self.search.search(call.project_id, stores, query, limit, ranking.score_threshold)
         number = self._search_number(call.run_id)
         sources = [Source(hit.file_id, hit.filename, hit.text) for hit in hits]
         results = tuple(FileSearchResult(h.file_id, h.filename, h.score, (h.text,)) for h in hits)

@@ -2,7 +2,7 @@
 
 Tools know nothing of the domain (the run loop calls them, not the other way round), so the files
 and vector stores they work with reach them through these; the runtime wires the real ones.
-Every call names the thread it serves, so that it stays within the thread's project.
+Every call names the project of the thread it serves, and stays within it.
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ from typing import Protocol
 
 
 class ToolFiles(Protocol):
-    async def read(self, thread_id: str, file_id: str, limit: int) -> tuple[str, bytes]:
+    async def read(self, project_id: str, file_id: str, limit: int) -> tuple[str, bytes]:
         """A file's name and bytes; raises :class:`~threadline.tools.base.ToolError` when it is
         missing or larger than ``limit``."""
 
-    async def save(self, thread_id: str, filename: str, data: bytes, content_type: str) -> str:
+    async def save(self, project_id: str, filename: str, data: bytes, content_type: str) -> str:
         """Keep bytes a tool made as a file (purpose ``assistants_output``); its id."""
 
 
@@ -31,6 +31,6 @@ class Passage:
 
 class ToolSearch(Protocol):
     async def search(
-        self, thread_id: str, store_ids: Sequence[str], query: str, limit: int, score_threshold: float
+        self, project_id: str, store_ids: Sequence[str], query: str, limit: int, score_threshold: float
     ) -> list[Passage]:
         """The best passages over the stores (expired or deleted stores are skipped), best first."""
