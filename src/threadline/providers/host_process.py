@@ -20,7 +20,6 @@ thread (tokenising only reads the vocabulary). When stdin closes the process exi
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import json
 import os
@@ -53,25 +52,32 @@ _CPU_FLAGS = {
 }
 
 
+def read_cpuinfo() -> str:
+    """``/proc/cpuinfo``, or nothing where there is none."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as file:
+            return file.read()
+    except OSError:
+        return ""
+
+
+def _reported_flags(cpuinfo: str) -> set[str] | None:
+    """The CPU's flags from ``/proc/cpuinfo``; ``None`` where it lists none (not x86 Linux)."""
+    flags_line = next((line for line in cpuinfo.splitlines() if line.startswith("flags")), None)
+    return None if flags_line is None else set(flags_line.partition(":")[2].split())
+
+
 def cpu_flags(cpuinfo: str | None = None) -> str:
     """The CPU features llama.cpp can use that this (x86 Linux) machine reports, space-separated."""
-    if cpuinfo is None:
-        try:
-            with open("/proc/cpuinfo", encoding="utf-8") as file:
-                cpuinfo = file.read()
-        except OSError:
-            return ""
-    flags_line = next((line for line in cpuinfo.splitlines() if line.startswith("flags")), "")
-    have = set(flags_line.partition(":")[2].split())
+    have = _reported_flags(read_cpuinfo() if cpuinfo is None else cpuinfo) or set()
     return " ".join(name for name, flag in _CPU_FLAGS.items() if flag in have)
 
 
 def missing_cpu_features(system_info: str, cpuinfo: str) -> list[str]:
     """Features the build was compiled to use that this (x86) CPU does not report."""
-    flags_line = next((line for line in cpuinfo.splitlines() if line.startswith("flags")), None)
-    if flags_line is None:
+    have = _reported_flags(cpuinfo)
+    if have is None:
         return []  # not x86 Linux: nothing to compare
-    have = set(flags_line.split(":", 1)[1].split())
     used = {name for name, value in re.findall(r"(\w+) = (\d+)", system_info) if value == "1"}
     return sorted(name for name in used if name in _CPU_FLAGS and _CPU_FLAGS[name] not in have)
 
@@ -190,13 +196,12 @@ def main(argv: list[str] | None = None) -> None:
 
     try:
         info = build_info()
-        with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-            missing = missing_cpu_features(info["system_info"], cpuinfo.read())
-            if missing:
-                raise ProviderError(
-                    f"this llama.cpp build uses {', '.join(missing)}, which this CPU lacks;"
-                    " rebuild it for this machine with `make llama`"
-                )
+        missing = missing_cpu_features(info["system_info"], read_cpuinfo())
+        if missing:
+            raise ProviderError(
+                f"this llama.cpp build uses {', '.join(missing)}, which this CPU lacks;"
+                " rebuild it for this machine with `make llama`"
+            )
         loaded = load_model(options.model_path, options.threads)
         seconds = probe(loaded)
     except ProviderError as exc:

@@ -247,9 +247,13 @@ class ModelHost:
     def _fail(self, reason: str) -> None:
         with self._lock:
             self.state, self.failure = "failed", reason
-            self._deaths += 1
-            self._retry_at = time.monotonic() + min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** (self._deaths - 1))
+            self._back_off()
         log.error("%s", reason)
+
+    def _back_off(self) -> None:
+        """One more death in a row: the next start waits twice as long (under ``_lock``)."""
+        self._deaths += 1
+        self._retry_at = time.monotonic() + min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** (self._deaths - 1))
 
     async def aclose(self) -> None:
         self._closed = True
@@ -308,8 +312,7 @@ class ModelHost:
             was_ready = self.state == "ready" and self._child is child
             if was_ready:
                 self.state = "stopped"
-                self._deaths += 1
-                self._retry_at = time.monotonic() + min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** (self._deaths - 1))
+                self._back_off()
         if was_ready:
             message = f"The model process for {self.name} died: {reason}."
             log.error("%s %d call(s) in flight failed; it restarts on the next call.", message, len(orphans))
