@@ -72,10 +72,10 @@ class Projects:
         return await self.store.list_projects()
 
     async def get_project(self, project_id: str) -> Project:
-        for project in await self.store.list_projects():
-            if project.id == project_id:
-                return project
-        raise NotFoundError(f"No project found with id '{project_id}'.")
+        project = await self.store.get_project(project_id)
+        if project is None:
+            raise NotFoundError(f"No project found with id '{project_id}'.")
+        return project
 
     async def create_key(self, project_id: str, name: str = "") -> tuple[ApiKey, str]:
         """A new key for the project, and its secret (shown this once, never stored)."""

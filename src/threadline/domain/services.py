@@ -365,9 +365,9 @@ class Services:
         await publish(self.bus, run.id, [ObjectEvent("thread.run.created", snapshot(run)), run_event(run)])
 
     async def get_run(self, thread_id: str, run_id: str) -> Run:
-        await self.get_thread(thread_id)
-        run = await self.store.get_run(thread_id, run_id)
+        run = await self.store.get_run(thread_id, run_id, self.project_id)
         if run is None:
+            await self.get_thread(thread_id)  # an unknown (or another project's) thread is its own 404
             raise _not_found("run", run_id)
         return run
 

@@ -115,6 +115,14 @@ def _by_id(table: Table) -> Select[Any]:
 
 # The statements of a run's hot path, built once: building a statement costs more than running it.
 _GET = {table.name: _by_id(table) for table in (t.assistants, t.threads, t.runs, t.run_steps)}
+# A run, only if its thread is in the project: the SDK's polls read this, so it is one query.
+_GET_RUN_IN_PROJECT = select(t.runs).where(
+    t.runs.c.id == bindparam("b_id"),
+    t.runs.c.thread_id == bindparam("b_thread"),
+    select(t.threads.c.id)
+    .where(t.threads.c.id == bindparam("b_thread"), t.threads.c.project_id == bindparam("b_project"))
+    .exists(),
+)
 _RUN_STEPS = select(t.run_steps).where(t.run_steps.c.run_id == bindparam("b_run")).order_by(t.run_steps.c.seq)
 _NEWEST = (
     select(t.messages)
@@ -221,6 +229,10 @@ def _lock_thread(conn: Connection, thread_id: str, run_id: str | None) -> None:
     ):
         holder = conn.execute(select(t.threads.c.active_run_id).where(t.threads.c.id == thread_id)).scalar()
         raise ThreadLockedError(holder or "")
+
+
+def _project(row: Row[Any]) -> Project:
+    return Project(row.id, row.name, row.created_at, row.thread_ttl_days)
 
 
 def _api_key(row: Row[Any]) -> ApiKey:
@@ -485,8 +497,14 @@ class SqlStore:
 
         await self.db.write(write)
 
-    async def get_run(self, thread_id: str, run_id: str) -> Run | None:
-        return await self._get(Run, t.runs, run_id, ("thread_id", thread_id))
+    async def get_run(self, thread_id: str, run_id: str, project_id: str) -> Run | None:
+        params = {"b_id": run_id, "b_thread": thread_id, "b_project": project_id}
+
+        def read(conn: Connection) -> Run | None:
+            row = conn.execute(_GET_RUN_IN_PROJECT, params).first()
+            return None if row is None else _entity(Run, row)
+
+        return await self.db.read(read)
 
     async def get_run_by_id(self, run_id: str) -> Run | None:
         return await self._get(Run, t.runs, run_id)
@@ -594,7 +612,12 @@ class SqlStore:
         rows = await self.db.read(
             lambda conn: conn.execute(select(t.projects).order_by(t.projects.c.seq)).all()
         )
-        return [Project(r.id, r.name, r.created_at, r.thread_ttl_days) for r in rows]
+        return [_project(r) for r in rows]
+
+    async def get_project(self, project_id: str) -> Project | None:
+        stmt = select(t.projects).where(t.projects.c.id == project_id)
+        row = await self.db.read(lambda conn: conn.execute(stmt).first())
+        return None if row is None else _project(row)
 
     async def insert_api_key(self, key: ApiKey, secret_hash: str) -> None:
         await self._execute(insert(t.api_keys).values(**dataclasses.asdict(key), secret_hash=secret_hash))
