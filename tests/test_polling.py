@@ -113,7 +113,8 @@ def test_held_polls_answer_with_poll_after_zero(
     client, _ = counted
     assistant = client.beta.assistants.create(model="gpt-4o")
     thread = client.beta.threads.create(messages=[{"role": "user", "content": "hi"}])
-    model.script(Reply(text="slow", first_delay=0.5))
+    # Slow enough that the plain retrieve below cannot outlast it on a busy machine.
+    model.script(Reply(text="slow", first_delay=1.5))
     run = client.beta.threads.runs.create(thread_id=thread.id, assistant_id=assistant.id)
     model.wait_for_requests(1)  # in progress, waiting on the model
 
