@@ -16,12 +16,14 @@ from fastapi import Depends, FastAPI
 from threadline import __version__, console, declarations
 from threadline.api import (
     assistants,
+    conversations,
     errors,
     files,
     messages,
     metrics,
     models,
     projects,
+    responses,
     run_steps,
     runs,
     threads,
@@ -107,6 +109,8 @@ def create_app(
     app.include_router(projects.router, prefix="/v1", dependencies=[Depends(require_admin)])
     app.include_router(files.router, prefix="/v1", dependencies=authed)
     app.include_router(vector_stores.router, prefix="/v1", dependencies=authed)
+    app.include_router(responses.router, prefix="/v1", dependencies=authed)
+    app.include_router(conversations.router, prefix="/v1", dependencies=authed)
     app.include_router(models.health)
     app.include_router(metrics.router)
     app.include_router(console.router)

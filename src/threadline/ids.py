@@ -21,6 +21,10 @@ Kind = Literal[
     "key",
     "vector_store",
     "vector_store_file_batch",
+    "response",
+    "conversation",
+    "function_call",
+    "function_call_output",
 ]
 
 _PREFIXES: dict[Kind, str] = {
@@ -36,6 +40,10 @@ _PREFIXES: dict[Kind, str] = {
     "key": "key_",
     "vector_store": "vs_",
     "vector_store_file_batch": "vsfb_",
+    "response": "resp_",
+    "conversation": "conv_",
+    "function_call": "fc_",
+    "function_call_output": "fco_",
 }
 
 API_KEY_PREFIX = "tl-"
@@ -49,3 +57,9 @@ def new_api_key() -> str:
 def new_id(kind: Kind) -> str:
     """A fresh random id such as ``run_3kTq9...`` (24 characters after the prefix, like OpenAI's)."""
     return _PREFIXES[kind] + "".join(secrets.choice(_ALPHABET) for _ in range(24))
+
+
+def call_item_id(call_id: str) -> str:
+    """The Responses item id of the model's tool call ``call_id`` (``call_X`` -> ``fc_X``): derived,
+    not drawn, so a stream can name the item before the item is saved."""
+    return _PREFIXES["function_call"] + call_id.removeprefix(_PREFIXES["call"])

@@ -55,6 +55,17 @@ SUMMARY_PREFIX = "Summary of the earlier conversation, which is no longer shown 
 
 
 def chat_message(message: Message) -> ChatMessage:
+    if message.type == "function_call":
+        item = message.content[0]
+        call = {
+            "id": item["call_id"],
+            "type": "function",
+            "function": {"name": item["name"], "arguments": item["arguments"]},
+        }
+        return {"role": "assistant", "content": None, "tool_calls": [call]}
+    if message.type == "function_call_output":
+        item = message.content[0]
+        return {"role": "tool", "tool_call_id": item["call_id"], "content": item["output"]}
     parts: list[dict[str, Any]] = []
     for part in message.content:
         if part.get("type") == "text":
@@ -71,9 +82,38 @@ def chat_message(message: Message) -> ChatMessage:
                     "text": f"[The user attached an image, file {file_id}, which is not shown here.]",
                 }
             )
+    # Responses' "developer" messages are system messages to a chat model.
+    role = "system" if message.role == "developer" else message.role
     if all(p["type"] == "text" for p in parts):
-        return {"role": message.role, "content": "".join(p["text"] for p in parts)}
-    return {"role": message.role, "content": parts}
+        return {"role": role, "content": "".join(p["text"] for p in parts)}
+    return {"role": role, "content": parts}
+
+
+def paired(messages: list[ChatMessage]) -> list[ChatMessage]:
+    """Thread entries as a chat model accepts them: function calls in a row (Responses items) become
+    one assistant message followed by the outputs of its calls. A call with no output, or an output
+    whose call was left out of the context, is dropped: chat models refuse either."""
+    outputs = {m["tool_call_id"]: m for m in messages if m.get("role") == "tool"}
+    out: list[ChatMessage] = []
+    pending: list[dict[str, Any]] = []
+
+    def flush() -> None:
+        answered = [c for c in pending if c["id"] in outputs]
+        if answered:
+            out.append({"role": "assistant", "content": None, "tool_calls": answered})
+            out.extend(outputs[c["id"]] for c in answered)
+        pending.clear()
+
+    for message in messages:
+        if message.get("role") == "tool":
+            continue
+        if message.get("role") == "assistant" and message.get("tool_calls"):
+            pending.extend(message["tool_calls"])
+            continue
+        flush()
+        out.append(message)
+    flush()
+    return out
 
 
 def run_messages(steps: list[RunStep], own: dict[str, Message]) -> list[ChatMessage]:
@@ -263,6 +303,8 @@ class ContextBuilder:
         strategy = run.truncation_strategy or {}
         exact = strategy.get("last_messages") if strategy.get("type") == "last_messages" else None
         kept, kept_tokens, dropped = await self._newest(run, counter, room, exact)
+        if dropped and strategy.get("type") == "disabled":
+            return Prompt(None, too_large=binding)  # a response asked for no truncation
         if exact is None and not kept and dropped:
             return Prompt(None, too_large=binding)
         if kept_tokens > room:
@@ -282,7 +324,7 @@ class ContextBuilder:
                 if kept_tokens + cost <= room:
                     middle, kept_tokens = [note], kept_tokens + cost
 
-        messages = head + middle + [chat_message(m) for m, _ in reversed(kept)] + tail
+        messages = head + middle + paired([chat_message(m) for m, _ in reversed(kept)]) + tail
         request = ModelRequest(
             model=route.model,
             messages=messages,

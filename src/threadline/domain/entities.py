@@ -56,6 +56,11 @@ class Assistant:
     project_id: str = DEFAULT_PROJECT
 
 
+ThreadKind = Literal["thread", "conversation", "response"]
+"""Made by the Assistants API, by the Conversations API, or for a response that has no conversation
+(unlisted). All three are threads and conversations alike."""
+
+
 @dataclass(slots=True)
 class Thread:
     id: str
@@ -65,9 +70,14 @@ class Thread:
     last_active_at: int | None = None
     """When a message or a run last touched the thread (a Threadline extension field)."""
     project_id: str = DEFAULT_PROJECT
+    kind: ThreadKind = "thread"
 
 
 MessageStatus = Literal["in_progress", "incomplete", "completed"]
+ItemType = Literal["message", "function_call", "function_call_output"]
+"""What a thread entry is. Messages are what the Assistants API shows; function calls and their
+outputs are Responses items kept in the thread so the model sees them on later turns. Their one
+content part holds the item (``call_id``, ``name``, ``arguments`` / ``call_id``, ``output``)."""
 
 
 @dataclass(slots=True)
@@ -75,7 +85,7 @@ class Message:
     id: str
     thread_id: str
     created_at: int
-    role: Literal["user", "assistant"]
+    role: Literal["user", "assistant", "system", "developer", "tool"]
     content: list[dict[str, Any]]
     status: MessageStatus = "completed"
     assistant_id: str | None = None
@@ -85,6 +95,7 @@ class Message:
     incomplete_details: dict[str, Any] | None = None
     completed_at: int | None = None
     incomplete_at: int | None = None
+    type: ItemType = "message"
 
     @property
     def text(self) -> str:
@@ -135,6 +146,9 @@ class Run:
     lease_expires_at: float | None = None
     claims: int = 0
     """How many times a worker has taken this run; on the first, it cannot have any steps yet."""
+    response: dict[str, Any] | None = None
+    """Set when the Responses API made this run: its settings runs lack (see ``domain/responses.py``).
+    Such a run ends ``completed`` with its client function calls as items, never ``requires_action``."""
 
 
 StepStatus = Literal["in_progress", "cancelled", "failed", "completed", "expired"]

@@ -381,7 +381,7 @@ def referenced_files(fields: Mapping[str, Any], at: str = "") -> list[FileRef]:
         for i, file_id in enumerate(store.get("file_ids") or []):
             refs.append(FileRef(file_id, f"{at}tool_resources.file_search.vector_stores[{j}].file_ids[{i}]"))
     # Vector store ids are checked by the vector store service, when there is one.
-    for key in ("messages", "additional_messages"):
+    for key in ("messages", "additional_messages", "input"):
         for i, message in enumerate(fields.get(key) or []):
             refs.extend(referenced_files(message, f"{at}{key}[{i}]."))
     if fields.get("thread"):

@@ -86,6 +86,9 @@ class Store(Protocol):
     ) -> Page[Thread]: ...
     async def update_thread(self, thread: Thread) -> None: ...
     async def delete_thread(self, thread_id: str, project_id: str) -> bool: ...
+    async def copy_thread(self, source_id: str, thread: Thread, through_message_id: str) -> None:
+        """Insert ``thread`` with copies (new ids) of ``source_id``'s entries up to ``through_message_id``."""
+
     async def delete_stale_threads(
         self, project_id: str, inactive_since: int, limit: int
     ) -> dict[str, int]: ...
@@ -103,7 +106,11 @@ class Store(Protocol):
         """Add a message unless the thread is locked (raises :class:`ThreadLockedError`)."""
 
     async def get_message(self, thread_id: str, message_id: str) -> Message | None: ...
-    async def list_messages(self, thread_id: str, query: ListQuery, run_id: str | None) -> Page[Message]: ...
+    async def list_messages(
+        self, thread_id: str, query: ListQuery, run_id: str | None, *, items: bool = False
+    ) -> Page[Message]:
+        """The thread's messages; with ``items``, its Responses items (function calls, outputs) too."""
+
     async def newest_messages(
         self, thread_id: str, limit: int, *, before: str | None = None, after: str | None = None
     ) -> list[Message]:
@@ -123,6 +130,12 @@ class Store(Protocol):
         """The run, if it is on that thread and the thread is in ``project_id``."""
 
     async def get_run_by_id(self, run_id: str) -> Run | None: ...
+    async def get_response(self, response_id: str, project_id: str) -> Run | None:
+        """A run the Responses API made, if its thread is in the project."""
+
+    async def delete_response(self, response_id: str) -> None:
+        """Delete a response's run; its own (unlisted) thread too, once no response is left on it."""
+
     async def list_runs(self, thread_id: str, query: ListQuery) -> Page[Run]: ...
     async def update_run_metadata(self, run: Run) -> None: ...
     async def commit(self, change: Change) -> bool: ...

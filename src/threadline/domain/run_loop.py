@@ -46,7 +46,7 @@ from threadline.domain.lifecycle import (
 )
 from threadline.domain.ports import Bus, Change, Store
 from threadline.domain.run_states import RunStatus
-from threadline.ids import new_id
+from threadline.ids import call_item_id, new_id
 from threadline.providers.base import (
     Finish,
     ModelRequest,
@@ -504,12 +504,14 @@ class RunLoop:
         await self._write(
             run, [step_event(step, "created"), step_event(step, "in_progress")], new_steps=[step]
         )
-        assistant = await self.store.get_assistant(run.assistant_id)
         thread = await self.store.get_thread(run.thread_id)
-        resources = (
-            (assistant.tool_resources if assistant else None) or {},
-            (thread.tool_resources if thread else None) or {},
-        )
+        if run.response is not None:
+            # A response names its resources in its tools (file_search's vector_store_ids ...).
+            own = run.response.get("tool_resources") or {}
+        else:
+            assistant = await self.store.get_assistant(run.assistant_id)
+            own = (assistant.tool_resources if assistant else None) or {}
+        resources = (own, (thread.tool_resources if thread else None) or {})
         records: list[ToolCallRecord] = []
         project_id = thread.project_id if thread else ""
         for position, call in enumerate(calls):
@@ -577,6 +579,9 @@ class RunLoop:
         step = dataclasses.replace(
             turn.tool_step, step_details=_function_calls(calls), usage=self._step_usage(turn)
         )
+        if run.response is not None:
+            await self._hand_over(run, step, calls, usage)
+            return
         required = RequiredAction([FunctionCall(c.id, c.name, c.arguments) for c in calls])
         waiting = moved(run, RunStatus.REQUIRES_ACTION, required_action=required, usage=usage)
         waiting.worker_id = None
@@ -586,6 +591,37 @@ class RunLoop:
             await self._lost(run)
             return
         await publish(self.bus, run.id, [run_event(waiting)])
+
+    async def _hand_over(self, run: Run, step: RunStep, calls: list[_Call], usage: dict[str, int]) -> None:
+        """A response ends with its client function calls as output items; their outputs come as the
+        input of a later response. The calls join the thread, so that response's model sees them."""
+        ts = now()
+        step = dataclasses.replace(step, status="completed", completed_at=ts)
+        items = [
+            Message(
+                id=call_item_id(c.id),
+                thread_id=run.thread_id,
+                created_at=ts,
+                role="assistant",
+                content=[{"call_id": c.id, "name": c.name, "arguments": c.arguments}],
+                run_id=run.id,
+                type="function_call",
+            )
+            for c in calls
+        ]
+        ended = moved(run, RunStatus.COMPLETED, usage=usage, completed_at=ts)
+        change = Change(
+            run=ended,
+            expect=IN_PROGRESS,
+            owner=self.worker_id,
+            steps=[step],
+            new_messages=items,
+            release_thread=True,
+        )
+        if not await self.store.commit(change):
+            await self._lost(run)
+            return
+        await publish(self.bus, run.id, [step_event(step), run_event(ended)])
 
     async def _too_large(self, run: Run, turn: _Turn, limit: str | None) -> None:
         """Even the newest message does not fit: ``incomplete`` if max_prompt_tokens is the limit."""

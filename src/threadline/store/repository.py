@@ -52,6 +52,7 @@ from threadline.domain.records import (
     step_details_record,
 )
 from threadline.domain.run_states import ACTIVE, RunStatus, cause_of
+from threadline.ids import new_id
 from threadline.store import tables as t
 from threadline.store.claims import claim_statement, renew_statement
 from threadline.store.database import Database
@@ -378,7 +379,27 @@ class SqlStore:
 
     async def list_threads(self, query: ListQuery, metadata: dict[str, str], project_id: str) -> Page[Thread]:
         where = [t.threads.c.meta[key].as_string() == value for key, value in metadata.items()]
+        # A response's own thread is not listed: it is reached through the response.
+        where.append(t.threads.c.kind != "response")
         return await self._page(Thread, t.threads, query, t.threads.c.project_id == project_id, *where)
+
+    async def copy_thread(self, source_id: str, thread: Thread, through_message_id: str) -> None:
+        """Make ``thread`` holding copies (new ids) of ``source_id``'s entries up to ``through_message_id``."""
+        m = t.messages
+        last = select(m.c.seq).where(m.c.id == through_message_id).scalar_subquery()
+        rows = select(m).where(m.c.thread_id == source_id, m.c.seq <= last).order_by(m.c.seq)
+
+        def write(conn: Connection) -> None:
+            copies = []
+            for message in _entities(Message, conn.execute(rows).all()):
+                message.id = new_id(message.type)
+                message.thread_id = thread.id
+                copies.append(_row(message))
+            conn.execute(_INSERT["threads"], {**_row(thread), "active_run_id": None})
+            if copies:
+                conn.execute(_INSERT["messages"], copies)
+
+        await self.db.write(write)
 
     async def update_thread(self, thread: Thread) -> None:
         await self._execute(
@@ -425,8 +446,12 @@ class SqlStore:
             Message, t.messages, t.messages.c.id == message_id, t.messages.c.thread_id == thread_id
         )
 
-    async def list_messages(self, thread_id: str, query: ListQuery, run_id: str | None) -> Page[Message]:
+    async def list_messages(
+        self, thread_id: str, query: ListQuery, run_id: str | None, *, items: bool = False
+    ) -> Page[Message]:
         where = [t.messages.c.thread_id == thread_id]
+        if not items:
+            where.append(t.messages.c.type == "message")
         if run_id is not None:
             where.append(t.messages.c.run_id == run_id)
         return await self._page(Message, t.messages, query, *where)
@@ -505,6 +530,26 @@ class SqlStore:
             return None if row is None else _entity(Run, row)
 
         return await self.db.read(read)
+
+    async def get_response(self, response_id: str, project_id: str) -> Run | None:
+        r, th = t.runs, t.threads
+        mine = select(th.c.id).where(th.c.id == r.c.thread_id, th.c.project_id == project_id).exists()
+        return await self._one(Run, r, r.c.id == response_id, r.c.response.is_not(None), mine)
+
+    async def delete_response(self, response_id: str) -> None:
+        r, th = t.runs, t.threads
+
+        def write(conn: Connection) -> None:
+            thread_id = conn.execute(select(r.c.thread_id).where(r.c.id == response_id)).scalar()
+            conn.execute(delete(t.run_transitions).where(t.run_transitions.c.run_id == response_id))
+            conn.execute(delete(t.run_steps).where(t.run_steps.c.run_id == response_id))
+            conn.execute(delete(r).where(r.c.id == response_id))
+            # A response's own thread goes with its last response.
+            own = select(th.c.id).where(th.c.id == thread_id, th.c.kind == "response")
+            if conn.execute(select(r.c.id).where(r.c.thread_id == thread_id).limit(1)).first() is None:
+                _delete_threads(conn, list(conn.execute(own).scalars()))
+
+        await self.db.write(write)
 
     async def get_run_by_id(self, run_id: str) -> Run | None:
         return await self._get(Run, t.runs, run_id)

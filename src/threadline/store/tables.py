@@ -70,6 +70,8 @@ threads = Table(
     # When a message or a run last touched the thread: stale threads are deleted after a TTL.
     Column("last_active_at", BigInteger),
     Column("project_id", String(64), nullable=False, server_default="proj_default"),
+    # "thread", "conversation" (made by the Conversations API) or "response" (a response's own, unlisted).
+    Column("kind", String(16), nullable=False, server_default="thread"),
     Index("ix_threads_last_active_at", "last_active_at"),
     Index("ix_threads_project_seq", "project_id", "seq"),
 )
@@ -115,6 +117,8 @@ messages = Table(
     Column("incomplete_details", JSON),
     Column("completed_at", BigInteger),
     Column("incomplete_at", BigInteger),
+    # "message", or a Responses item kept in the thread: "function_call", "function_call_output".
+    Column("type", String(32), nullable=False, server_default="message"),
     Index("ix_messages_thread_seq", "thread_id", "seq"),
 )
 
@@ -152,6 +156,8 @@ runs = Table(
     Column("worker_id", String(64)),
     Column("lease_expires_at", Float),
     Column("claims", Integer, nullable=False, server_default="0"),
+    # Set for a run made by the Responses API: the request's settings that runs do not have.
+    Column("response", JSON),
     Index("ix_runs_thread_seq", "thread_id", "seq"),
     Index("ix_runs_status_seq", "status", "seq"),
 )

@@ -1,0 +1,66 @@
+"""``/v1/conversations``: conversations and their items. A conversation is a thread (any thread of
+the project, whichever API made it); its items are the thread's messages, function calls and outputs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from threadline.api.deps import Paging
+from threadline.api.response_objects import conversation_object, item_object, items_list
+from threadline.api.response_schemas import (
+    CreateConversationRequest,
+    CreateItemsRequest,
+    UpdateConversationRequest,
+)
+from threadline.api.responses import Responses
+
+router = APIRouter()
+
+
+@router.post("/conversations")
+async def create_conversation(body: CreateConversationRequest, responses: Responses) -> dict[str, Any]:
+    return conversation_object(await responses.create_conversation(body.new_items(), body.metadata or {}))
+
+
+@router.get("/conversations/{conversation_id}")
+async def get_conversation(conversation_id: str, responses: Responses) -> dict[str, Any]:
+    return conversation_object(await responses.get_conversation(conversation_id))
+
+
+@router.post("/conversations/{conversation_id}")
+async def update_conversation(
+    conversation_id: str, body: UpdateConversationRequest, responses: Responses
+) -> dict[str, Any]:
+    return conversation_object(await responses.update_conversation(conversation_id, body.metadata))
+
+
+@router.delete("/conversations/{conversation_id}")
+async def delete_conversation(conversation_id: str, responses: Responses) -> dict[str, Any]:
+    await responses.delete_conversation(conversation_id)
+    return {"id": conversation_id, "object": "conversation.deleted", "deleted": True}
+
+
+@router.get("/conversations/{conversation_id}/items")
+async def list_items(conversation_id: str, responses: Responses, query: Paging) -> dict[str, Any]:
+    page = await responses.list_items(conversation_id, query)
+    return items_list(page.items, page.has_more)
+
+
+@router.post("/conversations/{conversation_id}/items")
+async def create_items(
+    conversation_id: str, body: CreateItemsRequest, responses: Responses
+) -> dict[str, Any]:
+    added = await responses.add_items(conversation_id, body.new_items())
+    return items_list(added, False)
+
+
+@router.get("/conversations/{conversation_id}/items/{item_id}")
+async def get_item(conversation_id: str, item_id: str, responses: Responses) -> dict[str, Any]:
+    return item_object(await responses.get_item(conversation_id, item_id))
+
+
+@router.delete("/conversations/{conversation_id}/items/{item_id}")
+async def delete_item(conversation_id: str, item_id: str, responses: Responses) -> dict[str, Any]:
+    return conversation_object(await responses.delete_item(conversation_id, item_id))

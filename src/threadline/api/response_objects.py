@@ -1,0 +1,295 @@
+"""Rendering responses, items and conversations as the Responses and Conversations APIs' JSON.
+
+A response's ``output`` is read off its run's steps in order: a ``message_creation`` step is a
+``message`` item, a ``tool_calls`` step one item per call (``function_call``, ``file_search_call``,
+``code_interpreter_call``). Thread entries render as conversation items.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from threadline.domain.entities import (
+    BuiltinCall,
+    FunctionCall,
+    Message,
+    MessageCreation,
+    Run,
+    Thread,
+    ToolCalls,
+)
+from threadline.domain.responses import ResponseView
+from threadline.domain.run_states import RunStatus
+from threadline.ids import call_item_id
+from threadline.tools.base import CodeInterpreterDetails, FileSearchDetails, LogsOutput
+
+Obj = dict[str, Any]
+
+STATUS = {
+    RunStatus.QUEUED: "queued",
+    RunStatus.IN_PROGRESS: "in_progress",
+    RunStatus.CANCELLING: "in_progress",
+    RunStatus.REQUIRES_ACTION: "completed",
+    RunStatus.COMPLETED: "completed",
+    RunStatus.INCOMPLETE: "incomplete",
+    RunStatus.FAILED: "failed",
+    RunStatus.EXPIRED: "failed",
+    RunStatus.CANCELLED: "cancelled",
+}
+"""A run's status as its response's (a response has no ``cancelling``, ``requires_action`` or ``expired``)."""
+
+
+def response_status(run: Run) -> str:
+    return STATUS[run.status]
+
+
+def usage_object(usage: dict[str, int] | None) -> Obj | None:
+    if usage is None:
+        return None
+    return {
+        "input_tokens": usage.get("prompt_tokens", 0),
+        "input_tokens_details": {"cached_tokens": 0},
+        "output_tokens": usage.get("completion_tokens", 0),
+        "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": usage.get("total_tokens", 0),
+    }
+
+
+def error_object(run: Run) -> Obj | None:
+    if run.status is RunStatus.EXPIRED:
+        return {"code": "server_error", "message": "The response was not finished before it expired."}
+    if run.last_error is None:
+        return None
+    return {
+        "code": run.last_error.get("code") or "server_error",
+        "message": run.last_error.get("message", ""),
+    }
+
+
+def incomplete_object(run: Run) -> Obj | None:
+    if run.status is not RunStatus.INCOMPLETE:
+        return None
+    reason = (run.incomplete_details or {}).get("reason")
+    return {
+        "reason": "max_output_tokens" if reason in ("max_completion_tokens", "max_prompt_tokens") else reason
+    }
+
+
+def response_object(view: ResponseView, *, status: str | None = None) -> Obj:
+    run = view.run
+    settings = run.response or {}
+    conversation = settings.get("conversation")
+    include = settings.get("include") or []
+    return {
+        "id": run.id,
+        "object": "response",
+        "created_at": run.created_at,
+        "status": status or response_status(run),
+        "background": bool(settings.get("background")),
+        "completed_at": run.completed_at,
+        "conversation": {"id": conversation} if conversation else None,
+        "error": error_object(run),
+        "incomplete_details": incomplete_object(run),
+        "instructions": settings.get("instructions"),
+        "max_output_tokens": run.max_completion_tokens,
+        "max_tool_calls": settings.get("max_tool_calls"),
+        "metadata": run.metadata,
+        "model": run.model,
+        "output": output_items(view, include),
+        "parallel_tool_calls": run.parallel_tool_calls,
+        "previous_response_id": settings.get("previous_response_id"),
+        "prompt_cache_key": settings.get("prompt_cache_key"),
+        "reasoning": settings.get("reasoning") or {"effort": None, "summary": None},
+        "safety_identifier": settings.get("safety_identifier"),
+        "service_tier": "default",
+        "store": settings.get("store", True),
+        "temperature": run.temperature,
+        "text": settings.get("text") or {"format": {"type": "text"}},
+        "tool_choice": settings.get("tool_choice", "auto"),
+        "tools": settings.get("tools") or [],
+        "top_logprobs": settings.get("top_logprobs", 0),
+        "top_p": run.top_p,
+        "truncation": settings.get("truncation", "disabled"),
+        "usage": usage_object(run.usage),
+        "user": settings.get("user"),
+    }
+
+
+def output_items(view: ResponseView, include: Sequence[str] = ()) -> list[Obj]:
+    items: list[Obj] = []
+    for step in view.steps:
+        details = step.step_details
+        if isinstance(details, MessageCreation):
+            message = view.messages.get(details.message_id)
+            if message is not None:
+                items.append(message_item(message))
+            continue
+        assert isinstance(details, ToolCalls)
+        for call in details.calls:
+            if isinstance(call, FunctionCall):
+                items.append(function_call_item(call.id, call.name, call.arguments, call_item_id(call.id)))
+            else:
+                items.append(
+                    builtin_item(
+                        call, "in_progress" if step.status == "in_progress" else "completed", include
+                    )
+                )
+    return items
+
+
+def function_call_item(
+    call_id: str, name: str, arguments: str, item_id: str, status: str = "completed"
+) -> Obj:
+    return {
+        "type": "function_call",
+        "id": item_id,
+        "call_id": call_id,
+        "name": name,
+        "arguments": arguments,
+        "status": status,
+    }
+
+
+def builtin_item(call: BuiltinCall, status: str, include: Sequence[str] = ()) -> Obj:
+    details = call.details
+    if isinstance(details, CodeInterpreterDetails):
+        outputs = [
+            {"type": "logs", "logs": o.logs}
+            if isinstance(o, LogsOutput)
+            else {"type": "image", "url": f"/v1/files/{o.file_id}/content"}
+            for o in details.outputs
+        ]
+        return {
+            "type": "code_interpreter_call",
+            "id": "ci_" + call.id.removeprefix("call_"),
+            "status": status if call.output is None else "completed",
+            "code": details.input,
+            "container_id": "",
+            "outputs": outputs,
+        }
+    assert isinstance(details, FileSearchDetails)
+    results = None
+    if "file_search_call.results" in include:
+        results = [
+            {
+                "file_id": r.file_id,
+                "filename": r.file_name,
+                "score": r.score,
+                "text": "\n".join(r.content),
+                "attributes": {},
+            }
+            for r in details.results
+        ]
+    return {
+        "type": "file_search_call",
+        "id": "fs_" + call.id.removeprefix("call_"),
+        "status": status if call.output is None else "completed",
+        "queries": _queries(call.arguments),
+        "results": results,
+    }
+
+
+def _queries(arguments: str) -> list[str]:
+    try:
+        value = json.loads(arguments or "{}")
+    except ValueError:
+        return []
+    if not isinstance(value, dict):
+        return []
+    queries = value.get("queries") or ([value["query"]] if value.get("query") else [])
+    return [str(q) for q in queries]
+
+
+def _annotation(annotation: Obj) -> Obj:
+    if annotation.get("type") == "file_citation":
+        marker = str(annotation.get("text", ""))
+        filename = marker.split("†", 1)[1].rstrip("】") if "†" in marker else ""
+        return {
+            "type": "file_citation",
+            "file_id": annotation["file_citation"]["file_id"],
+            "filename": filename,
+            "index": annotation.get("end_index", 0),
+        }
+    return {
+        "type": "file_path",
+        "file_id": (annotation.get("file_path") or {}).get("file_id", ""),
+        "index": annotation.get("end_index", 0),
+    }
+
+
+def content_parts(message: Message) -> list[Obj]:
+    parts: list[Obj] = []
+    output = message.role == "assistant"
+    for part in message.content:
+        kind = part.get("type")
+        if kind == "text":
+            text = part["text"]
+            if output:
+                annotations = [_annotation(a) for a in text.get("annotations") or []]
+                parts.append(
+                    {"type": "output_text", "text": text["value"], "annotations": annotations, "logprobs": []}
+                )
+            else:
+                parts.append({"type": "input_text", "text": text["value"]})
+        elif kind == "refusal":
+            parts.append({"type": "refusal", "refusal": part["refusal"]})
+        elif kind == "image_url":
+            image = part["image_url"]
+            parts.append(
+                {"type": "input_image", "image_url": image["url"], "detail": image.get("detail") or "auto"}
+            )
+        elif kind == "image_file":
+            image = part["image_file"]
+            parts.append(
+                {"type": "input_image", "file_id": image["file_id"], "detail": image.get("detail") or "auto"}
+            )
+    return parts
+
+
+def message_item(message: Message) -> Obj:
+    return {
+        "type": "message",
+        "id": message.id,
+        "status": message.status,
+        "role": message.role,
+        "content": content_parts(message),
+    }
+
+
+def item_object(entry: Message) -> Obj:
+    """A thread entry as a conversation (or input) item."""
+    if entry.type == "function_call":
+        fields = entry.content[0]
+        return function_call_item(fields["call_id"], fields["name"], fields["arguments"], entry.id)
+    if entry.type == "function_call_output":
+        fields = entry.content[0]
+        return {
+            "type": "function_call_output",
+            "id": entry.id,
+            "call_id": fields["call_id"],
+            "output": fields["output"],
+            "status": "completed",
+        }
+    return message_item(entry)
+
+
+def conversation_object(thread: Thread) -> Obj:
+    return {
+        "id": thread.id,
+        "object": "conversation",
+        "created_at": thread.created_at,
+        "metadata": thread.metadata,
+    }
+
+
+def items_list(items: list[Message], has_more: bool) -> Obj:
+    data = [item_object(item) for item in items]
+    return {
+        "object": "list",
+        "data": data,
+        "first_id": data[0]["id"] if data else None,
+        "last_id": data[-1]["id"] if data else None,
+        "has_more": has_more,
+    }

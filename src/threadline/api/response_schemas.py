@@ -1,0 +1,346 @@
+"""Wire schemas of the Responses and Conversations APIs, and their parsing into domain commands.
+
+The request's top level is a strict Pydantic model; ``input`` items and ``tools`` are parsed by hand
+so each mistake gets an error that names the exact parameter (``input[2].content[0].type``), as
+OpenAI's do. Tools become the run engine's form: a Responses function tool is flat
+(``{"type": "function", "name": ...}``), a run's nests it under ``function``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+
+from threadline.api.schemas import MAX_INT32, Strict, WithMetadata, _check_metadata
+from threadline.domain.responses import NewItem, NewResponse
+from threadline.errors import InvalidRequestError
+
+MAX_INPUT_ITEMS = 2048
+MAX_TEXT = 10 * 1024 * 1024
+"""The most characters one input text may hold (OpenAI's limit on a string input)."""
+FUNCTION_NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")
+INCLUDES = (
+    "file_search_call.results",
+    "code_interpreter_call.outputs",
+    "message.output_text.logprobs",
+    "reasoning.encrypted_content",
+    "message.input_image.image_url",
+    "computer_call_output.output.image_url",
+    "web_search_call.action.sources",
+    "web_search_call.results",
+)
+
+
+class ConversationRef(Strict):
+    id: str = Field(max_length=128)
+
+
+class CreateResponseRequest(WithMetadata):
+    model: str = Field(min_length=1, max_length=256)
+    input: str | list[dict[str, Any]] | None = None
+    instructions: str | None = Field(default=None, max_length=256_000)
+    tools: list[dict[str, Any]] | None = Field(default=None, max_length=128)
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    text: dict[str, Any] | None = None
+    max_output_tokens: int | None = Field(default=None, ge=16, le=MAX_INT32)
+    max_tool_calls: int | None = Field(default=None, ge=1, le=MAX_INT32)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, ge=0, le=1)
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
+    store: bool | None = None
+    previous_response_id: str | None = Field(default=None, max_length=128)
+    conversation: str | ConversationRef | None = None
+    include: list[str] | None = None
+    truncation: Literal["auto", "disabled"] | None = None
+    background: bool | None = None
+    stream: bool | None = None
+    stream_options: dict[str, Any] | None = None
+    reasoning: dict[str, Any] | None = None
+    user: str | None = Field(default=None, max_length=256)
+    safety_identifier: str | None = Field(default=None, max_length=256)
+    prompt_cache_key: str | None = Field(default=None, max_length=256)
+    service_tier: str | None = None
+
+    @field_validator("include")
+    @classmethod
+    def _include(cls, value: list[str] | None) -> list[str] | None:
+        for item in value or []:
+            if item not in INCLUDES:
+                raise ValueError(f"unknown include value {item[:80]!r}")
+        return value
+
+    def command(self) -> NewResponse:
+        if self.background and self.store is False:
+            raise InvalidRequestError("Background mode requires store=true.", param="background")
+        tools, resources = parse_tools(self.tools or [])
+        conversation = (
+            self.conversation.id if isinstance(self.conversation, ConversationRef) else self.conversation
+        )
+        text = self.text or {"format": {"type": "text"}}
+        return NewResponse(
+            model=self.model,
+            input=parse_input(self.input),
+            instructions=self.instructions,
+            tools=tools,
+            tool_resources=resources,
+            tool_choice=parse_tool_choice(self.tool_choice),
+            parallel_tool_calls=True if self.parallel_tool_calls is None else self.parallel_tool_calls,
+            response_format=parse_text_format(text),
+            max_output_tokens=self.max_output_tokens,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            metadata=self.metadata or {},
+            truncation=self.truncation or "disabled",
+            previous_response_id=self.previous_response_id,
+            conversation=conversation,
+            background=bool(self.background),
+            store=self.store is not False,
+            settings={
+                "tools": self.tools or [],
+                "tool_choice": self.tool_choice or "auto",
+                "text": text,
+                "include": self.include or [],
+                "truncation": self.truncation or "disabled",
+                "reasoning": self.reasoning,
+                "user": self.user,
+                "max_tool_calls": self.max_tool_calls,
+                "top_logprobs": self.top_logprobs or 0,
+                "safety_identifier": self.safety_identifier,
+                "prompt_cache_key": self.prompt_cache_key,
+                "instructions": self.instructions,
+            },
+        )
+
+
+class CreateConversationRequest(WithMetadata):
+    items: list[dict[str, Any]] | None = Field(default=None, max_length=20)
+
+    def new_items(self) -> list[NewItem]:
+        return parse_items(self.items or [], "items")
+
+
+class UpdateConversationRequest(Strict):
+    metadata: dict[str, str]
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata(cls, value: dict[str, str]) -> dict[str, str]:
+        return _check_metadata(value) or {}
+
+
+class CreateItemsRequest(Strict):
+    items: list[dict[str, Any]] = Field(min_length=1, max_length=20)
+
+    def new_items(self) -> list[NewItem]:
+        return parse_items(self.items, "items")
+
+
+# --- input -------------------------------------------------------------------------------
+
+
+def _bad(message: str, param: str) -> InvalidRequestError:
+    return InvalidRequestError(message, param=param)
+
+
+def _string(item: dict[str, Any], key: str, param: str, *, limit: int = MAX_TEXT) -> str:
+    value = item.get(key)
+    if not isinstance(value, str):
+        raise _bad(f"Invalid type for '{param}.{key}': expected a string.", f"{param}.{key}")
+    if len(value) > limit or "\x00" in value:
+        raise _bad(f"Invalid '{param}.{key}': too long, or holds a NUL character.", f"{param}.{key}")
+    return value
+
+
+def parse_input(value: str | list[dict[str, Any]] | None) -> list[NewItem]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        if len(value) > MAX_TEXT or "\x00" in value:
+            raise _bad("Invalid 'input': too long, or holds a NUL character.", "input")
+        return [NewItem("message", "user", _text_part(value))]
+    return parse_items(value, "input")
+
+
+def parse_items(items: list[dict[str, Any]], param: str) -> list[NewItem]:
+    if len(items) > MAX_INPUT_ITEMS:
+        raise _bad(f"Invalid '{param}': at most {MAX_INPUT_ITEMS} items.", param)
+    return [_item(item, f"{param}[{i}]") for i, item in enumerate(items)]
+
+
+def _item(item: dict[str, Any], param: str) -> NewItem:
+    kind = item.get("type", "message")
+    if kind == "message":
+        role = item.get("role")
+        if role not in ("user", "assistant", "system", "developer"):
+            raise _bad(
+                f"Invalid value for '{param}.role': expected one of 'user', 'assistant', 'system' or "
+                "'developer'.",
+                f"{param}.role",
+            )
+        return NewItem("message", role, _content(item.get("content"), f"{param}.content"))
+    if kind == "function_call":
+        fields = {
+            "call_id": _string(item, "call_id", param, limit=128),
+            "name": _string(item, "name", param, limit=64),
+            "arguments": _string(item, "arguments", param),
+        }
+        return NewItem("function_call", "assistant", [fields])
+    if kind == "function_call_output":
+        output = item.get("output")
+        if isinstance(output, list):  # output parts: their text, in order
+            output = "".join(str(p.get("text", "")) for p in output if isinstance(p, dict))
+            item = {**item, "output": output}
+        fields = {
+            "call_id": _string(item, "call_id", param, limit=128),
+            "output": _string(item, "output", param),
+        }
+        return NewItem("function_call_output", "tool", [fields])
+    if kind in ("reasoning", "item_reference"):
+        raise _bad(f"Input items of type '{kind}' are not supported by this server.", f"{param}.type")
+    raise _bad(
+        f"Invalid value for '{param}.type': {str(kind)[:64]!r} is not an input item type.", f"{param}.type"
+    )
+
+
+def _text_part(text: str) -> list[dict[str, Any]]:
+    return [{"type": "text", "text": {"value": text, "annotations": []}}]
+
+
+def _content(content: Any, param: str) -> list[dict[str, Any]]:
+    """A message's content as stored message parts (the Assistants API's form)."""
+    if isinstance(content, str):
+        if len(content) > MAX_TEXT or "\x00" in content:
+            raise _bad(f"Invalid '{param}': too long, or holds a NUL character.", param)
+        return _text_part(content)
+    if not isinstance(content, list):
+        raise _bad(f"Invalid type for '{param}': expected a string or an array of content parts.", param)
+    parts: list[dict[str, Any]] = []
+    for i, part in enumerate(content):
+        at = f"{param}[{i}]"
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind in ("input_text", "output_text"):
+            parts += _text_part(_string(part, "text", at))
+        elif kind == "input_image":
+            detail = part.get("detail") or "auto"
+            if detail not in ("auto", "low", "high"):
+                raise _bad(f"Invalid value for '{at}.detail'.", f"{at}.detail")
+            if part.get("file_id"):
+                file_id = _string(part, "file_id", at, limit=128)
+                parts.append({"type": "image_file", "image_file": {"file_id": file_id, "detail": detail}})
+            else:
+                url = _string(part, "image_url", at)
+                parts.append({"type": "image_url", "image_url": {"url": url, "detail": detail}})
+        elif kind == "refusal":
+            parts.append({"type": "refusal", "refusal": _string(part, "refusal", at)})
+        else:
+            raise _bad(
+                f"Invalid value for '{at}.type': expected 'input_text', 'output_text', 'input_image' or "
+                "'refusal'.",
+                f"{at}.type",
+            )
+    return parts
+
+
+# --- tools -------------------------------------------------------------------------------
+
+
+def parse_tools(tools: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The run engine's tools and the resources they name (file_search's vector stores)."""
+    out: list[dict[str, Any]] = []
+    resources: dict[str, Any] = {}
+    for i, tool in enumerate(tools):
+        param = f"tools[{i}]"
+        kind = tool.get("type")
+        if kind == "function":
+            name = tool.get("name")
+            if not isinstance(name, str) or not _is_function_name(name):
+                raise _bad(
+                    f"Invalid '{param}.name': a function name is 1 to 64 letters, digits, '_' or '-'.",
+                    f"{param}.name",
+                )
+            parameters = tool.get("parameters")
+            if parameters is not None and not isinstance(parameters, dict):
+                raise _bad(
+                    f"Invalid type for '{param}.parameters': expected an object.", f"{param}.parameters"
+                )
+            function = {"name": name, "description": tool.get("description"), "parameters": parameters}
+            if tool.get("strict") is not None:
+                function["strict"] = bool(tool["strict"])
+            out.append({"type": "function", "function": function})
+        elif kind == "file_search":
+            ids = tool.get("vector_store_ids")
+            if not isinstance(ids, list) or not all(isinstance(v, str) for v in ids):
+                raise _bad(
+                    f"Missing required parameter: '{param}.vector_store_ids'.", f"{param}.vector_store_ids"
+                )
+            known = resources.setdefault("file_search", {"vector_store_ids": []})["vector_store_ids"]
+            known += [v for v in ids if v not in known]
+            options: dict[str, Any] = {}
+            if tool.get("max_num_results") is not None:
+                options["max_num_results"] = tool["max_num_results"]
+            ranking = tool.get("ranking_options") or {}
+            if ranking.get("score_threshold") is not None:
+                options["ranking_options"] = {
+                    "ranker": "auto",
+                    "score_threshold": ranking["score_threshold"],
+                }
+            out.append({"type": "file_search", "file_search": options})
+        elif kind == "code_interpreter":
+            container = tool.get("container")
+            if isinstance(container, dict) and container.get("file_ids"):
+                resources["code_interpreter"] = {"file_ids": list(container["file_ids"])}
+            out.append({"type": "code_interpreter"})
+        else:
+            raise _bad(
+                f"Tools of type '{str(kind)[:64]}' are not supported by this server: use 'function', "
+                "'file_search' or 'code_interpreter'.",
+                f"{param}.type",
+            )
+    return out, resources
+
+
+def _is_function_name(name: str) -> bool:
+    return FUNCTION_NAME.fullmatch(name) is not None
+
+
+def parse_tool_choice(choice: str | dict[str, Any] | None) -> Any:
+    if choice is None:
+        return "auto"
+    if isinstance(choice, str):
+        if choice not in ("auto", "none", "required"):
+            raise _bad(
+                "Invalid value for 'tool_choice': expected 'auto', 'none' or 'required'.", "tool_choice"
+            )
+        return choice
+    kind = choice.get("type")
+    if kind == "function":
+        name = choice.get("name")
+        if not isinstance(name, str):
+            raise _bad("Missing required parameter: 'tool_choice.name'.", "tool_choice.name")
+        return {"type": "function", "function": {"name": name}}
+    if kind in ("file_search", "code_interpreter"):
+        return {"type": kind}
+    raise _bad(f"Invalid value for 'tool_choice.type': {str(kind)[:64]!r}.", "tool_choice.type")
+
+
+def parse_text_format(text: dict[str, Any]) -> Any:
+    """``text.format`` as a run's ``response_format``."""
+    fmt = text.get("format") or {"type": "text"}
+    kind = fmt.get("type")
+    if kind == "text":
+        return "auto"
+    if kind == "json_object":
+        return {"type": "json_object"}
+    if kind == "json_schema":
+        if not isinstance(fmt.get("name"), str) or not isinstance(fmt.get("schema"), dict):
+            raise _bad(
+                "Missing required parameter: 'text.format.name' or 'text.format.schema'.", "text.format"
+            )
+        spec = {"name": fmt["name"], "schema": fmt["schema"], "strict": bool(fmt.get("strict"))}
+        if fmt.get("description") is not None:
+            spec["description"] = fmt["description"]
+        return {"type": "json_schema", "json_schema": spec}
+    raise _bad(f"Invalid value for 'text.format.type': {str(kind)[:64]!r}.", "text.format.type")

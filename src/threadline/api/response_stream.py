@@ -1,0 +1,299 @@
+"""A response's run events as the Responses API's stream: ``response.created`` ... ``response.completed``.
+
+``ResponseEvents`` turns the run engine's events (``domain/events.py``) into OpenAI's Responses
+events, numbering them with ``sequence_number`` from 0. Output items are numbered
+(``output_index``) in the order they begin, which is the order of the run's steps, so the final
+response's ``output`` lists them in the same order. The stream ends after the event that ends the
+response (``response.completed``, ``.incomplete``, ``.failed``); unlike the Assistants stream, there
+is no ``[DONE]`` line.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi.responses import StreamingResponse
+from starlette.background import BackgroundTask
+
+from threadline.api.response_objects import (
+    builtin_item,
+    content_parts,
+    function_call_item,
+    message_item,
+    response_object,
+)
+from threadline.api.sse import KEEPALIVE_SECONDS, frame
+from threadline.domain.entities import BuiltinCall, FunctionCall, Message, Run, RunStep, ToolCalls
+from threadline.domain.events import BuiltinCallDelta, Event, MessageDelta, ObjectEvent, StepDelta
+from threadline.domain.ports import Subscription
+from threadline.domain.responses import ResponseService, ResponseView
+from threadline.domain.run_states import TERMINAL, RunStatus
+from threadline.ids import call_item_id
+
+log = logging.getLogger(__name__)
+
+Obj = dict[str, Any]
+
+ENDING = {
+    RunStatus.COMPLETED: "response.completed",
+    RunStatus.REQUIRES_ACTION: "response.completed",
+    RunStatus.INCOMPLETE: "response.incomplete",
+    RunStatus.FAILED: "response.failed",
+    RunStatus.EXPIRED: "response.failed",
+    RunStatus.CANCELLED: "response.failed",
+}
+
+
+@dataclass
+class _Item:
+    index: int
+    id: str
+    kind: str
+    parts: set[int] = field(default_factory=set)
+    name: str = ""
+    arguments: str = ""
+
+
+class ResponseEvents:
+    """Translates one response's run events; ``finished`` once the response has ended."""
+
+    def __init__(self, responses: ResponseService, run: Run) -> None:
+        self.responses = responses
+        self.run = run
+        self.sequence = 0
+        self.items: dict[str, _Item] = {}
+        """Output items by the engine's key: a message id, or a call id."""
+        self.calls: dict[tuple[str, int], str] = {}
+        """Call ids by step id and position, for deltas that name only their position."""
+        self.finished = False
+
+    def _event(self, kind: str, **fields: Any) -> Obj:
+        event = {"type": kind, "sequence_number": self.sequence, **fields}
+        self.sequence += 1
+        return event
+
+    def _item(self, key: str, item_id: str, kind: str) -> _Item:
+        item = self.items[key] = _Item(len(self.items), item_id, kind)
+        return item
+
+    async def translate(self, event: Event) -> list[Obj]:
+        if isinstance(event, ObjectEvent):
+            obj = event.obj
+            if isinstance(obj, Run):
+                return await self._run(event.name, obj)
+            if isinstance(obj, Message):
+                return self._message(event.name, obj)
+            if isinstance(obj, RunStep):
+                return self._step(obj)
+            return []
+        if isinstance(event, MessageDelta):
+            return self._text(event)
+        if isinstance(event, StepDelta):
+            return self._arguments(event)
+        if isinstance(event, BuiltinCallDelta):
+            return self._builtin(event)
+        self.finished = True
+        return [self._event("error", code=event.code, message=event.message, param=None)]
+
+    async def _run(self, name: str, run: Run) -> list[Obj]:
+        self.run = run
+        if name == "thread.run.created":
+            return [self._event("response.created", response=self._snapshot(run))]
+        if run.status is RunStatus.QUEUED and (run.response or {}).get("background"):
+            return [self._event("response.queued", response=self._snapshot(run))]
+        if name == "thread.run.in_progress":
+            return [self._event("response.in_progress", response=self._snapshot(run))]
+        if run.status in TERMINAL or run.status is RunStatus.REQUIRES_ACTION:
+            self.finished = True
+            view = await self.responses.view(run)
+            return [self._event(ENDING[run.status], response=response_object(view))]
+        return []
+
+    def _snapshot(self, run: Run) -> Obj:
+        return response_object(ResponseView(run, [], {}))
+
+    def _message(self, name: str, message: Message) -> list[Obj]:
+        if name == "thread.message.created":
+            item = self._item(message.id, message.id, "message")
+            added = {**message_item(message), "content": []}
+            return [self._event("response.output_item.added", output_index=item.index, item=added)]
+        if message.status == "in_progress" or message.id not in self.items:
+            return []
+        item = self.items[message.id]
+        out: list[Obj] = []
+        at = {"item_id": item.id, "output_index": item.index}
+        for index, part in enumerate(content_parts(message)):
+            if index not in item.parts:
+                out.append(
+                    self._event("response.content_part.added", **at, content_index=index, part=_empty(part))
+                )
+            if part["type"] == "output_text":
+                out.append(
+                    self._event(
+                        "response.output_text.done", **at, content_index=index, text=part["text"], logprobs=[]
+                    )
+                )
+            elif part["type"] == "refusal":
+                out.append(
+                    self._event("response.refusal.done", **at, content_index=index, refusal=part["refusal"])
+                )
+            out.append(self._event("response.content_part.done", **at, content_index=index, part=part))
+        out.append(
+            self._event("response.output_item.done", output_index=item.index, item=message_item(message))
+        )
+        return out
+
+    def _text(self, delta: MessageDelta) -> list[Obj]:
+        item = self.items.get(delta.message_id)
+        if item is None:
+            return []
+        out: list[Obj] = []
+        at = {"item_id": item.id, "output_index": item.index, "content_index": delta.index}
+        if delta.index not in item.parts:
+            item.parts.add(delta.index)
+            part: Obj = (
+                {"type": "refusal", "refusal": ""}
+                if delta.kind == "refusal"
+                else {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
+            )
+            out.append(self._event("response.content_part.added", **at, part=part))
+        if delta.kind == "refusal":
+            out.append(self._event("response.refusal.delta", **at, delta=delta.text))
+        else:
+            out.append(self._event("response.output_text.delta", **at, delta=delta.text, logprobs=[]))
+        return out
+
+    def _arguments(self, delta: StepDelta) -> list[Obj]:
+        out: list[Obj] = []
+        if delta.call_id is not None:
+            self.calls[(delta.step_id, delta.index)] = delta.call_id
+            item = self._item(delta.call_id, call_item_id(delta.call_id), "function_call")
+            item.name = delta.name or ""
+            added = function_call_item(delta.call_id, item.name, "", item.id, status="in_progress")
+            out.append(self._event("response.output_item.added", output_index=item.index, item=added))
+        else:
+            call_id = self.calls.get((delta.step_id, delta.index))
+            if call_id is None:
+                return []
+            item = self.items[call_id]
+            item.name = item.name or delta.name or ""
+        if delta.arguments:
+            item.arguments += delta.arguments
+            out.append(
+                self._event(
+                    "response.function_call_arguments.delta",
+                    item_id=item.id,
+                    output_index=item.index,
+                    delta=delta.arguments,
+                )
+            )
+        return out
+
+    def _builtin(self, delta: BuiltinCallDelta) -> list[Obj]:
+        if delta.call_id is None or delta.call_id in self.items:
+            return []  # outputs are shown in the item once the call is done
+        kind = "file_search_call" if delta.type == "file_search" else "code_interpreter_call"
+        prefix = "fs_" if delta.type == "file_search" else "ci_"
+        item = self._item(delta.call_id, prefix + delta.call_id.removeprefix("call_"), kind)
+        at = {"item_id": item.id, "output_index": item.index}
+        added: Obj
+        if kind == "file_search_call":
+            added = {"type": kind, "id": item.id, "status": "in_progress", "queries": [], "results": None}
+            return [
+                self._event("response.output_item.added", output_index=item.index, item=added),
+                self._event("response.file_search_call.in_progress", **at),
+                self._event("response.file_search_call.searching", **at),
+            ]
+        code = delta.input or ""
+        added = {
+            "type": kind,
+            "id": item.id,
+            "status": "in_progress",
+            "code": "",
+            "container_id": "",
+            "outputs": [],
+        }
+        return [
+            self._event("response.output_item.added", output_index=item.index, item=added),
+            self._event("response.code_interpreter_call.in_progress", **at),
+            self._event("response.code_interpreter_call_code.delta", **at, delta=code),
+            self._event("response.code_interpreter_call_code.done", **at, code=code),
+            self._event("response.code_interpreter_call.interpreting", **at),
+        ]
+
+    def _step(self, step: RunStep) -> list[Obj]:
+        if step.status != "completed" or not isinstance(step.step_details, ToolCalls):
+            return []
+        out: list[Obj] = []
+        include = (self.run.response or {}).get("include") or []
+        for call in step.step_details.calls:
+            item = self.items.get(call.id)
+            if item is None:
+                continue
+            at = {"item_id": item.id, "output_index": item.index}
+            if isinstance(call, FunctionCall):
+                out.append(
+                    self._event(
+                        "response.function_call_arguments.done",
+                        **at,
+                        name=call.name,
+                        arguments=call.arguments,
+                    )
+                )
+                done = function_call_item(call.id, call.name, call.arguments, item.id)
+            else:
+                assert isinstance(call, BuiltinCall)
+                out.append(self._event(f"response.{item.kind}.completed", **at))
+                done = builtin_item(call, "completed", include)
+            out.append(self._event("response.output_item.done", output_index=item.index, item=done))
+        return out
+
+
+def _empty(part: Obj) -> Obj:
+    if part["type"] == "output_text":
+        return {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
+    return {"type": part["type"], part["type"]: ""} if part["type"] == "refusal" else part
+
+
+async def follow(
+    events: ResponseEvents, subscription: Subscription, keepalive: float = KEEPALIVE_SECONDS
+) -> AsyncIterator[bytes]:
+    with subscription:
+        try:
+            while not events.finished:
+                event = await subscription.get(timeout=keepalive)
+                if event is None:
+                    # No event for a while: the response may have ended in another process.
+                    latest = await events.responses.store.get_run_by_id(events.run.id)
+                    if latest is not None and latest.status in TERMINAL:
+                        for data in await events.translate(
+                            ObjectEvent(f"thread.run.{latest.status.value}", latest)
+                        ):
+                            yield frame(data["type"], data)
+                    else:
+                        yield b": keep-alive\n\n"
+                    continue
+                for data in await events.translate(event):
+                    yield frame(data["type"], data)
+        except Exception:
+            log.exception("a response's event stream failed")
+            error = events._event(
+                "error", code="server_error", message="The server had an error while streaming."
+            )
+            yield frame("error", error)
+
+
+def stream(responses: ResponseService, subscription: Subscription, run: Run) -> StreamingResponse:
+    return StreamingResponse(
+        follow(ResponseEvents(responses, run), subscription),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        background=BackgroundTask(subscription.close),
+    )
+
+
+def resume(responses: ResponseService, run: Run, starting_after: int) -> StreamingResponse:
+    raise NotImplementedError

@@ -1,0 +1,102 @@
+"""``/v1/responses``: the Responses API, served by the run engine (see ``domain/responses.py``).
+
+Without ``stream`` or ``background`` a create answers when the response is finished; with
+``background`` it answers at once (``queued``) and the workers carry on; with ``stream`` it answers
+with the response's event stream (``api/response_stream.py``). A background response's stream can be
+picked up again with ``GET /v1/responses/{id}?stream=true&starting_after=N``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query
+from fastapi.responses import StreamingResponse
+
+from threadline.api import response_stream
+from threadline.api.deps import Paging, Svc
+from threadline.api.response_objects import items_list, response_object
+from threadline.api.response_schemas import CreateResponseRequest
+from threadline.domain.entities import Run
+from threadline.domain.events import ObjectEvent
+from threadline.domain.responses import ResponseService
+from threadline.domain.run_states import WAITING
+from threadline.domain.services import Services
+from threadline.ids import new_id
+
+router = APIRouter()
+
+RECHECK_SECONDS = 1.0
+"""How often a create waiting for its response reads it even when no event arrives."""
+
+
+def responses(svc: Svc) -> ResponseService:
+    return ResponseService(svc)
+
+
+Responses = Annotated[ResponseService, Depends(responses)]
+
+
+async def _finished(svc: Services, responses: ResponseService, run: Run) -> Run:
+    """``run`` once it has ended, read back (a worker in another process publishes on its own bus)."""
+    with svc.bus.subscribe(run.id) as subscription:
+        latest = await responses.store.get_run_by_id(run.id) or run
+        while latest.status not in WAITING:
+            event = await subscription.get(timeout=RECHECK_SECONDS)
+            if event is None or (isinstance(event, ObjectEvent) and isinstance(event.obj, Run)):
+                latest = await responses.store.get_run_by_id(run.id) or latest
+        return latest
+
+
+@router.post("/responses", response_model=None)
+async def create_response(
+    body: CreateResponseRequest, svc: Svc, responses: Responses
+) -> dict[str, Any] | StreamingResponse:
+    command = body.command()
+    if body.stream:
+        response_id = new_id("response")
+        subscription = svc.bus.subscribe(response_id)
+        try:
+            run = await responses.create_response(command, response_id)
+        except BaseException:
+            subscription.close()
+            raise
+        return response_stream.stream(responses, subscription, run)
+    run = await responses.create_response(command)
+    if not command.background:
+        run = await _finished(svc, responses, run)
+    return response_object(await responses.view(run))
+
+
+@router.get("/responses/{response_id}", response_model=None)
+async def get_response(
+    response_id: str,
+    responses: Responses,
+    stream: bool = False,
+    starting_after: Annotated[int | None, Query(ge=0)] = None,
+    include: Annotated[list[str] | None, Query(alias="include[]")] = None,
+) -> dict[str, Any] | StreamingResponse:
+    view = await responses.get_response(response_id)
+    if stream:
+        return response_stream.resume(responses, view.run, starting_after or 0)
+    return response_object(view)
+
+
+@router.delete("/responses/{response_id}")
+async def delete_response(response_id: str, responses: Responses) -> dict[str, Any]:
+    await responses.delete_response(response_id)
+    return {"id": response_id, "object": "response", "deleted": True}
+
+
+@router.post("/responses/{response_id}/cancel")
+async def cancel_response(response_id: str, responses: Responses) -> dict[str, Any]:
+    view = await responses.cancel_response(response_id)
+    # Cancelling is asked for at once; the worker stops its model call a moment later.
+    status = "cancelled" if view.run.status.value in ("cancelling", "cancelled") else None
+    return response_object(view, status=status)
+
+
+@router.get("/responses/{response_id}/input_items")
+async def list_input_items(response_id: str, responses: Responses, query: Paging) -> dict[str, Any]:
+    page = await responses.input_items(response_id, query)
+    return items_list(page.items, page.has_more)

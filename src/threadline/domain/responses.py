@@ -1,0 +1,335 @@
+"""The Responses and Conversations APIs on the run engine: a response is a run, a conversation a thread.
+
+A response is stored as a run whose ``response`` field holds the request's settings runs lack, and
+executed by the workers like any run (claims, leases, crash safety, cancel). Its input items are
+entries of a thread: the conversation's, the previous response's, or a thread of its own (``kind``
+``response``, unlisted). Messages are thread messages, so a thread made by the Assistants API is a
+conversation and the reverse. A response never waits in ``requires_action``: its client function
+calls end it, as output items that join the thread, and their outputs arrive as the input of the
+next response.
+
+``previous_response_id`` continues the previous response's thread while that response is the
+thread's newest; a second response from the same one branches, on a copy of the thread as it stood.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from threadline.domain.entities import ListQuery, Message, MessageCreation, Page, Run, RunStep, Thread
+from threadline.domain.files import referenced_files
+from threadline.domain.ports import ThreadLockedError
+from threadline.domain.run_states import ACTIVE
+from threadline.domain.services import Services
+from threadline.errors import InvalidRequestError, NotFoundError
+from threadline.ids import new_id
+
+ItemRole = Literal["user", "assistant", "system", "developer"]
+
+
+@dataclass(frozen=True, slots=True)
+class NewItem:
+    """An input item, parsed: a message (``content`` as stored message parts) or a function call or
+    output (``content`` is the one part holding the item's fields)."""
+
+    type: Literal["message", "function_call", "function_call_output"]
+    role: ItemRole | Literal["tool"]
+    content: list[dict[str, Any]]
+
+
+@dataclass(slots=True)
+class NewResponse:
+    """A create-response request, parsed. ``tools`` are in the run engine's form (functions nested
+    under ``function``); ``settings`` are the fields echoed back that the engine does not use."""
+
+    model: str
+    input: list[NewItem]
+    instructions: str | None = None
+    tools: list[dict[str, Any]] = field(default_factory=list)
+    tool_resources: dict[str, Any] = field(default_factory=dict)
+    tool_choice: Any = "auto"
+    parallel_tool_calls: bool = True
+    response_format: Any = "auto"
+    max_output_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+    truncation: Literal["auto", "disabled"] = "disabled"
+    previous_response_id: str | None = None
+    conversation: str | None = None
+    background: bool = False
+    store: bool = True
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class ResponseView:
+    """A response with what its output is made of: its steps, and the messages they wrote."""
+
+    run: Run
+    steps: list[RunStep]
+    messages: dict[str, Message]
+
+
+def _found(kind: str, object_id: str, param: str | None = None) -> NotFoundError:
+    return NotFoundError(f"{kind} with id '{object_id}' not found.", param=param)
+
+
+class ResponseService:
+    """Responses and conversations for one project (the ``Services`` it wraps say which)."""
+
+    def __init__(self, services: Services) -> None:
+        self.svc = services
+        self.store = services.store
+
+    # --- responses -------------------------------------------------------------------------
+
+    async def create_response(self, request: NewResponse, response_id: str | None = None) -> Run:
+        """Queue a response. Stream followers subscribe to ``response_id`` before calling."""
+        svc = self.svc
+        svc._check_model(request.model)
+        await self._check_references(request)
+        created_at = svc.clock()
+        run = Run(
+            id=response_id or new_id("response"),
+            thread_id="",
+            assistant_id="",
+            created_at=created_at,
+            model=request.model,
+            instructions=request.instructions or "",
+            tools=request.tools,
+            metadata=request.metadata,
+            expires_at=created_at + svc.run_expiry_seconds,
+            temperature=1.0 if request.temperature is None else request.temperature,
+            top_p=1.0 if request.top_p is None else request.top_p,
+            max_completion_tokens=request.max_output_tokens,
+            truncation_strategy={"type": request.truncation, "last_messages": None},
+            tool_choice=request.tool_choice,
+            parallel_tool_calls=request.parallel_tool_calls,
+            response_format=request.response_format,
+        )
+        thread, new_thread, source = await self._thread_for(request, created_at)
+        run.thread_id = thread.id
+        items = [self._entry(thread.id, item, created_at) for item in request.input]
+        await self._check_outputs(thread.id, items, new_thread and source is None)
+        run.response = {
+            **request.settings,
+            "previous_response_id": request.previous_response_id,
+            "conversation": thread.id if thread.kind != "response" else None,
+            "background": request.background,
+            "store": request.store,
+            "tool_resources": request.tool_resources,
+            "input_ids": [item.id for item in items],
+        }
+        await svc._announce(run)
+        try:
+            if new_thread and source is None:
+                await self.store.insert_thread(thread, items, run)
+            else:
+                if source is not None:
+                    await self.store.copy_thread(source[0], thread, source[1])
+                await self.store.insert_run(run, items)
+        except ThreadLockedError as locked:
+            raise InvalidRequestError(
+                f"Another response ({locked.run_id}) is in progress on conversation {thread.id}; "
+                "wait for it to finish.",
+                param="conversation",
+                code="conversation_locked",
+            ) from None
+        await svc.bus.notify_work()
+        return run
+
+    async def _check_references(self, request: NewResponse) -> None:
+        messages = [{"content": item.content} for item in request.input if item.type == "message"]
+        fields = {"input": messages, "tool_resources": request.tool_resources}
+        await self.svc.files.check_references(referenced_files(fields))
+        store_ids = (request.tool_resources.get("file_search") or {}).get("vector_store_ids") or []
+        if store_ids and self.svc.vector_stores is not None:
+            await self.svc.vector_stores.check_store_ids(store_ids, "tools.vector_store_ids")
+
+    async def _thread_for(self, request: NewResponse, at: int) -> tuple[Thread, bool, tuple[str, str] | None]:
+        """The thread the response runs on; whether it is new; and, for a branch, the thread it is
+        copied from and the last entry copied."""
+        if request.conversation is not None and request.previous_response_id is not None:
+            raise InvalidRequestError(
+                "Mutually exclusive parameters: 'previous_response_id' and 'conversation'. "
+                "Ensure you are only providing one of them.",
+                param="conversation",
+            )
+        if request.conversation is not None:
+            return await self.get_conversation(request.conversation, param="conversation"), False, None
+        fresh = Thread(
+            id=new_id("thread"),
+            created_at=at,
+            last_active_at=at,
+            project_id=self.svc.project_id,
+            kind="response",
+        )
+        if request.previous_response_id is None:
+            return fresh, True, None
+        previous = await self.store.get_response(request.previous_response_id, self.svc.project_id)
+        if previous is None:
+            raise _found("Previous response", request.previous_response_id, "previous_response_id")
+        if previous.status in ACTIVE:
+            raise InvalidRequestError(
+                f"Previous response with id '{previous.id}' is still {previous.status.value}; "
+                "wait for it to finish.",
+                param="previous_response_id",
+            )
+        thread = await self.store.get_thread(previous.thread_id)
+        assert thread is not None
+        newest = await self.store.list_runs(thread.id, ListQuery(limit=1))
+        if thread.kind == "response" and newest.items and newest.items[0].id == previous.id:
+            return thread, False, None
+        last = await self._last_entry(previous)
+        if last is None:
+            return fresh, True, None
+        return fresh, True, (thread.id, last)
+
+    async def _last_entry(self, response: Run) -> str | None:
+        """The id of the last thread entry a response wrote or was given."""
+        page = await self.store.list_messages(response.thread_id, ListQuery(limit=1), response.id, items=True)
+        if page.items:
+            return page.items[0].id
+        inputs = (response.response or {}).get("input_ids") or []
+        return inputs[-1] if inputs else None
+
+    def _entry(self, thread_id: str, item: NewItem, at: int) -> Message:
+        return Message(
+            id=new_id(item.type),
+            thread_id=thread_id,
+            created_at=at,
+            role=item.role,
+            content=item.content,
+            type=item.type,
+            completed_at=at,
+        )
+
+    async def _check_outputs(self, thread_id: str, items: list[Message], fresh: bool) -> None:
+        """A function call output must answer a call of this conversation (or of the same input)."""
+        wanted = [m.content[0]["call_id"] for m in items if m.type == "function_call_output"]
+        if not wanted:
+            return
+        known = {m.content[0]["call_id"] for m in items if m.type == "function_call"}
+        if not fresh:
+            recent = await self.store.newest_messages(thread_id, 256)
+            known |= {m.content[0]["call_id"] for m in recent if m.type == "function_call"}
+        for call_id in wanted:
+            if call_id not in known:
+                raise InvalidRequestError(
+                    f"No tool call found for function call output with call_id {call_id}.", param="input"
+                )
+
+    async def get_response(self, response_id: str) -> ResponseView:
+        run = await self.store.get_response(response_id, self.svc.project_id)
+        if run is None:
+            raise _found("Response", response_id)
+        return await self.view(run)
+
+    async def view(self, run: Run) -> ResponseView:
+        steps = await self.store.run_steps(run.id)
+        ids = [s.step_details.message_id for s in steps if isinstance(s.step_details, MessageCreation)]
+        messages = {m.id: m for m in await self.store.messages_by_id(ids)} if ids else {}
+        return ResponseView(run, steps, messages)
+
+    async def delete_response(self, response_id: str) -> None:
+        run = await self.store.get_response(response_id, self.svc.project_id)
+        if run is None:
+            raise _found("Response", response_id)
+        if run.status in ACTIVE:
+            await self.svc.cancel_run(run.thread_id, run.id)
+        await self.store.delete_response(run.id)
+
+    async def cancel_response(self, response_id: str) -> ResponseView:
+        run = await self.store.get_response(response_id, self.svc.project_id)
+        if run is None:
+            raise _found("Response", response_id)
+        if not (run.response or {}).get("background"):
+            raise InvalidRequestError("Only responses created with background=true can be cancelled.")
+        if run.status in ACTIVE:
+            run = await self.svc.cancel_run(run.thread_id, run.id)
+        return await self.view(run)
+
+    async def input_items(self, response_id: str, query: ListQuery) -> Page[Message]:
+        run = await self.store.get_response(response_id, self.svc.project_id)
+        if run is None:
+            raise _found("Response", response_id)
+        items = await self.store.messages_by_id((run.response or {}).get("input_ids") or [])
+        return _page(items, query)
+
+    # --- conversations ---------------------------------------------------------------------
+
+    async def create_conversation(self, items: list[NewItem], metadata: dict[str, str]) -> Thread:
+        at = self.svc.clock()
+        thread = Thread(
+            id=new_id("conversation"),
+            created_at=at,
+            metadata=metadata,
+            last_active_at=at,
+            project_id=self.svc.project_id,
+            kind="conversation",
+        )
+        entries = [self._entry(thread.id, item, at) for item in items]
+        await self._check_outputs(thread.id, entries, True)
+        await self.store.insert_thread(thread, entries)
+        return thread
+
+    async def get_conversation(self, conversation_id: str, param: str | None = None) -> Thread:
+        """A conversation: any thread of the project but a response's own."""
+        thread = await self.store.get_thread(conversation_id, self.svc.project_id)
+        if thread is None or thread.kind == "response":
+            raise _found("Conversation", conversation_id, param)
+        return thread
+
+    async def update_conversation(self, conversation_id: str, metadata: dict[str, str]) -> Thread:
+        thread = dataclasses.replace(await self.get_conversation(conversation_id), metadata=metadata)
+        await self.store.update_thread(thread)
+        return thread
+
+    async def delete_conversation(self, conversation_id: str) -> None:
+        await self.get_conversation(conversation_id)
+        await self.store.delete_thread(conversation_id, self.svc.project_id)
+
+    async def list_items(self, conversation_id: str, query: ListQuery) -> Page[Message]:
+        await self.get_conversation(conversation_id)
+        return await self.store.list_messages(conversation_id, query, None, items=True)
+
+    async def add_items(self, conversation_id: str, items: list[NewItem]) -> list[Message]:
+        await self.get_conversation(conversation_id)
+        at = self.svc.clock()
+        entries = [self._entry(conversation_id, item, at) for item in items]
+        await self._check_outputs(conversation_id, entries, False)
+        try:
+            for entry in entries:
+                await self.store.insert_message(entry)
+        except ThreadLockedError as locked:
+            raise InvalidRequestError(
+                f"Can't add items to {conversation_id} while a response {locked.run_id} is in progress."
+            ) from None
+        return entries
+
+    async def get_item(self, conversation_id: str, item_id: str) -> Message:
+        await self.get_conversation(conversation_id)
+        item = await self.store.get_message(conversation_id, item_id)
+        if item is None:
+            raise _found("Item", item_id)
+        return item
+
+    async def delete_item(self, conversation_id: str, item_id: str) -> Thread:
+        thread = await self.get_conversation(conversation_id)
+        if not await self.store.delete_message(conversation_id, item_id):
+            raise _found("Item", item_id)
+        return thread
+
+
+def _page(items: list[Message], query: ListQuery) -> Page[Message]:
+    """A page of a short list already in memory, by OpenAI's cursor rules."""
+    ordered = list(reversed(items)) if query.order == "desc" else list(items)
+    ids = [m.id for m in ordered]
+    if query.after in ids:
+        ordered = ordered[ids.index(query.after) + 1 :]
+    elif query.before in ids:
+        ordered = ordered[: ids.index(query.before)]
+    return Page(ordered[: query.limit], has_more=len(ordered) > query.limit)

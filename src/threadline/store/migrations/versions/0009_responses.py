@@ -1,0 +1,34 @@
+"""responses and conversations: thread kinds, item types of messages, the Responses settings of a run
+
+Revision ID: 0009
+Revises: 0008
+Create Date: 2026-11-26
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0009"
+down_revision: str | None = "0008"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("threads", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("kind", sa.String(length=16), nullable=False, server_default="thread"))
+    with op.batch_alter_table("messages", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("type", sa.String(length=32), nullable=False, server_default="message"))
+    with op.batch_alter_table("runs", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("response", sa.JSON(), nullable=True))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("runs", schema=None) as batch_op:
+        batch_op.drop_column("response")
+    with op.batch_alter_table("messages", schema=None) as batch_op:
+        batch_op.drop_column("type")
+    with op.batch_alter_table("threads", schema=None) as batch_op:
+        batch_op.drop_column("kind")

@@ -1,0 +1,182 @@
+"""The Responses API through the official SDK: text, streaming, function round trips, chains,
+background mode, cancellation, and the errors a client can make."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import openai
+import pytest
+
+from threadline.testing import Reply, ScriptedModel, ToolCall
+
+ADD = {
+    "type": "function",
+    "name": "add",
+    "description": "Add two numbers.",
+    "parameters": {"type": "object", "properties": {"a": {"type": "number"}, "b": {"type": "number"}}},
+}
+
+
+def test_text_response(client: openai.OpenAI, model: ScriptedModel) -> None:
+    model.script(Reply(text="Hello from the engine."))
+    response = client.responses.create(model="gpt-4o", input="Say hello", instructions="Be brief.")
+    assert response.status == "completed"
+    assert response.id.startswith("resp_")
+    assert response.output_text == "Hello from the engine."
+    assert response.output[0].type == "message" and response.output[0].role == "assistant"
+    assert response.usage is not None and response.usage.output_tokens > 0
+    sent = model.requests[0]["messages"]
+    assert sent[0] == {"role": "system", "content": "Be brief."}
+    assert sent[-1] == {"role": "user", "content": "Say hello"}
+    again = client.responses.retrieve(response.id)
+    assert again.output_text == "Hello from the engine." and again.status == "completed"
+    items = client.responses.input_items.list(response.id)
+    assert [i.type for i in items.data] == ["message"]
+    assert items.data[0].content[0].text == "Say hello"  # type: ignore[union-attr]
+
+
+def test_previous_response_chain_and_branch(client: openai.OpenAI, model: ScriptedModel) -> None:
+    model.script(Reply(text="Blue."), Reply(text="It is blue."), Reply(text="Green, then."))
+    first = client.responses.create(model="gpt-4o", input="My favourite colour is blue. One word?")
+    second = client.responses.create(model="gpt-4o", input="What did I say?", previous_response_id=first.id)
+    assert second.previous_response_id == first.id
+    texts = [m.get("content") for m in model.requests[1]["messages"]]
+    assert texts == ["My favourite colour is blue. One word?", "Blue.", "What did I say?"]
+    # A second continuation of the first response branches: it does not see the other branch.
+    branch = client.responses.create(model="gpt-4o", input="Other branch?", previous_response_id=first.id)
+    assert branch.output_text == "Green, then."
+    texts = [m.get("content") for m in model.requests[2]["messages"]]
+    assert texts == ["My favourite colour is blue. One word?", "Blue.", "Other branch?"]
+
+
+def test_function_call_round_trip(client: openai.OpenAI, model: ScriptedModel) -> None:
+    model.script(Reply(tool_calls=[ToolCall("add", {"a": 1, "b": 2})]), Reply(text="1 + 2 = 3"))
+    first = client.responses.create(model="gpt-4o", input="What is 1+2?", tools=[ADD])  # type: ignore[list-item]
+    assert first.status == "completed"
+    call = first.output[0]
+    assert call.type == "function_call" and call.name == "add"
+    assert json.loads(call.arguments) == {"a": 1, "b": 2}
+    assert call.id.startswith("fc_") and call.call_id.startswith("call_")
+    second = client.responses.create(
+        model="gpt-4o",
+        previous_response_id=first.id,
+        input=[{"type": "function_call_output", "call_id": call.call_id, "output": "3"}],
+        tools=[ADD],  # type: ignore[list-item]
+    )
+    assert second.output_text == "1 + 2 = 3"
+    sent = model.requests[1]["messages"]
+    assert sent[-2]["tool_calls"][0]["id"] == call.call_id
+    assert sent[-1] == {"role": "tool", "tool_call_id": call.call_id, "content": "3"}
+
+
+def test_unknown_call_output_is_refused(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.responses.create(
+            model="gpt-4o", input=[{"type": "function_call_output", "call_id": "call_nope", "output": "1"}]
+        )
+    assert "call_nope" in caught.value.message
+
+
+def test_streaming_events(client: openai.OpenAI, model: ScriptedModel) -> None:
+    model.script(Reply(text="one two three", chunks=3))
+    with client.responses.stream(model="gpt-4o", input="count") as stream:
+        kinds = [event.type for event in stream]
+        final = stream.get_final_response()
+    assert final.output_text == "one two three"
+    assert kinds[0] == "response.created" and kinds[-1] == "response.completed"
+    assert kinds.count("response.output_text.delta") == 3
+    for expected in (
+        "response.in_progress",
+        "response.output_item.added",
+        "response.content_part.added",
+        "response.output_text.done",
+        "response.content_part.done",
+        "response.output_item.done",
+    ):
+        assert expected in kinds
+
+
+def test_stream_sequence_numbers_and_function_call(client: openai.OpenAI, model: ScriptedModel) -> None:
+    model.script(Reply(tool_calls=[ToolCall("add", {"a": 2, "b": 2})]))
+    events = list(
+        client.responses.create(model="gpt-4o", input="2+2", tools=[ADD], stream=True)  # type: ignore[list-item]
+    )
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    kinds = [e.type for e in events]
+    assert "response.function_call_arguments.delta" in kinds
+    assert "response.function_call_arguments.done" in kinds
+    done = next(e for e in events if e.type == "response.output_item.done")
+    assert done.item.type == "function_call" and json.loads(done.item.arguments) == {"a": 2, "b": 2}
+    assert events[-1].type == "response.completed"
+
+
+def test_background_poll_and_cancel(client: openai.OpenAI, model: ScriptedModel) -> None:
+    model.script(Reply(text="slow answer", delay=30))
+    response = client.responses.create(model="gpt-4o", input="take your time", background=True)
+    assert response.status in ("queued", "in_progress") and response.background
+    deadline = time.monotonic() + 10
+    while client.responses.retrieve(response.id).status != "in_progress":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    cancelled = client.responses.cancel(response.id)
+    assert cancelled.status == "cancelled"
+    deadline = time.monotonic() + 10
+    while (status := client.responses.retrieve(response.id).status) != "cancelled":
+        assert time.monotonic() < deadline, status
+        time.sleep(0.05)
+
+
+def test_background_response_finishes(client: openai.OpenAI, model: ScriptedModel) -> None:
+    model.script(Reply(text="done in the background"))
+    response = client.responses.create(model="gpt-4o", input="go", background=True)
+    deadline = time.monotonic() + 10
+    while (current := client.responses.retrieve(response.id)).status in ("queued", "in_progress"):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert current.status == "completed" and current.output_text == "done in the background"
+
+
+def test_cancel_needs_background(client: openai.OpenAI, model: ScriptedModel) -> None:
+    model.script(Reply(text="x"))
+    response = client.responses.create(model="gpt-4o", input="x")
+    with pytest.raises(openai.BadRequestError):
+        client.responses.cancel(response.id)
+
+
+def test_delete_response(client: openai.OpenAI, model: ScriptedModel) -> None:
+    model.script(Reply(text="bye"))
+    response = client.responses.create(model="gpt-4o", input="x")
+    client.responses.delete(response.id)
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(response.id)
+
+
+def test_json_schema_format(client: openai.OpenAI, model: ScriptedModel) -> None:
+    model.script(Reply(text='{"city": "Paris"}'))
+    schema = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+    response = client.responses.create(
+        model="gpt-4o",
+        input="capital of France",
+        text={"format": {"type": "json_schema", "name": "answer", "schema": schema, "strict": True}},
+    )
+    assert json.loads(response.output_text) == {"city": "Paris"}
+    sent = model.requests[0]["response_format"]
+    assert sent["type"] == "json_schema" and sent["json_schema"]["name"] == "answer"
+
+
+def test_bad_requests(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.NotFoundError):
+        client.responses.create(model="gpt-4o", input="x", previous_response_id="resp_missing")
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.responses.create(model="gpt-4o", input=[{"role": "robot", "content": "x"}])  # type: ignore[list-item]
+    assert caught.value.body["param"] == "input[0].role"  # type: ignore[index]
+    with pytest.raises(openai.BadRequestError):
+        client.responses.create(model="gpt-4o", input="x", tools=[{"type": "web_search"}])  # type: ignore[list-item]
+    with pytest.raises(openai.BadRequestError):
+        client.responses.create(
+            model="gpt-4o", input="x", conversation="conv_x", previous_response_id="resp_y"
+        )
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve("resp_missing")
