@@ -137,3 +137,61 @@ def test_file_search_finds_the_right_file_and_the_model_sees_numbered_results(
     assert citation.text == "【0:0†retirement.md】"
     assert text.value[citation.start_index : citation.end_index] == citation.text
     assert citation.file_citation.file_id == results[0].file_id  # type: ignore[union-attr]
+
+
+def test_file_search_through_the_responses_api(client: openai.OpenAI, model: ScriptedModel) -> None:
+    store = client.vector_stores.create(name="handbook")
+    client.vector_stores.file_batches.upload_and_poll(
+        vector_store_id=store.id,
+        files=[
+            ("retirement.md", "养老金计划：每月缴纳工资的百分之八，公司再补充百分之四。".encode()),
+            ("holidays.md", b"Employees get 25 days of paid holiday a year, plus public holidays."),
+        ],
+    )
+    model.script(
+        Reply(tool_calls=[Call("file_search", {"query": "每月缴纳养老金"})]),
+        Reply(text="百分之八【0:0†retirement.md】。"),
+    )
+    response = client.responses.create(
+        model="gpt-4o",
+        input="每月缴纳多少养老金？",
+        tools=[{"type": "file_search", "vector_store_ids": [store.id]}],
+        include=["file_search_call.results"],
+    )
+    assert response.status == "completed", response.error
+    search, answer = response.output
+    assert search.type == "file_search_call" and search.status == "completed"
+    assert search.queries == ["每月缴纳养老金"]
+    assert search.results and search.results[0].filename == "retirement.md"
+    assert "百分之八" in (search.results[0].text or "")
+    assert answer.type == "message"
+    (citation,) = answer.content[0].annotations  # type: ignore[union-attr]
+    assert citation.type == "file_citation" and citation.filename == "retirement.md"
+    assert citation.file_id == search.results[0].file_id
+
+
+def test_file_search_names_only_the_projects_stores(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.responses.create(
+            model="gpt-4o", input="x", tools=[{"type": "file_search", "vector_store_ids": ["vs_nope"]}]
+        )
+    assert "vs_nope" in caught.value.message
+
+
+@needs_sandbox
+def test_code_interpreter_through_the_responses_api(client: openai.OpenAI, model: ScriptedModel) -> None:
+    model.script(Reply(tool_calls=[Call("code_interpreter", {"code": "print(6 * 7)"})]), Reply(text="42"))
+    with client.responses.stream(
+        model="gpt-4o",
+        input="6 times 7?",
+        tools=[{"type": "code_interpreter", "container": {"type": "auto"}}],
+    ) as stream:
+        kinds = [event.type for event in stream]
+        response = stream.get_final_response()
+    call, answer = response.output
+    assert call.type == "code_interpreter_call" and call.code == "print(6 * 7)"
+    assert call.outputs and call.outputs[0].type == "logs" and call.outputs[0].logs.strip() == "42"  # type: ignore[union-attr]
+    assert answer.type == "message" and response.output_text == "42"
+    assert "response.code_interpreter_call_code.done" in kinds
+    assert "response.code_interpreter_call.completed" in kinds
+    assert model.requests[-1]["messages"][-1]["role"] == "tool"

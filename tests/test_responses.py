@@ -180,3 +180,43 @@ def test_bad_requests(client: openai.OpenAI) -> None:
         )
     with pytest.raises(openai.NotFoundError):
         client.responses.retrieve("resp_missing")
+
+
+def test_background_stream_resumes_after_any_event(client: openai.OpenAI, model: ScriptedModel) -> None:
+    model.script(Reply(text="alpha beta gamma delta", chunks=4, delay=0.05))
+    with client.responses.create(model="gpt-4o", input="go", background=True, stream=True) as live:
+        first = [event for _, event in zip(range(4), live, strict=False)]
+    response_id = first[0].response.id  # type: ignore[union-attr]
+    assert [e.sequence_number for e in first] == [0, 1, 2, 3]
+    # Picked up again after the third event: the rest, numbered on, to the end.
+    with client.responses.retrieve(response_id, stream=True, starting_after=2) as again:
+        rest = list(again)
+    assert rest[0].sequence_number == 3
+    assert [e.sequence_number for e in rest] == list(range(3, 3 + len(rest)))
+    assert rest[-1].type == "response.completed"
+    assert rest[-1].response.output_text == "alpha beta gamma delta"  # type: ignore[union-attr]
+    text = "".join(e.delta for e in rest if e.type == "response.output_text.delta")  # type: ignore[union-attr]
+    assert text == "alpha beta gamma delta"
+    # The whole stream, replayed from the start once the response has finished.
+    with client.responses.retrieve(response_id, stream=True) as replay:
+        assert [e.type for e in replay][:2] == ["response.created", "response.queued"]
+
+
+def test_resume_needs_background(client: openai.OpenAI, model: ScriptedModel) -> None:
+    model.script(Reply(text="x"))
+    response = client.responses.create(model="gpt-4o", input="x")
+    with pytest.raises(openai.BadRequestError):
+        client.responses.retrieve(response.id, stream=True)
+
+
+def test_store_false_is_not_kept(client: openai.OpenAI, model: ScriptedModel) -> None:
+    model.script(Reply(text="forgotten"), Reply(text="streamed and forgotten"))
+    response = client.responses.create(model="gpt-4o", input="x", store=False)
+    assert response.output_text == "forgotten" and response.store is False
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(response.id)
+    with client.responses.stream(model="gpt-4o", input="y", store=False) as stream:
+        final = stream.get_final_response()
+    assert final.output_text == "streamed and forgotten"
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(final.id)

@@ -10,8 +10,9 @@ is no ``[DONE]`` line.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +32,7 @@ from threadline.domain.events import BuiltinCallDelta, Event, MessageDelta, Obje
 from threadline.domain.ports import Subscription
 from threadline.domain.responses import ResponseService, ResponseView
 from threadline.domain.run_states import TERMINAL, RunStatus
+from threadline.errors import InvalidRequestError
 from threadline.ids import call_item_id
 
 log = logging.getLogger(__name__)
@@ -70,6 +72,10 @@ class ResponseEvents:
         """Call ids by step id and position, for deltas that name only their position."""
         self.finished = False
 
+    def error(self, message: str) -> Obj:
+        self.finished = True
+        return self._event("error", code="server_error", message=message, param=None)
+
     def _event(self, kind: str, **fields: Any) -> Obj:
         event = {"type": kind, "sequence_number": self.sequence, **fields}
         self.sequence += 1
@@ -95,8 +101,9 @@ class ResponseEvents:
             return self._arguments(event)
         if isinstance(event, BuiltinCallDelta):
             return self._builtin(event)
-        self.finished = True
-        return [self._event("error", code=event.code, message=event.message, param=None)]
+        error = self.error(event.message)
+        error["code"] = event.code
+        return [error]
 
     async def _run(self, name: str, run: Run) -> list[Obj]:
         self.run = run
@@ -258,42 +265,113 @@ def _empty(part: Obj) -> Obj:
     return {"type": part["type"], part["type"]: ""} if part["type"] == "refusal" else part
 
 
-async def follow(
+async def translated(
     events: ResponseEvents, subscription: Subscription, keepalive: float = KEEPALIVE_SECONDS
-) -> AsyncIterator[bytes]:
+) -> AsyncIterator[list[Obj]]:
+    """The response's stream events, a batch per run event (an empty batch when idle for ``keepalive``),
+    until the response ends."""
+    while not events.finished:
+        event = await subscription.get(timeout=keepalive)
+        if event is None:
+            # No event for a while: the response may have ended in another process.
+            latest = await events.responses.store.get_run_by_id(events.run.id)
+            if latest is not None and latest.status in TERMINAL:
+                event = ObjectEvent(f"thread.run.{latest.status.value}", latest)
+            else:
+                yield []
+                continue
+        yield await events.translate(event)
+
+
+async def follow(events: ResponseEvents, subscription: Subscription) -> AsyncIterator[bytes]:
     with subscription:
         try:
-            while not events.finished:
-                event = await subscription.get(timeout=keepalive)
-                if event is None:
-                    # No event for a while: the response may have ended in another process.
-                    latest = await events.responses.store.get_run_by_id(events.run.id)
-                    if latest is not None and latest.status in TERMINAL:
-                        for data in await events.translate(
-                            ObjectEvent(f"thread.run.{latest.status.value}", latest)
-                        ):
-                            yield frame(data["type"], data)
-                    else:
-                        yield b": keep-alive\n\n"
-                    continue
-                for data in await events.translate(event):
+            async for batch in translated(events, subscription):
+                if not batch:
+                    yield b": keep-alive\n\n"
+                for data in batch:
                     yield frame(data["type"], data)
+            await events.responses.forget(events.run)
         except Exception:
             log.exception("a response's event stream failed")
-            error = events._event(
-                "error", code="server_error", message="The server had an error while streaming."
-            )
+            error = events.error("The server had an error while streaming.")
             yield frame("error", error)
 
 
-def stream(responses: ResponseService, subscription: Subscription, run: Run) -> StreamingResponse:
+def _streaming(body: AsyncIterator[bytes], on_close: Callable[[], None] | None = None) -> StreamingResponse:
     return StreamingResponse(
-        follow(ResponseEvents(responses, run), subscription),
+        body,
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-        background=BackgroundTask(subscription.close),
+        background=BackgroundTask(on_close) if on_close is not None else None,
     )
 
 
+def stream(responses: ResponseService, subscription: Subscription, run: Run) -> StreamingResponse:
+    return _streaming(follow(ResponseEvents(responses, run), subscription), subscription.close)
+
+
+# --- background responses: a recorded stream that can be picked up again -------------------
+
+_recorders: set[asyncio.Task[None]] = set()
+"""Running recorders, held so they are not collected while they work."""
+RESUME_POLL_SECONDS = 0.5
+
+
+def record(responses: ResponseService, subscription: Subscription, run: Run) -> None:
+    """Keep a background response's stream events in the store, from its first event to its last,
+    whoever is (or is not) listening; ``resume`` serves them."""
+
+    async def work() -> None:
+        events = ResponseEvents(responses, run)
+        with subscription:
+            try:
+                async for batch in translated(events, subscription):
+                    await responses.store.record_response_events(run.id, batch)
+            except Exception:
+                log.exception("response %s: recording its stream failed", run.id)
+
+    task = asyncio.create_task(work(), name=f"record {run.id}")
+    _recorders.add(task)
+    task.add_done_callback(_recorders.discard)
+
+
 def resume(responses: ResponseService, run: Run, starting_after: int) -> StreamingResponse:
-    raise NotImplementedError
+    """A background response's stream from the event after ``starting_after`` (``-1``: from the first),
+    then live until it ends."""
+    if not (run.response or {}).get("background"):
+        raise InvalidRequestError("Only responses created with background=true can be streamed again.")
+    return _streaming(_tail(responses, run.id, starting_after))
+
+
+async def _tail(responses: ResponseService, response_id: str, after: int) -> AsyncIterator[bytes]:
+    store = responses.store
+    idle_since_end = 0
+    with responses.svc.bus.subscribe(response_id) as wake:
+        while True:
+            batch = await store.response_events(response_id, after, 256)
+            for event in batch:
+                after = event["sequence_number"]
+                yield frame(event["type"], event)
+                if event["type"] in FINAL:
+                    return
+            if batch:
+                idle_since_end = 0
+                continue
+            latest = await store.get_run_by_id(response_id)
+            if latest is None:
+                return
+            if latest.status in TERMINAL:
+                idle_since_end += 1
+                if idle_since_end > 2:
+                    # Ended, and its recorder wrote nothing more (its process went away): end the
+                    # stream with the response as it finished.
+                    view = await responses.view(latest)
+                    kind = ENDING[latest.status]
+                    ending = {"type": kind, "sequence_number": after + 1, "response": response_object(view)}
+                    yield frame(kind, ending)
+                    return
+            await wake.get(timeout=RESUME_POLL_SECONDS)
+
+
+FINAL = frozenset({*ENDING.values(), "error"})

@@ -53,7 +53,8 @@ async def create_response(
     body: CreateResponseRequest, svc: Svc, responses: Responses
 ) -> dict[str, Any] | StreamingResponse:
     command = body.command()
-    if body.stream:
+    if body.stream or command.background:
+        # Subscribe before the response exists, so its stream (or its recording) misses no event.
         response_id = new_id("response")
         subscription = svc.bus.subscribe(response_id)
         try:
@@ -61,11 +62,16 @@ async def create_response(
         except BaseException:
             subscription.close()
             raise
-        return response_stream.stream(responses, subscription, run)
-    run = await responses.create_response(command)
-    if not command.background:
-        run = await _finished(svc, responses, run)
-    return response_object(await responses.view(run))
+        if not command.background:
+            return response_stream.stream(responses, subscription, run)
+        response_stream.record(responses, subscription, run)
+        if body.stream:
+            return response_stream.resume(responses, run, -1)
+        return response_object(await responses.view(run))
+    run = await _finished(svc, responses, await responses.create_response(command))
+    answer = response_object(await responses.view(run))
+    await responses.forget(run)
+    return answer
 
 
 @router.get("/responses/{response_id}", response_model=None)
@@ -78,7 +84,7 @@ async def get_response(
 ) -> dict[str, Any] | StreamingResponse:
     view = await responses.get_response(response_id)
     if stream:
-        return response_stream.resume(responses, view.run, starting_after or 0)
+        return response_stream.resume(responses, view.run, -1 if starting_after is None else starting_after)
     return response_object(view)
 
 

@@ -136,6 +136,12 @@ class Store(Protocol):
     async def delete_response(self, response_id: str) -> None:
         """Delete a response's run; its own (unlisted) thread too, once no response is left on it."""
 
+    async def record_response_events(self, response_id: str, events: Sequence[dict[str, Any]]) -> None:
+        """Keep a background response's stream events (each with its ``sequence_number``)."""
+
+    async def response_events(self, response_id: str, after: int, limit: int) -> list[dict[str, Any]]:
+        """A background response's kept stream events numbered above ``after``, in order."""
+
     async def list_runs(self, thread_id: str, query: ListQuery) -> Page[Run]: ...
     async def update_run_metadata(self, run: Run) -> None: ...
     async def commit(self, change: Change) -> bool: ...

@@ -222,11 +222,19 @@ class ResponseService:
                     f"No tool call found for function call output with call_id {call_id}.", param="input"
                 )
 
-    async def get_response(self, response_id: str) -> ResponseView:
+    async def _response(self, response_id: str) -> Run:
         run = await self.store.get_response(response_id, self.svc.project_id)
-        if run is None:
+        if run is None or (run.response or {}).get("store") is False:
             raise _found("Response", response_id)
-        return await self.view(run)
+        return run
+
+    async def get_response(self, response_id: str) -> ResponseView:
+        return await self.view(await self._response(response_id))
+
+    async def forget(self, run: Run) -> None:
+        """Delete a finished ``store: false`` response, once its client has it."""
+        if (run.response or {}).get("store") is False:
+            await self.store.delete_response(run.id)
 
     async def view(self, run: Run) -> ResponseView:
         steps = await self.store.run_steps(run.id)
@@ -235,17 +243,13 @@ class ResponseService:
         return ResponseView(run, steps, messages)
 
     async def delete_response(self, response_id: str) -> None:
-        run = await self.store.get_response(response_id, self.svc.project_id)
-        if run is None:
-            raise _found("Response", response_id)
+        run = await self._response(response_id)
         if run.status in ACTIVE:
             await self.svc.cancel_run(run.thread_id, run.id)
         await self.store.delete_response(run.id)
 
     async def cancel_response(self, response_id: str) -> ResponseView:
-        run = await self.store.get_response(response_id, self.svc.project_id)
-        if run is None:
-            raise _found("Response", response_id)
+        run = await self._response(response_id)
         if not (run.response or {}).get("background"):
             raise InvalidRequestError("Only responses created with background=true can be cancelled.")
         if run.status in ACTIVE:
@@ -253,9 +257,7 @@ class ResponseService:
         return await self.view(run)
 
     async def input_items(self, response_id: str, query: ListQuery) -> Page[Message]:
-        run = await self.store.get_response(response_id, self.svc.project_id)
-        if run is None:
-            raise _found("Response", response_id)
+        run = await self._response(response_id)
         items = await self.store.messages_by_id((run.response or {}).get("input_ids") or [])
         return _page(items, query)
 

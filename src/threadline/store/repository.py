@@ -253,6 +253,7 @@ def _delete_threads(conn: Connection, thread_ids: list[str]) -> dict[str, int]:
     run_ids = select(t.runs.c.id).where(t.runs.c.thread_id.in_(thread_ids)).scalar_subquery()
     conn.execute(delete(t.run_steps).where(t.run_steps.c.run_id.in_(run_ids)))
     conn.execute(delete(t.run_transitions).where(t.run_transitions.c.run_id.in_(run_ids)))
+    conn.execute(delete(t.response_events).where(t.response_events.c.response_id.in_(run_ids)))
     counts["runs"] = conn.execute(delete(t.runs).where(t.runs.c.thread_id.in_(thread_ids))).rowcount
     counts["messages"] = conn.execute(
         delete(t.messages).where(t.messages.c.thread_id.in_(thread_ids))
@@ -542,6 +543,7 @@ class SqlStore:
         def write(conn: Connection) -> None:
             thread_id = conn.execute(select(r.c.thread_id).where(r.c.id == response_id)).scalar()
             conn.execute(delete(t.run_transitions).where(t.run_transitions.c.run_id == response_id))
+            conn.execute(delete(t.response_events).where(t.response_events.c.response_id == response_id))
             conn.execute(delete(t.run_steps).where(t.run_steps.c.run_id == response_id))
             conn.execute(delete(r).where(r.c.id == response_id))
             # A response's own thread goes with its last response.
@@ -550,6 +552,23 @@ class SqlStore:
                 _delete_threads(conn, list(conn.execute(own).scalars()))
 
         await self.db.write(write)
+
+    async def record_response_events(self, response_id: str, events: Sequence[dict[str, Any]]) -> None:
+        rows = [
+            {"response_id": response_id, "sequence_number": e["sequence_number"], "event": e} for e in events
+        ]
+        if rows:
+            await self.db.write(lambda conn: conn.execute(insert(t.response_events), rows))
+
+    async def response_events(self, response_id: str, after: int, limit: int) -> list[dict[str, Any]]:
+        e = t.response_events
+        stmt = (
+            select(e.c.event)
+            .where(e.c.response_id == response_id, e.c.sequence_number > after)
+            .order_by(e.c.sequence_number)
+            .limit(limit)
+        )
+        return await self.db.read(lambda conn: list(conn.execute(stmt).scalars()))
 
     async def get_run_by_id(self, run_id: str) -> Run | None:
         return await self._get(Run, t.runs, run_id)

@@ -200,6 +200,15 @@ run_transitions = Table(
     Index("ix_run_transitions_run_seq", "run_id", "seq"),
 )
 
+# A background response's stream as it was sent, so a client can pick it up again after any event.
+response_events = Table(
+    "response_events",
+    metadata,
+    Column("response_id", String(64), ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True),
+    Column("sequence_number", Integer, primary_key=True, autoincrement=False),
+    Column("event", JSON, nullable=False),
+)
+
 thread_summaries = Table(
     "thread_summaries",
     metadata,
