@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 
 import openai
 import pytest
 
+from tests.support import ThreadlineServer
 from threadline.testing import Reply, ScriptedModel, ToolCall
 
 ADD = {
@@ -220,3 +222,47 @@ def test_store_false_is_not_kept(client: openai.OpenAI, model: ScriptedModel) ->
     assert final.output_text == "streamed and forgotten"
     with pytest.raises(openai.NotFoundError):
         client.responses.retrieve(final.id)
+
+
+def test_truncation_and_summaries_apply_as_to_runs(
+    make_server: Callable[..., ThreadlineServer], model: ScriptedModel
+) -> None:
+    server = make_server(default_context_window=2048)
+    words = " ".join(["the cat sat on a mat and saw one red bird"] * 9)
+    with openai.OpenAI(base_url=server.url, api_key="x", max_retries=0) as client:
+        thread = client.beta.threads.create(
+            messages=[{"role": "user", "content": f"message-{i:02d} {words}"} for i in range(30)]
+        )
+        # OpenAI's default, truncation "disabled": a conversation over the window fails the response.
+        too_long = client.responses.create(model="gpt-4o", conversation=thread.id, input="and now?")
+        assert too_long.status == "failed" and too_long.error is not None
+        assert too_long.error.code == "invalid_prompt"
+        assert model.requests == []
+        # "auto": the oldest part is summarised and the newest messages are sent, as for runs.
+        model.script(Reply(text="A summary of words."), Reply(text="fits now"))
+        fits = client.responses.create(
+            model="gpt-4o", conversation=thread.id, input="and now?", truncation="auto"
+        )
+        assert fits.status == "completed" and fits.output_text == "fits now"
+        summary_call, answer_call = model.requests
+        assert "running summary" in str(summary_call["messages"][0]["content"])
+        sent = [str(m.get("content")) for m in answer_call["messages"]]
+        assert "A summary of words." in sent[0]
+        assert sent[-1] == "and now?" and any(s.startswith("message-29") for s in sent)
+        assert not any(s.startswith("message-00") for s in sent)
+
+
+def test_a_branch_answers_the_calls_of_the_response_it_continues(
+    client: openai.OpenAI, model: ScriptedModel
+) -> None:
+    model.script(Reply(tool_calls=[ToolCall("add", {"a": 1, "b": 1})]), Reply(text="2"), Reply(text="two"))
+    first = client.responses.create(model="gpt-4o", input="1+1?", tools=[ADD])  # type: ignore[list-item]
+    call_id = first.output[0].call_id  # type: ignore[union-attr]
+    output = [{"type": "function_call_output", "call_id": call_id, "output": "2"}]
+    client.responses.create(model="gpt-4o", previous_response_id=first.id, input=output)  # type: ignore[arg-type]
+    # The first response is no longer the newest on its thread: this one branches, on a copy.
+    branch = client.responses.create(model="gpt-4o", previous_response_id=first.id, input=output)  # type: ignore[arg-type]
+    assert branch.output_text == "two"
+    sent = model.requests[2]["messages"]
+    assert sent[-2]["tool_calls"][0]["id"] == call_id
+    assert sent[-1] == {"role": "tool", "tool_call_id": call_id, "content": "2"}

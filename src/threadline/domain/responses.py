@@ -113,7 +113,8 @@ class ResponseService:
         thread, new_thread, source = await self._thread_for(request, created_at)
         run.thread_id = thread.id
         items = [self._entry(thread.id, item, created_at) for item in request.input]
-        await self._check_outputs(thread.id, items, new_thread and source is None)
+        # A branch's calls are in the thread it copies, which is not written yet.
+        await self._check_outputs(source[0] if source else thread.id, items, new_thread and source is None)
         run.response = {
             **request.settings,
             "previous_response_id": request.previous_response_id,

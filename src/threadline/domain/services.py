@@ -253,7 +253,7 @@ class Services:
     async def get_message(self, thread_id: str, message_id: str) -> Message:
         await self.get_thread(thread_id)
         message = await self.store.get_message(thread_id, message_id)
-        if message is None:
+        if message is None or message.type != "message":  # function calls are Responses items only
             raise _not_found("message", message_id)
         return message
 
