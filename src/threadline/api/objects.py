@@ -66,7 +66,7 @@ def message_object(m: Message) -> Obj:
         "id": m.id,
         "object": "thread.message",
         "created_at": m.created_at,
-        "assistant_id": m.assistant_id,
+        "assistant_id": m.assistant_id or None,  # a response's messages have no assistant
         "thread_id": m.thread_id,
         "run_id": m.run_id,
         "status": m.status,

@@ -86,6 +86,10 @@ class Store(Protocol):
     ) -> Page[Thread]: ...
     async def update_thread(self, thread: Thread) -> None: ...
     async def delete_thread(self, thread_id: str, project_id: str) -> bool: ...
+    async def retire_conversation(self, thread_id: str) -> None:
+        """Delete a conversation; one that responses ran on becomes their own (unlisted) thread
+        instead, so those responses and their items stay readable."""
+
     async def copy_thread(self, source_id: str, thread: Thread, through_message_id: str) -> None:
         """Insert ``thread`` with copies (new ids) of ``source_id``'s entries up to ``through_message_id``."""
 
@@ -105,7 +109,9 @@ class Store(Protocol):
     async def insert_message(self, message: Message) -> None:
         """Add a message unless the thread is locked (raises :class:`ThreadLockedError`)."""
 
-    async def get_message(self, thread_id: str, message_id: str) -> Message | None: ...
+    async def get_message(self, thread_id: str, message_id: str, *, items: bool = False) -> Message | None:
+        """A message of the thread; with ``items``, a Responses item (function call, output) too."""
+
     async def list_messages(
         self, thread_id: str, query: ListQuery, run_id: str | None, *, items: bool = False
     ) -> Page[Message]:
@@ -120,7 +126,8 @@ class Store(Protocol):
     async def save_summary(self, summary: Summary) -> None: ...
 
     async def update_message_metadata(self, message: Message) -> None: ...
-    async def delete_message(self, thread_id: str, message_id: str) -> bool: ...
+    async def delete_message(self, thread_id: str, message_id: str, *, items: bool = False) -> bool:
+        """Delete a message of the thread (with ``items``, a Responses item too); whether one went."""
 
     # runs and steps
     async def insert_run(self, run: Run, messages: Sequence[Message]) -> None:

@@ -134,7 +134,7 @@ class ResponseService:
                 await self.store.insert_run(run, items)
         except ThreadLockedError as locked:
             raise InvalidRequestError(
-                f"Another response ({locked.run_id}) is in progress on conversation {thread.id}; "
+                f"Another response or run ({locked.run_id}) is in progress on conversation {thread.id}; "
                 "wait for it to finish.",
                 param="conversation",
                 code="conversation_locked",
@@ -292,8 +292,9 @@ class ResponseService:
         return thread
 
     async def delete_conversation(self, conversation_id: str) -> None:
+        """Gone as a conversation (and as a thread); as OpenAI's, the responses made on it are kept."""
         await self.get_conversation(conversation_id)
-        await self.store.delete_thread(conversation_id, self.svc.project_id)
+        await self.store.retire_conversation(conversation_id)
 
     async def list_items(self, conversation_id: str, query: ListQuery) -> Page[Message]:
         await self.get_conversation(conversation_id)
@@ -309,20 +310,21 @@ class ResponseService:
                 await self.store.insert_message(entry)
         except ThreadLockedError as locked:
             raise InvalidRequestError(
-                f"Can't add items to {conversation_id} while a response {locked.run_id} is in progress."
+                f"Can't add items to {conversation_id} while {locked.run_id} is in progress on it.",
+                code="conversation_locked",
             ) from None
         return entries
 
     async def get_item(self, conversation_id: str, item_id: str) -> Message:
         await self.get_conversation(conversation_id)
-        item = await self.store.get_message(conversation_id, item_id)
+        item = await self.store.get_message(conversation_id, item_id, items=True)
         if item is None:
             raise _found("Item", item_id)
         return item
 
     async def delete_item(self, conversation_id: str, item_id: str) -> Thread:
         thread = await self.get_conversation(conversation_id)
-        if not await self.store.delete_message(conversation_id, item_id):
+        if not await self.store.delete_message(conversation_id, item_id, items=True):
             raise _found("Item", item_id)
         return thread
 

@@ -218,7 +218,7 @@ class Services:
 
     async def get_thread(self, thread_id: str) -> Thread:
         thread = await self.store.get_thread(thread_id, self.project_id)
-        if thread is None:
+        if thread is None or thread.kind == "response":  # a response's own thread is reached through it
             raise _not_found("thread", thread_id)
         return thread
 

@@ -418,6 +418,18 @@ class SqlStore:
 
         return await self.db.write(write)
 
+    async def retire_conversation(self, thread_id: str) -> None:
+        th, r = t.threads, t.runs
+        responses = select(r.c.id).where(r.c.thread_id == thread_id, r.c.response.is_not(None)).limit(1)
+
+        def write(conn: Connection) -> None:
+            if conn.execute(responses).first() is None:
+                _delete_threads(conn, [thread_id])
+            else:
+                conn.execute(update(th).where(th.c.id == thread_id).values(kind="response", meta={}))
+
+        await self.db.write(write)
+
     async def delete_stale_threads(self, project_id: str, inactive_since: int, limit: int) -> dict[str, int]:
         """Delete up to ``limit`` of the project's threads untouched since ``inactive_since`` and with no
         active run, with everything under them; how many threads, messages and runs went."""
@@ -442,10 +454,12 @@ class SqlStore:
 
         await self.db.write(write)
 
-    async def get_message(self, thread_id: str, message_id: str) -> Message | None:
-        return await self._one(
-            Message, t.messages, t.messages.c.id == message_id, t.messages.c.thread_id == thread_id
-        )
+    async def get_message(self, thread_id: str, message_id: str, *, items: bool = False) -> Message | None:
+        m = t.messages
+        where = [m.c.id == message_id, m.c.thread_id == thread_id]
+        if not items:
+            where.append(m.c.type == "message")
+        return await self._one(Message, m, *where)
 
     async def list_messages(
         self, thread_id: str, query: ListQuery, run_id: str | None, *, items: bool = False
@@ -500,9 +514,12 @@ class SqlStore:
             update(t.messages).where(t.messages.c.id == message.id).values(meta=message.metadata)
         )
 
-    async def delete_message(self, thread_id: str, message_id: str) -> bool:
-        stmt = delete(t.messages).where(t.messages.c.id == message_id, t.messages.c.thread_id == thread_id)
-        return await self._execute(stmt) > 0
+    async def delete_message(self, thread_id: str, message_id: str, *, items: bool = False) -> bool:
+        m = t.messages
+        where = [m.c.id == message_id, m.c.thread_id == thread_id]
+        if not items:
+            where.append(m.c.type == "message")
+        return await self._execute(delete(m).where(*where)) > 0
 
     async def messages_by_id(self, message_ids: Sequence[str]) -> list[Message]:
         if not message_ids:
