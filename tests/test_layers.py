@@ -18,6 +18,8 @@ FORBIDDEN = {
         "threadline.workers",
         "sqlalchemy",
         "fastapi",
+        "prometheus_client",
+        "threadline.metrics",
     ),
     "tools": (
         "threadline.domain",

@@ -69,6 +69,8 @@ def create_app(
                 runtime.jobs,
                 {**runtime.job_handlers(), **(job_handlers or {})},
                 runtime.tools,
+                observe_model_call=runtime.metrics.model_called,
+                observe_job=runtime.metrics.job_attempted,
             )
             if run_worker
             else None

@@ -120,6 +120,8 @@ async def _worker(settings: Settings) -> None:
             runtime.jobs,
             runtime.job_handlers(),
             runtime.tools,
+            observe_model_call=runtime.metrics.model_called,
+            observe_job=runtime.metrics.job_attempted,
         )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

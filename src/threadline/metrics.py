@@ -2,9 +2,10 @@
 
 One :class:`Metrics` per runtime, on its own registry (several apps can live in one process, as in
 the tests). Counters and histograms are fed by the store, which reports each run that reaches a
-final status after its write committed; gauges (runs waiting, workers holding runs, embedded models
-up) are read when ``GET /metrics`` is scraped. Every process exposes its own figures; sum them
-across processes in Prometheus.
+final status after its write committed, and by the worker: the run loop reports each model call,
+the job runner each job attempt whose outcome it wrote. Gauges (runs and jobs by status, workers
+holding runs, embedded models up) are read when ``GET /metrics`` is scraped. Every process exposes
+its own figures; sum them across processes in Prometheus.
 """
 
 from __future__ import annotations
@@ -15,11 +16,17 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from threadline.domain.entities import Run
+from threadline.domain.model_calls import ModelCall
 from threadline.domain.run_states import TERMINAL
+from threadline.workers.jobs import JobAttempt
 
 __all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
 
 _RUN_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+_FIRST_EVENT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+MAX_MODEL_LABELS = 50
+"""Distinct model names labelled one by one; calls to any further name count under ``other`` (with
+a catch-all route the name is whatever clients ask for, and every name is a new series)."""
 
 
 class Metrics:
@@ -60,6 +67,40 @@ class Metrics:
             ["model"],
             registry=self.registry,
         )
+        self.model_call_seconds = Histogram(
+            "threadline_model_call_duration_seconds",
+            "A model call's request to the end of its stream, by upstream model, purpose and outcome",
+            ["model", "purpose", "outcome"],
+            buckets=_RUN_BUCKETS,
+            registry=self.registry,
+        )
+        self.model_first_event_seconds = Histogram(
+            "threadline_model_call_first_event_seconds",
+            "A model call's request to the model's first event, by upstream model, purpose and outcome",
+            ["model", "purpose", "outcome"],
+            buckets=_FIRST_EVENT_BUCKETS,
+            registry=self.registry,
+        )
+        self.jobs = Gauge(
+            "threadline_jobs",
+            "Background jobs in the database now, by status (finished ones are kept a week)",
+            ["status"],
+            registry=self.registry,
+        )
+        self.jobs_ended = Counter(
+            "threadline_jobs_ended",
+            "Background jobs that succeeded or failed for good in this process, by kind",
+            ["kind", "status"],
+            registry=self.registry,
+        )
+        self.job_seconds = Histogram(
+            "threadline_job_duration_seconds",
+            "One attempt of a background job in this process, by kind and outcome",
+            ["kind", "outcome"],
+            buckets=_RUN_BUCKETS,
+            registry=self.registry,
+        )
+        self._models: set[str] = set()
 
     def run_moved(self, run: Run) -> None:
         """Called by the store after a run's status change committed."""
@@ -70,6 +111,21 @@ class Metrics:
         if run.usage:
             self.tokens.labels("prompt").inc(run.usage.get("prompt_tokens", 0))
             self.tokens.labels("completion").inc(run.usage.get("completion_tokens", 0))
+
+    def model_called(self, call: ModelCall) -> None:
+        """Called by the run loop after each model call (each attempt, summaries too)."""
+        if call.model not in self._models and len(self._models) < MAX_MODEL_LABELS:
+            self._models.add(call.model)
+        labels = (call.model if call.model in self._models else "other", call.purpose, call.outcome)
+        self.model_call_seconds.labels(*labels).observe(call.seconds)
+        if call.first_event_seconds is not None:
+            self.model_first_event_seconds.labels(*labels).observe(call.first_event_seconds)
+
+    def job_attempted(self, attempt: JobAttempt) -> None:
+        """Called by the job runner after it wrote an attempt's outcome."""
+        self.job_seconds.labels(attempt.kind, attempt.outcome).observe(attempt.seconds)
+        if attempt.outcome != "retrying":
+            self.jobs_ended.labels(attempt.kind, attempt.outcome).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -6,6 +6,7 @@ import time
 
 from fastapi import APIRouter, Request, Response
 
+from threadline.domain.entities import JOB_STATUSES
 from threadline.domain.run_states import ACTIVE
 from threadline.metrics import CONTENT_TYPE_LATEST
 
@@ -19,6 +20,9 @@ async def metrics(request: Request) -> Response:
     for status in ACTIVE:
         runtime.metrics.runs.labels(status.value).set(counts.get(status.value, 0))
     runtime.metrics.workers.set(holders)
+    jobs = await runtime.jobs.job_census()
+    for job_status in JOB_STATUSES:
+        runtime.metrics.jobs.labels(job_status).set(jobs.get(job_status, 0))
     for model in runtime.router.local_models():
         runtime.metrics.models_up.labels(model.name).set(1 if model.problem() is None else 0)
     return Response(runtime.metrics.render(), media_type=CONTENT_TYPE_LATEST)

@@ -29,6 +29,7 @@ from threadline.domain.entities import (
     ToolCalls,
 )
 from threadline.domain.lifecycle import now
+from threadline.domain.model_calls import ModelCallObserver, Timed
 from threadline.domain.ports import Store
 from threadline.providers.base import (
     ChatMessage,
@@ -266,9 +267,12 @@ class ContextBuilder:
         summaries: bool = True,
         default_window: int = 8192,
         tools: ToolRegistry | None = None,
+        observe_model_call: ModelCallObserver | None = None,
     ) -> None:
         self.store = store
         self.tools = tools or ToolRegistry()
+        self.observe_model_call = observe_model_call
+        """Told of each summarising model call, for metrics."""
         self.summaries = summaries
         self.default_window = default_window
 
@@ -421,11 +425,13 @@ class ContextBuilder:
         )
         text, usage = "", None
         try:
-            async for event in route.provider.stream(request):
-                if isinstance(event, TextDelta):
-                    text += event.text
-                elif isinstance(event, Usage):
-                    usage = event
+            with Timed(self.observe_model_call, route.model, "summary") as timing:
+                async for event in route.provider.stream(request):
+                    timing.event()
+                    if isinstance(event, TextDelta):
+                        text += event.text
+                    elif isinstance(event, Usage):
+                        usage = event
         except ProviderError as exc:
             log.warning("run %s: could not summarise older messages: %s", run.id, exc.message)
             return stored, usage

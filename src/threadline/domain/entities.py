@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar, get_args
 
 from threadline.domain.run_states import RunStatus
 from threadline.tools.base import BuiltinDetails, BuiltinType
@@ -262,6 +262,7 @@ class File:
 
 
 JobStatus = Literal["queued", "running", "succeeded", "failed"]
+JOB_STATUSES: tuple[JobStatus, ...] = get_args(JobStatus)
 
 
 @dataclass(slots=True)

@@ -44,6 +44,7 @@ from threadline.domain.lifecycle import (
     step_event,
     text_content,
 )
+from threadline.domain.model_calls import ModelCallObserver, Timed
 from threadline.domain.ports import Bus, Change, Store
 from threadline.domain.run_states import RunStatus
 from threadline.ids import call_item_id, new_id
@@ -129,9 +130,14 @@ class RunLoop:
         tools: ToolRegistry | None = None,
         retries: int = 2,
         retry_backoff: float = 0.5,
+        observe_model_call: ModelCallObserver | None = None,
     ) -> None:
         self.tools = tools or ToolRegistry()
-        self.context = builder or ContextBuilder(store, tools=self.tools)
+        self.context = builder or ContextBuilder(
+            store, tools=self.tools, observe_model_call=observe_model_call
+        )
+        self.observe_model_call = observe_model_call
+        """Told of each model call a turn makes (each attempt), for metrics."""
         self.store = store
         self.bus = bus
         self.router = router
@@ -244,16 +250,18 @@ class RunLoop:
         return found
 
     async def _stream(self, run: Run, route: Route, request: ModelRequest, turn: _Turn) -> None:
-        async for event in route.provider.stream(request):
-            if isinstance(event, TextDelta | RefusalDelta):
-                if event.text:
-                    await self._content(run, turn, event.kind, event.text)
-            elif isinstance(event, ToolCallDelta):
-                await self._tool_delta(run, turn, event)
-            elif isinstance(event, Usage):
-                turn.usage = event
-            elif isinstance(event, Finish):
-                turn.finish = event.reason
+        with Timed(self.observe_model_call, route.model, "answer") as timing:
+            async for event in route.provider.stream(request):
+                timing.event()
+                if isinstance(event, TextDelta | RefusalDelta):
+                    if event.text:
+                        await self._content(run, turn, event.kind, event.text)
+                elif isinstance(event, ToolCallDelta):
+                    await self._tool_delta(run, turn, event)
+                elif isinstance(event, Usage):
+                    turn.usage = event
+                elif isinstance(event, Finish):
+                    turn.finish = event.reason
 
     async def _content(self, run: Run, turn: _Turn, kind: Literal["text", "refusal"], text: str) -> None:
         if turn.message is None:

@@ -13,7 +13,7 @@ import time
 from collections.abc import Collection, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, bindparam, case, delete, insert, select, update
+from sqlalchemy import Connection, Row, and_, bindparam, case, delete, func, insert, select, update
 
 from threadline.domain.entities import Job
 from threadline.ids import new_id
@@ -99,6 +99,7 @@ _REAP = (
 )
 
 
+_CENSUS = select(_J.c.status, func.count()).group_by(_J.c.status)
 _PURGE = delete(_J).where(_J.c.status.in_(["succeeded", "failed"]), _J.c.finished_at < bindparam("b_before"))
 
 
@@ -136,6 +137,12 @@ class SqlJobQueue:
         await self.db.write(lambda conn: conn.execute(insert(_J), dataclasses.asdict(job)))
         self.enqueued.set()
         return job
+
+    async def job_census(self) -> dict[str, int]:
+        """How many jobs are in each status (for metrics)."""
+        return await self.db.read(
+            lambda conn: {str(status): int(n) for status, n in conn.execute(_CENSUS).all()}
+        )
 
     async def get_job(self, job_id: str) -> Job | None:
         def read(conn: Connection) -> Job | None:

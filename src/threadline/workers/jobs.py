@@ -13,7 +13,8 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from threadline.config import Settings
 from threadline.domain.entities import Job
@@ -22,6 +23,20 @@ from threadline.domain.ports import JobQueue
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Job], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class JobAttempt:
+    """One run of a job's handler whose outcome was written, as the runner reports it (metrics)."""
+
+    kind: str
+    outcome: Literal["succeeded", "retrying", "failed"]
+    """``retrying``: the handler raised and the job will be tried again; ``failed``: for good."""
+    seconds: float
+    """How long the handler ran."""
+
+
+JobObserver = Callable[[JobAttempt], None]
 
 MAX_BACKOFF_SECONDS = 3600.0
 KEEP_FINISHED_SECONDS = 7 * 24 * 3600.0
@@ -41,11 +56,14 @@ class JobRunner:
         queue: JobQueue,
         worker_id: str,
         handlers: Mapping[str, Handler] | None = None,
+        observe: JobObserver | None = None,
     ) -> None:
         self.settings = settings
         self.queue = queue
         self.worker_id = worker_id
         self.handlers: dict[str, Handler] = dict(handlers or {})
+        self.observe = observe
+        """Told of each attempt whose outcome was written (not of jobs handed back or taken over)."""
         self.running: dict[str, asyncio.Task[None]] = {}
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
@@ -132,30 +150,46 @@ class JobRunner:
 
     async def _run(self, job: Job) -> None:
         handler = self.handlers[job.kind]
+        started = time.monotonic()
         try:
             await handler(job)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             # Shielded, as below: the outcome is written even if the task is cancelled meanwhile.
-            await asyncio.shield(self._failed(job, f"{type(exc).__name__}: {exc}"))
+            seconds = time.monotonic() - started
+            await asyncio.shield(self._failed(job, f"{type(exc).__name__}: {exc}", seconds))
             return
-        if not await asyncio.shield(self.queue.finish_job(job.id, self.worker_id, time.time())):
+        seconds = time.monotonic() - started
+        if await asyncio.shield(self.queue.finish_job(job.id, self.worker_id, time.time())):
+            self._report(job, "succeeded", seconds)
+        else:
             log.warning("worker %s: job %s finished after it was taken over", self.worker_id, job.id)
 
-    async def _failed(self, job: Job, error: str) -> None:
+    async def _failed(self, job: Job, error: str, seconds: float) -> None:
         if job.attempts < job.max_attempts:
             delay = backoff(self.settings, job.attempts)
             log.warning(
                 "job %s (%s) failed on attempt %d of %d, retrying in %.1fs: %s",
                 job.id, job.kind, job.attempts, job.max_attempts, delay, error,
             )  # fmt: skip
-            await self.queue.fail_job(job.id, self.worker_id, error, time.time() + delay)
+            if await self.queue.fail_job(job.id, self.worker_id, error, time.time() + delay):
+                self._report(job, "retrying", seconds)
         else:
             log.error(
                 "job %s (%s) failed for good after %d attempts: %s", job.id, job.kind, job.attempts, error
             )
-            await self.queue.fail_job(job.id, self.worker_id, error, None)
+            if await self.queue.fail_job(job.id, self.worker_id, error, None):
+                self._report(job, "failed", seconds)
+
+    def _report(self, job: Job, outcome: Literal["succeeded", "retrying", "failed"], seconds: float) -> None:
+        """Tell the observer of an attempt whose outcome was written; ``seconds``: the handler's time."""
+        if self.observe is None:
+            return
+        try:
+            self.observe(JobAttempt(job.kind, outcome, seconds))
+        except Exception:
+            log.exception("reporting job %s failed", job.id)
 
     # --- leases ----------------------------------------------------------------------------
 

@@ -23,12 +23,13 @@ from threadline.domain.context import ContextBuilder
 from threadline.domain.entities import Run
 from threadline.domain.events import ErrorEvent, ObjectEvent
 from threadline.domain.lifecycle import end_run, moved, now
+from threadline.domain.model_calls import ModelCallObserver
 from threadline.domain.ports import Bus, Change, JobQueue, Store, Subscription
 from threadline.domain.run_loop import RunLoop
 from threadline.domain.run_states import ACTIVE, RunStatus
 from threadline.providers.base import Router
 from threadline.tools.registry import ToolRegistry
-from threadline.workers.jobs import Handler, JobRunner
+from threadline.workers.jobs import Handler, JobObserver, JobRunner
 
 log = logging.getLogger(__name__)
 
@@ -52,22 +53,40 @@ class Worker:
         jobs: JobQueue | None = None,
         job_handlers: Mapping[str, Handler] | None = None,
         tools: ToolRegistry | None = None,
+        *,
+        observe_model_call: ModelCallObserver | None = None,
+        observe_job: JobObserver | None = None,
     ) -> None:
+        """``observe_model_call`` and ``observe_job`` are told of each model call and each job
+        attempt (the runtime's metrics)."""
         self.settings = settings
         self.store = store
         self.bus = bus
         self.id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         tools = tools or ToolRegistry()
         builder = ContextBuilder(
-            store, summaries=settings.summaries, default_window=settings.default_context_window, tools=tools
+            store,
+            summaries=settings.summaries,
+            default_window=settings.default_context_window,
+            tools=tools,
+            observe_model_call=observe_model_call,
         )
         self.loop = RunLoop(
-            store, bus, router, self.id, builder=builder, tools=tools, retries=settings.model_retries
+            store,
+            bus,
+            router,
+            self.id,
+            builder=builder,
+            tools=tools,
+            retries=settings.model_retries,
+            observe_model_call=observe_model_call,
         )
         self.running: dict[str, asyncio.Task[None]] = {}
         self._stopping = asyncio.Event()
         self._background: list[asyncio.Task[None]] = []
-        self.jobs = JobRunner(settings, jobs, self.id, job_handlers) if jobs is not None else None
+        self.jobs = (
+            JobRunner(settings, jobs, self.id, job_handlers, observe_job) if jobs is not None else None
+        )
         """Background jobs, run by the handlers registered for their kinds."""
 
     def start(self) -> None:
