@@ -36,7 +36,6 @@ from threadline.providers.routing import RoutingTable
 from threadline.runtime import Runtime
 from threadline.tools.registry import ToolRegistry
 from threadline.workers.jobs import Handler
-from threadline.workers.worker import Worker
 
 log = logging.getLogger(__name__)
 
@@ -60,21 +59,7 @@ def create_app(
         if settings.assistants_file:
             applied = await declarations.apply(runtime.services, settings.assistants_file)
             log.info("applied %d assistant declarations from %s", len(applied), settings.assistants_file)
-        worker = (
-            Worker(
-                settings,
-                runtime.store,
-                runtime.bus,
-                runtime.router,
-                runtime.jobs,
-                {**runtime.job_handlers(), **(job_handlers or {})},
-                runtime.tools,
-                observe_model_call=runtime.metrics.model_called,
-                observe_job=runtime.metrics.job_attempted,
-            )
-            if run_worker
-            else None
-        )
+        worker = runtime.worker(job_handlers) if run_worker else None
         app.state.settings = settings
         app.state.runtime = runtime
         app.state.services = runtime.services

@@ -106,23 +106,12 @@ def cmd_worker(settings: Settings) -> None:
 async def _worker(settings: Settings) -> None:
     from threadline import declarations
     from threadline.runtime import Runtime
-    from threadline.workers.worker import Worker
 
     runtime = await Runtime.open(settings, start_models=True)
     try:
         if settings.assistants_file:
             await declarations.apply(runtime.services, settings.assistants_file)
-        worker = Worker(
-            settings,
-            runtime.store,
-            runtime.bus,
-            runtime.router,
-            runtime.jobs,
-            runtime.job_handlers(),
-            runtime.tools,
-            observe_model_call=runtime.metrics.model_called,
-            observe_job=runtime.metrics.job_attempted,
-        )
+        worker = runtime.worker()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

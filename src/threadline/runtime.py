@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy.engine import make_url
 
 from threadline.config import Settings
 from threadline.domain.entities import Message, Run, RunStep, Thread
-from threadline.domain.files import FileService
+from threadline.domain.files import FileService, UploadedImages
 from threadline.domain.ports import BlobStore
 from threadline.domain.projects import Projects
 from threadline.domain.services import Services
@@ -44,6 +44,7 @@ from threadline.tools.registry import ToolRegistry
 from threadline.tools.sandbox.launcher import SandboxLimits
 from threadline.tools.sandbox.pool import SandboxPool
 from threadline.workers.jobs import Handler
+from threadline.workers.worker import Worker
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +130,21 @@ class Runtime:
     def job_handlers(self) -> dict[str, Handler]:
         """The background jobs this process's worker runs, by kind."""
         return {INGEST_JOB: self.vector_stores.ingest}
+
+    def worker(self, job_handlers: Mapping[str, Handler] | None = None) -> Worker:
+        """A worker on this runtime: its runs, its jobs (plus ``job_handlers``), metrics fed."""
+        return Worker(
+            self.settings,
+            self.store,
+            self.bus,
+            self.router,
+            self.jobs,
+            {**self.job_handlers(), **(job_handlers or {})},
+            self.tools,
+            observe_model_call=self.metrics.model_called,
+            observe_job=self.metrics.job_attempted,
+            images=UploadedImages(self.files),
+        )
 
     async def aclose(self) -> None:
         await self.tools.aclose()

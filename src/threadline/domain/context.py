@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from threadline.domain.entities import (
     Message,
@@ -55,7 +56,16 @@ SUMMARY_MAX_TOKENS = 400
 SUMMARY_PREFIX = "Summary of the earlier conversation, which is no longer shown in full:\n"
 
 
-def chat_message(message: Message) -> ChatMessage:
+class ImageSource(Protocol):
+    async def data_url(self, file_id: str, project_id: str) -> str | None:
+        """The uploaded image as a ``data:`` URL, or ``None`` (no such file, not an image, too large)."""
+
+
+def chat_message(
+    message: Message, images: Mapping[str, str] | None = None, vision: bool = True
+) -> ChatMessage:
+    """``message`` as a chat message. ``images``: data URLs of its uploaded images, for a model that
+    sees (``vision``); a model that does not is told in words that an image was there."""
     if message.type == "function_call":
         item = message.content[0]
         call = {
@@ -71,18 +81,25 @@ def chat_message(message: Message) -> ChatMessage:
     for part in message.content:
         if part.get("type") == "text":
             parts.append({"type": "text", "text": part["text"]["value"]})
-        elif part.get("type") == "image_url":
+        elif part.get("type") == "image_url" and vision:
             parts.append({"type": "image_url", "image_url": part["image_url"]})
+        elif part.get("type") == "image_url":
+            parts.append({"type": "text", "text": "[The user sent an image, which this model cannot see.]"})
         elif part.get("type") == "image_file":
-            # Uploaded images are not sent as pixels yet; the model is told one is there, not left
-            # to answer as if the user had sent nothing.
-            file_id = (part.get("image_file") or {}).get("file_id", "")
-            parts.append(
-                {
-                    "type": "text",
-                    "text": f"[The user attached an image, file {file_id}, which is not shown here.]",
-                }
-            )
+            image = part.get("image_file") or {}
+            url = (images or {}).get(image.get("file_id", ""))
+            if url is not None:
+                parts.append(
+                    {"type": "image_url", "image_url": {"url": url, "detail": image.get("detail") or "auto"}}
+                )
+            else:
+                # The model is told an image is there, not left to answer as if the user sent nothing.
+                parts.append(
+                    {
+                        "type": "text",
+                        "text": f"[The user attached an image, file {image.get('file_id', '')}, which is not shown here.]",
+                    }
+                )
     # Responses' "developer" messages are system messages to a chat model.
     role = "system" if message.role == "developer" else message.role
     if all(p["type"] == "text" for p in parts):
@@ -267,10 +284,12 @@ class ContextBuilder:
         summaries: bool = True,
         default_window: int = 8192,
         tools: ToolRegistry | None = None,
+        images: ImageSource | None = None,
         observe_model_call: ModelCallObserver | None = None,
     ) -> None:
         self.store = store
         self.tools = tools or ToolRegistry()
+        self.images = images
         self.observe_model_call = observe_model_call
         """Told of each summarising model call, for metrics."""
         self.summaries = summaries
@@ -328,7 +347,9 @@ class ContextBuilder:
                 if kept_tokens + cost <= room:
                     middle, kept_tokens = [note], kept_tokens + cost
 
-        messages = head + middle + paired([chat_message(m) for m, _ in reversed(kept)]) + tail
+        images = await self._images(run, route, [m for m, _ in kept])
+        entries = [chat_message(m, images, route.vision) for m, _ in reversed(kept)]
+        messages = head + middle + paired(entries) + tail
         request = ModelRequest(
             model=route.model,
             messages=messages,
@@ -342,6 +363,24 @@ class ContextBuilder:
             reasoning_effort=run.reasoning_effort,
         )
         return Prompt(request, None, summary_usage, fixed + kept_tokens)
+
+    async def _images(self, run: Run, route: Route, messages: list[Message]) -> dict[str, str]:
+        """Data URLs of the images uploaded in ``messages``, for a model that sees them."""
+        wanted = {
+            part["image_file"]["file_id"]
+            for m in messages
+            for part in m.content
+            if part.get("type") == "image_file"
+        }
+        if not wanted or not route.vision or self.images is None:
+            return {}
+        thread = await self.store.get_thread(run.thread_id)
+        if thread is None:
+            return {}
+        found = {
+            file_id: await self.images.data_url(file_id, thread.project_id) for file_id in sorted(wanted)
+        }
+        return {file_id: url for file_id, url in found.items() if url is not None}
 
     async def _newest(
         self, run: Run, counter: Counter, room: int, exact: int | None

@@ -11,6 +11,7 @@ resources in step with attachments and deletions.
 from __future__ import annotations
 
 import asyncio
+import base64
 import copy
 import json
 import logging
@@ -359,6 +360,46 @@ class FileService:
         for ref in refs:
             if ref.file_id not in found:
                 raise InvalidRequestError(f"No file found with id '{ref.file_id[:100]}'.", param=ref.param)
+
+
+IMAGE_MAX_BYTES = 20 * 1024 * 1024
+"""The largest uploaded image sent to a model (OpenAI's limit for an image in a request)."""
+_IMAGE_MAGIC = (
+    (b"\x89PNG\r\n\x1a\n", "image/png"),
+    (b"\xff\xd8\xff", "image/jpeg"),
+    (b"GIF87a", "image/gif"),
+    (b"GIF89a", "image/gif"),
+)
+
+
+def image_type(data: bytes) -> str | None:
+    """The image type ``data`` is, by its first bytes (never by the name a client gave it)."""
+    for magic, kind in _IMAGE_MAGIC:
+        if data.startswith(magic):
+            return kind
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    return None
+
+
+class UploadedImages:
+    """Uploaded image files as ``data:`` URLs, for the models that see (``domain.context.ImageSource``)."""
+
+    def __init__(self, files: FileService, max_bytes: int = IMAGE_MAX_BYTES) -> None:
+        self.files = files
+        self.max_bytes = max_bytes
+
+    async def data_url(self, file_id: str, project_id: str) -> str | None:
+        try:
+            _, data = await self.files.for_project(project_id).read_bytes(file_id, self.max_bytes)
+        except (NotFoundError, InvalidRequestError) as exc:
+            log.info("image file %s is not sent to the model: %s", file_id, exc.message)
+            return None
+        kind = image_type(data)
+        if kind is None:
+            log.info("file %s is not a PNG, JPEG, GIF or WebP image: not sent to the model as one", file_id)
+            return None
+        return f"data:{kind};base64,{base64.b64encode(data).decode('ascii')}"
 
 
 def referenced_files(fields: Mapping[str, Any], at: str = "") -> list[FileRef]:

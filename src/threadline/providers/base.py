@@ -136,6 +136,9 @@ class Route:
     """Tokens the model can attend to; ``None`` when the provider knows it (embedded GGUF)."""
     tokenizer: Tokenizer | None = None
     """How to count this model's tokens; ``None`` when the provider counts (embedded GGUF)."""
+    vision: bool = False
+    """Whether the model takes images: uploaded image files are sent to it as data URLs, and
+    images are described in words to one that does not."""
 
 
 class Router(Protocol):

@@ -39,6 +39,7 @@ class Rule:
     tokenizer: Tokenizer | None = None
     listed_as: str | None = None
     """The name ``/v1/models`` shows for a pattern rule (patterns themselves are not listed)."""
+    vision: bool = False
 
 
 def _is_pattern(name: str) -> bool:
@@ -56,7 +57,7 @@ class RoutingTable:
                 tokenizer = rule.tokenizer
                 if tokenizer is None and not isinstance(rule.provider, LocalModel):
                     tokenizer = tokenizers.for_model(model)
-                return Route(rule.provider, model, rule.context_window, tokenizer)
+                return Route(rule.provider, model, rule.context_window, tokenizer, rule.vision)
         return None
 
     def describe(self) -> str:
@@ -99,7 +100,9 @@ def build_router(settings: Settings) -> RoutingTable:
         provider = OpenAICompatProvider(
             settings.upstream_base_url, settings.upstream_api_key, timeout=settings.upstream_timeout_seconds
         )
-        return RoutingTable([Rule("*", provider, context_window=settings.default_context_window)])
+        return RoutingTable(
+            [Rule("*", provider, context_window=settings.default_context_window, vision=True)]
+        )
     provider, name = _embedded(settings.model_path or None, settings)
     return RoutingTable([Rule("*", provider, listed_as=name)])
 
@@ -128,7 +131,17 @@ def load_models_file(path: str | Path, settings: Settings) -> RoutingTable:
     return RoutingTable(rules)
 
 
-_KEYS = {"name", "provider", "model", "path", "base_url", "api_key_env", "context_window", "tokenizer"}
+_KEYS = {
+    "name",
+    "provider",
+    "model",
+    "path",
+    "base_url",
+    "api_key_env",
+    "context_window",
+    "tokenizer",
+    "vision",
+}
 
 
 def _rule(
@@ -175,4 +188,8 @@ def _rule(
         listed = None
     else:
         raise RoutingError(f"{where}: provider must be 'embedded' or 'openai', not {kind!r}")
-    return Rule(entry["name"], provider, entry.get("model"), window, tokenizer, listed)
+    # Upstream models are taken to see images unless the entry says not; the embedded ones do not.
+    vision = entry.get("vision", kind == "openai")
+    if not isinstance(vision, bool) or (vision and kind == "embedded"):
+        raise RoutingError(f"{where}: vision must be true or false (and an embedded model cannot see)")
+    return Rule(entry["name"], provider, entry.get("model"), window, tokenizer, listed, vision)

@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Mapping
 
 from threadline.config import Settings
-from threadline.domain.context import ContextBuilder
+from threadline.domain.context import ContextBuilder, ImageSource
 from threadline.domain.entities import Run
 from threadline.domain.events import ErrorEvent, ObjectEvent
 from threadline.domain.lifecycle import end_run, moved, now
@@ -56,9 +56,10 @@ class Worker:
         *,
         observe_model_call: ModelCallObserver | None = None,
         observe_job: JobObserver | None = None,
+        images: ImageSource | None = None,
     ) -> None:
         """``observe_model_call`` and ``observe_job`` are told of each model call and each job
-        attempt (the runtime's metrics)."""
+        attempt (the runtime's metrics); ``images`` reads uploaded images for models that see."""
         self.settings = settings
         self.store = store
         self.bus = bus
@@ -70,6 +71,7 @@ class Worker:
             default_window=settings.default_context_window,
             tools=tools,
             observe_model_call=observe_model_call,
+            images=images,
         )
         self.loop = RunLoop(
             store,
