@@ -195,3 +195,37 @@ def test_code_interpreter_through_the_responses_api(client: openai.OpenAI, model
     assert "response.code_interpreter_call_code.done" in kinds
     assert "response.code_interpreter_call.completed" in kinds
     assert model.requests[-1]["messages"][-1]["role"] == "tool"
+
+
+def test_citations_are_streamed(client: openai.OpenAI, model: ScriptedModel) -> None:
+    store = client.vector_stores.create(name="handbook")
+    client.vector_stores.files.upload_and_poll(
+        vector_store_id=store.id, file=("holidays.md", b"Employees get 25 days of paid holiday a year.")
+    )
+    search = [Call("file_search", {"query": "paid holiday"})]
+    answer = "25 days【0:0†holidays.md】."
+    model.script(Reply(tool_calls=search), Reply(text=answer), Reply(tool_calls=search), Reply(text=answer))
+    assistant = client.beta.assistants.create(
+        model="gpt-4o",
+        tools=[{"type": "file_search"}],
+        tool_resources={"file_search": {"vector_store_ids": [store.id]}},
+    )
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": "How many holidays?"}])
+    streamed = []
+    with client.beta.threads.runs.stream(thread_id=thread.id, assistant_id=assistant.id) as stream:
+        for event in stream:
+            if event.event == "thread.message.delta":
+                for part in event.data.delta.content or []:
+                    if part.type == "text" and part.text is not None:
+                        streamed += part.text.annotations or []
+    (citation,) = streamed
+    assert citation.type == "file_citation" and citation.text == "【0:0†holidays.md】"
+    assert answer[citation.start_index : citation.end_index] == citation.text  # type: ignore[union-attr]
+
+    with client.responses.stream(
+        model="gpt-4o", input="How many?", tools=[{"type": "file_search", "vector_store_ids": [store.id]}]
+    ) as responses_stream:
+        added = [e for e in responses_stream if e.type == "response.output_text.annotation.added"]
+    (annotated,) = added
+    assert annotated.annotation.type == "file_citation"  # type: ignore[union-attr]
+    assert annotated.annotation.filename == "holidays.md"  # type: ignore[union-attr]

@@ -202,7 +202,8 @@ def _queries(arguments: str) -> list[str]:
     return [str(q) for q in queries]
 
 
-def _annotation(annotation: Obj) -> Obj:
+def response_annotation(annotation: Obj) -> Obj:
+    """An Assistants message annotation as a Responses ``output_text`` annotation."""
     if annotation.get("type") == "file_citation":
         marker = str(annotation.get("text", ""))
         filename = marker.split("†", 1)[1].rstrip("】") if "†" in marker else ""
@@ -227,7 +228,7 @@ def content_parts(message: Message) -> list[Obj]:
         if kind == "text":
             text = part["text"]
             if output:
-                annotations = [_annotation(a) for a in text.get("annotations") or []]
+                annotations = [response_annotation(a) for a in text.get("annotations") or []]
                 parts.append(
                     {"type": "output_text", "text": text["value"], "annotations": annotations, "logprobs": []}
                 )

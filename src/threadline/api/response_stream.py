@@ -24,6 +24,7 @@ from threadline.api.response_objects import (
     content_parts,
     function_call_item,
     message_item,
+    response_annotation,
     response_object,
 )
 from threadline.api.sse import KEEPALIVE_SECONDS, frame
@@ -167,9 +168,18 @@ class ResponseEvents:
                 else {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
             )
             out.append(self._event("response.content_part.added", **at, part=part))
-        if delta.kind == "refusal":
+        for n, annotation in enumerate(delta.annotations, delta.first_annotation):
+            out.append(
+                self._event(
+                    "response.output_text.annotation.added",
+                    **at,
+                    annotation_index=n,
+                    annotation=response_annotation(annotation),
+                )
+            )
+        if delta.text and delta.kind == "refusal":
             out.append(self._event("response.refusal.delta", **at, delta=delta.text))
-        else:
+        elif delta.text:
             out.append(self._event("response.output_text.delta", **at, delta=delta.text, logprobs=[]))
         return out
 

@@ -62,6 +62,10 @@ class _Renderer:
                 if key not in self._text_parts:
                     self._text_parts.add(key)
                     text["annotations"] = []
+                if event.annotations:
+                    text["annotations"] = [
+                        {"index": n, **a} for n, a in enumerate(event.annotations, event.first_annotation)
+                    ]
                 part = {"index": event.index, "type": "text", "text": text}
             delta = {"id": event.message_id, "object": "thread.message.delta", "delta": {"content": [part]}}
             return frame("thread.message.delta", delta)

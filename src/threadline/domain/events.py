@@ -7,7 +7,7 @@ processes and ``api/sse.py`` renders them as server-sent events.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from threadline.domain.entities import Message, Run, RunStep, Thread
 from threadline.tools.base import BuiltinType, CodeOutput
@@ -26,12 +26,16 @@ class ObjectEvent:
 
 @dataclass(frozen=True, slots=True)
 class MessageDelta:
-    """A fragment of a message's content part ``index``: text, or a refusal from the model."""
+    """A fragment of a message's content part ``index``: text, or a refusal from the model, or the
+    annotations its text turned out to hold."""
 
     message_id: str
     index: int
     text: str
     kind: Literal["text", "refusal"] = "text"
+    annotations: tuple[dict[str, Any], ...] = ()
+    """Annotations found in the part's text so far (citations), numbered from ``first_annotation``."""
+    first_annotation: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -440,6 +440,13 @@ class RunLoop:
         if MARKER.search(turn.text):
             turn.message.content = await self._cited(run, turn.message.content)
             events[0] = message_event(turn.message)
+            index = list(turn.parts).index("text")
+            annotations = tuple(turn.message.content[index]["text"]["annotations"])
+            if annotations:
+                # Streamed too, as OpenAI's were, so a stream's snapshot ends with them.
+                await self.bus.publish(
+                    run.id, MessageDelta(turn.message.id, index, "", annotations=annotations)
+                )
         if turn.finish in ("length", "content_filter"):
             # The answer was cut short: the message says so, never passing as complete.
             filtered = turn.finish == "content_filter"
