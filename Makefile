@@ -86,6 +86,7 @@ bench: system-packages $(VENV)/.dev
 	$(BIN)/python -m bench.embedded
 	$(BIN)/python -m bench.scale
 	$(BIN)/python -m bench.streaming
+	$(BIN)/python -m bench.responses
 	$(BIN)/python -m bench.files
 	$(BIN)/python -m bench.sandbox
 	$(BIN)/python -m bench.retrieval
