@@ -13,31 +13,32 @@ import copy
 import functools
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
 import openai
 import pytest
 import schemathesis
-import yaml
-from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
-from schemathesis.checks import not_a_server_error
-from schemathesis.specs.openapi.checks import (
-    content_type_conformance,
-    negative_data_rejection,
-    response_schema_conformance,
-    status_code_conformance,
-)
 
+from tests.conformance import (
+    ENVELOPE_KEYS,
+    NAME_PATTERN,
+    adjust,
+    check_answer,
+    fuzz,
+    json_data,
+    nullable,
+    ref,
+    reference_spec,
+    sse_event,
+)
 from tests.support import ThreadlineServer
 from threadline.testing import Reply, ScriptedModel, ToolCall
 
-SPEC = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "assistants-openapi.yaml"
+SPEC = "assistants-openapi.yaml"
 HEADERS = {"OpenAI-Beta": "assistants=v2", "Authorization": "Bearer x"}
-ENVELOPE_KEYS = {"message", "type", "param", "code"}
 POSITIVE_EXAMPLES = 25
 NEGATIVE_EXAMPLES = 15
 
@@ -68,22 +69,9 @@ OPERATIONS = [
     "POST /threads/{thread_id}/runs/{run_id}/submit_tool_outputs",
 ]
 
-CHECKS = [
-    not_a_server_error,
-    status_code_conformance,
-    content_type_conformance,
-    response_schema_conformance,
-    negative_data_rejection,
-]
-
 # --- the spec, adjusted ---------------------------------------------------------------------------
 
-_ERROR_RESPONSE = {
-    "description": "OpenAI's error envelope.",
-    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}},
-}
 _STREAMING = {"createRun", "createThreadAndRun", "submitToolOuputsToRun"}
-_NAME_PATTERN = r"^[a-zA-Z0-9_-]{1,64}$"
 _RUN_STATUSES = [
     "created",
     "queued",
@@ -103,18 +91,6 @@ _STEP_EVENTS = [
 _MESSAGE_EVENTS = [f"thread.message.{s}" for s in ["created", "in_progress", "completed", "incomplete"]]
 
 
-def _sse_event(names: list[str], data: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "type": "object",
-        "required": ["event", "data"],
-        "properties": {"event": {"enum": names}, "data": data},
-    }
-
-
-def _json_data(schema: dict[str, Any]) -> dict[str, Any]:
-    return {"type": "string", "contentMediaType": "application/json", "contentSchema": schema}
-
-
 def _delta(kind: str) -> dict[str, Any]:
     # The spec's copy here has no delta schemas; the SDK needs at least these keys.
     return {
@@ -124,47 +100,19 @@ def _delta(kind: str) -> dict[str, Any]:
     }
 
 
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
 # One server-sent event, as schemathesis reads it: ``{"event": name, "data": text}``.
 SSE_EVENT = {
     "oneOf": [
-        _sse_event(["thread.created"], _json_data(_ref("ThreadObject"))),
-        _sse_event(_RUN_EVENTS, _json_data(_ref("RunObject"))),
-        _sse_event(_STEP_EVENTS, _json_data(_ref("RunStepObject"))),
-        _sse_event(["thread.run.step.delta"], _json_data(_delta("thread.run.step.delta"))),
-        _sse_event(_MESSAGE_EVENTS, _json_data(_ref("MessageObject"))),
-        _sse_event(["thread.message.delta"], _json_data(_delta("thread.message.delta"))),
-        _sse_event(["error"], {"type": "string"}),
-        _sse_event(["done"], {"const": "[DONE]"}),
+        sse_event(["thread.created"], json_data(ref("ThreadObject"))),
+        sse_event(_RUN_EVENTS, json_data(ref("RunObject"))),
+        sse_event(_STEP_EVENTS, json_data(ref("RunStepObject"))),
+        sse_event(["thread.run.step.delta"], json_data(_delta("thread.run.step.delta"))),
+        sse_event(_MESSAGE_EVENTS, json_data(ref("MessageObject"))),
+        sse_event(["thread.message.delta"], json_data(_delta("thread.message.delta"))),
+        sse_event(["error"], {"type": "string"}),
+        sse_event(["done"], {"const": "[DONE]"}),
     ]
 }
-
-
-def _close_objects(schema: Any, schemas: dict[str, Any], seen: set[str]) -> None:
-    """Set ``additionalProperties: false`` on every object schema below ``schema`` that leaves it open."""
-    if isinstance(schema, list):
-        for item in schema:
-            _close_objects(item, schemas, seen)
-        return
-    if not isinstance(schema, dict):
-        return
-    ref = schema.get("$ref")
-    if isinstance(ref, str):
-        name = ref.rsplit("/", 1)[-1]
-        if name not in seen:
-            seen.add(name)
-            _close_objects(schemas[name], schemas, seen)
-        return
-    if "properties" in schema and "additionalProperties" not in schema:
-        schema["additionalProperties"] = False
-    for key, value in schema.items():
-        if key != "properties":
-            _close_objects(value, schemas, seen)
-    for value in schema.get("properties", {}).values():
-        _close_objects(value, schemas, seen)
 
 
 def conformance_spec(raw: dict[str, Any]) -> dict[str, Any]:
@@ -175,41 +123,20 @@ def conformance_spec(raw: dict[str, Any]) -> dict[str, Any]:
     # list (and so do we); the spec types both as plain strings.
     for name, schema in schemas.items():
         if name.startswith("List") and name.endswith("Response"):
-            for cursor in ("first_id", "last_id"):
-                if cursor in schema.get("properties", {}):
-                    schema["properties"][cursor] = {"anyOf": [schema["properties"][cursor], {"type": "null"}]}
-    # The envelope has exactly these four keys; nothing else may leak into an error body.
-    schemas["Error"]["additionalProperties"] = False
-    schemas["ErrorResponse"]["additionalProperties"] = False
+            nullable(schema, "first_id", "last_id")
     # Name rules the spec states only in prose.
-    schemas["FunctionObject"]["properties"]["name"]["pattern"] = _NAME_PATTERN
+    schemas["FunctionObject"]["properties"]["name"]["pattern"] = NAME_PATTERN
     json_schema = schemas["ResponseFormatJsonSchema"]["properties"]["json_schema"]
-    json_schema["properties"]["name"]["pattern"] = _NAME_PATTERN
+    json_schema["properties"]["name"]["pattern"] = NAME_PATTERN
     # The spec puts ``required: [file_id, tools]`` on the attachments array instead of its items.
     attachments = schemas["CreateMessageRequest"]["properties"]["attachments"]["anyOf"][0]
     attachments["items"]["required"] = attachments.pop("required")
-
-    for item in spec["paths"].values():
-        for operation in item.values():
-            if not isinstance(operation, dict) or "responses" not in operation:
-                continue
-            # The range of ``limit`` is in the spec's prose only.
-            for parameter in operation.get("parameters", []):
-                if parameter.get("name") == "limit":
-                    parameter["schema"].update(minimum=1, maximum=100)
-            # The service refuses unknown request fields ("Unrecognized request argument supplied"),
-            # but the spec leaves most nested request objects open, so "valid" bodies would carry them.
-            request = operation.get("requestBody", {}).get("content", {}).get("application/json")
-            if request:
-                _close_objects(request["schema"], schemas, set())
-            responses = operation["responses"]
-            # The spec lists only 200 and 429; the service also answers bad input (400), a wrong key
-            # (401, with a key configured) and unknown ids (404), always in the error envelope.
-            for status in ("400", "401", "404"):
-                responses.setdefault(status, _ERROR_RESPONSE)
-            # ``"stream": true`` answers with server-sent events, which the spec describes only in prose.
-            if operation.get("operationId") in _STREAMING:
-                responses["200"]["content"]["text/event-stream"] = {"schema": SSE_EVENT}
+    adjust(spec)
+    # ``"stream": true`` answers with server-sent events, which the spec describes only in prose.
+    for path in spec["paths"].values():
+        for operation in path.values():
+            if isinstance(operation, dict) and operation.get("operationId") in _STREAMING:
+                operation["responses"]["200"]["content"]["text/event-stream"] = {"schema": SSE_EVENT}
     return spec
 
 
@@ -219,10 +146,8 @@ def operation_streams(operation: Any) -> bool:
 
 @functools.cache
 def load_schema() -> Any:
-    if not SPEC.exists():
-        pytest.skip(f"OpenAI's OpenAPI spec (shared/reference/{SPEC.name}) is not available")
-    raw = yaml.safe_load(SPEC.read_text())
-    return schemathesis.openapi.from_dict(conformance_spec(raw)).include(path_regex=r"^/(assistants|threads)")
+    spec = conformance_spec(reference_spec(SPEC))
+    return schemathesis.openapi.from_dict(spec).include(path_regex=r"^/(assistants|threads)")
 
 
 # --- real objects to aim at -----------------------------------------------------------------------
@@ -331,26 +256,14 @@ def _fuzz(operation: Any, mode: GenerationMode, examples: int, world: World) -> 
         aimed = operation.as_strategy(generation_mode=mode, headers=HEADERS, path_parameters=real)
         branches += [aimed, aimed]  # twice as often at real objects as at made-up ids
 
-    @given(case=st.one_of(branches), aim=st.sampled_from(["no", "ids", "ids and stream"]))
-    @settings(
-        max_examples=examples,
-        deadline=None,
-        derandomize=True,
-        database=None,
-        suppress_health_check=list(HealthCheck),
-    )
+    @fuzz(examples, case=st.one_of(branches), aim=st.sampled_from(["no", "ids", "ids and stream"]))
     def check(case: Any, aim: str) -> None:
         if operation.method.upper() == "DELETE" and real and case.path_parameters == real:
             case.path_parameters = world.fresh(operation_id)
         # Only valid bodies: a changed invalid body might become valid, and then rightly succeed.
         if aim != "no" and mode is GenerationMode.POSITIVE:
             _aim_body(case, world, stream=aim == "ids and stream")
-        response = case.call(base_url=world.server.url, timeout=30)
-        assert response.status_code < 500, f"{response.text}\n{case.as_curl_command()}"
-        case.validate_response(response, checks=CHECKS)
-        if response.status_code >= 400:
-            error = response.json()["error"]
-            assert set(error) == ENVELOPE_KEYS and error["message"], error
+        check_answer(case, case.call(base_url=world.server.url, timeout=30))
 
     check()
 

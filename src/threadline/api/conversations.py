@@ -14,7 +14,7 @@ from threadline.api.response_schemas import (
     CreateItemsRequest,
     UpdateConversationRequest,
 )
-from threadline.api.responses import Responses
+from threadline.api.responses import Includes, Responses
 
 router = APIRouter()
 
@@ -33,7 +33,7 @@ async def get_conversation(conversation_id: str, responses: Responses) -> dict[s
 async def update_conversation(
     conversation_id: str, body: UpdateConversationRequest, responses: Responses
 ) -> dict[str, Any]:
-    return conversation_object(await responses.update_conversation(conversation_id, body.metadata))
+    return conversation_object(await responses.update_conversation(conversation_id, body.metadata or {}))
 
 
 @router.delete("/conversations/{conversation_id}")
@@ -43,21 +43,25 @@ async def delete_conversation(conversation_id: str, responses: Responses) -> dic
 
 
 @router.get("/conversations/{conversation_id}/items")
-async def list_items(conversation_id: str, responses: Responses, query: Paging) -> dict[str, Any]:
+async def list_items(
+    conversation_id: str, responses: Responses, query: Paging, include: Includes
+) -> dict[str, Any]:
     page = await responses.list_items(conversation_id, query)
     return items_list(page.items, page.has_more)
 
 
 @router.post("/conversations/{conversation_id}/items")
 async def create_items(
-    conversation_id: str, body: CreateItemsRequest, responses: Responses
+    conversation_id: str, body: CreateItemsRequest, responses: Responses, include: Includes
 ) -> dict[str, Any]:
     added = await responses.add_items(conversation_id, body.new_items())
     return items_list(added, False)
 
 
 @router.get("/conversations/{conversation_id}/items/{item_id}")
-async def get_item(conversation_id: str, item_id: str, responses: Responses) -> dict[str, Any]:
+async def get_item(
+    conversation_id: str, item_id: str, responses: Responses, include: Includes
+) -> dict[str, Any]:
     return item_object(await responses.get_item(conversation_id, item_id))
 
 

@@ -50,7 +50,7 @@ def usage_object(usage: dict[str, int] | None) -> Obj | None:
         return None
     return {
         "input_tokens": usage.get("prompt_tokens", 0),
-        "input_tokens_details": {"cached_tokens": 0},
+        "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
         "output_tokens": usage.get("completion_tokens", 0),
         "output_tokens_details": {"reasoning_tokens": 0},
         "total_tokens": usage.get("total_tokens", 0),
@@ -82,7 +82,7 @@ def response_object(view: ResponseView, *, status: str | None = None) -> Obj:
     settings = run.response or {}
     conversation = settings.get("conversation")
     include = settings.get("include") or []
-    return {
+    obj: Obj = {
         "id": run.id,
         "object": "response",
         "created_at": run.created_at,
@@ -101,6 +101,7 @@ def response_object(view: ResponseView, *, status: str | None = None) -> Obj:
         "parallel_tool_calls": run.parallel_tool_calls,
         "previous_response_id": settings.get("previous_response_id"),
         "prompt_cache_key": settings.get("prompt_cache_key"),
+        "prompt_cache_retention": settings.get("prompt_cache_retention"),
         "reasoning": settings.get("reasoning") or {"effort": None, "summary": None},
         "safety_identifier": settings.get("safety_identifier"),
         "service_tier": "default",
@@ -108,13 +109,26 @@ def response_object(view: ResponseView, *, status: str | None = None) -> Obj:
         "temperature": run.temperature,
         "text": settings.get("text") or {"format": {"type": "text"}},
         "tool_choice": settings.get("tool_choice", "auto"),
-        "tools": settings.get("tools") or [],
+        "tools": [tool_object(tool) for tool in settings.get("tools") or []],
         "top_logprobs": settings.get("top_logprobs", 0),
         "top_p": run.top_p,
         "truncation": settings.get("truncation", "disabled"),
         "usage": usage_object(run.usage),
         "user": settings.get("user"),
     }
+    if settings.get("prompt_cache_options") is not None:  # an object when present, never null
+        obj["prompt_cache_options"] = settings["prompt_cache_options"]
+    return obj
+
+
+def tool_object(tool: Obj) -> Obj:
+    """A tool as sent, with the fields a response's tool always has (null when not sent)."""
+    kind = tool.get("type")
+    if kind == "function":
+        return {"description": None, "parameters": None, "strict": None, **tool}
+    if kind == "code_interpreter":
+        return {**tool, "container": tool.get("container") or {"type": "auto"}}
+    return tool
 
 
 def output_items(view: ResponseView, include: Sequence[str] = ()) -> list[Obj]:

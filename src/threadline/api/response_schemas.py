@@ -33,8 +33,25 @@ INCLUDES = (
 )
 
 
+def check_includes(values: list[str], param: str = "include") -> list[str]:
+    for value in values:
+        if value not in INCLUDES:
+            raise InvalidRequestError(
+                f"Invalid value for '{param}': {value[:100]!r}. Supported values are: "
+                + ", ".join(f"'{v}'" for v in INCLUDES)
+                + ".",
+                param=param,
+            )
+    return values
+
+
 class ConversationRef(Strict):
     id: str = Field(max_length=128)
+
+
+class PromptCacheOptions(Strict):
+    ttl: Literal["30m"] = "30m"
+    mode: Literal["implicit", "explicit"] = "implicit"
 
 
 class CreateResponseRequest(WithMetadata):
@@ -62,6 +79,9 @@ class CreateResponseRequest(WithMetadata):
     user: str | None = Field(default=None, max_length=256)
     safety_identifier: str | None = Field(default=None, max_length=256)
     prompt_cache_key: str | None = Field(default=None, max_length=256)
+    # Caching hints: accepted and echoed; a server without a prompt cache has nothing to keep.
+    prompt_cache_retention: Literal["in_memory", "24h"] | None = None
+    prompt_cache_options: PromptCacheOptions | None = None
     service_tier: str | None = None
 
     @field_validator("include")
@@ -110,6 +130,10 @@ class CreateResponseRequest(WithMetadata):
                 "top_logprobs": self.top_logprobs or 0,
                 "safety_identifier": self.safety_identifier,
                 "prompt_cache_key": self.prompt_cache_key,
+                "prompt_cache_retention": self.prompt_cache_retention,
+                "prompt_cache_options": (
+                    self.prompt_cache_options.model_dump() if self.prompt_cache_options is not None else None
+                ),
                 "instructions": self.instructions,
             },
         )
@@ -123,11 +147,12 @@ class CreateConversationRequest(WithMetadata):
 
 
 class UpdateConversationRequest(Strict):
-    metadata: dict[str, str]
+    metadata: dict[str, str] | None
+    """Required, but may be null: null clears it."""
 
     @field_validator("metadata")
     @classmethod
-    def _metadata(cls, value: dict[str, str]) -> dict[str, str]:
+    def _metadata(cls, value: dict[str, str] | None) -> dict[str, str]:
         return _check_metadata(value) or {}
 
 
@@ -170,8 +195,65 @@ def parse_items(items: list[dict[str, Any]], param: str) -> list[NewItem]:
     return [_item(item, f"{param}[{i}]") for i, item in enumerate(items)]
 
 
+_STATUSES = ("in_progress", "completed", "incomplete")
+# Fields an input item may carry beyond the ones it is made of: accepted and not used, but checked,
+# as OpenAI checks them. Values: the allowed values (a tuple) or the JSON type (a Python type).
+_ITEM_FIELDS: dict[str, dict[str, Any]] = {
+    "message": {"type": str, "role": str, "content": object, "id": str, "status": _STATUSES},
+    "function_call": {
+        "type": str,
+        "call_id": str,
+        "name": str,
+        "arguments": str,
+        "id": str,
+        "status": _STATUSES,
+        "namespace": str,
+        "caller": dict,
+    },
+    "function_call_output": {
+        "type": str,
+        "call_id": str,
+        "output": object,
+        "id": str,
+        "status": _STATUSES,
+        "name": str,
+        "namespace": str,
+        "caller": dict,
+    },
+}
+_PART_FIELDS: dict[str, set[str]] = {
+    "input_text": {"type", "text", "prompt_cache_breakpoint"},
+    "output_text": {"type", "text", "annotations", "logprobs"},
+    "input_image": {"type", "image_url", "file_id", "detail", "prompt_cache_breakpoint"},
+    "refusal": {"type", "refusal"},
+}
+
+
+def _check_fields(item: dict[str, Any], fields: dict[str, Any], param: str) -> None:
+    """Refuse fields the item's type does not have, and known fields of the wrong kind (null is
+    allowed for the ones not used here)."""
+    for key, value in item.items():
+        rule = fields.get(key)
+        if rule is None:
+            raise _bad(f"Unknown parameter: '{param}.{key}'.", f"{param}.{key}")
+        if value is None or rule is object:
+            continue
+        if isinstance(rule, tuple):
+            if value not in rule:
+                raise _bad(f"Invalid value for '{param}.{key}'.", f"{param}.{key}")
+        elif not isinstance(value, rule):
+            raise _bad(f"Invalid type for '{param}.{key}'.", f"{param}.{key}")
+
+
 def _item(item: dict[str, Any], param: str) -> NewItem:
+    if not isinstance(item, dict):
+        raise _bad(f"Invalid type for '{param}': expected an object.", param)
     kind = item.get("type", "message")
+    if isinstance(kind, str) and kind in _ITEM_FIELDS:
+        fields = _ITEM_FIELDS[kind]
+        if kind == "message" and item.get("role") == "assistant":
+            fields = {**fields, "phase": ("commentary", "final_answer")}
+        _check_fields(item, fields, param)
     if kind == "message":
         role = item.get("role")
         if role not in ("user", "assistant", "system", "developer"):
@@ -221,6 +303,10 @@ def _content(content: Any, param: str) -> list[dict[str, Any]]:
     for i, part in enumerate(content):
         at = f"{param}[{i}]"
         kind = part.get("type") if isinstance(part, dict) else None
+        if isinstance(kind, str) and kind in _PART_FIELDS:
+            for key in part:
+                if key not in _PART_FIELDS[kind]:
+                    raise _bad(f"Unknown parameter: '{at}.{key}'.", f"{at}.{key}")
         if kind in ("input_text", "output_text"):
             parts += _text_part(_string(part, "text", at))
         elif kind == "input_image":

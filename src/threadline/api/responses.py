@@ -10,18 +10,19 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 
 from threadline.api import response_stream
 from threadline.api.deps import Paging, Svc
 from threadline.api.response_objects import items_list, response_object
-from threadline.api.response_schemas import CreateResponseRequest
+from threadline.api.response_schemas import CreateResponseRequest, check_includes
 from threadline.domain.entities import Run
 from threadline.domain.events import ObjectEvent
 from threadline.domain.responses import ResponseService
 from threadline.domain.run_states import WAITING
 from threadline.domain.services import Services
+from threadline.errors import NotFoundError
 from threadline.ids import new_id
 
 router = APIRouter()
@@ -35,6 +36,18 @@ def responses(svc: Svc) -> ResponseService:
 
 
 Responses = Annotated[ResponseService, Depends(responses)]
+
+
+async def include_query(
+    include: Annotated[list[str] | None, Query()] = None,
+    include_brackets: Annotated[list[str] | None, Query(alias="include[]")] = None,
+) -> list[str]:
+    """``include``, as the SDK sends it (``include[]=...``) or as the spec spells it (``include=...``);
+    values OpenAI does not know are refused."""
+    return check_includes([*(include or []), *(include_brackets or [])])
+
+
+Includes = Annotated[list[str], Depends(include_query)]
 
 
 async def _finished(svc: Services, responses: ResponseService, run: Run) -> Run:
@@ -74,13 +87,22 @@ async def create_response(
     return answer
 
 
+@router.post("/responses/input_tokens")
+@router.post("/responses/compact")
+async def not_served(request: Request) -> None:
+    """Counting input tokens and compacting are not served: 404, as for any unknown URL (the routes
+    for ``/responses/{response_id}`` would otherwise make it a 405)."""
+    raise NotFoundError(f"Invalid URL ({request.method} {request.url.path})")
+
+
 @router.get("/responses/{response_id}", response_model=None)
 async def get_response(
     response_id: str,
     responses: Responses,
+    include: Includes,
     stream: bool = False,
     starting_after: Annotated[int | None, Query(ge=0)] = None,
-    include: Annotated[list[str] | None, Query(alias="include[]")] = None,
+    include_obfuscation: bool = False,  # accepted; streams here carry no obfuscation padding
 ) -> dict[str, Any] | StreamingResponse:
     view = await responses.get_response(response_id)
     if stream:
@@ -103,6 +125,8 @@ async def cancel_response(response_id: str, responses: Responses) -> dict[str, A
 
 
 @router.get("/responses/{response_id}/input_items")
-async def list_input_items(response_id: str, responses: Responses, query: Paging) -> dict[str, Any]:
+async def list_input_items(
+    response_id: str, responses: Responses, query: Paging, include: Includes
+) -> dict[str, Any]:
     page = await responses.input_items(response_id, query)
     return items_list(page.items, page.has_more)
