@@ -157,7 +157,7 @@ class UpdateConversationRequest(Strict):
 
 
 class CreateItemsRequest(Strict):
-    items: list[dict[str, Any]] = Field(min_length=1, max_length=20)
+    items: list[dict[str, Any]] = Field(max_length=20)
 
     def new_items(self) -> list[NewItem]:
         return parse_items(self.items, "items")
@@ -266,7 +266,7 @@ def _item(item: dict[str, Any], param: str) -> NewItem:
     if kind == "function_call":
         fields = {
             "call_id": _string(item, "call_id", param, limit=128),
-            "name": _string(item, "name", param, limit=64),
+            "name": _function_name(item, param),
             "arguments": _string(item, "arguments", param),
         }
         return NewItem("function_call", "assistant", [fields])
@@ -386,6 +386,16 @@ def parse_tools(tools: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict
                 f"{param}.type",
             )
     return out, resources
+
+
+def _function_name(item: dict[str, Any], param: str) -> str:
+    name = _string(item, "name", param, limit=64)
+    if not _is_function_name(name):
+        raise _bad(
+            f"Invalid '{param}.name': a function name is 1 to 64 letters, digits, '_' or '-'.",
+            f"{param}.name",
+        )
+    return name
 
 
 def _is_function_name(name: str) -> bool:
