@@ -142,11 +142,14 @@ def test_attached_files_join_the_threads_code_interpreter_resources(client: open
             {"file_id": searched, "tools": [{"type": "file_search"}]},
         ],
     )
-    # file_search attachments stay recorded on the message; vector stores will take them up.
+    # Attachments stay recorded on the message; those for file_search go into the thread's store.
     assert [a.file_id for a in message.attachments] == [second, first, searched]
     assert message.attachments[2].tools[0].type == "file_search"
     resources = client.beta.threads.retrieve(thread.id).tool_resources
     assert resources.code_interpreter.file_ids == [first, second]
+    [store_id] = resources.file_search.vector_store_ids
+    in_store = client.vector_stores.files.list(store_id).data
+    assert sorted(f.id for f in in_store) == sorted([second, searched])
 
 
 def test_deleting_a_file_takes_it_out_of_tool_resources(client: openai.OpenAI) -> None:

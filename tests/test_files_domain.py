@@ -10,10 +10,13 @@ from threadline.domain.entities import Message
 from threadline.domain.files import (
     FileRef,
     attached_code_files,
+    attached_search_files,
     check_filename,
     content_type_for,
     referenced_files,
+    thread_store_id,
     with_code_files,
+    with_search_store,
     without_file,
 )
 from threadline.errors import InvalidRequestError
@@ -104,6 +107,28 @@ def test_code_interpreter_attachments_join_tool_resources_once() -> None:
     assert resources["code_interpreter"]["file_ids"] == ["file-c"]  # the input is left alone
     assert with_code_files(resources, ["file-c"]) is None
     assert with_code_files(None, ["file-a"]) == {"code_interpreter": {"file_ids": ["file-a"]}}
+
+
+def test_file_search_attachments_name_the_threads_one_store() -> None:
+    messages = [
+        _message(("file-a", ["code_interpreter"]), ("file-b", ["file_search"])),
+        _message(("file-c", ["file_search", "code_interpreter"]), ("file-b", ["file_search"])),
+    ]
+    assert attached_search_files(messages) == ["file-b", "file-c"]
+    assert attached_search_files([_message(("file-a", ["code_interpreter"]))]) == []
+    assert thread_store_id(None) is None
+    assert thread_store_id({"file_search": {"vector_store_ids": []}}) is None
+    resources = {
+        "code_interpreter": {"file_ids": ["file-a"]},
+        "file_search": {"vector_store_ids": ["vs_old"]},
+    }
+    assert thread_store_id(resources) == "vs_old"
+    assert with_search_store(resources, "vs_new") == {
+        "code_interpreter": {"file_ids": ["file-a"]},
+        "file_search": {"vector_store_ids": ["vs_new"]},
+    }
+    assert resources["file_search"] == {"vector_store_ids": ["vs_old"]}  # the input is left alone
+    assert with_search_store(None, "vs_new") == {"file_search": {"vector_store_ids": ["vs_new"]}}
 
 
 def test_a_deleted_file_leaves_tool_resources() -> None:

@@ -101,6 +101,9 @@ class Settings:
     """Characters of text kept from one file for search; a file with more is refused."""
     file_parse_timeout_seconds: float = 60.0
     """How long extracting one file's text may take before it is refused."""
+    file_search_wait_seconds: float = 60.0
+    """How long a ``file_search`` call waits for files of the thread's own vector store that are
+    still being indexed (as OpenAI's runs did) before it searches what is ready."""
     log_level: str = "info"
     file_max_bytes: int = 512 * 1024 * 1024
     """The largest file ``POST /v1/files`` accepts (OpenAI's limit: 512 MB)."""

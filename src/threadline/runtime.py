@@ -186,7 +186,8 @@ def build_tools(settings: Settings, files: FileService, vector_stores: VectorSto
     saying why, where no sandbox can be made) and file_search over the vector stores."""
     pool = SandboxPool(SandboxLimits.from_settings(settings))
     backend = ToolBackend(files, vector_stores)
-    return ToolRegistry([CodeInterpreterTool(pool, backend), FileSearchTool(backend)])
+    search = FileSearchTool(backend, wait_seconds=settings.file_search_wait_seconds)
+    return ToolRegistry([CodeInterpreterTool(pool, backend), search])
 
 
 class ToolBackend:
@@ -219,6 +220,9 @@ class ToolBackend:
                 continue  # expired or deleted since the run started: nothing to find there
             passages += [Passage(h.file_id, h.filename, h.score, h.text) for h in hits]
         return sorted(passages, key=lambda p: p.score, reverse=True)[:limit]
+
+    async def indexing(self, project_id: str, store_ids: Sequence[str]) -> int:
+        return await self.vector_stores.for_project(project_id).indexing(store_ids)
 
 
 def _loader(store: SqlStore) -> Callable[[str, str], Awaitable[Thread | Run | RunStep | Message | None]]:

@@ -430,21 +430,41 @@ def referenced_files(fields: Mapping[str, Any], at: str = "") -> list[FileRef]:
     return refs
 
 
-def attached_code_files(messages: Sequence[Message]) -> list[str]:
-    """The files messages attach for ``code_interpreter``, in order, each once."""
+def _attached_for(tool_type: str, messages: Sequence[Message]) -> list[str]:
     found: dict[str, None] = {}
     for message in messages:
         for attachment in message.attachments or []:
-            if any(tool.get("type") == "code_interpreter" for tool in attachment.get("tools") or []):
+            if any(tool.get("type") == tool_type for tool in attachment.get("tools") or []):
                 found[attachment["file_id"]] = None
     return list(found)
 
 
-def with_code_files(resources: dict[str, Any] | None, file_ids: Sequence[str]) -> dict[str, Any] | None:
-    """Tool resources with ``file_ids`` added to ``code_interpreter``; ``None`` if nothing is new.
+def attached_code_files(messages: Sequence[Message]) -> list[str]:
+    """The files messages attach for ``code_interpreter``, in order, each once."""
+    return _attached_for("code_interpreter", messages)
 
-    Files attached for ``file_search`` stay recorded on their messages until vector stores exist.
-    """
+
+def attached_search_files(messages: Sequence[Message]) -> list[str]:
+    """The files messages attach for ``file_search``, in order, each once: they go into the
+    thread's own vector store (see ``domain.vector_stores.ThreadStorePlan``)."""
+    return _attached_for("file_search", messages)
+
+
+def thread_store_id(resources: Mapping[str, Any] | None) -> str | None:
+    """The vector store a thread's ``file_search`` resources name (a thread has at most one)."""
+    ids = ((resources or {}).get("file_search") or {}).get("vector_store_ids") or []
+    return str(ids[0]) if ids else None
+
+
+def with_search_store(resources: Mapping[str, Any] | None, store_id: str) -> dict[str, Any]:
+    """Tool resources whose ``file_search`` names ``store_id`` (in place of any store named before)."""
+    current = dict(resources or {})
+    current["file_search"] = {**(current.get("file_search") or {}), "vector_store_ids": [store_id]}
+    return current
+
+
+def with_code_files(resources: dict[str, Any] | None, file_ids: Sequence[str]) -> dict[str, Any] | None:
+    """Tool resources with ``file_ids`` added to ``code_interpreter``; ``None`` if nothing is new."""
     current = dict(resources or {})
     code = dict(current.get("code_interpreter") or {})
     ids = list(code.get("file_ids") or [])

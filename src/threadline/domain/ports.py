@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterable, AsyncIterator, Collection, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from threadline.domain.entities import (
     ApiKey,
@@ -30,6 +30,9 @@ from threadline.domain.entities import (
 )
 from threadline.domain.events import Event
 from threadline.domain.run_states import RunStatus
+
+if TYPE_CHECKING:  # the vector store service needs the job queue from here
+    from threadline.domain.vector_stores import ThreadStoreFiles, ThreadStorePlan
 
 
 @dataclass(slots=True)
@@ -74,9 +77,18 @@ class Store(Protocol):
 
     # threads and messages
     async def insert_thread(
-        self, thread: Thread, messages: Sequence[Message], run: Run | None = None
-    ) -> None:
-        """Save a new thread with its messages and, for create-and-run, its first run (which holds its lock)."""
+        self,
+        thread: Thread,
+        messages: Sequence[Message],
+        run: Run | None = None,
+        *,
+        search: ThreadStorePlan | None = None,
+    ) -> ThreadStoreFiles | None:
+        """Save a new thread with its messages and, for create-and-run, its first run (which holds its lock).
+
+        With ``search``, the files the messages attach for ``file_search`` go into the thread's store
+        in the same transaction (see :class:`~threadline.domain.vector_stores.ThreadStorePlan`); what
+        was done is returned (``None`` when no file was attached for it)."""
 
     async def get_thread(self, thread_id: str, project_id: str | None = None) -> Thread | None:
         """The thread, if it is in ``project_id`` (``None``: in any project, for the run engine)."""
@@ -106,8 +118,11 @@ class Store(Protocol):
     async def revoke_api_key(self, key_id: str, project_id: str | None, at: int) -> bool: ...
     async def project_of_key(self, secret_hash: str) -> str | None: ...
     async def any_api_keys(self) -> bool: ...
-    async def insert_message(self, message: Message) -> None:
-        """Add a message unless the thread is locked (raises :class:`ThreadLockedError`)."""
+    async def insert_message(
+        self, message: Message, *, search: ThreadStorePlan | None = None
+    ) -> ThreadStoreFiles | None:
+        """Add a message unless the thread is locked (raises :class:`ThreadLockedError`); ``search``
+        as for :meth:`insert_thread`."""
 
     async def get_message(self, thread_id: str, message_id: str, *, items: bool = False) -> Message | None:
         """A message of the thread; with ``items``, a Responses item (function call, output) too."""
@@ -130,8 +145,11 @@ class Store(Protocol):
         """Delete a message of the thread (with ``items``, a Responses item too); whether one went."""
 
     # runs and steps
-    async def insert_run(self, run: Run, messages: Sequence[Message]) -> None:
-        """Lock the thread for ``run`` and save it with the messages it adds, or raise ThreadLockedError."""
+    async def insert_run(
+        self, run: Run, messages: Sequence[Message], *, search: ThreadStorePlan | None = None
+    ) -> ThreadStoreFiles | None:
+        """Lock the thread for ``run`` and save it with the messages it adds, or raise ThreadLockedError;
+        ``search`` as for :meth:`insert_thread`."""
 
     async def get_run(self, thread_id: str, run_id: str, project_id: str) -> Run | None:
         """The run, if it is on that thread and the thread is in ``project_id``."""

@@ -26,7 +26,15 @@ from threadline.domain.entities import (
     ToolCalls,
 )
 from threadline.domain.events import ObjectEvent
-from threadline.domain.files import FileService, attached_code_files, referenced_files, with_code_files
+from threadline.domain.files import (
+    FileService,
+    attached_code_files,
+    attached_search_files,
+    referenced_files,
+    thread_store_id,
+    with_code_files,
+    with_search_store,
+)
 from threadline.domain.lifecycle import (
     end_run,
     moved,
@@ -39,7 +47,7 @@ from threadline.domain.lifecycle import (
 )
 from threadline.domain.ports import Bus, Change, Store, ThreadLockedError
 from threadline.domain.run_states import TERMINAL, RunStatus
-from threadline.domain.vector_stores import NewFile, VectorStoreService
+from threadline.domain.vector_stores import NewFile, ThreadStoreFiles, ThreadStorePlan, VectorStoreService
 from threadline.errors import InvalidRequestError, NotFoundError
 from threadline.ids import new_id
 
@@ -137,6 +145,18 @@ class Services:
                     "file_search": {"vector_store_ids": [store.id for store in made]},
                 }
 
+    def _store_plan(self, thread_id: str, messages: list[Message]) -> ThreadStorePlan | None:
+        """Where files the messages attach for ``file_search`` go, if they attach any: the thread's
+        own vector store (see :class:`ThreadStorePlan`)."""
+        if self.vector_stores is None or not attached_search_files(messages):
+            return None
+        return self.vector_stores.thread_store_plan(thread_id)
+
+    async def _ingest(self, joined: ThreadStoreFiles | None) -> None:
+        """Queue the ingestion of the files the thread's store was just given."""
+        if joined is not None and joined.added and self.vector_stores is not None:
+            await self.vector_stores.queue_ingestion(joined.store_id, joined.added)
+
     # --- assistants ------------------------------------------------------------------------
 
     async def create_assistant(self, fields: dict[str, Any], assistant_id: str | None = None) -> Assistant:
@@ -193,7 +213,7 @@ class Services:
             completed_at=None,
         )
 
-    def _new_thread(self, fields: dict[str, Any]) -> tuple[Thread, list[Message]]:
+    def _new_thread(self, fields: dict[str, Any]) -> tuple[Thread, list[Message], ThreadStorePlan | None]:
         thread = Thread(
             id=new_id("thread"),
             created_at=self.clock(),
@@ -208,12 +228,19 @@ class Services:
         joined = with_code_files(thread.tool_resources, attached_code_files(messages))
         if joined is not None:
             thread.tool_resources = joined
-        return thread, messages
+        plan = self._store_plan(thread.id, messages)
+        if plan is not None and thread_store_id(thread.tool_resources) is None:
+            # Files attached for file_search: the thread is made (and announced) with its own store.
+            thread.tool_resources = with_search_store(thread.tool_resources, plan.new_store.id)
+        return thread, messages, plan
 
     async def create_thread(self, fields: dict[str, Any]) -> Thread:
         await self._check_files(fields)
-        thread, messages = self._new_thread(fields)
-        await self.store.insert_thread(thread, messages)
+        thread, messages, plan = self._new_thread(fields)
+        joined = await self.store.insert_thread(thread, messages, search=plan)
+        if joined is not None:
+            thread.tool_resources = joined.tool_resources
+        await self._ingest(joined)
         return thread
 
     async def get_thread(self, thread_id: str) -> Thread:
@@ -243,11 +270,12 @@ class Services:
         await self._check_files(fields)
         message = self._new_message(thread_id, fields)
         try:
-            await self.store.insert_message(message)
+            joined = await self.store.insert_message(message, search=self._store_plan(thread_id, [message]))
         except ThreadLockedError as locked:
             raise InvalidRequestError(
                 f"Can't add messages to {thread_id} while a run {locked.run_id} is active."
             ) from None
+        await self._ingest(joined)
         return message
 
     async def get_message(self, thread_id: str, message_id: str) -> Message:
@@ -286,11 +314,12 @@ class Services:
         run, messages = self._new_run(thread_id, assistant, fields, run_id)
         await self._announce(run)
         try:
-            await self.store.insert_run(run, messages)
+            joined = await self.store.insert_run(run, messages, search=self._store_plan(thread_id, messages))
         except ThreadLockedError as locked:
             raise InvalidRequestError(
                 f"Thread {thread_id} already has an active run {locked.run_id}."
             ) from None
+        await self._ingest(joined)
         await self.bus.notify_work()
         return run
 
@@ -302,12 +331,16 @@ class Services:
         thread_fields = dict(fields.get("thread") or {})
         if fields.get("tool_resources") is not None:
             thread_fields["tool_resources"] = fields["tool_resources"]
-        thread, messages = self._new_thread(thread_fields)
+        thread, messages, plan = self._new_thread(thread_fields)
         run, _ = self._new_run(thread.id, assistant, fields, run_id)
-        # One transaction: the thread, its messages and its run (holding its lock) exist together or not at all.
+        # One transaction: the thread, its messages (their files in its store) and its run (holding
+        # its lock) exist together or not at all.
         await publish(self.bus, run.id, [ObjectEvent("thread.created", snapshot(thread))])
         await self._announce(run)
-        await self.store.insert_thread(thread, messages, run)
+        joined = await self.store.insert_thread(thread, messages, run, search=plan)
+        if joined is not None:
+            thread.tool_resources = joined.tool_resources
+        await self._ingest(joined)
         await self.bus.notify_work()
         return thread, run
 

@@ -8,6 +8,13 @@ status move is a guarded write from ``in_progress``: a file cancelled or removed
 indexed is not revived, and its chunks are taken out again. A store's ``file_counts``,
 ``usage_bytes`` and ``status`` are computed from its files' rows when it is read, so they cannot
 drift; ``expired`` comes from ``expires_at``, which moves with ``last_active_at``.
+
+A thread gets a store of its own when its messages attach files for ``file_search`` (as OpenAI's
+threads did): the services hand the store a ``ThreadStorePlan`` with the messages, and the store
+layer, in the transaction that writes them, adds the files to the store the thread names (a live
+one: not deleted, not expired) or makes the planned store (named for the thread, expiring 7 days
+after it was last active) and names it in the thread's ``tool_resources.file_search``. Deleting the
+thread leaves its store to expire, as OpenAI's did.
 """
 
 from __future__ import annotations
@@ -39,6 +46,8 @@ AUTO_CHUNKING: dict[str, Any] = {
     "static": {"max_chunk_size_tokens": 800, "chunk_overlap_tokens": 400},
 }
 """What ``auto`` means, and how a file added with it reports its strategy (as OpenAI does)."""
+THREAD_STORE_EXPIRY: dict[str, Any] = {"anchor": "last_active_at", "days": 7}
+"""How long a thread's own store (made for its attachments) outlives its last use, as at OpenAI."""
 # What the ids made here look like: others are not looked up (PostgreSQL refuses text with NUL).
 _STORE_ID = re.compile(r"vs_[A-Za-z0-9]{1,64}")
 _BATCH_ID = re.compile(r"vsfb_[A-Za-z0-9]{1,64}")
@@ -118,6 +127,29 @@ class NewFile:
 
 
 @dataclass(frozen=True, slots=True)
+class ThreadStorePlan:
+    """The files a request's messages attach for ``file_search`` go into their thread's store: the
+    one the thread names if it is live, else ``new_store``, made and named in its place. The store
+    layer applies this in the transaction that writes the messages, so two requests adding files to
+    one thread at once cannot make two stores, and a run sees the store as soon as it exists."""
+
+    new_store: VectorStore
+    at: int
+    """When the files are added (the store's new ``last_active_at``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadStoreFiles:
+    """What applying a :class:`ThreadStorePlan` did."""
+
+    store_id: str
+    added: list[str]
+    """Files new to the store (written ``in_progress``), to be ingested; files it held already stay."""
+    tool_resources: dict[str, Any]
+    """The thread's tool resources afterwards."""
+
+
+@dataclass(frozen=True, slots=True)
 class SearchHit:
     file_id: str
     filename: str
@@ -169,7 +201,8 @@ def chunking_of(strategy: Mapping[str, Any] | None) -> dict[str, Any]:
     return {"type": "static", "static": dict(strategy["static"])}
 
 
-def _expiry(expires_after: Mapping[str, Any] | None, last_active_at: int) -> int | None:
+def expiry_at(expires_after: Mapping[str, Any] | None, last_active_at: int) -> int | None:
+    """When a store with this ``expires_after`` expires, last active at ``last_active_at``."""
     return None if expires_after is None else last_active_at + int(expires_after["days"]) * DAY_SECONDS
 
 
@@ -235,12 +268,28 @@ class VectorStoreService:
             name=name,
             metadata=metadata or {},
             expires_after=expires_after,
-            expires_at=_expiry(expires_after, created_at),
+            expires_at=expiry_at(expires_after, created_at),
             last_active_at=created_at,
         )
         await self.stores.insert_store(store)
         await self._add(store.id, files, chunking_strategy, None)
         return await self.get_store(store.id)
+
+    def thread_store_plan(self, thread_id: str) -> ThreadStorePlan:
+        """How files attached for ``file_search`` on ``thread_id`` are stored: in the store it names,
+        or in a new one named for the thread, expiring 7 days after it was last active."""
+        at = self.clock()
+        store = VectorStore(
+            id=new_id("vector_store"),
+            project_id=self.project_id,
+            created_at=at,
+            name=thread_id,
+            metadata={},
+            expires_after=dict(THREAD_STORE_EXPIRY),
+            expires_at=expiry_at(THREAD_STORE_EXPIRY, at),
+            last_active_at=at,
+        )
+        return ThreadStorePlan(store, at)
 
     async def get_store(self, store_id: str) -> VectorStore:
         store = (
@@ -261,7 +310,7 @@ class VectorStoreService:
             store.metadata = changes["metadata"]
         if "expires_after" in changes:
             store.expires_after = changes["expires_after"]
-            store.expires_at = _expiry(store.expires_after, store.last_active_at)
+            store.expires_at = expiry_at(store.expires_after, store.last_active_at)
         await self.stores.update_store(store)
         return store
 
@@ -308,10 +357,25 @@ class VectorStoreService:
             for f in {f.file_id: f for f in files}.values()
         ]
         await self.stores.add_files(rows, batch)
-        for row in rows:
-            payload = {"vector_store_id": store_id, "file_id": row.id, "project_id": self.project_id}
-            await self.jobs.enqueue(INGEST_JOB, payload)
+        await self.queue_ingestion(store_id, [row.id for row in rows])
         return rows
+
+    async def queue_ingestion(self, store_id: str, file_ids: Sequence[str]) -> None:
+        """Queue the ingestion of files just written ``in_progress`` into the store."""
+        for file_id in file_ids:
+            payload = {"vector_store_id": store_id, "file_id": file_id, "project_id": self.project_id}
+            await self.jobs.enqueue(INGEST_JOB, payload)
+
+    async def indexing(self, store_ids: Sequence[str]) -> int:
+        """How many files of these stores are still being indexed (gone or expired stores: none)."""
+        at, pending = self.clock(), 0
+        for store_id in store_ids:
+            if not _STORE_ID.fullmatch(store_id):
+                continue
+            store = await self.stores.get_store(store_id, self.project_id)
+            if store is not None and store.status(at) != "expired":
+                pending += store.file_counts.in_progress
+        return pending
 
     async def create_file(self, store_id: str, new: NewFile) -> VectorStoreFile:
         await self.get_store(store_id)
@@ -397,7 +461,7 @@ class VectorStoreService:
                 param="vector_store_id",
             )
         store.last_active_at = at
-        store.expires_at = _expiry(store.expires_after, at)
+        store.expires_at = expiry_at(store.expires_after, at)
         await self.stores.update_store(store)
         # With filters, rank more than asked for: results are filtered after ranking.
         depth = 50 if filters else max_num_results

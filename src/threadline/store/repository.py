@@ -43,7 +43,7 @@ from threadline.domain.entities import (
     Summary,
     Thread,
 )
-from threadline.domain.files import attached_code_files, with_code_files
+from threadline.domain.files import attached_code_files, attached_search_files, with_code_files
 from threadline.domain.ports import Change, ThreadLockedError
 from threadline.domain.records import (
     required_action_from,
@@ -52,10 +52,12 @@ from threadline.domain.records import (
     step_details_record,
 )
 from threadline.domain.run_states import ACTIVE, RunStatus, cause_of
+from threadline.domain.vector_stores import ThreadStoreFiles, ThreadStorePlan
 from threadline.ids import new_id
 from threadline.store import tables as t
 from threadline.store.claims import claim_statement, renew_statement
 from threadline.store.database import Database
+from threadline.store.vector_store_rows import join_thread_store
 
 E = TypeVar("E", Assistant, Thread, Message, Run, RunStep)
 
@@ -201,19 +203,28 @@ def page_query(
     return select(table).where(*conditions).order_by(order).limit(query.limit + 1), flipped
 
 
-def _join_attachments(conn: Connection, thread_id: str, messages: Sequence[Message]) -> None:
-    """Add the files ``messages`` attach for ``code_interpreter`` to their thread's tool resources.
+def _join_attachments(
+    conn: Connection, thread_id: str, messages: Sequence[Message], search: ThreadStorePlan | None
+) -> ThreadStoreFiles | None:
+    """Add the files ``messages`` attach for ``code_interpreter`` to their thread's tool resources,
+    and, with ``search``, those attached for ``file_search`` to the thread's vector store.
 
     Called after the thread row was written or locked in this transaction, so no concurrent writer
-    can lose an id between the read and the update.
+    can lose an id between the read and the update (or make the thread a second store).
     """
-    file_ids = attached_code_files(messages)
-    if not file_ids:
-        return
+    code_ids = attached_code_files(messages)
+    search_ids = attached_search_files(messages) if search is not None else []
+    if not code_ids and not search_ids:
+        return None
     current = conn.execute(select(t.threads.c.tool_resources).where(t.threads.c.id == thread_id)).scalar()
-    resources = with_code_files(current, file_ids)
-    if resources is not None:
+    resources = with_code_files(current, code_ids) or current
+    joined = None
+    if search is not None and search_ids:
+        joined = join_thread_store(conn, resources, search_ids, search)
+        resources = joined.tool_resources
+    if resources != current:
         conn.execute(update(t.threads).where(t.threads.c.id == thread_id).values(tool_resources=resources))
+    return joined
 
 
 def _lock_thread(conn: Connection, thread_id: str, run_id: str | None) -> None:
@@ -362,18 +373,25 @@ class SqlStore:
     # --- threads and messages --------------------------------------------------------------
 
     async def insert_thread(
-        self, thread: Thread, messages: Sequence[Message], run: Run | None = None
-    ) -> None:
-        def write(conn: Connection) -> None:
+        self,
+        thread: Thread,
+        messages: Sequence[Message],
+        run: Run | None = None,
+        *,
+        search: ThreadStorePlan | None = None,
+    ) -> ThreadStoreFiles | None:
+        def write(conn: Connection) -> ThreadStoreFiles | None:
             conn.execute(_INSERT["threads"], {**_row(thread), "active_run_id": run.id if run else None})
+            joined = None
             if messages:
                 conn.execute(_INSERT["messages"], [_row(m) for m in messages])
-                _join_attachments(conn, thread.id, messages)
+                joined = _join_attachments(conn, thread.id, messages, search)
             if run is not None:
                 conn.execute(_INSERT["runs"], _row(run))
                 conn.execute(_INSERT["run_transitions"], _transition(run, frozenset(), time.time()))
+            return joined
 
-        await self.db.write(write)
+        return await self.db.write(write)
 
     async def get_thread(self, thread_id: str, project_id: str | None = None) -> Thread | None:
         return await self._get(Thread, t.threads, thread_id, *_in_project(project_id))
@@ -446,13 +464,15 @@ class SqlStore:
         )
         return await self.db.write(lambda conn: _delete_threads(conn, list(conn.execute(stale).scalars())))
 
-    async def insert_message(self, message: Message) -> None:
-        def write(conn: Connection) -> None:
+    async def insert_message(
+        self, message: Message, *, search: ThreadStorePlan | None = None
+    ) -> ThreadStoreFiles | None:
+        def write(conn: Connection) -> ThreadStoreFiles | None:
             _lock_thread(conn, message.thread_id, None)
             conn.execute(_INSERT["messages"], _row(message))
-            _join_attachments(conn, message.thread_id, [message])
+            return _join_attachments(conn, message.thread_id, [message], search)
 
-        await self.db.write(write)
+        return await self.db.write(write)
 
     async def get_message(self, thread_id: str, message_id: str, *, items: bool = False) -> Message | None:
         m = t.messages
@@ -529,16 +549,20 @@ class SqlStore:
 
     # --- runs and steps --------------------------------------------------------------------
 
-    async def insert_run(self, run: Run, messages: Sequence[Message]) -> None:
-        def write(conn: Connection) -> None:
+    async def insert_run(
+        self, run: Run, messages: Sequence[Message], *, search: ThreadStorePlan | None = None
+    ) -> ThreadStoreFiles | None:
+        def write(conn: Connection) -> ThreadStoreFiles | None:
             _lock_thread(conn, run.thread_id, run.id)
+            joined = None
             if messages:
                 conn.execute(_INSERT["messages"], [_row(m) for m in messages])
-                _join_attachments(conn, run.thread_id, messages)
+                joined = _join_attachments(conn, run.thread_id, messages, search)
             conn.execute(_INSERT["runs"], _row(run))
             conn.execute(_INSERT["run_transitions"], _transition(run, frozenset(), time.time()))
+            return joined
 
-        await self.db.write(write)
+        return await self.db.write(write)
 
     async def get_run(self, thread_id: str, run_id: str, project_id: str) -> Run | None:
         params = {"b_id": run_id, "b_thread": thread_id, "b_project": project_id}

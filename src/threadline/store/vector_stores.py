@@ -18,6 +18,7 @@ from threadline.store import tables as t
 from threadline.store.chunks import drop_file_chunks
 from threadline.store.database import Database
 from threadline.store.repository import page_query
+from threadline.store.vector_store_rows import file_values, store_values
 
 _S, _F, _B = t.vector_stores, t.vector_store_files, t.vector_store_file_batches
 
@@ -79,16 +80,7 @@ class SqlVectorStoreRepository:
         self.db = db
 
     async def insert_store(self, store: VectorStore) -> None:
-        values = {
-            "id": store.id,
-            "project_id": store.project_id,
-            "created_at": store.created_at,
-            "name": store.name,
-            "meta": store.metadata,
-            "expires_after": store.expires_after,
-            "expires_at": store.expires_at,
-            "last_active_at": store.last_active_at,
-        }
+        values = store_values(store)
         await self.db.write(lambda conn: conn.execute(insert(_S).values(**values)))
 
     async def get_store(self, store_id: str, project_id: str) -> VectorStore | None:
@@ -139,21 +131,7 @@ class SqlVectorStoreRepository:
         return await self.db.read(lambda conn: set(conn.execute(stmt).scalars()))
 
     async def add_files(self, files: Sequence[VectorStoreFile], batch: FileBatch | None = None) -> None:
-        rows = [
-            {
-                "id": f.id,
-                "vector_store_id": f.vector_store_id,
-                "project_id": f.project_id,
-                "batch_id": f.batch_id,
-                "created_at": f.created_at,
-                "status": f.status,
-                "usage_bytes": f.usage_bytes,
-                "last_error": f.last_error,
-                "chunking_strategy": f.chunking_strategy,
-                "attributes": f.attributes,
-            }
-            for f in files
-        ]
+        rows = [file_values(f) for f in files]
 
         def write(conn: Connection) -> None:
             if batch is not None:

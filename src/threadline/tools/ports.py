@@ -34,3 +34,6 @@ class ToolSearch(Protocol):
         self, project_id: str, store_ids: Sequence[str], query: str, limit: int, score_threshold: float
     ) -> list[Passage]:
         """The best passages over the stores (expired or deleted stores are skipped), best first."""
+
+    async def indexing(self, project_id: str, store_ids: Sequence[str]) -> int:
+        """How many files of the stores are still being indexed (expired or deleted stores: none)."""
