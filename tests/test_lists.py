@@ -99,3 +99,21 @@ def test_modify_thread_message_and_delete_message(client: openai.OpenAI) -> None
     gone = client.beta.threads.messages.delete(message_id=message.id, thread_id=thread.id)
     assert gone.deleted and gone.object == "thread.message.deleted"
     assert client.beta.threads.messages.list(thread_id=thread.id).data == []
+
+
+def test_a_list_parameter_given_twice_is_refused(server: ThreadlineServer) -> None:
+    headers = {"Authorization": "Bearer x", "OpenAI-Beta": "assistants=v2"}
+    for path in (
+        "/v1/files?limit=1&limit=2",
+        "/v1/threads?order=asc&order=desc",
+        "/v1/assistants?after=a&after=b",
+    ):
+        answer = httpx.get(server.url.removesuffix("/v1") + path, headers=headers)
+        assert answer.status_code == 400, path
+        assert answer.json()["error"]["param"] == path.split("?")[1].split("=")[0]
+    # include[] is a list: repeating it is how a client asks for several values.
+    step_includes = "include[]=step_details.tool_calls[*].file_search.results[*].content"
+    answer = httpx.get(
+        f"{server.url}/threads/thread_x/runs/run_x/steps?{step_includes}&{step_includes}", headers=headers
+    )
+    assert answer.status_code == 404

@@ -29,7 +29,7 @@ from threadline.api import (
     threads,
     vector_stores,
 )
-from threadline.api.deps import authenticate, require_admin, require_beta
+from threadline.api.deps import authenticate, require_admin, require_beta, single_query_values
 from threadline.config import Settings
 from threadline.domain.files import too_large
 from threadline.providers.routing import RoutingTable
@@ -86,7 +86,7 @@ def create_app(
     errors.install(app)
     upload = (settings.file_max_bytes + MULTIPART_OVERHEAD, too_large(settings.file_max_bytes).message)
     app.add_middleware(errors.BodyLimit, limit=MAX_BODY_BYTES, larger={("POST", "/v1/files"): upload})
-    authed = [Depends(authenticate)]
+    authed = [Depends(authenticate), Depends(single_query_values)]
     beta = [*authed, Depends(require_beta)]
     # POST /threads/runs must be matched before POST /threads/{thread_id}.
     app.include_router(runs.router, prefix="/v1", dependencies=beta)

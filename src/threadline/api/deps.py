@@ -32,6 +32,20 @@ async def authenticate(request: Request) -> None:
     request.state.project_id = await projects.project_for(bearer(request))
 
 
+LIST_QUERY_PARAMETERS = frozenset({"include", "include[]"})
+"""Query parameters that may be repeated; any other given twice is refused, not half-read."""
+
+
+async def single_query_values(request: Request) -> None:
+    seen: set[str] = set()
+    for name, _ in request.query_params.multi_items():
+        if name in seen and name not in LIST_QUERY_PARAMETERS:
+            raise InvalidRequestError(
+                f"Invalid value for '{name[:64]}': the parameter was given more than once.", param=name[:64]
+            )
+        seen.add(name)
+
+
 async def require_admin(request: Request) -> None:
     expected: str = request.app.state.settings.admin_key
     if not expected:
