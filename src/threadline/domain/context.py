@@ -73,9 +73,10 @@ def chat_message(message: Message) -> ChatMessage:
             parts.append({"type": "text", "text": part["text"]["value"]})
         elif part.get("type") == "image_url":
             parts.append({"type": "image_url", "image_url": part["image_url"]})
-        elif part.get("type") == "image_file":
+        elif part.get("type") == "image_file" and message.role != "assistant":
             # Uploaded images are not sent as pixels yet; the model is told one is there, not left
-            # to answer as if the user had sent nothing.
+            # to answer as if the user had sent nothing. (An answer's images are the charts its code
+            # drew: the model was told of them when the code ran.)
             file_id = (part.get("image_file") or {}).get("file_id", "")
             parts.append(
                 {
