@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable
 
 import openai
 import pytest
 
+from tests.support import ThreadlineServer
 from threadline.testing import Reply, ScriptedModel
 from threadline.testing import ToolCall as Call
+from threadline.tools.code_interpreter import RESTARTED
 
 needs_sandbox = pytest.mark.skipif(
     shutil.which("bwrap") is None and not os.environ.get("CI"),
@@ -77,6 +80,80 @@ def test_a_chart_with_chinese_labels_comes_back_as_an_image_file(
     assert client.files.retrieve(file_id).purpose == "assistants_output"
     data = client.files.content(file_id).read()
     assert data.startswith(PNG) and len(data) > 5000
+
+
+@needs_sandbox
+def test_files_the_code_writes_come_back_in_the_answer_as_openai_s_did(
+    client: openai.OpenAI, model: ScriptedModel
+) -> None:
+    assistant = client.beta.assistants.create(model="gpt-4o", tools=[{"type": "code_interpreter"}])
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": "Tabulate and chart it."}])
+    code = (
+        "import matplotlib.pyplot as plt, pandas as pd\n"
+        "table = pd.DataFrame({'month': [1, 2], 'amount': [100, 250]})\n"
+        "table.to_csv('/mnt/data/储蓄.csv', index=False)\n"
+        "open('/mnt/data/notes.txt', 'w').write('kept')\n"
+        "plt.plot(table['month'], table['amount'])\nplt.show()"
+    )
+    answer = (
+        "[Download the table](sandbox:/mnt/data/储蓄.csv); the notes are in /mnt/data/notes.txt. "
+        "/mnt/data/other.csv and sandbox:/mnt/data/notes.txt.bak were not written."
+    )
+    model.script(Reply(tool_calls=[Call("code_interpreter", {"code": code})]), Reply(text=answer))
+    with client.beta.threads.runs.stream(thread_id=thread.id, assistant_id=assistant.id) as stream:
+        stream.until_done()
+        (streamed,) = stream.get_final_messages()
+    told = model.requests[-1]["messages"][-1]["content"]
+    assert "link it for the user as sandbox:/mnt/data/储蓄.csv" in told
+
+    message = client.beta.threads.messages.list(thread_id=thread.id).data[0]
+    assert message.model_dump() == streamed.model_dump()
+    text, image = message.content
+    assert text.type == "text" and text.text.value == answer
+    links = text.text.annotations
+    assert [(a.type, a.text) for a in links] == [
+        ("file_path", "sandbox:/mnt/data/储蓄.csv"),
+        ("file_path", "/mnt/data/notes.txt"),
+    ]
+    for link in links:
+        assert answer[link.start_index : link.end_index] == link.text
+    table, notes = (client.files.content(a.file_path.file_id).read() for a in links)  # type: ignore[union-attr]
+    assert table == b"month,amount\n1,100\n2,250\n" and notes == b"kept"
+    assert client.files.retrieve(links[0].file_path.file_id).filename == "储蓄.csv"  # type: ignore[union-attr]
+
+    # The chart is an image_file part of the answer: the step's image output, served by the Files API.
+    step = client.beta.threads.runs.steps.list(thread_id=thread.id, run_id=message.run_id or "").data[-1]
+    (call,) = step.step_details.tool_calls  # type: ignore[union-attr]
+    (chart,) = [o for o in call.code_interpreter.outputs if o.type == "image"]  # type: ignore[union-attr]
+    assert image.type == "image_file" and image.image_file.file_id == chart.image.file_id  # type: ignore[union-attr]
+    assert client.files.content(image.image_file.file_id).read().startswith(PNG)  # type: ignore[union-attr]
+
+    # On the next run the model sees its answer as text, not as an image someone attached.
+    client.beta.threads.messages.create(thread_id=thread.id, role="user", content="Thanks")
+    model.script(Reply(text="You're welcome"))
+    run = client.beta.threads.runs.create_and_poll(thread_id=thread.id, assistant_id=assistant.id)
+    assert run.status == "completed", run.last_error
+    assert {"role": "assistant", "content": answer} in model.requests[-1]["messages"]
+
+
+@needs_sandbox
+def test_a_thread_whose_kernel_is_gone_is_told_it_started_afresh(
+    make_server: Callable[..., ThreadlineServer], model: ScriptedModel
+) -> None:
+    first = make_server()
+    with openai.OpenAI(base_url=first.url, api_key="test-key", max_retries=0) as sdk:
+        assistant = sdk.beta.assistants.create(model="gpt-4o", tools=[{"type": "code_interpreter"}])
+        thread = sdk.beta.threads.create(messages=[{"role": "user", "content": "Keep x."}])
+        told = code_run(sdk, model, thread.id, assistant.id, "x = 41\nprint(x)")
+        assert "41" in told and RESTARTED not in told  # a thread's first code: nothing was lost
+    first.stop()  # its kernels stop with it
+
+    # A new server on the same database: the thread ran code before, so its fresh kernel is news.
+    # (The thread's kernel holder is gone: after the affinity moment the new worker takes the run.)
+    second = make_server(database_url=first.settings.database_url)
+    with openai.OpenAI(base_url=second.url, api_key="test-key", max_retries=0) as sdk:
+        told = code_run(sdk, model, thread.id, assistant.id, "print('x' in globals())")
+    assert told.startswith(RESTARTED) and "False" in told
 
 
 @needs_sandbox
@@ -180,7 +257,9 @@ def test_file_search_names_only_the_projects_stores(client: openai.OpenAI) -> No
 
 @needs_sandbox
 def test_code_interpreter_through_the_responses_api(client: openai.OpenAI, model: ScriptedModel) -> None:
-    model.script(Reply(tool_calls=[Call("code_interpreter", {"code": "print(6 * 7)"})]), Reply(text="42"))
+    code = "open('/mnt/data/answer.txt', 'w').write('42')\nprint(6 * 7)"
+    answer = "42 (sandbox:/mnt/data/answer.txt)"
+    model.script(Reply(tool_calls=[Call("code_interpreter", {"code": code})]), Reply(text=answer))
     with client.responses.stream(
         model="gpt-4o",
         input="6 times 7?",
@@ -188,10 +267,14 @@ def test_code_interpreter_through_the_responses_api(client: openai.OpenAI, model
     ) as stream:
         kinds = [event.type for event in stream]
         response = stream.get_final_response()
-    call, answer = response.output
-    assert call.type == "code_interpreter_call" and call.code == "print(6 * 7)"
+    call, message = response.output
+    assert call.type == "code_interpreter_call" and call.code == code
     assert call.outputs and call.outputs[0].type == "logs" and call.outputs[0].logs.strip() == "42"  # type: ignore[union-attr]
-    assert answer.type == "message" and response.output_text == "42"
+    assert message.type == "message" and response.output_text == answer
+    (text,) = message.content
+    (link,) = text.annotations  # type: ignore[union-attr]
+    assert link.type == "file_path" and link.index == len(answer) - 1
+    assert client.files.content(link.file_id).read() == b"42"
     assert "response.code_interpreter_call_code.done" in kinds
     assert "response.code_interpreter_call.completed" in kinds
     assert model.requests[-1]["messages"][-1]["role"] == "tool"

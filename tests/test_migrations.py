@@ -6,13 +6,20 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from tests.conftest import database_url
-from threadline.store.database import migrate
+from threadline.domain.entities import BuiltinCall, Run, RunStep, Thread, ToolCalls
+from threadline.domain.ports import Change
+from threadline.domain.run_states import RunStatus
+from threadline.ids import new_id
+from threadline.store import Database, SqlStore
+from threadline.store.database import alembic_config, migrate
 from threadline.store.tables import metadata
+from threadline.tools.base import CodeInterpreterDetails, FileSearchDetails
 
 
 def _differences(url: str) -> list[Any]:
@@ -34,3 +41,46 @@ def test_upgrade_head_matches_the_tables(tmp_path: Path) -> None:
     assert _differences(url) == []
     migrate(url)  # a second upgrade is a no-op
     assert _differences(url) == []
+
+
+async def _threads_with_tool_steps(url: str) -> tuple[str, str]:
+    """A thread that ran code and one whose only call merely mentions code_interpreter."""
+    db = Database(url)
+    store = SqlStore(db)
+    made = []
+    calls = [
+        BuiltinCall("call_1", "code_interpreter", "code_interpreter", "{}", CodeInterpreterDetails("x = 1")),
+        BuiltinCall(
+            "call_2", "file_search", "file_search", "{}", FileSearchDetails(), '{"type": "code_interpreter"}'
+        ),
+    ]
+    try:
+        for call in calls:
+            thread = Thread(new_id("thread"), 0)
+            run = Run(new_id("run"), thread.id, "asst_x", 0, "m", "")
+            await store.insert_thread(thread, [], run)
+            step = RunStep(new_id("step"), run.id, thread.id, "asst_x", 0, "tool_calls", ToolCalls([call]))
+            assert await store.commit(Change(run=run, expect=frozenset({RunStatus.QUEUED}), new_steps=[step]))
+            made.append(thread.id)
+        return made[0], made[1]
+    finally:
+        await db.dispose()
+
+
+async def _kernel_holders(url: str, thread_ids: list[str]) -> list[str | None]:
+    db = Database(url)
+    try:
+        found = [await SqlStore(db).get_thread(thread_id) for thread_id in thread_ids]
+        return [thread.kernel_worker_id if thread else "missing" for thread in found]
+    finally:
+        await db.dispose()
+
+
+def test_threads_that_ran_code_before_the_upgrade_are_known_to_have(tmp_path: Path) -> None:
+    url = database_url(tmp_path)
+    migrate(url)
+    coded, searched = asyncio.run(_threads_with_tool_steps(url))
+    command.downgrade(alembic_config(url), "0009")
+    migrate(url)
+    # Known to have run code, held by no worker: its next kernel is fresh and the model is told.
+    assert asyncio.run(_kernel_holders(url, [coded, searched])) == ["", None]

@@ -14,6 +14,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -44,6 +45,9 @@ from tests.support import (
 )
 from tests.test_thread_lock import check_one_winner, race, racer_text
 from threadline.config import Settings
+from threadline.testing import Reply, ScriptedModel
+from threadline.testing import ToolCall as Call
+from threadline.tools.code_interpreter import RESTARTED
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -561,3 +565,57 @@ def test_racing_clients_on_two_apis_start_one_run_per_thread(scale: Cluster) -> 
             # Queued, held by no worker: the cancel ends the run at once and frees the thread.
             api2.beta.threads.runs.cancel(thread_id=thread.id, run_id=winner.id)
             assert api1.beta.threads.runs.retrieve(winner.id, thread_id=thread.id).status == "cancelled"
+
+
+@pytest.mark.skipif(
+    shutil.which("bwrap") is None and not os.environ.get("CI"),
+    reason="bubblewrap is not installed (`make test` installs it)",
+)
+def test_a_thread_s_code_runs_go_to_the_worker_holding_its_kernel(
+    scale: Cluster, model: ScriptedModel
+) -> None:
+    with scale.reporting(), scale.sdk("api-1") as api:
+        # Both workers ask the scripted model of this process; their kernels run as uids of their own.
+        workers = [
+            scale.worker(
+                f"worker-kernels-{n}", upstream_base_url=model.base_url, sandbox_uid_base=300000 + 1000 * n
+            )
+            for n in range(2)
+        ]
+        scale.ready(*workers)
+        assistant = api.beta.assistants.create(model="scripted", tools=[{"type": "code_interpreter"}])
+
+        def code_run(thread_id: str, code: str) -> tuple[str, str]:
+            """Run ``code`` on the thread: what the model was told, and which worker claimed the run."""
+            model.script(Reply(tool_calls=[Call("code_interpreter", {"code": code})]), Reply(text="done"))
+            run = api.beta.threads.runs.create_and_poll(
+                thread_id=thread_id, assistant_id=assistant.id, poll_interval_ms=50
+            )
+            assert run.status == "completed", run.last_error
+            told = model.requests[-1]["messages"][-1]["content"]
+            (claim,) = scale.rows(
+                "SELECT worker_id FROM run_transitions WHERE run_id = $1 AND to_status = 'in_progress'",
+                run.id,
+            )
+            return str(told), str(claim["worker_id"])
+
+        # Both workers are idle and woken for every run: without the preference, a thread's second
+        # run would go to the other worker half the time, and find no x there.
+        threads = [api.beta.threads.create().id for _ in range(4)]
+        holders = {}
+        for n, thread_id in enumerate(threads):
+            told, holders[thread_id] = code_run(thread_id, f"x = {n + 1}000\nprint(x)")
+            assert told.strip() == f"{n + 1}000"
+        for n, thread_id in enumerate(threads):
+            told, worker_id = code_run(thread_id, "print(x + 1)")
+            assert (told.strip(), worker_id) == (f"{n + 1}001", holders[thread_id])
+        recorded = scale.rows("SELECT id, kernel_worker_id FROM threads WHERE id = ANY($1::text[])", threads)
+        assert {r["id"]: r["kernel_worker_id"] for r in recorded} == holders
+
+        # The holder stops, and its kernels with it: after the affinity moment the other worker takes
+        # the thread's next run, in a fresh kernel, and the model is told its variables are gone.
+        holder = next(w for w in workers if w.worker_id == holders[threads[0]])
+        scale.stop(holder)
+        told, worker_id = code_run(threads[0], "print('x' in globals())")
+        assert worker_id != holder.worker_id
+        assert told.startswith(RESTARTED) and "False" in told

@@ -83,6 +83,9 @@ class Settings:
     """Kernels unused this long are stopped (their variables and files are lost), as OpenAI's expired."""
     sandbox_max_kernels: int = 16
     """Kernels one process keeps at once; past it the least recently used idle kernel is stopped."""
+    sandbox_affinity_seconds: float = 2.0
+    """How long after a run is queued other workers leave it to the worker holding its thread's
+    kernel (so the kernel's variables and files are there); past it any worker may take it."""
     sandbox_python: str = ""
     """The interpreter run inside the sandbox (it needs numpy, pandas, matplotlib); empty: the server's."""
     sandbox_uid_base: int = 200000

@@ -255,7 +255,8 @@ def content_parts(message: Message) -> list[Obj]:
             parts.append(
                 {"type": "input_image", "image_url": image["url"], "detail": image.get("detail") or "auto"}
             )
-        elif kind == "image_file":
+        elif kind == "image_file" and not output:
+            # An answer's charts are in its code_interpreter_call item's outputs, as OpenAI's were.
             image = part["image_file"]
             parts.append(
                 {"type": "input_image", "file_id": image["file_id"], "detail": image.get("detail") or "auto"}

@@ -85,7 +85,9 @@ def chat_message(
             parts.append({"type": "image_url", "image_url": part["image_url"]})
         elif part.get("type") == "image_url":
             parts.append({"type": "text", "text": "[The user sent an image, which this model cannot see.]"})
-        elif part.get("type") == "image_file":
+        elif part.get("type") == "image_file" and message.role != "assistant":
+            # (An answer's images are the charts its code drew: the model was told of them when the
+            # code ran.)
             image = part.get("image_file") or {}
             url = (images or {}).get(image.get("file_id", ""))
             if url is not None:
@@ -370,7 +372,7 @@ class ContextBuilder:
             part["image_file"]["file_id"]
             for m in messages
             for part in m.content
-            if part.get("type") == "image_file"
+            if part.get("type") == "image_file" and m.role != "assistant"
         }
         if not wanted or not route.vision or self.images is None:
             return {}

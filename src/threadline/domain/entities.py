@@ -71,6 +71,12 @@ class Thread:
     """When a message or a run last touched the thread (a Threadline extension field)."""
     project_id: str = DEFAULT_PROJECT
     kind: ThreadKind = "thread"
+    # Execution bookkeeping, never sent to clients.
+    kernel_worker_id: str | None = None
+    """The worker that last ran the thread's code (set once the thread has run code at all)."""
+    kernel_expires_at: float | None = None
+    """Until when that worker keeps the thread's kernel (its idle expiry): other workers leave the
+    thread's queued runs to it for a moment (``sandbox_affinity_seconds``)."""
 
 
 MessageStatus = Literal["in_progress", "incomplete", "completed"]
@@ -146,6 +152,9 @@ class Run:
     lease_expires_at: float | None = None
     claims: int = 0
     """How many times a worker has taken this run; on the first, it cannot have any steps yet."""
+    queued_at: float | None = None
+    """When the run was created or its tool outputs submitted (epoch seconds): the worker holding
+    its thread's kernel has it to itself for ``sandbox_affinity_seconds`` from then."""
     response: dict[str, Any] | None = None
     """Set when the Responses API made this run: its settings runs lack (see ``domain/responses.py``).
     Such a run ends ``completed`` with its client function calls as items, never ``requires_action``."""

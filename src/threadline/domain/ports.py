@@ -170,8 +170,15 @@ class Store(Protocol):
     async def list_runs(self, thread_id: str, query: ListQuery) -> Page[Run]: ...
     async def update_run_metadata(self, run: Run) -> None: ...
     async def commit(self, change: Change) -> bool: ...
-    async def claim(self, worker_id: str, now: float, lease_seconds: float, limit: int) -> list[Run]:
-        """Atomically take up to ``limit`` queued runs (or runs whose holder's lease lapsed)."""
+    async def claim(
+        self, worker_id: str, now: float, lease_seconds: float, limit: int, affinity_seconds: float = 0.0
+    ) -> list[Run]:
+        """Atomically take up to ``limit`` queued runs (or runs whose holder's lease lapsed). A run
+        whose thread's kernel another worker holds is left to it for ``affinity_seconds`` after it
+        was queued."""
+
+    async def hold_kernel(self, thread_id: str, worker_id: str, until: float) -> None:
+        """Record that ``worker_id`` keeps the thread's code_interpreter kernel until ``until``."""
 
     async def renew_leases(self, worker_id: str, run_ids: Sequence[str], until: float) -> list[str]:
         """Extend this worker's leases; returns the ids it still holds in ``in_progress``."""

@@ -29,6 +29,7 @@ from threadline.tools.base import (
     ImageOutput,
     LogsOutput,
     RankingOptions,
+    SavedFile,
 )
 
 Record = dict[str, Any]
@@ -95,7 +96,11 @@ def _call(record: Record) -> ToolCallRecord:
 
 def builtin_record(details: BuiltinDetails) -> Record:
     if isinstance(details, CodeInterpreterDetails):
-        return {"input": details.input, "outputs": [_output_record(o) for o in details.outputs]}
+        return {
+            "input": details.input,
+            "outputs": [_output_record(o) for o in details.outputs],
+            "files": [{"path": f.path, "file_id": f.file_id} for f in details.files],
+        }
     ranking = details.ranking_options
     return {
         "ranking_options": (
@@ -110,7 +115,8 @@ def builtin_record(details: BuiltinDetails) -> Record:
 
 def _builtin(kind: str, record: Record) -> BuiltinDetails:
     if kind == "code_interpreter":
-        return CodeInterpreterDetails(record["input"], tuple(_output(o) for o in record["outputs"]))
+        files = tuple(SavedFile(f["path"], f["file_id"]) for f in record.get("files") or ())
+        return CodeInterpreterDetails(record["input"], tuple(_output(o) for o in record["outputs"]), files)
     ranking = record.get("ranking_options")
     return FileSearchDetails(
         RankingOptions(ranking["ranker"], ranking["score_threshold"]) if ranking else None,

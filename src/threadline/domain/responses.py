@@ -15,6 +15,7 @@ thread's newest; a second response from the same one branches, on a copy of the 
 from __future__ import annotations
 
 import dataclasses
+import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -109,6 +110,7 @@ class ResponseService:
             tool_choice=request.tool_choice,
             parallel_tool_calls=request.parallel_tool_calls,
             response_format=request.response_format,
+            queued_at=time.time(),
         )
         thread, new_thread, source = await self._thread_for(request, created_at)
         run.thread_id = thread.id

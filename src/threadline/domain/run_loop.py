@@ -4,7 +4,8 @@
 model call is a turn. A turn that ends in calls to server-side tools (code_interpreter,
 file_search, served by the ``ToolRegistry``) runs them in a ``tool_calls`` step of their own and
 goes back to the model; one that calls client functions ends in ``requires_action`` (after any
-built-in calls of the same response have run); one that answers ends the run.
+built-in calls of the same response have run); one that answers ends the run, its message
+carrying what the tools made (file citations, links to files the code wrote, its charts).
 
 Every write is a guarded ``Change`` owned by that worker, so a run that was cancelled, expired or
 taken over in the meantime is never overwritten. Events are published only after the write they
@@ -17,6 +18,7 @@ import asyncio
 import dataclasses
 import json
 import logging
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -59,11 +61,12 @@ from threadline.providers.base import (
     ToolCallDelta,
     Usage,
 )
-from threadline.retrieval.citations import MARKER, Source, annotate
+from threadline.retrieval.citations import Source, annotate
 from threadline.tools.base import (
     BuiltinDetails,
     CodeInterpreterDetails,
     FileSearchDetails,
+    ImageOutput,
     Tool,
     ToolCall,
     ToolError,
@@ -239,7 +242,7 @@ class RunLoop:
                 delay = self.retry_backoff * 2 ** (attempt - 1)
                 log.info("run %s: retrying model call in %.1fs (%s)", run.id, delay, exc.message)
                 await asyncio.sleep(delay)
-        return await self._finish(run, turn)
+        return await self._finish(run, turn, steps)
 
     def _builtins(self, run: Run) -> dict[str, Tool]:
         found: dict[str, Tool] = {}
@@ -361,36 +364,6 @@ class RunLoop:
         await self._write(run, events, new_steps=[step], **changes)
         return step
 
-    async def _cited(self, run: Run, content: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """``content`` with the model's citations of file search results (``【search:result†file】``)
-        as ``file_citation`` annotations, as OpenAI's were; the searches are the run's, numbered in order."""
-        searches: dict[int, list[Source]] = {}
-        for step in await self.store.run_steps(run.id):
-            if not isinstance(step.step_details, ToolCalls):
-                continue
-            for call in step.step_details.calls:
-                if isinstance(call, BuiltinCall) and isinstance(call.details, FileSearchDetails):
-                    searches[len(searches)] = [
-                        Source(r.file_id, r.file_name, "") for r in call.details.results
-                    ]
-        cited = []
-        for part in content:
-            if part.get("type") == "text":
-                text = part["text"]["value"]
-                annotations = [
-                    {
-                        "type": "file_citation",
-                        "text": c.text,
-                        "start_index": c.start_index,
-                        "end_index": c.end_index,
-                        "file_citation": {"file_id": c.file_id},
-                    }
-                    for c in annotate(text, searches)
-                ]
-                part = {"type": "text", "text": {"value": text, "annotations": annotations}}
-            cited.append(part)
-        return cited
-
     def _complete_message(self, turn: _Turn) -> tuple[dict[str, Any], list[Event]]:
         assert turn.message is not None and turn.message_step is not None
         ts = now()
@@ -426,7 +399,7 @@ class RunLoop:
             "total_tokens": u.prompt_tokens + u.completion_tokens,
         }
 
-    async def _finish(self, run: Run, turn: _Turn) -> tuple[Run, list[RunStep]] | None:
+    async def _finish(self, run: Run, turn: _Turn, steps: list[RunStep]) -> tuple[Run, list[RunStep]] | None:
         usage = self._usage(run, turn)
         calls = [turn.calls[i] for i in sorted(turn.calls)]
         if calls:
@@ -437,11 +410,14 @@ class RunLoop:
         turn.message_step.usage = self._step_usage(turn)
         changes, events = self._complete_message(turn)
         assert turn.message is not None and turn.message_step is not None
-        if MARKER.search(turn.text):
-            turn.message.content = await self._cited(run, turn.message.content)
+        content = _answer_content(turn.message.content, steps)
+        if content != turn.message.content:
+            turn.message.content = content
             events[0] = message_event(turn.message)
-            index = list(turn.parts).index("text")
-            annotations = tuple(turn.message.content[index]["text"]["annotations"])
+            index = next((i for i, part in enumerate(content) if part["type"] == "text"), 0)
+            annotations = (
+                tuple(content[index]["text"]["annotations"]) if content[index]["type"] == "text" else ()
+            )
             if annotations:
                 # Streamed too, as OpenAI's were, so a stream's snapshot ends with them.
                 await self.bus.publish(
@@ -526,11 +502,20 @@ class RunLoop:
         else:
             assistant = await self.store.get_assistant(run.assistant_id)
             own = (assistant.tool_resources if assistant else None) or {}
-        resources = (own, (thread.tool_resources if thread else None) or {})
+        template = ToolCall(
+            id="",
+            arguments={},
+            run_id=run.id,
+            thread_id=run.thread_id,
+            assistant_id=run.assistant_id,
+            assistant_resources=own,
+            thread_resources=(thread.tool_resources if thread else None) or {},
+            project_id=thread.project_id if thread else "",
+            ran_code_before=thread is not None and thread.kernel_worker_id is not None,
+        )
         records: list[ToolCallRecord] = []
-        project_id = thread.project_id if thread else ""
         for position, call in enumerate(calls):
-            await self._run_builtin(run, step, position, call, records, resources, project_id)
+            await self._run_builtin(run, step, position, call, records, template)
         step = dataclasses.replace(
             step,
             step_details=ToolCalls(records),
@@ -548,8 +533,7 @@ class RunLoop:
         position: int,
         call: _Call,
         records: list[ToolCallRecord],
-        resources: tuple[dict[str, Any], dict[str, Any]],
-        project_id: str,
+        template: ToolCall,
     ) -> None:
         """Show the call as started (saved, then streamed), run it, and stream its outputs."""
         tool = call.tool
@@ -558,16 +542,11 @@ class RunLoop:
         records.append(record)
         request: ToolCall | None = None
         try:
-            request = ToolCall(
+            request = dataclasses.replace(
+                template,
                 id=call.id,
                 arguments=_arguments(call.arguments),
-                run_id=run.id,
-                thread_id=run.thread_id,
-                assistant_id=run.assistant_id,
                 options=next((t.get(tool.type) or {} for t in run.tools if t.get("type") == tool.type), {}),
-                assistant_resources=resources[0],
-                thread_resources=resources[1],
-                project_id=project_id,
             )
             record.details = tool.start(request)
         except ToolError as exc:
@@ -585,6 +564,8 @@ class RunLoop:
             record.output = f"Error: {exc}"
             return
         record.details, record.output = result.details, result.output
+        if result.kernel_until is not None:
+            await self.store.hold_kernel(run.thread_id, self.worker_id, result.kernel_until)
         if isinstance(result.details, CodeInterpreterDetails) and result.details.outputs:
             outputs = BuiltinCallDelta(step.id, position, tool.type, outputs=result.details.outputs)
             await self.bus.publish(run.id, outputs)
@@ -701,6 +682,68 @@ def _content_parts(turn: _Turn) -> list[dict[str, Any]]:
     for kind, value in turn.parts.items():
         parts += text_content(value) if kind == "text" else [{"type": "refusal", "refusal": value}]
     return parts
+
+
+def _answer_content(content: list[dict[str, Any]], steps: list[RunStep]) -> list[dict[str, Any]]:
+    """The answer's content with what the run's built-in calls made, as OpenAI's answers had it:
+    the model's citations of file search results (``【search:result†file】``, searches numbered in
+    order) as ``file_citation`` annotations, its mentions of files the code wrote
+    (``sandbox:/mnt/data/…``) as ``file_path`` annotations, and the code's charts as ``image_file``
+    parts after the text."""
+    searches: dict[int, list[Source]] = {}
+    written: dict[str, str] = {}
+    images: list[dict[str, Any]] = []
+    calls = [c for s in steps if isinstance(s.step_details, ToolCalls) for c in s.step_details.calls]
+    for details in (c.details for c in calls if isinstance(c, BuiltinCall)):
+        if isinstance(details, FileSearchDetails):
+            searches[len(searches)] = [Source(r.file_id, r.file_name, "") for r in details.results]
+        else:
+            written.update((f.path, f.file_id) for f in details.files)
+            images += [
+                {"type": "image_file", "image_file": {"file_id": o.file_id}}
+                for o in details.outputs
+                if isinstance(o, ImageOutput)
+            ]
+    if not (searches or written or images):
+        return content
+    parts = []
+    for part in content:
+        if part.get("type") == "text":
+            text = part["text"]["value"]
+            annotations = [
+                {
+                    "type": "file_citation",
+                    "text": c.text,
+                    "start_index": c.start_index,
+                    "end_index": c.end_index,
+                    "file_citation": {"file_id": c.file_id},
+                }
+                for c in annotate(text, searches)
+            ] + _file_paths(text, written)
+            annotations.sort(key=lambda a: int(a["start_index"]))
+            part = {"type": "text", "text": {"value": text, "annotations": annotations}}
+        parts.append(part)
+    return parts + images
+
+
+def _file_paths(text: str, written: dict[str, str]) -> list[dict[str, Any]]:
+    """``file_path`` annotations over ``text``'s mentions of the files the code wrote (path → file
+    id): ``sandbox:/mnt/data/out.csv`` as OpenAI's models link them, or the bare path."""
+    if not written:
+        return []
+    paths = "|".join(re.escape(path) for path in sorted(written, key=len, reverse=True))
+    # A mention ends where the path does: not inside a longer name (``out.csv2``, ``out.csv.bak``).
+    mention = re.compile(rf"(?:sandbox:)?({paths})(?![A-Za-z0-9_/-]|\.[A-Za-z0-9])")
+    return [
+        {
+            "type": "file_path",
+            "text": m.group(0),
+            "start_index": m.start(),
+            "end_index": m.end(),
+            "file_path": {"file_id": written[m.group(1)]},
+        }
+        for m in mention.finditer(text)
+    ]
 
 
 def _function_calls(calls: list[_Call]) -> ToolCalls:

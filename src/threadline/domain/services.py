@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
+import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -384,6 +385,7 @@ class Services:
             parallel_tool_calls=pick("parallel_tool_calls", True),
             response_format=pick("response_format", "auto"),
             reasoning_effort=pick("reasoning_effort", None),
+            queued_at=time.time(),
         )
         messages = [
             self._new_message(thread_id, m, created_at) for m in fields.get("additional_messages") or []
@@ -457,7 +459,7 @@ class Services:
                     call.output = by_id[call.id]
             step.status = "completed"
             step.completed_at = ts
-        queued = moved(run, RunStatus.QUEUED, required_action=None)
+        queued = moved(run, RunStatus.QUEUED, required_action=None, queued_at=time.time())
         change = Change(run=queued, expect=frozenset({RunStatus.REQUIRES_ACTION}), steps=steps)
         if not await self.store.commit(change):
             current = await self.get_run(thread_id, run_id)

@@ -23,6 +23,7 @@ from sqlalchemy import (
     and_,
     bindparam,
     delete,
+    exists,
     func,
     insert,
     or_,
@@ -75,6 +76,7 @@ _RUN_STATE_FIELDS = (
     "usage",
     "worker_id",
     "lease_expires_at",
+    "queued_at",
 )
 _ACTIVE = [s.value for s in ACTIVE]
 
@@ -275,10 +277,22 @@ def _delete_threads(conn: Connection, thread_ids: list[str]) -> dict[str, int]:
 
 
 def _claim_statement(skip_locked: bool) -> Any:
-    """Take the oldest queued runs (or ones whose holder's lease lapsed), up to ``b_limit``, at once."""
-    r = t.runs
+    """Take the oldest queued runs (or ones whose holder's lease lapsed), up to ``b_limit``, at once.
+
+    A queued run whose thread's kernel another worker holds (``kernel_expires_at`` not passed) is
+    left to that worker until ``b_open``: queued before it, anyone may take it.
+    """
+    r, th = t.runs, t.threads
+    held_elsewhere = exists().where(
+        th.c.id == r.c.thread_id,
+        th.c.kernel_worker_id != bindparam("b_worker"),
+        th.c.kernel_expires_at > bindparam("b_now"),
+    )
     claimable = or_(
-        r.c.status == RunStatus.QUEUED.value,
+        and_(
+            r.c.status == RunStatus.QUEUED.value,
+            or_(r.c.queued_at.is_(None), r.c.queued_at <= bindparam("b_open"), ~held_elsewhere),
+        ),
         and_(r.c.status == RunStatus.IN_PROGRESS.value, r.c.lease_expires_at < bindparam("b_now")),
     )
     values = {
@@ -666,13 +680,16 @@ class SqlStore:
             self._on_run_moved(run)
         return written
 
-    async def claim(self, worker_id: str, now: float, lease_seconds: float, limit: int) -> list[Run]:
+    async def claim(
+        self, worker_id: str, now: float, lease_seconds: float, limit: int, affinity_seconds: float = 0.0
+    ) -> list[Run]:
         params = {
             "b_now": now,
             "b_worker": worker_id,
             "b_lease": now + lease_seconds,
             "b_started": int(now),
             "b_limit": limit,
+            "b_open": now - affinity_seconds,
         }
 
         def write(conn: Connection) -> list[Run]:
@@ -683,6 +700,10 @@ class SqlStore:
             return sorted(runs, key=lambda run: run.created_at)
 
         return await self.db.write(write)
+
+    async def hold_kernel(self, thread_id: str, worker_id: str, until: float) -> None:
+        values = {"kernel_worker_id": worker_id, "kernel_expires_at": until}
+        await self._execute(update(t.threads).where(t.threads.c.id == thread_id).values(**values))
 
     async def renew_leases(self, worker_id: str, run_ids: Sequence[str], until: float) -> list[str]:
         if not run_ids:

@@ -72,6 +72,9 @@ threads = Table(
     Column("project_id", String(64), nullable=False, server_default="proj_default"),
     # "thread", "conversation" (made by the Conversations API) or "response" (a response's own, unlisted).
     Column("kind", String(16), nullable=False, server_default="thread"),
+    # Which worker holds the thread's code_interpreter kernel, and until when.
+    Column("kernel_worker_id", String(64)),
+    Column("kernel_expires_at", Float),
     Index("ix_threads_last_active_at", "last_active_at"),
     Index("ix_threads_project_seq", "project_id", "seq"),
 )
@@ -158,6 +161,7 @@ runs = Table(
     Column("claims", Integer, nullable=False, server_default="0"),
     # Set for a run made by the Responses API: the request's settings that runs do not have.
     Column("response", JSON),
+    Column("queued_at", Float),
     Index("ix_runs_thread_seq", "thread_id", "seq"),
     Index("ix_runs_status_seq", "status", "seq"),
 )

@@ -36,9 +36,21 @@ CodeOutput = LogsOutput | ImageOutput
 
 
 @dataclass(frozen=True, slots=True)
+class SavedFile:
+    """A file a code interpreter call wrote, kept as a file."""
+
+    path: str
+    """Where the code wrote it: ``/mnt/data/…``."""
+    file_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class CodeInterpreterDetails:
     input: str
     outputs: tuple[CodeOutput, ...] = ()
+    files: tuple[SavedFile, ...] = ()
+    """Files the code wrote. Not among the step's outputs (OpenAI's showed none there): the answer
+    links them where it names their path."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +96,9 @@ class ToolCall:
     """The thread's ``tool_resources``."""
     project_id: str = ""
     """The thread's project: the only one whose files and vector stores the call may use."""
+    ran_code_before: bool = False
+    """The thread has run code before (in this process or another): a kernel that has to start
+    afresh lost earlier variables and files, and the model must be told."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +107,9 @@ class ToolResult:
     """The finished step details (e.g. the code and its outputs)."""
     output: str
     """What the model is told the call returned."""
+    kernel_until: float | None = None
+    """code_interpreter: the thread's kernel lives in this process until then (its idle expiry,
+    epoch seconds). The run loop records it on the thread, so its next runs come to this worker."""
 
 
 class ToolError(Exception):

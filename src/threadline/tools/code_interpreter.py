@@ -5,8 +5,11 @@ keyed by thread id), so variables and files in ``/mnt/data`` last between calls 
 kernel lives. Before each call the files of the assistant's and thread's
 ``tool_resources.code_interpreter`` are placed in ``/mnt/data``. What the code prints comes back as
 ``logs``; charts it draws and files it writes are kept as files (purpose ``assistants_output``) of
-the thread's project, charts as ``image`` outputs. The model is told what was printed, any error,
-the files made, and when the session had to start afresh.
+the thread's project, charts as ``image`` outputs and written files in the details' ``files`` (the
+run loop links them from the answer). The model is told what was printed, any error, the files
+made, and when the session had to start afresh: the run loop says whether the thread ran code
+before (``ToolCall.ran_code_before``), since a kernel another worker or an earlier server held is
+unknown here. The result's ``kernel_until`` says how long this process keeps the thread's kernel.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import mimetypes
+import posixpath
+import time
 from typing import Any
 
 from threadline.errors import SandboxBusyError, SandboxUnavailableError
@@ -24,6 +29,7 @@ from threadline.tools.base import (
     CodeOutput,
     ImageOutput,
     LogsOutput,
+    SavedFile,
     ToolCall,
     ToolError,
     ToolResult,
@@ -36,8 +42,9 @@ log = logging.getLogger(__name__)
 MODEL_OUTPUT_CHARS = 20_000
 """What the model is told of one call's output, at most (the run's context is the real limit)."""
 RESTARTED = (
-    "Note: this thread's Python session had ended (idle, limits, or another worker) and started "
-    "afresh: variables and files from earlier calls are gone; files the user attached are back."
+    "Note: this thread's Python session had ended (idle, limits, a server restart, or another "
+    "worker) and started afresh: variables and files from earlier calls are gone; files the user "
+    "attached are back."
 )
 
 
@@ -69,13 +76,16 @@ class CodeInterpreterTool:
             self._reaper = asyncio.create_task(self.pool.run_reaper(), name="threadline-sandbox-reaper")
         placed = await self._inputs(call)
         try:
-            result = await self.pool.execute(call.thread_id, code, files=placed)
+            result = await self.pool.execute(
+                call.thread_id, code, files=placed, continuing=call.ran_code_before
+            )
         except (SandboxUnavailableError, SandboxBusyError) as exc:
             raise ToolError(exc.message) from None
-        outputs, made = await self._outputs(call.project_id, result)
+        details, made = await self._outputs(call.project_id, code, result)
         return ToolResult(
-            details=CodeInterpreterDetails(input=code, outputs=tuple(outputs)),
+            details=details,
             output=self._told(result, made),
+            kernel_until=time.time() + (0 if result.kernel_stopped else self.pool.limits.idle_seconds),
         )
 
     async def _inputs(self, call: ToolCall) -> dict[str, bytes]:
@@ -87,25 +97,28 @@ class CodeInterpreterTool:
             placed[filename] = data
         return placed
 
-    async def _outputs(self, project_id: str, result: ExecutionResult) -> tuple[list[CodeOutput], list[str]]:
-        outputs: list[CodeOutput] = []
-        if result.logs:
-            outputs.append(LogsOutput(result.logs))
-        if result.error:
-            outputs.append(LogsOutput(result.error))
+    async def _outputs(
+        self, project_id: str, code: str, result: ExecutionResult
+    ) -> tuple[CodeInterpreterDetails, list[str]]:
+        """The call's details (logs, charts and written files kept as files) and what the model is
+        told of the files."""
+        outputs: list[CodeOutput] = [LogsOutput(text) for text in (result.logs, result.error) if text]
+        files: list[SavedFile] = []
         made = []
         for image in result.images:
             saved = await self.files.save(project_id, image.name, image.png, "image/png")
             outputs.append(ImageOutput(saved))
             made.append(f"an image {image.name} was shown to the user (file {saved})")
         for written in result.files:
+            path = f"/mnt/data/{written.path}"
             if written.data is None:
-                made.append(f"/mnt/data/{written.path} ({written.size} bytes) is too large to return")
+                made.append(f"{path} ({written.size} bytes) is too large to return")
                 continue
             kind = mimetypes.guess_type(written.path)[0] or "application/octet-stream"
-            saved = await self.files.save(project_id, written.path.rsplit("/", 1)[-1], written.data, kind)
-            made.append(f"/mnt/data/{written.path} was saved as file {saved}")
-        return outputs, made
+            saved = await self.files.save(project_id, posixpath.basename(written.path), written.data, kind)
+            files.append(SavedFile(path, saved))
+            made.append(f"{path} was saved as file {saved}; link it for the user as sandbox:{path}")
+        return CodeInterpreterDetails(code, tuple(outputs), tuple(files)), made
 
     @staticmethod
     def _told(result: ExecutionResult, made: list[str]) -> str:

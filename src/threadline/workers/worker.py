@@ -167,7 +167,13 @@ class Worker:
             room = min(CLAIM_BATCH, self.settings.worker_concurrency - len(self.running))
             if room <= 0:
                 break
-            runs = await self.store.claim(self.id, time.time(), self.settings.worker_lease_seconds, room)
+            runs = await self.store.claim(
+                self.id,
+                time.time(),
+                self.settings.worker_lease_seconds,
+                room,
+                self.settings.sandbox_affinity_seconds,
+            )
             for run in runs:
                 self._spawn(run)
             claimed += len(runs)

@@ -102,8 +102,11 @@ class _Kernel:
 
     async def read_line(self, timeout: float) -> bytes:
         assert self.process.stdout is not None
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancel that arrives as
+        # the awaited call completes, and a cancelled call would then wait out the code's reply.
         try:
-            line = await asyncio.wait_for(self.process.stdout.readline(), timeout)
+            async with asyncio.timeout(timeout):
+                line = await self.process.stdout.readline()
         except TimeoutError as exc:
             raise _KernelGone("the code did not stop when its time ran out", timed_out=True) from exc
         except (ValueError, asyncio.LimitOverrunError) as exc:
@@ -116,7 +119,8 @@ class _Kernel:
         assert self.process.stdin is not None
         try:
             self.process.stdin.write(json.dumps(request).encode() + b"\n")
-            await asyncio.wait_for(self.process.stdin.drain(), timeout)
+            async with asyncio.timeout(timeout):
+                await self.process.stdin.drain()
         except (OSError, TimeoutError) as exc:
             raise _KernelGone("it exited") from exc
         return await self.read_line(timeout)
