@@ -312,3 +312,17 @@ def test_citations_are_streamed(client: openai.OpenAI, model: ScriptedModel) -> 
     (annotated,) = added
     assert annotated.annotation.type == "file_citation"  # type: ignore[union-attr]
     assert annotated.annotation.filename == "holidays.md"  # type: ignore[union-attr]
+
+
+@needs_sandbox
+def test_a_chart_with_no_words_after_it_still_ends_the_run(
+    client: openai.OpenAI, model: ScriptedModel
+) -> None:
+    assistant = client.beta.assistants.create(model="gpt-4o", tools=[{"type": "code_interpreter"}])
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": "just the chart"}])
+    code = "import matplotlib.pyplot as plt\nplt.plot([1, 2], [3, 4])\nplt.show()"
+    model.script(Reply(tool_calls=[Call("code_interpreter", {"code": code})]), Reply(text=""))
+    run = client.beta.threads.runs.create_and_poll(thread_id=thread.id, assistant_id=assistant.id)
+    assert run.status == "completed", run.last_error
+    answer = client.beta.threads.messages.list(thread_id=thread.id).data[0]
+    assert [part.type for part in answer.content] == ["text", "image_file"]
