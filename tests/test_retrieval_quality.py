@@ -38,7 +38,7 @@ async def _rank_everything(url: str, embedder: E5Embedder) -> dict[str, Ranked]:
         for language in ("en", "zh"):
             ranked: Ranked = {"dense": [], "keyword": [], "fused": []}
             for question, _ in queries(language):
-                vector = embedder.embed_query(question)
+                vector = asyncio.to_thread(embedder.embed_query, question)
                 rankings = await index.search([STORE], vector, query_term_ids(question), 100)
                 ranked["dense"].append([rankings.chunks[k].file_id for k in rankings.dense])
                 ranked["keyword"].append([rankings.chunks[k].file_id for k in rankings.keyword])

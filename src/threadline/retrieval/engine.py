@@ -99,9 +99,14 @@ class RetrievalEngine:
         options = options or RankingOptions()
         if not vector_store_ids or not query.strip():
             return []
-        vector = await asyncio.to_thread(self._embed_query, query)
+        vector = asyncio.ensure_future(asyncio.to_thread(self._embed_query, query))
         depth = max(MIN_DEPTH, options.max_num_results)
-        rankings = await self.index.search(vector_store_ids, vector, query_term_ids(query), depth)
+        try:
+            rankings = await self.index.search(vector_store_ids, vector, query_term_ids(query), depth)
+        finally:
+            if not vector.done():
+                vector.cancel()  # the search failed before it needed the vector
+        await asyncio.gather(vector, return_exceptions=True)
         results: list[SearchResult] = []
         for key, score in fuse([rankings.dense, rankings.keyword]):
             if score < options.score_threshold or len(results) == options.max_num_results:

@@ -7,7 +7,7 @@ database, with each store's vectors cached in memory as one matrix).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -67,7 +67,12 @@ class ChunkIndex(Protocol):
         ...
 
     async def search(
-        self, vector_store_ids: Sequence[str], query_vector: Vector, query_terms: Sequence[int], depth: int
+        self,
+        vector_store_ids: Sequence[str],
+        query_vector: Awaitable[Vector],
+        query_terms: Sequence[int],
+        depth: int,
     ) -> Rankings:
-        """The ``depth`` best chunks of the stores by cosine similarity and by BM25."""
+        """The ``depth`` best chunks of the stores by cosine similarity and by BM25. The query's vector
+        is awaited only for the cosine ranking: the keyword ranking goes on while it is computed."""
         ...

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 
 from sqlalchemy import ColumnElement, Connection, Delete, delete, insert, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -70,16 +70,21 @@ class SqlChunkIndex:
         return count
 
     async def search(
-        self, vector_store_ids: Sequence[str], query_vector: Vector, query_terms: Sequence[int], depth: int
+        self,
+        vector_store_ids: Sequence[str],
+        query_vector: Awaitable[Vector],
+        query_terms: Sequence[int],
+        depth: int,
     ) -> Rankings:
         indexes = [await self._index(store_id) for store_id in dict.fromkeys(vector_store_ids)]
-
-        def rank() -> tuple[list[int], list[int]]:
-            dense = merge([index.dense(query_vector, depth) for index in indexes], depth)
-            keyword = merge([index.keyword(query_terms, depth) for index in indexes], depth)
-            return dense, keyword
-
-        dense, keyword = await asyncio.to_thread(rank)
+        # BM25 on one core while the query's embedding is computed on the other.
+        keyword = await asyncio.to_thread(
+            lambda: merge([index.keyword(query_terms, depth) for index in indexes], depth)
+        )
+        vector = await query_vector
+        dense = await asyncio.to_thread(
+            lambda: merge([index.dense(vector, depth) for index in indexes], depth)
+        )
         keys = list(dict.fromkeys(dense + keyword))
         chunks = await self.db.read(lambda conn: _texts(conn, keys))
         # A chunk deleted since the index was loaded is dropped from the rankings.
