@@ -268,6 +268,20 @@ class JobQueue(Protocol):
         """Queue a job, due at ``run_after`` (now by default), tried up to ``max_attempts`` times
         (``THREADLINE_JOB_MAX_ATTEMPTS`` by default)."""
 
+    def new_job(
+        self,
+        kind: str,
+        payload: dict[str, Any],
+        *,
+        max_attempts: int | None = None,
+        run_after: float | None = None,
+    ) -> Job:
+        """A job as ``enqueue`` would queue it, not saved: for a store method that writes it in the
+        same transaction as the work it stands for (then call ``wake``)."""
+
+    def wake(self) -> None:
+        """Tell this process's worker that jobs were just queued."""
+
     async def get_job(self, job_id: str) -> Job | None: ...
     async def claim_jobs(
         self, worker_id: str, kinds: Collection[str], now: float, lease_seconds: float, limit: int

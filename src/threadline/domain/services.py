@@ -154,9 +154,9 @@ class Services:
         return self.vector_stores.thread_store_plan(thread_id)
 
     async def _ingest(self, joined: ThreadStoreFiles | None) -> None:
-        """Queue the ingestion of the files the thread's store was just given."""
+        """Wake the worker for the files the thread's store was just given (their jobs are saved)."""
         if joined is not None and joined.added and self.vector_stores is not None:
-            await self.vector_stores.queue_ingestion(joined.store_id, joined.added)
+            self.vector_stores.jobs.wake()
 
     # --- assistants ------------------------------------------------------------------------
 

@@ -136,6 +136,8 @@ class ThreadStorePlan:
     new_store: VectorStore
     at: int
     """When the files are added (the store's new ``last_active_at``)."""
+    ingest_job: Callable[[str, str], Job]
+    """The ingestion job of a file added to a store (``store_id``, ``file_id``), written with it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,8 +173,11 @@ class VectorStoreRepository(Protocol):
         """Delete the store, its file rows and its batches."""
 
     async def existing_store_ids(self, store_ids: Collection[str], project_id: str) -> set[str]: ...
-    async def add_files(self, files: Sequence[VectorStoreFile], batch: FileBatch | None = None) -> None:
-        """Insert the rows (and the batch), replacing rows of the same files in the same store."""
+    async def add_files(
+        self, files: Sequence[VectorStoreFile], batch: FileBatch | None, jobs: Sequence[Job]
+    ) -> None:
+        """Insert the rows (and the batch), replacing rows of the same files in the same store, and
+        their ingestion ``jobs``, in one transaction."""
 
     async def get_file(self, store_id: str, file_id: str, project_id: str) -> VectorStoreFile | None: ...
     async def list_files(
@@ -289,7 +294,7 @@ class VectorStoreService:
             expires_at=expiry_at(THREAD_STORE_EXPIRY, at),
             last_active_at=at,
         )
-        return ThreadStorePlan(store, at)
+        return ThreadStorePlan(store, at, self.ingest_job)
 
     async def get_store(self, store_id: str) -> VectorStore:
         store = (
@@ -356,15 +361,15 @@ class VectorStoreService:
             )
             for f in {f.file_id: f for f in files}.values()
         ]
-        await self.stores.add_files(rows, batch)
-        await self.queue_ingestion(store_id, [row.id for row in rows])
+        # The rows and their ingestion jobs commit together: no file is left in_progress with no job.
+        await self.stores.add_files(rows, batch, [self.ingest_job(store_id, row.id) for row in rows])
+        self.jobs.wake()
         return rows
 
-    async def queue_ingestion(self, store_id: str, file_ids: Sequence[str]) -> None:
-        """Queue the ingestion of files just written ``in_progress`` into the store."""
-        for file_id in file_ids:
-            payload = {"vector_store_id": store_id, "file_id": file_id, "project_id": self.project_id}
-            await self.jobs.enqueue(INGEST_JOB, payload)
+    def ingest_job(self, store_id: str, file_id: str) -> Job:
+        """The job that indexes a file just written ``in_progress`` into a store (not saved yet)."""
+        payload = {"vector_store_id": store_id, "file_id": file_id, "project_id": self.project_id}
+        return self.jobs.new_job(INGEST_JOB, payload)
 
     async def indexing(self, store_ids: Sequence[str]) -> int:
         """How many files of these stores are still being indexed (gone or expired stores: none)."""

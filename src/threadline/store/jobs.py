@@ -103,6 +103,12 @@ _CENSUS = select(_J.c.status, func.count()).group_by(_J.c.status)
 _PURGE = delete(_J).where(_J.c.status.in_(["succeeded", "failed"]), _J.c.finished_at < bindparam("b_before"))
 
 
+def insert_jobs(conn: Connection, jobs: Sequence[Job]) -> None:
+    """Write jobs in the caller's transaction: the work they stand for and the jobs commit together."""
+    if jobs:
+        conn.execute(insert(_J), [dataclasses.asdict(job) for job in jobs])
+
+
 class SqlJobQueue:
     def __init__(self, db: Database, *, max_attempts: int = 5) -> None:
         self.db = db
@@ -117,7 +123,7 @@ class SqlJobQueue:
             self._enqueued = asyncio.Event()
         return self._enqueued
 
-    async def enqueue(
+    def new_job(
         self,
         kind: str,
         payload: dict[str, Any],
@@ -126,7 +132,7 @@ class SqlJobQueue:
         run_after: float | None = None,
     ) -> Job:
         now = time.time()
-        job = Job(
+        return Job(
             id=new_id("job"),
             kind=kind,
             payload=payload,
@@ -134,9 +140,22 @@ class SqlJobQueue:
             max_attempts=self.max_attempts if max_attempts is None else max_attempts,
             run_after=now if run_after is None else run_after,
         )
-        await self.db.write(lambda conn: conn.execute(insert(_J), dataclasses.asdict(job)))
+
+    async def enqueue(
+        self,
+        kind: str,
+        payload: dict[str, Any],
+        *,
+        max_attempts: int | None = None,
+        run_after: float | None = None,
+    ) -> Job:
+        job = self.new_job(kind, payload, max_attempts=max_attempts, run_after=run_after)
+        await self.db.write(lambda conn: insert_jobs(conn, [job]))
         self.enqueued.set()
         return job
+
+    def wake(self) -> None:
+        self.enqueued.set()
 
     async def job_census(self) -> dict[str, int]:
         """How many jobs are in each status (for metrics)."""

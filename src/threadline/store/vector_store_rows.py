@@ -22,6 +22,7 @@ from threadline.domain.vector_stores import (
     expiry_at,
 )
 from threadline.store import tables as t
+from threadline.store.jobs import insert_jobs
 
 _S, _F = t.vector_stores, t.vector_store_files
 
@@ -98,4 +99,5 @@ def join_thread_store(
             for file_id in added
         ]
         conn.execute(insert(_F), [file_values(row) for row in rows])
+        insert_jobs(conn, [plan.ingest_job(store_id, file_id) for file_id in added])
     return ThreadStoreFiles(store_id, added, joined)

@@ -12,11 +12,12 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, and_, delete, func, insert, select, update
 
-from threadline.domain.entities import ListQuery, Page
+from threadline.domain.entities import Job, ListQuery, Page
 from threadline.domain.vector_stores import FileBatch, FileCounts, VectorStore, VectorStoreFile
 from threadline.store import tables as t
 from threadline.store.chunks import drop_file_chunks
 from threadline.store.database import Database
+from threadline.store.jobs import insert_jobs
 from threadline.store.repository import page_query
 from threadline.store.vector_store_rows import file_values, store_values
 
@@ -130,7 +131,9 @@ class SqlVectorStoreRepository:
         stmt = select(_S.c.id).where(_S.c.id.in_(list(store_ids)), _S.c.project_id == project_id)
         return await self.db.read(lambda conn: set(conn.execute(stmt).scalars()))
 
-    async def add_files(self, files: Sequence[VectorStoreFile], batch: FileBatch | None = None) -> None:
+    async def add_files(
+        self, files: Sequence[VectorStoreFile], batch: FileBatch | None, jobs: Sequence[Job]
+    ) -> None:
         rows = [file_values(f) for f in files]
 
         def write(conn: Connection) -> None:
@@ -149,6 +152,7 @@ class SqlVectorStoreRepository:
                 conn.execute(delete(_F).where(*_in_store(f.vector_store_id, f.id)))
             if rows:
                 conn.execute(insert(_F), rows)
+            insert_jobs(conn, jobs)
 
         await self.db.write(write)
 
