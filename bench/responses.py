@@ -49,7 +49,9 @@ from bench.runs import (
     Round,
     RunOnce,
     Stack,
+    cpu_per_run,
     httpx_client,
+    median_rate,
     run_polling,
     run_streaming,
     stacks,
@@ -212,17 +214,6 @@ def ms(seconds: float) -> str:
     return f"{seconds * 1000:.1f}"
 
 
-def median_rate(rounds: list[Round]) -> float:
-    return statistics.median(r.rate for r in rounds) if rounds else 0.0
-
-
-def cpu_per_answer(rounds: list[Round]) -> float | None:
-    done = sum(r.runs for r in rounds)
-    if not done or any(r.server_cpu is None for r in rounds):
-        return None
-    return sum(r.server_cpu or 0.0 for r in rounds) / done
-
-
 def throughput_table(ways: list[Way], clients: Sequence[int]) -> str:
     head = ["C", "way", "per second (median)", "rounds", "p50 ms", "p95 ms", "failed", "server CPU ms each"]
     head.append("/s against held-poll runs")
@@ -234,7 +225,7 @@ def throughput_table(ways: list[Way], clients: Sequence[int]) -> str:
             if not rounds:
                 continue
             latencies = [x for r in rounds for x in r.latencies]
-            cpu = cpu_per_answer(rounds)
+            cpu = cpu_per_run(rounds)
             rate = median_rate(rounds)
             rows.append(
                 [

@@ -374,7 +374,7 @@ def throughput_table(configs: list[Config], stack_names: list[str]) -> str:
             seconds = sum(r.seconds for r in rounds)
             row = [config.label, *([name] if show_stack else [])]
             row += [
-                f"**{_median_rate(rounds):.0f}**",
+                f"**{median_rate(rounds):.0f}**",
                 " / ".join(f"{x:.0f}" for x in rates),
                 ms(pct(latencies, 0.5)),
                 ms(pct(latencies, 0.95)),
@@ -383,17 +383,17 @@ def throughput_table(configs: list[Config], stack_names: list[str]) -> str:
                 share([r.server_cpu for r in rounds], seconds),
                 share([r.model_cpu for r in rounds], seconds),
             ]
-            cpu = _cpu_per_run(rounds)
+            cpu = cpu_per_run(rounds)
             row += ["n/a", "n/a"] if cpu is None else [f"{cpu * 1000:.1f}", f"{1 / cpu:.0f}"]
             rows.append(row)
     return markdown_table(head, rows)
 
 
-def _median_rate(rounds: list[Round]) -> float:
+def median_rate(rounds: list[Round]) -> float:
     return statistics.median(r.rate for r in rounds) if rounds else 0.0
 
 
-def _cpu_per_run(rounds: list[Round]) -> float | None:
+def cpu_per_run(rounds: list[Round]) -> float | None:
     runs = sum(r.runs for r in rounds)
     if not runs or any(r.server_cpu is None for r in rounds):
         return None
@@ -412,9 +412,9 @@ def ratio_lines(configs: list[Config], stack_names: list[str]) -> str:
             continue
         for other in others:
             rounds = config.rounds.get(other, [])
-            speedup = _median_rate(rounds) / _median_rate(base_rounds)
+            speedup = median_rate(rounds) / median_rate(base_rounds)
             line = f"- {config.label}: {other} / {base}: runs/s **{speedup:.2f}×**"
-            cpu, base_cpu = _cpu_per_run(rounds), _cpu_per_run(base_rounds)
+            cpu, base_cpu = cpu_per_run(rounds), cpu_per_run(base_rounds)
             if cpu is not None and base_cpu:
                 line += f", server CPU per run **{cpu / base_cpu:.2f}×**"
             lines.append(line)
@@ -475,7 +475,7 @@ def report(
 ) -> list[Section]:
     """The title block (this benchmark's setup), then its throughput, overhead and reproduce sections."""
     polling = [
-        _median_rate(c.rounds.get(variants[0], []))
+        median_rate(c.rounds.get(variants[0], []))
         for c in configs
         if c.label.startswith("httpx: thread, run")
     ]
