@@ -9,6 +9,7 @@ it finds, not on a fake.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Iterator
 
 import openai
@@ -18,8 +19,10 @@ from sqlalchemy import update
 from tests.conftest import server_settings
 from tests.support import ThreadlineServer, wait_for
 from tests.test_projects import ADMIN, new_project
+from threadline.domain.vector_stores import INGEST_JOB
 from threadline.store import tables as t
 from threadline.store.database import Database
+from threadline.store.jobs import SqlJobQueue
 from threadline.testing import ScriptedModel
 
 PANDAS = (
@@ -314,3 +317,36 @@ def test_ingestion_waits_in_the_queue_through_a_restart(make_server: Callable[..
         )
         assert done.file_counts.completed == 2
         assert searched_files(client, store.id, "大熊猫吃竹子")[0] == "pandas.md"
+
+
+def test_a_file_whose_worker_died_on_the_last_attempt_ends_failed(
+    make_server: Callable[..., ThreadlineServer],
+) -> None:
+    # One attempt allowed; the upload is queued by a server without a worker.
+    first = make_server(run_worker=False, job_max_attempts=1)
+    with openai.OpenAI(base_url=first.url, api_key="k", max_retries=0) as client:
+        store = client.vector_stores.create(file_ids=[upload(client, *TIDES)])
+    first.stop()
+    # A worker takes the job and dies: its lease is never renewed.
+    db = Database(first.settings.effective_database_url)
+    queue = SqlJobQueue(db)
+    loop = asyncio.new_event_loop()
+    try:
+        (job,) = loop.run_until_complete(queue.claim_jobs("dead-worker", [INGEST_JOB], time.time(), 0.5, 10))
+        assert job.attempts == 1
+    finally:
+        loop.run_until_complete(db.dispose())
+        loop.close()
+    # The next server's reaper gives the job up, and the file does not stay in_progress.
+    second = make_server(
+        database_url=first.settings.database_url, data_dir=first.settings.data_dir, job_max_attempts=1
+    )
+    with openai.OpenAI(base_url=second.url, api_key="k", max_retries=0) as client:
+        (file,) = wait_for(
+            lambda: [f for f in client.vector_stores.files.list(store.id).data if f.status != "in_progress"],
+            timeout=30,
+            what="the reaper to give the job up",
+        )
+        assert file.status == "failed" and file.last_error is not None
+        assert "died" in file.last_error.message
+        assert client.vector_stores.retrieve(store.id).file_counts.failed == 1

@@ -144,6 +144,7 @@ class Runtime:
             observe_model_call=self.metrics.model_called,
             observe_job=self.metrics.job_attempted,
             images=UploadedImages(self.files),
+            job_give_ups={INGEST_JOB: self.vector_stores.ingest_given_up},
         )
 
     async def aclose(self) -> None:

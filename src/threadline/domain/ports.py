@@ -300,8 +300,9 @@ class JobQueue(Protocol):
     async def release_job(self, job_id: str, worker_id: str, now: float) -> bool:
         """Hand a job back to the queue at shutdown, its attempt not counted."""
 
-    async def reap_jobs(self, now: float) -> int:
-        """Take back jobs whose worker's lease lapsed: queued again, or failed when out of attempts."""
+    async def reap_jobs(self, now: float) -> list[Job]:
+        """Take back jobs whose worker's lease lapsed: queued again, or failed when out of attempts;
+        the jobs taken back, as they are now."""
 
     async def purge_jobs(self, finished_before: float) -> int:
         """Forget succeeded and failed jobs that finished before this time."""

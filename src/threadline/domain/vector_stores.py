@@ -488,6 +488,14 @@ class VectorStoreService:
 
     # --- ingestion -------------------------------------------------------------------------
 
+    async def ingest_given_up(self, job: Job) -> None:
+        """An ingestion job failed for good because its worker died on the last attempt: its file ends
+        ``failed`` rather than staying ``in_progress``."""
+        error = {"code": "server_error", "message": "Indexing the file stopped: the worker running it died."}
+        await self.stores.finish_file(
+            job.payload["vector_store_id"], job.payload["file_id"], "failed", 0, error
+        )
+
     async def ingest(self, job: Job) -> None:
         """The ``vector_store_file.ingest`` job: index one file; safe to run again after a crash."""
         store_id, file_id = job.payload["vector_store_id"], job.payload["file_id"]

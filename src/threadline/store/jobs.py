@@ -96,6 +96,7 @@ _REAP = (
         worker_id=None,
         lease_expires_at=None,
     )
+    .returning(*_J.c)
 )
 
 
@@ -210,8 +211,8 @@ class SqlJobQueue:
     async def release_job(self, job_id: str, worker_id: str, now: float) -> bool:
         return await self._held(_RELEASE, {"b_id": job_id, "b_worker": worker_id, "b_now": now})
 
-    async def reap_jobs(self, now: float) -> int:
-        return await self.db.write(lambda conn: conn.execute(_REAP, {"b_now": now}).rowcount)
+    async def reap_jobs(self, now: float) -> list[Job]:
+        return await self.db.write(lambda conn: [_job(row) for row in conn.execute(_REAP, {"b_now": now})])
 
     async def purge_jobs(self, finished_before: float) -> int:
         return await self.db.write(lambda conn: conn.execute(_PURGE, {"b_before": finished_before}).rowcount)

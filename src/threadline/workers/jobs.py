@@ -57,8 +57,12 @@ class JobRunner:
         worker_id: str,
         handlers: Mapping[str, Handler] | None = None,
         observe: JobObserver | None = None,
+        give_up: Mapping[str, Handler] | None = None,
     ) -> None:
+        """``give_up``: by kind, what to do with a job that failed for good because the worker running
+        its last attempt died (the reaper marked it failed; its handler never saw that attempt end)."""
         self.settings = settings
+        self.give_up: dict[str, Handler] = dict(give_up or {})
         self.queue = queue
         self.worker_id = worker_id
         self.handlers: dict[str, Handler] = dict(handlers or {})
@@ -225,5 +229,12 @@ class JobRunner:
                 log.exception("worker %s: reaping jobs failed", self.worker_id)
                 continue
             if reaped:
-                log.info("took back %d jobs whose workers stopped renewing their leases", reaped)
+                log.info("took back %d jobs whose workers stopped renewing their leases", len(reaped))
                 self._wake.set()
+            for job in reaped:
+                if job.status == "failed" and job.kind in self.give_up:
+                    # Its last attempt died with its worker: its handler's own last-try path never ran.
+                    try:
+                        await self.give_up[job.kind](job)
+                    except Exception:
+                        log.exception("worker %s: giving up job %s failed", self.worker_id, job.id)

@@ -56,6 +56,7 @@ class Worker:
         *,
         observe_model_call: ModelCallObserver | None = None,
         observe_job: JobObserver | None = None,
+        job_give_ups: Mapping[str, Handler] | None = None,
         images: ImageSource | None = None,
     ) -> None:
         """``observe_model_call`` and ``observe_job`` are told of each model call and each job
@@ -87,7 +88,9 @@ class Worker:
         self._stopping = asyncio.Event()
         self._background: list[asyncio.Task[None]] = []
         self.jobs = (
-            JobRunner(settings, jobs, self.id, job_handlers, observe_job) if jobs is not None else None
+            JobRunner(settings, jobs, self.id, job_handlers, observe_job, job_give_ups)
+            if jobs is not None
+            else None
         )
         """Background jobs, run by the handlers registered for their kinds."""
 
