@@ -8,13 +8,15 @@ from typing import Any
 from fastapi import APIRouter
 
 from threadline.api.deps import Paging
-from threadline.api.response_objects import conversation_object, item_object, items_list
+from threadline.api.objects import list_object
+from threadline.api.response_objects import conversation_object, item_object
 from threadline.api.response_schemas import (
     CreateConversationRequest,
     CreateItemsRequest,
     UpdateConversationRequest,
 )
 from threadline.api.responses import Includes, Responses
+from threadline.domain.entities import Page
 
 router = APIRouter()
 
@@ -47,7 +49,7 @@ async def list_items(
     conversation_id: str, responses: Responses, query: Paging, include: Includes
 ) -> dict[str, Any]:
     page = await responses.list_items(conversation_id, query)
-    return items_list(page.items, page.has_more)
+    return list_object(page, item_object)
 
 
 @router.post("/conversations/{conversation_id}/items")
@@ -55,7 +57,7 @@ async def create_items(
     conversation_id: str, body: CreateItemsRequest, responses: Responses, include: Includes
 ) -> dict[str, Any]:
     added = await responses.add_items(conversation_id, body.new_items())
-    return items_list(added, False)
+    return list_object(Page(added, has_more=False), item_object)
 
 
 @router.get("/conversations/{conversation_id}/items/{item_id}")

@@ -298,14 +298,3 @@ def conversation_object(thread: Thread) -> Obj:
         "created_at": thread.created_at,
         "metadata": thread.metadata,
     }
-
-
-def items_list(items: list[Message], has_more: bool) -> Obj:
-    data = [item_object(item) for item in items]
-    return {
-        "object": "list",
-        "data": data,
-        "first_id": data[0]["id"] if data else None,
-        "last_id": data[-1]["id"] if data else None,
-        "has_more": has_more,
-    }

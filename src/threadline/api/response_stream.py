@@ -48,6 +48,8 @@ ENDING = {
     RunStatus.EXPIRED: "response.failed",
     RunStatus.CANCELLED: "response.failed",
 }
+FINAL = frozenset({*ENDING.values(), "error"})
+"""The event types after which a response's stream ends."""
 
 
 @dataclass
@@ -382,6 +384,3 @@ async def _tail(responses: ResponseService, response_id: str, after: int) -> Asy
                     yield frame(kind, ending)
                     return
             await wake.get(timeout=RESUME_POLL_SECONDS)
-
-
-FINAL = frozenset({*ENDING.values(), "error"})

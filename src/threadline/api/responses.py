@@ -15,20 +15,17 @@ from fastapi.responses import StreamingResponse
 
 from threadline.api import response_stream
 from threadline.api.deps import Paging, Svc
-from threadline.api.response_objects import items_list, response_object
+from threadline.api.objects import list_object
+from threadline.api.response_objects import item_object, response_object
 from threadline.api.response_schemas import CreateResponseRequest, check_includes
+from threadline.api.runs import settled
 from threadline.domain.entities import Run
-from threadline.domain.events import ObjectEvent
 from threadline.domain.responses import ResponseService
-from threadline.domain.run_states import WAITING
 from threadline.domain.services import Services
 from threadline.errors import NotFoundError
 from threadline.ids import new_id
 
 router = APIRouter()
-
-RECHECK_SECONDS = 1.0
-"""How often a create waiting for its response reads it even when no event arrives."""
 
 
 def responses(svc: Svc) -> ResponseService:
@@ -51,14 +48,13 @@ Includes = Annotated[list[str], Depends(include_query)]
 
 
 async def _finished(svc: Services, responses: ResponseService, run: Run) -> Run:
-    """``run`` once it has ended, read back (a worker in another process publishes on its own bus)."""
+    """``run`` once it has ended, read back."""
+
+    async def read() -> Run:
+        return await responses.store.get_run_by_id(run.id) or run
+
     with svc.bus.subscribe(run.id) as subscription:
-        latest = await responses.store.get_run_by_id(run.id) or run
-        while latest.status not in WAITING:
-            event = await subscription.get(timeout=RECHECK_SECONDS)
-            if event is None or (isinstance(event, ObjectEvent) and isinstance(event.obj, Run)):
-                latest = await responses.store.get_run_by_id(run.id) or latest
-        return latest
+        return await settled(subscription, read)
 
 
 @router.post("/responses", response_model=None)
@@ -129,4 +125,4 @@ async def list_input_items(
     response_id: str, responses: Responses, query: Paging, include: Includes
 ) -> dict[str, Any]:
     page = await responses.input_items(response_id, query)
-    return items_list(page.items, page.has_more)
+    return list_object(page, item_object)

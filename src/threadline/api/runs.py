@@ -8,7 +8,7 @@ from the SDK's helpers are held until the run waits or ends (or a few seconds pa
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -25,6 +25,7 @@ from threadline.api.schemas import (
 )
 from threadline.domain.entities import Run
 from threadline.domain.events import ObjectEvent
+from threadline.domain.ports import Subscription
 from threadline.domain.run_states import WAITING
 from threadline.domain.services import Services
 from threadline.ids import new_id
@@ -32,7 +33,8 @@ from threadline.ids import new_id
 router = APIRouter()
 
 RECHECK_SECONDS = 1.0
-"""How often a held poll reads the run even when no event arrives."""
+"""How often a held poll (or a create waiting for its response) reads the run even when no event
+arrives."""
 
 
 async def _streamed(svc: Services, run_id: str, start: Awaitable[object]) -> StreamingResponse:
@@ -84,18 +86,28 @@ async def get_run(
     # when the hold runs out), and tell the SDK to ask again at once.
     response.headers["openai-poll-after-ms"] = "0"
     with svc.bus.subscribe(run_id) as subscription:
-        latest = await svc.get_run(thread_id, run_id)
-        deadline = time.monotonic() + hold
-        while latest.status not in WAITING:
+        return run_object(await settled(subscription, lambda: svc.get_run(thread_id, run_id), hold))
+
+
+async def settled(
+    subscription: Subscription, read: Callable[[], Awaitable[Run]], hold: float | None = None
+) -> Run:
+    """The run (``read``) once it waits or ends, or once ``hold`` seconds have passed. It is read
+    after each of its run events, and every so often anyway: a worker in another process publishes
+    on its own bus, and a held poll must not be slower than the SDK's own polling."""
+    latest = await read()
+    deadline = None if hold is None else time.monotonic() + hold
+    while latest.status not in WAITING:
+        timeout = RECHECK_SECONDS
+        if deadline is not None:
             left = deadline - time.monotonic()
             if left <= 0:
                 break
-            # Look at the store after each run event, and every so often anyway: a worker in another
-            # process publishes on its own bus, and this poll must not be slower than the SDK's own.
-            event = await subscription.get(timeout=min(left, RECHECK_SECONDS))
-            if event is None or (isinstance(event, ObjectEvent) and isinstance(event.obj, Run)):
-                latest = await svc.get_run(thread_id, run_id)
-        return run_object(latest)
+            timeout = min(left, RECHECK_SECONDS)
+        event = await subscription.get(timeout=timeout)
+        if event is None or (isinstance(event, ObjectEvent) and isinstance(event.obj, Run)):
+            latest = await read()
+    return latest
 
 
 @router.post("/threads/{thread_id}/runs/{run_id}")
