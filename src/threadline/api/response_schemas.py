@@ -341,12 +341,7 @@ def parse_tools(tools: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict
         param = f"tools[{i}]"
         kind = tool.get("type")
         if kind == "function":
-            name = tool.get("name")
-            if not isinstance(name, str) or not _is_function_name(name):
-                raise _bad(
-                    f"Invalid '{param}.name': a function name is 1 to 64 letters, digits, '_' or '-'.",
-                    f"{param}.name",
-                )
+            name = _function_name(tool, param)
             parameters = tool.get("parameters")
             if parameters is not None and not isinstance(parameters, dict):
                 raise _bad(
@@ -390,16 +385,12 @@ def parse_tools(tools: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict
 
 def _function_name(item: dict[str, Any], param: str) -> str:
     name = _string(item, "name", param, limit=64)
-    if not _is_function_name(name):
+    if FUNCTION_NAME.fullmatch(name) is None:
         raise _bad(
             f"Invalid '{param}.name': a function name is 1 to 64 letters, digits, '_' or '-'.",
             f"{param}.name",
         )
     return name
-
-
-def _is_function_name(name: str) -> bool:
-    return FUNCTION_NAME.fullmatch(name) is not None
 
 
 def parse_tool_choice(choice: str | dict[str, Any] | None) -> Any:
