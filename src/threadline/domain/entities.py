@@ -80,6 +80,9 @@ class Thread:
 
 
 MessageStatus = Literal["in_progress", "incomplete", "completed"]
+MessageRole = Literal["user", "assistant", "system", "developer", "tool"]
+"""``system``, ``developer`` (Responses input messages) and ``tool`` (function call outputs) are
+never made by the Assistants API."""
 ItemType = Literal["message", "function_call", "function_call_output"]
 """What a thread entry is. Messages are what the Assistants API shows; function calls and their
 outputs are Responses items kept in the thread so the model sees them on later turns. Their one
@@ -91,7 +94,7 @@ class Message:
     id: str
     thread_id: str
     created_at: int
-    role: Literal["user", "assistant", "system", "developer", "tool"]
+    role: MessageRole
     content: list[dict[str, Any]]
     status: MessageStatus = "completed"
     assistant_id: str | None = None

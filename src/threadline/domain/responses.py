@@ -19,7 +19,17 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from threadline.domain.entities import ListQuery, Message, MessageCreation, Page, Run, RunStep, Thread
+from threadline.domain.entities import (
+    ItemType,
+    ListQuery,
+    Message,
+    MessageCreation,
+    MessageRole,
+    Page,
+    Run,
+    RunStep,
+    Thread,
+)
 from threadline.domain.files import referenced_files
 from threadline.domain.ports import ThreadLockedError
 from threadline.domain.run_states import ACTIVE
@@ -27,16 +37,14 @@ from threadline.domain.services import Services
 from threadline.errors import InvalidRequestError, NotFoundError
 from threadline.ids import new_id
 
-ItemRole = Literal["user", "assistant", "system", "developer"]
-
 
 @dataclass(frozen=True, slots=True)
 class NewItem:
     """An input item, parsed: a message (``content`` as stored message parts) or a function call or
     output (``content`` is the one part holding the item's fields)."""
 
-    type: Literal["message", "function_call", "function_call_output"]
-    role: ItemRole | Literal["tool"]
+    type: ItemType
+    role: MessageRole
     content: list[dict[str, Any]]
 
 
@@ -90,7 +98,7 @@ class ResponseService:
     async def create_response(self, request: NewResponse, response_id: str | None = None) -> Run:
         """Queue a response. Stream followers subscribe to ``response_id`` before calling."""
         svc = self.svc
-        svc._check_model(request.model)
+        svc.check_model(request.model)
         await self._check_references(request)
         created_at = svc.clock()
         run = Run(
@@ -126,7 +134,7 @@ class ResponseService:
             "tool_resources": request.tool_resources,
             "input_ids": [item.id for item in items],
         }
-        await svc._announce(run)
+        await svc.announce(run)
         try:
             if new_thread and source is None:
                 await self.store.insert_thread(thread, items, run)

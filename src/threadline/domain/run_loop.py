@@ -477,17 +477,7 @@ class RunLoop:
             # Keep what the client saw streamed: the step shows the calls as far as they got.
             step = dataclasses.replace(turn.tool_step, step_details=_function_calls(functions))
             await self._write(run, [], steps=[step])
-        ended = await end_run(
-            self.store,
-            self.bus,
-            run,
-            RunStatus.INCOMPLETE,
-            owner=self.worker_id,
-            incomplete_details={"reason": "max_completion_tokens"},
-            usage=usage,
-        )
-        if ended is None:
-            await self._lost(run)
+        await self._incomplete(run, "max_completion_tokens", usage)
 
     async def _run_builtins(self, run: Run, turn: _Turn, calls: list[_Call], *, with_usage: bool) -> RunStep:
         """Run the turn's server-side calls, one after another, in a step of their own."""
@@ -623,17 +613,7 @@ class RunLoop:
         """Even the newest message does not fit: ``incomplete`` if max_prompt_tokens is the limit."""
         usage = self._usage(run, turn) if turn.extra_usage else None
         if limit == "max_prompt_tokens":
-            ended = await end_run(
-                self.store,
-                self.bus,
-                run,
-                RunStatus.INCOMPLETE,
-                owner=self.worker_id,
-                incomplete_details={"reason": "max_prompt_tokens"},
-                usage=usage,
-            )
-            if ended is None:
-                await self._lost(run)
+            await self._incomplete(run, "max_prompt_tokens", usage)
             return
         await self._fail(
             run,
@@ -641,6 +621,19 @@ class RunLoop:
             "The thread's newest message does not fit in the model's context window.",
             turn,
         )
+
+    async def _incomplete(self, run: Run, reason: str, usage: dict[str, int] | None) -> None:
+        ended = await end_run(
+            self.store,
+            self.bus,
+            run,
+            RunStatus.INCOMPLETE,
+            owner=self.worker_id,
+            incomplete_details={"reason": reason},
+            usage=usage,
+        )
+        if ended is None:
+            await self._lost(run)
 
     async def _fail(self, run: Run, code: str, message: str, turn: _Turn | None = None) -> None:
         partial = {turn.message.id: turn.text} if turn and turn.message and turn.text else None

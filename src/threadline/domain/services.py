@@ -110,7 +110,7 @@ class Services:
             scoped.vector_stores = self.vector_stores.for_project(project_id)
         return scoped
 
-    def _check_model(self, model: str, param: str = "model") -> None:
+    def check_model(self, model: str, param: str = "model") -> None:
         if not self.models.routes(model):
             raise InvalidRequestError(
                 f"The model '{model}' is not served here: no route matches it. "
@@ -161,7 +161,7 @@ class Services:
     # --- assistants ------------------------------------------------------------------------
 
     async def create_assistant(self, fields: dict[str, Any], assistant_id: str | None = None) -> Assistant:
-        self._check_model(fields["model"])
+        self.check_model(fields["model"])
         await self._check_files(fields)
         assistant = Assistant(
             id=assistant_id or new_id("assistant"),
@@ -190,7 +190,7 @@ class Services:
     async def modify_assistant(self, assistant_id: str, fields: dict[str, Any]) -> Assistant:
         assistant = await self.get_assistant(assistant_id)
         if "model" in fields:
-            self._check_model(fields["model"])
+            self.check_model(fields["model"])
         await self._check_files(fields)
         assistant = dataclasses.replace(assistant, **fields)
         await self.store.update_assistant(assistant)
@@ -313,7 +313,7 @@ class Services:
         await self.get_thread(thread_id)
         await self._check_files(fields)
         run, messages = self._new_run(thread_id, assistant, fields, run_id)
-        await self._announce(run)
+        await self.announce(run)
         try:
             joined = await self.store.insert_run(run, messages, search=self._store_plan(thread_id, messages))
         except ThreadLockedError as locked:
@@ -337,7 +337,7 @@ class Services:
         # One transaction: the thread, its messages (their files in its store) and its run (holding
         # its lock) exist together or not at all.
         await publish(self.bus, run.id, [ObjectEvent("thread.created", snapshot(thread))])
-        await self._announce(run)
+        await self.announce(run)
         joined = await self.store.insert_thread(thread, messages, run, search=plan)
         if joined is not None:
             thread.tool_resources = joined.tool_resources
@@ -349,7 +349,7 @@ class Services:
         self, thread_id: str, assistant: Assistant, fields: dict[str, Any], run_id: str | None
     ) -> tuple[Run, list[Message]]:
         model = fields.get("model") or assistant.model
-        self._check_model(model)
+        self.check_model(model)
         instructions = fields.get("instructions")
         if instructions is None:
             instructions = assistant.instructions or ""
@@ -392,7 +392,7 @@ class Services:
         ]
         return run, messages
 
-    async def _announce(self, run: Run) -> None:
+    async def announce(self, run: Run) -> None:
         """Publish a new run's first events *before* it is written: once the row exists a worker may
         claim it at once, and its ``in_progress`` must never reach a stream ahead of ``created``.
         (Nobody else can follow an id that was just made, so a failed write misleads no one; the
