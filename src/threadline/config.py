@@ -98,6 +98,10 @@ class Settings:
     """The model asked of ``embeddings_base_url`` (unused by the embedded model)."""
     embeddings_threads: int = 1
     """CPU threads for the embedded embedding model (kept small: it shares the machine with runs)."""
+    pgvector: str = "auto"
+    """On PostgreSQL, rank file search chunks by cosine in the database on pgvector's HNSW index:
+    ``auto`` when the ``vector`` extension can be created, ``on`` refuses to start without it,
+    ``off`` ranks in memory (each process then holds the vectors of the stores it searches)."""
     file_max_pages: int = 2000
     """PDF pages read from one file for search; a longer PDF is refused as ``invalid_file``."""
     file_max_characters: int = 5_000_000

@@ -22,7 +22,7 @@ from threadline.domain.ports import BlobStore
 from threadline.domain.projects import Projects
 from threadline.domain.services import Services
 from threadline.domain.vector_stores import INGEST_JOB, VectorStoreService
-from threadline.errors import ThreadlineError
+from threadline.errors import ServiceUnavailableError, ThreadlineError
 from threadline.events.bus import LocalBus
 from threadline.metrics import Metrics
 from threadline.providers.embeddings import embedder_for
@@ -30,7 +30,7 @@ from threadline.providers.routing import RoutingTable, build_router
 from threadline.providers.tokenizers import tiktoken_encoding
 from threadline.retrieval.engine import RetrievalEngine
 from threadline.retrieval.parsing import ParseLimits
-from threadline.store import Database, SqlStore
+from threadline.store import Database, SqlStore, pgvector
 from threadline.store.blobs import open_blob_store
 from threadline.store.chunks import SqlChunkIndex
 from threadline.store.files import SqlFileStore
@@ -80,6 +80,11 @@ class Runtime:
         in the background (processes that run the model: a worker, or ``serve`` with its worker)."""
         blobs = open_blob_store(settings)  # first: a misconfigured store fails before anything opens
         db = Database(settings.effective_database_url, pool_size=settings.database_pool_size)
+        try:
+            dense_in_database = await _dense_ranking_in_database(settings, db)
+        except BaseException:
+            await db.dispose()
+            raise
         metrics = Metrics()
         store = SqlStore(db, on_run_moved=metrics.run_moved)
         bus: LocalBus
@@ -97,7 +102,7 @@ class Runtime:
         files = FileService(SqlFileStore(db), blobs, max_bytes=settings.file_max_bytes)
         jobs = SqlJobQueue(db, max_attempts=settings.job_max_attempts)
         vector_stores = VectorStoreService(
-            SqlVectorStoreRepository(db), files, jobs, LazyEngine(settings, db).get
+            SqlVectorStoreRepository(db), files, jobs, LazyEngine(settings, db, dense_in_database).get
         )
         services = Services(
             store,
@@ -162,9 +167,10 @@ class LazyEngine:
     """The retrieval engine, built on first use: loading the embedding model takes a moment and
     memory that processes never searching or ingesting need not pay."""
 
-    def __init__(self, settings: Settings, db: Database) -> None:
+    def __init__(self, settings: Settings, db: Database, dense_in_database: bool) -> None:
         self.settings = settings
         self.db = db
+        self.dense_in_database = dense_in_database
         self._engine: RetrievalEngine | None = None
         self._building = asyncio.Lock()
 
@@ -178,8 +184,26 @@ class LazyEngine:
                     timeout_seconds=self.settings.file_parse_timeout_seconds,
                 )
                 codec = tiktoken_encoding("cl100k_base")
-                self._engine = RetrievalEngine(SqlChunkIndex(self.db), embedder, codec, limits)
+                index = SqlChunkIndex(self.db, dense_in_database=self.dense_in_database)
+                self._engine = RetrievalEngine(index, embedder, codec, limits)
             return self._engine
+
+
+async def _dense_ranking_in_database(settings: Settings, db: Database) -> bool:
+    """Whether file search ranks by cosine with pgvector (``THREADLINE_PGVECTOR``), making it ready if so."""
+    mode = settings.pgvector
+    if mode not in ("auto", "on", "off"):
+        raise ValueError(f"THREADLINE_PGVECTOR: expected 'auto', 'on' or 'off', got {mode!r}")
+    if mode == "off" or (db.is_sqlite and mode == "auto"):
+        return False
+    reason = "pgvector needs PostgreSQL" if db.is_sqlite else await pgvector.enable(db)
+    if reason is None:
+        log.info("file search: cosine ranking in PostgreSQL on pgvector's HNSW index")
+        return True
+    if mode == "on":
+        raise ServiceUnavailableError(f"THREADLINE_PGVECTOR=on, but {reason}")
+    log.info("file search: cosine ranking in memory (pgvector not used: %s)", reason)
+    return False
 
 
 def build_tools(settings: Settings, files: FileService, vector_stores: VectorStoreService) -> ToolRegistry:

@@ -5,6 +5,9 @@ Each store searched is loaded once into a ``retrieval.index.StoreIndex`` (its ve
 matrix, its keyword postings as sorted arrays) and kept while the store is unchanged: before every
 search one primary-key read fetches the store's revision, a counter that every write to its chunks,
 by any process, raises in the same transaction. Texts are read back only for the chunks that make the results.
+
+On PostgreSQL with pgvector (``store/pgvector.py``) the cosine ranking runs in the database on an
+HNSW index instead, and the in-memory copy holds only the keyword postings.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from threadline.retrieval.index import StoreIndex, merge
 from threadline.retrieval.ports import IndexedChunk, Rankings, StoredChunk, Vector
+from threadline.store import pgvector
 from threadline.store import tables as t
 from threadline.store.database import Database
 
@@ -29,8 +33,11 @@ Revision = int
 
 
 class SqlChunkIndex:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, dense_in_database: bool = False) -> None:
+        """``dense_in_database``: rank by cosine with pgvector (``pgvector.enable`` must have succeeded)."""
         self.db = db
+        self.dense_in_database = dense_in_database
+        self._hnsw_lengths: set[int] = set()
         self._cache: OrderedDict[str, tuple[Revision, StoreIndex]] = OrderedDict()
         self._loading = asyncio.Lock()
 
@@ -48,13 +55,22 @@ class SqlChunkIndex:
             for c in chunks
         ]
 
+        lengths = {len(c.vector) for c in chunks} - self._hnsw_lengths if self.dense_in_database else set()
+
         def write(conn: Connection) -> None:
             conn.execute(_delete(vector_store_id, file_id))
-            if rows:
+            if rows and self.dense_in_database:
+                for dims in lengths:
+                    pgvector.ensure_hnsw(conn, dims)
+                inserted = insert(t.file_chunks).returning(t.file_chunks.c.seq, sort_by_parameter_order=True)
+                keys = list(conn.execute(inserted, rows).scalars())
+                pgvector.add_vectors(conn, vector_store_id, keys, [c.vector for c in chunks])
+            elif rows:
                 conn.execute(insert(t.file_chunks), rows)
             _bump(conn, vector_store_id)
 
         await self.db.write(write)
+        self._hnsw_lengths |= lengths
         self._cache.pop(vector_store_id, None)
 
     async def delete(self, vector_store_id: str, file_id: str | None = None) -> int:
@@ -82,9 +98,14 @@ class SqlChunkIndex:
             lambda: merge([index.keyword(query_terms, depth) for index in indexes], depth)
         )
         vector = await query_vector
-        dense = await asyncio.to_thread(
-            lambda: merge([index.dense(vector, depth) for index in indexes], depth)
-        )
+        if self.dense_in_database:
+            stored = sum(index.size for index in indexes)
+            stores = list(dict.fromkeys(vector_store_ids))
+            dense = await self.db.read(lambda conn: pgvector.nearest(conn, stores, vector, depth, stored))
+        else:
+            dense = await asyncio.to_thread(
+                lambda: merge([index.dense(vector, depth) for index in indexes], depth)
+            )
         keys = list(dict.fromkeys(dense + keyword))
         chunks = await self.db.read(lambda conn: _texts(conn, keys))
         # A chunk deleted since the index was loaded is dropped from the rankings.
@@ -100,8 +121,9 @@ class SqlChunkIndex:
             cached = self._cache.get(vector_store_id)
             if cached is not None and cached[0] == current:
                 return cached[1]  # loaded by a search that held the lock before this one
+            with_vectors = not self.dense_in_database
             revision, rows = await self.db.read(
-                lambda conn: (_revision(conn, vector_store_id), _rows(conn, vector_store_id))
+                lambda conn: (_revision(conn, vector_store_id), _rows(conn, vector_store_id, with_vectors))
             )
             index = await asyncio.to_thread(
                 StoreIndex.build, [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]
@@ -140,12 +162,11 @@ def _bump(conn: Connection, vector_store_id: str) -> None:
     )
 
 
-def _rows(conn: Connection, vector_store_id: str) -> list[tuple[int, bytes, bytes]]:
+def _rows(conn: Connection, vector_store_id: str, with_vectors: bool) -> list[tuple[int, bytes, bytes]]:
     c = t.file_chunks.c
-    result = conn.execute(
-        select(c.seq, c.vector, c.terms).where(c.vector_store_id == vector_store_id).order_by(c.seq)
-    )
-    return [(int(seq), bytes(vector), bytes(terms)) for seq, vector, terms in result]
+    columns = (c.seq, c.terms, c.vector) if with_vectors else (c.seq, c.terms)
+    result = conn.execute(select(*columns).where(c.vector_store_id == vector_store_id).order_by(c.seq))
+    return [(int(row[0]), bytes(row[2]) if with_vectors else b"", bytes(row[1])) for row in result]
 
 
 def _texts(conn: Connection, keys: Sequence[int]) -> dict[int, StoredChunk]:

@@ -695,8 +695,10 @@ class SqlStore:
         def write(conn: Connection) -> list[Run]:
             runs = _entities(Run, conn.execute(self._claim, params).all())
             if runs:
-                claimed = frozenset({RunStatus.QUEUED})
-                conn.execute(_INSERT["run_transitions"], [_transition(r, claimed, now) for r in runs])
+                # Stamped now, inside the transaction: `now` was read before it waited for the database,
+                # and the change that queued the run may have been stamped after that.
+                claimed, at = frozenset({RunStatus.QUEUED}), time.time()
+                conn.execute(_INSERT["run_transitions"], [_transition(r, claimed, at) for r in runs])
             return sorted(runs, key=lambda run: run.created_at)
 
         return await self.db.write(write)
