@@ -90,6 +90,7 @@ bench: system-packages $(VENV)/.dev
 	$(BIN)/python -m bench.files
 	$(BIN)/python -m bench.sandbox
 	$(BIN)/python -m bench.retrieval
+	$(BIN)/python -m bench.pgvector
 
 clean:
 	rm -rf $(VENV) data test-artifacts .pytest_cache .mypy_cache .ruff_cache

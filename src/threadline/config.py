@@ -102,6 +102,9 @@ class Settings:
     """On PostgreSQL, rank file search chunks by cosine in the database on pgvector's HNSW index:
     ``auto`` when the ``vector`` extension can be created, ``on`` refuses to start without it,
     ``off`` ranks in memory (each process then holds the vectors of the stores it searches)."""
+    pgvector_ef_search: int = 400
+    """Candidates one HNSW scan visits (pgvector's ``hnsw.ef_search``, 1..1000): more is closer to the
+    exact ranking and slower (docs/benchmarks.md)."""
     file_max_pages: int = 2000
     """PDF pages read from one file for search; a longer PDF is refused as ``invalid_file``."""
     file_max_characters: int = 5_000_000

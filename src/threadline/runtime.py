@@ -184,7 +184,11 @@ class LazyEngine:
                     timeout_seconds=self.settings.file_parse_timeout_seconds,
                 )
                 codec = tiktoken_encoding("cl100k_base")
-                index = SqlChunkIndex(self.db, dense_in_database=self.dense_in_database)
+                index = SqlChunkIndex(
+                    self.db,
+                    dense_in_database=self.dense_in_database,
+                    ef_search=self.settings.pgvector_ef_search,
+                )
                 self._engine = RetrievalEngine(index, embedder, codec, limits)
             return self._engine
 
@@ -194,6 +198,10 @@ async def _dense_ranking_in_database(settings: Settings, db: Database) -> bool:
     mode = settings.pgvector
     if mode not in ("auto", "on", "off"):
         raise ValueError(f"THREADLINE_PGVECTOR: expected 'auto', 'on' or 'off', got {mode!r}")
+    if not 1 <= settings.pgvector_ef_search <= 1000:
+        raise ValueError(
+            f"THREADLINE_PGVECTOR_EF_SEARCH: expected 1..1000, got {settings.pgvector_ef_search}"
+        )
     if mode == "off" or (db.is_sqlite and mode == "auto"):
         return False
     reason = "pgvector needs PostgreSQL" if db.is_sqlite else await pgvector.enable(db)

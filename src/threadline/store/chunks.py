@@ -33,10 +33,14 @@ Revision = int
 
 
 class SqlChunkIndex:
-    def __init__(self, db: Database, *, dense_in_database: bool = False) -> None:
-        """``dense_in_database``: rank by cosine with pgvector (``pgvector.enable`` must have succeeded)."""
+    def __init__(
+        self, db: Database, *, dense_in_database: bool = False, ef_search: int = pgvector.DEFAULT_EF_SEARCH
+    ) -> None:
+        """``dense_in_database``: rank by cosine with pgvector (``pgvector.enable`` must have succeeded),
+        its HNSW scans visiting ``ef_search`` candidates."""
         self.db = db
         self.dense_in_database = dense_in_database
+        self.ef_search = ef_search
         self._hnsw_lengths: set[int] = set()
         self._cache: OrderedDict[str, tuple[Revision, StoreIndex]] = OrderedDict()
         self._loading = asyncio.Lock()
@@ -101,7 +105,9 @@ class SqlChunkIndex:
         if self.dense_in_database:
             stored = sum(index.size for index in indexes)
             stores = list(dict.fromkeys(vector_store_ids))
-            dense = await self.db.read(lambda conn: pgvector.nearest(conn, stores, vector, depth, stored))
+            dense = await self.db.read(
+                lambda conn: pgvector.nearest(conn, stores, vector, depth, stored, self.ef_search)
+            )
         else:
             dense = await asyncio.to_thread(
                 lambda: merge([index.dense(vector, depth) for index in indexes], depth)

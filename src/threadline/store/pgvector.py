@@ -28,8 +28,11 @@ log = logging.getLogger("threadline.store")
 
 MAX_INDEXED_DIMENSIONS = 2000
 """pgvector's limit for an HNSW index on ``vector``."""
-MAX_EF_SEARCH = 1000
-"""pgvector's limit for ``hnsw.ef_search``, the candidates one index scan visits."""
+DEFAULT_EF_SEARCH = 400
+"""Candidates one HNSW scan visits (``hnsw.ef_search``, at most 1,000). The ranking feeds the fusion with
+its 100 best. Measured recall@100 at 200 / 400 / 1,000: 10k random vectors 0.74 / 0.92 / 0.995 (4, 6,
+9 ms); 10k clustered 0.90 / 0.97 / 0.999; 100k clustered 0.988 / 0.994 / 0.998 (7, 14, 30 ms), the
+20 best the same at every setting."""
 BACKFILL_BATCH = 500
 _LOCK = 7_140_715_301
 """The advisory lock that makes one process at a time create the table and copy vectors into it."""
@@ -139,7 +142,12 @@ def add_vectors(
 
 
 def nearest(
-    conn: Connection, vector_store_ids: Sequence[str], query: Vector, depth: int, stored: int
+    conn: Connection,
+    vector_store_ids: Sequence[str],
+    query: Vector,
+    depth: int,
+    stored: int,
+    ef_search: int = DEFAULT_EF_SEARCH,
 ) -> list[int]:
     """Keys of the ``depth`` chunks of the stores nearest ``query`` by cosine, best first.
 
@@ -152,8 +160,7 @@ def nearest(
     if dims <= MAX_INDEXED_DIMENSIONS:
         # Literals, not parameters, for the length: the planner matches the partial index's
         # predicate and expression only against constants.
-        ef = min(MAX_EF_SEARCH, max(2 * depth, 100))
-        conn.execute(text("SELECT set_config('hnsw.ef_search', :ef, true)"), {"ef": str(ef)})
+        conn.execute(text("SELECT set_config('hnsw.ef_search', :ef, true)"), {"ef": str(ef_search)})
         approximate = text(
             f"SELECT seq FROM file_chunk_vectors WHERE dims = {dims:d} AND vector_store_id IN :stores "
             f"ORDER BY embedding::vector({dims:d}) <=> CAST(:query AS vector({dims:d})) LIMIT :depth"
