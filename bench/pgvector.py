@@ -34,6 +34,7 @@ import numpy as np
 from sqlalchemy import text
 
 from bench.common import log, machine, markdown_table, pct, publish, today
+from bench.retrieval import ready
 from threadline.retrieval.ports import IndexedChunk, Vector
 from threadline.store import pgvector
 from threadline.store.chunks import SqlChunkIndex
@@ -70,19 +71,15 @@ def file_chunks(rng: np.random.Generator, count: int, kind: str) -> list[Indexed
     return [IndexedChunk(i, f"chunk {i}", 1, v, terms) for i, v in enumerate(vectors)]
 
 
-async def _ready(vector: Vector) -> Vector:
-    return vector
-
-
 async def timed(
     index: SqlChunkIndex, stores: list[str], queries: Vector
 ) -> tuple[list[float], list[list[int]]]:
     for q in queries[:2]:  # warm-up: loads the in-memory copy, warms the database's caches
-        await index.search(stores, _ready(q), [], DEPTH)
+        await index.search(stores, ready(q), [], DEPTH)
     times, rankings = [], []
     for q in queries[2:]:
         t = time.perf_counter()
-        rankings.append((await index.search(stores, _ready(q), [], DEPTH)).dense)
+        rankings.append((await index.search(stores, ready(q), [], DEPTH)).dense)
         times.append((time.perf_counter() - t) * 1000)
     return times, rankings
 

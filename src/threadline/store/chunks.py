@@ -96,7 +96,8 @@ class SqlChunkIndex:
         query_terms: Sequence[int],
         depth: int,
     ) -> Rankings:
-        indexes = [await self._index(store_id) for store_id in dict.fromkeys(vector_store_ids)]
+        stores = list(dict.fromkeys(vector_store_ids))
+        indexes = [await self._index(store_id) for store_id in stores]
         # BM25 on one core while the query's embedding is computed on the other.
         keyword = await asyncio.to_thread(
             lambda: merge([index.keyword(query_terms, depth) for index in indexes], depth)
@@ -104,7 +105,6 @@ class SqlChunkIndex:
         vector = await query_vector
         if self.dense_in_database:
             stored = sum(index.size for index in indexes)
-            stores = list(dict.fromkeys(vector_store_ids))
             dense = await self.db.read(
                 lambda conn: pgvector.nearest(conn, stores, vector, depth, stored, self.ef_search)
             )

@@ -104,15 +104,7 @@ def _index_every_length(conn: Connection) -> None:
 def _backfill(conn: Connection) -> int:
     conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK})
     rows = conn.execute(_MISSING, {"limit": BACKFILL_BATCH}).all()
-    if rows:
-        vectors = [np.frombuffer(bytes(raw), dtype="<f4") for _, _, raw in rows]
-        conn.execute(
-            _INSERT,
-            [
-                {"seq": seq, "store": store, "dims": len(v), "embedding": literal(v)}
-                for (seq, store, _), v in zip(rows, vectors, strict=True)
-            ],
-        )
+    _insert(conn, [(seq, store, np.frombuffer(bytes(raw), dtype="<f4")) for seq, store, raw in rows])
     return len(rows)
 
 
@@ -132,13 +124,16 @@ def add_vectors(
     conn: Connection, vector_store_id: str, keys: Sequence[int], vectors: Sequence[Vector]
 ) -> None:
     """Store the vectors of chunks just inserted (``keys`` are their ``seq``), in the caller's transaction."""
-    conn.execute(
-        _INSERT,
-        [
-            {"seq": key, "store": vector_store_id, "dims": len(v), "embedding": literal(v)}
-            for key, v in zip(keys, vectors, strict=True)
-        ],
-    )
+    _insert(conn, [(key, vector_store_id, v) for key, v in zip(keys, vectors, strict=True)])
+
+
+def _insert(conn: Connection, rows: Sequence[tuple[int, str, Vector]]) -> None:
+    """``(seq, vector_store_id, vector)`` rows into ``file_chunk_vectors``."""
+    if rows:
+        conn.execute(
+            _INSERT,
+            [{"seq": seq, "store": store, "dims": len(v), "embedding": literal(v)} for seq, store, v in rows],
+        )
 
 
 def nearest(
