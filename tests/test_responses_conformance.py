@@ -67,7 +67,14 @@ UNIMPLEMENTED = ["/responses/input_tokens", "/responses/compact"]
 
 # The item and tool types this server runs; a valid body with any other is refused (400), rightly,
 # so aimed bodies keep to these to reach the model.
-INPUT_TYPES = {"message", "function_call", "function_call_output"}
+INPUT_TYPES = {
+    "message",
+    "function_call",
+    "function_call_output",
+    "file_search_call",
+    "code_interpreter_call",
+    "reasoning",
+}
 TOOL_TYPES = {"function", "file_search", "code_interpreter"}
 
 # Fields of input items and content parts that are accepted and not used: an assistant message's

@@ -28,6 +28,13 @@ def envelope(
     return JSONResponse(body, status_code=status)
 
 
+def refused(method: str, path: str, status: int, message: str, param: str | None = None) -> None:
+    """One log line per refused request (4xx), so a refusal can be told from the server's log: what
+    was asked, the status, the parameter and message sent back; never the body or a key."""
+    if 400 <= status < 500:
+        log.info("%s %s -> %d (param: %s): %s", method, path, status, param, message[:300])
+
+
 _NOT_AN_OBJECT = {"model_attributes_type", "dict_type", "model_type"}
 _PRIMITIVE_LABELS = {"str", "int", "float", "bool", "none", "list", "dict", "bytes"}
 
@@ -136,6 +143,7 @@ class BodyLimit:
         limit, refusal = self.larger.get((scope["method"], scope["path"]), self.default)
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > limit):
+            refused(scope["method"], scope["path"], 413, refusal)
             await envelope(413, refusal, "invalid_request_error")(scope, receive, send)
             return
         seen = 0
@@ -156,6 +164,7 @@ class BodyLimit:
             if not too_large:
                 await send(message)
             elif message["type"] == "http.response.start":
+                refused(scope["method"], scope["path"], 413, refusal)
                 await envelope(413, refusal, "invalid_request_error")(scope, receive, send)
 
         await self.app(scope, counted, answer)
@@ -163,12 +172,14 @@ class BodyLimit:
 
 def install(app: FastAPI) -> None:
     @app.exception_handler(ThreadlineError)
-    async def _ours(_request: Request, exc: ThreadlineError) -> JSONResponse:
+    async def _ours(request: Request, exc: ThreadlineError) -> JSONResponse:
+        refused(request.method, request.url.path, exc.status, exc.message, exc.param)
         return envelope(exc.status, exc.message, exc.type, exc.param, exc.code)
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         message, param = validation_error(list(exc.errors()), exc.body)
+        refused(request.method, request.url.path, 400, message, param)
         return envelope(400, message, "invalid_request_error", param)
 
     @app.exception_handler(HTTPException)
@@ -179,6 +190,7 @@ def install(app: FastAPI) -> None:
             message = f"Method {request.method} is not allowed for {request.url.path}."
         else:
             message = str(exc.detail)
+        refused(request.method, request.url.path, exc.status_code, message)
         return envelope(exc.status_code, message, "invalid_request_error")
 
     @app.exception_handler(Exception)

@@ -34,7 +34,8 @@ from threadline.domain.ports import Subscription
 from threadline.domain.responses import ResponseService, ResponseView
 from threadline.domain.run_states import TERMINAL, RunStatus
 from threadline.errors import InvalidRequestError
-from threadline.ids import call_item_id
+from threadline.ids import call_item_id, container_id
+from threadline.retrieval.citations import MarkerFilter, strip_markers
 
 log = logging.getLogger(__name__)
 
@@ -53,11 +54,19 @@ FINAL = frozenset({*ENDING.values(), "error"})
 
 
 @dataclass
+class _Text:
+    raw: str = ""
+    markers: MarkerFilter = field(default_factory=MarkerFilter)
+
+
+@dataclass
 class _Item:
     index: int
     id: str
     kind: str
     parts: set[int] = field(default_factory=set)
+    texts: dict[int, _Text] = field(default_factory=dict)
+    """Each text part's text as the model wrote it, and what is held back of it (a marker's start)."""
     name: str = ""
     arguments: str = ""
 
@@ -123,7 +132,10 @@ class ResponseEvents:
         return []
 
     def _snapshot(self, run: Run) -> Obj:
-        return response_object(ResponseView(run, [], {}))
+        # A streamed response is being worked on from the start (OpenAI's says so in
+        # response.created); only a background one waits in a queue, as far as its client is told.
+        queued = run.status is RunStatus.QUEUED and not (run.response or {}).get("background")
+        return response_object(ResponseView(run, [], {}), status="in_progress" if queued else None)
 
     def _message(self, name: str, message: Message) -> list[Obj]:
         if name == "thread.message.created":
@@ -139,6 +151,13 @@ class ResponseEvents:
             if index not in item.parts:
                 out.append(
                     self._event("response.content_part.added", **at, content_index=index, part=_empty(part))
+                )
+            held = item.texts[index].markers.flush() if index in item.texts else ""
+            if held:  # the start of a marker that never ended: it was text after all
+                out.append(
+                    self._event(
+                        "response.output_text.delta", **at, content_index=index, delta=held, logprobs=[]
+                    )
                 )
             if part["type"] == "output_text":
                 out.append(
@@ -170,19 +189,24 @@ class ResponseEvents:
                 else {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
             )
             out.append(self._event("response.content_part.added", **at, part=part))
+        text = item.texts.setdefault(delta.index, _Text())
+        if delta.kind == "text":
+            text.raw += delta.text
+        cuts = strip_markers(text.raw)[1] if delta.annotations else []
         for n, annotation in enumerate(delta.annotations, delta.first_annotation):
             out.append(
                 self._event(
                     "response.output_text.annotation.added",
                     **at,
                     annotation_index=n,
-                    annotation=response_annotation(annotation),
+                    annotation=response_annotation(annotation, cuts),
                 )
             )
         if delta.text and delta.kind == "refusal":
             out.append(self._event("response.refusal.delta", **at, delta=delta.text))
-        elif delta.text:
-            out.append(self._event("response.output_text.delta", **at, delta=delta.text, logprobs=[]))
+        elif delta.text and (shown := text.markers.feed(delta.text)):
+            # Citation markers are cut out of the text, as from the finished answer's.
+            out.append(self._event("response.output_text.delta", **at, delta=shown, logprobs=[]))
         return out
 
     def _arguments(self, delta: StepDelta) -> list[Obj]:
@@ -232,7 +256,7 @@ class ResponseEvents:
             "id": item.id,
             "status": "in_progress",
             "code": "",
-            "container_id": "",
+            "container_id": container_id(self.run.thread_id),
             "outputs": [],
         }
         return [
@@ -266,7 +290,7 @@ class ResponseEvents:
             else:
                 assert isinstance(call, BuiltinCall)
                 out.append(self._event(f"response.{item.kind}.completed", **at))
-                done = builtin_item(call, "completed", include)
+                done = builtin_item(call, "completed", self.run.thread_id, include)
             out.append(self._event("response.output_item.done", output_index=item.index, item=done))
         return out
 
