@@ -241,9 +241,13 @@ def test_item_references_resolve_to_the_projects_items(
             {"role": "user", "content": "公司呢？"},
         ]
 
-        # The type may be left out; an unknown id, or another project's, is refused, naming it.
-        model.script(Reply(text="ok"))
+        # The type may be left out; a call is found in the response continued, too.
+        model.script(Reply(text="ok"), Reply(text="ok"))
         ours.responses.create(model="gpt-4o", input=[{"id": answer.id}, {"role": "user", "content": "x"}])  # type: ignore[list-item]
+        ours.responses.create(
+            model="gpt-4o", previous_response_id=first.id, input=[{"type": "item_reference", "id": search.id}]
+        )
+        # An unknown id, or another project's, is refused, naming it.
         other = theirs.responses.create(model="gpt-4o", input="hello")
         for client, foreign in ((ours, "msg_nope"), (ours, other.output[0].id), (theirs, answer.id)):
             with pytest.raises(openai.BadRequestError) as caught:

@@ -120,7 +120,7 @@ class ResponseService:
         """Queue a response. Stream followers subscribe to ``response_id`` before calling."""
         svc = self.svc
         svc.check_model(request.model)
-        request.input = await self.resolve(request.input, request.conversation)
+        request.input = await self.resolve(request.input, request.conversation, request.previous_response_id)
         await self._check_references(request)
         created_at = svc.clock()
         run = Run(
@@ -235,10 +235,12 @@ class ResponseService:
         inputs = (response.response or {}).get("input_ids") or []
         return inputs[-1] if inputs else None
 
-    async def resolve(self, items: list[Input], conversation: str | None = None) -> list[Input]:
+    async def resolve(
+        self, items: list[Input], conversation: str | None = None, previous_response_id: str | None = None
+    ) -> list[Input]:
         """``items`` with each ``item_reference`` replaced by a copy of the item it names: a thread
         entry of this project, or a built-in call a response of it made (found in the runs of the
-        threads the other items come from, or of ``conversation``)."""
+        threads the other items come from, of ``conversation`` or of the previous response)."""
         wanted = [item for item in items if isinstance(item, ItemReference)]
         if not wanted:
             return items
@@ -256,6 +258,10 @@ class ResponseService:
                 threads[conversation] = (
                     await self.store.get_thread(conversation, self.svc.project_id) is not None
                 )
+            if previous_response_id is not None:
+                previous = await self.store.get_response(previous_response_id, self.svc.project_id)
+                if previous is not None:
+                    threads[previous.thread_id] = True
             searched = [t for t, ours in threads.items() if ours]
             found.update(await self._hosted_calls(searched, missing))
         out: list[Input] = []
