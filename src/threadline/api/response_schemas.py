@@ -249,6 +249,12 @@ _ITEM_FIELDS.update(
         },
     }
 )
+_REQUIRED = {
+    "file_search_call": ("id", "status", "queries"),
+    "code_interpreter_call": ("id", "status", "code", "container_id", "outputs"),
+    "reasoning": ("id", "summary"),
+}
+"""What the spec requires of a built-in call or reasoning item given back (each is as it was output)."""
 _RESULT_FIELDS = {"file_id": str, "text": str, "filename": str, "attributes": dict, "score": object}
 _OUTPUT_FIELDS: dict[str, dict[str, Any]] = {
     "logs": {"type": str, "logs": str},
@@ -294,6 +300,9 @@ def _item(item: dict[str, Any], param: str) -> NewItem | ItemReference:
         if kind == "message" and item.get("role") == "assistant":
             fields = {**fields, "phase": ("commentary", "final_answer")}
         _check_fields(item, fields, param)
+        for key in _REQUIRED.get(kind, ()):
+            if key not in item:
+                raise _bad(f"Missing required parameter: '{param}.{key}'.", f"{param}.{key}")
     if kind == "message":
         role = item.get("role")
         if role not in ("user", "assistant", "system", "developer"):
@@ -413,9 +422,6 @@ def _attributes(value: Any, param: str) -> None:
 
 def _code_interpreter_call(item: dict[str, Any], param: str) -> dict[str, Any]:
     """A code interpreter call given back: its code and outputs."""
-    for key in ("code", "container_id"):
-        if key not in item:
-            raise _bad(f"Missing required parameter: '{param}.{key}'.", f"{param}.{key}")
     code = item["code"] if isinstance(item.get("code"), str) else None
     if code is not None:
         code = _string(item, "code", param)
