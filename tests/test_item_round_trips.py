@@ -334,3 +334,32 @@ def test_each_refusal_is_one_log_line(
     assert "bogus_call" in refused
     assert missing.startswith("GET /v1/responses/resp_missing -> 404")
     assert not any("s3cr3t" in line or "test-key" in line for line in lines)
+
+
+def test_allowed_tools_narrow_what_the_model_is_offered(client: openai.OpenAI, model: ScriptedModel) -> None:
+    def function(name: str) -> dict[str, Any]:
+        return {"type": "function", "name": name, "parameters": {"type": "object", "properties": {}}}
+
+    tools: Any = [
+        function("add"),
+        function("sub"),
+        {"type": "code_interpreter", "container": {"type": "auto"}},
+    ]
+    choice: Any = {
+        "type": "allowed_tools",
+        "mode": "required",
+        "tools": [{"type": "function", "name": "sub"}],
+    }
+    model.script(Reply(text="ok"))
+    response = client.responses.create(model="gpt-4o", input="x", tools=tools, tool_choice=choice)
+    sent = model.requests[-1]
+    assert [tool["function"]["name"] for tool in sent["tools"]] == ["sub"]
+    assert sent["tool_choice"] == "required"
+    assert response.tool_choice.type == "allowed_tools" and len(response.tools) == 3  # type: ignore[union-attr]
+    for bad, param in (
+        ({**choice, "tools": [{"type": "function", "name": "mul"}]}, "tool_choice.tools[0]"),
+        ({**choice, "mode": "sometimes"}, "tool_choice.mode"),
+    ):
+        with pytest.raises(openai.BadRequestError) as caught:
+            client.responses.create(model="gpt-4o", input="x", tools=tools, tool_choice=bad)
+        assert caught.value.body["param"] == param  # type: ignore[index]

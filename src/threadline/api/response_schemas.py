@@ -96,6 +96,9 @@ class CreateResponseRequest(WithMetadata):
         if self.background and self.store is False:
             raise InvalidRequestError("Background mode requires store=true.", param="background")
         tools, resources = parse_tools(self.tools or [])
+        choice = parse_tool_choice(self.tool_choice)
+        if isinstance(self.tool_choice, dict) and self.tool_choice.get("type") == "allowed_tools":
+            tools, choice = allowed_tools(self.tool_choice, tools)
         conversation = (
             self.conversation.id if isinstance(self.conversation, ConversationRef) else self.conversation
         )
@@ -106,7 +109,7 @@ class CreateResponseRequest(WithMetadata):
             instructions=self.instructions,
             tools=tools,
             tool_resources=resources,
-            tool_choice=parse_tool_choice(self.tool_choice),
+            tool_choice=choice,
             parallel_tool_calls=True if self.parallel_tool_calls is None else self.parallel_tool_calls,
             response_format=parse_text_format(text),
             max_output_tokens=self.max_output_tokens,
@@ -565,7 +568,43 @@ def parse_tool_choice(choice: str | dict[str, Any] | None) -> Any:
         return {"type": "function", "function": {"name": name}}
     if kind in ("file_search", "code_interpreter"):
         return {"type": kind}
+    if kind == "allowed_tools":
+        return "auto"  # the tools are narrowed by ``allowed_tools``
     raise _bad(f"Invalid value for 'tool_choice.type': {str(kind)[:64]!r}.", "tool_choice.type")
+
+
+def allowed_tools(choice: dict[str, Any], tools: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], str]:
+    """``tool_choice: {"type": "allowed_tools", "mode", "tools"}``: the request's tools narrowed to
+    the ones listed (each must be one of them), and the ``tool_choice`` its ``mode`` stands for."""
+    for field_name in choice:
+        if field_name not in ("type", "mode", "tools"):
+            raise _bad(f"Unknown parameter: 'tool_choice.{field_name}'.", f"tool_choice.{field_name}")
+    mode = choice.get("mode")
+    if mode not in ("auto", "required"):
+        raise _bad("Invalid value for 'tool_choice.mode': expected 'auto' or 'required'.", "tool_choice.mode")
+    listed = choice.get("tools")
+    if not isinstance(listed, list):
+        raise _bad("Missing required parameter: 'tool_choice.tools'.", "tool_choice.tools")
+    offered = {_tool_key(tool): tool for tool in tools}
+    kept: list[dict[str, Any]] = []
+    for i, tool in enumerate(listed):
+        param = f"tool_choice.tools[{i}]"
+        if not isinstance(tool, dict):
+            raise _bad(f"Invalid type for '{param}': expected an object.", param)
+        kind = str(tool.get("type"))
+        wanted = (kind, str(tool.get("name")) if kind == "function" else "")
+        if wanted not in offered:
+            raise _bad(f"Invalid value for '{param}': it names no tool of the request's 'tools'.", param)
+        if offered[wanted] not in kept:
+            kept.append(offered[wanted])
+    return kept, str(mode)
+
+
+def _tool_key(tool: dict[str, Any]) -> tuple[str, str]:
+    """A run engine tool's identity: its type, and a function's name."""
+    if tool.get("type") == "function":
+        return "function", str(tool["function"]["name"])
+    return str(tool.get("type")), ""
 
 
 def parse_text_format(text: dict[str, Any]) -> Any:
