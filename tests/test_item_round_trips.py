@@ -19,6 +19,8 @@ import pytest
 from tests.support import ThreadlineServer
 from tests.test_builtin_tools import needs_sandbox
 from tests.test_projects import ADMIN, new_project, sdk
+from threadline.domain.context import MESSAGE_OVERHEAD
+from threadline.providers import tokenizers
 from threadline.testing import Reply, ScriptedModel
 from threadline.testing import ToolCall as Call
 
@@ -363,3 +365,47 @@ def test_allowed_tools_narrow_what_the_model_is_offered(client: openai.OpenAI, m
         with pytest.raises(openai.BadRequestError) as caught:
             client.responses.create(model="gpt-4o", input="x", tools=tools, tool_choice=bad)
         assert caught.value.body["param"] == param  # type: ignore[index]
+
+
+def test_input_tokens_are_counted_as_the_model_would_be_sent_them(
+    client: openai.OpenAI, model: ScriptedModel
+) -> None:
+    tokenizer = tokenizers.for_model("gpt-4o")
+
+    def cost(*texts: str) -> int:
+        return sum(tokenizer.count(text) + MESSAGE_OVERHEAD for text in texts)
+
+    counted = client.responses.input_tokens.count(
+        model="gpt-4o", input="Tell me a joke.", instructions="Be brief."
+    )
+    assert counted.object == "response.input_tokens"
+    assert counted.input_tokens == cost("Be brief.", "Tell me a joke.")
+
+    # A continuation counts what it continues, as the model would be sent it.
+    model.script(Reply(text="Why did the chicken cross the road?"))
+    first = client.responses.create(model="gpt-4o", input="Tell me a joke.")
+    following = client.responses.input_tokens.count(
+        model="gpt-4o", previous_response_id=first.id, input="Another."
+    )
+    spelled_out = client.responses.input_tokens.count(
+        model="gpt-4o",
+        input=[
+            {"role": "user", "content": "Tell me a joke."},
+            {"role": "assistant", "content": "Why did the chicken cross the road?"},
+            {"role": "user", "content": "Another."},
+        ],
+    )
+    assert following.input_tokens == spelled_out.input_tokens
+    assert following.input_tokens == cost(
+        "Tell me a joke.", "Why did the chicken cross the road?", "Another."
+    )
+    # Tools are part of the prompt too.
+    with_tools = client.responses.input_tokens.count(
+        model="gpt-4o",
+        input="Tell me a joke.",
+        tools=[{"type": "code_interpreter", "container": {"type": "auto"}}],
+    )
+    assert with_tools.input_tokens > cost("Tell me a joke.")
+    with pytest.raises(openai.NotFoundError) as caught:
+        client.responses.input_tokens.count(model="gpt-4o", previous_response_id="resp_nope", input="x")
+    assert caught.value.body["param"] == "previous_response_id"  # type: ignore[index]

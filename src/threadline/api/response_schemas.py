@@ -142,6 +142,29 @@ class CreateResponseRequest(WithMetadata):
         )
 
 
+class CountTokensRequest(Strict):
+    """``POST /v1/responses/input_tokens``: what a response with these fields would send the model."""
+
+    model: str | None = Field(default=None, max_length=256)
+    input: str | list[dict[str, Any]] | None = None
+    instructions: str | None = Field(default=None, max_length=256_000)
+    tools: list[dict[str, Any]] | None = Field(default=None, max_length=128)
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    text: dict[str, Any] | None = None
+    reasoning: dict[str, Any] | None = None
+    truncation: Literal["auto", "disabled"] | None = None
+    previous_response_id: str | None = Field(default=None, max_length=128)
+    conversation: str | ConversationRef | None = None
+    personality: str | None = Field(default=None, max_length=64)
+
+    def command(self) -> NewResponse:
+        if not self.model:
+            raise InvalidRequestError("Missing required parameter: 'model'.", param="model")
+        fields = self.model_dump(exclude={"personality", "conversation"})
+        return CreateResponseRequest.model_construct(**fields, conversation=self.conversation).command()
+
+
 class CreateConversationRequest(WithMetadata):
     items: list[dict[str, Any]] | None = Field(default=None, max_length=20)
 

@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from threadline.domain.context import Counter, entry_messages, paired
 from threadline.domain.entities import (
     BuiltinCall,
     ItemType,
@@ -40,8 +41,11 @@ from threadline.domain.run_states import ACTIVE
 from threadline.domain.services import Services
 from threadline.errors import InvalidRequestError, NotFoundError
 from threadline.ids import container_id, new_id
-from threadline.tools.base import FileSearchDetails, LogsOutput
+from threadline.providers.base import ChatMessage, Route
+from threadline.tools.base import FUNCTIONS, FileSearchDetails, LogsOutput
 
+MAX_COUNTED_ENTRIES = 100_000
+"""The most entries of a conversation ``count_input_tokens`` reads."""
 HOSTED_SEARCH_THREADS = 64
 HOSTED_SEARCH_RUNS = 32
 """How far a reference to a built-in call's item is looked for: the newest runs of the threads the
@@ -274,6 +278,58 @@ class ResponseService:
                 out.append(item)
         return out
 
+    async def count_input_tokens(self, request: NewResponse, route: Route) -> int:
+        """The prompt tokens a response made of ``request`` would start with: its instructions, the
+        conversation or previous response it continues, its input items and its tools."""
+        self.svc.check_model(request.model)
+        items = await self.resolve(request.input, request.conversation, request.previous_response_id)
+        history = await self._history(request)
+        given = [self._entry("", item, 0) for item in items if isinstance(item, NewItem)]
+        head: list[ChatMessage] = (
+            [{"role": "system", "content": request.instructions}] if request.instructions else []
+        )
+        entries = [message for entry in history + given for message in entry_messages(entry)]
+        counter = Counter(route)
+        total = await counter.messages(head + paired(entries))
+        if request.tools:
+            offered = [_offered(tool) for tool in request.tools]
+            total += await counter.messages([{"role": "system", "content": json.dumps(offered)}])
+        return total
+
+    async def _history(self, request: NewResponse) -> list[Message]:
+        """The entries a response of ``request`` would see before its input, oldest first."""
+        if request.conversation is not None and request.previous_response_id is not None:
+            raise InvalidRequestError(
+                "Mutually exclusive parameters: 'previous_response_id' and 'conversation'. "
+                "Ensure you are only providing one of them.",
+                param="conversation",
+            )
+        if request.conversation is not None:
+            thread = await self.get_conversation(request.conversation, param="conversation")
+            return await self._entries(thread.id, None)
+        if request.previous_response_id is None:
+            return []
+        previous = await self.store.get_response(request.previous_response_id, self.svc.project_id)
+        if previous is None:
+            raise _found("Previous response", request.previous_response_id, "previous_response_id")
+        last = await self._last_entry(previous)
+        return await self._entries(previous.thread_id, last) if last is not None else []
+
+    async def _entries(self, thread_id: str, through: str | None) -> list[Message]:
+        """A thread's entries, oldest first, up to ``through`` (all when ``None``)."""
+        newest_first: list[Message] = []
+        before: str | None = None
+        while len(newest_first) < MAX_COUNTED_ENTRIES:
+            page = await self.store.newest_messages(thread_id, 256, before=before)
+            newest_first += page
+            if len(page) < 256:
+                break
+            before = page[-1].id
+        ids = [m.id for m in newest_first]
+        if through is not None and through in ids:
+            newest_first = newest_first[ids.index(through) :]
+        return list(reversed(newest_first))
+
     async def _hosted_calls(self, thread_ids: list[str], item_ids: set[str]) -> dict[str, NewItem]:
         """The built-in calls among ``item_ids`` (``fs_X``/``ci_X`` for call ``call_X``) made by the
         newest runs of ``thread_ids``, as input items."""
@@ -425,6 +481,17 @@ class ResponseService:
         if not await self.store.delete_message(conversation_id, item_id, items=True):
             raise _found("Item", item_id)
         return thread
+
+
+def _offered(tool: dict[str, Any]) -> dict[str, Any]:
+    """A run engine tool as the model is offered it (a built-in tool as its function)."""
+    spec = FUNCTIONS.get(str(tool.get("type")))
+    if spec is None:
+        return tool
+    return {
+        "type": "function",
+        "function": {"name": spec.name, "description": spec.description, "parameters": spec.parameters},
+    }
 
 
 def _call_item_id(call: BuiltinCall) -> str:
