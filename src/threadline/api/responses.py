@@ -8,6 +8,7 @@ picked up again with ``GET /v1/responses/{id}?stream=true&starting_after=N``.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -25,6 +26,7 @@ from threadline.domain.services import Services
 from threadline.errors import NotFoundError
 from threadline.ids import new_id
 from threadline.providers.base import Route
+from threadline.providers.tokenizers import EstimateTokenizer
 
 router = APIRouter()
 
@@ -90,8 +92,12 @@ async def count_input_tokens(
 ) -> dict[str, Any]:
     command = body.command()
     responses.svc.check_model(command.model)
-    route: Route | None = request.app.state.runtime.router.resolve(command.model)
+    runtime = request.app.state.runtime
+    route: Route | None = runtime.router.resolve(command.model)
     assert route is not None, "a model that routes has a route"
+    if route.tokenizer is None and runtime.model_start is None:
+        # An embedded model this process does not run: estimated, rather than loaded to count.
+        route = dataclasses.replace(route, tokenizer=EstimateTokenizer())
     count = await responses.count_input_tokens(command, route)
     return {"object": "response.input_tokens", "input_tokens": count}
 
