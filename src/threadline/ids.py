@@ -79,3 +79,10 @@ def container_id(thread_id: str) -> str:
     responses): derived from the thread, so every call on it names the same container."""
     digest = hashlib.sha256(thread_id.encode()).hexdigest()[:32]
     return _PREFIXES["container"] + digest
+
+
+def builtin_item_id(tool: str, call_id: str) -> str:
+    """The Responses item id of a built-in tool's call ``call_id`` (``call_X`` -> ``fs_X`` for
+    file_search, ``ci_X`` for code_interpreter), derived as :func:`call_item_id` is."""
+    kind: Kind = "file_search_call" if tool == "file_search" else "code_interpreter_call"
+    return _PREFIXES[kind] + call_id.removeprefix(_PREFIXES["call"])

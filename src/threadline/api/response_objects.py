@@ -22,7 +22,7 @@ from threadline.domain.entities import (
 )
 from threadline.domain.responses import ResponseView
 from threadline.domain.run_states import RunStatus
-from threadline.ids import call_item_id, container_id
+from threadline.ids import builtin_item_id, call_item_id, container_id
 from threadline.retrieval.citations import cut_index, strip_markers
 from threadline.tools.base import CodeInterpreterDetails, FileSearchDetails, LogsOutput
 
@@ -175,7 +175,7 @@ def builtin_item(call: BuiltinCall, status: str, thread_id: str, include: Sequen
         ]
         return {
             "type": "code_interpreter_call",
-            "id": "ci_" + call.id.removeprefix("call_"),
+            "id": builtin_item_id(call.type, call.id),
             "status": status if call.output is None else "completed",
             "code": details.input,
             "container_id": container_id(thread_id),
@@ -196,7 +196,7 @@ def builtin_item(call: BuiltinCall, status: str, thread_id: str, include: Sequen
         ]
     return {
         "type": "file_search_call",
-        "id": "fs_" + call.id.removeprefix("call_"),
+        "id": builtin_item_id(call.type, call.id),
         "status": status if call.output is None else "completed",
         "queries": _queries(call.arguments),
         "results": results,

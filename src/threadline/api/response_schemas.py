@@ -222,8 +222,9 @@ def parse_items(items: list[dict[str, Any]], param: str) -> list[NewItem | ItemR
 
 
 _STATUSES = ("in_progress", "completed", "incomplete")
-# Fields an input item may carry beyond the ones it is made of: accepted and not used, but checked,
-# as OpenAI checks them. Values: the allowed values (a tuple) or the JSON type (a Python type).
+# The fields each input item type may carry; others are refused, as OpenAI refuses them. Those not
+# used (a message's ``status``, a call's ``caller`` ...) are still checked. Values: the allowed
+# values (a tuple) or the JSON type (a Python type).
 _ITEM_FIELDS: dict[str, dict[str, Any]] = {
     "message": {"type": str, "role": str, "content": object, "id": str, "status": _STATUSES},
     "function_call": {
@@ -247,34 +248,30 @@ _ITEM_FIELDS: dict[str, dict[str, Any]] = {
         "namespace": str,
         "caller": dict,
     },
+    "file_search_call": {
+        "type": str,
+        "id": str,
+        "status": ("in_progress", "searching", "completed", "incomplete", "failed"),
+        "queries": list,
+        "results": list,
+    },
+    "code_interpreter_call": {
+        "type": str,
+        "id": str,
+        "status": ("in_progress", "completed", "incomplete", "interpreting", "failed"),
+        "container_id": str,
+        "code": str,
+        "outputs": list,
+    },
+    "reasoning": {
+        "type": str,
+        "id": str,
+        "encrypted_content": str,
+        "summary": list,
+        "content": list,
+        "status": _STATUSES,
+    },
 }
-_ITEM_FIELDS.update(
-    {
-        "file_search_call": {
-            "type": str,
-            "id": str,
-            "status": ("in_progress", "searching", "completed", "incomplete", "failed"),
-            "queries": list,
-            "results": list,
-        },
-        "code_interpreter_call": {
-            "type": str,
-            "id": str,
-            "status": ("in_progress", "completed", "incomplete", "interpreting", "failed"),
-            "container_id": str,
-            "code": str,
-            "outputs": list,
-        },
-        "reasoning": {
-            "type": str,
-            "id": str,
-            "encrypted_content": str,
-            "summary": list,
-            "content": list,
-            "status": _STATUSES,
-        },
-    }
-)
 _REQUIRED = {
     "file_search_call": ("id", "status", "queries"),
     "code_interpreter_call": ("id", "status", "code", "container_id", "outputs"),

@@ -34,7 +34,7 @@ from threadline.domain.ports import Subscription
 from threadline.domain.responses import ResponseService, ResponseView
 from threadline.domain.run_states import TERMINAL, RunStatus
 from threadline.errors import InvalidRequestError
-from threadline.ids import call_item_id, container_id
+from threadline.ids import builtin_item_id, call_item_id, container_id
 from threadline.retrieval.citations import MarkerFilter, strip_markers
 
 log = logging.getLogger(__name__)
@@ -239,8 +239,7 @@ class ResponseEvents:
         if delta.call_id is None or delta.call_id in self.items:
             return []  # outputs are shown in the item once the call is done
         kind = "file_search_call" if delta.type == "file_search" else "code_interpreter_call"
-        prefix = "fs_" if delta.type == "file_search" else "ci_"
-        item = self._item(delta.call_id, prefix + delta.call_id.removeprefix("call_"), kind)
+        item = self._item(delta.call_id, builtin_item_id(delta.type, delta.call_id), kind)
         at = {"item_id": item.id, "output_index": item.index}
         added: Obj
         if kind == "file_search_call":

@@ -40,12 +40,13 @@ from threadline.domain.ports import ThreadLockedError
 from threadline.domain.run_states import ACTIVE
 from threadline.domain.services import Services
 from threadline.errors import InvalidRequestError, NotFoundError
-from threadline.ids import container_id, new_id
+from threadline.ids import builtin_item_id, container_id, new_id
 from threadline.providers.base import ChatMessage, Route
 from threadline.tools.base import FUNCTIONS, FileSearchDetails, LogsOutput
 
-MAX_COUNTED_ENTRIES = 100_000
+MAX_COUNTED_ENTRIES = 10_000
 """The most entries of a conversation ``count_input_tokens`` reads."""
+HOSTED_PREFIXES = (builtin_item_id("file_search", ""), builtin_item_id("code_interpreter", ""))
 HOSTED_SEARCH_THREADS = 64
 HOSTED_SEARCH_RUNS = 32
 """How far a reference to a built-in call's item is looked for: the newest runs of the threads the
@@ -256,7 +257,7 @@ class ResponseService:
                 threads[entry.thread_id] = thread is not None
             if threads[entry.thread_id]:
                 found[entry.id] = NewItem(entry.type, entry.role, copy.deepcopy(entry.content))
-        missing = {r.id for r in wanted if r.id not in found and r.id.startswith(("fs_", "ci_"))}
+        missing = {r.id for r in wanted if r.id not in found and r.id.startswith(HOSTED_PREFIXES)}
         if missing:
             if conversation is not None and conversation not in threads:
                 threads[conversation] = (
@@ -343,8 +344,8 @@ class ResponseService:
                     for call in step.step_details.calls:
                         if isinstance(call, BuiltinCall):
                             item = hosted_item(call, run.thread_id)
-                            if item is not None and _call_item_id(call) in item_ids:
-                                out[_call_item_id(call)] = item
+                            if item is not None and builtin_item_id(call.type, call.id) in item_ids:
+                                out[builtin_item_id(call.type, call.id)] = item
                 if len(out) == len(item_ids):
                     return out
         return out
@@ -492,11 +493,6 @@ def _offered(tool: dict[str, Any]) -> dict[str, Any]:
         "type": "function",
         "function": {"name": spec.name, "description": spec.description, "parameters": spec.parameters},
     }
-
-
-def _call_item_id(call: BuiltinCall) -> str:
-    prefix = "fs_" if call.type == "file_search" else "ci_"
-    return prefix + call.id.removeprefix("call_")
 
 
 def hosted_item(call: BuiltinCall, thread_id: str) -> NewItem | None:
