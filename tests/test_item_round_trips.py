@@ -10,9 +10,10 @@ input (the Agents SDK's ``to_input_list()``), or as ``item_reference``s (the Ver
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
+import httpx
 import openai
 import pytest
 
@@ -336,6 +337,21 @@ def test_each_refusal_is_one_log_line(
     assert "bogus_call" in refused
     assert missing.startswith("GET /v1/responses/resp_missing -> 404")
     assert not any("s3cr3t" in line or "test-key" in line for line in lines)
+
+    # A body cut short at the limit is one refusal too (the 413), whatever the app made of the rest.
+    def chunks() -> Iterator[bytes]:
+        yield b'{"model": "gpt-4o", "input": "'
+        for _ in range(17):
+            yield b"x" * 1024 * 1024
+        yield b'"}'
+
+    caplog.clear()
+    answer = httpx.post(
+        f"{server.url}/responses", content=chunks(), headers={"Content-Type": "application/json"}, timeout=60
+    )
+    assert answer.status_code == 413
+    lines = [r.getMessage() for r in caplog.records if r.name == "threadline.api.errors"]
+    assert len(lines) == 1 and lines[0].startswith("POST /v1/responses -> 413"), lines
 
 
 def test_allowed_tools_narrow_what_the_model_is_offered(client: openai.OpenAI, model: ScriptedModel) -> None:

@@ -28,11 +28,18 @@ def envelope(
     return JSONResponse(body, status_code=status)
 
 
-def refused(method: str, path: str, status: int, message: str, param: str | None = None) -> None:
+_CUT_SHORT = "threadline.body_too_large"
+"""Set in a request's scope when ``BodyLimit`` cut its body short: the 413 it sends is the refusal."""
+
+
+def refused(
+    scope: Scope, status: int, message: str, param: str | None = None, *, final: bool = False
+) -> None:
     """One log line per refused request (4xx), so a refusal can be told from the server's log: what
-    was asked, the status, the parameter and message sent back; never the body or a key."""
-    if 400 <= status < 500:
-        log.info("%s %s -> %d (param: %s): %s", method, path, status, param, message[:300])
+    was asked, the status, the parameter and message sent back; never the body or a key. (``final``:
+    the 413 of a body cut short, which replaces whatever the application made of it.)"""
+    if 400 <= status < 500 and (final or not scope.get(_CUT_SHORT)):
+        log.info("%s %s -> %d (param: %s): %s", scope["method"], scope["path"], status, param, message[:300])
 
 
 _NOT_AN_OBJECT = {"model_attributes_type", "dict_type", "model_type"}
@@ -143,7 +150,7 @@ class BodyLimit:
         limit, refusal = self.larger.get((scope["method"], scope["path"]), self.default)
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > limit):
-            refused(scope["method"], scope["path"], 413, refusal)
+            refused(scope, 413, refusal)
             await envelope(413, refusal, "invalid_request_error")(scope, receive, send)
             return
         seen = 0
@@ -155,6 +162,7 @@ class BodyLimit:
             seen += len(message.get("body", b""))
             if seen > limit:
                 too_large = True
+                scope[_CUT_SHORT] = True
                 raise PayloadTooLargeError(refusal)
             return message
 
@@ -164,7 +172,7 @@ class BodyLimit:
             if not too_large:
                 await send(message)
             elif message["type"] == "http.response.start":
-                refused(scope["method"], scope["path"], 413, refusal)
+                refused(scope, 413, refusal, final=True)
                 await envelope(413, refusal, "invalid_request_error")(scope, receive, send)
 
         await self.app(scope, counted, answer)
@@ -173,13 +181,13 @@ class BodyLimit:
 def install(app: FastAPI) -> None:
     @app.exception_handler(ThreadlineError)
     async def _ours(request: Request, exc: ThreadlineError) -> JSONResponse:
-        refused(request.method, request.url.path, exc.status, exc.message, exc.param)
+        refused(request.scope, exc.status, exc.message, exc.param)
         return envelope(exc.status, exc.message, exc.type, exc.param, exc.code)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         message, param = validation_error(list(exc.errors()), exc.body)
-        refused(request.method, request.url.path, 400, message, param)
+        refused(request.scope, 400, message, param)
         return envelope(400, message, "invalid_request_error", param)
 
     @app.exception_handler(HTTPException)
@@ -190,7 +198,7 @@ def install(app: FastAPI) -> None:
             message = f"Method {request.method} is not allowed for {request.url.path}."
         else:
             message = str(exc.detail)
-        refused(request.method, request.url.path, exc.status_code, message)
+        refused(request.scope, exc.status_code, message)
         return envelope(exc.status_code, message, "invalid_request_error")
 
     @app.exception_handler(Exception)
