@@ -75,6 +75,7 @@ INPUT_TYPES = {
     "file_search_call",
     "code_interpreter_call",
     "reasoning",
+    "item_reference",  # made-up ids: refused (400), naming the reference
 }
 TOOL_TYPES = {"function", "file_search", "code_interpreter"}
 
