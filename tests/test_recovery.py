@@ -175,3 +175,101 @@ def test_a_taken_over_background_stream_is_the_one_no_crash_would_have_given(
     middle = len(seen_before) + 5
     assert read_stream(second.url, response_id, after=middle) == events[middle + 1 :]
     assert read_stream(second.url, response_id, after=3) == events[4:]
+
+
+# --- uploads cut short ---------------------------------------------------------------------------
+
+BOUNDARY = "threadline-test-boundary"
+
+
+def upload_head(port: int, size: int) -> tuple[socket.socket, bytes]:
+    """A connection that has sent an upload's headers and its first part; returns it and the
+    file part's opening (the client then sends up to ``size`` bytes of file)."""
+    opening = (
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nassistants\r\n'
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="big.txt"\r\n'
+        "Content-Type: text/plain\r\n\r\n"
+    ).encode()
+    closing = f"\r\n--{BOUNDARY}--\r\n".encode()
+    head = (
+        f"POST /v1/files HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer test-key\r\n"
+        f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\n"
+        f"Content-Length: {len(opening) + size + len(closing)}\r\n\r\n"
+    ).encode()
+    sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+    sock.sendall(head)
+    return sock, opening
+
+
+def partials(directory: Path) -> list[Path]:
+    return list(directory.glob("**/*.partial"))
+
+
+def test_an_upload_cut_short_by_a_killed_server_is_removed_at_the_next_start(
+    tmp_path: Path, model: ScriptedModel, servers: list[ServerProcess]
+) -> None:
+    database = database_url(tmp_path)
+    first = ServerProcess(tmp_path, database, model, "first")
+    servers.append(first)
+    sock, opening = upload_head(first.port, 80 * 1024 * 1024)
+    with sock:
+        sock.sendall(opening + b"x" * (8 * 1024 * 1024))
+        files = tmp_path / "data" / "files"
+        left = wait_for(
+            lambda: [p for p in partials(files) if p.stat().st_size >= 4 * 1024 * 1024],
+            timeout=30,
+            what="the upload to be written",
+        )
+        first.kill()
+    assert left[0].exists()
+
+    second = ServerProcess(tmp_path, database, model, "second")
+    servers.append(second)
+    assert partials(files) == []
+    # The server still takes uploads.
+    answer = httpx.post(
+        f"{second.url}/v1/files", data={"purpose": "assistants"}, files={"file": ("a.txt", b"hello")}
+    )
+    assert answer.status_code == 200, answer.text
+
+
+def test_an_upload_whose_client_goes_away_leaves_nothing(
+    tmp_path: Path, model: ScriptedModel, servers: list[ServerProcess]
+) -> None:
+    server = ServerProcess(tmp_path, database_url(tmp_path), model, "server")
+    servers.append(server)
+    files = tmp_path / "data" / "files"
+    sock, opening = upload_head(server.port, 40 * 1024 * 1024)
+    with sock:
+        sock.sendall(opening + b"x" * (4 * 1024 * 1024))
+        wait_for(lambda: partials(files), timeout=30, what="the upload to begin")
+    wait_for(lambda: not partials(files), timeout=10, what="the partial upload to be removed")
+    listed = httpx.get(f"{server.url}/v1/files").json()
+    assert listed["data"] == []
+
+
+def test_start_up_leaves_alone_the_upload_another_process_is_writing(tmp_path: Path) -> None:
+    import asyncio
+
+    from threadline.store.blobs import LocalBlobStore
+
+    async def scenario() -> None:
+        store = LocalBlobStore(tmp_path / "files")
+        release = asyncio.Event()
+
+        async def chunks() -> Any:
+            yield b"y" * (2 * 1024 * 1024)  # more than a buffer: written to the partial file
+            await release.wait()
+            yield b"z"
+
+        writing = asyncio.create_task(store.put("file-abc123", chunks()))
+        await asyncio.to_thread(
+            wait_for, lambda: [p for p in partials(tmp_path) if p.stat().st_size], 10, 0.02, "a write"
+        )
+        assert await store.remove_abandoned() == 0
+        release.set()
+        assert await writing == 2 * 1024 * 1024 + 1
+        assert await store.exists("file-abc123")
+        assert partials(tmp_path) == []
+
+    asyncio.run(scenario())

@@ -82,7 +82,12 @@ class Runtime:
         """Open everything; with ``start_models``, embedded models load and run their start-up check
         in the background (processes that run the model: a worker, or ``serve`` with its worker)."""
         blobs = open_blob_store(settings)  # first: a misconfigured store fails before anything opens
-        db = Database(settings.effective_database_url, pool_size=settings.database_pool_size)
+        await blobs.remove_abandoned()
+        db = Database(
+            settings.effective_database_url,
+            pool_size=settings.database_pool_size,
+            busy_timeout=settings.database_busy_timeout_seconds,
+        )
         try:
             dense_in_database = await _dense_ranking_in_database(settings, db)
         except BaseException:

@@ -164,7 +164,10 @@ class BodyLimit:
 def install(app: FastAPI) -> None:
     @app.exception_handler(ThreadlineError)
     async def _ours(_request: Request, exc: ThreadlineError) -> JSONResponse:
-        return envelope(exc.status, exc.message, exc.type, exc.param, exc.code)
+        response = envelope(exc.status, exc.message, exc.type, exc.param, exc.code)
+        if exc.retry_after is not None:
+            response.headers["Retry-After"] = str(exc.retry_after)
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
