@@ -129,7 +129,7 @@ class Settings:
     max_connections: int = 0
     """Connections ``serve`` holds at once; past it new requests get a 503. 0: three quarters of the
     process's open-files limit (``ulimit -n``)."""
-    keep_alive_seconds: float = 5.0
+    keep_alive_seconds: int = 5
     """How long an idle keep-alive connection is kept open between requests."""
     file_store: str = "local"
     """Where uploaded files' bytes live: ``local`` (a directory) or ``s3`` (an S3-compatible bucket)."""
