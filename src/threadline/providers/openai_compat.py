@@ -13,10 +13,11 @@ data, a completion with no choices) fails with what was sent instead of passing 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import httpx
@@ -115,11 +116,12 @@ class OpenAICompatProvider:
                     events = _chunks(body)
                 else:
                     raise _unexpected(response, await body.head(EXCERPT_BYTES), "not an event stream")
-                async for event in events:
-                    if budget.over(event):
-                        yield Finish("length")  # the model would not stop at its max_tokens
-                        return
-                    yield event
+                async with contextlib.aclosing(events):
+                    async for event in events:
+                        if budget.over(event):
+                            yield Finish("length")  # the model would not stop at its max_tokens
+                            return
+                        yield event
         except httpx.TimeoutException as exc:
             raise ProviderError(
                 f"The model did not answer in time ({type(exc).__name__}).", retryable=True
@@ -205,7 +207,7 @@ class _Body:
         )
 
 
-async def _chunks(body: _Body) -> AsyncIterator[ModelEvent]:
+async def _chunks(body: _Body) -> AsyncGenerator[ModelEvent, None]:
     """The events of a chat-completions event stream, checked to be one."""
     data_lines = 0
     answered = False
@@ -242,7 +244,7 @@ async def _chunks(body: _Body) -> AsyncIterator[ModelEvent]:
     yield Finish(_FINISH.get(finish or "stop", "stop"))  # type: ignore[arg-type]
 
 
-async def _completion(data: bytes) -> AsyncIterator[ModelEvent]:
+async def _completion(data: bytes) -> AsyncGenerator[ModelEvent, None]:
     """The events of a whole (non-streamed) ``chat.completion`` object."""
     try:
         completion = json.loads(data)
