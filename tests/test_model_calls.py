@@ -91,6 +91,16 @@ def test_a_trickling_model_fails_the_run_at_the_deadline(client: openai.OpenAI, 
     assert len(model.requests) == 1  # a call that took the whole deadline is not tried again
 
 
+def test_a_model_that_never_sends_its_headers_fails_the_run_at_the_deadline(
+    client: openai.OpenAI, model: ScriptedModel
+) -> None:
+    model.script(Reply(text="late", first_delay=60))
+    run, seconds = run_with(client)
+    failed_with(run, "THREADLINE_MODEL_CALL_SECONDS (2 s)")
+    assert DEADLINE <= seconds < DEADLINE + SLACK
+    model.wait_for_disconnect()
+
+
 def test_an_endless_slow_stream_keeps_what_came_and_fails_at_the_deadline(
     client: openai.OpenAI, model: ScriptedModel
 ) -> None:

@@ -102,9 +102,14 @@ class OpenAICompatProvider:
         deadline = self.limits.deadline()
         budget = ReplyBudget(self.limits, request)
         try:
-            async with self._client.stream(
-                "POST", "/chat/completions", json=request_body(request)
-            ) as response:
+            call = self._client.build_request("POST", "/chat/completions", json=request_body(request))
+            try:
+                # Its headers too: a server may keep them coming a byte at a time.
+                async with asyncio.timeout(self.limits.seconds):
+                    response = await self._client.send(call, stream=True)
+            except TimeoutError:
+                raise self.limits.overdue() from None
+            async with contextlib.aclosing(response):
                 body = _Body(response, deadline, self.limits)
                 if response.status_code >= 400:
                     raise _http_error(response, await body.head(64 * 1024))
