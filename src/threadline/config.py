@@ -37,6 +37,16 @@ class Settings:
     """An OpenAI-compatible chat-completions server (vLLM, Ollama, llama.cpp, DeepSeek, OpenAI)."""
     upstream_api_key: str = ""
     upstream_timeout_seconds: float = 600.0
+    """How long an upstream model may stay silent (connecting aside) before its call fails."""
+    model_call_seconds: float = 300.0
+    """The longest one model call may take, however steadily the model sends (an embedded model's
+    from the start of its generation); past it the call is stopped and the run fails."""
+    model_max_reply_bytes: int = 4 * 1024 * 1024
+    """UTF-8 bytes of text, refusal and tool-call arguments one model reply may bring (and, plus
+    64 KiB, the longest line of its stream); past it the reply is not read further and the run fails."""
+    model_max_reply_tokens: int = 65536
+    """Tokens one model reply may bring, counted as streamed pieces; past it the run fails. A model that
+    goes on past the ``max_tokens`` a run asked for is cut there, as if it had stopped for length."""
     models_file: str = ""
     """A YAML routing table: which provider and model serve each model name clients ask for."""
     model_path: str = ""
