@@ -10,6 +10,7 @@ input (the Agents SDK's ``to_input_list()``), or as ``item_reference``s (the Ver
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -425,3 +426,22 @@ def test_input_tokens_are_counted_as_the_model_would_be_sent_them(
     with pytest.raises(openai.NotFoundError) as caught:
         client.responses.input_tokens.count(model="gpt-4o", previous_response_id="resp_nope", input="x")
     assert caught.value.body["param"] == "previous_response_id"  # type: ignore[index]
+
+
+def test_a_body_that_never_arrives_is_one_refusal_in_the_log(
+    make_server: Callable[..., ThreadlineServer], caplog: pytest.LogCaptureFixture
+) -> None:
+    server = make_server(body_idle_timeout_seconds=0.3)
+    caplog.set_level(logging.INFO, logger="threadline.api.errors")
+    head = (
+        b"POST /v1/responses HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b'Content-Length: 100\r\n\r\n{"model": '
+    )
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(head)
+        answer = b""
+        while chunk := sock.recv(65536):  # until the server closes the connection
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 408")
+    lines = [r.getMessage() for r in caplog.records if r.name == "threadline.api.errors"]
+    assert len(lines) == 1 and lines[0].startswith("POST /v1/responses -> 408"), lines

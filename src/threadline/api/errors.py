@@ -28,8 +28,13 @@ def envelope(
     return JSONResponse(body, status_code=status)
 
 
-_CUT_SHORT = "threadline.body_too_large"
-"""Set in a request's scope when ``BodyLimit`` cut its body short: the 413 it sends is the refusal."""
+_CUT_SHORT = "threadline.body_cut_short"
+"""Set in a request's scope when a middleware cut its body short (too large, too slow): the 413 or
+408 the middleware sends is the refusal logged, not what the application made of the rest."""
+
+
+def cut_short(scope: Scope) -> None:
+    scope[_CUT_SHORT] = True
 
 
 def refused(
@@ -37,7 +42,7 @@ def refused(
 ) -> None:
     """One log line per refused request (4xx), so a refusal can be told from the server's log: what
     was asked, the status, the parameter and message sent back; never the body or a key. (``final``:
-    the 413 of a body cut short, which replaces whatever the application made of it.)"""
+    the refusal of a body cut short, which replaces whatever the application made of it.)"""
     if 400 <= status < 500 and (final or not scope.get(_CUT_SHORT)):
         log.info("%s %s -> %d (param: %s): %s", scope["method"], scope["path"], status, param, message[:300])
 
@@ -162,7 +167,7 @@ class BodyLimit:
             seen += len(message.get("body", b""))
             if seen > limit:
                 too_large = True
-                scope[_CUT_SHORT] = True
+                cut_short(scope)
                 raise PayloadTooLargeError(refusal)
             return message
 
@@ -182,7 +187,10 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(ThreadlineError)
     async def _ours(request: Request, exc: ThreadlineError) -> JSONResponse:
         refused(request.scope, exc.status, exc.message, exc.param)
-        return envelope(exc.status, exc.message, exc.type, exc.param, exc.code)
+        response = envelope(exc.status, exc.message, exc.type, exc.param, exc.code)
+        if exc.retry_after is not None:
+            response.headers["Retry-After"] = str(exc.retry_after)
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
