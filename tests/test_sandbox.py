@@ -971,8 +971,12 @@ def test_doctor_says_how_kernels_are_confined() -> None:
     from threadline.cli import _sandbox_status
 
     status = _sandbox_status(Settings())
-    assert "bwrap" in status and "seccomp" in status, status
+    assert "bwrap" in status and "seccomp" in status and "empty environment" in status, status
     assert ("host uids 200000+" if os.geteuid() == 0 else "user namespace") in status
+    assert "memory: a cgroup per kernel (1664 MiB, tmpfs included)" in status or (
+        "memory: no cgroup allowed here, so 1024 MiB per process (RLIMIT_AS) and for the kernel's "
+        "processes together (a watchdog, every 50 ms while code runs)" in status
+    )
 
 
 def test_ending_a_session_stops_its_kernel(
