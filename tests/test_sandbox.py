@@ -733,6 +733,27 @@ def test_memory_is_bounded_across_processes(sandbox: Sandbox) -> None:
         assert "-9" in result.logs
 
 
+def test_pages_forked_children_share_count_once(sandbox: Sandbox) -> None:
+    """Half the limit, then three forked children that only read it: resident sets add up to twice
+    the limit, the memory used does not, and nothing is killed."""
+    code = (
+        "import os, time\n"
+        f"data = b'x' * {LIMITS.memory_bytes // 2}\n"
+        "children = []\n"
+        "for _ in range(3):\n"
+        "    pid = os.fork()\n"
+        "    if pid == 0:\n"
+        "        time.sleep(0.5)\n"
+        "        os._exit(data[-1] == ord('x'))\n"
+        "    children.append(pid)\n"
+        "print([os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in children])\n"
+        "del data\n"
+    )
+    result = sandbox.run("sharing", code)
+    assert result.error is None and not result.kernel_stopped, result
+    assert result.logs == "[1, 1, 1]\n"
+
+
 @pytest.mark.parametrize("directory", ["/mnt/data", "/dev/shm", "/tmp"])
 def test_scratch_space_is_bounded(sandbox: Sandbox, directory: str) -> None:
     code = (

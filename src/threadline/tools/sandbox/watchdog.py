@@ -7,8 +7,8 @@ The pool (``pool.py``) then watches every kernel: every :data:`BUSY_SECONDS` whi
 it adds up the memory of the processes inside the sandbox and kills the kernel past its limit.
 
 The processes are found from bubblewrap's pid by the kernel's ``children`` lists of each task (the
-sandbox's pid 1 adopts orphans, so none escapes the tree), and measured by their resident set
-(``statm``, readable for any process). A forked child shares its parent's pages, so resident sets
+sandbox's pid 1 adopts orphans, so none escapes the tree), and measured by their resident set and
+swap (``status``, readable for any process). A forked child shares its parent's pages, so resident sets
 add up to more than is used: only past the limit are the processes measured again by their
 proportional set size (``smaps_rollup``: shared pages divided between sharers), and a kernel is
 killed only if that sum is over as well. A process the server may not read that way (one that made
@@ -25,7 +25,6 @@ import os
 
 BUSY_SECONDS = 0.05
 IDLE_SECONDS = 0.5
-PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
 def _read(path: str) -> str:
@@ -58,22 +57,30 @@ def sandbox_processes(bwrap: int) -> list[int]:
     return found
 
 
+def _fields(path: str, names: tuple[str, ...]) -> int:
+    """The sum of the ``names`` (kB) in a ``/proc`` file of ``Name: N kB`` lines."""
+    total = 0
+    for line in _read(path).splitlines():
+        name, _, value = line.partition(":")
+        if name in names:
+            total += int(value.split()[0]) * 1024
+    return total
+
+
 def resident_bytes(pid: int) -> int:
+    """The resident set and what is swapped out (swapping does not make memory free)."""
     try:
-        return int(_read(f"/proc/{pid}/statm").split()[1]) * PAGE
+        return _fields(f"/proc/{pid}/status", ("VmRSS", "VmSwap"))
     except (OSError, IndexError, ValueError):
         return 0  # gone
 
 
 def proportional_bytes(pid: int) -> int:
-    """PSS where the server may read it, else the resident set."""
+    """PSS (and its share of swap) where the server may read it, else the resident set."""
     try:
-        for line in _read(f"/proc/{pid}/smaps_rollup").splitlines():
-            if line.startswith("Pss:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError):
-        pass
-    return resident_bytes(pid)
+        return _fields(f"/proc/{pid}/smaps_rollup", ("Pss", "SwapPss"))
+    except (OSError, IndexError, ValueError):
+        return resident_bytes(pid)
 
 
 def over_limit(bwrap: int, limit_bytes: int) -> int | None:
