@@ -43,9 +43,10 @@ if shutil.which("bwrap") is None and not os.environ.get("CI"):
 LIMITS = SandboxLimits(
     memory_bytes=768 * 1024 * 1024,
     disk_bytes=32 * 1024 * 1024,
-    processes=32,
+    processes=64,
     call_seconds=20.0,  # loaded machines import pandas slowly; tests of the time limit pass their own
     session_cpu_seconds=60,
+    max_kernels=4,  # as any user but root, every kernel's processes count against one process limit
 )
 
 
@@ -195,8 +196,6 @@ SECRETS = {
     "THREADLINE_DATABASE_URL": "postgresql://threadline:pg-8f14e45fceea167a@db:5432/threadline",
 }
 ROOT = Path(__file__).resolve().parents[1]
-DRIVER_LIMITS = dataclasses.replace(LIMITS, max_kernels=4)
-"""Few kernels: as any user but root, every kernel's processes count against one process limit."""
 CONTAINER_UID = 10001
 """deploy/Dockerfile's ``USER``."""
 
@@ -275,7 +274,7 @@ class Sandbox:
 
     def __init__(self, mode: Mode) -> None:
         self.mode = mode
-        limits = json.dumps(dataclasses.asdict(DRIVER_LIMITS))
+        limits = json.dumps(dataclasses.asdict(LIMITS))
         command = [sys.executable, "-m", "tests.sandbox_driver", limits]
         if not mode.cgroup:
             command.append("--no-cgroup")
