@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import dataclasses
 import itertools
 import json
@@ -21,6 +22,7 @@ import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator
@@ -287,10 +289,21 @@ class Sandbox:
             **SECRETS,
             **dict(mode.environment),
         }
+        self.errors = tempfile.TemporaryFile()  # noqa: SIM115 (closed by close())
         self.process = subprocess.Popen(
-            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=ROOT, env=environment, text=True
+            command,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.errors,
+            cwd=ROOT,
+            env=environment,
+            text=True,
         )
-        hello = self._read(60)
+        try:
+            hello = self._read(60)
+        except AssertionError:  # it could not start as that user here (no mount namespace, say)
+            self.errors.seek(0)
+            hello = {"pid": 0, "uid": mode.uid, "refused": self.errors.read()[-500:].decode(errors="replace")}
         self.pid: int = hello["pid"]
         self.uid: int = hello["uid"]
         self.refused: str | None = hello.get("refused")
@@ -339,7 +352,8 @@ class Sandbox:
 
     def close(self) -> None:
         assert self.process.stdin is not None
-        self.process.stdin.close()
+        with contextlib.suppress(BrokenPipeError):  # it may have exited already
+            self.process.stdin.close()
         try:
             self.process.wait(30)
         except subprocess.TimeoutExpired:
@@ -347,6 +361,7 @@ class Sandbox:
             self.process.wait()
         assert self.process.stdout is not None
         self.process.stdout.close()
+        self.errors.close()
 
 
 @pytest.fixture(scope="module", params=MODES, ids=[mode.name for mode in MODES])
