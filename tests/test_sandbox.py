@@ -2,7 +2,9 @@
 
 Every test runs code in a real sandbox on this machine. Kernels are shared across tests where that
 does not weaken them (one pool for the module, one session per concern); tests that break a kernel
-on purpose use sessions of their own.
+on purpose use sessions of their own. The escape suite runs once per way a server may run (as root,
+as root that may make no memory cgroup, as an unprivileged user, as the container's user), each in
+a server-side process of its own (``sandbox_driver.py``) whose environment holds secrets.
 """
 
 from __future__ import annotations
@@ -539,6 +541,8 @@ def test_no_environment_of_the_server_anywhere_inside(sandbox: Sandbox) -> None:
     for pid in pids - {"1"}:
         assert set(seen[f"{pid}/environ"].strip("\0").split("\0")) == expected
     assert seen["1/environ"] == "PermissionError"
+    for pid in pids:  # pid 1 too: nothing inside runs without the seccomp filter
+        assert "\nSeccomp:\t2\n" in seen[f"{pid}/status"], seen[f"{pid}/status"]
 
 
 def test_no_process_of_the_sandbox_starts_with_the_server_s_environment(sandbox: Sandbox) -> None:
