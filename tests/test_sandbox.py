@@ -20,6 +20,7 @@ import platform
 import select
 import shlex
 import shutil
+import signal
 import socket
 import struct
 import subprocess
@@ -368,19 +369,25 @@ class Sandbox:
 
 @pytest.fixture(scope="module", params=MODES, ids=[mode.name for mode in MODES])
 def sandbox(request: pytest.FixtureRequest) -> Iterator[Sandbox]:
-    mode: Mode = request.param
+    driver = start(request.param)
+    try:
+        yield driver
+    finally:
+        driver.close()
+
+
+def start(mode: Mode) -> Sandbox:
+    """A driver in ``mode``, or a skip (a failure under CI) where this machine cannot offer it."""
     if os.geteuid() != 0 and mode.uid is None:
         pytest.skip(f"{mode.name}: the server runs as root in this mode, and the tests do not")
     if shutil.which("unshare") is None and mode.uid is not None and os.geteuid() == 0:
         unavailable("util-linux's unshare is needed to run the server as another user")
     driver = Sandbox(mode)
-    try:
-        if driver.refused is not None:
-            unavailable(f"{mode.name}: {driver.refused} (unprivileged user namespaces may be off here)")
-        assert driver.uid == (os.geteuid() if mode.uid is None or os.geteuid() != 0 else mode.uid)
-        yield driver
-    finally:
+    if driver.refused is not None:
         driver.close()
+        unavailable(f"{mode.name}: {driver.refused} (unprivileged user namespaces may be off here)")
+    assert driver.uid == (os.geteuid() if mode.uid is None or os.geteuid() != 0 else mode.uid)
+    return driver
 
 
 def alive(pid: int) -> bool:
@@ -662,7 +669,7 @@ def test_kernel_interfaces_off_limits_are_refused(sandbox: Sandbox) -> None:
 def test_signals_cannot_reach_anything_outside(sandbox: Sandbox) -> None:
     code = (
         "import os, signal\n"
-        f"for pid in [{sandbox.pid}, {sandbox.process.pid}, {os.getpid()}]:\n"
+        f"for pid in [{sandbox.pid}, {os.getpid()}, {os.getppid()}]:\n"
         "    try:\n"
         "        os.kill(pid, signal.SIGKILL)\n"
         "        print('KILLED', pid)\n"
@@ -710,6 +717,18 @@ def test_a_stopped_kernel_leaves_no_process_behind(sandbox: Sandbox) -> None:
     assert len(pids) >= 3 and all(alive(pid) for pid in pids)  # bubblewrap, pid 1, the kernel
     sandbox.end("ended")
     wait_for(lambda: not any(alive(pid) for pid in pids))
+
+
+@pytest.mark.parametrize("mode", MODES, ids=[mode.name for mode in MODES])
+def test_a_killed_server_leaves_no_sandbox_behind(mode: Mode) -> None:
+    driver = start(mode)
+    try:
+        driver.run("orphan", "import subprocess\nchild = subprocess.Popen(['sleep', '1000'])")
+        pids = driver.pids("orphan")
+        os.kill(driver.pid, signal.SIGKILL)
+        wait_for(lambda: not any(alive(pid) for pid in pids))
+    finally:
+        driver.close()
 
 
 def test_a_memory_bomb_fails_inside_and_the_kernel_survives(sandbox: Sandbox) -> None:
