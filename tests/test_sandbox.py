@@ -37,7 +37,7 @@ import pytest
 import threadline
 from threadline.config import Settings
 from threadline.errors import SandboxBusyError, SandboxUnavailableError
-from threadline.tools.sandbox import ExecutionResult, SandboxLimits, SandboxPool, launcher, seccomp
+from threadline.tools.sandbox import ExecutionResult, SandboxLimits, SandboxPool, cgroup, launcher, seccomp
 from threadline.tools.sandbox.pool import Image, WrittenFile, _KernelGone, _parse_reply
 
 T = TypeVar("T")
@@ -729,6 +729,9 @@ def test_a_killed_server_leaves_no_sandbox_behind(mode: Mode) -> None:
         wait_for(lambda: not any(alive(pid) for pid in pids))
     finally:
         driver.close()
+        own = cgroup._own_memory_cgroup()  # the killed server's cgroups, empty now: tidy the host
+        for base in own[0].glob(f"threadline-sandbox-{driver.pid}-*") if own is not None else []:
+            cgroup.MemoryCgroups(base, 0, own[1]).remove()
 
 
 def test_a_memory_bomb_fails_inside_and_the_kernel_survives(sandbox: Sandbox) -> None:
