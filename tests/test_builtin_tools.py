@@ -273,8 +273,9 @@ def test_code_interpreter_through_the_responses_api(client: openai.OpenAI, model
         input="6 times 7?",
         tools=[{"type": "code_interpreter", "container": {"type": "auto"}}],
     ) as stream:
-        kinds = [event.type for event in stream]
+        events = list(stream)
         response = stream.get_final_response()
+    kinds = [event.type for event in events]
     call, message = response.output
     assert call.type == "code_interpreter_call" and call.code == code
     assert call.outputs and call.outputs[0].type == "logs" and call.outputs[0].logs.strip() == "42"  # type: ignore[union-attr]
@@ -284,6 +285,12 @@ def test_code_interpreter_through_the_responses_api(client: openai.OpenAI, model
     assert link.type == "file_path" and link.index == len(answer) - 1
     assert client.files.content(link.file_id).read() == b"42"
     assert "response.code_interpreter_call_code.done" in kinds
+    # The code streams in pieces, as OpenAI's did, before the whole of it.
+    pieces = [e.delta for e in events if e.type == "response.code_interpreter_call_code.delta"]
+    assert len(pieces) >= 2 and "".join(pieces) == code
+    assert kinds.index("response.code_interpreter_call_code.done") > kinds.index(
+        "response.code_interpreter_call_code.delta"
+    )
     assert "response.code_interpreter_call.completed" in kinds
     assert model.requests[-1]["messages"][-1]["role"] == "tool"
 
