@@ -5,7 +5,10 @@ model call is a turn. A turn that ends in calls to server-side tools (code_inter
 file_search, served by the ``ToolRegistry``) runs them in a ``tool_calls`` step of their own and
 goes back to the model; one that calls client functions ends in ``requires_action`` (after any
 built-in calls of the same response have run); one that answers ends the run, its message
-carrying what the tools made (file citations, links to files the code wrote, its charts).
+carrying what the tools made (file citations, links to files the code wrote, its charts). A
+built-in call's first delta carries its whole code, once the model has written the call; the
+streams cut it into pieces (``api/sse.py`` says why). The charts are streamed as ``image_file``
+parts just before the answer completes.
 
 Every write is a guarded ``Change`` owned by that worker, so a run that was cancelled, expired or
 taken over in the meantime is never overwritten. Events are published only after the write they
