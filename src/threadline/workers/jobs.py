@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -58,10 +58,15 @@ class JobRunner:
         handlers: Mapping[str, Handler] | None = None,
         observe: JobObserver | None = None,
         give_up: Mapping[str, Handler] | None = None,
+        interruptible: Collection[str] = (),
     ) -> None:
         """``give_up``: by kind, what to do with a job that failed for good because the worker running
-        its last attempt died (the reaper marked it failed; its handler never saw that attempt end)."""
+        its last attempt died (the reaper marked it failed; its handler never saw that attempt end).
+        ``interruptible``: kinds stopped at once when the runner stops, and handed back, rather than
+        given the grace (a file being indexed can be indexed again; waiting for it would hold the
+        server up)."""
         self.settings = settings
+        self.interruptible = frozenset(interruptible)
         self.give_up: dict[str, Handler] = dict(give_up or {})
         self.queue = queue
         self.worker_id = worker_id
@@ -69,6 +74,7 @@ class JobRunner:
         self.observe = observe
         """Told of each attempt whose outcome was written (not of jobs handed back or taken over)."""
         self.running: dict[str, asyncio.Task[None]] = {}
+        self._kinds: dict[asyncio.Task[None], str] = {}
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
         self._background: list[asyncio.Task[None]] = []
@@ -91,6 +97,8 @@ class JobRunner:
         claim, *others = self._background
         claim.cancel()
         await asyncio.gather(claim, return_exceptions=True)
+        for task in self.interrupted():
+            task.cancel()
         if self.running:
             await asyncio.wait(list(self.running.values()), timeout=grace)
         for task in others:
@@ -103,6 +111,10 @@ class JobRunner:
         for job_id in unfinished:
             if await self.queue.release_job(job_id, self.worker_id, time.time()):
                 log.info("worker %s: handed job %s back to the queue", self.worker_id, job_id)
+
+    def interrupted(self) -> list[asyncio.Task[None]]:
+        """The running jobs of interruptible kinds."""
+        return [task for task in self.running.values() if self._kinds.get(task) in self.interruptible]
 
     # --- claiming --------------------------------------------------------------------------
 
@@ -140,6 +152,7 @@ class JobRunner:
             for job in jobs:
                 task = asyncio.create_task(self._run(job), name=f"job-{job.id}")
                 self.running[job.id] = task
+                self._kinds[task] = job.kind
                 task.add_done_callback(self._forget(job.id))
             claimed += len(jobs)
             if len(jobs) < room:
@@ -147,8 +160,9 @@ class JobRunner:
         return claimed
 
     def _forget(self, job_id: str) -> Callable[[asyncio.Task[None]], None]:
-        def forget(_task: asyncio.Task[None]) -> None:
+        def forget(task: asyncio.Task[None]) -> None:
             self.running.pop(job_id, None)
+            self._kinds.pop(task, None)
 
         return forget
 
