@@ -21,11 +21,14 @@ import pytest
 from tests.conftest import database_url, server_settings
 from tests.support import ThreadlineServer, wait_for
 from tests.test_projects import ADMIN, new_project, sdk
+from threadline.config import Settings
 from threadline.domain.entities import Job
+from threadline.errors import FileContentError
+from threadline.retrieval.chunking import ChunkingStrategy
 from threadline.store.database import Database, migrate
 from threadline.store.jobs import SqlJobQueue
 from threadline.testing import ScriptedModel
-from threadline.workers.ingestion import FairGate
+from threadline.workers.ingestion import FairGate, IngestionProcesses
 
 W = "http://schemas.openxmlformats.org/wordprocessingml/2006/main"
 BIG_TEXT = " ".join(f"Paragraph {i} tells of tides, moons and the sea floor {i % 13}." for i in range(6000))
@@ -270,3 +273,24 @@ def test_the_gate_lets_the_project_with_the_fewest_files_in_go_next() -> None:
         return order
 
     assert asyncio.run(check()) == ["a0", "b0", "a1", "a2", "a3"]
+
+
+def test_a_file_past_the_memory_or_wall_time_limit_is_refused_and_its_process_ends() -> None:
+    async def prepare(settings: Settings, name: str, data: bytes) -> FileContentError:
+        processes = IngestionProcesses(settings)
+        with pytest.raises(FileContentError) as caught:
+            await processes.prepare("proj", name, data, ChunkingStrategy())
+        assert not processes.pids and not ingest_children()
+        return caught.value
+
+    # 20 million list items: far more memory than 450 MB of address space allows.
+    big_list = b"[" + b"0," * 20_000_000 + b"0]"
+    memory = asyncio.run(
+        prepare(Settings(ingest_memory_mb=450, file_max_characters=100_000_000), "list.json", big_list)
+    )
+    assert memory.code == "invalid_file" and "450 MB" in memory.message
+    assert "THREADLINE_INGEST_MEMORY_MB" in memory.message
+    started = time.monotonic()
+    slow = asyncio.run(prepare(Settings(ingest_timeout_seconds=1.0), "big.txt", BIG_TEXT.encode()))
+    assert slow.code == "invalid_file" and "THREADLINE_INGEST_TIMEOUT_SECONDS" in slow.message
+    assert time.monotonic() - started < 5

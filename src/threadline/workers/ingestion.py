@@ -146,6 +146,7 @@ class IngestionProcesses:
             "PYTHONUNBUFFERED": "1",
             "MALLOC_ARENA_MAX": "2",  # glibc's per-thread arenas would spend the address space
             "OMP_NUM_THREADS": str(max(1, self.settings.embeddings_threads)),
+            "OPENBLAS_NUM_THREADS": "1",  # numpy's BLAS is not what embeds: its buffers cost memory
         }
         try:
             process = await asyncio.create_subprocess_exec(
@@ -231,7 +232,7 @@ class IngestionProcesses:
                 code="invalid_file",
             )
         last = next((line for line in reversed(stderr) if line.strip()), "")
-        if "MemoryError" in last or "std::bad_alloc" in last or "Cannot allocate memory" in last:
+        if any(sign in last for sign in _OUT_OF_MEMORY):
             return FileContentError(
                 f"The file {filename} cannot be searched: reading it needs more than"
                 f" {s.ingest_memory_mb} MB of memory (THREADLINE_INGEST_MEMORY_MB).",
@@ -240,6 +241,10 @@ class IngestionProcesses:
         reason = describe_exit(returncode) + (f"; its last words: {last[:300]}" if last else "")
         log.error("the process indexing %s %s", filename, reason)
         return PreparationFailed(f"Indexing the file {filename} failed: the process reading it {reason}.")
+
+
+_OUT_OF_MEMORY = ("MemoryError", "std::bad_alloc", "Cannot allocate memory", "Memory allocation")
+"""What a process says as it dies for want of memory (Python, C++, libc, OpenBLAS)."""
 
 
 def _chunk(data: dict[str, Any]) -> IndexedChunk:
