@@ -37,7 +37,7 @@ def _bound(memory_mb: int, cpu_seconds: int) -> None:
     # SIGXCPU at the soft limit (the parent names the limit), SIGKILL a little later if ignored.
     resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds + 5))
     with contextlib.suppress(OSError):
-        os.nice(10)  # the server's searches and runs come first
+        os.nice(5)  # the server's searches and runs come first, without starving ingestion
     with contextlib.suppress(OSError, AttributeError):
         # Die with the server, even if it is killed outright (PR_SET_PDEATHSIG, Linux).
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)
