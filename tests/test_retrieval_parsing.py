@@ -6,6 +6,7 @@ import io
 import json
 import time
 import zipfile
+import zlib
 
 import pytest
 
@@ -249,3 +250,27 @@ def test_docx_of_millions_of_empty_paragraphs_stops_at_the_element_budget() -> N
         archive.writestr("word/document.xml", xml)
     with pytest.raises(FileContentError, match=r"more than 100000 XML elements.*MAX_XML_ELEMENTS"):
         parse("bomb.docx", out.getvalue(), ParseLimits(max_xml_elements=100_000))
+
+
+def test_a_pdf_whose_page_inflates_to_300_mb_is_refused_quickly() -> None:
+    from pypdf import PdfWriter
+    from pypdf.generic import NameObject, StreamObject
+
+    squeeze = zlib.compressobj(9)
+    parts = [squeeze.compress(b"BT /F1 12 Tf 72 720 Td (bomb) Tj ET\n")]
+    block = b" " * (1 << 20)
+    parts += [squeeze.compress(block) for _ in range(300)]
+    stream = StreamObject()
+    stream._data = b"".join(parts) + squeeze.flush()
+    stream[NameObject("/Filter")] = NameObject("/FlateDecode")
+    writer = PdfWriter()
+    page = writer.add_blank_page(612, 792)
+    page[NameObject("/Contents")] = writer._add_object(stream)
+    out = io.BytesIO()
+    writer.write(out)
+    assert len(out.getvalue()) < 400_000
+    started = time.perf_counter()
+    with pytest.raises(FileContentError) as caught:
+        parse("bomb.pdf", out.getvalue())
+    assert caught.value.code == "invalid_file"
+    assert time.perf_counter() - started < 5  # pypdf stops inflating at its own limit (75 MB)
