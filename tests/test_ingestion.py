@@ -220,6 +220,16 @@ def test_stopping_the_server_mid_ingestion_is_quick(
     assert not server._thread.is_alive() and took < 5, took
     assert pid not in ingest_children()
 
+    async def census() -> dict[str, int]:
+        db = Database(server.settings.effective_database_url)
+        try:
+            return await SqlJobQueue(db).job_census()
+        finally:
+            await db.dispose()
+
+    # Handed back, to be indexed again by the next worker.
+    assert asyncio.run(census()) == {"queued": 1}
+
 
 def test_jobs_are_claimed_fairly_by_project(tmp_path: Path) -> None:
     url = database_url(tmp_path)

@@ -97,14 +97,15 @@ class JobRunner:
         claim, *others = self._background
         claim.cancel()
         await asyncio.gather(claim, return_exceptions=True)
-        for task in self.interrupted():
+        interrupted = self.interrupted()
+        for task in interrupted.values():
             task.cancel()
         if self.running:
             await asyncio.wait(list(self.running.values()), timeout=grace)
         for task in others:
             task.cancel()
         await asyncio.gather(*others, return_exceptions=True)
-        unfinished = list(self.running)
+        unfinished = [*interrupted, *(job_id for job_id in self.running if job_id not in interrupted)]
         for task in list(self.running.values()):
             task.cancel()
         await asyncio.gather(*self.running.values(), return_exceptions=True)
@@ -112,9 +113,13 @@ class JobRunner:
             if await self.queue.release_job(job_id, self.worker_id, time.time()):
                 log.info("worker %s: handed job %s back to the queue", self.worker_id, job_id)
 
-    def interrupted(self) -> list[asyncio.Task[None]]:
-        """The running jobs of interruptible kinds."""
-        return [task for task in self.running.values() if self._kinds.get(task) in self.interruptible]
+    def interrupted(self) -> dict[str, asyncio.Task[None]]:
+        """The running jobs of interruptible kinds, by id."""
+        return {
+            job_id: task
+            for job_id, task in self.running.items()
+            if self._kinds.get(task) in self.interruptible
+        }
 
     # --- claiming --------------------------------------------------------------------------
 
