@@ -257,6 +257,19 @@ def test_a_whole_completion_answered_to_a_streamed_request_is_accepted(
     assert run.usage is not None and run.usage.completion_tokens == 1
 
 
+def test_text_no_database_stores_is_replaced_in_what_the_model_sends(
+    client: openai.OpenAI, model: ScriptedModel
+) -> None:
+    # Legal JSON escapes: a lone surrogate, NUL, and a real pair that must survive.
+    chunk = '{"choices": [{"index": 0, "delta": {"content": "a\\udfffb\\u0000c\\ud83d\\ude00"}, "finish_reason": "stop"}]}'
+    model.script(Reply(body=f"data: {chunk}\n\ndata: [DONE]\n\n".encode(), content_type="text/event-stream"))
+    run, _ = run_with(client)
+    assert run.status == "completed", run.last_error
+    assert answer_text(client, run) == "a\ufffdb\ufffdc\U0001f600"
+    # The thread's messages stay listable afterwards (a stored lone surrogate broke every list).
+    assert len(client.beta.threads.messages.list(thread_id=run.thread_id).data) == 2
+
+
 def test_an_empty_answer_that_says_it_stopped_still_completes(
     client: openai.OpenAI, model: ScriptedModel
 ) -> None:

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
@@ -252,7 +253,7 @@ async def _chunks(body: _Body) -> AsyncGenerator[ModelEvent, None]:
 async def _completion(data: bytes) -> AsyncGenerator[ModelEvent, None]:
     """The events of a whole (non-streamed) ``chat.completion`` object."""
     try:
-        completion = json.loads(data)
+        completion = _loads(data)
     except ValueError:
         completion = None
     choices = _list(completion.get("choices")) if isinstance(completion, dict) else []
@@ -309,9 +310,30 @@ def _usage(usage: Any) -> Usage:
 
 def _json(response: httpx.Response, data: bytes) -> Any:
     try:
-        return json.loads(data)
+        return _loads(data)
     except ValueError:
         raise _unexpected(response, data[:EXCERPT_BYTES], "a stream chunk that is not JSON") from None
+
+
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+_ESCAPED_UNSTORABLE = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])")
+
+
+def _loads(data: bytes) -> Any:
+    """JSON from the model server, with what no database stores or no reply encodes (NUL, a lone
+    surrogate, both legal JSON escapes) replaced by U+FFFD: model output is untrusted text."""
+    value = json.loads(data)
+    return _clean(value) if _ESCAPED_UNSTORABLE.search(data) else value
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, str):
+        return _UNSTORABLE.sub("\ufffd", value)
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    if isinstance(value, dict):
+        return {_clean(k): _clean(v) for k, v in value.items()}
+    return value
 
 
 def _excerpt(data: bytes) -> str:
