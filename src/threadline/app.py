@@ -86,6 +86,7 @@ def create_app(
     errors.install(app)
     upload = (settings.file_max_bytes + MULTIPART_OVERHEAD, too_large(settings.file_max_bytes).message)
     app.add_middleware(errors.BodyLimit, limit=MAX_BODY_BYTES, larger={("POST", "/v1/files"): upload})
+    app.add_middleware(errors.Unexpected)
     authed = [Depends(authenticate), Depends(single_query_values)]
     beta = [*authed, Depends(require_beta)]
     # POST /threads/runs must be matched before POST /threads/{thread_id}.

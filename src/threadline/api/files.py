@@ -14,10 +14,11 @@ from fastapi.responses import StreamingResponse
 from threadline.api.deps import Cursor
 from threadline.api.multipart import FormReader
 from threadline.api.objects import file_object, list_object
+from threadline.api.routing import Route
 from threadline.domain.entities import ListQuery
 from threadline.domain.files import FileService
 
-router = APIRouter()
+router = APIRouter(route_class=Route)
 
 
 async def _files(request: Request) -> FileService:

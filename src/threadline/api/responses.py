@@ -18,6 +18,7 @@ from threadline.api.deps import Paging, Svc
 from threadline.api.objects import list_object
 from threadline.api.response_objects import item_object, response_object
 from threadline.api.response_schemas import CreateResponseRequest, check_includes
+from threadline.api.routing import Route
 from threadline.api.runs import settled
 from threadline.domain.entities import Run
 from threadline.domain.responses import ResponseService
@@ -25,7 +26,7 @@ from threadline.domain.services import Services
 from threadline.errors import NotFoundError
 from threadline.ids import new_id
 
-router = APIRouter()
+router = APIRouter(route_class=Route)
 
 
 def responses(svc: Svc) -> ResponseService:

@@ -9,8 +9,9 @@ from fastapi import APIRouter, Depends
 
 from threadline.api.deps import RUN_STEP_INCLUDES, Paging, Svc, include_query
 from threadline.api.objects import list_object, step_object
+from threadline.api.routing import Route
 
-router = APIRouter()
+router = APIRouter(route_class=Route)
 
 Include = Annotated[list[str], Depends(include_query)]
 
