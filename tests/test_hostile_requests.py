@@ -368,13 +368,20 @@ def test_hostile_request_is_refused_naming_the_parameter(
     assert snapshot(api, targets) == before
 
 
-def test_nul_in_an_upload_field_is_refused(api: Client, targets: dict[str, str]) -> None:
+@pytest.mark.parametrize(
+    ("purpose", "filename", "param"),
+    [("assistants", "a\x00.txt", "file"), ("assist\x00ants", "a.txt", "purpose")],
+    ids=["filename", "purpose"],
+)
+def test_nul_in_an_upload_field_is_refused(
+    purpose: str, filename: str, param: str, api: Client, targets: dict[str, str]
+) -> None:
     before = snapshot(api, targets)
     boundary = "b0undary"
     body = (
-        f'--{boundary}\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nassistants\r\n'
-        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.txt"\r\n'
-        "Content-Type: text/pl\x00ain\r\n\r\nhello\r\n"
+        f'--{boundary}\r\nContent-Disposition: form-data; name="purpose"\r\n\r\n{purpose}\r\n'
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n'
+        "Content-Type: text/plain\r\n\r\nhello\r\n"
         f"--{boundary}--\r\n"
     ).encode()
     response = api.http.post(
@@ -382,7 +389,7 @@ def test_nul_in_an_upload_field_is_refused(api: Client, targets: dict[str, str])
     )
     api.same_connection(response)
     assert response.status_code == 400, response.text
-    assert response.json()["error"]["param"] == "file"
+    assert response.json()["error"]["param"] == param
     assert snapshot(api, targets) == before
 
 
