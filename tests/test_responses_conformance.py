@@ -6,7 +6,7 @@ a conversation holding messages, a call and its output) more often than at made-
 create bodies name a served model and keep to the item and tool types this server runs, so the
 scripted model (which echoes) answers them. Every answer must be below 500, have a documented status
 and content type, and match the spec's schema; bad input must come back as a 4xx in OpenAI's error
-envelope. The two operations the server does not implement must answer 404 in that envelope.
+envelope. The one operation the server does not implement (compact) must answer 404 in that envelope.
 """
 
 from __future__ import annotations
@@ -52,6 +52,7 @@ NEGATIVE_EXAMPLES = 15
 
 OPERATIONS = [
     "POST /responses",
+    "POST /responses/input_tokens",
     "GET /responses/{response_id}",
     "DELETE /responses/{response_id}",
     "POST /responses/{response_id}/cancel",
@@ -65,11 +66,19 @@ OPERATIONS = [
     "GET /conversations/{conversation_id}/items/{item_id}",
     "DELETE /conversations/{conversation_id}/items/{item_id}",
 ]
-UNIMPLEMENTED = ["/responses/input_tokens", "/responses/compact"]
+UNIMPLEMENTED = ["/responses/compact"]
 
 # The item and tool types this server runs; a valid body with any other is refused (400), rightly,
 # so aimed bodies keep to these to reach the model.
-INPUT_TYPES = {"message", "function_call", "function_call_output"}
+INPUT_TYPES = {
+    "message",
+    "function_call",
+    "function_call_output",
+    "file_search_call",
+    "code_interpreter_call",
+    "reasoning",
+    "item_reference",  # made-up ids: refused (400), naming the reference
+}
 TOOL_TYPES = {"function", "file_search", "code_interpreter"}
 
 # Fields of input items and content parts that are accepted and not used: an assistant message's
@@ -282,10 +291,12 @@ def _aim_body(case: Any, world: World, stream: bool) -> None:
         return
     if "items" in body:
         body["items"] = _supported_items(body["items"])
-    if case.operation.definition.raw["operationId"] != "createResponse":
+    operation_id = case.operation.definition.raw["operationId"]
+    if operation_id not in ("createResponse", "Getinputtokencounts"):
         return
     body["model"] = MODEL
-    body["stream"] = stream
+    if operation_id == "createResponse":
+        body["stream"] = stream
     # Stored prompts, moderation and context compaction are not served here (refused with a 400).
     for name in ("prompt", "moderation", "context_management"):
         body.pop(name, None)

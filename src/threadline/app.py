@@ -30,6 +30,7 @@ from threadline.api import (
     vector_stores,
 )
 from threadline.api.deps import authenticate, require_admin, require_beta, single_query_values
+from threadline.api.limits import BodyTimeout, UploadSlots
 from threadline.config import Settings
 from threadline.domain.files import too_large
 from threadline.providers.routing import RoutingTable
@@ -86,6 +87,10 @@ def create_app(
     errors.install(app)
     upload = (settings.file_max_bytes + MULTIPART_OVERHEAD, too_large(settings.file_max_bytes).message)
     app.add_middleware(errors.BodyLimit, limit=MAX_BODY_BYTES, larger={("POST", "/v1/files"): upload})
+    app.add_middleware(
+        BodyTimeout, idle=settings.body_idle_timeout_seconds, total=settings.body_timeout_seconds
+    )
+    app.state.upload_slots = UploadSlots(settings.upload_concurrency)
     app.add_middleware(errors.Unexpected)
     authed = [Depends(authenticate), Depends(single_query_values)]
     beta = [*authed, Depends(require_beta)]

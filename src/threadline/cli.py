@@ -94,7 +94,21 @@ def cmd_serve(settings: Settings, with_worker: bool) -> None:
         log_level=settings.log_level,
         access_log=False,
         timeout_graceful_shutdown=15,
+        timeout_keep_alive=settings.keep_alive_seconds,
+        limit_concurrency=connection_limit(settings),
+        h11_max_incomplete_event_size=16 * 1024,  # request line and headers: h11's default, stated
     )
+
+
+def connection_limit(settings: Settings) -> int:
+    """``max_connections``, or three quarters of the open-files limit: past it uvicorn answers 503
+    rather than let idle connections take the descriptors uploads and the database need."""
+    if settings.max_connections > 0:
+        return settings.max_connections
+    import resource
+
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return max(64, soft * 3 // 4) if soft != resource.RLIM_INFINITY else 100_000
 
 
 def cmd_worker(settings: Settings) -> None:

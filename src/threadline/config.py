@@ -24,6 +24,8 @@ class Settings:
     """Any SQLAlchemy async URL; empty means ``sqlite+aiosqlite:///<data_dir>/threadline.db``."""
     database_pool_size: int = 5
     """PostgreSQL connections per process (as many more may open under load), besides two for events."""
+    database_busy_timeout_seconds: float = 30.0
+    """SQLite: how long a write waits for another process's lock before the request is answered 503."""
     host: str = "127.0.0.1"
     port: int = 8000
     api_key: str = ""
@@ -35,6 +37,16 @@ class Settings:
     """An OpenAI-compatible chat-completions server (vLLM, Ollama, llama.cpp, DeepSeek, OpenAI)."""
     upstream_api_key: str = ""
     upstream_timeout_seconds: float = 600.0
+    """How long an upstream model may stay silent (connecting aside) before its call fails."""
+    model_call_seconds: float = 300.0
+    """The longest one model call may take, however steadily the model sends (an embedded model's
+    from the start of its generation); past it the call is stopped and the run fails."""
+    model_max_reply_bytes: int = 4 * 1024 * 1024
+    """UTF-8 bytes of text, refusal and tool-call arguments one model reply may bring (and, plus
+    64 KiB, the longest line of its stream); past it the reply is not read further and the run fails."""
+    model_max_reply_tokens: int = 65536
+    """Tokens one model reply may bring, counted as streamed pieces; past it the run fails. A model that
+    goes on past the ``max_tokens`` a run asked for is cut there, as if it had stopped for length."""
     models_file: str = ""
     """A YAML routing table: which provider and model serve each model name clients ask for."""
     model_path: str = ""
@@ -117,6 +129,18 @@ class Settings:
     log_level: str = "info"
     file_max_bytes: int = 512 * 1024 * 1024
     """The largest file ``POST /v1/files`` accepts (OpenAI's limit: 512 MB)."""
+    upload_concurrency: int = 8
+    """Uploads (``POST /v1/files``) one project may have in flight at once in each process; one
+    more is refused with a 429. 0: no limit."""
+    body_idle_timeout_seconds: float = 30.0
+    """A request whose body stops arriving for this long is answered 408 and its connection closed."""
+    body_timeout_seconds: float = 900.0
+    """The longest a request's body (an upload) may take to arrive in all; 0: no limit."""
+    max_connections: int = 0
+    """Connections ``serve`` holds at once; past it new requests get a 503. 0: three quarters of the
+    process's open-files limit (``ulimit -n``)."""
+    keep_alive_seconds: int = 5
+    """How long an idle keep-alive connection is kept open between requests."""
     file_store: str = "local"
     """Where uploaded files' bytes live: ``local`` (a directory) or ``s3`` (an S3-compatible bucket)."""
     file_dir: str = ""

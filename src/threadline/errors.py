@@ -11,6 +11,8 @@ class ThreadlineError(Exception):
     status: int = 500
     type: str = "server_error"
     code: str | None = None
+    retry_after: int | None = None
+    """Seconds after which the request may be tried again (sent as ``Retry-After``)."""
 
     def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
         super().__init__(message)
@@ -44,6 +46,23 @@ class AuthenticationError(ThreadlineError):
     code = "invalid_api_key"
 
 
+class RequestTimeoutError(ThreadlineError):
+    """The client stopped sending its request's body (408; the connection is closed)."""
+
+    status = 408
+    type = "invalid_request_error"
+    code = "request_timeout"
+
+
+class TooManyRequestsError(ThreadlineError):
+    """Too much of one kind of work at once for one project (429, as OpenAI's rate limits)."""
+
+    status = 429
+    type = "requests"
+    code = "rate_limit_exceeded"
+    retry_after = 1
+
+
 class PayloadTooLargeError(ThreadlineError):
     status = 413
     type = "invalid_request_error"
@@ -58,6 +77,14 @@ class ServiceUnavailableError(ThreadlineError):
     status = 503
     type = "server_error"
     code = "service_unavailable"
+
+
+class DatabaseUnavailableError(ServiceUnavailableError):
+    """The database cannot be reached or is too busy right now (503): nothing was done, and the
+    request may be retried."""
+
+    code = "database_unavailable"
+    retry_after = 2
 
 
 class SandboxUnavailableError(ServiceUnavailableError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 import string
 from typing import Literal
@@ -25,6 +26,10 @@ Kind = Literal[
     "conversation",
     "function_call",
     "function_call_output",
+    "file_search_call",
+    "code_interpreter_call",
+    "reasoning",
+    "container",
 ]
 
 _PREFIXES: dict[Kind, str] = {
@@ -44,6 +49,10 @@ _PREFIXES: dict[Kind, str] = {
     "conversation": "conv_",
     "function_call": "fc_",
     "function_call_output": "fco_",
+    "file_search_call": "fs_",
+    "code_interpreter_call": "ci_",
+    "reasoning": "rs_",
+    "container": "cntr_",
 }
 
 API_KEY_PREFIX = "tl-"
@@ -63,3 +72,17 @@ def call_item_id(call_id: str) -> str:
     """The Responses item id of the model's tool call ``call_id`` (``call_X`` -> ``fc_X``): derived,
     not drawn, so a stream can name the item before the item is saved."""
     return _PREFIXES["function_call"] + call_id.removeprefix(_PREFIXES["call"])
+
+
+def container_id(thread_id: str) -> str:
+    """The Responses ``container_id`` of a thread's code kernel (one per thread, kept across its
+    responses): derived from the thread, so every call on it names the same container."""
+    digest = hashlib.sha256(thread_id.encode()).hexdigest()[:32]
+    return _PREFIXES["container"] + digest
+
+
+def builtin_item_id(tool: str, call_id: str) -> str:
+    """The Responses item id of a built-in tool's call ``call_id`` (``call_X`` -> ``fs_X`` for
+    file_search, ``ci_X`` for code_interpreter), derived as :func:`call_item_id` is."""
+    kind: Kind = "file_search_call" if tool == "file_search" else "code_interpreter_call"
+    return _PREFIXES[kind] + call_id.removeprefix(_PREFIXES["call"])

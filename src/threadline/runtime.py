@@ -12,14 +12,17 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 from sqlalchemy.engine import make_url
 
+from threadline.api import response_stream
 from threadline.config import Settings
 from threadline.domain.entities import Message, Run, RunStep, Thread
 from threadline.domain.files import FileService, UploadedImages
 from threadline.domain.ports import BlobStore
 from threadline.domain.projects import Projects
+from threadline.domain.responses import ResponseService
 from threadline.domain.services import Services
 from threadline.domain.vector_stores import INGEST_JOB, VectorStoreService
 from threadline.errors import ServiceUnavailableError, ThreadlineError
@@ -79,7 +82,12 @@ class Runtime:
         """Open everything; with ``start_models``, embedded models load and run their start-up check
         in the background (processes that run the model: a worker, or ``serve`` with its worker)."""
         blobs = open_blob_store(settings)  # first: a misconfigured store fails before anything opens
-        db = Database(settings.effective_database_url, pool_size=settings.database_pool_size)
+        await blobs.remove_abandoned()
+        db = Database(
+            settings.effective_database_url,
+            pool_size=settings.database_pool_size,
+            busy_timeout=settings.database_busy_timeout_seconds,
+        )
         try:
             dense_in_database = await _dense_ranking_in_database(settings, db)
         except BaseException:
@@ -150,6 +158,7 @@ class Runtime:
             observe_job=self.metrics.job_attempted,
             images=UploadedImages(self.files),
             job_give_ups={INGEST_JOB: self.vector_stores.ingest_given_up},
+            on_claim=partial(response_stream.take_over, ResponseService(self.services)),
         )
 
     async def aclose(self) -> None:

@@ -11,7 +11,8 @@ for real while the model's answers stay deterministic::
 
 Each request consumes one scripted :class:`Reply`; once the script is used up, ``model.responder``
 decides (by default it echoes the last user message). Replies can stream slowly, fail with an HTTP
-error, hang until the client goes away, or stop early because of ``max_tokens``.
+error, hang until the client goes away, or stop early because of ``max_tokens``; or misbehave as
+a model server should not: stream for ever, trickle comments, answer a page that is not the protocol.
 
 Run it as its own process for benchmarks::
 
@@ -125,6 +126,17 @@ class Reply:
     """A refusal to stream (``delta.refusal``) after the text, split like the text."""
     finish_reason: str | None = None
     """Report this ``finish_reason`` (e.g. ``"length"``, ``"content_filter"``) instead of the computed one."""
+    body: bytes | None = None
+    """Answer 200 (or ``status``) with exactly these bytes, as ``content_type``, instead of the protocol:
+    an HTML page, broken JSON, an event stream with empty ``choices`` ..."""
+    content_type: str = "application/json"
+    """The ``content-type`` of a raw ``body``."""
+    endless: bool = False
+    """Stream the text's pieces again and again (each after ``delay``), never finishing, until the client
+    goes away."""
+    trickle: float = 0.0
+    """After the role chunk, send an SSE comment every this many seconds, never finishing, until the
+    client goes away: a model that is never silent long enough for an idle timeout."""
 
 
 Responder = Callable[[dict[str, Any]], Reply]
@@ -324,11 +336,19 @@ class _Exchange:
         if not more:
             self.finished = True
         await self.send({"type": "http.response.body", "body": data, "more_body": more})
+        self.model.bytes_sent += len(data)
 
     async def run(self) -> None:
         reply = self.reply
         # A watcher task per request is cheap, but an instant answer does not need one.
-        watched = reply.hang or reply.delay > 0 or reply.first_delay > 0 or bool(self.body.get("stream"))
+        watched = (
+            reply.hang
+            or reply.endless
+            or reply.trickle > 0
+            or reply.delay > 0
+            or reply.first_delay > 0
+            or bool(self.body.get("stream"))
+        )
         watcher = asyncio.create_task(self._watch()) if watched else None
         self.model._live.add(self)
         if self.model._stopping:
@@ -337,7 +357,11 @@ class _Exchange:
             await self._pause(reply.first_delay)
             if self.client_left:
                 return
-            if reply.status is not None:
+            if reply.body is not None:
+                headers = [(b"content-type", reply.content_type.encode())]
+                await self._start(reply.status or 200, headers)
+                await self._body(reply.body)
+            elif reply.status is not None:
                 body = _error_body(reply.status, reply.error_message, reply.error_type, reply.error_code)
                 await self._json(reply.status, body)
             elif self.body.get("stream"):
@@ -422,6 +446,10 @@ class _Exchange:
         tail.append(b"data: [DONE]\n\n")
 
         await self._start(200, _SSE_HEADERS)
+        if reply.endless or reply.trickle > 0:
+            await self._body(role, more=True)
+            await self._forever(plan)
+            return
         if reply.hang:
             await self._body(role, more=True)
             await self.gone.wait()
@@ -441,6 +469,36 @@ class _Exchange:
                 return
             await self._body(event(delta), more=True)
         await self._body(b"".join(tail))
+
+    async def _forever(self, plan: _Plan) -> None:
+        """Stream without end (``endless``, ``trickle``) until the client leaves or the server stops."""
+        reply = self.reply
+        pieces = [self._chunk(d) for d in plan.deltas] or [b": nothing\n\n"]
+        sent = 0
+        while not self.gone.is_set():
+            await self._pause(reply.trickle or reply.delay)
+            if self.gone.is_set():
+                break
+            data = b": still here\n\n" if reply.trickle > 0 else pieces[sent % len(pieces)]
+            try:
+                await self._body(data, more=True)
+            except OSError:  # the client went away mid-write
+                break
+            sent += 1
+            if reply.delay <= 0 and reply.trickle <= 0 and sent % 64 == 0:
+                await asyncio.sleep(0)  # let the disconnect watcher run
+        if not self.client_left:
+            await self._body(b"")
+
+    def _chunk(self, delta: dict[str, Any]) -> bytes:
+        chunk = {
+            "id": "chatcmpl-endless",
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": self._model_name(),
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}],
+        }
+        return b"data: " + _encode(chunk) + b"\n\n"
 
 
 class _ChatCompletions:
@@ -515,6 +573,8 @@ class ScriptedModel:
         self.model_ids = list(model_ids)
         self.startup_timeout = startup_timeout
         self.disconnects = 0
+        self.bytes_sent = 0
+        """Bytes of response bodies sent so far (since the last :meth:`reset`)."""
         self._cond = threading.Condition()
         self._queue: deque[Reply] = deque()
         self._requests: list[dict[str, Any]] = []
@@ -651,6 +711,7 @@ class ScriptedModel:
             self._queue.clear()
             self._requests.clear()
             self.disconnects = 0
+            self.bytes_sent = 0
 
     def _take(self, body: dict[str, Any]) -> Reply:
         with self._cond:

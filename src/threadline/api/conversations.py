@@ -16,10 +16,10 @@ from threadline.api.response_schemas import (
     UpdateConversationRequest,
 )
 from threadline.api.responses import Includes, Responses
-from threadline.api.routing import Route
+from threadline.api.routing import CheckedRoute
 from threadline.domain.entities import Page
 
-router = APIRouter(route_class=Route)
+router = APIRouter(route_class=CheckedRoute)
 
 
 @router.post("/conversations")

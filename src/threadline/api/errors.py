@@ -30,6 +30,25 @@ def envelope(
     return RenderedJSON(body, status_code=status)
 
 
+_CUT_SHORT = "threadline.body_cut_short"
+"""Set in a request's scope when a middleware cut its body short (too large, too slow): the 413 or
+408 the middleware sends is the refusal logged, not what the application made of the rest."""
+
+
+def cut_short(scope: Scope) -> None:
+    scope[_CUT_SHORT] = True
+
+
+def refused(
+    scope: Scope, status: int, message: str, param: str | None = None, *, final: bool = False
+) -> None:
+    """One log line per refused request (4xx), so a refusal can be told from the server's log: what
+    was asked, the status, the parameter and message sent back; never the body or a key. (``final``:
+    the refusal of a body cut short, which replaces whatever the application made of it.)"""
+    if 400 <= status < 500 and (final or not scope.get(_CUT_SHORT)):
+        log.info("%s %s -> %d (param: %s): %s", scope["method"], scope["path"], status, param, message[:300])
+
+
 _NOT_AN_OBJECT = {"model_attributes_type", "dict_type", "model_type"}
 _PRIMITIVE_LABELS = {"str", "int", "float", "bool", "none", "list", "dict", "bytes"}
 
@@ -138,6 +157,7 @@ class BodyLimit:
         limit, refusal = self.larger.get((scope["method"], scope["path"]), self.default)
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > limit):
+            refused(scope, 413, refusal)
             await envelope(413, refusal, "invalid_request_error")(scope, receive, send)
             return
         seen = 0
@@ -149,6 +169,7 @@ class BodyLimit:
             seen += len(message.get("body", b""))
             if seen > limit:
                 too_large = True
+                cut_short(scope)
                 raise PayloadTooLargeError(refusal)
             return message
 
@@ -158,6 +179,7 @@ class BodyLimit:
             if not too_large:
                 await send(message)
             elif message["type"] == "http.response.start":
+                refused(scope, 413, refusal, final=True)
                 await envelope(413, refusal, "invalid_request_error")(scope, receive, send)
 
         await self.app(scope, counted, answer)
@@ -165,12 +187,17 @@ class BodyLimit:
 
 def install(app: FastAPI) -> None:
     @app.exception_handler(ThreadlineError)
-    async def _ours(_request: Request, exc: ThreadlineError) -> RenderedJSON:
-        return envelope(exc.status, exc.message, exc.type, exc.param, exc.code)
+    async def _ours(request: Request, exc: ThreadlineError) -> RenderedJSON:
+        refused(request.scope, exc.status, exc.message, exc.param)
+        response = envelope(exc.status, exc.message, exc.type, exc.param, exc.code)
+        if exc.retry_after is not None:
+            response.headers["Retry-After"] = str(exc.retry_after)
+        return response
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid(_request: Request, exc: RequestValidationError) -> RenderedJSON:
+    async def _invalid(request: Request, exc: RequestValidationError) -> RenderedJSON:
         message, param = validation_error(list(exc.errors()), exc.body)
+        refused(request.scope, 400, message, param)
         return envelope(400, message, "invalid_request_error", param)
 
     @app.exception_handler(HTTPException)
@@ -181,6 +208,7 @@ def install(app: FastAPI) -> None:
             message = f"Method {request.method} is not allowed for {request.url.path}."
         else:
             message = str(exc.detail)
+        refused(request.scope, exc.status_code, message)
         return envelope(exc.status_code, message, "invalid_request_error")
 
 

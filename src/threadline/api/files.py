@@ -12,13 +12,14 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 
 from threadline.api.deps import Cursor
+from threadline.api.limits import UploadSlots
 from threadline.api.multipart import FormReader
 from threadline.api.objects import file_object, list_object
-from threadline.api.routing import Route
+from threadline.api.routing import CheckedRoute
 from threadline.domain.entities import ListQuery
 from threadline.domain.files import FileService
 
-router = APIRouter(route_class=Route)
+router = APIRouter(route_class=CheckedRoute)
 
 
 async def _files(request: Request) -> FileService:
@@ -40,7 +41,9 @@ async def _file_paging(
 
 @router.post("/files")
 async def create_file(request: Request, files: Files) -> dict[str, Any]:
-    return file_object(await files.create_file(FormReader(request).parts()))
+    slots: UploadSlots = request.app.state.upload_slots
+    with slots.hold(request.state.project_id):
+        return file_object(await files.create_file(FormReader(request).parts()))
 
 
 @router.get("/files")

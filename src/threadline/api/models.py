@@ -6,11 +6,11 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
-from threadline.api.routing import Route
+from threadline.api.routing import CheckedRoute
 from threadline.errors import ServiceUnavailableError
 
-router = APIRouter(route_class=Route)
-health = APIRouter(route_class=Route)
+router = APIRouter(route_class=CheckedRoute)
+health = APIRouter(route_class=CheckedRoute)
 
 
 @router.get("/models")

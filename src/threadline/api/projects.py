@@ -8,12 +8,12 @@ from typing import Any
 from fastapi import APIRouter, Request
 from pydantic import Field
 
-from threadline.api.routing import Route
+from threadline.api.routing import CheckedRoute
 from threadline.api.schemas import Strict
 from threadline.domain.entities import ApiKey, Project
 from threadline.domain.projects import Projects
 
-router = APIRouter(route_class=Route)
+router = APIRouter(route_class=CheckedRoute)
 
 
 class CreateProjectRequest(Strict):

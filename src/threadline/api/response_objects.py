@@ -22,7 +22,8 @@ from threadline.domain.entities import (
 )
 from threadline.domain.responses import ResponseView
 from threadline.domain.run_states import RunStatus
-from threadline.ids import call_item_id
+from threadline.ids import builtin_item_id, call_item_id, container_id
+from threadline.retrieval.citations import cut_index, strip_markers
 from threadline.tools.base import CodeInterpreterDetails, FileSearchDetails, LogsOutput
 
 Obj = dict[str, Any]
@@ -145,11 +146,8 @@ def output_items(view: ResponseView, include: Sequence[str] = ()) -> list[Obj]:
             if isinstance(call, FunctionCall):
                 items.append(function_call_item(call.id, call.name, call.arguments, call_item_id(call.id)))
             else:
-                items.append(
-                    builtin_item(
-                        call, "in_progress" if step.status == "in_progress" else "completed", include
-                    )
-                )
+                status = "in_progress" if step.status == "in_progress" else "completed"
+                items.append(builtin_item(call, status, view.run.thread_id, include))
     return items
 
 
@@ -166,7 +164,7 @@ def function_call_item(
     }
 
 
-def builtin_item(call: BuiltinCall, status: str, include: Sequence[str] = ()) -> Obj:
+def builtin_item(call: BuiltinCall, status: str, thread_id: str, include: Sequence[str] = ()) -> Obj:
     details = call.details
     if isinstance(details, CodeInterpreterDetails):
         outputs = [
@@ -177,10 +175,10 @@ def builtin_item(call: BuiltinCall, status: str, include: Sequence[str] = ()) ->
         ]
         return {
             "type": "code_interpreter_call",
-            "id": "ci_" + call.id.removeprefix("call_"),
+            "id": builtin_item_id(call.type, call.id),
             "status": status if call.output is None else "completed",
             "code": details.input,
-            "container_id": "",
+            "container_id": container_id(thread_id),
             "outputs": outputs,
         }
     assert isinstance(details, FileSearchDetails)
@@ -198,7 +196,7 @@ def builtin_item(call: BuiltinCall, status: str, include: Sequence[str] = ()) ->
         ]
     return {
         "type": "file_search_call",
-        "id": "fs_" + call.id.removeprefix("call_"),
+        "id": builtin_item_id(call.type, call.id),
         "status": status if call.output is None else "completed",
         "queries": _queries(call.arguments),
         "results": results,
@@ -216,8 +214,9 @@ def _queries(arguments: str) -> list[str]:
     return [str(q) for q in queries]
 
 
-def response_annotation(annotation: Obj) -> Obj:
-    """An Assistants message annotation as a Responses ``output_text`` annotation."""
+def response_annotation(annotation: Obj, cuts: Sequence[tuple[int, int]] = ()) -> Obj:
+    """An Assistants message annotation as a Responses ``output_text`` annotation, on the text with
+    its citation markers cut out (``cuts``): a citation's ``index`` is where its marker stood."""
     if annotation.get("type") == "file_citation":
         marker = str(annotation.get("text", ""))
         filename = marker.split("†", 1)[1].rstrip("】") if "†" in marker else ""
@@ -225,12 +224,12 @@ def response_annotation(annotation: Obj) -> Obj:
             "type": "file_citation",
             "file_id": annotation["file_citation"]["file_id"],
             "filename": filename,
-            "index": annotation.get("end_index", 0),
+            "index": cut_index(int(annotation.get("start_index", 0)), cuts),
         }
     return {
         "type": "file_path",
         "file_id": (annotation.get("file_path") or {}).get("file_id", ""),
-        "index": annotation.get("end_index", 0),
+        "index": cut_index(int(annotation.get("end_index", 0)), cuts),
     }
 
 
@@ -242,9 +241,10 @@ def content_parts(message: Message) -> list[Obj]:
         if kind == "text":
             text = part["text"]
             if output:
-                annotations = [response_annotation(a) for a in text.get("annotations") or []]
+                value, cuts = strip_markers(text["value"])
+                annotations = [response_annotation(a, cuts) for a in text.get("annotations") or []]
                 parts.append(
-                    {"type": "output_text", "text": text["value"], "annotations": annotations, "logprobs": []}
+                    {"type": "output_text", "text": value, "annotations": annotations, "logprobs": []}
                 )
             else:
                 parts.append({"type": "input_text", "text": text["value"]})
@@ -288,6 +288,28 @@ def item_object(entry: Message) -> Obj:
             "output": fields["output"],
             "status": "completed",
         }
+    if entry.type == "file_search_call":
+        fields = entry.content[0]
+        return {
+            "type": "file_search_call",
+            "id": entry.id,
+            "status": "completed",
+            "queries": fields.get("queries") or [],
+            "results": fields.get("results"),
+        }
+    if entry.type == "code_interpreter_call":
+        fields = entry.content[0]
+        return {
+            "type": "code_interpreter_call",
+            "id": entry.id,
+            "status": "completed",
+            "code": fields.get("code"),
+            "container_id": fields.get("container_id") or container_id(entry.thread_id),
+            "outputs": fields.get("outputs") or [],
+        }
+    if entry.type == "reasoning":
+        # Kept as it came: its summary, text and encrypted content are returned unchanged.
+        return {"type": "reasoning", "id": entry.id, **entry.content[0]}
     return message_item(entry)
 
 

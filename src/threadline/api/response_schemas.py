@@ -14,7 +14,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from threadline.api.schemas import MAX_INT32, Strict, WithMetadata, _check_metadata
-from threadline.domain.responses import NewItem, NewResponse
+from threadline.domain.responses import ItemReference, NewItem, NewResponse
 from threadline.errors import InvalidRequestError
 
 MAX_INPUT_ITEMS = 2048
@@ -96,6 +96,9 @@ class CreateResponseRequest(WithMetadata):
         if self.background and self.store is False:
             raise InvalidRequestError("Background mode requires store=true.", param="background")
         tools, resources = parse_tools(self.tools or [])
+        choice = parse_tool_choice(self.tool_choice)
+        if isinstance(self.tool_choice, dict) and self.tool_choice.get("type") == "allowed_tools":
+            tools, choice = allowed_tools(self.tool_choice, tools)
         conversation = (
             self.conversation.id if isinstance(self.conversation, ConversationRef) else self.conversation
         )
@@ -106,7 +109,7 @@ class CreateResponseRequest(WithMetadata):
             instructions=self.instructions,
             tools=tools,
             tool_resources=resources,
-            tool_choice=parse_tool_choice(self.tool_choice),
+            tool_choice=choice,
             parallel_tool_calls=True if self.parallel_tool_calls is None else self.parallel_tool_calls,
             response_format=parse_text_format(text),
             max_output_tokens=self.max_output_tokens,
@@ -139,10 +142,33 @@ class CreateResponseRequest(WithMetadata):
         )
 
 
+class CountTokensRequest(Strict):
+    """``POST /v1/responses/input_tokens``: what a response with these fields would send the model."""
+
+    model: str | None = Field(default=None, max_length=256)
+    input: str | list[dict[str, Any]] | None = None
+    instructions: str | None = Field(default=None, max_length=256_000)
+    tools: list[dict[str, Any]] | None = Field(default=None, max_length=128)
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    text: dict[str, Any] | None = None
+    reasoning: dict[str, Any] | None = None
+    truncation: Literal["auto", "disabled"] | None = None
+    previous_response_id: str | None = Field(default=None, max_length=128)
+    conversation: str | ConversationRef | None = None
+    personality: str | None = Field(default=None, max_length=64)
+
+    def command(self) -> NewResponse:
+        if not self.model:
+            raise InvalidRequestError("Missing required parameter: 'model'.", param="model")
+        fields = self.model_dump(exclude={"personality", "conversation"})
+        return CreateResponseRequest.model_construct(**fields, conversation=self.conversation).command()
+
+
 class CreateConversationRequest(WithMetadata):
     items: list[dict[str, Any]] | None = Field(default=None, max_length=20)
 
-    def new_items(self) -> list[NewItem]:
+    def new_items(self) -> list[NewItem | ItemReference]:
         return parse_items(self.items or [], "items")
 
 
@@ -159,7 +185,7 @@ class UpdateConversationRequest(Strict):
 class CreateItemsRequest(Strict):
     items: list[dict[str, Any]] = Field(max_length=20)
 
-    def new_items(self) -> list[NewItem]:
+    def new_items(self) -> list[NewItem | ItemReference]:
         return parse_items(self.items, "items")
 
 
@@ -179,7 +205,7 @@ def _string(item: dict[str, Any], key: str, param: str, *, limit: int = MAX_TEXT
     return value
 
 
-def parse_input(value: str | list[dict[str, Any]] | None) -> list[NewItem]:
+def parse_input(value: str | list[dict[str, Any]] | None) -> list[NewItem | ItemReference]:
     if value is None:
         return []
     if isinstance(value, str):
@@ -189,15 +215,16 @@ def parse_input(value: str | list[dict[str, Any]] | None) -> list[NewItem]:
     return parse_items(value, "input")
 
 
-def parse_items(items: list[dict[str, Any]], param: str) -> list[NewItem]:
+def parse_items(items: list[dict[str, Any]], param: str) -> list[NewItem | ItemReference]:
     if len(items) > MAX_INPUT_ITEMS:
         raise _bad(f"Invalid '{param}': at most {MAX_INPUT_ITEMS} items.", param)
     return [_item(item, f"{param}[{i}]") for i, item in enumerate(items)]
 
 
 _STATUSES = ("in_progress", "completed", "incomplete")
-# Fields an input item may carry beyond the ones it is made of: accepted and not used, but checked,
-# as OpenAI checks them. Values: the allowed values (a tuple) or the JSON type (a Python type).
+# The fields each input item type may carry; others are refused, as OpenAI refuses them. Those not
+# used (a message's ``status``, a call's ``caller`` ...) are still checked. Values: the allowed
+# values (a tuple) or the JSON type (a Python type).
 _ITEM_FIELDS: dict[str, dict[str, Any]] = {
     "message": {"type": str, "role": str, "content": object, "id": str, "status": _STATUSES},
     "function_call": {
@@ -209,6 +236,7 @@ _ITEM_FIELDS: dict[str, dict[str, Any]] = {
         "status": _STATUSES,
         "namespace": str,
         "caller": dict,
+        "parsed_arguments": object,  # as ``parsed`` on output_text: the SDK's, sent back
     },
     "function_call_output": {
         "type": str,
@@ -220,10 +248,45 @@ _ITEM_FIELDS: dict[str, dict[str, Any]] = {
         "namespace": str,
         "caller": dict,
     },
+    "file_search_call": {
+        "type": str,
+        "id": str,
+        "status": ("in_progress", "searching", "completed", "incomplete", "failed"),
+        "queries": list,
+        "results": list,
+    },
+    "code_interpreter_call": {
+        "type": str,
+        "id": str,
+        "status": ("in_progress", "completed", "incomplete", "interpreting", "failed"),
+        "container_id": str,
+        "code": str,
+        "outputs": list,
+    },
+    "reasoning": {
+        "type": str,
+        "id": str,
+        "encrypted_content": str,
+        "summary": list,
+        "content": list,
+        "status": _STATUSES,
+    },
+}
+_REQUIRED = {
+    "file_search_call": ("id", "status", "queries"),
+    "code_interpreter_call": ("id", "status", "code", "container_id", "outputs"),
+    "reasoning": ("id", "summary"),
+}
+"""What the spec requires of a built-in call or reasoning item given back (each is as it was output)."""
+_RESULT_FIELDS = {"file_id": str, "text": str, "filename": str, "attributes": dict, "score": object}
+_OUTPUT_FIELDS: dict[str, dict[str, Any]] = {
+    "logs": {"type": str, "logs": str},
+    "image": {"type": str, "url": str},
 }
 _PART_FIELDS: dict[str, set[str]] = {
     "input_text": {"type", "text", "prompt_cache_breakpoint"},
-    "output_text": {"type", "text", "annotations", "logprobs"},
+    # ``parsed``: the official SDK's parsed responses carry it, and send it back with the part.
+    "output_text": {"type", "text", "annotations", "logprobs", "parsed"},
     "input_image": {"type", "image_url", "file_id", "detail", "prompt_cache_breakpoint"},
     "refusal": {"type", "refusal"},
 }
@@ -245,15 +308,24 @@ def _check_fields(item: dict[str, Any], fields: dict[str, Any], param: str) -> N
             raise _bad(f"Invalid type for '{param}.{key}'.", f"{param}.{key}")
 
 
-def _item(item: dict[str, Any], param: str) -> NewItem:
+def _item(item: dict[str, Any], param: str) -> NewItem | ItemReference:
     if not isinstance(item, dict):
         raise _bad(f"Invalid type for '{param}': expected an object.", param)
-    kind = item.get("type", "message")
+    kind = item.get("type")
+    if kind is None:
+        # An item reference may leave its type out; a message may too, but has a role.
+        kind = "item_reference" if "id" in item and "role" not in item else "message"
+    if kind == "item_reference":
+        _check_fields(item, {"type": str, "id": str}, param)
+        return ItemReference(_string(item, "id", param, limit=128), f"{param}.id")
     if isinstance(kind, str) and kind in _ITEM_FIELDS:
         fields = _ITEM_FIELDS[kind]
         if kind == "message" and item.get("role") == "assistant":
             fields = {**fields, "phase": ("commentary", "final_answer")}
         _check_fields(item, fields, param)
+        for key in _REQUIRED.get(kind, ()):
+            if key not in item:
+                raise _bad(f"Missing required parameter: '{param}.{key}'.", f"{param}.{key}")
     if kind == "message":
         role = item.get("role")
         if role not in ("user", "assistant", "system", "developer"):
@@ -280,11 +352,117 @@ def _item(item: dict[str, Any], param: str) -> NewItem:
             "output": _string(item, "output", param),
         }
         return NewItem("function_call_output", "tool", [fields])
-    if kind in ("reasoning", "item_reference"):
-        raise _bad(f"Input items of type '{kind}' are not supported by this server.", f"{param}.type")
+    if kind == "file_search_call":
+        return NewItem("file_search_call", "assistant", [_file_search_call(item, param)])
+    if kind == "code_interpreter_call":
+        return NewItem("code_interpreter_call", "assistant", [_code_interpreter_call(item, param)])
+    if kind == "reasoning":
+        return NewItem("reasoning", "assistant", [_reasoning(item, param)])
     raise _bad(
         f"Invalid value for '{param}.type': {str(kind)[:64]!r} is not an input item type.", f"{param}.type"
     )
+
+
+def _list(item: dict[str, Any], key: str, param: str, *, required: bool = False) -> list[Any]:
+    value = item.get(key)
+    if value is None and not required:
+        return []
+    if not isinstance(value, list):
+        raise _bad(f"Invalid type for '{param}.{key}': expected an array.", f"{param}.{key}")
+    if len(value) > MAX_INPUT_ITEMS:
+        raise _bad(f"Invalid '{param}.{key}': at most {MAX_INPUT_ITEMS} entries.", f"{param}.{key}")
+    return value
+
+
+def _objects(
+    item: dict[str, Any], key: str, param: str, kinds: dict[str, dict[str, Any]], *, required: bool = False
+) -> list[dict[str, Any]]:
+    """``item[key]``: an array of typed objects (``kinds``: each type's fields), checked."""
+    out = []
+    for i, entry in enumerate(_list(item, key, param, required=required)):
+        at = f"{param}.{key}[{i}]"
+        if not isinstance(entry, dict):
+            raise _bad(f"Invalid type for '{at}': expected an object.", at)
+        kind = entry.get("type")
+        if not isinstance(kind, str) or kind not in kinds:
+            expected = " or ".join(f"'{k}'" for k in kinds)
+            raise _bad(f"Invalid value for '{at}.type': expected {expected}.", f"{at}.type")
+        _check_fields(entry, kinds[kind], at)
+        for field_name, rule in kinds[kind].items():
+            if rule is str and not isinstance(entry.get(field_name), str):
+                raise _bad(f"Missing required parameter: '{at}.{field_name}'.", f"{at}.{field_name}")
+        out.append(entry)
+    return out
+
+
+def _file_search_call(item: dict[str, Any], param: str) -> dict[str, Any]:
+    """A file search call given back: its queries, and its results when it has them (``None`` if not)."""
+    queries = _list(item, "queries", param, required=True)
+    for i, query in enumerate(queries):
+        if not isinstance(query, str) or len(query) > MAX_TEXT:
+            raise _bad(
+                f"Invalid type for '{param}.queries[{i}]': expected a string.", f"{param}.queries[{i}]"
+            )
+    results: list[dict[str, Any]] | None = None
+    if item.get("results") is not None:
+        results = []
+        for i, result in enumerate(_list(item, "results", param)):
+            at = f"{param}.results[{i}]"
+            if not isinstance(result, dict):
+                raise _bad(f"Invalid type for '{at}': expected an object.", at)
+            _check_fields(result, _RESULT_FIELDS, at)
+            score = result.get("score")
+            if score is not None and (isinstance(score, bool) or not isinstance(score, int | float)):
+                raise _bad(f"Invalid type for '{at}.score': expected a number.", f"{at}.score")
+            _attributes(result.get("attributes"), f"{at}.attributes")
+            results.append(
+                {
+                    "file_id": result.get("file_id") or "",
+                    "filename": result.get("filename") or "",
+                    "score": result.get("score") or 0.0,
+                    "text": result.get("text") or "",
+                    "attributes": result.get("attributes") or {},
+                }
+            )
+    return {"queries": queries, "results": results}
+
+
+def _attributes(value: Any, param: str) -> None:
+    """A search result's file attributes: up to 16, short keys, short strings or numbers or booleans."""
+    if value is None:
+        return
+    if not isinstance(value, dict) or len(value) > 16:
+        raise _bad(f"Invalid '{param}': an object of at most 16 attributes.", param)
+    for key, item in value.items():
+        short = len(key) <= 64 and (not isinstance(item, str) or len(item) <= 512)
+        if not short or not isinstance(item, str | int | float | bool):
+            raise _bad(
+                f"Invalid '{param}.{key[:64]}': keys are up to 64 characters, values strings of up "
+                "to 512, numbers or booleans.",
+                param,
+            )
+
+
+def _code_interpreter_call(item: dict[str, Any], param: str) -> dict[str, Any]:
+    """A code interpreter call given back: its code and outputs."""
+    code = item["code"] if isinstance(item.get("code"), str) else None
+    if code is not None:
+        code = _string(item, "code", param)
+    outputs = [dict(output) for output in _objects(item, "outputs", param, _OUTPUT_FIELDS)]
+    return {"code": code, "container_id": item.get("container_id") or "", "outputs": outputs}
+
+
+def _reasoning(item: dict[str, Any], param: str) -> dict[str, Any]:
+    """A reasoning item given back, kept whole (its summary, text and encrypted content) to be
+    returned as it came."""
+    summary = _objects(item, "summary", param, {"summary_text": {"type": str, "text": str}}, required=True)
+    content = _objects(item, "content", param, {"reasoning_text": {"type": str, "text": str}})
+    kept: dict[str, Any] = {"summary": summary}
+    if "content" in item:
+        kept["content"] = content
+    if item.get("encrypted_content") is not None:
+        kept["encrypted_content"] = _string(item, "encrypted_content", param)
+    return kept
 
 
 def _text_part(text: str) -> list[dict[str, Any]]:
@@ -410,7 +588,43 @@ def parse_tool_choice(choice: str | dict[str, Any] | None) -> Any:
         return {"type": "function", "function": {"name": name}}
     if kind in ("file_search", "code_interpreter"):
         return {"type": kind}
+    if kind == "allowed_tools":
+        return "auto"  # the tools are narrowed by ``allowed_tools``
     raise _bad(f"Invalid value for 'tool_choice.type': {str(kind)[:64]!r}.", "tool_choice.type")
+
+
+def allowed_tools(choice: dict[str, Any], tools: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], str]:
+    """``tool_choice: {"type": "allowed_tools", "mode", "tools"}``: the request's tools narrowed to
+    the ones listed (each must be one of them), and the ``tool_choice`` its ``mode`` stands for."""
+    for field_name in choice:
+        if field_name not in ("type", "mode", "tools"):
+            raise _bad(f"Unknown parameter: 'tool_choice.{field_name}'.", f"tool_choice.{field_name}")
+    mode = choice.get("mode")
+    if mode not in ("auto", "required"):
+        raise _bad("Invalid value for 'tool_choice.mode': expected 'auto' or 'required'.", "tool_choice.mode")
+    listed = choice.get("tools")
+    if not isinstance(listed, list):
+        raise _bad("Missing required parameter: 'tool_choice.tools'.", "tool_choice.tools")
+    offered = {_tool_key(tool): tool for tool in tools}
+    kept: list[dict[str, Any]] = []
+    for i, tool in enumerate(listed):
+        param = f"tool_choice.tools[{i}]"
+        if not isinstance(tool, dict):
+            raise _bad(f"Invalid type for '{param}': expected an object.", param)
+        kind = str(tool.get("type"))
+        wanted = (kind, str(tool.get("name")) if kind == "function" else "")
+        if wanted not in offered:
+            raise _bad(f"Invalid value for '{param}': it names no tool of the request's 'tools'.", param)
+        if offered[wanted] not in kept:
+            kept.append(offered[wanted])
+    return kept, str(mode)
+
+
+def _tool_key(tool: dict[str, Any]) -> tuple[str, str]:
+    """A run engine tool's identity: its type, and a function's name."""
+    if tool.get("type") == "function":
+        return "function", str(tool["function"]["name"])
+    return str(tool.get("type")), ""
 
 
 def parse_text_format(text: dict[str, Any]) -> Any:

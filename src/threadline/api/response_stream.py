@@ -6,13 +6,19 @@ events, numbering them with ``sequence_number`` from 0. Output items are numbere
 response's ``output`` lists them in the same order. The stream ends after the event that ends the
 response (``response.completed``, ``.incomplete``, ``.failed``); unlike the Assistants stream, there
 is no ``[DONE]`` line.
+
+A run taken over after its worker died redoes its unfinished turn (``domain/run_loop.py``), reusing the
+message id it had begun. The translation carries on as if nothing happened: the response's opening
+events are sent once, an item already shown is not added again, and a redone answer's text is sent
+only past what the stream already carried. A background response's recording belongs to the claim
+that drives it: the process that takes a run over records from where the recording stops.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,13 +34,22 @@ from threadline.api.response_objects import (
     response_object,
 )
 from threadline.api.sse import KEEPALIVE_SECONDS, frame
-from threadline.domain.entities import BuiltinCall, FunctionCall, Message, Run, RunStep, ToolCalls
+from threadline.domain.entities import (
+    BuiltinCall,
+    FunctionCall,
+    Message,
+    MessageCreation,
+    Run,
+    RunStep,
+    ToolCalls,
+)
 from threadline.domain.events import BuiltinCallDelta, Event, MessageDelta, ObjectEvent, StepDelta
 from threadline.domain.ports import Subscription
 from threadline.domain.responses import ResponseService, ResponseView
 from threadline.domain.run_states import TERMINAL, RunStatus
 from threadline.errors import InvalidRequestError
-from threadline.ids import call_item_id
+from threadline.ids import builtin_item_id, call_item_id, container_id
+from threadline.retrieval.citations import MarkerFilter, strip_markers
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +65,12 @@ ENDING = {
 }
 FINAL = frozenset({*ENDING.values(), "error"})
 """The event types after which a response's stream ends."""
+
+
+@dataclass
+class _Text:
+    raw: str = ""
+    markers: MarkerFilter = field(default_factory=MarkerFilter)
 
 
 @dataclass
@@ -74,6 +95,46 @@ class ResponseEvents:
         self.calls: dict[tuple[str, int], str] = {}
         """Call ids by step id and position, for deltas that name only their position."""
         self.finished = False
+        self.claims = run.claims
+        """The claim whose events arrive: a higher one is a redo after a takeover."""
+        self.opened: set[str] = set()
+        """The response's opening events already sent (``response.created`` ...), each sent once."""
+        self.sent: dict[tuple[str, int], int] = {}
+        """Characters of each content part (by item id and part) the stream has carried."""
+        self.seen: dict[tuple[str, int], int] = {}
+        """Characters of each content part the current claim's turn has produced."""
+        self.annotations: dict[tuple[str, int], int] = {}
+        """Annotations of each content part the stream has carried."""
+        self.texts: dict[tuple[str, int], _Text] = {}
+        """Each text part's text as the current claim's turn wrote it, and what is held back of it
+        (a citation marker's start). ``sent`` and ``seen`` count the text shown, markers cut out."""
+
+    @classmethod
+    def resumed(cls, responses: ResponseService, run: Run, recorded: list[Obj]) -> ResponseEvents:
+        """The translation state a recorded stream leaves: its numbering, its items, the text it carried."""
+        events = cls(responses, run)
+        events.claims = 0
+        by_id: dict[str, _Item] = {}
+        for event in recorded:
+            kind = event["type"]
+            events.sequence = event["sequence_number"] + 1
+            if kind in FINAL:
+                events.finished = True
+            elif kind in _OPENING:
+                events.opened.add(kind)
+            elif kind == "response.output_item.added":
+                added = event["item"]
+                key = added["id"] if added["type"] == "message" else added.get("call_id") or _call_id(added)
+                by_id[added["id"]] = events._item(key, added["id"], added["type"])
+            elif kind == "response.content_part.added" and event["item_id"] in by_id:
+                by_id[event["item_id"]].parts.add(event["content_index"])
+            elif kind in ("response.output_text.delta", "response.refusal.delta"):
+                at = (event["item_id"], event["content_index"])
+                events.sent[at] = events.sent.get(at, 0) + len(event["delta"])
+            elif kind == "response.output_text.annotation.added":
+                at = (event["item_id"], event["content_index"])
+                events.annotations[at] = max(events.annotations.get(at, 0), event["annotation_index"] + 1)
+        return events
 
     def error(self, message: str) -> Obj:
         self.finished = True
@@ -110,23 +171,39 @@ class ResponseEvents:
 
     async def _run(self, name: str, run: Run) -> list[Obj]:
         self.run = run
+        if run.claims > self.claims:
+            # Claimed again: the turn a dead worker left unfinished is redone from its start.
+            self.claims = run.claims
+            self.seen.clear()
+            self.texts.clear()
         if name == "thread.run.created":
-            return [self._event("response.created", response=self._snapshot(run))]
+            return self._opening("response.created", run)
         if run.status is RunStatus.QUEUED and (run.response or {}).get("background"):
-            return [self._event("response.queued", response=self._snapshot(run))]
+            return self._opening("response.queued", run)
         if name == "thread.run.in_progress":
-            return [self._event("response.in_progress", response=self._snapshot(run))]
+            return self._opening("response.in_progress", run)
         if run.status in TERMINAL or run.status is RunStatus.REQUIRES_ACTION:
             self.finished = True
             view = await self.responses.view(run)
             return [self._event(ENDING[run.status], response=response_object(view))]
         return []
 
+    def _opening(self, kind: str, run: Run) -> list[Obj]:
+        if kind in self.opened:
+            return []
+        self.opened.add(kind)
+        return [self._event(kind, response=self._snapshot(run))]
+
     def _snapshot(self, run: Run) -> Obj:
-        return response_object(ResponseView(run, [], {}))
+        # A streamed response is being worked on from the start (OpenAI's says so in
+        # response.created); only a background one waits in a queue, as far as its client is told.
+        queued = run.status is RunStatus.QUEUED and not (run.response or {}).get("background")
+        return response_object(ResponseView(run, [], {}), status="in_progress" if queued else None)
 
     def _message(self, name: str, message: Message) -> list[Obj]:
         if name == "thread.message.created":
+            if message.id in self.items:
+                return []  # a redone turn's message, shown already
             item = self._item(message.id, message.id, "message")
             added = {**message_item(message), "content": []}
             return [self._event("response.output_item.added", output_index=item.index, item=added)]
@@ -139,6 +216,14 @@ class ResponseEvents:
             if index not in item.parts:
                 out.append(
                     self._event("response.content_part.added", **at, content_index=index, part=_empty(part))
+                )
+            key = (item.id, index)
+            held = self._unsent(key, self.texts[key].markers.flush()) if key in self.texts else ""
+            if held:  # the start of a marker that never ended: it was text after all
+                out.append(
+                    self._event(
+                        "response.output_text.delta", **at, content_index=index, delta=held, logprobs=[]
+                    )
                 )
             if part["type"] == "output_text":
                 out.append(
@@ -170,20 +255,39 @@ class ResponseEvents:
                 else {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
             )
             out.append(self._event("response.content_part.added", **at, part=part))
+        key = (item.id, delta.index)
+        text = self.texts.setdefault(key, _Text())
+        if delta.kind == "text":
+            text.raw += delta.text
+        cuts = strip_markers(text.raw)[1] if delta.annotations else []
         for n, annotation in enumerate(delta.annotations, delta.first_annotation):
+            if n < self.annotations.get(key, 0):
+                continue  # carried before a takeover
+            self.annotations[key] = n + 1
             out.append(
                 self._event(
                     "response.output_text.annotation.added",
                     **at,
                     annotation_index=n,
-                    annotation=response_annotation(annotation),
+                    annotation=response_annotation(annotation, cuts),
                 )
             )
-        if delta.text and delta.kind == "refusal":
-            out.append(self._event("response.refusal.delta", **at, delta=delta.text))
-        elif delta.text:
-            out.append(self._event("response.output_text.delta", **at, delta=delta.text, logprobs=[]))
+        # Citation markers are cut out of the text, as from the finished answer's.
+        shown = self._unsent(key, text.markers.feed(delta.text) if delta.kind == "text" else delta.text)
+        if shown and delta.kind == "refusal":
+            out.append(self._event("response.refusal.delta", **at, delta=shown))
+        elif shown:
+            out.append(self._event("response.output_text.delta", **at, delta=shown, logprobs=[]))
         return out
+
+    def _unsent(self, key: tuple[str, int], shown: str) -> str:
+        """Of ``shown``, the next text of part ``key``, what the stream has not carried yet: text a
+        redone turn produces again is not sent twice, only what goes past what was sent."""
+        start = self.seen.get(key, 0)
+        self.seen[key] = start + len(shown)
+        unsent = shown[max(self.sent.get(key, 0) - start, 0) :]
+        self.sent[key] = max(self.sent.get(key, 0), self.seen[key])
+        return unsent
 
     def _arguments(self, delta: StepDelta) -> list[Obj]:
         out: list[Obj] = []
@@ -215,8 +319,7 @@ class ResponseEvents:
         if delta.call_id is None or delta.call_id in self.items:
             return []  # outputs are shown in the item once the call is done
         kind = "file_search_call" if delta.type == "file_search" else "code_interpreter_call"
-        prefix = "fs_" if delta.type == "file_search" else "ci_"
-        item = self._item(delta.call_id, prefix + delta.call_id.removeprefix("call_"), kind)
+        item = self._item(delta.call_id, builtin_item_id(delta.type, delta.call_id), kind)
         at = {"item_id": item.id, "output_index": item.index}
         added: Obj
         if kind == "file_search_call":
@@ -232,7 +335,7 @@ class ResponseEvents:
             "id": item.id,
             "status": "in_progress",
             "code": "",
-            "container_id": "",
+            "container_id": container_id(self.run.thread_id),
             "outputs": [],
         }
         return [
@@ -266,9 +369,17 @@ class ResponseEvents:
             else:
                 assert isinstance(call, BuiltinCall)
                 out.append(self._event(f"response.{item.kind}.completed", **at))
-                done = builtin_item(call, "completed", include)
+                done = builtin_item(call, "completed", self.run.thread_id, include)
             out.append(self._event("response.output_item.done", output_index=item.index, item=done))
         return out
+
+
+_OPENING = frozenset({"response.created", "response.queued", "response.in_progress"})
+
+
+def _call_id(item: Obj) -> str:
+    """A built-in call item's call id, from its item id (``fs_…``/``ci_…`` for ``call_…``)."""
+    return "call_" + str(item["id"]).split("_", 1)[-1]
 
 
 def _empty(part: Obj) -> Obj:
@@ -325,27 +436,85 @@ def stream(responses: ResponseService, subscription: Subscription, run: Run) -> 
 
 # --- background responses: a recorded stream that can be picked up again -------------------
 
-_recorders: set[asyncio.Task[None]] = set()
-"""Running recorders, held so they are not collected while they work."""
+_recorders: dict[str, asyncio.Task[None]] = {}
+"""Running recorders by response id, held so they are not collected while they work."""
 RESUME_POLL_SECONDS = 0.5
+RECORDED_PAGE = 1000
+ORPHAN_SECONDS = 3.0
+"""How long a resumed stream waits on an ended response's recording before finishing it itself."""
 
 
 def record(responses: ResponseService, subscription: Subscription, run: Run) -> None:
-    """Keep a background response's stream events in the store, from its first event to its last,
-    whoever is (or is not) listening; ``resume`` serves them."""
+    """Keep a background response's stream events in the store, from its first event on, whoever is
+    (or is not) listening; ``resume`` serves them. Called before the response exists."""
+    _start(run.id, _record(ResponseEvents(responses, run), subscription, 1))
 
-    async def work() -> None:
-        events = ResponseEvents(responses, run)
-        with subscription:
-            try:
-                async for batch in translated(events, subscription):
-                    await responses.store.record_response_events(run.id, batch)
-            except Exception:
-                log.exception("response %s: recording its stream failed", run.id)
 
-    task = asyncio.create_task(work(), name=f"record {run.id}")
-    _recorders.add(task)
-    task.add_done_callback(_recorders.discard)
+def take_over(responses: ResponseService, run: Run) -> None:
+    """A worker claimed ``run`` again (its previous worker died or handed it back): if it is a
+    background response, this process records its stream from where the recording stops. Called
+    before the worker drives the run, so no event of the claim is missed."""
+    if run.claims < 2 or not (run.response or {}).get("background"):
+        return
+    subscription = responses.svc.bus.subscribe(run.id)
+    _start(run.id, _take_over(responses, run, subscription, _recorders.get(run.id)))
+
+
+def _start(response_id: str, work: Coroutine[Any, Any, None]) -> None:
+    task = asyncio.create_task(work, name=f"record {response_id}")
+    _recorders[response_id] = task
+
+    def done(_: asyncio.Task[None]) -> None:
+        if _recorders.get(response_id) is task:
+            del _recorders[response_id]
+
+    task.add_done_callback(done)
+
+
+async def _take_over(
+    responses: ResponseService, run: Run, subscription: Subscription, before: asyncio.Task[None] | None
+) -> None:
+    with subscription:
+        if before is not None:
+            # This process recorded the earlier claim: it stops at this claim's first event.
+            await asyncio.gather(before, return_exceptions=True)
+        try:
+            recorded: list[Obj] = []
+            while page := await responses.store.response_events(
+                run.id, recorded[-1]["sequence_number"] if recorded else -1, RECORDED_PAGE
+            ):
+                recorded += page
+            events = ResponseEvents.resumed(responses, run, recorded)
+        except Exception:
+            log.exception("response %s: reading its recorded stream failed", run.id)
+            return
+        if not events.finished:
+            log.info("response %s: recording its stream again from event %d", run.id, events.sequence)
+            await _record(events, subscription, run.claims)
+
+
+async def _record(events: ResponseEvents, subscription: Subscription, claim: int) -> None:
+    """Record the events of one claim of the run: the next claim's process records what follows."""
+    store = events.responses.store
+    with subscription:
+        try:
+            while not events.finished:
+                event = await subscription.get(timeout=KEEPALIVE_SECONDS)
+                if event is None:
+                    latest = await store.get_run_by_id(events.run.id)
+                    if latest is None or latest.status not in TERMINAL:
+                        continue
+                    event = ObjectEvent(f"thread.run.{latest.status.value}", latest)
+                if (
+                    isinstance(event, ObjectEvent)
+                    and isinstance(event.obj, Run)
+                    and event.obj.claims > claim
+                    and event.obj.status is RunStatus.IN_PROGRESS
+                ):
+                    return  # taken over: the process that claimed it records from here
+                await store.record_response_events(events.run.id, await events.translate(event))
+        except Exception:
+            log.exception("response %s: recording its stream failed", events.run.id)
 
 
 def resume(responses: ResponseService, run: Run, starting_after: int) -> StreamingResponse:
@@ -358,7 +527,7 @@ def resume(responses: ResponseService, run: Run, starting_after: int) -> Streami
 
 async def _tail(responses: ResponseService, response_id: str, after: int) -> AsyncIterator[bytes]:
     store = responses.store
-    idle_since_end = 0
+    quiet_since: float | None = None
     with responses.svc.bus.subscribe(response_id) as wake:
         while True:
             batch = await store.response_events(response_id, after, 256)
@@ -368,19 +537,47 @@ async def _tail(responses: ResponseService, response_id: str, after: int) -> Asy
                 if event["type"] in FINAL:
                     return
             if batch:
-                idle_since_end = 0
+                quiet_since = None
                 continue
             latest = await store.get_run_by_id(response_id)
             if latest is None:
                 return
-            if latest.status in TERMINAL:
-                idle_since_end += 1
-                if idle_since_end > 2:
-                    # Ended, and its recorder wrote nothing more (its process went away): end the
-                    # stream with the response as it finished.
-                    view = await responses.view(latest)
-                    kind = ENDING[latest.status]
-                    ending = {"type": kind, "sequence_number": after + 1, "response": response_object(view)}
-                    yield frame(kind, ending)
-                    return
+            if latest.status in TERMINAL and response_id not in _recorders:
+                # Ended, but its recording stopped short and no recorder here is behind on it: its
+                # process went away after the run's last write. Give one elsewhere time to catch up,
+                # then finish the recording from what the store holds.
+                loop = asyncio.get_running_loop()
+                quiet_since = quiet_since or loop.time()
+                if loop.time() - quiet_since >= ORPHAN_SECONDS:
+                    await _finish_recording(responses, latest)
+                    quiet_since = None
+                    continue
             await wake.get(timeout=RESUME_POLL_SECONDS)
+
+
+async def _finish_recording(responses: ResponseService, run: Run) -> None:
+    """Record the closing events of a response that ended while nobody recorded: each item's
+    ``*.done`` events, then the ending, numbered after what was recorded."""
+    recorded: list[Obj] = []
+    while page := await responses.store.response_events(
+        run.id, recorded[-1]["sequence_number"] if recorded else -1, RECORDED_PAGE
+    ):
+        recorded += page
+    events = ResponseEvents.resumed(responses, run, recorded)
+    if events.finished:
+        return
+    view = await responses.view(run)
+    closing: list[Obj] = []
+    for step in view.steps:
+        details = step.step_details
+        if isinstance(details, MessageCreation) and details.message_id in view.messages:
+            message = view.messages[details.message_id]
+            closing += await events.translate(ObjectEvent("thread.message.completed", message))
+        else:
+            closing += await events.translate(ObjectEvent("thread.run.step.completed", step))
+    closing += await events.translate(ObjectEvent(f"thread.run.{run.status.value}", run))
+    try:
+        await responses.store.record_response_events(run.id, closing)
+    except Exception:
+        # Another reader finished it first (the same sequence numbers): theirs stands.
+        log.info("response %s: its recording was finished elsewhere", run.id)

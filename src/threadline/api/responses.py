@@ -8,6 +8,7 @@ picked up again with ``GET /v1/responses/{id}?stream=true&starting_after=N``.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -17,16 +18,18 @@ from threadline.api import response_stream
 from threadline.api.deps import Paging, Svc
 from threadline.api.objects import list_object
 from threadline.api.response_objects import item_object, response_object
-from threadline.api.response_schemas import CreateResponseRequest, check_includes
-from threadline.api.routing import Route
+from threadline.api.response_schemas import CountTokensRequest, CreateResponseRequest, check_includes
+from threadline.api.routing import CheckedRoute
 from threadline.api.runs import settled
 from threadline.domain.entities import Run
 from threadline.domain.responses import ResponseService
 from threadline.domain.services import Services
 from threadline.errors import NotFoundError
 from threadline.ids import new_id
+from threadline.providers.base import Route
+from threadline.providers.tokenizers import EstimateTokenizer
 
-router = APIRouter(route_class=Route)
+router = APIRouter(route_class=CheckedRoute)
 
 
 def responses(svc: Svc) -> ResponseService:
@@ -85,10 +88,25 @@ async def create_response(
 
 
 @router.post("/responses/input_tokens")
+async def count_input_tokens(
+    body: CountTokensRequest, request: Request, responses: Responses
+) -> dict[str, Any]:
+    command = body.command()
+    responses.svc.check_model(command.model)
+    runtime = request.app.state.runtime
+    route: Route | None = runtime.router.resolve(command.model)
+    assert route is not None, "a model that routes has a route"
+    if route.tokenizer is None and runtime.model_start is None:
+        # An embedded model this process does not run: estimated, rather than loaded to count.
+        route = dataclasses.replace(route, tokenizer=EstimateTokenizer())
+    count = await responses.count_input_tokens(command, route)
+    return {"object": "response.input_tokens", "input_tokens": count}
+
+
 @router.post("/responses/compact")
 async def not_served(request: Request) -> None:
-    """Counting input tokens and compacting are not served: 404, as for any unknown URL (the routes
-    for ``/responses/{response_id}`` would otherwise make it a 405)."""
+    """Compacting is not served: 404, as for any unknown URL (the routes for
+    ``/responses/{response_id}`` would otherwise make it a 405)."""
     raise NotFoundError(f"Invalid URL ({request.method} {request.url.path})")
 
 

@@ -1,4 +1,4 @@
-"""Every route's class (:class:`Route`): what a request carries is checked before the route sees it,
+"""Every route's class (:class:`CheckedRoute`): what a request carries is checked before the route sees it,
 and what the route returns is rendered by something that cannot fail.
 
 One string must not poison a project. A lone surrogate (JSON's ``"\\udfff"``, which Python's JSON
@@ -209,7 +209,7 @@ class RenderedJSON(JSONResponse):
             return printable(text).encode()
 
 
-class Route(APIRoute):
+class CheckedRoute(APIRoute):
     """An API route that checks query parameters, path ids and JSON bodies (see the module's
     docstring) before anything else, and renders its reply with :class:`RenderedJSON`."""
 

@@ -3,7 +3,9 @@
 The prompt is: the run's instructions; a summary of older conversation, when some had to be left
 out; as many of the thread's newest messages as fit; then what this run has already done — its own
 assistant messages and each tool round as an assistant ``tool_calls`` message followed by one
-``role: tool`` message per call (a call and its output are never separated).
+``role: tool`` message per call (a call and its output are never separated). A built-in call a
+Responses client gave back as input (``file_search_call``, ``code_interpreter_call``) is shown the
+same way, as a call and its output; a ``reasoning`` item is kept in the thread but not shown.
 
 The budget is the context window (or ``max_prompt_tokens``, what is left of it over the run) minus
 room for the answer. Messages are read newest first, a page at a time, until the budget is full, so
@@ -41,6 +43,7 @@ from threadline.providers.base import (
     TextDelta,
     Usage,
 )
+from threadline.tools.base import CODE_INTERPRETER, FILE_SEARCH
 from threadline.tools.registry import ToolRegistry
 
 log = logging.getLogger(__name__)
@@ -77,6 +80,13 @@ def chat_message(
     if message.type == "function_call_output":
         item = message.content[0]
         return {"role": "tool", "tool_call_id": item["call_id"], "content": item["output"]}
+    if message.type in HOSTED_CALLS:
+        # Counted as one message; ``entry_messages`` gives it to the model as a call and its output.
+        call, output = hosted_call(message)
+        return {"role": "assistant", "content": output["content"], "tool_calls": call["tool_calls"]}
+    if message.type == "reasoning":
+        # A chat model takes no reasoning back: the item is kept for the client, not shown.
+        return {"role": "assistant", "content": ""}
     parts: list[dict[str, Any]] = []
     for part in message.content:
         if part.get("type") == "text":
@@ -107,6 +117,57 @@ def chat_message(
     if all(p["type"] == "text" for p in parts):
         return {"role": role, "content": "".join(p["text"] for p in parts)}
     return {"role": role, "content": parts}
+
+
+HOSTED_CALLS = ("file_search_call", "code_interpreter_call")
+"""Thread entries that are a built-in tool's call and its result, given back as Responses input."""
+
+
+def hosted_call(message: Message) -> tuple[ChatMessage, ChatMessage]:
+    """A ``file_search_call`` or ``code_interpreter_call`` entry as the model saw the server's own
+    calls: an assistant call of the tool's function, and the tool's answer."""
+    item = message.content[0]
+    if message.type == "file_search_call":
+        queries = [str(q) for q in item.get("queries") or []]
+        name, arguments = FILE_SEARCH.name, {"query": " ".join(queries)}
+        results = item.get("results")
+        if results is None:
+            output = "(The results of this search were not kept.)"
+        elif not results:
+            output = "No results found in the files."
+        else:
+            output = "\n\n".join(
+                f"{r.get('filename') or r.get('file_id')}:\n{r.get('text', '')}" for r in results
+            )
+    else:
+        name, arguments = CODE_INTERPRETER.name, {"code": item.get("code") or ""}
+        told = [
+            str(o.get("logs", ""))
+            if o.get("type") == "logs"
+            else f"an image was shown to the user ({o.get('url')})"
+            for o in item.get("outputs") or []
+        ]
+        output = "\n".join(t for t in told if t) or "(no output)"
+    call = {
+        "id": message.id,
+        "type": "function",
+        "function": {"name": name, "arguments": json.dumps(arguments, ensure_ascii=False)},
+    }
+    return (
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": message.id, "content": output},
+    )
+
+
+def entry_messages(
+    message: Message, images: Mapping[str, str] | None = None, vision: bool = True
+) -> list[ChatMessage]:
+    """A thread entry as the chat messages the model is shown (none, one, or a call and its output)."""
+    if message.type in HOSTED_CALLS:
+        return list(hosted_call(message))
+    if message.type == "reasoning":
+        return []
+    return [chat_message(message, images, vision)]
 
 
 def paired(messages: list[ChatMessage]) -> list[ChatMessage]:
@@ -350,7 +411,7 @@ class ContextBuilder:
                     middle, kept_tokens = [note], kept_tokens + cost
 
         images = await self._images(run, route, [m for m, _ in kept])
-        entries = [chat_message(m, images, route.vision) for m, _ in reversed(kept)]
+        entries = [e for m, _ in reversed(kept) for e in entry_messages(m, images, route.vision)]
         messages = head + middle + paired(entries) + tail
         request = ModelRequest(
             model=route.model,

@@ -83,10 +83,18 @@ MessageStatus = Literal["in_progress", "incomplete", "completed"]
 MessageRole = Literal["user", "assistant", "system", "developer", "tool"]
 """``system``, ``developer`` (Responses input messages) and ``tool`` (function call outputs) are
 never made by the Assistants API."""
-ItemType = Literal["message", "function_call", "function_call_output"]
-"""What a thread entry is. Messages are what the Assistants API shows; function calls and their
-outputs are Responses items kept in the thread so the model sees them on later turns. Their one
-content part holds the item (``call_id``, ``name``, ``arguments`` / ``call_id``, ``output``)."""
+ItemType = Literal[
+    "message",
+    "function_call",
+    "function_call_output",
+    "file_search_call",
+    "code_interpreter_call",
+    "reasoning",
+]
+"""What a thread entry is. Messages are what the Assistants API shows; the others are Responses
+items kept in the thread so the model sees them on later turns. Their one content part holds the
+item's fields (``call_id``, ``name``, ``arguments`` / ``call_id``, ``output`` / ``queries``,
+``results`` / ``code``, ``container_id``, ``outputs`` / ``summary``, ``encrypted_content``)."""
 
 
 @dataclass(slots=True)

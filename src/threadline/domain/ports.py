@@ -242,6 +242,10 @@ class BlobStore(Protocol):
         """Remove ``key``; no error if it is already gone."""
 
     async def exists(self, key: str) -> bool: ...
+
+    async def remove_abandoned(self) -> int:
+        """Remove what uploads cut short by a process that died left behind; returns how many."""
+
     async def aclose(self) -> None: ...
 
 

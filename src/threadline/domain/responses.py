@@ -14,12 +14,16 @@ thread's newest; a second response from the same one branches, on a copy of the 
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import json
 import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from threadline.domain.context import Counter, entry_messages, paired
 from threadline.domain.entities import (
+    BuiltinCall,
     ItemType,
     ListQuery,
     Message,
@@ -29,13 +33,24 @@ from threadline.domain.entities import (
     Run,
     RunStep,
     Thread,
+    ToolCalls,
 )
 from threadline.domain.files import referenced_files
 from threadline.domain.ports import ThreadLockedError
 from threadline.domain.run_states import ACTIVE
 from threadline.domain.services import Services
 from threadline.errors import InvalidRequestError, NotFoundError
-from threadline.ids import new_id
+from threadline.ids import builtin_item_id, container_id, new_id
+from threadline.providers.base import ChatMessage, Route
+from threadline.tools.base import FUNCTIONS, FileSearchDetails, LogsOutput
+
+MAX_COUNTED_ENTRIES = 10_000
+"""The most entries of a conversation ``count_input_tokens`` reads."""
+HOSTED_PREFIXES = (builtin_item_id("file_search", ""), builtin_item_id("code_interpreter", ""))
+HOSTED_SEARCH_THREADS = 64
+HOSTED_SEARCH_RUNS = 32
+"""How far a reference to a built-in call's item is looked for: the newest runs of the threads the
+request's other items (or its conversation) come from."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,13 +63,24 @@ class NewItem:
     content: list[dict[str, Any]]
 
 
+@dataclass(frozen=True, slots=True)
+class ItemReference:
+    """An input item given by the id of a stored one (``param`` names it, for the error if unknown)."""
+
+    id: str
+    param: str
+
+
+Input = NewItem | ItemReference
+
+
 @dataclass(slots=True)
 class NewResponse:
     """A create-response request, parsed. ``tools`` are in the run engine's form (functions nested
     under ``function``); ``settings`` are the fields echoed back that the engine does not use."""
 
     model: str
-    input: list[NewItem]
+    input: list[Input]
     instructions: str | None = None
     tools: list[dict[str, Any]] = field(default_factory=list)
     tool_resources: dict[str, Any] = field(default_factory=dict)
@@ -99,6 +125,7 @@ class ResponseService:
         """Queue a response. Stream followers subscribe to ``response_id`` before calling."""
         svc = self.svc
         svc.check_model(request.model)
+        request.input = await self.resolve(request.input, request.conversation, request.previous_response_id)
         await self._check_references(request)
         created_at = svc.clock()
         run = Run(
@@ -122,7 +149,9 @@ class ResponseService:
         )
         thread, new_thread, source = await self._thread_for(request, created_at)
         run.thread_id = thread.id
-        items = [self._entry(thread.id, item, created_at) for item in request.input]
+        items = [
+            self._entry(thread.id, item, created_at) for item in request.input if isinstance(item, NewItem)
+        ]
         # A branch's calls are in the thread it copies, which is not written yet.
         await self._check_outputs(source[0] if source else thread.id, items, new_thread and source is None)
         run.response = {
@@ -153,7 +182,11 @@ class ResponseService:
         return run
 
     async def _check_references(self, request: NewResponse) -> None:
-        messages = [{"content": item.content} for item in request.input if item.type == "message"]
+        messages = [
+            {"content": item.content}
+            for item in request.input
+            if isinstance(item, NewItem) and item.type == "message"
+        ]
         fields = {"input": messages, "tool_resources": request.tool_resources}
         await self.svc.files.check_references(referenced_files(fields))
         store_ids = (request.tool_resources.get("file_search") or {}).get("vector_store_ids") or []
@@ -206,6 +239,116 @@ class ResponseService:
             return page.items[0].id
         inputs = (response.response or {}).get("input_ids") or []
         return inputs[-1] if inputs else None
+
+    async def resolve(
+        self, items: list[Input], conversation: str | None = None, previous_response_id: str | None = None
+    ) -> list[Input]:
+        """``items`` with each ``item_reference`` replaced by a copy of the item it names: a thread
+        entry of this project, or a built-in call a response of it made (found in the runs of the
+        threads the other items come from, of ``conversation`` or of the previous response)."""
+        wanted = [item for item in items if isinstance(item, ItemReference)]
+        if not wanted:
+            return items
+        found: dict[str, NewItem] = {}
+        threads: dict[str, bool] = {}
+        for entry in await self.store.messages_by_id([r.id for r in wanted]):
+            if entry.thread_id not in threads:
+                thread = await self.store.get_thread(entry.thread_id, self.svc.project_id)
+                threads[entry.thread_id] = thread is not None
+            if threads[entry.thread_id]:
+                found[entry.id] = NewItem(entry.type, entry.role, copy.deepcopy(entry.content))
+        missing = {r.id for r in wanted if r.id not in found and r.id.startswith(HOSTED_PREFIXES)}
+        if missing:
+            if conversation is not None and conversation not in threads:
+                threads[conversation] = (
+                    await self.store.get_thread(conversation, self.svc.project_id) is not None
+                )
+            if previous_response_id is not None:
+                previous = await self.store.get_response(previous_response_id, self.svc.project_id)
+                if previous is not None:
+                    threads[previous.thread_id] = True
+            searched = [t for t, ours in threads.items() if ours]
+            found.update(await self._hosted_calls(searched, missing))
+        out: list[Input] = []
+        for item in items:
+            if isinstance(item, ItemReference):
+                if item.id not in found:
+                    raise InvalidRequestError(f"Item with id '{item.id}' not found.", param=item.param)
+                out.append(found[item.id])
+            else:
+                out.append(item)
+        return out
+
+    async def count_input_tokens(self, request: NewResponse, route: Route) -> int:
+        """The prompt tokens a response made of ``request`` would start with: its instructions, the
+        conversation or previous response it continues, its input items and its tools."""
+        self.svc.check_model(request.model)
+        items = await self.resolve(request.input, request.conversation, request.previous_response_id)
+        history = await self._history(request)
+        given = [self._entry("", item, 0) for item in items if isinstance(item, NewItem)]
+        head: list[ChatMessage] = (
+            [{"role": "system", "content": request.instructions}] if request.instructions else []
+        )
+        entries = [message for entry in history + given for message in entry_messages(entry)]
+        counter = Counter(route)
+        total = await counter.messages(head + paired(entries))
+        if request.tools:
+            offered = [_offered(tool) for tool in request.tools]
+            total += await counter.messages([{"role": "system", "content": json.dumps(offered)}])
+        return total
+
+    async def _history(self, request: NewResponse) -> list[Message]:
+        """The entries a response of ``request`` would see before its input, oldest first."""
+        if request.conversation is not None and request.previous_response_id is not None:
+            raise InvalidRequestError(
+                "Mutually exclusive parameters: 'previous_response_id' and 'conversation'. "
+                "Ensure you are only providing one of them.",
+                param="conversation",
+            )
+        if request.conversation is not None:
+            thread = await self.get_conversation(request.conversation, param="conversation")
+            return await self._entries(thread.id, None)
+        if request.previous_response_id is None:
+            return []
+        previous = await self.store.get_response(request.previous_response_id, self.svc.project_id)
+        if previous is None:
+            raise _found("Previous response", request.previous_response_id, "previous_response_id")
+        last = await self._last_entry(previous)
+        return await self._entries(previous.thread_id, last) if last is not None else []
+
+    async def _entries(self, thread_id: str, through: str | None) -> list[Message]:
+        """A thread's entries, oldest first, up to ``through`` (all when ``None``)."""
+        newest_first: list[Message] = []
+        before: str | None = None
+        while len(newest_first) < MAX_COUNTED_ENTRIES:
+            page = await self.store.newest_messages(thread_id, 256, before=before)
+            newest_first += page
+            if len(page) < 256:
+                break
+            before = page[-1].id
+        ids = [m.id for m in newest_first]
+        if through is not None and through in ids:
+            newest_first = newest_first[ids.index(through) :]
+        return list(reversed(newest_first))
+
+    async def _hosted_calls(self, thread_ids: list[str], item_ids: set[str]) -> dict[str, NewItem]:
+        """The built-in calls among ``item_ids`` (``fs_X``/``ci_X`` for call ``call_X``) made by the
+        newest runs of ``thread_ids``, as input items."""
+        out: dict[str, NewItem] = {}
+        for thread_id in thread_ids[:HOSTED_SEARCH_THREADS]:
+            runs = await self.store.list_runs(thread_id, ListQuery(limit=HOSTED_SEARCH_RUNS))
+            for run in runs.items:
+                for step in await self.store.run_steps(run.id):
+                    if not isinstance(step.step_details, ToolCalls):
+                        continue
+                    for call in step.step_details.calls:
+                        if isinstance(call, BuiltinCall):
+                            item = hosted_item(call, run.thread_id)
+                            if item is not None and builtin_item_id(call.type, call.id) in item_ids:
+                                out[builtin_item_id(call.type, call.id)] = item
+                if len(out) == len(item_ids):
+                    return out
+        return out
 
     def _entry(self, thread_id: str, item: NewItem, at: int) -> Message:
         return Message(
@@ -274,8 +417,9 @@ class ResponseService:
 
     # --- conversations ---------------------------------------------------------------------
 
-    async def create_conversation(self, items: list[NewItem], metadata: dict[str, str]) -> Thread:
+    async def create_conversation(self, items: list[Input], metadata: dict[str, str]) -> Thread:
         at = self.svc.clock()
+        given = [i for i in await self.resolve(items) if isinstance(i, NewItem)]
         thread = Thread(
             id=new_id("conversation"),
             created_at=at,
@@ -284,7 +428,7 @@ class ResponseService:
             project_id=self.svc.project_id,
             kind="conversation",
         )
-        entries = [self._entry(thread.id, item, at) for item in items]
+        entries = [self._entry(thread.id, item, at) for item in given]
         await self._check_outputs(thread.id, entries, True)
         await self.store.insert_thread(thread, entries)
         return thread
@@ -310,10 +454,11 @@ class ResponseService:
         await self.get_conversation(conversation_id)
         return await self.store.list_messages(conversation_id, query, None, items=True)
 
-    async def add_items(self, conversation_id: str, items: list[NewItem]) -> list[Message]:
+    async def add_items(self, conversation_id: str, items: list[Input]) -> list[Message]:
         await self.get_conversation(conversation_id)
         at = self.svc.clock()
-        entries = [self._entry(conversation_id, item, at) for item in items]
+        given = [i for i in await self.resolve(items, conversation_id) if isinstance(i, NewItem)]
+        entries = [self._entry(conversation_id, item, at) for item in given]
         await self._check_outputs(conversation_id, entries, False)
         try:
             for entry in entries:
@@ -337,6 +482,53 @@ class ResponseService:
         if not await self.store.delete_message(conversation_id, item_id, items=True):
             raise _found("Item", item_id)
         return thread
+
+
+def _offered(tool: dict[str, Any]) -> dict[str, Any]:
+    """A run engine tool as the model is offered it (a built-in tool as its function)."""
+    spec = FUNCTIONS.get(str(tool.get("type")))
+    if spec is None:
+        return tool
+    return {
+        "type": "function",
+        "function": {"name": spec.name, "description": spec.description, "parameters": spec.parameters},
+    }
+
+
+def hosted_item(call: BuiltinCall, thread_id: str) -> NewItem | None:
+    """A finished built-in call of a run as the input item that gives it back."""
+    details = call.details
+    if call.output is None:
+        return None
+    if isinstance(details, FileSearchDetails):
+        try:
+            arguments = json.loads(call.arguments or "{}")
+        except ValueError:
+            arguments = {}
+        query = arguments.get("query") if isinstance(arguments, dict) else None
+        results = [
+            {
+                "file_id": r.file_id,
+                "filename": r.file_name,
+                "score": r.score,
+                "text": "\n".join(r.content),
+                "attributes": {},
+            }
+            for r in details.results
+        ]
+        fields = {"queries": [str(query)] if query else [], "results": results}
+        return NewItem("file_search_call", "assistant", [fields])
+    outputs = [
+        {"type": "logs", "logs": o.logs}
+        if isinstance(o, LogsOutput)
+        else {"type": "image", "url": f"/v1/files/{o.file_id}/content"}
+        for o in details.outputs
+    ]
+    return NewItem(
+        "code_interpreter_call",
+        "assistant",
+        [{"code": details.input, "container_id": container_id(thread_id), "outputs": outputs}],
+    )
 
 
 def _page(items: list[Message], query: ListQuery) -> Page[Message]:

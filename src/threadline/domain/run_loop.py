@@ -115,6 +115,9 @@ class _Turn:
     """Model calls made for this turn besides the answer (summarising older messages)."""
     finish: str = "stop"
     emitted: bool = False
+    message_id: str | None = None
+    """The id its message takes: a redone turn reuses the one its dead worker had begun, so a
+    stream that showed part of it can carry on with the same item."""
 
     @property
     def text(self) -> str:
@@ -157,7 +160,7 @@ class RunLoop:
             return
         turn = _Turn(number=0)
         try:
-            steps = await self._resume(run)
+            steps = await self._resume(run, turn)
             turn.number = max((s.turn for s in steps), default=-1) + 1
             missing = self._forced_but_missing(run)
             if missing and not steps:
@@ -188,9 +191,10 @@ class RunLoop:
             log.exception("run %s: unexpected error", run.id)
             await self._fail(run, "server_error", "The server had an error while processing the run.", turn)
 
-    async def _resume(self, run: Run) -> list[RunStep]:
+    async def _resume(self, run: Run, turn: _Turn) -> list[RunStep]:
         """The run's finished steps. A turn left half-written by a worker that died is discarded
-        first, so redoing it cannot leave a second assistant message for the same turn."""
+        first, so redoing it cannot leave a second assistant message for the same turn; the redone
+        turn's message takes the discarded one's id."""
         if run.claims == 1:
             return []  # taken for the first time: nothing has run yet
         steps = await self.store.run_steps(run.id)
@@ -200,6 +204,7 @@ class RunLoop:
                 s.step_details.message_id for s in partial if isinstance(s.step_details, MessageCreation)
             ]
             await self._write(run, [], discard_steps=[s.id for s in partial], discard_messages=messages)
+            turn.message_id = messages[0] if messages else None
             log.info("run %s: redoing a turn a previous worker left unfinished", run.id)
         return [s for s in steps if s.status != "in_progress"]
 
@@ -286,7 +291,7 @@ class RunLoop:
     async def _open_message(self, run: Run, turn: _Turn) -> None:
         ts = now()
         message = Message(
-            id=new_id("message"),
+            id=turn.message_id or new_id("message"),
             thread_id=run.thread_id,
             created_at=ts,
             role="assistant",

@@ -8,6 +8,7 @@ a vendor exception.
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
@@ -86,6 +87,70 @@ class ProviderError(Exception):
         self.message = message
         self.code = code
         self.retryable = retryable
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyLimits:
+    """How much one model call may take, besides the providers' own idle timeouts (which a model
+    sending a byte now and then never trips): wall time, and what its reply may bring."""
+
+    seconds: float = 300.0
+    """The whole call, from the request to the reply's last byte (``THREADLINE_MODEL_CALL_SECONDS``)."""
+    max_bytes: int = 4 * 1024 * 1024
+    """UTF-8 bytes of text, refusal and tool-call arguments (``THREADLINE_MODEL_MAX_REPLY_BYTES``)."""
+    max_tokens: int = 65536
+    """Pieces streamed, each at least a token (``THREADLINE_MODEL_MAX_REPLY_TOKENS``)."""
+
+    def deadline(self) -> float:
+        """The ``time.monotonic()`` by which a call that starts now must have ended."""
+        return time.monotonic() + self.seconds
+
+    def overdue(self) -> ProviderError:
+        return ProviderError(
+            f"The model call took longer than THREADLINE_MODEL_CALL_SECONDS ({self.seconds:g} s) "
+            "and was stopped."
+        )
+
+
+class ReplyBudget:
+    """Counts what one reply brings against :class:`ReplyLimits` and the request's own ``max_tokens``.
+
+    A model that goes on past the ``max_tokens`` it was asked for is cut there, as if it had stopped
+    for length (a token is at least one streamed piece, so a model that keeps to its budget is never
+    cut). Past the server's own caps the call fails: the reply is not what any client asked for."""
+
+    def __init__(self, limits: ReplyLimits, request: ModelRequest) -> None:
+        self.limits = limits
+        self.asked = request.max_tokens if request.max_tokens and request.max_tokens > 0 else None
+        self.bytes = 0
+        self.pieces = 0
+
+    def over(self, event: ModelEvent) -> bool:
+        """Count ``event``; ``True`` when the request's ``max_tokens`` is spent before it (cut here).
+        Raises :class:`ProviderError` past the server's caps."""
+        if isinstance(event, TextDelta | RefusalDelta):
+            piece = event.text
+        elif isinstance(event, ToolCallDelta):
+            piece = event.arguments
+            self.bytes += len((event.name or "").encode("utf-8", "surrogatepass"))
+        else:
+            return False
+        self.bytes += len(piece.encode("utf-8", "surrogatepass"))
+        # A call's first fragment, with its name and no arguments yet, is not counted as a token.
+        self.pieces += 1 if piece else 0
+        if self.bytes > self.limits.max_bytes:
+            raise ProviderError(
+                f"The model's reply exceeded THREADLINE_MODEL_MAX_REPLY_BYTES ({self.limits.max_bytes} "
+                "bytes); the rest was not read."
+            )
+        if self.asked is not None and self.pieces > self.asked:
+            return True
+        if self.pieces > self.limits.max_tokens:
+            raise ProviderError(
+                f"The model's reply exceeded THREADLINE_MODEL_MAX_REPLY_TOKENS ({self.limits.max_tokens} "
+                "tokens); the rest was not read."
+            )
+        return False
 
 
 class Provider(Protocol):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator
 
-from threadline.providers.base import ModelEvent, ModelRequest
+from threadline.providers.base import ModelEvent, ModelRequest, ReplyLimits
 from threadline.providers.model_host import ModelHost
 
 __all__ = ["LlamaCppProvider", "default_threads"]
@@ -41,11 +41,16 @@ class LlamaCppProvider:
         n_threads: int | None = None,
         stall_seconds: float = 300.0,
         repeat_penalty: float | None = None,
+        limits: ReplyLimits | None = None,
     ) -> None:
         self.model_path = model_path
         self.n_threads = n_threads or default_threads()
         self.host = ModelHost(
-            model_path, n_threads=self.n_threads, stall_seconds=stall_seconds, repeat_penalty=repeat_penalty
+            model_path,
+            n_threads=self.n_threads,
+            stall_seconds=stall_seconds,
+            repeat_penalty=repeat_penalty,
+            limits=limits,
         )
 
     @property

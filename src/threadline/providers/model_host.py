@@ -10,6 +10,8 @@ that this class starts, feeds and watches, as Ollama and LocalAI do:
   (signal or exit code, and its last words on stderr), and the next call starts a new child, after a
   back-off that grows while it keeps dying;
 - a generation that produces nothing for ``stall_seconds`` is taken as hung: the child is killed;
+- a generation that goes on past its deadline or its reply caps (:class:`ReplyLimits`) is stopped
+  and its call fails;
 - a model that cannot load or pass the start-up check (a tiny real generation) is reported in one
   line naming the file and the reason, and calls fail with that line until a retry succeeds.
 
@@ -42,6 +44,8 @@ from threadline.providers.base import (
     ModelEvent,
     ModelRequest,
     ProviderError,
+    ReplyBudget,
+    ReplyLimits,
     TextDelta,
     ToolCallDelta,
     Usage,
@@ -123,8 +127,11 @@ class ModelHost:
         stall_seconds: float = 300.0,
         start_seconds: float = 300.0,
         repeat_penalty: float | None = None,
+        limits: ReplyLimits | None = None,
     ) -> None:
         self.model_path = model_path
+        self.limits = limits or ReplyLimits()
+        """A generation's deadline counts from its start: calls queued behind others only wait."""
         self.n_threads = n_threads
         self.stall_seconds = stall_seconds
         self.start_seconds = start_seconds
@@ -371,13 +378,18 @@ class ModelHost:
         finished = False
         try:
             self._send(child, {"op": "generate", "id": call.id, "request": dataclasses.asdict(request)})
-            started = False
+            budget = ReplyBudget(self.limits, request)
+            deadline: float | None = None
             while True:
+                # A queued call waits its turn; a started one must keep producing, and end in time.
+                timeout = None if deadline is None else min(self.stall_seconds, deadline - time.monotonic())
                 try:
-                    # A queued call waits its turn; a started one must keep producing.
-                    timeout = self.stall_seconds if started else None
+                    if timeout is not None and timeout <= 0:
+                        raise TimeoutError
                     message = await asyncio.wait_for(call.queue.get(), timeout)
                 except TimeoutError:
+                    if deadline is not None and time.monotonic() >= deadline:
+                        raise self.limits.overdue() from None  # the finally asks the host to stop it
                     reason = f"it produced nothing for {self.stall_seconds:g} s and was stopped"
                     self.kill(reason)
                     finished = True
@@ -391,9 +403,13 @@ class ModelHost:
                         self._deaths = 0
                     return
                 if message.get("started"):
-                    started = True
+                    deadline = self.limits.deadline()
                 elif "event" in message:
-                    yield _event(dict(message["event"]))
+                    event = _event(dict(message["event"]))
+                    if budget.over(event):
+                        yield Finish("length")
+                        return  # the finally asks the host to stop the generation
+                    yield event
         finally:
             self._close_call(call)
             if not finished:

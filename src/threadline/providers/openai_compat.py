@@ -3,13 +3,21 @@
 Always streams (``stream: true`` with ``include_usage``), so deltas reach clients as the model
 writes them. HTTP and protocol errors become :class:`ProviderError` here: 429 is
 ``rate_limit_exceeded``, 5xx and connection failures ``server_error``; both are retryable.
+
+A model server is not trusted to behave: the whole call has a deadline (a server that sends a byte
+now and then never trips the idle timeout), the reply's size is capped while it is read (one line at
+a time, each line capped too), and a 200 that is not the protocol (an HTML page, a stream without
+data, a completion with no choices) fails with what was sent instead of passing as an empty answer.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import httpx
@@ -20,6 +28,8 @@ from threadline.providers.base import (
     ModelRequest,
     ProviderError,
     RefusalDelta,
+    ReplyBudget,
+    ReplyLimits,
     TextDelta,
     ToolCallDelta,
     Usage,
@@ -58,10 +68,26 @@ def request_body(request: ModelRequest) -> dict[str, Any]:
     return body
 
 
+LINE_SLACK = 64 * 1024
+"""Bytes one SSE line may hold besides the reply's own cap (the JSON around a delta)."""
+
+EXCERPT_BYTES = 120
+"""How much of an unexpected body a ``last_error`` quotes."""
+
+
 class OpenAICompatProvider:
-    def __init__(self, base_url: str, api_key: str = "", *, timeout: float = 600.0) -> None:
-        headers = {"Authorization": f"Bearer {api_key or 'threadline'}"}
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str = "",
+        *,
+        timeout: float = 600.0,
+        limits: ReplyLimits | None = None,
+    ) -> None:
+        # identity: a compressed body could expand past every cap below in one read.
+        headers = {"Authorization": f"Bearer {api_key or 'threadline'}", "Accept-Encoding": "identity"}
         self.base_url = base_url.rstrip("/")
+        self.limits = limits or ReplyLimits()
         self._client = httpx.AsyncClient(
             base_url=self.base_url,
             headers=headers,
@@ -73,57 +99,233 @@ class OpenAICompatProvider:
         await self._client.aclose()
 
     async def stream(self, request: ModelRequest) -> AsyncIterator[ModelEvent]:
+        deadline = self.limits.deadline()
+        budget = ReplyBudget(self.limits, request)
         try:
-            async with self._client.stream(
-                "POST", "/chat/completions", json=request_body(request)
-            ) as response:
+            call = self._client.build_request("POST", "/chat/completions", json=request_body(request))
+            try:
+                # Its headers too: a server may keep them coming a byte at a time.
+                async with asyncio.timeout(self.limits.seconds):
+                    response = await self._client.send(call, stream=True)
+            except TimeoutError:
+                raise self.limits.overdue() from None
+            async with contextlib.aclosing(response):
+                body = _Body(response, deadline, self.limits)
                 if response.status_code >= 400:
-                    await response.aread()
-                    raise _http_error(response)
-                finish: str | None = None
-                done = False
-                # Read to the end even after [DONE]: a response left unread cannot go back to the
-                # connection pool, and every run would open a new connection to the model.
-                async for line in response.aiter_lines():
-                    if done or not line.startswith("data:"):
-                        continue
-                    data = line[5:].strip()
-                    if data == "[DONE]":
-                        done = True
-                        continue
-                    chunk = json.loads(data)
-                    if "error" in chunk:
-                        raise ProviderError(_error_text(chunk), retryable=False)
-                    if chunk.get("usage"):
-                        usage = chunk["usage"]
-                        yield Usage(
-                            int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
-                        )
-                    for choice in chunk.get("choices") or ():
-                        delta = choice.get("delta") or {}
-                        if delta.get("content"):
-                            yield TextDelta(delta["content"])
-                        if delta.get("refusal"):
-                            yield RefusalDelta(delta["refusal"])
-                        for call in delta.get("tool_calls") or ():
-                            function = call.get("function") or {}
-                            yield ToolCallDelta(
-                                index=int(call.get("index", 0)),
-                                name=function.get("name"),
-                                arguments=function.get("arguments") or "",
-                            )
-                        if choice.get("finish_reason"):
-                            finish = choice["finish_reason"]
-                reason = _FINISH.get(finish or "stop", "stop")
-                yield Finish(reason)  # type: ignore[arg-type]
+                    raise _http_error(response, await body.head(64 * 1024))
+                kind = response.headers.get("content-type", "").split(";")[0].strip().lower()
+                if kind == "application/json":
+                    # A server that ignored ``stream: true`` and answered the whole completion at once.
+                    events = _completion(await body.head(self.limits.max_bytes + LINE_SLACK, whole=True))
+                elif kind == "text/event-stream":
+                    events = _chunks(body)
+                else:
+                    raise _unexpected(response, await body.head(EXCERPT_BYTES), "not an event stream")
+                async with contextlib.aclosing(events):
+                    async for event in events:
+                        if budget.over(event):
+                            yield Finish("length")  # the model would not stop at its max_tokens
+                            return
+                        yield event
         except httpx.TimeoutException as exc:
             raise ProviderError(
                 f"The model did not answer in time ({type(exc).__name__}).", retryable=True
             ) from exc
         except httpx.HTTPError as exc:
             raise ProviderError(f"Could not reach the model server: {exc}", retryable=True) from exc
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        except (ValueError, TypeError, AttributeError) as exc:
             raise ProviderError(f"The model server sent a malformed response: {exc}") from exc
+
+
+class _Body:
+    """The reply's bytes, read under the call's deadline: never more than one line held at a time."""
+
+    def __init__(self, response: httpx.Response, deadline: float, limits: ReplyLimits) -> None:
+        self.response = response
+        self.deadline = deadline
+        self.limits = limits
+        self.reads = response.aiter_bytes()
+        self.first = b""
+        """The reply's first bytes, quoted when it turns out not to be the protocol."""
+        self.ended = False
+
+    async def read(self) -> bytes:
+        """The next piece of the body; ``b""`` at its end."""
+        if self.ended:
+            return b""
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise self.limits.overdue()
+        try:
+            async with asyncio.timeout(left):
+                data = await anext(self.reads)
+        except StopAsyncIteration:
+            self.ended = True
+            return b""
+        except TimeoutError:
+            raise self.limits.overdue() from None
+        if len(self.first) < EXCERPT_BYTES:
+            self.first += data[: EXCERPT_BYTES - len(self.first)]
+        return data
+
+    async def head(self, limit: int, *, whole: bool = False) -> bytes:
+        """Up to ``limit`` bytes of the body; with ``whole``, a longer body is an error."""
+        data = bytearray()
+        while len(data) <= limit:
+            piece = await self.read()
+            if not piece:
+                return bytes(data)
+            data += piece
+        if whole:
+            raise _unexpected(self.response, bytes(data[:EXCERPT_BYTES]), f"longer than {limit} bytes")
+        return bytes(data[:limit])
+
+    async def lines(self) -> AsyncIterator[bytes]:
+        longest = self.limits.max_bytes + LINE_SLACK
+        pending = bytearray()
+        while True:
+            data = await self.read()
+            if not data:
+                if pending:
+                    yield bytes(pending)
+                return
+            if b"\n" not in data:
+                pending += data
+                if len(pending) > longest:
+                    raise self._long(longest)
+                continue
+            *complete, rest = data.split(b"\n")
+            pending += complete[0]
+            complete[0] = bytes(pending)
+            for line in complete:
+                if len(line) > longest:
+                    raise self._long(longest)
+                yield line.rstrip(b"\r")
+            if len(rest) > longest:
+                raise self._long(longest)
+            pending = bytearray(rest)
+
+    def _long(self, longest: int) -> ProviderError:
+        return ProviderError(
+            f"The model server sent a stream line longer than {longest} bytes "
+            f"(THREADLINE_MODEL_MAX_REPLY_BYTES is {self.limits.max_bytes}); the rest was not read."
+        )
+
+
+async def _chunks(body: _Body) -> AsyncGenerator[ModelEvent, None]:
+    """The events of a chat-completions event stream, checked to be one."""
+    data_lines = 0
+    answered = False
+    finish: str | None = None
+    done = False
+    # Read to the end even after [DONE]: a response left unread cannot go back to the
+    # connection pool, and every run would open a new connection to the model.
+    async for raw in body.lines():
+        if done or not raw.startswith(b"data:"):
+            continue
+        data_lines += 1
+        data = raw[5:].strip()
+        if data == b"[DONE]":
+            done = True
+            continue
+        chunk = _json(body.response, data)
+        if not isinstance(chunk, dict):
+            raise _unexpected(body.response, data[:EXCERPT_BYTES], "a stream chunk that is not an object")
+        if "error" in chunk:
+            raise ProviderError(_error_text(chunk), retryable=False)
+        if chunk.get("usage"):
+            yield _usage(chunk["usage"])
+        for choice in _list(chunk.get("choices")):
+            delta = choice.get("delta") or {}
+            for event in _message_events(delta):
+                answered = True
+                yield event
+            if choice.get("finish_reason"):
+                finish = choice["finish_reason"]
+    if not data_lines:
+        raise _unexpected(body.response, body.first, "an event stream without any data: line")
+    if not answered and finish is None:
+        raise _unexpected(body.response, body.first, "no content, no tool calls and no finish_reason")
+    yield Finish(_FINISH.get(finish or "stop", "stop"))  # type: ignore[arg-type]
+
+
+async def _completion(data: bytes) -> AsyncGenerator[ModelEvent, None]:
+    """The events of a whole (non-streamed) ``chat.completion`` object."""
+    try:
+        completion = json.loads(data)
+    except ValueError:
+        completion = None
+    choices = _list(completion.get("choices")) if isinstance(completion, dict) else []
+    if not isinstance(completion, dict) or "error" in completion or not choices:
+        text = _error_text(completion) if isinstance(completion, dict) and "error" in completion else None
+        detail = f"an error: {text}" if text else "JSON that is not a chat completion"
+        raise ProviderError(f"The model server answered 200 with {detail}: {_excerpt(data)}")
+    choice = choices[0]
+    events = _message_events(choice.get("message") or {}, whole=True)
+    if not events and not choice.get("finish_reason"):
+        raise ProviderError(
+            f"The model server answered 200 with a completion carrying no content, no tool calls and "
+            f"no finish_reason: {_excerpt(data)}"
+        )
+    for event in events:
+        yield event
+    if completion.get("usage"):
+        yield _usage(completion["usage"])
+    yield Finish(_FINISH.get(choice.get("finish_reason") or "stop", "stop"))  # type: ignore[arg-type]
+
+
+def _message_events(delta: Any, *, whole: bool = False) -> list[ModelEvent]:
+    """A streamed ``delta`` (or a whole ``message``) as events."""
+    if not isinstance(delta, dict):
+        return []
+    events: list[ModelEvent] = []
+    if isinstance(delta.get("content"), str) and delta["content"]:
+        events.append(TextDelta(delta["content"]))
+    if isinstance(delta.get("refusal"), str) and delta["refusal"]:
+        events.append(RefusalDelta(delta["refusal"]))
+    for position, call in enumerate(_list(delta.get("tool_calls"))):
+        function = call.get("function") or {}
+        if not isinstance(function, dict):
+            continue
+        events.append(
+            ToolCallDelta(
+                index=position if whole else int(call.get("index", 0)),
+                name=function.get("name"),
+                arguments=str(function.get("arguments") or ""),
+            )
+        )
+    return events
+
+
+def _list(value: Any) -> list[dict[str, Any]]:
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
+
+
+def _usage(usage: Any) -> Usage:
+    if not isinstance(usage, dict):
+        return Usage(0, 0)
+    return Usage(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))
+
+
+def _json(response: httpx.Response, data: bytes) -> Any:
+    try:
+        return json.loads(data)
+    except ValueError:
+        raise _unexpected(response, data[:EXCERPT_BYTES], "a stream chunk that is not JSON") from None
+
+
+def _excerpt(data: bytes) -> str:
+    """The first bytes of what the model server sent, escaped (quotes, controls, non-ASCII)."""
+    text = data[:EXCERPT_BYTES].decode("utf-8", "replace")
+    return ascii(text) + ("..." if len(data) > EXCERPT_BYTES else "")
+
+
+def _unexpected(response: httpx.Response, first: bytes, what: str) -> ProviderError:
+    kind = response.headers.get("content-type") or "no content-type"
+    return ProviderError(
+        f"The model server answered {response.status_code} ({kind}) with {what}; "
+        f"it began: {_excerpt(first) if first else '(nothing)'}"
+    )
 
 
 def _error_text(body: Any) -> str:
@@ -136,11 +338,11 @@ def _error_text(body: Any) -> str:
     return str(body)[:500]
 
 
-def _http_error(response: httpx.Response) -> ProviderError:
+def _http_error(response: httpx.Response, data: bytes) -> ProviderError:
     try:
-        detail = _error_text(response.json())
+        detail = _error_text(json.loads(data))
     except ValueError:
-        detail = response.text[:500]
+        detail = _excerpt(data)
     message = f"The model server answered {response.status_code}: {detail}"
     if response.status_code == 429:
         return ProviderError(message, code="rate_limit_exceeded", retryable=True)

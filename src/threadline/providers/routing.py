@@ -20,7 +20,7 @@ import yaml
 
 from threadline.config import Settings
 from threadline.providers import tokenizers
-from threadline.providers.base import LocalModel, Provider, Route, Tokenizer
+from threadline.providers.base import LocalModel, Provider, ReplyLimits, Route, Tokenizer
 from threadline.providers.openai_compat import OpenAICompatProvider
 
 
@@ -92,13 +92,22 @@ class RoutingTable:
             await provider.aclose()
 
 
+def reply_limits(settings: Settings) -> ReplyLimits:
+    return ReplyLimits(
+        settings.model_call_seconds, settings.model_max_reply_bytes, settings.model_max_reply_tokens
+    )
+
+
 def build_router(settings: Settings) -> RoutingTable:
     if settings.models_file:
         return load_models_file(settings.models_file, settings)
     provider: Provider
     if settings.upstream_base_url:
         provider = OpenAICompatProvider(
-            settings.upstream_base_url, settings.upstream_api_key, timeout=settings.upstream_timeout_seconds
+            settings.upstream_base_url,
+            settings.upstream_api_key,
+            timeout=settings.upstream_timeout_seconds,
+            limits=reply_limits(settings),
         )
         return RoutingTable(
             [Rule("*", provider, context_window=settings.default_context_window, vision=True)]
@@ -113,7 +122,10 @@ def _embedded(path: str | None, settings: Settings) -> tuple[Provider, str]:
 
     model_path = path or default_model_path()
     provider = LlamaCppProvider(
-        model_path, n_threads=settings.model_threads or None, stall_seconds=settings.model_timeout_seconds
+        model_path,
+        n_threads=settings.model_threads or None,
+        stall_seconds=settings.model_timeout_seconds,
+        limits=reply_limits(settings),
     )
     return provider, Path(model_path).stem
 
@@ -182,7 +194,9 @@ def _rule(
         api_key = os.environ.get(key_env, "") if key_env else settings.upstream_api_key
         key = ("openai", base_url, api_key)
         if key not in shared:
-            shared[key] = OpenAICompatProvider(base_url, api_key, timeout=settings.upstream_timeout_seconds)
+            shared[key] = OpenAICompatProvider(
+                base_url, api_key, timeout=settings.upstream_timeout_seconds, limits=reply_limits(settings)
+            )
         provider = shared[key]
         window = window or settings.default_context_window
         listed = None

@@ -54,3 +54,51 @@ def annotate(text: str, searches: Mapping[int, Sequence[Source]]) -> list[FileCi
         if index < len(sources):
             citations.append(FileCitation(match.group(0), match.start(), match.end(), sources[index].file_id))
     return citations
+
+
+# --- the Responses API's text: markers cut out, annotations at the cut ---------------------
+
+_MARKER_PREFIX = re.compile(r"【(\d+(:(\d+(†[^】\n]*)?)?)?)?")
+"""What the start of a marker may look like before its end has arrived."""
+
+
+def strip_markers(text: str) -> tuple[str, list[tuple[int, int]]]:
+    """``text`` without its citation markers (as the Responses API shows an answer), and the spans
+    cut out of it (start, end in ``text``)."""
+    spans = [(m.start(), m.end()) for m in MARKER.finditer(text)]
+    return MARKER.sub("", text), spans
+
+
+def cut_index(index: int, spans: Sequence[tuple[int, int]]) -> int:
+    """Where ``index`` of the marked text falls in the text with the ``spans`` cut out."""
+    return index - sum(min(end, index) - start for start, end in spans if start < index)
+
+
+class MarkerFilter:
+    """Cuts markers out of text that arrives in pieces, holding back what may be the start of one,
+    so the pieces put together are :func:`strip_markers`' text."""
+
+    def __init__(self) -> None:
+        self.held = ""
+
+    def feed(self, piece: str) -> str:
+        text, self.held = self.held + piece, ""
+        out: list[str] = []
+        at = 0
+        while (start := text.find("【", at)) >= 0:
+            out.append(text[at:start])
+            if (found := MARKER.match(text, start)) is not None:
+                at = found.end()
+            elif _MARKER_PREFIX.fullmatch(text, start) is not None:
+                self.held = text[start:]
+                return "".join(out)
+            else:
+                out.append("【")
+                at = start + 1
+        out.append(text[at:])
+        return "".join(out)
+
+    def flush(self) -> str:
+        """What is held back once the text has ended (it was not a marker)."""
+        held, self.held = self.held, ""
+        return held

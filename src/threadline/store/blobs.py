@@ -3,19 +3,31 @@
 Both stream: uploads are written a buffer at a time as they arrive and downloads are read a chunk
 at a time, so a file's size never shows in the server's memory. ``open_blob_store(settings)``
 picks one from ``THREADLINE_FILE_STORE``. Blocking calls (file I/O, boto3) run on threads.
+
+A local upload is written to ``<key>.partial`` under an exclusive ``flock`` the kernel drops when
+its process dies, so ``remove_abandoned`` (run at start-up) can tell the half-written files of a
+killed server from uploads another live process is writing into the same directory.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
+import logging
 import os
+import time
 from collections.abc import AsyncIterable, AsyncIterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from threadline.config import Settings
 from threadline.domain.ports import BlobNotFoundError, BlobStore
+
+log = logging.getLogger(__name__)
+
+PARTIAL = ".partial"
+"""The suffix of a file still being uploaded."""
 
 CHUNK = 1024 * 1024
 """Bytes per read when serving a file, and per write when storing one locally."""
@@ -35,7 +47,7 @@ class LocalBlobStore:
     async def put(self, key: str, chunks: AsyncIterable[bytes]) -> int:
         path = self._path(key)
         # Written under a temporary name and renamed when complete: a reader never sees half a file.
-        partial = path.with_name(path.name + ".partial")
+        partial = path.with_name(path.name + PARTIAL)
         handle = await asyncio.to_thread(_create, partial)
         size = 0
         try:
@@ -67,13 +79,37 @@ class LocalBlobStore:
     async def exists(self, key: str) -> bool:
         return await asyncio.to_thread(self._path(key).exists)
 
+    async def remove_abandoned(self) -> int:
+        return await asyncio.to_thread(_remove_abandoned, self.root)
+
     async def aclose(self) -> None:
         return None
 
 
 def _create(path: Path) -> BinaryIO:
     path.parent.mkdir(parents=True, exist_ok=True)
-    return path.open("wb")
+    handle = path.open("wb")
+    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a new file: nobody else holds it
+    return handle
+
+
+def _remove_abandoned(root: Path) -> int:
+    """Delete the ``.partial`` files no live process holds locked: uploads a killed server left."""
+    removed = 0
+    for partial in root.glob(f"*/*{PARTIAL}"):
+        try:
+            with partial.open("rb") as handle:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                stat = os.fstat(handle.fileno())
+                if stat.st_size == 0 and time.time() - stat.st_mtime < 60:
+                    continue  # just created: its writer may not hold its lock yet
+                partial.unlink()
+                removed += 1
+        except (BlockingIOError, FileNotFoundError):
+            continue  # being written by a live process, or finished meanwhile
+    if removed:
+        log.info("removed %d unfinished uploads left by a stopped server", removed)
+    return removed
 
 
 def _finish(handle: BinaryIO, tail: bytes, partial: Path, path: Path) -> None:
@@ -188,6 +224,11 @@ class S3BlobStore:
                 return False
             raise
         return True
+
+    async def remove_abandoned(self) -> int:
+        # An interrupted multipart upload is not an object: the bucket's lifecycle rule
+        # (AbortIncompleteMultipartUpload) removes its parts.
+        return 0
 
     async def aclose(self) -> None:
         await asyncio.to_thread(self.client.close)

@@ -11,6 +11,10 @@ Store operations are plain functions over a SQLAlchemy ``Connection``. ``Databas
 
 A write that has started finishes even if the task that asked for it is cancelled (on SQLite);
 callers treat "written" as the truth and read back when unsure.
+
+A database that cannot be reached (refused, shut down, connection lost, SQLite locked past its busy
+timeout, no pool connection free in time) raises ``DatabaseUnavailableError``: a 503 with
+``Retry-After`` for the client, not a 500.
 """
 
 from __future__ import annotations
@@ -25,8 +29,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from threadline.errors import DatabaseUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +42,8 @@ T = TypeVar("T")
 
 
 class Database:
-    def __init__(self, url: str, *, pool_size: int = 5) -> None:
+    def __init__(self, url: str, *, pool_size: int = 5, busy_timeout: float = 30.0) -> None:
+        """``busy_timeout``: SQLite, how long a statement waits on another process's lock."""
         self.url = url
         parsed = make_url(url)
         self.dialect = parsed.get_backend_name()
@@ -48,13 +56,13 @@ class Database:
                 Path(database).parent.mkdir(parents=True, exist_ok=True)
             self.sync_engine = create_engine(
                 parsed.set(drivername="sqlite"),
-                connect_args={"timeout": 30, "check_same_thread": False},
+                connect_args={"timeout": busy_timeout, "check_same_thread": False},
                 pool_size=8,
                 max_overflow=8,
                 # Reads open no transaction and writes end theirs explicitly: nothing to roll back.
                 pool_reset_on_return=None,
             )
-            _configure_sqlite(self.sync_engine)
+            _configure_sqlite(self.sync_engine, busy_timeout)
             self._writer = ThreadPoolExecutor(1, thread_name_prefix="threadline-db-write")
             self._readers = ThreadPoolExecutor(4, thread_name_prefix="threadline-db-read")
         else:
@@ -66,21 +74,23 @@ class Database:
 
     async def read(self, fn: Callable[[Connection], T]) -> T:
         """Run ``fn`` on a connection; nothing it does is committed."""
-        if self.sync_engine is not None:
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._readers, _sqlite_read, self.sync_engine, fn)
-        assert self.engine is not None
-        async with self.engine.connect() as conn:
-            return await conn.run_sync(fn)
+        with _unavailable():
+            if self.sync_engine is not None:
+                loop = asyncio.get_running_loop()
+                return await loop.run_in_executor(self._readers, _sqlite_read, self.sync_engine, fn)
+            assert self.engine is not None
+            async with self.engine.connect() as conn:
+                return await conn.run_sync(fn)
 
     async def write(self, fn: Callable[[Connection], T]) -> T:
         """Run ``fn`` in one transaction: committed when it returns, rolled back if it raises."""
-        if self.sync_engine is not None:
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._writer, _sqlite_write, self.sync_engine, fn)
-        assert self.engine is not None
-        async with self.engine.begin() as conn:
-            return await conn.run_sync(fn)
+        with _unavailable():
+            if self.sync_engine is not None:
+                loop = asyncio.get_running_loop()
+                return await loop.run_in_executor(self._writer, _sqlite_write, self.sync_engine, fn)
+            assert self.engine is not None
+            async with self.engine.begin() as conn:
+                return await conn.run_sync(fn)
 
     @contextlib.asynccontextmanager
     async def session_connection(self) -> AsyncIterator[AsyncConnection]:
@@ -96,6 +106,25 @@ class Database:
             self.sync_engine.dispose()
         if self.engine is not None:
             await self.engine.dispose()
+
+
+@contextlib.contextmanager
+def _unavailable() -> Iterator[None]:
+    """Errors that say the database is out of reach, as ``DatabaseUnavailableError``."""
+    try:
+        yield
+    except (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError, OSError) as exc:
+        raise _outage(exc) from exc
+    except sa_exc.DBAPIError as exc:
+        if not exc.connection_invalidated:
+            raise
+        raise _outage(exc) from exc
+
+
+def _outage(exc: Exception) -> DatabaseUnavailableError:
+    detail = (str(getattr(exc, "orig", None) or exc).strip() or type(exc).__name__).splitlines()[0][:200]
+    log.warning("database unavailable: %s: %s", type(exc).__name__, detail)
+    return DatabaseUnavailableError("The database is unavailable at the moment; retry the request shortly.")
 
 
 def _sqlite_read(engine: Engine, fn: Callable[[Connection], T]) -> T:
@@ -115,7 +144,7 @@ def _sqlite_write(engine: Engine, fn: Callable[[Connection], T]) -> T:
         return result
 
 
-def _configure_sqlite(engine: Engine) -> None:
+def _configure_sqlite(engine: Engine, busy_timeout: float) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Autocommit at the driver level: we issue BEGIN ourselves (IMMEDIATE for writes).
@@ -124,7 +153,7 @@ def _configure_sqlite(engine: Engine) -> None:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
         cursor.close()
 
 

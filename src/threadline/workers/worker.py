@@ -16,7 +16,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from threadline.config import Settings
 from threadline.domain.context import ContextBuilder, ImageSource
@@ -58,9 +58,13 @@ class Worker:
         observe_job: JobObserver | None = None,
         job_give_ups: Mapping[str, Handler] | None = None,
         images: ImageSource | None = None,
+        on_claim: Callable[[Run], None] | None = None,
     ) -> None:
         """``observe_model_call`` and ``observe_job`` are told of each model call and each job
-        attempt (the runtime's metrics); ``images`` reads uploaded images for models that see."""
+        attempt (the runtime's metrics); ``images`` reads uploaded images for models that see;
+        ``on_claim`` is told of each run claimed, before it is driven (a background response's
+        recording is taken over there)."""
+        self.on_claim = on_claim
         self.settings = settings
         self.store = store
         self.bus = bus
@@ -187,6 +191,11 @@ class Worker:
     def _spawn(self, run: Run) -> None:
         # Subscribe before the task starts, so a cancel that lands right away is still seen.
         subscription = self.bus.subscribe(run.id)
+        if self.on_claim is not None:
+            try:
+                self.on_claim(run)
+            except Exception:
+                log.exception("worker %s: run %s: the claim hook failed", self.id, run.id)
         task = asyncio.create_task(self._drive(run, subscription), name=f"run-{run.id}")
         self.running[run.id] = task
         task.add_done_callback(lambda _t: self.running.pop(run.id, None))
