@@ -401,6 +401,28 @@ def test_a_schema_at_the_depth_limit_is_accepted(api: Client) -> None:
     assert created["tools"][0]["function"]["parameters"] == parameters
 
 
+def test_a_conversation_refused_hostile_input_goes_on(
+    api: Client, targets: dict[str, str], model: ScriptedModel
+) -> None:
+    """A lone surrogate in a response's input used to fail that response and every later one of
+    its conversation; now it is refused, and the next response in the conversation completes."""
+    conversation = api.ok("POST", "/conversations", {})["id"]
+    hostile = {
+        "model": "scripted",
+        "conversation": conversation,
+        "input": [{"role": "user", "content": LONE}],
+    }
+    refused = api.request("POST", "/responses", hostile)
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == "input[0].content"
+    model.script(Reply(text="still here"))
+    answer = api.ok(
+        "POST", "/responses", {"model": "scripted", "conversation": conversation, "input": "hello"}
+    )
+    assert answer["status"] == "completed" and answer["output"][0]["content"][0]["text"] == "still here"
+    items = api.ok("GET", f"/conversations/{conversation}/items", params={"order": "asc"})["data"]
+    assert [item["role"] for item in items] == ["user", "assistant"]
+
+
 def test_an_unexpected_error_answers_500_and_keeps_the_connection(
     api: Client, hostile_server: ThreadlineServer
 ) -> None:
