@@ -6,6 +6,7 @@ the server's ``ToolRegistry``, standing in for the real code interpreter and fil
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -22,6 +23,7 @@ from openai.types.beta.threads.runs import RunStep, ToolCall, ToolCallDelta
 from tests.conftest import server_settings
 from tests.support import ThreadlineServer
 from tests.test_streaming import node_sdk  # noqa: F401  (the fixture)
+from threadline.api import sse
 from threadline.domain.context import offered_tools, run_messages, tool_choice
 from threadline.domain.entities import BuiltinCall, FunctionCall, Run, ToolCalls
 from threadline.domain.entities import RunStep as DomainStep
@@ -153,15 +155,15 @@ def test_builtin_then_function_then_answer_streamed(
         "thread.run.step.delta",
         "thread.run.requires_action",
     ]
-    # The built-in call is announced with its input, then its outputs stream as a delta. (The SDK's
-    # handler keeps its tool-call index across steps, so the function call, again index 0 of its
-    # own step, reaches on_tool_call_delta rather than on_tool_call_created.)
+    # The built-in call is announced empty, then its code streams in pieces, then its outputs. (The
+    # SDK's handler keeps its tool-call index across steps, so the function call, again index 0 of
+    # its own step, reaches on_tool_call_delta rather than on_tool_call_created.)
     assert [c.type for c in first.created] == ["code_interpreter"]
-    assert dump(first.created[0].code_interpreter) == {"input": CODE, "outputs": []}  # type: ignore[union-attr]
-    ci_deltas = [dump(d) for d in first.call_deltas if d.type == "code_interpreter"]
-    assert [d["code_interpreter"] for d in ci_deltas] == [
-        {"outputs": [{"index": 0, "type": "logs", "logs": "ran 'print(6 * 7)'"}]}
-    ]
+    assert dump(first.created[0].code_interpreter) == {"input": "", "outputs": []}  # type: ignore[union-attr]
+    ci_deltas = [dump(d)["code_interpreter"] for d in first.call_deltas if d.type == "code_interpreter"]
+    *code_pieces, outputs = ci_deltas
+    assert "".join(p["input"] for p in code_pieces) == CODE
+    assert outputs == {"outputs": [{"index": 0, "type": "logs", "logs": "ran 'print(6 * 7)'"}]}
     fn_deltas = [dump(d) for d in first.call_deltas if d.type == "function"]
     assert fn_deltas[0]["function"]["name"] == "get_weather" and fn_deltas[0]["index"] == 0
     builtin_step = first.steps_done[0]
@@ -354,7 +356,9 @@ def test_node_sdk_follows_a_builtin_tool_run(
     seen = json.loads(done.stdout)
     assert seen["status"] == "completed" and seen["final_text"] == "It is 42."
     assert [c["type"] for c in seen["created"]] == ["code_interpreter"]
-    assert seen["created"][0]["code_interpreter"]["input"] == CODE
+    assert seen["created"][0]["code_interpreter"] == {"input": "", "outputs": []}
+    pieces = [d["code_interpreter"].get("input", "") for d in seen["deltas"]]
+    assert "".join(pieces) == CODE
     (finished,) = seen["done"]
     assert finished["code_interpreter"]["input"] == CODE
     assert [o["logs"] for o in finished["code_interpreter"]["outputs"]] == ["ran 'print(6 * 7)'"]
@@ -478,6 +482,19 @@ def test_large_builtin_deltas_are_split_to_fit_notifications() -> None:
                 output.logs if isinstance(output, LogsOutput) else output.file_id
             )
     assert outputs == {4: "a" * 20000, 5: "file-1", 6: "b" * 10}
+
+
+def test_code_is_streamed_in_pieces_that_join_back_to_it() -> None:
+    chart = "import matplotlib.pyplot as plt\nplt.plot([1, 2], [3, 4])\nplt.show()"
+    for code in (chart, "x", "    y = 2  \n\n", "rows = 1\n" * 5000, "blob = '" + "x" * 60000 + "'"):
+        pieces = sse.pieces(code)
+        assert "".join(pieces) == code
+        assert len(pieces) <= sse.MAX_PIECES + 1  # long code comes in longer pieces, not endless frames
+        assert all(pieces)
+    cut = sse.pieces(chart)
+    assert len(cut) >= 3
+    # Pieces end at words' ends, as tokens do: no name is cut in two.
+    assert all(not a[-1].isalnum() or not b[0].isalnum() for a, b in itertools.pairwise(cut))
 
 
 # --- the pieces, without a server ------------------------------------------------------------------

@@ -82,7 +82,8 @@ class Settings:
     poll_hold_seconds: float = 5.0
     """How long a poll from the SDK's helpers (``X-Stainless-Poll-Helper``) is held while nothing changes."""
     sandbox_memory_mb: int = 1024
-    """Address space of each code_interpreter kernel (and of each process it starts)."""
+    """Address space of each code_interpreter kernel (and of each process it starts), and the memory
+    of a kernel's processes together (a cgroup, or the pool's watchdog where none can be made)."""
     sandbox_disk_mb: int = 512
     """Size of each kernel's ``/mnt/data`` (a tmpfs, so it is memory too) and the largest file."""
     sandbox_processes: int = 64
