@@ -30,7 +30,7 @@ from threadline.domain.entities import RunStep as DomainStep
 from threadline.domain.events import BuiltinCallDelta
 from threadline.domain.records import step_details_from, step_details_record
 from threadline.events import codec
-from threadline.events.pg import MAX_PAYLOAD, _split_builtin
+from threadline.events.pg import MAX_PAYLOAD, PostgresBus
 from threadline.testing import Reply, ScriptedModel, ScriptedTool
 from threadline.testing import ToolCall as ScriptedCall
 from threadline.tools.base import (
@@ -464,24 +464,32 @@ def test_large_input_and_outputs_stream_whole(
     assert completed.code_interpreter.input == code  # type: ignore[union-attr]
 
 
-def test_large_builtin_deltas_are_split_to_fit_notifications() -> None:
-    code = "x = 1\n" * 3000
+def test_large_events_travel_in_chunks_that_the_receiver_joins_back() -> None:
+    code = "x = 1\n" * 3000 + "print('\u4f60\u597d')"
     logs = (LogsOutput("a" * 20000), ImageOutput("file-1"), LogsOutput("b" * 10))
     first = BuiltinCallDelta("step_1", 2, "code_interpreter", call_id="call_1", input=code)
     later = BuiltinCallDelta("step_1", 2, "code_interpreter", outputs=logs, first_output=4)
-    parts = [codec.decode(json.loads(codec.dumps(codec.encode(p)))) for p in _split_builtin(first, 875)]
-    parts += [codec.decode(json.loads(codec.dumps(codec.encode(p)))) for p in _split_builtin(later, 875)]
-    assert all(len(codec.dumps(codec.encode(p))) < MAX_PAYLOAD for p in parts)
-    # Clients concatenate the pieces of one field: the call id comes once, input and logs rejoin.
-    assert [p.call_id for p in parts if p.call_id] == ["call_1"]
-    assert "".join(p.input or "" for p in parts) == code
-    outputs: dict[int, str] = {}
-    for part in parts:
-        for n, output in enumerate(part.outputs, part.first_output):
-            outputs[n] = outputs.get(n, "") + (
-                output.logs if isinstance(output, LogsOutput) else output.file_id
-            )
-    assert outputs == {4: "a" * 20000, 5: "file-1", 6: "b" * 10}
+    sender, other = (PostgresBus("postgresql://unused", _no_loader) for _ in range(2))
+    receiver = PostgresBus("postgresql://unused", _no_loader)
+    receiver._subscriptions["run_1"] = set()
+    payloads = [*sender._payloads("run_1", first), *sender._payloads("run_1", later)]
+    assert len(payloads) > 4 and all(len(p.encode()) <= MAX_PAYLOAD for p in payloads)
+    # Another process's chunks slipped in between do not mix with these.
+    noise = other._payloads("run_1", BuiltinCallDelta("step_2", 0, "code_interpreter", input="y" * 9000))
+    for n, payload in enumerate(payloads):
+        receiver._on_event(None, 0, "", payload)
+        if n < len(noise):
+            receiver._on_event(None, 0, "", noise[n])
+    received = [codec.decode(receiver._inbox.get_nowait()[1]) for _ in range(3)]
+    # Each event arrives whole, as the local bus delivers it (the call's input in one delta), and one
+    # sender's events stay in their order.
+    assert [e for e in received if e.step_id == "step_1"] == [first, later]
+    assert [e.input for e in received if e.step_id == "step_2"] == ["y" * 9000]
+    assert receiver._inbox.empty() and not receiver._chunks
+
+
+async def _no_loader(kind: str, object_id: str) -> None:
+    return None
 
 
 def test_code_is_streamed_in_pieces_that_join_back_to_it() -> None:
