@@ -8,6 +8,8 @@ of them needs, and the checks each generated request's answer must pass.
 from __future__ import annotations
 
 import functools
+import json
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -165,3 +167,100 @@ def check_answer(case: Any, response: Any, checks: list[Any] = CHECKS) -> None:
 def assert_envelope(response: httpx.Response | Any) -> None:
     error = response.json()["error"]
     assert set(error) == ENVELOPE_KEYS and error["message"], error
+
+
+# --- hostile text and depth, planted in generated bodies ------------------------------------------
+
+HOSTILE_TEXT = ["\udfff", "a\ud800b", "\udbff\udbff", "\x00", "ok\x00"]
+"""Strings no reply or database can carry: lone surrogates (sent as JSON ``"\\udfff"`` escapes) and NUL."""
+TOO_DEEP = 70
+"""Levels of nesting past the server's limit for request bodies (64)."""
+
+HOSTILITIES = [*HOSTILE_TEXT, "key", "deep"]
+
+
+def hostility(case: Any) -> tuple[int, str] | None:
+    """What to plant in a generated body: nothing in two cases of three, else one hostile string,
+    key or nesting (see :func:`plant`). Derived from the body, not drawn: an extra draw would change
+    every example hypothesis generates after it."""
+    if not isinstance(case.body, dict):
+        return None
+    digest = zlib.crc32(json.dumps(case.body, sort_keys=True, default=str).encode())
+    if digest % 3:
+        return None
+    return digest >> 8, HOSTILITIES[(digest >> 2) % len(HOSTILITIES)]
+
+
+def _hostile_already(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value or any("\ud800" <= c <= "\udfff" for c in value)
+    if isinstance(value, dict):
+        return any(_hostile_already(k) or _hostile_already(v) for k, v in value.items())
+    return isinstance(value, list) and any(_hostile_already(v) for v in value)
+
+
+def _leaves(value: Any, path: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+    """Paths to every string in ``value`` (and to every object, as a place for a key)."""
+    if isinstance(value, str):
+        return [path]
+    found: list[tuple[Any, ...]] = []
+    if isinstance(value, dict):
+        found.append((*path, None))
+        for key, item in value.items():
+            found += _leaves(item, (*path, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found += _leaves(item, (*path, index))
+    return found
+
+
+def param_of(path: tuple[Any, ...]) -> str | None:
+    out = ""
+    for step in path:
+        out += f"[{step}]" if isinstance(step, int) else (f".{step}" if out else str(step))
+    return out or None
+
+
+def plant(case: Any) -> tuple[str | None, str] | None:
+    """Plant one hostile thing (see :func:`hostility`) in ``case.body``: the ``param`` its refusal
+    must name and how (``"exact"`` or ``"prefix"``), or ``None`` when nothing was planted."""
+    chosen = hostility(case)
+    if chosen is None or _hostile_already(case.body):
+        return None  # (schemathesis generates NUL itself: such a body is refused as it is)
+    pick, what = chosen
+    strings = [p for p in _leaves(case.body, ()) if p[-1:] != (None,)]
+    objects = [p[:-1] for p in _leaves(case.body, ()) if p[-1:] == (None,)]
+    if what in ("key", "deep") or not strings:
+        path = objects[pick % len(objects)]
+        target: Any = case.body
+        for step in path:
+            target = target[step]
+        if what == "deep":
+            nested: Any = "x"
+            for _ in range(TOO_DEEP):
+                nested = [nested]
+            target["deep"] = nested
+            return param_of((*path, "deep")), "prefix"
+        target["bad\udfffkey"] = "v"
+        return param_of(path), "exact"
+    path = strings[pick % len(strings)]
+    target = case.body
+    for step in path[:-1]:
+        target = target[step]
+    text: str = target[path[-1]]
+    middle = pick % (len(text) + 1)
+    target[path[-1]] = text[:middle] + what + text[middle:]
+    return param_of(path), "exact"
+
+
+def check_refused(response: Any, planted: tuple[str | None, str], curl: str) -> None:
+    """A planted request is refused with a 400 that names the planted parameter."""
+    assert response.status_code == 400, f"{response.text}\n{curl}"
+    assert_envelope(response)
+    param, how = planted
+    named = response.json()["error"]["param"]
+    if how == "exact":
+        assert named == param, (named, param, curl)
+    else:  # too deep: named where the limit was crossed, or at the schema it was crossed in
+        assert param is not None and named is not None, (named, param, curl)
+        assert named.startswith(param) or param.startswith(named), (named, param, curl)

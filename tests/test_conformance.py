@@ -27,9 +27,11 @@ from tests.conformance import (
     NAME_PATTERN,
     adjust,
     check_answer,
+    check_refused,
     fuzz,
     json_data,
     nullable,
+    plant,
     ref,
     reference_spec,
     sse_event,
@@ -263,7 +265,12 @@ def _fuzz(operation: Any, mode: GenerationMode, examples: int, world: World) -> 
         # Only valid bodies: a changed invalid body might become valid, and then rightly succeed.
         if aim != "no" and mode is GenerationMode.POSITIVE:
             _aim_body(case, world, stream=aim == "ids and stream")
-        check_answer(case, case.call(base_url=world.server.url, timeout=30))
+        planted = plant(case) if mode is GenerationMode.POSITIVE else None
+        response = case.call(base_url=world.server.url, timeout=30)
+        if planted is not None:
+            check_refused(response, planted, case.as_curl_command())
+        else:
+            check_answer(case, response)
 
     check()
 

@@ -32,9 +32,11 @@ from tests.conformance import (
     adjust,
     assert_envelope,
     check_answer,
+    check_refused,
     fuzz,
     json_data,
     nullable,
+    plant,
     ref,
     reference_spec,
     sse_event,
@@ -343,8 +345,13 @@ def _fuzz(operation: Any, mode: GenerationMode, examples: int, world: World) -> 
         # Only valid bodies: a changed invalid body might become valid, and then rightly succeed.
         if aim != "no" and mode is GenerationMode.POSITIVE:
             _aim_body(case, world, stream=aim == "yes, streaming")
+        planted = plant(case) if mode is GenerationMode.POSITIVE else None
+        response = case.call(base_url=world.server.url, timeout=30)
+        if planted is not None:
+            check_refused(response, planted, case.as_curl_command())
+            return
         inside_unused = _mutated_only_inside(case, UNUSED_FIELDS)
         checks = LENIENT_CHECKS if inside_unused else CHECKS
-        check_answer(case, case.call(base_url=world.server.url, timeout=30), checks)
+        check_answer(case, response, checks)
 
     check()

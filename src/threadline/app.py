@@ -91,6 +91,7 @@ def create_app(
         BodyTimeout, idle=settings.body_idle_timeout_seconds, total=settings.body_timeout_seconds
     )
     app.state.upload_slots = UploadSlots(settings.upload_concurrency)
+    app.add_middleware(errors.Unexpected)
     authed = [Depends(authenticate), Depends(single_query_values)]
     beta = [*authed, Depends(require_beta)]
     # POST /threads/runs must be matched before POST /threads/{thread_id}.

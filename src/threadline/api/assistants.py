@@ -8,9 +8,10 @@ from fastapi import APIRouter
 
 from threadline.api.deps import Paging, Svc
 from threadline.api.objects import assistant_object, deleted_object, list_object
+from threadline.api.routing import CheckedRoute
 from threadline.api.schemas import CreateAssistantRequest, ModifyAssistantRequest
 
-router = APIRouter()
+router = APIRouter(route_class=CheckedRoute)
 
 
 @router.post("/assistants")

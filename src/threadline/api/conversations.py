@@ -16,9 +16,10 @@ from threadline.api.response_schemas import (
     UpdateConversationRequest,
 )
 from threadline.api.responses import Includes, Responses
+from threadline.api.routing import CheckedRoute
 from threadline.domain.entities import Page
 
-router = APIRouter()
+router = APIRouter(route_class=CheckedRoute)
 
 
 @router.post("/conversations")

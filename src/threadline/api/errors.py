@@ -1,7 +1,9 @@
 """Rendering every error as OpenAI's envelope: ``{"error": {"message", "type", "param", "code"}}``.
 
 Our own errors, request validation failures, unknown routes and unexpected exceptions all come out
-in this one shape, so the SDK raises the right exception class with the right message.
+in this one shape, so the SDK raises the right exception class with the right message. An unexpected
+exception is answered by :class:`Unexpected`, which keeps the connection open (Starlette's own handler
+answers and then re-raises, and uvicorn drops the connection of any request that raised).
 """
 
 from __future__ import annotations
@@ -12,10 +14,10 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from threadline.api.routing import RenderedJSON
 from threadline.errors import PayloadTooLargeError, ThreadlineError, describe_size
 
 log = logging.getLogger(__name__)
@@ -23,9 +25,9 @@ log = logging.getLogger(__name__)
 
 def envelope(
     status: int, message: str, type_: str, param: str | None = None, code: str | None = None
-) -> JSONResponse:
+) -> RenderedJSON:
     body = {"error": {"message": message, "type": type_, "param": param, "code": code}}
-    return JSONResponse(body, status_code=status)
+    return RenderedJSON(body, status_code=status)
 
 
 _CUT_SHORT = "threadline.body_cut_short"
@@ -185,7 +187,7 @@ class BodyLimit:
 
 def install(app: FastAPI) -> None:
     @app.exception_handler(ThreadlineError)
-    async def _ours(request: Request, exc: ThreadlineError) -> JSONResponse:
+    async def _ours(request: Request, exc: ThreadlineError) -> RenderedJSON:
         refused(request.scope, exc.status, exc.message, exc.param)
         response = envelope(exc.status, exc.message, exc.type, exc.param, exc.code)
         if exc.retry_after is not None:
@@ -193,13 +195,13 @@ def install(app: FastAPI) -> None:
         return response
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _invalid(request: Request, exc: RequestValidationError) -> RenderedJSON:
         message, param = validation_error(list(exc.errors()), exc.body)
         refused(request.scope, 400, message, param)
         return envelope(400, message, "invalid_request_error", param)
 
     @app.exception_handler(HTTPException)
-    async def _http(request: Request, exc: HTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: HTTPException) -> RenderedJSON:
         if exc.status_code == 404:
             message = f"Invalid URL ({request.method} {request.url.path})"
         elif exc.status_code == 405:
@@ -209,7 +211,32 @@ def install(app: FastAPI) -> None:
         refused(request.scope, exc.status_code, message)
         return envelope(exc.status_code, message, "invalid_request_error")
 
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return envelope(500, "The server had an error while processing your request.", "server_error")
+
+class Unexpected:
+    """Answers any exception nothing else handled with a 500 in the envelope, the connection kept.
+
+    An exception after the reply has started (a stream) is left to the server, which must then end
+    the connection: the reply cannot be finished."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def watched(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watched)
+        except Exception:
+            if started:
+                raise
+            log.exception("unhandled error on %s %s", scope["method"], scope["path"])
+            answer = envelope(500, "The server had an error while processing your request.", "server_error")
+            await answer(scope, receive, send)

@@ -15,10 +15,11 @@ from threadline.api.deps import Cursor
 from threadline.api.limits import UploadSlots
 from threadline.api.multipart import FormReader
 from threadline.api.objects import file_object, list_object
+from threadline.api.routing import CheckedRoute
 from threadline.domain.entities import ListQuery
 from threadline.domain.files import FileService
 
-router = APIRouter()
+router = APIRouter(route_class=CheckedRoute)
 
 
 async def _files(request: Request) -> FileService:

@@ -8,9 +8,10 @@ from fastapi import APIRouter, Query
 
 from threadline.api.deps import Paging, Svc
 from threadline.api.objects import deleted_object, list_object, message_object
+from threadline.api.routing import CheckedRoute
 from threadline.api.schemas import CreateMessageRequest, ModifyMessageRequest
 
-router = APIRouter()
+router = APIRouter(route_class=CheckedRoute)
 
 
 @router.post("/threads/{thread_id}/messages")

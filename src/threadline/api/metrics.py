@@ -6,11 +6,12 @@ import time
 
 from fastapi import APIRouter, Request, Response
 
+from threadline.api.routing import CheckedRoute
 from threadline.domain.entities import JOB_STATUSES
 from threadline.domain.run_states import ACTIVE
 from threadline.metrics import CONTENT_TYPE_LATEST
 
-router = APIRouter()
+router = APIRouter(route_class=CheckedRoute)
 
 
 @router.get("/metrics")

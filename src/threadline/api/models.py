@@ -6,10 +6,11 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
+from threadline.api.routing import CheckedRoute
 from threadline.errors import ServiceUnavailableError
 
-router = APIRouter()
-health = APIRouter()
+router = APIRouter(route_class=CheckedRoute)
+health = APIRouter(route_class=CheckedRoute)
 
 
 @router.get("/models")

@@ -8,11 +8,12 @@ from typing import Any
 from fastapi import APIRouter, Request
 from pydantic import Field
 
+from threadline.api.routing import CheckedRoute
 from threadline.api.schemas import Strict
 from threadline.domain.entities import ApiKey, Project
 from threadline.domain.projects import Projects
 
-router = APIRouter()
+router = APIRouter(route_class=CheckedRoute)
 
 
 class CreateProjectRequest(Strict):

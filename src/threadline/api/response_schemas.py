@@ -334,6 +334,12 @@ def _item(item: dict[str, Any], param: str) -> NewItem | ItemReference:
                 "'developer'.",
                 f"{param}.role",
             )
+        if ("id" in item or "status" in item) and not isinstance(item.get("content"), list):
+            # Only the short form (EasyInputMessage) may give its content as a string; it has no
+            # id and no status: a message with either is an input or output message.
+            raise _bad(
+                f"Invalid type for '{param}.content': expected an array of content parts.", f"{param}.content"
+            )
         return NewItem("message", role, _content(item.get("content"), f"{param}.content"))
     if kind == "function_call":
         fields = {

@@ -19,6 +19,7 @@ from threadline.api.deps import Paging, Svc
 from threadline.api.objects import list_object
 from threadline.api.response_objects import item_object, response_object
 from threadline.api.response_schemas import CountTokensRequest, CreateResponseRequest, check_includes
+from threadline.api.routing import CheckedRoute
 from threadline.api.runs import settled
 from threadline.domain.entities import Run
 from threadline.domain.responses import ResponseService
@@ -28,7 +29,7 @@ from threadline.ids import new_id
 from threadline.providers.base import Route
 from threadline.providers.tokenizers import EstimateTokenizer
 
-router = APIRouter()
+router = APIRouter(route_class=CheckedRoute)
 
 
 def responses(svc: Svc) -> ResponseService:

@@ -9,8 +9,9 @@ from fastapi import APIRouter, Depends
 
 from threadline.api.deps import RUN_STEP_INCLUDES, Paging, Svc, include_query
 from threadline.api.objects import list_object, step_object
+from threadline.api.routing import CheckedRoute
 
-router = APIRouter()
+router = APIRouter(route_class=CheckedRoute)
 
 Include = Annotated[list[str], Depends(include_query)]
 

@@ -17,6 +17,7 @@ from fastapi.responses import StreamingResponse
 from threadline.api import sse
 from threadline.api.deps import Paging, Svc, include_query
 from threadline.api.objects import list_object, run_object, transition_object
+from threadline.api.routing import CheckedRoute
 from threadline.api.schemas import (
     CreateRunRequest,
     CreateThreadAndRunRequest,
@@ -30,7 +31,7 @@ from threadline.domain.run_states import WAITING
 from threadline.domain.services import Services
 from threadline.ids import new_id
 
-router = APIRouter()
+router = APIRouter(route_class=CheckedRoute)
 
 RECHECK_SECONDS = 1.0
 """How often a held poll (or a create waiting for its response) reads the run even when no event

@@ -9,10 +9,11 @@ from fastapi import APIRouter, Request
 
 from threadline.api.deps import Paging, Svc
 from threadline.api.objects import deleted_object, list_object, thread_object
+from threadline.api.routing import CheckedRoute
 from threadline.api.schemas import MAX_METADATA_PAIRS, CreateThreadRequest, ModifyThreadRequest
 from threadline.errors import InvalidRequestError
 
-router = APIRouter()
+router = APIRouter(route_class=CheckedRoute)
 
 _METADATA_PARAM = re.compile(r"^metadata\[(.{1,64})\]$")
 

@@ -19,11 +19,12 @@ from threadline.api.objects import (
     vector_store_file_object,
     vector_store_object,
 )
+from threadline.api.routing import CheckedRoute
 from threadline.api.schemas import ChunkingStrategy, Strict, WithMetadata
 from threadline.domain.lifecycle import now
 from threadline.domain.vector_stores import NewFile, VectorStore, VectorStoreService
 
-router = APIRouter()
+router = APIRouter(route_class=CheckedRoute)
 
 Attributes = dict[str, str | float | bool]
 Name = Annotated[str, Field(max_length=256, pattern=r"^[^\x00]*$")]

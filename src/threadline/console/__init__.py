@@ -16,9 +16,10 @@ from importlib import resources
 
 from fastapi import APIRouter, Request, Response
 
+from threadline.api.routing import CheckedRoute
 from threadline.errors import NotFoundError
 
-router = APIRouter()
+router = APIRouter(route_class=CheckedRoute)
 
 _CONTENT_TYPES = {
     ".html": "text/html; charset=utf-8",
