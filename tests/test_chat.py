@@ -1,0 +1,250 @@
+"""``/v1/chat/completions`` through the routing table, with the official SDK, against the scripted
+model: what the client gets back and what reached the model."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import openai
+import pytest
+from pydantic import BaseModel
+
+from tests.support import ThreadlineServer
+from threadline.testing import Reply, ScriptedModel, ToolCall
+
+
+def test_completion_has_the_spec_shape_and_passes_the_fields(
+    client: openai.OpenAI, model: ScriptedModel
+) -> None:
+    model.script(Reply(text="Hello there", usage=(12, 3)))
+    reply = client.chat.completions.create(
+        model="gpt-4o-mini",
+        messages=[
+            {"role": "developer", "content": "Be brief."},
+            {"role": "user", "content": [{"type": "text", "text": "Say hello"}]},
+        ],
+        temperature=0.3,
+        top_p=0.9,
+        seed=7,
+        stop=["END"],
+        max_completion_tokens=50,
+        reasoning_effort="low",
+        logprobs=True,
+        top_logprobs=2,
+        presence_penalty=0.5,
+        user="someone",
+    )
+    assert reply.id.startswith("chatcmpl-")
+    assert reply.object == "chat.completion"
+    assert reply.model == "gpt-4o-mini"
+    assert reply.system_fingerprint and reply.created > 0
+    [choice] = reply.choices
+    assert (choice.index, choice.finish_reason) == (0, "stop")
+    assert (choice.message.role, choice.message.content, choice.message.refusal) == (
+        "assistant",
+        "Hello there",
+        None,
+    )
+    assert reply.usage is not None
+    assert (reply.usage.prompt_tokens, reply.usage.completion_tokens, reply.usage.total_tokens) == (12, 3, 15)
+    [sent] = model.wait_for_requests(1)
+    assert sent["model"] == "gpt-4o-mini"
+    assert [m["role"] for m in sent["messages"]] == ["developer", "user"]
+    assert sent["messages"][1]["content"] == [{"type": "text", "text": "Say hello"}]
+    expected = {
+        "temperature": 0.3,
+        "top_p": 0.9,
+        "seed": 7,
+        "stop": ["END"],
+        "max_tokens": 50,
+        "reasoning_effort": "low",
+        "logprobs": True,
+        "top_logprobs": 2,
+        "presence_penalty": 0.5,
+        "user": "someone",
+    }
+    assert {k: sent.get(k) for k in expected} == expected
+
+
+def test_stream_with_usage(client: openai.OpenAI, model: ScriptedModel) -> None:
+    model.script(Reply(text="one two three", usage=(5, 3)))
+    chunks = list(
+        client.chat.completions.create(
+            model="gpt-4o-mini",
+            messages=[{"role": "user", "content": "count"}],
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    assert {c.id for c in chunks} == {chunks[0].id} and chunks[0].id.startswith("chatcmpl-")
+    assert all(c.object == "chat.completion.chunk" for c in chunks)
+    assert chunks[0].choices[0].delta.role == "assistant"
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "one two three"
+    assert len([c for c in chunks if c.choices and c.choices[0].delta.content]) >= 3  # streamed, not lumped
+    finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert finishes == ["stop"]
+    *body, last = chunks
+    assert last.choices == [] and last.usage is not None
+    assert (last.usage.prompt_tokens, last.usage.completion_tokens, last.usage.total_tokens) == (5, 3, 8)
+    assert all(c.usage is None for c in body)
+
+
+def test_tools_round_trip(client: openai.OpenAI, model: ScriptedModel) -> None:
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+            },
+        }
+    ]
+    model.script(Reply(tool_calls=[ToolCall("get_weather", {"city": "Paris"})]), Reply(text="Sunny in Paris"))
+    messages: list[dict[str, object]] = [{"role": "user", "content": "Weather in Paris?"}]
+    first = client.chat.completions.create(
+        model="gpt-4o-mini",
+        messages=messages,  # type: ignore[arg-type]
+        tools=tools,  # type: ignore[arg-type]
+        tool_choice="required",
+    )
+    choice = first.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    assert choice.message.content is None
+    [call] = choice.message.tool_calls or []
+    assert call.id.startswith("call_") and call.type == "function"
+    assert call.function.name == "get_weather"  # type: ignore[union-attr]
+    assert json.loads(call.function.arguments) == {"city": "Paris"}  # type: ignore[union-attr]
+    messages += [
+        choice.message.model_dump(exclude_none=True),
+        {"role": "tool", "tool_call_id": call.id, "content": '{"sky": "clear"}'},
+    ]
+    second = client.chat.completions.create(
+        model="gpt-4o-mini",
+        messages=messages,  # type: ignore[arg-type]
+        tools=tools,  # type: ignore[arg-type]
+    )
+    assert second.choices[0].message.content == "Sunny in Paris"
+    sent = model.wait_for_requests(2)
+    assert sent[0]["tools"] == tools and sent[0]["tool_choice"] == "required"
+    assert sent[1]["messages"][1]["tool_calls"][0]["id"] == call.id
+    assert sent[1]["messages"][2] == {"role": "tool", "tool_call_id": call.id, "content": '{"sky": "clear"}'}
+
+
+def test_streamed_tool_call(client: openai.OpenAI, model: ScriptedModel) -> None:
+    model.script(Reply(tool_calls=[ToolCall("lookup", {"q": "x"})]))
+    chunks = list(
+        client.chat.completions.create(
+            model="gpt-4o-mini",
+            messages=[{"role": "user", "content": "look it up"}],
+            tools=[{"type": "function", "function": {"name": "lookup"}}],
+            stream=True,
+        )
+    )
+    calls = [tc for c in chunks for tc in (c.choices[0].delta.tool_calls or [])]
+    assert calls[0].id and calls[0].id.startswith("call_") and calls[0].function
+    assert calls[0].function.name == "lookup"
+    assert json.loads("".join(tc.function.arguments or "" for tc in calls if tc.function)) == {"q": "x"}
+    assert [c.choices[0].finish_reason for c in chunks if c.choices[0].finish_reason] == ["tool_calls"]
+
+
+class City(BaseModel):
+    city: str
+    temperature: int
+
+
+def test_json_schema_parse(client: openai.OpenAI, model: ScriptedModel) -> None:
+    model.script(Reply(text='{"city": "Paris", "temperature": 21}'))
+    reply = client.chat.completions.parse(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "Paris weather"}], response_format=City
+    )
+    assert reply.choices[0].message.parsed == City(city="Paris", temperature=21)
+    [sent] = model.wait_for_requests(1)
+    assert sent["response_format"]["type"] == "json_schema"
+    assert sent["response_format"]["json_schema"]["name"] == "City"
+    assert sent["response_format"]["json_schema"]["schema"]["required"] == ["city", "temperature"]
+
+
+def test_n_choices_and_stop_cut(client: openai.OpenAI, model: ScriptedModel) -> None:
+    model.script(Reply(text="alpha END beta"), Reply(text="gamma END delta"))
+    reply = client.chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "go"}], n=2, stop="END"
+    )
+    # The scripted model ignores stop, as the embedded one does: the cut is the server's.
+    assert sorted(c.message.content or "" for c in reply.choices) == ["alpha ", "gamma "]
+    assert [c.index for c in reply.choices] == [0, 1]
+    assert len(model.wait_for_requests(2)) == 2
+
+
+@pytest.mark.parametrize("status", [400, 404, 422])
+def test_upstream_client_errors_pass_through(
+    client: openai.OpenAI, model: ScriptedModel, status: int
+) -> None:
+    model.script(
+        Reply(
+            status=status, error_message="This model's maximum context length is 8 tokens", error_code="ctx"
+        )
+    )
+    with pytest.raises(openai.APIStatusError) as caught:
+        client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
+    assert caught.value.status_code == status
+    assert caught.value.code == "ctx"
+    assert "maximum context length" in caught.value.message
+
+
+def test_streamed_upstream_error_is_an_error_status(client: openai.OpenAI, model: ScriptedModel) -> None:
+    model.script(Reply(status=400, error_message="bad request upstream"))
+    with pytest.raises(openai.BadRequestError, match="bad request upstream"):
+        client.chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], stream=True
+        )
+
+
+def test_upstream_server_error_is_502(client: openai.OpenAI, model: ScriptedModel) -> None:
+    model.script(Reply(status=503, error_message="overloaded"))
+    with pytest.raises(openai.APIStatusError) as caught:
+        client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
+    assert caught.value.status_code == 502
+    assert "overloaded" in caught.value.message
+
+
+def test_validation_and_legacy_route(server: ThreadlineServer) -> None:
+    headers = {"Authorization": "Bearer test-key"}
+    with httpx.Client(base_url=server.url, headers=headers) as http:
+        empty = http.post("/chat/completions", json={"model": "m", "messages": []})
+        assert empty.status_code == 400 and empty.json()["error"]["param"] == "messages"
+        role = http.post("/chat/completions", json={"model": "m", "messages": [{"role": "robot"}]})
+        assert role.status_code == 400
+        unknown = http.post(
+            "/chat/completions",
+            json={"model": "m", "messages": [{"role": "user", "content": "x"}], "bogus": 1},
+        )
+        assert unknown.status_code == 400
+        options = http.post(
+            "/chat/completions",
+            json={
+                "model": "m",
+                "messages": [{"role": "user", "content": "x"}],
+                "stream_options": {"include_usage": True},
+            },
+        )
+        assert options.status_code == 400 and options.json()["error"]["param"] == "stream_options"
+        legacy = http.post("/completions", json={"model": "m", "prompt": "x"})
+        assert legacy.status_code == 404 and "/v1/chat/completions" in legacy.json()["error"]["message"]
+        assert http.post("/chat/completions", headers={"Authorization": "Bearer wrong"}).status_code in (
+            401,
+            400,
+        )
+
+
+def test_metrics_count_chat_requests_and_tokens(
+    client: openai.OpenAI, model: ScriptedModel, server: ThreadlineServer
+) -> None:
+    model.script(Reply(text="ok", usage=(40, 2)))
+    client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
+    text = httpx.get(server.url.removesuffix("/v1") + "/metrics").text
+    line = 'threadline_api_requests_total{route="/v1/chat/completions",status="200"}'
+    assert line in text
+    assert 'threadline_api_tokens_total{kind="prompt",route="/v1/chat/completions"}' in text
+    assert 'threadline_api_request_duration_seconds_count{route="/v1/chat/completions"}' in text
