@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from threadline.domain.model_calls import ModelCallObserver, Timed
-from threadline.errors import InvalidRequestError, ModelCallError, TooManyRequestsError
+from threadline.errors import InvalidRequestError, ModelCallError, NotFoundError, TooManyRequestsError
 from threadline.ids import new_id
 from threadline.providers.base import (
     Finish,
@@ -139,7 +139,7 @@ class ChatService:
         route cannot do."""
         route = self.router.resolve(request.model)
         if route is None:
-            raise InvalidRequestError(
+            raise NotFoundError(
                 f"The model '{request.model}' does not exist or is not served here: no route matches it.",
                 param="model",
                 code="model_not_found",

@@ -13,6 +13,8 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from threadline.retrieval.chunking import AUTO, Chunk, ChunkingStrategy, TokenCodec, chunk_text
 from threadline.retrieval.parsing import ParseLimits, parse
 from threadline.retrieval.ports import ChunkIndex, Embedder, IndexedChunk, Vector
@@ -116,6 +118,19 @@ class RetrievalEngine:
                 SearchResult(chunk.vector_store_id, chunk.file_id, chunk.ordinal, chunk.text, score)
             )
         return results
+
+    async def embed_queries(self, texts: Sequence[str]) -> tuple[Vector, int]:
+        """``texts`` embedded as search queries are (one row each), and the tokens they took."""
+        return await asyncio.to_thread(self._embed_queries, texts)
+
+    def _embed_queries(self, texts: Sequence[str]) -> tuple[Vector, int]:
+        batch = getattr(self.embedder, "embed_queries", None)
+        count = getattr(self.embedder, "count_tokens", None)
+        tokens = int(count(texts)) if count is not None else sum(len(t.split()) for t in texts)
+        if batch is not None:
+            with self._embedding:
+                return batch(texts), tokens
+        return np.stack([self._embed_query(text) for text in texts]), tokens
 
     def _embed_query(self, query: str) -> Vector:
         with self._embedding:
