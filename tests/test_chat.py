@@ -4,6 +4,10 @@ model: what the client gets back and what reached the model."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
 
 import httpx
 import openai
@@ -248,3 +252,36 @@ def test_metrics_count_chat_requests_and_tokens(
     assert line in text
     assert 'threadline_api_tokens_total{kind="prompt",route="/v1/chat/completions"}' in text
     assert 'threadline_api_request_duration_seconds_count{route="/v1/chat/completions"}' in text
+
+
+NODE_DIR = Path(__file__).parent / "node"
+
+
+@pytest.mark.timeout(180)
+def test_node_sdk_mixes_chat_embeddings_and_models(model: ScriptedModel, server: ThreadlineServer) -> None:
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        if os.environ.get("CI", "").lower() not in ("", "0", "false"):
+            pytest.fail("node and npm are required under CI: the Node SDK test must run there")
+        pytest.skip("node/npm not installed: the Node SDK test needs them")
+    installed = subprocess.run(
+        ["npm", "install", "--no-audit", "--no-fund", "--loglevel=error"],
+        cwd=NODE_DIR,
+        timeout=300,
+        capture_output=True,
+        text=True,
+    )
+    assert installed.returncode == 0, f"npm install failed:\n{installed.stdout}\n{installed.stderr}"
+    model.script(Reply(text="Hi Node."), Reply(text="one two three", usage=(4, 3)))
+    env = {**os.environ, "OPENAI_BASE_URL": server.url, "OPENAI_API_KEY": "test-key"}
+    done = subprocess.run(
+        ["node", "chat.mjs"], cwd=NODE_DIR, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout)
+    assert seen["id"].startswith("chatcmpl-")
+    assert (seen["content"], seen["finish_reason"]) == ("Hi Node.", "stop")
+    assert seen["deltas"] == ["one ", "two ", "three"]
+    assert seen["usage"]["total_tokens"] == 7
+    assert seen["dimensions"] == [384, 384]  # the SDK's default base64, decoded
+    assert "multilingual-e5-small" in seen["models"]
+    assert model.wait_for_requests(2)[0]["messages"] == [{"role": "user", "content": "hello from node"}]
