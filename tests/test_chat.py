@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import httpx
@@ -285,3 +286,29 @@ def test_node_sdk_mixes_chat_embeddings_and_models(model: ScriptedModel, server:
     assert seen["dimensions"] == [384, 384]  # the SDK's default base64, decoded
     assert "multilingual-e5-small" in seen["models"]
     assert model.wait_for_requests(2)[0]["messages"] == [{"role": "user", "content": "hello from node"}]
+
+
+def test_llm_cli_with_a_builtin_openai_model(
+    model: ScriptedModel, server: ThreadlineServer, tmp_path: Path
+) -> None:
+    pytest.importorskip("llm")
+    model.script(Reply(text="Bonjour from llm", usage=(6, 3)))
+    env = {
+        **os.environ,
+        "OPENAI_BASE_URL": server.url,
+        "OPENAI_API_KEY": "test-key",
+        "LLM_USER_PATH": str(tmp_path),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "llm", "-m", "gpt-4o-mini", "-s", "Be brief.", "Say bonjour"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "Bonjour from llm"
+    [sent] = model.wait_for_requests(1)
+    assert sent["model"] == "gpt-4o-mini"
+    assert [m["role"] for m in sent["messages"]] == ["system", "user"]
+    assert sent["messages"][-1]["content"] == "Say bonjour"
