@@ -86,3 +86,38 @@ def test_models_of_a_models_file(make_server: Any, model: ScriptedModel, tmp_pat
         with pytest.raises(openai.NotFoundError) as unrouted:
             sdk.chat.completions.create(model="claude-9", messages=[{"role": "user", "content": "hi"}])
         assert unrouted.value.code == "model_not_found"
+
+
+def test_matryoshka_dimensions_through_an_embeddings_upstream(
+    make_server: Any, client: openai.OpenAI
+) -> None:
+    # This server's own /v1/embeddings is the upstream of another one, which names it as OpenAI's
+    # text-embedding-3-small: a model whose vectors may be shortened.
+    upstream = client.base_url.__str__().rstrip("/")
+    front: ThreadlineServer = make_server(
+        embeddings_base_url=upstream, embeddings_model="text-embedding-3-small", embeddings_api_key="k"
+    )
+    text = "Le chat dort sur le canapé."
+    full = np.asarray(
+        client.embeddings.create(model="m", input=text, encoding_format="float").data[0].embedding
+    )
+    with openai.OpenAI(base_url=front.url, api_key="k", max_retries=0) as sdk:
+        assert "text-embedding-3-small" in [m.id for m in sdk.models.list()]
+        short = sdk.embeddings.create(model="text-embedding-3-small", input=text, dimensions=96)
+    assert short.model == "text-embedding-3-small"
+    vector = np.asarray(short.data[0].embedding)
+    assert vector.shape == (96,)
+    assert np.allclose(vector, full[:96] / np.linalg.norm(full[:96]), atol=1e-4)
+
+
+def test_passages_embed_as_file_search_stores_them(client: openai.OpenAI) -> None:
+    text = "Le chat dort sur le canapé."
+    query = client.embeddings.create(model="m", input=text, encoding_format="float").data[0].embedding
+    passage = (
+        client.embeddings.create(
+            model="m", input=text, encoding_format="float", extra_body={"input_type": "passage"}
+        )
+        .data[0]
+        .embedding
+    )
+    assert 0.8 < float(np.dot(query, passage)) < 0.9999  # the same text, with e5's other prefix

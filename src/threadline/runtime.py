@@ -69,6 +69,7 @@ class Runtime:
     tools: ToolRegistry
     model_start: asyncio.Task[list[str]] | None = None
     """Embedded models starting in the background (``/readyz`` says not ready meanwhile)."""
+    engine: LazyEngine | None = None
 
     @classmethod
     async def open(
@@ -109,9 +110,8 @@ class Runtime:
         log.info("models: %s", routes.describe())
         files = FileService(SqlFileStore(db), blobs, max_bytes=settings.file_max_bytes)
         jobs = SqlJobQueue(db, max_attempts=settings.job_max_attempts)
-        vector_stores = VectorStoreService(
-            SqlVectorStoreRepository(db), files, jobs, LazyEngine(settings, db, dense_in_database).get
-        )
+        engine = LazyEngine(settings, db, dense_in_database)
+        vector_stores = VectorStoreService(SqlVectorStoreRepository(db), files, jobs, engine.get)
         services = Services(
             store,
             bus,
@@ -135,6 +135,7 @@ class Runtime:
             jobs,
             vector_stores,
             tools or build_tools(settings, files, vector_stores),
+            engine=engine,
         )
         if start_models and routes.local_models():
             runtime.model_start = asyncio.create_task(routes.start_local_models())
@@ -169,6 +170,8 @@ class Runtime:
         await self.blobs.aclose()
         await self.bus.aclose()
         await self.router.aclose()
+        if self.engine is not None:
+            self.engine.close()
         await self.db.dispose()
 
 
@@ -200,6 +203,12 @@ class LazyEngine:
                 )
                 self._engine = RetrievalEngine(index, embedder, codec, limits)
             return self._engine
+
+    def close(self) -> None:
+        """Close the embedder's connections (an embeddings server's client), if it was built."""
+        close = getattr(self._engine.embedder, "close", None) if self._engine is not None else None
+        if close is not None:
+            close()
 
 
 async def _dense_ranking_in_database(settings: Settings, db: Database) -> bool:

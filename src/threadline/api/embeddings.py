@@ -27,6 +27,8 @@ class CreateEmbeddingRequest(Strict):
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: Annotated[int, Field(ge=1)] | None = None
     user: str | None = None
+    input_type: Literal["query", "passage"] | None = None
+    """Not OpenAI's: asymmetric models' servers take it (e5: ``query: `` or ``passage: ``)."""
 
     def texts(self) -> list[str]:
         value = self.input
@@ -42,7 +44,7 @@ async def create_embeddings(body: CreateEmbeddingRequest, request: Request) -> d
     observed = Observed(request, "/v1/embeddings")
     try:
         service = EmbeddingService(request.app.state.vector_stores.engine)
-        embedded = await service.embed(body.texts(), body.dimensions)
+        embedded = await service.embed(body.texts(), body.dimensions, passages=body.input_type == "passage")
     except BaseException as exc:
         observed.failed(exc)
         raise

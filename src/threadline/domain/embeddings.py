@@ -4,7 +4,9 @@ Inputs are embedded the way search queries are, on the same path (so a request w
 query, not behind a file being ingested). Token arrays are read as OpenAI's ``cl100k_base`` tokens,
 which is what clients that pre-tokenise (LangChain's ``OpenAIEmbeddings``) send. ``dimensions``
 shortens a vector only where the model was trained for it (Matryoshka: OpenAI's third-generation
-models); other models refuse any size but their own.
+models); other models refuse any size but their own. ``input_type: passage`` (which servers of
+asymmetric models take, and Threadline sends to its own ``THREADLINE_EMBEDDINGS_BASE_URL``) embeds
+texts as file search embeds what it stores.
 """
 
 from __future__ import annotations
@@ -44,7 +46,9 @@ class EmbeddingService:
     def __init__(self, engine: EngineSource) -> None:
         self.engine = engine
 
-    async def embed(self, texts: list[str], dimensions: int | None = None) -> Embedded:
+    async def embed(
+        self, texts: list[str], dimensions: int | None = None, *, passages: bool = False
+    ) -> Embedded:
         if not texts or len(texts) > MAX_INPUTS:
             raise InvalidRequestError(f"input must hold 1 to {MAX_INPUTS} items.", param="input")
         for position, text in enumerate(texts):
@@ -52,7 +56,7 @@ class EmbeddingService:
                 raise InvalidRequestError(f"input[{position}] is empty.", param="input")
         engine = await self.engine()
         embedder = engine.embedder
-        vectors, tokens = await engine.embed_queries(texts)
+        vectors, tokens = await engine.embed_texts(texts, passages=passages)
         size = int(vectors.shape[1])
         if dimensions is not None and dimensions != size:
             if not getattr(embedder, "matryoshka", False) or dimensions > size:

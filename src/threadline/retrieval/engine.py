@@ -119,14 +119,15 @@ class RetrievalEngine:
             )
         return results
 
-    async def embed_queries(self, texts: Sequence[str]) -> tuple[Vector, int]:
-        """``texts`` embedded as search queries are (one row each), and the tokens they took."""
-        return await asyncio.to_thread(self._embed_queries, texts)
+    async def embed_texts(self, texts: Sequence[str], *, passages: bool = False) -> tuple[Vector, int]:
+        """``texts`` embedded as search queries are (or as passages), one row each, and the tokens
+        they took: for ``/v1/embeddings``, on the query path."""
+        return await asyncio.to_thread(self._embed_texts, texts, passages)
 
-    def _embed_queries(self, texts: Sequence[str]) -> tuple[Vector, int]:
-        batch = getattr(self.embedder, "embed_queries", None)
+    def _embed_texts(self, texts: Sequence[str], passages: bool) -> tuple[Vector, int]:
         count = getattr(self.embedder, "count_tokens", None)
         tokens = int(count(texts)) if count is not None else sum(len(t.split()) for t in texts)
+        batch = self.embedder.embed_passages if passages else getattr(self.embedder, "embed_queries", None)
         if batch is not None:
             with self._embedding:
                 return batch(texts), tokens
