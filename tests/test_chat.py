@@ -312,3 +312,32 @@ def test_llm_cli_with_a_builtin_openai_model(
     assert sent["model"] == "gpt-4o-mini"
     assert [m["role"] for m in sent["messages"]] == ["system", "user"]
     assert sent["messages"][-1]["content"] == "Say bonjour"
+
+
+def test_streamed_n_choices(client: openai.OpenAI, model: ScriptedModel) -> None:
+    model.script(Reply(text="first answer"), Reply(text="second answer"))
+    chunks = list(
+        client.chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "two"}], n=2, stream=True
+        )
+    )
+    texts = {0: "", 1: ""}
+    for chunk in chunks:
+        for choice in chunk.choices:
+            texts[choice.index] += choice.delta.content or ""
+    assert sorted(texts.values()) == ["first answer", "second answer"]
+    finished = [(c.index, c.finish_reason) for chunk in chunks for c in chunk.choices if c.finish_reason]
+    assert sorted(finished) == [(0, "stop"), (1, "stop")]
+    with pytest.raises(openai.BadRequestError, match="n must be between 1 and 16"):
+        client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}], n=17)
+
+
+def test_a_client_leaving_a_stream_stops_the_model_call(client: openai.OpenAI, model: ScriptedModel) -> None:
+    model.script(Reply(text=" ".join(f"w{i}" for i in range(200)), delay=0.05))
+    with client.chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "long"}], stream=True
+    ) as stream:
+        for chunk in stream:
+            if chunk.choices and chunk.choices[0].delta.content:
+                break
+    assert model.wait_for_disconnect(timeout=5) >= 1
