@@ -341,3 +341,14 @@ def test_a_client_leaving_a_stream_stops_the_model_call(client: openai.OpenAI, m
             if chunk.choices and chunk.choices[0].delta.content:
                 break
     assert model.wait_for_disconnect(timeout=5) >= 1
+
+
+def test_one_failed_choice_fails_the_request_and_stops_the_others(
+    client: openai.OpenAI, model: ScriptedModel
+) -> None:
+    model.script(
+        Reply(text="a b c d e f g h i j", delay=0.5), Reply(status=400, error_message="no such thing")
+    )
+    with pytest.raises(openai.BadRequestError, match="no such thing"):
+        client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}], n=2)
+    assert model.wait_for_disconnect(timeout=3) >= 1  # long before the slow choice's 5 s

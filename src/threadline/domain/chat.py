@@ -217,7 +217,14 @@ class ChatService:
 
     async def complete(self, request: ModelRequest, n: int = 1) -> Completion:
         route, asked = self.prepare(request, n)
-        choices = await asyncio.gather(*(self._choice(route, asked, i) for i in range(n)))
+        calls = [asyncio.ensure_future(self._choice(route, asked, i)) for i in range(n)]
+        try:
+            choices = await asyncio.gather(*calls)
+        except BaseException:
+            for call in calls:  # one choice failed (or the request went away): the others stop too
+                call.cancel()
+            await asyncio.gather(*calls, return_exceptions=True)
+            raise
         usage = Usage(sum(u.prompt_tokens for _, u in choices), sum(u.completion_tokens for _, u in choices))
         return Completion(new_id("chat_completion"), request.model, [c for c, _ in choices], usage)
 
