@@ -352,3 +352,35 @@ def test_one_failed_choice_fails_the_request_and_stops_the_others(
     with pytest.raises(openai.BadRequestError, match="no such thing"):
         client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}], n=2)
     assert model.wait_for_disconnect(timeout=3) >= 1  # long before the slow choice's 5 s
+
+
+def mixed_program(sdk: openai.OpenAI) -> dict[str, object]:
+    """What a program using one client for everything does: a thread's run, a chat completion,
+    embeddings and the models list."""
+    assistant = sdk.beta.assistants.create(model="gpt-4o-mini", instructions="Be brief.")
+    thread = sdk.beta.threads.create(messages=[{"role": "user", "content": "Hello thread"}])
+    run = sdk.beta.threads.runs.create_and_poll(thread_id=thread.id, assistant_id=assistant.id)
+    reply = sdk.chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "Hi chat"}]
+    )
+    vectors = sdk.embeddings.create(model="text-embedding-3-small", input=["one", "two"])
+    return {
+        "run": run.status,
+        "chat": reply.choices[0].message.content,
+        "vectors": [len(d.embedding) for d in vectors.data],
+        "models": [m.id for m in sdk.models.list()],
+    }
+
+
+def test_one_client_for_threads_chat_embeddings_and_models(
+    client: openai.OpenAI, model: ScriptedModel
+) -> None:
+    model.script(Reply(text="From the run."), Reply(text="From chat."))
+    seen = mixed_program(client)
+    assert seen == {
+        "run": "completed",
+        "chat": "From chat.",
+        "vectors": [384, 384],
+        "models": seen["models"],
+    }
+    assert "multilingual-e5-small" in seen["models"]  # type: ignore[operator]

@@ -11,6 +11,7 @@ import pytest
 from pydantic import BaseModel
 
 from tests.support import ThreadlineServer
+from tests.test_chat import mixed_program
 from tests.test_embedded import needs_embedded
 from threadline.config import Settings
 
@@ -124,3 +125,10 @@ def test_stop_and_max_tokens_hold(local: openai.OpenAI) -> None:
     )
     assert cut.choices[0].message.content == text[: text.index(stop)]
     assert cut.choices[0].finish_reason == "stop"
+
+
+def test_one_client_for_threads_chat_embeddings_and_models(local: openai.OpenAI) -> None:
+    seen = mixed_program(local)
+    assert seen["run"] == "completed" and seen["chat"]
+    assert seen["vectors"] == [384, 384]
+    assert "multilingual-e5-small" in seen["models"]  # type: ignore[operator]
