@@ -384,3 +384,25 @@ def test_one_client_for_threads_chat_embeddings_and_models(
         "models": seen["models"],
     }
     assert "multilingual-e5-small" in seen["models"]  # type: ignore[operator]
+
+
+def test_upstream_logprobs_come_back(client: openai.OpenAI, model: ScriptedModel) -> None:
+    model.script(Reply(text="alpha beta gamma"), Reply(text="alpha beta gamma"))
+    reply = client.chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}], logprobs=True, top_logprobs=0
+    )
+    logprobs = reply.choices[0].logprobs
+    assert logprobs is not None and logprobs.content is not None
+    assert "".join(t.token for t in logprobs.content) == "alpha beta gamma"
+    assert {t.logprob for t in logprobs.content} == {-0.5}
+    chunks = list(
+        client.chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}], logprobs=True, stream=True
+        )
+    )
+    tokens = [
+        t.token for c in chunks for t in ((c.choices[0].logprobs and c.choices[0].logprobs.content) or [])
+    ]
+    assert "".join(tokens) == "alpha beta gamma"
+    plain = client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}])
+    assert plain.choices[0].logprobs is None
