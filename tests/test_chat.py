@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import httpx
 import openai
@@ -406,3 +407,21 @@ def test_upstream_logprobs_come_back(client: openai.OpenAI, model: ScriptedModel
     assert "".join(tokens) == "alpha beta gamma"
     plain = client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}])
     assert plain.choices[0].logprobs is None
+
+
+def test_reply_caps_hold_and_a_stream_failing_midway_says_so(make_server: Any, model: ScriptedModel) -> None:
+    server: ThreadlineServer = make_server(model_max_reply_tokens=3)
+    model.script(Reply(text="a b c d e f g"), Reply(text="a b c d e f g"))
+    with openai.OpenAI(base_url=server.url, api_key="k", max_retries=0) as sdk:
+        with pytest.raises(openai.APIStatusError, match="THREADLINE_MODEL_MAX_REPLY_TOKENS") as whole:
+            sdk.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}])
+        assert whole.value.status_code == 502
+        seen: list[str] = []
+        with pytest.raises(openai.APIError, match="THREADLINE_MODEL_MAX_REPLY_TOKENS"):
+            for chunk in sdk.chat.completions.create(
+                model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}], stream=True
+            ):
+                seen.append(chunk.choices[0].delta.content or "")
+        assert "".join(seen) == "a b c "
+    text = httpx.get(server.url.removesuffix("/v1") + "/metrics").text
+    assert 'threadline_api_requests_total{route="/v1/chat/completions",status="502"} 2.0' in text

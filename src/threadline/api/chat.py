@@ -307,6 +307,9 @@ async def _stream(
             status = exc.status
             error = {"message": exc.message, "type": exc.type, "param": exc.param, "code": exc.code}
             yield _sse({"error": error})
+        except Exception:
+            status = 500
+            raise
         finally:
             with contextlib.suppress(Exception):
                 await pieces.aclose()
