@@ -263,14 +263,16 @@ class ChatService:
         async def run() -> AsyncGenerator[Piece | Usage, None]:
             total = Usage(0, 0)
             for index in range(n):
-                async for piece in self.pieces(route, asked, index):
-                    if isinstance(piece, Usage):
-                        total = Usage(
-                            total.prompt_tokens + piece.prompt_tokens,
-                            total.completion_tokens + piece.completion_tokens,
-                        )
-                    else:
-                        yield piece
+                # Closed as soon as this is: a client that leaves stops the model call at once.
+                async with contextlib.aclosing(self.pieces(route, asked, index)) as pieces:
+                    async for piece in pieces:
+                        if isinstance(piece, Usage):
+                            total = Usage(
+                                total.prompt_tokens + piece.prompt_tokens,
+                                total.completion_tokens + piece.completion_tokens,
+                            )
+                        else:
+                            yield piece
             yield total
 
         return new_id("chat_completion"), run()
