@@ -125,6 +125,26 @@ def test_stop_and_max_tokens_hold(local: openai.OpenAI) -> None:
     )
     assert cut.choices[0].message.content == text[: text.index(stop)]
     assert cut.choices[0].finish_reason == "stop"
+    # The model itself stopped there, and said how far it got.
+    assert cut.usage is not None and 0 < cut.usage.completion_tokens < (
+        free.usage.completion_tokens if free.usage else 0
+    )
+
+
+def test_seed_repeats_a_sampled_answer(local: openai.OpenAI) -> None:
+    def sample(seed: int) -> str:
+        reply = local.chat.completions.create(
+            model="gpt-4o-mini",
+            messages=[{"role": "user", "content": "Invent a name for a cat."}],
+            temperature=1.5,
+            max_completion_tokens=24,
+            seed=seed,
+        )
+        return reply.choices[0].message.content or ""
+
+    first = sample(11)
+    assert sample(11) == first
+    assert len({first, sample(12), sample(13), sample(14)}) > 1  # the seed decides, at this temperature
 
 
 def test_one_client_for_threads_chat_embeddings_and_models(local: openai.OpenAI) -> None:

@@ -5,8 +5,8 @@ A completion is one model call per choice (``n`` calls) on the provider the mode
 the same call a run makes: the providers' deadline and reply caps apply, tools and
 ``response_format`` are grammar-forced on embedded models. Nothing is stored. What a route cannot
 do is refused before the call (images to a model that does not see, ``logprobs`` from an embedded
-model) rather than silently dropped. Stop sequences are cut here, so they hold on embedded models
-too (an upstream cuts them itself; cutting again finds nothing).
+model) rather than silently dropped. Stop sequences are cut here too, where a provider's text runs
+past one (the embedded model stops after the token that completes it).
 """
 
 from __future__ import annotations
@@ -186,13 +186,12 @@ class ChatService:
         events = self._events(route, request)
         async with contextlib.aclosing(events):
             async for event in events:
+                if cut.hit and not isinstance(event, Usage | Finish):
+                    continue  # past a stop sequence; the model stops there too (each provider is given it)
                 if isinstance(event, TextDelta):
                     text = cut.feed(event.text)
                     if text or event.logprobs:
                         yield Piece(index, text=text, logprobs=event.logprobs)
-                    if cut.hit:
-                        finish = "stop"
-                        break
                 elif isinstance(event, RefusalDelta):
                     yield Piece(index, refusal=event.text)
                 elif isinstance(event, ToolCallDelta):
@@ -206,7 +205,7 @@ class ChatService:
                 elif isinstance(event, Usage):
                     usage = event
                 elif isinstance(event, Finish):
-                    finish = event.reason
+                    finish = "stop" if cut.hit else event.reason
         if rest := cut.flush():
             yield Piece(index, text=rest)
         if finish == "stop" and call_ids:

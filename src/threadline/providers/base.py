@@ -31,8 +31,8 @@ class ModelRequest:
     max_tokens: int | None = None
     response_format: dict[str, Any] | None = None
     reasoning_effort: str | None = None
-    # Sent to upstream servers as given; the embedded model does not take them
-    # (``/v1/chat/completions`` cuts at stop sequences itself).
+    # Sent to upstream servers as given; the embedded model stops at ``stop`` and samples from
+    # ``seed``, and has no logprobs (``/v1/chat/completions`` refuses them for it).
     stop: list[str] | None = None
     seed: int | None = None
     logprobs: bool | None = None
