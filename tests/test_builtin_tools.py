@@ -7,14 +7,22 @@ official SDK.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import subprocess
 from collections.abc import Callable
+from pathlib import Path
 
 import openai
 import pytest
+from openai import AssistantEventHandler
+from openai.types.beta import AssistantStreamEvent
+from openai.types.beta.threads import ImageFile
+from openai.types.beta.threads.runs import ToolCall, ToolCallDelta
 
-from tests.support import ThreadlineServer
+from tests.support import TEXT_RUN, ThreadlineServer
+from tests.test_streaming import collapse, node_sdk  # noqa: F401  (the fixture)
 from threadline.testing import Reply, ScriptedModel
 from threadline.testing import ToolCall as Call
 from threadline.tools.code_interpreter import RESTARTED
@@ -265,8 +273,9 @@ def test_code_interpreter_through_the_responses_api(client: openai.OpenAI, model
         input="6 times 7?",
         tools=[{"type": "code_interpreter", "container": {"type": "auto"}}],
     ) as stream:
-        kinds = [event.type for event in stream]
+        events = list(stream)
         response = stream.get_final_response()
+    kinds = [event.type for event in events]
     call, message = response.output
     assert call.type == "code_interpreter_call" and call.code == code
     assert call.outputs and call.outputs[0].type == "logs" and call.outputs[0].logs.strip() == "42"  # type: ignore[union-attr]
@@ -276,6 +285,12 @@ def test_code_interpreter_through_the_responses_api(client: openai.OpenAI, model
     assert link.type == "file_path" and link.index == len(answer) - 1
     assert client.files.content(link.file_id).read() == b"42"
     assert "response.code_interpreter_call_code.done" in kinds
+    # The code streams in pieces, as OpenAI's did, before the whole of it.
+    pieces = [e.delta for e in events if e.type == "response.code_interpreter_call_code.delta"]
+    assert len(pieces) >= 2 and "".join(pieces) == code
+    assert kinds.index("response.code_interpreter_call_code.done") > kinds.index(
+        "response.code_interpreter_call_code.delta"
+    )
     assert "response.code_interpreter_call.completed" in kinds
     assert model.requests[-1]["messages"][-1]["role"] == "tool"
 
@@ -326,3 +341,159 @@ def test_a_chart_with_no_words_after_it_still_ends_the_run(
     assert run.status == "completed", run.last_error
     answer = client.beta.threads.messages.list(thread_id=thread.id).data[0]
     assert [part.type for part in answer.content] == ["text", "image_file"]
+
+
+# --- the SDKs' stream handlers following a chart being drawn ---------------------------------------
+
+CHART = (
+    "import matplotlib.pyplot as plt\n"
+    "months = [1, 2, 3, 4]\n"
+    "plt.plot(months, [100, 250, 420, 610], marker='o')\n"
+    "plt.title('Savings')\n"
+    "plt.show()"
+)
+CHART_RUN = [
+    *TEXT_RUN[:3],
+    "thread.run.step.created",
+    "thread.run.step.in_progress",
+    "thread.run.step.delta",
+    "thread.run.step.completed",
+    *TEXT_RUN[3:8],
+    "thread.message.delta:image_file",
+    *TEXT_RUN[8:],
+]
+"""A code_interpreter run as the reference notes order it (§6.2 5.), the chart's part streamed in a
+message delta of its own after the text's."""
+
+
+class ChartRecorder(AssistantEventHandler):
+    """What the documented handler's tool-call and image callbacks see, in stream order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.names: list[str] = []
+        self.created: list[ToolCall] = []
+        self.inputs: list[str] = []
+        self.output_deltas: list[ToolCallDelta] = []
+        self.images: list[str] = []
+
+    def on_event(self, event: AssistantStreamEvent) -> None:
+        image = event.event == "thread.message.delta" and any(
+            part.type == "image_file"
+            for part in event.data.delta.content or []  # type: ignore[union-attr]
+        )
+        self.names.append(f"{event.event}:image_file" if image else event.event)
+
+    def on_tool_call_created(self, tool_call: ToolCall) -> None:
+        self.created.append(tool_call.model_copy(deep=True))
+
+    def on_tool_call_delta(self, delta: ToolCallDelta, snapshot: ToolCall) -> None:
+        assert delta.type == "code_interpreter" and delta.code_interpreter is not None
+        if delta.code_interpreter.input is not None:
+            self.inputs.append(delta.code_interpreter.input)
+        if delta.code_interpreter.outputs:
+            self.output_deltas.append(delta.model_copy(deep=True))
+
+    def on_image_file_done(self, image_file: ImageFile) -> None:
+        self.images.append(image_file.file_id)
+        self.names.append("on_image_file_done")
+
+
+def chart_thread(client: openai.OpenAI, model: ScriptedModel, answer: str) -> tuple[str, str]:
+    assistant = client.beta.assistants.create(model="gpt-4o", tools=[{"type": "code_interpreter"}])
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": "Chart my savings."}])
+    model.script(Reply(tool_calls=[Call("code_interpreter", {"code": CHART})]), Reply(text=answer))
+    return assistant.id, thread.id
+
+
+def chart_of(client: openai.OpenAI, thread_id: str) -> str:
+    """The id of the chart the thread's last run drew, from its stored step; checked to be a PNG."""
+    run = client.beta.threads.runs.list(thread_id=thread_id).data[0]
+    step = client.beta.threads.runs.steps.list(thread_id=thread_id, run_id=run.id, order="asc").data[0]
+    (call,) = step.step_details.tool_calls  # type: ignore[union-attr]
+    (image,) = [o for o in call.code_interpreter.outputs if o.type == "image"]  # type: ignore[union-attr]
+    file_id = image.image.file_id  # type: ignore[union-attr]
+    assert client.files.content(file_id).read().startswith(PNG)
+    return file_id
+
+
+@needs_sandbox
+def test_the_python_handler_sees_the_code_in_pieces_and_the_chart(
+    client: openai.OpenAI, model: ScriptedModel
+) -> None:
+    assistant_id, thread_id = chart_thread(client, model, "Here is your chart.")
+    recorder = ChartRecorder()
+    with client.beta.threads.runs.stream(
+        thread_id=thread_id, assistant_id=assistant_id, event_handler=recorder
+    ) as stream:
+        stream.until_done()
+        (message,) = stream.get_final_messages()
+    assert stream.get_final_run().status == "completed"
+    chart = chart_of(client, thread_id)
+
+    # Created with its id and type only; the code follows in pieces, in order, then the chart.
+    (created,) = recorder.created
+    assert created.type == "code_interpreter" and created.id.startswith("call_")
+    assert created.code_interpreter.model_dump() == {"input": "", "outputs": []}  # type: ignore[union-attr]
+    assert len(recorder.inputs) >= 2 and "".join(recorder.inputs) == CHART
+    outputs = [o for d in recorder.output_deltas for o in d.code_interpreter.outputs or []]  # type: ignore[union-attr]
+    assert [o.image.file_id for o in outputs if o.type == "image"] == [chart]  # type: ignore[union-attr]
+
+    # The chart's image_file part was streamed before the message completed; the handler said so.
+    assert recorder.images == [chart]
+    assert collapse([n for n in recorder.names if n != "on_image_file_done"]) == CHART_RUN, recorder.names
+    assert recorder.names.index("on_image_file_done") == recorder.names.index("thread.message.completed") + 1
+    assert [part.type for part in message.content] == ["text", "image_file"]
+    stored = client.beta.threads.messages.retrieve(message.id, thread_id=thread_id)
+    assert stored.content == message.content
+
+
+@needs_sandbox
+def test_a_chart_with_no_words_still_streams_its_part_at_its_index(
+    client: openai.OpenAI, model: ScriptedModel
+) -> None:
+    assistant_id, thread_id = chart_thread(client, model, "")
+    recorder = ChartRecorder()
+    with client.beta.threads.runs.stream(
+        thread_id=thread_id, assistant_id=assistant_id, event_handler=recorder
+    ) as stream:
+        stream.until_done()
+        (message,) = stream.get_final_messages()
+    assert recorder.images == [chart_of(client, thread_id)]
+    # The empty text part comes first, as in the stored message, so the image is at index 1 for both.
+    stored = client.beta.threads.messages.retrieve(message.id, thread_id=thread_id)
+    assert [part.type for part in stored.content] == ["text", "image_file"]
+    assert stored.content == message.content
+
+
+@needs_sandbox
+@pytest.mark.timeout(120)
+def test_the_node_handler_sees_the_code_in_pieces_and_the_chart(
+    node_sdk: Path,  # noqa: F811
+    server: ThreadlineServer,
+    client: openai.OpenAI,
+    model: ScriptedModel,
+) -> None:
+    model.script(Reply(tool_calls=[Call("code_interpreter", {"code": CHART})]), Reply(text="Your chart."))
+    env = {**os.environ, "OPENAI_BASE_URL": server.url, "OPENAI_API_KEY": "test-key"}
+    done = subprocess.run(
+        ["node", "chart_run.mjs"], cwd=node_sdk, env=env, capture_output=True, text=True, timeout=90
+    )
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout)
+    assert seen["status"] == "completed"
+    chart = chart_of(client, seen["thread_id"])
+
+    (created,) = seen["created"]
+    assert created["type"] == "code_interpreter" and created["id"].startswith("call_")
+    assert created["code_interpreter"] == {"input": "", "outputs": []}
+    inputs = [d["code_interpreter"]["input"] for d in seen["deltas"] if "input" in d["code_interpreter"]]
+    assert len(inputs) >= 2 and "".join(inputs) == CHART
+    outputs = [o for d in seen["deltas"] for o in d["code_interpreter"].get("outputs", [])]
+    assert [o["image"]["file_id"] for o in outputs if o["type"] == "image"] == [chart]
+
+    assert seen["images"] == [chart]
+    events = seen["events"]
+    assert collapse([e for e in events if e != "imageFileDone"]) == CHART_RUN, events
+    assert events.index("imageFileDone") == events.index("thread.message.completed") + 1
+    assert [part["type"] for part in seen["content"]] == ["text", "image_file"]

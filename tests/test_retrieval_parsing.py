@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import io
 import json
+import time
 import zipfile
+import zlib
 
 import pytest
 
@@ -12,7 +14,7 @@ from threadline.config import Settings
 from threadline.errors import FileContentError
 from threadline.providers.tokenizers import tiktoken_encoding
 from threadline.retrieval.chunking import ChunkingStrategy, chunk_text
-from threadline.retrieval.parsing import DOCX_XML_CAP, ParseLimits, parse
+from threadline.retrieval.parsing import ParseLimits, parse
 from threadline.retrieval.terms import terms
 
 CL100K = tiktoken_encoding("cl100k_base")
@@ -112,8 +114,8 @@ def test_unreadable_files_give_a_reason(filename: str, data: bytes | None, code:
 
 
 def test_docx_zip_bomb_stops_at_the_cap() -> None:
-    bomb = make_docx(["boom"], padding=DOCX_XML_CAP + 10)
-    assert len(bomb) < DOCX_XML_CAP // 100  # spaces compress a thousandfold
+    bomb = make_docx(["boom"], padding=ParseLimits().max_inflated_bytes + 10)
+    assert len(bomb) < ParseLimits().max_inflated_bytes // 100  # spaces compress a thousandfold
     with pytest.raises(FileContentError, match="inflates past"):
         parse("bomb.docx", bomb)
 
@@ -137,7 +139,7 @@ def test_size_limits() -> None:
     with pytest.raises(FileContentError, match="longer than 0 s"):
         parse("slow.pdf", make_pdf(["a"]), ParseLimits(timeout_seconds=0))
     settings = Settings(file_max_pages=7, file_max_characters=8, file_parse_timeout_seconds=9.0)
-    assert ParseLimits.from_settings(settings) == ParseLimits(8, 7, 9.0)
+    assert ParseLimits.from_settings(settings) == ParseLimits(8, 7, 9.0, 64 * 1024 * 1024, 2_000_000, 100)
 
 
 LONG_TEXT = " ".join(f"Sentence {i} is about topic {i % 7} and 第{i}个话题。" for i in range(400))
@@ -199,3 +201,76 @@ def test_terms_split_cjk_into_bigrams_and_latin_into_words() -> None:
     assert terms("Refund policy: 退款政策") == ["refund", "policy", "退款", "款政", "政策"]
     assert terms("日本語のテキスト") == ["日本", "本語", "語の", "のテ", "テキ", "キス", "スト"]
     assert terms("字 Python3_x") == ["字", "python3", "x"]
+
+
+HOSTILE_HTML = {
+    "unclosed tags": "<a " * 330_000,
+    "unclosed quote": '<a title="' * 100_000,
+    "deep nesting": "<div>" * 200_000 + "deep",
+    "huge attribute list": "<p " + " ".join(f'a{i}="v"' for i in range(120_000)) + ">attrs</p>",
+    "entities": "&amp;&#x41;&notanentity;" * 40_000,
+    "open comments": "<!--" * 250_000,
+    "open scripts": "<script>" * 125_000,
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE_HTML))
+def test_html_is_read_in_linear_time(case: str) -> None:
+    page = HOSTILE_HTML[case].encode()
+    assert len(page) >= 900_000
+    started = time.perf_counter()
+    try:
+        parse("hostile.html", page)
+    except FileContentError as exc:
+        assert exc.code == "invalid_file" and "no text" in exc.message
+    # html.parser needs minutes for 100 KB of unclosed tags; a linear reader a fraction of a second.
+    assert time.perf_counter() - started < 5
+
+
+def test_html_quoted_brackets_entities_and_raw_text() -> None:
+    page = b"""<p title="a > b" data-x='<c>'>Fish &amp; chips&nbsp;&#x263A;</p><SCRIPT type="x">a<b</SCRIPT
+    ><p>after < lone &bogus;</p><template>hidden</template><br/>end"""
+    assert parse("q.html", page).splitlines() == ["Fish & chips \u263a", "after < lone &bogus;", "end"]
+
+
+def test_json_nesting_is_refused_by_depth_naming_the_setting() -> None:
+    with pytest.raises(FileContentError, match=r"deeper than 3 levels.*THREADLINE_FILE_MAX_JSON_DEPTH"):
+        parse("deep.json", b'{"a": [[{"b": 1}]]}', ParseLimits(max_json_depth=3))
+    assert parse("ok.json", b'{"a": "[[[[{{{{", "b": [[1]]}', ParseLimits(max_json_depth=3))
+    with pytest.raises(FileContentError, match="THREADLINE_FILE_MAX_JSON_DEPTH") as caught:
+        parse("deep.json", b"[" * 400_000 + b"]" * 400_000)
+    assert caught.value.code == "invalid_file"
+
+
+def test_docx_of_millions_of_empty_paragraphs_stops_at_the_element_budget() -> None:
+    w = "http://schemas.openxmlformats.org/wordprocessingml/2006/main"
+    xml = f'<w:document xmlns:w="{w}"><w:body>{"<w:p/>" * 3_000_000}</w:body></w:document>'
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("word/document.xml", xml)
+    with pytest.raises(FileContentError, match=r"more than 100000 XML elements.*MAX_XML_ELEMENTS"):
+        parse("bomb.docx", out.getvalue(), ParseLimits(max_xml_elements=100_000))
+
+
+def test_a_pdf_whose_page_inflates_to_300_mb_is_refused_quickly() -> None:
+    from pypdf import PdfWriter
+    from pypdf.generic import NameObject, StreamObject
+
+    squeeze = zlib.compressobj(9)
+    parts = [squeeze.compress(b"BT /F1 12 Tf 72 720 Td (bomb) Tj ET\n")]
+    block = b" " * (1 << 20)
+    parts += [squeeze.compress(block) for _ in range(300)]
+    stream = StreamObject()
+    stream._data = b"".join(parts) + squeeze.flush()
+    stream[NameObject("/Filter")] = NameObject("/FlateDecode")
+    writer = PdfWriter()
+    page = writer.add_blank_page(612, 792)
+    page[NameObject("/Contents")] = writer._add_object(stream)
+    out = io.BytesIO()
+    writer.write(out)
+    assert len(out.getvalue()) < 400_000
+    started = time.perf_counter()
+    with pytest.raises(FileContentError) as caught:
+        parse("bomb.pdf", out.getvalue())
+    assert caught.value.code == "invalid_file"
+    assert time.perf_counter() - started < 5  # pypdf stops inflating at its own limit (75 MB)

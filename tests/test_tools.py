@@ -6,6 +6,7 @@ the server's ``ToolRegistry``, standing in for the real code interpreter and fil
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -22,13 +23,14 @@ from openai.types.beta.threads.runs import RunStep, ToolCall, ToolCallDelta
 from tests.conftest import server_settings
 from tests.support import ThreadlineServer
 from tests.test_streaming import node_sdk  # noqa: F401  (the fixture)
+from threadline.api import sse
 from threadline.domain.context import offered_tools, run_messages, tool_choice
 from threadline.domain.entities import BuiltinCall, FunctionCall, Run, ToolCalls
 from threadline.domain.entities import RunStep as DomainStep
 from threadline.domain.events import BuiltinCallDelta
 from threadline.domain.records import step_details_from, step_details_record
 from threadline.events import codec
-from threadline.events.pg import MAX_PAYLOAD, _split_builtin
+from threadline.events.pg import MAX_PAYLOAD, PostgresBus
 from threadline.testing import Reply, ScriptedModel, ScriptedTool
 from threadline.testing import ToolCall as ScriptedCall
 from threadline.tools.base import (
@@ -153,15 +155,15 @@ def test_builtin_then_function_then_answer_streamed(
         "thread.run.step.delta",
         "thread.run.requires_action",
     ]
-    # The built-in call is announced with its input, then its outputs stream as a delta. (The SDK's
-    # handler keeps its tool-call index across steps, so the function call, again index 0 of its
-    # own step, reaches on_tool_call_delta rather than on_tool_call_created.)
+    # The built-in call is announced empty, then its code streams in pieces, then its outputs. (The
+    # SDK's handler keeps its tool-call index across steps, so the function call, again index 0 of
+    # its own step, reaches on_tool_call_delta rather than on_tool_call_created.)
     assert [c.type for c in first.created] == ["code_interpreter"]
-    assert dump(first.created[0].code_interpreter) == {"input": CODE, "outputs": []}  # type: ignore[union-attr]
-    ci_deltas = [dump(d) for d in first.call_deltas if d.type == "code_interpreter"]
-    assert [d["code_interpreter"] for d in ci_deltas] == [
-        {"outputs": [{"index": 0, "type": "logs", "logs": "ran 'print(6 * 7)'"}]}
-    ]
+    assert dump(first.created[0].code_interpreter) == {"input": "", "outputs": []}  # type: ignore[union-attr]
+    ci_deltas = [dump(d)["code_interpreter"] for d in first.call_deltas if d.type == "code_interpreter"]
+    *code_pieces, outputs = ci_deltas
+    assert "".join(p["input"] for p in code_pieces) == CODE
+    assert outputs == {"outputs": [{"index": 0, "type": "logs", "logs": "ran 'print(6 * 7)'"}]}
     fn_deltas = [dump(d) for d in first.call_deltas if d.type == "function"]
     assert fn_deltas[0]["function"]["name"] == "get_weather" and fn_deltas[0]["index"] == 0
     builtin_step = first.steps_done[0]
@@ -354,7 +356,9 @@ def test_node_sdk_follows_a_builtin_tool_run(
     seen = json.loads(done.stdout)
     assert seen["status"] == "completed" and seen["final_text"] == "It is 42."
     assert [c["type"] for c in seen["created"]] == ["code_interpreter"]
-    assert seen["created"][0]["code_interpreter"]["input"] == CODE
+    assert seen["created"][0]["code_interpreter"] == {"input": "", "outputs": []}
+    pieces = [d["code_interpreter"].get("input", "") for d in seen["deltas"]]
+    assert "".join(pieces) == CODE
     (finished,) = seen["done"]
     assert finished["code_interpreter"]["input"] == CODE
     assert [o["logs"] for o in finished["code_interpreter"]["outputs"]] == ["ran 'print(6 * 7)'"]
@@ -460,24 +464,45 @@ def test_large_input_and_outputs_stream_whole(
     assert completed.code_interpreter.input == code  # type: ignore[union-attr]
 
 
-def test_large_builtin_deltas_are_split_to_fit_notifications() -> None:
-    code = "x = 1\n" * 3000
+def test_large_events_travel_in_chunks_that_the_receiver_joins_back() -> None:
+    code = "x = 1\n" * 3000 + "print('\u4f60\u597d')"
     logs = (LogsOutput("a" * 20000), ImageOutput("file-1"), LogsOutput("b" * 10))
     first = BuiltinCallDelta("step_1", 2, "code_interpreter", call_id="call_1", input=code)
     later = BuiltinCallDelta("step_1", 2, "code_interpreter", outputs=logs, first_output=4)
-    parts = [codec.decode(json.loads(codec.dumps(codec.encode(p)))) for p in _split_builtin(first, 875)]
-    parts += [codec.decode(json.loads(codec.dumps(codec.encode(p)))) for p in _split_builtin(later, 875)]
-    assert all(len(codec.dumps(codec.encode(p))) < MAX_PAYLOAD for p in parts)
-    # Clients concatenate the pieces of one field: the call id comes once, input and logs rejoin.
-    assert [p.call_id for p in parts if p.call_id] == ["call_1"]
-    assert "".join(p.input or "" for p in parts) == code
-    outputs: dict[int, str] = {}
-    for part in parts:
-        for n, output in enumerate(part.outputs, part.first_output):
-            outputs[n] = outputs.get(n, "") + (
-                output.logs if isinstance(output, LogsOutput) else output.file_id
-            )
-    assert outputs == {4: "a" * 20000, 5: "file-1", 6: "b" * 10}
+    sender, other = (PostgresBus("postgresql://unused", _no_loader) for _ in range(2))
+    receiver = PostgresBus("postgresql://unused", _no_loader)
+    receiver._subscriptions["run_1"] = set()
+    payloads = [*sender._payloads("run_1", first), *sender._payloads("run_1", later)]
+    assert len(payloads) > 4 and all(len(p.encode()) <= MAX_PAYLOAD for p in payloads)
+    # Another process's chunks slipped in between do not mix with these.
+    noise = other._payloads("run_1", BuiltinCallDelta("step_2", 0, "code_interpreter", input="y" * 9000))
+    for n, payload in enumerate(payloads):
+        receiver._on_event(None, 0, "", payload)
+        if n < len(noise):
+            receiver._on_event(None, 0, "", noise[n])
+    received = [codec.decode(receiver._inbox.get_nowait()[1]) for _ in range(3)]
+    # Each event arrives whole, as the local bus delivers it (the call's input in one delta), and one
+    # sender's events stay in their order.
+    assert [e for e in received if e.step_id == "step_1"] == [first, later]
+    assert [e.input for e in received if e.step_id == "step_2"] == ["y" * 9000]
+    assert receiver._inbox.empty() and not receiver._chunks
+
+
+async def _no_loader(kind: str, object_id: str) -> None:
+    return None
+
+
+def test_code_is_streamed_in_pieces_that_join_back_to_it() -> None:
+    chart = "import matplotlib.pyplot as plt\nplt.plot([1, 2], [3, 4])\nplt.show()"
+    for code in (chart, "x", "    y = 2  \n\n", "rows = 1\n" * 5000, "blob = '" + "x" * 60000 + "'"):
+        pieces = sse.pieces(code)
+        assert "".join(pieces) == code
+        assert len(pieces) <= sse.MAX_PIECES + 1  # long code comes in longer pieces, not endless frames
+        assert all(pieces)
+    cut = sse.pieces(chart)
+    assert len(cut) >= 3
+    # Pieces end at words' ends, as tokens do: no name is cut in two.
+    assert all(not a[-1].isalnum() or not b[0].isalnum() for a, b in itertools.pairwise(cut))
 
 
 # --- the pieces, without a server ------------------------------------------------------------------

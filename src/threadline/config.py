@@ -82,7 +82,8 @@ class Settings:
     poll_hold_seconds: float = 5.0
     """How long a poll from the SDK's helpers (``X-Stainless-Poll-Helper``) is held while nothing changes."""
     sandbox_memory_mb: int = 1024
-    """Address space of each code_interpreter kernel (and of each process it starts)."""
+    """Address space of each code_interpreter kernel (and of each process it starts), and the memory
+    of a kernel's processes together (a cgroup, or the pool's watchdog where none can be made)."""
     sandbox_disk_mb: int = 512
     """Size of each kernel's ``/mnt/data`` (a tmpfs, so it is memory too) and the largest file."""
     sandbox_processes: int = 64
@@ -123,6 +124,22 @@ class Settings:
     """Characters of text kept from one file for search; a file with more is refused."""
     file_parse_timeout_seconds: float = 60.0
     """How long extracting one file's text may take before it is refused."""
+    file_max_inflated_bytes: int = 64 * 1024 * 1024
+    """Bytes of XML a DOCX may inflate to (its ``word/document.xml``); past it (a zip bomb) it is refused."""
+    file_max_xml_elements: int = 2_000_000
+    """XML elements read from one DOCX; a document with more (millions of empty paragraphs) is refused."""
+    file_max_json_depth: int = 100
+    """How deeply a JSON file's arrays and objects may nest; a deeper one is refused."""
+    ingest_processes: int = 1
+    """Child processes parsing and embedding files for file search at once, per worker process (the
+    server's searches and query embeddings never wait behind them)."""
+    ingest_memory_mb: int = 1536
+    """Address space one ingestion process may use (``RLIMIT_AS``); a file needing more is refused."""
+    ingest_cpu_seconds: int = 300
+    """CPU time indexing one file may use (``RLIMIT_CPU``); a file needing more is refused."""
+    ingest_timeout_seconds: float = 900.0
+    """Wall time indexing one file (parse, chunk, embed) may take before its process is killed and the
+    file is refused."""
     file_search_wait_seconds: float = 60.0
     """How long a ``file_search`` call waits for files of the thread's own vector store that are
     still being indexed (as OpenAI's runs did) before it searches what is ready."""

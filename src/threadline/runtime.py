@@ -46,6 +46,7 @@ from threadline.tools.ports import Passage
 from threadline.tools.registry import ToolRegistry
 from threadline.tools.sandbox.launcher import SandboxLimits
 from threadline.tools.sandbox.pool import SandboxPool
+from threadline.workers.ingestion import IngestionProcesses
 from threadline.workers.jobs import Handler
 from threadline.workers.worker import Worker
 
@@ -160,6 +161,7 @@ class Runtime:
             images=UploadedImages(self.files),
             job_give_ups={INGEST_JOB: self.vector_stores.ingest_given_up},
             on_claim=partial(response_stream.take_over, ResponseService(self.services)),
+            interruptible_jobs={INGEST_JOB},
         )
 
     async def aclose(self) -> None:
@@ -190,18 +192,17 @@ class LazyEngine:
         async with self._building:
             if self._engine is None:
                 embedder = await asyncio.to_thread(embedder_for, self.settings)
-                limits = ParseLimits(
-                    max_characters=self.settings.file_max_characters,
-                    max_pages=self.settings.file_max_pages,
-                    timeout_seconds=self.settings.file_parse_timeout_seconds,
-                )
+                limits = ParseLimits.from_settings(self.settings)
                 codec = tiktoken_encoding("cl100k_base")
                 index = SqlChunkIndex(
                     self.db,
                     dense_in_database=self.dense_in_database,
                     ef_search=self.settings.pgvector_ef_search,
                 )
-                self._engine = RetrievalEngine(index, embedder, codec, limits)
+                # Files are parsed and embedded in bounded child processes; this process's model embeds queries.
+                self._engine = RetrievalEngine(
+                    index, embedder, codec, limits, IngestionProcesses(self.settings)
+                )
             return self._engine
 
     def close(self) -> None:

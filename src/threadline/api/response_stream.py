@@ -33,7 +33,7 @@ from threadline.api.response_objects import (
     response_annotation,
     response_object,
 )
-from threadline.api.sse import KEEPALIVE_SECONDS, frame
+from threadline.api.sse import KEEPALIVE_SECONDS, frame, pieces
 from threadline.domain.entities import (
     BuiltinCall,
     FunctionCall,
@@ -43,7 +43,7 @@ from threadline.domain.entities import (
     RunStep,
     ToolCalls,
 )
-from threadline.domain.events import BuiltinCallDelta, Event, MessageDelta, ObjectEvent, StepDelta
+from threadline.domain.events import BuiltinCallDelta, Event, ImageDelta, MessageDelta, ObjectEvent, StepDelta
 from threadline.domain.ports import Subscription
 from threadline.domain.responses import ResponseService, ResponseView
 from threadline.domain.run_states import TERMINAL, RunStatus
@@ -165,6 +165,8 @@ class ResponseEvents:
             return self._arguments(event)
         if isinstance(event, BuiltinCallDelta):
             return self._builtin(event)
+        if isinstance(event, ImageDelta):
+            return []  # a Responses message holds no images: charts are the call's outputs
         error = self.error(event.message)
         error["code"] = event.code
         return [error]
@@ -341,7 +343,7 @@ class ResponseEvents:
         return [
             self._event("response.output_item.added", output_index=item.index, item=added),
             self._event("response.code_interpreter_call.in_progress", **at),
-            self._event("response.code_interpreter_call_code.delta", **at, delta=code),
+            *(self._event("response.code_interpreter_call_code.delta", **at, delta=p) for p in pieces(code)),
             self._event("response.code_interpreter_call_code.done", **at, code=code),
             self._event("response.code_interpreter_call.interpreting", **at),
         ]

@@ -4,12 +4,25 @@ A stream follows one run through the bus. It ends after the event that puts the 
 client must act on or that is final (``requires_action``, ``completed``, ``failed`` ...), with
 ``event: done`` / ``data: [DONE]``. Idle streams get comment lines (never ``id:`` fields, which
 would confuse the SDK's decoder). A client that goes away only drops its subscription.
+
+A code_interpreter call is shown as OpenAI's were: a first ``thread.run.step.delta`` with its id,
+type and ``code_interpreter: {"input": "", "outputs": []}``, then the code in several deltas
+(``input`` pieces, in order, joining to the whole code), then its outputs. Both SDKs' helpers take
+the first delta of a call as "created" and pass only the later ones to ``on_tool_call_delta`` /
+``toolCallDelta``, so code sent whole in the first delta never reached those handlers.
+
+The pieces are cut here from the code once the call is decided, not streamed while the model writes
+it: a built-in call gets its step only when the model's turn is over (after the turn's message and
+its function-call step, so a stream never interleaves two steps' deltas, which the SDKs' handlers
+cannot follow), and the code shown is what the tool accepted, not a half-decoded JSON argument the
+tool may yet refuse. The model's turn is short next to the code's run, so little is lost.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -18,7 +31,15 @@ from starlette.background import BackgroundTask
 
 from threadline.api.objects import code_output_object, message_object, run_object, step_object, thread_object
 from threadline.domain.entities import Message, Run, RunStep, Thread
-from threadline.domain.events import BuiltinCallDelta, ErrorEvent, Event, MessageDelta, ObjectEvent, StepDelta
+from threadline.domain.events import (
+    BuiltinCallDelta,
+    ErrorEvent,
+    Event,
+    ImageDelta,
+    MessageDelta,
+    ObjectEvent,
+    StepDelta,
+)
 from threadline.domain.ports import Subscription
 from threadline.domain.run_states import WAITING
 
@@ -27,6 +48,30 @@ log = logging.getLogger(__name__)
 KEEPALIVE_SECONDS = 15.0
 
 DONE = b"event: done\ndata: [DONE]\n\n"
+
+PIECE_CHARS = 16
+"""About how long each streamed piece of a code_interpreter call's code is (a few tokens)."""
+MAX_PIECES = 256
+"""At most this many pieces per call: longer code comes in longer pieces."""
+
+_WORDS = re.compile(r"\s*\S+|\s+")
+
+
+def pieces(code: str) -> list[str]:
+    """``code`` cut into pieces that join back to it exactly, each ending at a word's end where it
+    can (a piece starts with the whitespace before its first word, as model tokens do)."""
+    size = max(PIECE_CHARS, -(-len(code) // MAX_PIECES))
+    out: list[str] = []
+    current = ""
+    for word in _WORDS.findall(code):
+        current += word
+        if len(current) >= size:
+            # A very long word (a data literal) is cut up rather than sent as one huge piece.
+            out += [current[i : i + 4 * size] for i in range(0, len(current), 4 * size)]
+            current = ""
+    if current:
+        out.append(current)
+    return out
 
 
 def frame(name: str, data: Any) -> bytes:
@@ -52,6 +97,10 @@ class _Renderer:
     def render(self, event: Event) -> bytes:
         if isinstance(event, ObjectEvent):
             return frame(event.name, _object(event.obj))
+        if isinstance(event, ImageDelta):
+            image = {"index": event.index, "type": "image_file", "image_file": {"file_id": event.file_id}}
+            delta = {"id": event.message_id, "object": "thread.message.delta", "delta": {"content": [image]}}
+            return frame("thread.message.delta", delta)
         if isinstance(event, MessageDelta):
             part: dict[str, Any]
             if event.kind == "refusal":
@@ -85,29 +134,40 @@ class _Renderer:
             }
             return frame("thread.run.step.delta", delta)
         if isinstance(event, BuiltinCallDelta):
-            return frame("thread.run.step.delta", _builtin_delta(event))
+            return b"".join(frame("thread.run.step.delta", d) for d in _builtin_deltas(event))
         return error_frame(event)
 
 
-def _builtin_delta(event: BuiltinCallDelta) -> dict[str, Any]:
-    call: dict[str, Any] = {"index": event.index, "type": event.type}
-    body: dict[str, Any] = {}
-    if event.call_id is not None:
-        call["id"] = event.call_id
-    if event.type == "code_interpreter":
-        if event.input is not None:
-            body["input"] = event.input
+def _builtin_deltas(event: BuiltinCallDelta) -> list[dict[str, Any]]:
+    """The step deltas that show ``event``: a call's header (id, type, and for code an empty input
+    and outputs), its code in pieces, then the outputs it made."""
+    bodies: list[tuple[str | None, dict[str, Any]]] = []
+    if event.type != "code_interpreter":
+        if event.call_id is not None:
+            bodies.append((event.call_id, {}))
+    else:
+        if event.call_id is not None:
+            bodies.append((event.call_id, {"input": "", "outputs": []}))
+        bodies += [(None, {"input": piece}) for piece in pieces(event.input or "")]
         outputs = [
             {"index": n, **code_output_object(o)} for n, o in enumerate(event.outputs, event.first_output)
         ]
-        if outputs or event.call_id is not None:
-            body["outputs"] = outputs
-    call[event.type] = body
-    return {
-        "id": event.step_id,
-        "object": "thread.run.step.delta",
-        "delta": {"step_details": {"type": "tool_calls", "tool_calls": [call]}},
-    }
+        if outputs:
+            bodies.append((None, {"outputs": outputs}))
+    deltas = []
+    for call_id, body in bodies:
+        call: dict[str, Any] = {"index": event.index, "type": event.type}
+        if call_id is not None:
+            call["id"] = call_id
+        call[event.type] = body
+        deltas.append(
+            {
+                "id": event.step_id,
+                "object": "thread.run.step.delta",
+                "delta": {"step_details": {"type": "tool_calls", "tool_calls": [call]}},
+            }
+        )
+    return deltas
 
 
 def error_frame(event: ErrorEvent) -> bytes:

@@ -39,6 +39,16 @@ class MessageDelta:
 
 
 @dataclass(frozen=True, slots=True)
+class ImageDelta:
+    """An ``image_file`` content part of a message (a chart the code made), sent before the message
+    completes so stream handlers see it as they see text (the SDKs' ``on_image_file_done``)."""
+
+    message_id: str
+    index: int
+    file_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class StepDelta:
     """A fragment of tool call ``index`` in a ``tool_calls`` step; ``call_id`` and ``name`` come once."""
 
@@ -53,8 +63,9 @@ class StepDelta:
 class BuiltinCallDelta:
     """Progress of server-side call ``index`` in a ``tool_calls`` step.
 
-    Its first delta carries ``call_id`` (and a code interpreter's ``input``); later ones carry the
-    outputs produced, numbered from ``first_output``.
+    Its first delta carries ``call_id`` (and a code interpreter's whole ``input``: the streams cut it
+    into pieces, see ``api/sse.py``); later ones carry the outputs produced, numbered from
+    ``first_output``.
     """
 
     step_id: str
@@ -74,4 +85,4 @@ class ErrorEvent:
     code: str = "server_error"
 
 
-Event = ObjectEvent | MessageDelta | StepDelta | BuiltinCallDelta | ErrorEvent
+Event = ObjectEvent | MessageDelta | ImageDelta | StepDelta | BuiltinCallDelta | ErrorEvent

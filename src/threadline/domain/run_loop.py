@@ -5,7 +5,10 @@ model call is a turn. A turn that ends in calls to server-side tools (code_inter
 file_search, served by the ``ToolRegistry``) runs them in a ``tool_calls`` step of their own and
 goes back to the model; one that calls client functions ends in ``requires_action`` (after any
 built-in calls of the same response have run); one that answers ends the run, its message
-carrying what the tools made (file citations, links to files the code wrote, its charts).
+carrying what the tools made (file citations, links to files the code wrote, its charts). A
+built-in call's first delta carries its whole code, once the model has written the call; the
+streams cut it into pieces (``api/sse.py`` says why). The charts are streamed as ``image_file``
+parts just before the answer completes.
 
 Every write is a guarded ``Change`` owned by that worker, so a run that was cancelled, expired or
 taken over in the meantime is never overwritten. Events are published only after the write they
@@ -35,7 +38,7 @@ from threadline.domain.entities import (
     ToolCallRecord,
     ToolCalls,
 )
-from threadline.domain.events import BuiltinCallDelta, Event, MessageDelta, StepDelta
+from threadline.domain.events import BuiltinCallDelta, Event, ImageDelta, MessageDelta, StepDelta
 from threadline.domain.lifecycle import (
     end_run,
     message_event,
@@ -428,6 +431,7 @@ class RunLoop:
                 await self.bus.publish(
                     run.id, MessageDelta(turn.message.id, index, "", annotations=annotations)
                 )
+            await self._images(run, turn, content)
         if turn.finish in ("length", "content_filter"):
             # The answer was cut short: the message says so, never passing as complete.
             filtered = turn.finish == "content_filter"
@@ -451,6 +455,18 @@ class RunLoop:
             return None
         await publish(self.bus, run.id, [*events, run_event(ended)])
         return None
+
+    async def _images(self, run: Run, turn: _Turn, content: list[dict[str, Any]]) -> None:
+        """Stream the answer's charts (``image_file`` parts after its text) before it completes, as
+        OpenAI did: the SDKs' handlers fire ``on_image_file_done`` for parts seen in deltas only."""
+        assert turn.message is not None
+        images = [(n, part) for n, part in enumerate(content) if part["type"] == "image_file"]
+        if images and not turn.parts:
+            # No words were streamed: announce the empty text part first, so each image lands at its
+            # own index in the handlers' snapshot (Python's inserts past the end at the end).
+            await self.bus.publish(run.id, MessageDelta(turn.message.id, 0, ""))
+        for index, part in images:
+            await self.bus.publish(run.id, ImageDelta(turn.message.id, index, part["image_file"]["file_id"]))
 
     async def _calls(
         self, run: Run, turn: _Turn, calls: list[_Call], usage: dict[str, int]

@@ -3,7 +3,8 @@
 ``VectorStoreService`` backs ``/v1/vector_stores``. Adding a file writes an ``in_progress`` row and
 queues a ``vector_store_file.ingest`` job; the request returns at once. ``ingest`` (the job's
 handler, run by a worker) reads the file's bytes and hands them to the retrieval engine (parse,
-chunk, embed, index), then moves the row to ``completed`` or ``failed`` with a reason. Every
+chunk, embed in a bounded child process, index), then moves the row to ``completed`` or ``failed``
+with a reason; a file removed or cancelled meanwhile has its indexing stopped. Every
 status move is a guarded write from ``in_progress``: a file cancelled or removed while it was being
 indexed is not revived, and its chunks are taken out again. A store's ``file_counts``,
 ``usage_bytes`` and ``status`` are computed from its files' rows when it is read, so they cannot
@@ -19,6 +20,7 @@ thread leaves its store to expire, as OpenAI's did.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import logging
 import re
@@ -34,6 +36,7 @@ from threadline.errors import FileContentError, InvalidRequestError, NotFoundErr
 from threadline.ids import new_id
 from threadline.retrieval.chunking import ChunkingStrategy
 from threadline.retrieval.engine import RetrievalEngine
+from threadline.retrieval.ports import PreparationFailed
 from threadline.retrieval.ranking import RankingOptions
 
 log = logging.getLogger(__name__)
@@ -52,6 +55,8 @@ THREAD_STORE_EXPIRY: dict[str, Any] = {"anchor": "last_active_at", "days": 7}
 _STORE_ID = re.compile(r"vs_[A-Za-z0-9]{1,64}")
 _BATCH_ID = re.compile(r"vsfb_[A-Za-z0-9]{1,64}")
 _FILE_ID = re.compile(r"file-[A-Za-z0-9]{1,64}")
+WATCH_SECONDS = 0.5
+"""How often a file being indexed is checked for removal or cancellation (which stops its indexing)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -497,21 +502,40 @@ class VectorStoreService:
         )
 
     async def ingest(self, job: Job) -> None:
-        """The ``vector_store_file.ingest`` job: index one file; safe to run again after a crash."""
+        """The ``vector_store_file.ingest`` job: index one file; safe to run again after a crash.
+
+        While it runs, the file's row is watched: a file removed or cancelled meanwhile (its store
+        deleted, its batch cancelled) stops the work at once (the preparer kills its process)."""
         store_id, file_id = job.payload["vector_store_id"], job.payload["file_id"]
         scoped = self.for_project(job.payload["project_id"])
         row = await self.stores.get_file(store_id, file_id, scoped.project_id)
         if row is None or row.status != "in_progress":
             return  # removed or cancelled before its turn
         engine = await self.engine()
+        work = asyncio.ensure_future(self._index(scoped, engine, row))
+        watch = asyncio.ensure_future(self._until_stopped(store_id, file_id, scoped.project_id))
         try:
-            file, chunks = await scoped.files.file_content(file_id)
-            data = b"".join([chunk async for chunk in chunks])
-            static = row.chunking_strategy["static"]
-            strategy = ChunkingStrategy(static["max_chunk_size_tokens"], static["chunk_overlap_tokens"])
-            await engine.ingest(store_id, file_id, file.filename, data, strategy)
-        except (FileContentError, NotFoundError) as exc:
-            code = exc.code if exc.code in ("unsupported_file", "invalid_file") else "invalid_file"
+            await asyncio.wait({work, watch}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (work, watch):
+                if not task.done():
+                    task.cancel()
+            await asyncio.gather(work, watch, return_exceptions=True)
+        if work.cancelled():
+            log.info(
+                "vector store %s: file %s was removed or cancelled while it was indexed", store_id, file_id
+            )
+            await engine.remove(store_id, file_id)
+            return
+        try:
+            size = work.result()
+        except (FileContentError, NotFoundError, PreparationFailed) as exc:
+            # The file's own fault (a limit, a damaged file) or a crash retrying will not mend.
+            code = (
+                exc.code
+                if exc.code in ("unsupported_file", "invalid_file", "server_error")
+                else "invalid_file"
+            )
             await self.stores.finish_file(
                 store_id, file_id, "failed", 0, {"code": code, "message": exc.message}
             )
@@ -522,6 +546,27 @@ class VectorStoreService:
                 error = {"code": "server_error", "message": f"Indexing the file failed: {exc}"}
                 await self.stores.finish_file(store_id, file_id, "failed", 0, error)
             raise
-        if not await self.stores.finish_file(store_id, file_id, "completed", file.bytes, None):
+        if not await self.stores.finish_file(store_id, file_id, "completed", size, None):
             # Cancelled or removed while it was indexed: its chunks must not be found.
             await engine.remove(store_id, file_id)
+
+    async def _index(self, scoped: VectorStoreService, engine: RetrievalEngine, row: VectorStoreFile) -> int:
+        """Index the file of ``row``; returns its size in bytes."""
+        file, chunks = await scoped.files.file_content(row.id)
+        data = b"".join([chunk async for chunk in chunks])
+        static = row.chunking_strategy["static"]
+        strategy = ChunkingStrategy(static["max_chunk_size_tokens"], static["chunk_overlap_tokens"])
+        await engine.ingest(row.vector_store_id, row.id, file.filename, data, strategy, key=scoped.project_id)
+        return file.bytes
+
+    async def _until_stopped(self, store_id: str, file_id: str, project_id: str) -> None:
+        """Return once the file is no longer ``in_progress`` in its store (removed, cancelled)."""
+        while True:
+            await asyncio.sleep(WATCH_SECONDS)
+            try:
+                row = await self.stores.get_file(store_id, file_id, project_id)
+            except Exception:
+                log.warning("vector store %s: could not check file %s", store_id, file_id, exc_info=True)
+                continue
+            if row is None or row.status != "in_progress":
+                return

@@ -7,7 +7,15 @@ import json
 from typing import Any
 
 from threadline.domain.entities import Message, Run, RunStep, Thread
-from threadline.domain.events import BuiltinCallDelta, ErrorEvent, Event, MessageDelta, ObjectEvent, StepDelta
+from threadline.domain.events import (
+    BuiltinCallDelta,
+    ErrorEvent,
+    Event,
+    ImageDelta,
+    MessageDelta,
+    ObjectEvent,
+    StepDelta,
+)
 from threadline.domain.records import (
     required_action_from,
     required_action_record,
@@ -24,8 +32,9 @@ _OBJECTS: dict[str, type[Thread | Run | RunStep | Message]] = {
     "message": Message,
 }
 _KINDS = {cls: kind for kind, cls in _OBJECTS.items()}
-_SIMPLE: dict[str, type[MessageDelta | StepDelta | ErrorEvent]] = {
+_SIMPLE: dict[str, type[MessageDelta | ImageDelta | StepDelta | ErrorEvent]] = {
     "message_delta": MessageDelta,
+    "image_delta": ImageDelta,
     "step_delta": StepDelta,
     "error": ErrorEvent,
 }

@@ -4,7 +4,9 @@ Every process delivers its own events to its local subscribers at once (``LocalB
 sends them with ``NOTIFY``; each process LISTENs and hands other processes' events to its local
 subscribers. Notifications carry the process's id so nobody receives its own events twice.
 PostgreSQL caps a payload near 8000 bytes: larger object events travel as a reference and the
-receiver reads the object back from the database. Work announcements wake idle workers everywhere.
+receiver reads the object back from the database; any other large event (a long text or code delta)
+travels as numbered chunks of its encoding that the receiver joins before delivering it, so every
+subscriber sees the same events on every bus. Work announcements wake idle workers everywhere.
 
 Publishing never waits for the network: notifications go out in order from a queue. A publisher's
 events for one run therefore reach its local subscribers together, with no other process's events
@@ -15,8 +17,8 @@ already reports ``in_progress``).
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
-import dataclasses
 import json
 import logging
 import uuid
@@ -26,16 +28,16 @@ from typing import Any
 import asyncpg
 
 from threadline.domain.entities import Message, Run, RunStep, Thread
-from threadline.domain.events import BuiltinCallDelta, Event, MessageDelta, ObjectEvent
+from threadline.domain.events import Event, ObjectEvent
 from threadline.events import codec
 from threadline.events.bus import LocalBus
-from threadline.tools.base import LogsOutput
 
 log = logging.getLogger(__name__)
 
 EVENTS_CHANNEL = "threadline_events"
 WORK_CHANNEL = "threadline_work"
 MAX_PAYLOAD = 7000  # bytes; PostgreSQL's limit is 8000
+CHUNK_BYTES = 5000  # of an oversized event's encoding per notification: 6,668 once in base64
 
 Loader = Callable[[str, str], Awaitable[Thread | Run | RunStep | Message | None]]
 """Reads an object back by kind (``run``, ``step``, ``message``, ``thread``) and id."""
@@ -57,6 +59,8 @@ class PostgresBus(LocalBus):
         self._consumer: asyncio.Task[None] | None = None
         self._reconnecting: asyncio.Task[None] | None = None
         self._closing = False
+        # Chunks of oversized events received so far, by sender and event.
+        self._chunks: dict[tuple[str, str], list[bytes]] = {}
 
     async def start(self) -> None:
         self._consumer = asyncio.create_task(self._consume(), name="threadline-bus")
@@ -132,17 +136,20 @@ class PostgresBus(LocalBus):
             return [text]
         if isinstance(event, ObjectEvent):
             return [codec.dumps({**head, "e": codec.reference(event)})]
-        # Split a very long fragment into several deltas of the same part: clients concatenate them.
-        size = MAX_PAYLOAD // 8
-        if isinstance(event, MessageDelta):
-            return [
-                codec.dumps({**head, "e": codec.encode(dataclasses.replace(event, text=piece))})
-                for piece in _pieces(event.text, size)
-            ]
-        if isinstance(event, BuiltinCallDelta):
-            return [codec.dumps({**head, "e": codec.encode(part)}) for part in _split_builtin(event, size)]
-        log.warning("dropping an oversized %s event for %s", type(event).__name__, topic)
-        return []
+        # Chunks of the encoded event, base64 so their size is known: (chunk id, number, count).
+        raw = text.encode()
+        key = uuid.uuid4().hex[:12]
+        count = -(-len(raw) // CHUNK_BYTES)
+        return [
+            codec.dumps(
+                {
+                    **head,
+                    "c": [key, n, count],
+                    "d": base64.b64encode(raw[start : start + CHUNK_BYTES]).decode(),
+                }
+            )
+            for n, start in enumerate(range(0, len(raw), CHUNK_BYTES))
+        ]
 
     async def _send(self) -> None:
         while True:
@@ -163,8 +170,22 @@ class PostgresBus(LocalBus):
 
     def _on_event(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
         data = json.loads(payload)
-        if data["o"] != self._origin and data["t"] in self._subscriptions:
+        if data["o"] == self._origin or data["t"] not in self._subscriptions:
+            return
+        if "c" not in data:
             self._inbox.put_nowait((data["t"], data["e"]))
+            return
+        # One sender's notifications arrive in order: its chunks of one event come one after another.
+        key, n, count = data["c"]
+        chunks = self._chunks.setdefault((data["o"], key), [])
+        if n != len(chunks):
+            log.warning("dropping an event for %s whose chunk %d came out of order", data["t"], n)
+            self._chunks.pop((data["o"], key), None)
+            return
+        chunks.append(base64.b64decode(data["d"]))
+        if len(chunks) == count:
+            del self._chunks[(data["o"], key)]
+            self._inbox.put_nowait((data["t"], json.loads(b"".join(chunks))["e"]))
 
     async def _consume(self) -> None:
         while True:
@@ -182,27 +203,3 @@ class PostgresBus(LocalBus):
             return codec.decode(encoded)
         obj = await self._loader(encoded["k"], encoded["ref"])
         return None if obj is None else ObjectEvent(encoded["name"], obj)
-
-
-def _pieces(text: str, size: int) -> list[str]:
-    return [text[i : i + size] for i in range(0, len(text), size)]
-
-
-def _split_builtin(event: BuiltinCallDelta, size: int) -> list[BuiltinCallDelta]:
-    """``event`` as deltas that each fit: the input in pieces, then each output (long logs in pieces)."""
-    parts = [
-        dataclasses.replace(event, input=piece, outputs=(), call_id=event.call_id if n == 0 else None)
-        for n, piece in enumerate(_pieces(event.input, size) if event.input else [event.input])
-    ]
-    if event.call_id is None and event.input is None:
-        parts = []  # an outputs-only delta: nothing to say before its outputs
-    for position, output in enumerate(event.outputs, event.first_output):
-        pieces = _pieces(output.logs, size) if isinstance(output, LogsOutput) else [None]
-        for piece in pieces:
-            part = output if piece is None else LogsOutput(piece)
-            parts.append(
-                BuiltinCallDelta(
-                    event.step_id, event.index, event.type, outputs=(part,), first_output=position
-                )
-            )
-    return parts

@@ -1,9 +1,11 @@
 """Ingesting files into vector stores and searching them: parse, chunk, embed, index; embed the
 query, rank by cosine and by BM25, fuse.
 
-The engine is given its ports (``ChunkIndex``, ``Embedder``) and a token codec; CPU-bound steps
-(parsing, tokenising, embedding) run on worker threads so the event loop stays free. It is meant to
-be called from the file ingestion job and from the ``file_search`` tool.
+The engine is given its ports (``ChunkIndex``, ``Embedder``, optionally a ``ChunkPreparer``) and a
+token codec. Ingestion's parse, chunk and embed (``prepare_file``) run in the preparer when there is
+one (the server's bounded child processes, ``workers/ingestion.py``), else on a worker thread; the
+embedder here then serves only queries, so a search never waits behind another file's ingestion.
+It is meant to be called from the file ingestion job and from the ``file_search`` tool.
 """
 
 from __future__ import annotations
@@ -15,9 +17,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from threadline.retrieval.chunking import AUTO, Chunk, ChunkingStrategy, TokenCodec, chunk_text
+from threadline.retrieval.chunking import AUTO, ChunkingStrategy, TokenCodec, chunk_text
 from threadline.retrieval.parsing import ParseLimits, parse
-from threadline.retrieval.ports import ChunkIndex, Embedder, IndexedChunk, Vector
+from threadline.retrieval.ports import (
+    ChunkIndex,
+    ChunkPreparer,
+    Embedder,
+    IndexedChunk,
+    PreparedFile,
+    Vector,
+)
 from threadline.retrieval.ranking import RankingOptions, fuse
 from threadline.retrieval.terms import query_term_ids, term_counts
 
@@ -45,6 +54,33 @@ class SearchResult:
     score: float
 
 
+def prepare_file(
+    filename: str,
+    data: bytes,
+    strategy: ChunkingStrategy,
+    codec: TokenCodec,
+    embedder: Embedder,
+    limits: ParseLimits,
+    lock: threading.Lock | None = None,
+) -> PreparedFile:
+    """Parse, chunk and embed a file (blocking); raises ``FileContentError`` when it cannot be read."""
+    text = parse(filename, data, limits)
+    chunks = chunk_text(text, strategy, codec)
+    out: list[IndexedChunk] = []
+    for start in range(0, len(chunks), EMBED_BATCH):
+        batch = chunks[start : start + EMBED_BATCH]
+        if lock is None:
+            vectors = embedder.embed_passages([c.text for c in batch])
+        else:
+            with lock:
+                vectors = embedder.embed_passages([c.text for c in batch])
+        for chunk, vector in zip(batch, vectors, strict=True):
+            out.append(
+                IndexedChunk(chunk.ordinal, chunk.text, chunk.token_count, vector, term_counts(chunk.text))
+            )
+    return PreparedFile(out, sum(c.token_count for c in chunks), len(text))
+
+
 class RetrievalEngine:
     def __init__(
         self,
@@ -52,12 +88,15 @@ class RetrievalEngine:
         embedder: Embedder,
         codec: TokenCodec,
         limits: ParseLimits | None = None,
+        preparer: ChunkPreparer | None = None,
     ) -> None:
         self.index = index
         self.embedder = embedder
         self.codec = codec
         self.limits = limits or ParseLimits()
-        # One embedding at a time: the model's threads are the budget (THREADLINE_EMBEDDINGS_THREADS).
+        self.preparer = preparer
+        # One embedding at a time in this process: the model's threads are the budget
+        # (THREADLINE_EMBEDDINGS_THREADS). With a preparer, only queries take it.
         self._embedding = threading.Lock()
 
     async def ingest(
@@ -67,27 +106,25 @@ class RetrievalEngine:
         filename: str,
         data: bytes,
         strategy: ChunkingStrategy = AUTO,
+        key: str = "",
     ) -> IngestResult:
-        """Make a file searchable in a store; raises ``FileContentError`` when it cannot be read."""
-        text = await asyncio.to_thread(parse, filename, data, self.limits)
-        chunks = await asyncio.to_thread(chunk_text, text, strategy, self.codec)
-        indexed = await asyncio.to_thread(self._prepare, chunks)
-        await self.index.add(vector_store_id, file_id, indexed)
-        return IngestResult(len(chunks), sum(c.token_count for c in chunks), len(text))
-
-    def _prepare(self, chunks: Sequence[Chunk]) -> list[IndexedChunk]:
-        out: list[IndexedChunk] = []
-        for start in range(0, len(chunks), EMBED_BATCH):
-            batch = chunks[start : start + EMBED_BATCH]
-            with self._embedding:
-                vectors = self.embedder.embed_passages([c.text for c in batch])
-            for chunk, vector in zip(batch, vectors, strict=True):
-                out.append(
-                    IndexedChunk(
-                        chunk.ordinal, chunk.text, chunk.token_count, vector, term_counts(chunk.text)
-                    )
-                )
-        return out
+        """Make a file searchable in a store; raises ``FileContentError`` when it cannot be read.
+        ``key`` (the project) is what the preparer shares its processes fairly by."""
+        if self.preparer is not None:
+            prepared = await self.preparer.prepare(key, filename, data, strategy)
+        else:
+            prepared = await asyncio.to_thread(
+                prepare_file,
+                filename,
+                data,
+                strategy,
+                self.codec,
+                self.embedder,
+                self.limits,
+                self._embedding,
+            )
+        await self.index.add(vector_store_id, file_id, prepared.chunks)
+        return IngestResult(len(prepared.chunks), prepared.tokens, prepared.characters)
 
     async def remove(self, vector_store_id: str, file_id: str | None = None) -> int:
         """Forget a file's chunks in a store (or the whole store's); returns how many went."""

@@ -1,18 +1,23 @@
-"""What the engine needs from the outside: an embedding model and a place to keep chunks.
+"""What the engine needs from the outside: an embedding model, a place to keep chunks, and
+(optionally) somewhere else to turn a file into embedded chunks.
 
 ``Embedder`` is implemented in ``providers/embeddings.py`` (the embedded e5 model, or an
 OpenAI-compatible ``/embeddings`` server); ``ChunkIndex`` in ``store/chunks.py`` (the project's
-database, with each store's vectors cached in memory as one matrix).
+database, with each store's vectors cached in memory as one matrix); ``ChunkPreparer`` in
+``workers/ingestion.py`` (bounded child processes, so a hostile file cannot hurt the server).
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import numpy.typing as npt
+
+if TYPE_CHECKING:
+    from threadline.retrieval.chunking import ChunkingStrategy
 
 Vector = npt.NDArray[np.float32]
 
@@ -75,4 +80,30 @@ class ChunkIndex(Protocol):
     ) -> Rankings:
         """The ``depth`` best chunks of the stores by cosine similarity and by BM25. The query's vector
         is awaited only for the cosine ranking: the keyword ranking goes on while it is computed."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedFile:
+    """A file turned into chunks ready to index, with its tokens (overlaps counted) and characters."""
+
+    chunks: list[IndexedChunk]
+    tokens: int
+    characters: int
+
+
+class PreparationFailed(Exception):
+    """Preparing a file failed in a way retrying will not mend (its process crashed, say): the file
+    ends ``failed`` with ``code`` and ``message``. Limits the file broke raise ``FileContentError``."""
+
+    def __init__(self, message: str, code: str = "server_error") -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+class ChunkPreparer(Protocol):
+    async def prepare(self, key: str, filename: str, data: bytes, strategy: ChunkingStrategy) -> PreparedFile:
+        """Parse, chunk and embed a file. ``key`` (the project) is what fairness is counted by;
+        cancelling the call stops the work."""
         ...

@@ -1,7 +1,7 @@
 """``SqlJobQueue``: the durable background job queue, in the ``jobs`` table of the main database.
 
-Jobs are claimed as runs are (``store/claims.py``: one statement, ``FOR UPDATE SKIP LOCKED`` on
-PostgreSQL) and held under a lease. Every later write is guarded on the holder, so a worker whose
+Jobs are claimed as runs are (one statement, ``FOR UPDATE SKIP LOCKED`` on PostgreSQL), fairly
+across projects (``_claim``), and held under a lease. Every later write is guarded on the holder, so a worker whose
 lease lapsed and whose job was taken over cannot overwrite what the new holder does.
 """
 
@@ -13,12 +13,12 @@ import time
 from collections.abc import Collection, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, bindparam, case, delete, func, insert, select, update
+from sqlalchemy import Connection, Row, and_, bindparam, case, delete, func, insert, or_, select, update
 
 from threadline.domain.entities import Job
 from threadline.ids import new_id
 from threadline.store import tables as t
-from threadline.store.claims import claim_statement, renew_statement
+from threadline.store.claims import renew_statement
 from threadline.store.database import Database
 
 _FIELDS = tuple(f.name for f in dataclasses.fields(Job))
@@ -30,18 +30,53 @@ def _job(row: Row[Any]) -> Job:
 
 
 def _claim(skip_locked: bool) -> Any:
+    """Take due jobs fairly across projects: each job's turn is its place in its project's line
+    (that project's running jobs first, then its queued ones oldest first), and the lowest turns go
+    first, oldest first among equals. So a project with a hundred files queued takes one slot, then
+    another project's one file is next, not its hundred-and-first."""
     due = and_(
         _J.c.status == "queued",
         _J.c.run_after <= bindparam("b_now"),
         _J.c.kind.in_(bindparam("b_kinds", expanding=True)),
     )
+    project = _J.c.payload["project_id"].as_string()
+    lined_up = and_(
+        _J.c.kind.in_(bindparam("b_kinds", expanding=True)),
+        or_(_J.c.status == "running", and_(_J.c.status == "queued", _J.c.run_after <= bindparam("b_now"))),
+    )
+    turns = (
+        select(
+            _J.c.id,
+            _J.c.seq,
+            _J.c.status,
+            func.row_number()
+            .over(
+                partition_by=project,
+                order_by=(case((_J.c.status == "running", 0), else_=1), _J.c.seq),
+            )
+            .label("turn"),
+        )
+        .where(lined_up)
+        .subquery("turns")
+    )
+    fairest = (
+        select(turns.c.id)
+        .where(turns.c.status == "queued")
+        .order_by(turns.c.turn, turns.c.seq)
+        .limit(bindparam("b_limit"))
+    )
+    # Row locks cannot be taken in a query with a window function: lock the rows it picked.
+    pick = select(_J.c.id).where(_J.c.id.in_(fairest))
+    if skip_locked:
+        pick = pick.with_for_update(skip_locked=True)
+    picked = pick.cte("picked")
     values = {
         "status": "running",
         "worker_id": bindparam("b_worker"),
         "lease_expires_at": bindparam("b_lease"),
         "attempts": _J.c.attempts + 1,
     }
-    return claim_statement(_J, due, values, skip_locked=skip_locked)
+    return update(_J).where(_J.c.id == picked.c.id, due).values(**values).returning(*_J.c)
 
 
 _RENEW = renew_statement(_J, "running")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -58,10 +58,15 @@ class JobRunner:
         handlers: Mapping[str, Handler] | None = None,
         observe: JobObserver | None = None,
         give_up: Mapping[str, Handler] | None = None,
+        interruptible: Collection[str] = (),
     ) -> None:
         """``give_up``: by kind, what to do with a job that failed for good because the worker running
-        its last attempt died (the reaper marked it failed; its handler never saw that attempt end)."""
+        its last attempt died (the reaper marked it failed; its handler never saw that attempt end).
+        ``interruptible``: kinds stopped at once when the runner stops, and handed back, rather than
+        given the grace (a file being indexed can be indexed again; waiting for it would hold the
+        server up)."""
         self.settings = settings
+        self.interruptible = frozenset(interruptible)
         self.give_up: dict[str, Handler] = dict(give_up or {})
         self.queue = queue
         self.worker_id = worker_id
@@ -69,6 +74,7 @@ class JobRunner:
         self.observe = observe
         """Told of each attempt whose outcome was written (not of jobs handed back or taken over)."""
         self.running: dict[str, asyncio.Task[None]] = {}
+        self._kinds: dict[asyncio.Task[None], str] = {}
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
         self._background: list[asyncio.Task[None]] = []
@@ -91,18 +97,29 @@ class JobRunner:
         claim, *others = self._background
         claim.cancel()
         await asyncio.gather(claim, return_exceptions=True)
+        interrupted = self.interrupted()
+        for task in interrupted.values():
+            task.cancel()
         if self.running:
             await asyncio.wait(list(self.running.values()), timeout=grace)
         for task in others:
             task.cancel()
         await asyncio.gather(*others, return_exceptions=True)
-        unfinished = list(self.running)
+        unfinished = [*interrupted, *(job_id for job_id in self.running if job_id not in interrupted)]
         for task in list(self.running.values()):
             task.cancel()
         await asyncio.gather(*self.running.values(), return_exceptions=True)
         for job_id in unfinished:
             if await self.queue.release_job(job_id, self.worker_id, time.time()):
                 log.info("worker %s: handed job %s back to the queue", self.worker_id, job_id)
+
+    def interrupted(self) -> dict[str, asyncio.Task[None]]:
+        """The running jobs of interruptible kinds, by id."""
+        return {
+            job_id: task
+            for job_id, task in self.running.items()
+            if self._kinds.get(task) in self.interruptible
+        }
 
     # --- claiming --------------------------------------------------------------------------
 
@@ -140,6 +157,7 @@ class JobRunner:
             for job in jobs:
                 task = asyncio.create_task(self._run(job), name=f"job-{job.id}")
                 self.running[job.id] = task
+                self._kinds[task] = job.kind
                 task.add_done_callback(self._forget(job.id))
             claimed += len(jobs)
             if len(jobs) < room:
@@ -147,8 +165,9 @@ class JobRunner:
         return claimed
 
     def _forget(self, job_id: str) -> Callable[[asyncio.Task[None]], None]:
-        def forget(_task: asyncio.Task[None]) -> None:
+        def forget(task: asyncio.Task[None]) -> None:
             self.running.pop(job_id, None)
+            self._kinds.pop(task, None)
 
         return forget
 

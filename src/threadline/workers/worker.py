@@ -16,7 +16,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 
 from threadline.config import Settings
 from threadline.domain.context import ContextBuilder, ImageSource
@@ -59,6 +59,7 @@ class Worker:
         job_give_ups: Mapping[str, Handler] | None = None,
         images: ImageSource | None = None,
         on_claim: Callable[[Run], None] | None = None,
+        interruptible_jobs: Collection[str] = (),
     ) -> None:
         """``observe_model_call`` and ``observe_job`` are told of each model call and each job
         attempt (the runtime's metrics); ``images`` reads uploaded images for models that see;
@@ -92,7 +93,7 @@ class Worker:
         self._stopping = asyncio.Event()
         self._background: list[asyncio.Task[None]] = []
         self.jobs = (
-            JobRunner(settings, jobs, self.id, job_handlers, observe_job, job_give_ups)
+            JobRunner(settings, jobs, self.id, job_handlers, observe_job, job_give_ups, interruptible_jobs)
             if jobs is not None
             else None
         )

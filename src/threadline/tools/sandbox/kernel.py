@@ -14,6 +14,13 @@ one response per line on the original stdout (``{"ready": true}`` first, once)::
 
 Everything the code prints, from Python or from child processes, goes to an anonymous file in /tmp
 that is read back after each call. Variables live in one namespace for the life of the kernel.
+
+Started as pid 1 of the sandbox (bubblewrap's ``--as-pid-1``, in a user namespace: see
+``launcher.py``), the program first splits in two (:func:`_become_init`): pid 1 stays behind as the
+sandbox's init, made non-dumpable so that the code, which runs as the same uid, can neither read
+its ``/proc`` files nor write its memory, and with no signal handler, so that no signal from inside
+reaches it; it reaps orphans and exits with the kernel, which ends the sandbox. The child is the
+kernel and runs the code.
 """
 
 from __future__ import annotations
@@ -38,7 +45,8 @@ MAX_IMAGE_BYTES = 8 * 1024 * 1024
 MAX_REPORTED_FILES = 100
 MAX_RETURNED_BYTES = 32 * 1024 * 1024
 MPL_CONFIG = "/tmp/.matplotlib"
-KERNEL_PID = os.getpid()
+PR_SET_PDEATHSIG = 1
+PR_SET_DUMPABLE = 4
 # Fonts tried in order: the first that is installed draws CJK text (Chinese labels).
 MATPLOTLIBRC = """\
 backend: Agg
@@ -153,7 +161,7 @@ def _end_other_processes() -> None:
         others = [p for p in os.listdir("/proc") if p.isdigit() and int(p) not in (1, me)]
         if not others or time.monotonic() > deadline:
             return
-        time.sleep(0.01)  # pid 1 (bubblewrap) reaps the orphans
+        time.sleep(0.01)  # pid 1 (see _become_init) reaps the orphans
 
 
 def _read_logs(capture: int) -> str:
@@ -165,7 +173,7 @@ def _read_logs(capture: int) -> str:
     return text + ("\n[output truncated]" if len(raw) > MAX_LOG_BYTES else "")
 
 
-def _execute(request: dict[str, Any], namespace: dict[str, Any], capture: int) -> dict[str, Any]:
+def _execute(request: dict[str, Any], namespace: dict[str, Any], capture: int, kernel: int) -> dict[str, Any]:
     error = None
     interrupted = False
     images: list[dict[str, str]] = []
@@ -184,7 +192,7 @@ def _execute(request: dict[str, Any], namespace: dict[str, Any], capture: int) -
         error = _traceback(exc)  # where the code was when its time ran out
     except BaseException as exc:  # the code's own errors, SystemExit and KeyboardInterrupt included
         error = _traceback(exc)
-    if os.getpid() != KERNEL_PID:
+    if os.getpid() != kernel:
         os._exit(0)  # a child forked by the code must never answer in the kernel's place
     _end_other_processes()
     sys.stdout.flush()
@@ -198,7 +206,39 @@ def _execute(request: dict[str, Any], namespace: dict[str, Any], capture: int) -
     }
 
 
+def _become_init() -> None:
+    """Fork the kernel; as pid 1, stay behind as the sandbox's init until the kernel exits."""
+    import ctypes
+
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    # Before the fork, so the code never sees a dumpable pid 1; the kernel (the code's own process)
+    # becomes dumpable again below, as any process is.
+    prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+    # bubblewrap's --die-with-parent set it already; it is what ends the sandbox with bubblewrap.
+    prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    kernel = os.fork()
+    if kernel == 0:
+        prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)
+        return
+    # Python's SIGINT handler is the only one it installs; pid 1 receives no signal it does not handle.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    null = os.open("/dev/null", os.O_RDWR)
+    for fd in (0, 1, 2):  # the pipes are the kernel's alone: its exit is their end
+        os.dup2(null, fd)
+    while True:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            os._exit(1)
+        if pid == kernel:
+            code = os.waitstatus_to_exitcode(status)
+            os._exit(code if code >= 0 else 128 - code)  # killed by signal N: 128 + N, as a shell says
+
+
 def main() -> None:
+    if os.getpid() == 1:
+        _become_init()
+    kernel = os.getpid()
     requests = os.fdopen(os.dup(0), "rb")
     replies = os.fdopen(os.dup(1), "wb")
     null = os.open("/dev/null", os.O_RDONLY)
@@ -219,7 +259,7 @@ def main() -> None:
     replies.write(b'{"ready": true}\n')
     replies.flush()
     for line in requests:
-        reply = _execute(json.loads(line), namespace, capture)
+        reply = _execute(json.loads(line), namespace, capture, kernel)
         replies.write(json.dumps(reply).encode() + b"\n")
         replies.flush()
 

@@ -8,15 +8,41 @@ Two ways, chosen by who runs the server:
   bounding set and sets ``no_new_privs`` before Python starts. Each live kernel has its own uid, so
   the process limit (``RLIMIT_NPROC``, counted per uid) is per kernel, and no kernel can signal or
   read another.
-- **as any other user**: bubblewrap creates a user namespace (``--unshare-user``), maps the server's
-  uid to 65534 inside and drops every capability. ``RLIMIT_NPROC`` then counts the server user's own
-  processes as well, so run the server under a user of its own.
+- **as any other user** (``deploy/Dockerfile``'s ``USER 10001``): bubblewrap creates a user namespace
+  (``--unshare-user``), maps the server's uid to 65534 inside and drops every capability.
+  ``RLIMIT_NPROC`` then counts the server user's own processes as well, so run the server under a
+  user of its own.
 
-Either way the sandbox has no network, a read-only ``/usr`` and Python, size-limited tmpfs mounts at
-``/mnt/data``, ``/tmp`` and ``/dev/shm``, and nothing else of the host; a seccomp filter
-(``seccomp.py``) refuses new namespaces and other kernel interfaces code never needs, and a memory
-cgroup (``cgroup.py``) bounds the whole sandbox where the host allows one. ``probe`` starts a trivial
-sandbox once: when bubblewrap is missing or refuses (no namespaces), the pool refuses to run code.
+Both ways are sealed alike. In the second every process of the sandbox, the code's included, runs
+as the server's host uid, so what the code must not read has to be absent or made unreadable:
+
+- **No environment.** bubblewrap is started with an empty environment (the helpers it runs are
+  resolved to absolute paths by :func:`prepare`, so no ``PATH`` is needed) and the kernel gets
+  :data:`ENVIRONMENT` only. A process's ``/proc/N/environ`` is the environment it was *started*
+  with, which ``--clearenv`` does not erase: bubblewrap started with the server's environment would
+  show the server's secrets to anything that can read its ``/proc`` files.
+- **A pid 1 the code cannot read or signal.** As root, bubblewrap's own pid 1 (its reaper) stays
+  root while the code runs as another uid: it can neither read that process's ``/proc`` files
+  (``environ``, ``mem``, ``fd``) nor signal it. In a user namespace that reaper would run as the
+  code's own uid, readable and even writable through ``/proc/1/mem``; so there bubblewrap runs with ``--as-pid-1`` and pid 1 is the kernel program
+  itself (``kernel.py``), under the filter, which makes itself non-dumpable (``environ``, ``mem``,
+  ``fd`` and ``root`` of a non-dumpable process refuse a process without ``CAP_SYS_PTRACE``), sets
+  SIGKILL as its parent-death signal, installs no signal handler (pid 1 of a namespace gets no
+  signal from inside that it does not handle) and forks the kernel that runs the code; it reaps
+  orphans and exits with the kernel, which ends every process of the sandbox. Not as root too,
+  because after ``setpriv`` it would be the code's uid, and a parent-death signal is sent with the
+  dying parent's credentials: bubblewrap, root without ``CAP_KILL``, may not signal another uid,
+  so the sandbox would outlive it.
+- **Every writable mount sized.** ``/`` and ``/dev`` are remounted read-only once built; ``/tmp``,
+  ``/dev/shm`` (64 MiB each) and ``/mnt/data`` (``sandbox_disk_mb``) are size-limited tmpfs mounts.
+
+Otherwise the sandbox has no network, a read-only ``/usr`` and Python, and nothing else of the host;
+a seccomp filter (``seccomp.py``) refuses new namespaces and other kernel interfaces code never
+needs. Memory: each process has an address-space limit; where the server may make a memory cgroup
+(``cgroup.py``, as root on most hosts) it bounds the whole sandbox, tmpfs pages included; where it
+may not, the pool's watchdog (``watchdog.py``) adds up the memory of the kernel's processes while
+they run and kills the kernel past the same limit. :func:`prepare` starts a trivial sandbox once: when
+bubblewrap is missing or refuses (no namespaces), the pool refuses to run code.
 """
 
 from __future__ import annotations
@@ -34,12 +60,15 @@ from threadline.config import Settings
 from threadline.errors import SandboxUnavailableError
 from threadline.tools.sandbox.cgroup import MemoryCgroups
 from threadline.tools.sandbox.seccomp import program as seccomp_program
+from threadline.tools.sandbox.watchdog import BUSY_SECONDS
 
 KERNEL_SOURCE = (Path(__file__).with_name("kernel.py")).read_text(encoding="utf-8")
 SMALL_TMPFS_BYTES = 64 * 1024 * 1024
 """Size of ``/tmp`` and of ``/dev/shm`` in each sandbox."""
 OPEN_FILES = 256
 INSIDE_UID = 65534
+BWRAP_ENVIRONMENT: dict[str, str] = {}
+"""The environment bubblewrap is started with: none of the server's (its helpers have absolute paths)."""
 ENVIRONMENT = {
     "PATH": "/usr/local/bin:/usr/bin:/bin",
     "HOME": "/tmp",
@@ -95,6 +124,10 @@ class Launcher:
     """Per-slot memory cgroups, where the host allows them; else the rlimits alone."""
     seccomp: bytes
     """The seccomp filter (``seccomp.py``), handed to bubblewrap through a file descriptor."""
+    prlimit: str = "/usr/bin/prlimit"
+    setpriv: str = "/usr/bin/setpriv"
+    shell: str = "/bin/sh"
+    """Absolute paths of the helpers, found by :func:`prepare`: bubblewrap runs with no ``PATH``."""
 
     def describe(self) -> str:
         """One line for ``threadline doctor``: how kernels are confined on this machine."""
@@ -103,8 +136,18 @@ class Launcher:
             if self.as_root
             else f"in a user namespace as uid {INSIDE_UID}"
         )
-        cgroup = "a memory cgroup each" if self.cgroups is not None else "no memory cgroup (rlimits only)"
-        return f"{self.bwrap}, {user}, {cgroup}, seccomp for {platform.machine()}, {self.python}"
+        mib = self.limits.memory_bytes // 2**20
+        if self.cgroups is not None:
+            memory = f"memory: a cgroup per kernel ({self.cgroups.limit_bytes // 2**20} MiB, tmpfs included)"
+        else:
+            memory = (
+                f"memory: no cgroup allowed here, so {mib} MiB per process (RLIMIT_AS) and for the"
+                f" kernel's processes together (a watchdog, every {BUSY_SECONDS * 1000:.0f} ms while code runs)"
+            )
+        return (
+            f"{self.bwrap}, {user}, empty environment, read-only / and /dev, {memory},"
+            f" seccomp for {platform.machine()}, {self.python}"
+        )
 
     def seccomp_fd(self) -> int:
         """A fresh descriptor holding the filter, for one ``command``; the caller closes it after spawning."""
@@ -159,11 +202,16 @@ class Launcher:
             "--perms", "0777", "--size", str(self.limits.disk_bytes), "--tmpfs", "/mnt/data",
             "--chdir", "/mnt/data",
             "--seccomp", str(seccomp_fd),
+            # Last, once every mount point exists: the root and /dev tmpfs mounts, unsized, become
+            # read-only (the mounts on them, /tmp, /dev/shm, /mnt/data, keep their own sizes).
+            "--remount-ro", "/dev",
+            "--remount-ro", "/",
         ]  # fmt: skip
         python = [self.python, "-I", "-B", "-c", program]
         if not self.as_root:
             return [
                 *args,
+                "--as-pid-1",  # no bubblewrap inside: pid 1 is the kernel program (see the module's doc)
                 "--unshare-user",
                 "--disable-userns",
                 "--uid", str(INSIDE_UID),
@@ -179,7 +227,7 @@ class Launcher:
             "--cap-add", "CAP_SETGID",
             "--cap-add", "CAP_SETPCAP",
             "--",
-            "setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
+            self.setpriv, f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
             "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs",
             "--", *python,
         ]  # fmt: skip
@@ -191,7 +239,7 @@ class Launcher:
         limits = self.limits
         cpu = limits.session_cpu_seconds
         rlimits = [
-            "prlimit",
+            self.prlimit,
             f"--as={limits.memory_bytes}",
             f"--nproc={limits.processes}",
             f"--nofile={OPEN_FILES}",
@@ -204,7 +252,9 @@ class Launcher:
         if self.cgroups is None:
             return rlimits
         procs = self.cgroups.slot(slot)
-        return ["/bin/sh", "-c", 'echo $$ > "$0" && exec "$@"', str(procs), *rlimits]
+        # The shell exports a PWD of its own: unset, so bubblewrap starts with no environment at all.
+        script = 'echo $$ > "$0" && unset PWD OLDPWD && exec "$@"'
+        return [self.shell, "-c", script, str(procs), *rlimits]
 
 
 def prepare(limits: SandboxLimits) -> Launcher:
@@ -215,15 +265,19 @@ def prepare(limits: SandboxLimits) -> Launcher:
             "code_interpreter is unavailable: bubblewrap (bwrap) is not installed on this server"
         )
     as_root = os.geteuid() == 0
-    for tool in ("prlimit", "setpriv") if as_root else ("prlimit",):
-        if shutil.which(tool) is None:
+    helpers: dict[str, str] = {}
+    for tool in ("prlimit", "setpriv", "sh") if as_root else ("prlimit", "sh"):
+        found_tool = shutil.which(tool)
+        if found_tool is None:
             raise SandboxUnavailableError(f"code_interpreter is unavailable: {tool} is not installed")
+        helpers[tool] = str(Path(found_tool).absolute())
     seccomp = seccomp_program()
     if seccomp is None:
         raise SandboxUnavailableError(
             f"code_interpreter is unavailable: no seccomp filter for this machine ({platform.machine()})"
         )
     python = limits.python or sys.executable
+    python = shutil.which(python) or python  # an absolute path: nothing inside searches a PATH for it
     try:
         found = subprocess.run(
             [python, "-I", "-c", "import json, sys; print(json.dumps([sys.prefix, sys.base_prefix]))"],
@@ -240,12 +294,15 @@ def prepare(limits: SandboxLimits) -> Launcher:
     )
     launcher = Launcher(
         limits=limits,
-        bwrap=bwrap,
+        bwrap=str(Path(bwrap).absolute()),
         python=python,
         python_roots=tuple(r for r in kept if r != "/usr"),
         as_root=as_root,
         cgroups=MemoryCgroups.create(limits.memory_bytes + limits.disk_bytes + 2 * SMALL_TMPFS_BYTES),
         seccomp=seccomp,
+        prlimit=helpers["prlimit"],
+        setpriv=helpers.get("setpriv", "/usr/bin/setpriv"),
+        shell=helpers["sh"],
     )
     try:
         fd = launcher.seccomp_fd()
@@ -255,6 +312,7 @@ def prepare(limits: SandboxLimits) -> Launcher:
                 capture_output=True,
                 timeout=60,
                 pass_fds=(fd,),
+                env=BWRAP_ENVIRONMENT,
                 check=False,
             )
         finally:

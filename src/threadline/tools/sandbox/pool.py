@@ -7,7 +7,9 @@ is full and another session needs a slot (least recently used first), or when th
 A call that finds its session's kernel gone says so (``session_restarted``) so the model can be told.
 
 Everything read from a kernel is treated as hostile: replies are bounded lines of JSON, checked
-field by field; a kernel that sends anything else is killed.
+field by field; a kernel that sends anything else is killed. Where no memory cgroup bounds a kernel,
+a watchdog task per kernel (``watchdog.py``) kills it when its processes together pass its memory
+limit, and the call says so.
 """
 
 from __future__ import annotations
@@ -27,7 +29,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from threadline.errors import SandboxBusyError, SandboxUnavailableError
-from threadline.tools.sandbox.launcher import KERNEL_SOURCE, Launcher, SandboxLimits, prepare
+from threadline.tools.sandbox import watchdog
+from threadline.tools.sandbox.launcher import (
+    BWRAP_ENVIRONMENT,
+    KERNEL_SOURCE,
+    Launcher,
+    SandboxLimits,
+    prepare,
+)
 
 MAX_REPLY_BYTES = 64 * 1024 * 1024
 MAX_LOG_CHARS = 256 * 1024
@@ -89,6 +98,9 @@ class _Kernel:
         self.users = 0
         self.last_used = time.monotonic()
         self.abandoned = False
+        self.stopped_because: str | None = None
+        """Why the pool killed it (its memory), when it did; the call in flight reports it."""
+        self.watchdog: asyncio.Task[None] | None = None
 
     @property
     def alive(self) -> bool:
@@ -125,8 +137,26 @@ class _Kernel:
             raise _KernelGone("it exited") from exc
         return await self.read_line(timeout)
 
+    async def watch_memory(self, limit_bytes: int) -> None:
+        """Kill the kernel when its processes together use more than ``limit_bytes`` (no cgroup)."""
+        while self.process.returncode is None:
+            busy = self.lock.locked()
+            await asyncio.sleep(watchdog.BUSY_SECONDS if busy else watchdog.IDLE_SECONDS)
+            used = watchdog.over_limit(self.process.pid, limit_bytes)
+            if used is not None and self.process.returncode is None:
+                self.stopped_because = (
+                    f"its processes together used {used // 2**20} MiB of memory, over its limit of "
+                    f"{limit_bytes // 2**20} MiB"
+                )
+                with contextlib.suppress(ProcessLookupError):
+                    self.process.kill()
+                return
+
     async def stop(self) -> None:
-        # Killing bubblewrap kills the whole sandbox (--die-with-parent, and pid 1 of its namespace).
+        if self.watchdog is not None:
+            self.watchdog.cancel()
+            await asyncio.wait([self.watchdog])
+        # Killing bubblewrap kills the whole sandbox (pid 1 of its namespace has it as parent-death signal).
         if self.process.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 self.process.kill()
@@ -210,9 +240,10 @@ class SandboxPool:
 
     async def _lost(self, session_key: str, kernel: _Kernel, gone: _KernelGone) -> ExecutionResult:
         await self._stop(session_key, kernel)
+        why = kernel.stopped_because or gone.why
         return ExecutionResult(
             logs="",
-            error=f"The Python session was stopped: {gone.why}. Its variables and files are lost; "
+            error=f"The Python session was stopped: {why}. Its variables and files are lost; "
             "the next call starts a fresh session.",
             interrupted=gone.timed_out,
             kernel_stopped=True,
@@ -253,6 +284,7 @@ class SandboxPool:
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
                 pass_fds=(seccomp_fd,),
+                env=BWRAP_ENVIRONMENT,
                 limit=MAX_REPLY_BYTES,
             )
         except OSError as exc:
@@ -273,6 +305,8 @@ class SandboxPool:
             raise SandboxUnavailableError(
                 f"code_interpreter could not start a Python kernel: {detail or exc}"
             ) from exc
+        if launcher.cgroups is None:
+            kernel.watchdog = asyncio.create_task(kernel.watch_memory(self.limits.memory_bytes))
         return kernel
 
     async def _stop(self, session_key: str, kernel: _Kernel) -> None:
