@@ -651,3 +651,23 @@ def test_nastiest_accepted_values_round_trip(api: Client, model: ScriptedModel) 
         ] == [nasty(256)]
     finally:
         admin.close()
+
+
+def test_every_router_checks_its_input() -> None:
+    # A router made without CheckedRoute would take lone surrogates and NUL to the database.
+    import importlib
+    import pkgutil
+
+    from fastapi import APIRouter
+
+    import threadline.api
+    from threadline.api.routing import CheckedRoute
+
+    routers = [
+        (f"{module.name}.{name}", value)
+        for module in pkgutil.iter_modules(threadline.api.__path__, "threadline.api.")
+        for name, value in vars(importlib.import_module(module.name)).items()
+        if isinstance(value, APIRouter)
+    ]
+    assert len(routers) >= 15
+    assert [name for name, router in routers if router.route_class is not CheckedRoute] == []

@@ -16,7 +16,9 @@ from fastapi import Depends, FastAPI
 from threadline import __version__, console, declarations
 from threadline.api import (
     assistants,
+    chat,
     conversations,
+    embeddings,
     errors,
     files,
     messages,
@@ -99,6 +101,8 @@ def create_app(
     for module in (assistants, threads, messages, run_steps):
         app.include_router(module.router, prefix="/v1", dependencies=beta)
     app.include_router(models.router, prefix="/v1", dependencies=authed)
+    app.include_router(chat.router, prefix="/v1", dependencies=authed)
+    app.include_router(embeddings.router, prefix="/v1", dependencies=authed)
     app.include_router(projects.router, prefix="/v1", dependencies=[Depends(require_admin)])
     app.include_router(files.router, prefix="/v1", dependencies=authed)
     app.include_router(vector_stores.router, prefix="/v1", dependencies=authed)

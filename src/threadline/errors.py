@@ -79,6 +79,15 @@ class ServiceUnavailableError(ThreadlineError):
     code = "service_unavailable"
 
 
+class ModelCallError(ThreadlineError):
+    """A model call asked for directly (``/v1/chat/completions``) failed: 502, or the upstream's own
+    client-error status and type when it refused the request."""
+
+    status = 502
+    type = "server_error"
+    code: str | None = "model_error"
+
+
 class DatabaseUnavailableError(ServiceUnavailableError):
     """The database cannot be reached or is too busy right now (503): nothing was done, and the
     request may be retried."""

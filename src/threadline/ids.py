@@ -30,6 +30,7 @@ Kind = Literal[
     "code_interpreter_call",
     "reasoning",
     "container",
+    "chat_completion",
 ]
 
 _PREFIXES: dict[Kind, str] = {
@@ -46,6 +47,7 @@ _PREFIXES: dict[Kind, str] = {
     "vector_store": "vs_",
     "vector_store_file_batch": "vsfb_",
     "response": "resp_",
+    "chat_completion": "chatcmpl-",
     "conversation": "conv_",
     "function_call": "fc_",
     "function_call_output": "fco_",

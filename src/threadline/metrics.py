@@ -18,6 +18,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from threadline.domain.entities import Run
 from threadline.domain.model_calls import ModelCall
 from threadline.domain.run_states import TERMINAL
+from threadline.providers.base import Usage
 from threadline.workers.jobs import JobAttempt
 
 __all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
@@ -100,6 +101,25 @@ class Metrics:
             buckets=_RUN_BUCKETS,
             registry=self.registry,
         )
+        self.api_requests = Counter(
+            "threadline_api_requests",
+            "Requests to the model routes (chat completions, embeddings), by route and status",
+            ["route", "status"],
+            registry=self.registry,
+        )
+        self.api_tokens = Counter(
+            "threadline_api_tokens",
+            "Tokens of the model routes' requests, by route, prompt or completion",
+            ["route", "kind"],
+            registry=self.registry,
+        )
+        self.api_seconds = Histogram(
+            "threadline_api_request_duration_seconds",
+            "A model route's request to its last byte, by route",
+            ["route"],
+            buckets=_FIRST_EVENT_BUCKETS,
+            registry=self.registry,
+        )
         self._models: set[str] = set()
 
     def run_moved(self, run: Run) -> None:
@@ -120,6 +140,14 @@ class Metrics:
         self.model_call_seconds.labels(*labels).observe(call.seconds)
         if call.first_event_seconds is not None:
             self.model_first_event_seconds.labels(*labels).observe(call.first_event_seconds)
+
+    def api_called(self, route: str, status: int, seconds: float, usage: Usage | None) -> None:
+        """Called by the model routes (``/v1/chat/completions``, ``/v1/embeddings``) as a request ends."""
+        self.api_requests.labels(route, str(status)).inc()
+        self.api_seconds.labels(route).observe(seconds)
+        if usage is not None:
+            self.api_tokens.labels(route, "prompt").inc(usage.prompt_tokens)
+            self.api_tokens.labels(route, "completion").inc(usage.completion_tokens)
 
     def job_attempted(self, attempt: JobAttempt) -> None:
         """Called by the job runner after it wrote an attempt's outcome."""

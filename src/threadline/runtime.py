@@ -70,6 +70,7 @@ class Runtime:
     tools: ToolRegistry
     model_start: asyncio.Task[list[str]] | None = None
     """Embedded models starting in the background (``/readyz`` says not ready meanwhile)."""
+    engine: LazyEngine | None = None
 
     @classmethod
     async def open(
@@ -110,9 +111,8 @@ class Runtime:
         log.info("models: %s", routes.describe())
         files = FileService(SqlFileStore(db), blobs, max_bytes=settings.file_max_bytes)
         jobs = SqlJobQueue(db, max_attempts=settings.job_max_attempts)
-        vector_stores = VectorStoreService(
-            SqlVectorStoreRepository(db), files, jobs, LazyEngine(settings, db, dense_in_database).get
-        )
+        engine = LazyEngine(settings, db, dense_in_database)
+        vector_stores = VectorStoreService(SqlVectorStoreRepository(db), files, jobs, engine.get)
         services = Services(
             store,
             bus,
@@ -136,6 +136,7 @@ class Runtime:
             jobs,
             vector_stores,
             tools or build_tools(settings, files, vector_stores),
+            engine=engine,
         )
         if start_models and routes.local_models():
             runtime.model_start = asyncio.create_task(routes.start_local_models())
@@ -171,6 +172,8 @@ class Runtime:
         await self.blobs.aclose()
         await self.bus.aclose()
         await self.router.aclose()
+        if self.engine is not None:
+            self.engine.close()
         await self.db.dispose()
 
 
@@ -201,6 +204,12 @@ class LazyEngine:
                     index, embedder, codec, limits, IngestionProcesses(self.settings)
                 )
             return self._engine
+
+    def close(self) -> None:
+        """Close the embedder's connections (an embeddings server's client), if it was built."""
+        close = getattr(self._engine.embedder, "close", None) if self._engine is not None else None
+        if close is not None:
+            close()
 
 
 async def _dense_ranking_in_database(settings: Settings, db: Database) -> bool:

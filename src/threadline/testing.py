@@ -430,9 +430,15 @@ class _Exchange:
         }
 
         def event(delta: dict[str, Any], finish: str | None = None) -> bytes:
+            logprobs = None
+            if self.body.get("logprobs") and delta.get("content"):
+                # One entry per piece, as if each were a token the model was fairly sure of.
+                token = delta["content"]
+                entry = {"token": token, "logprob": -0.5, "bytes": list(token.encode()), "top_logprobs": []}
+                logprobs = {"content": [entry], "refusal": None}
             chunk = {
                 **head,
-                "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+                "choices": [{"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish}],
             }
             if include_usage:
                 # OpenAI sends an explicit null usage on every chunk but the last when usage is requested.

@@ -25,8 +25,8 @@ Outcome = Literal["ok", "error", "stopped"]
 class ModelCall:
     model: str
     """The name the upstream was asked for (the route's model)."""
-    purpose: Literal["answer", "summary"]
-    """A run's turn, or summarising older messages to fit the context window."""
+    purpose: Literal["answer", "summary", "chat"]
+    """A run's turn, summarising older messages to fit the context window, or a chat completion."""
     outcome: Outcome
     """``ok``; ``error`` when the model failed (a ``ProviderError``); ``stopped`` when the call was
     given up for another reason (the run cancelled, expired or taken over meanwhile)."""
@@ -43,7 +43,7 @@ class Timed:
     ``timing.event()`` for each event; the call is reported when the block ends, however it ends."""
 
     def __init__(
-        self, observe: ModelCallObserver | None, model: str, purpose: Literal["answer", "summary"]
+        self, observe: ModelCallObserver | None, model: str, purpose: Literal["answer", "summary", "chat"]
     ) -> None:
         self.observe = observe
         self.model = model

@@ -31,11 +31,21 @@ class ModelRequest:
     max_tokens: int | None = None
     response_format: dict[str, Any] | None = None
     reasoning_effort: str | None = None
+    # Sent to upstream servers as given; the embedded model stops at ``stop`` and samples from
+    # ``seed``, and has no logprobs (``/v1/chat/completions`` refuses them for it).
+    stop: list[str] | None = None
+    seed: int | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
+    extra: dict[str, Any] | None = None
+    """Further chat-completions fields (penalties, ``logit_bias``, ``user`` ...) for an upstream."""
 
 
 @dataclass(frozen=True, slots=True)
 class TextDelta:
     text: str
+    logprobs: list[dict[str, Any]] | None = None
+    """The upstream's ``logprobs.content`` entries for this piece, when they were asked for."""
     kind: Literal["text"] = "text"
 
 
@@ -82,11 +92,17 @@ class ProviderError(Exception):
         *,
         code: Literal["server_error", "rate_limit_exceeded", "invalid_prompt"] = "server_error",
         retryable: bool = False,
+        status: int | None = None,
+        error: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.code = code
         self.retryable = retryable
+        self.status = status
+        """The upstream's HTTP status, when it answered with an error."""
+        self.error = error
+        """The upstream's own error object (``message``, ``type``, ``param``, ``code``), if it sent one."""
 
 
 @dataclass(frozen=True, slots=True)

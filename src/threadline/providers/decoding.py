@@ -158,6 +158,18 @@ class Turn:
         self.max_tokens = request.max_tokens if request.max_tokens and request.max_tokens > 0 else None
 
     def run(self) -> None:
+        if self.request.seed is None:
+            self._run()
+            return
+        # A seeded request samples from its own seed; the next request is back on the model's.
+        previous = self.llm._seed
+        self.llm.set_seed(self.request.seed & 0xFFFFFFFF)
+        try:
+            self._run()
+        finally:
+            self.llm.set_seed(previous)
+
+    def _run(self) -> None:
         request = self.request
         messages = plain_messages(request.messages)
         functions = function_specs(request)
@@ -208,6 +220,7 @@ class Turn:
             grammar=grammar,
             max_tokens=max_tokens,
             on_text=lambda t: self.emit(TextDelta(t)),
+            stops=[s for s in self.request.stop or [] if s],
         )
         return reason
 
@@ -331,8 +344,10 @@ class Turn:
         grammar: str | None,
         max_tokens: int | None,
         on_text: Callable[[str], None] | None,
+        stops: list[str] | None = None,
     ) -> tuple[str, FinishReason]:
-        """Decode one completion of ``prompt`` (fresh state), calling ``on_text`` per decoded piece."""
+        """Decode one completion of ``prompt`` (fresh state), calling ``on_text`` per decoded piece;
+        it ends at the first of ``stops`` (which the caller cuts from what it shows)."""
         import llama_cpp
         from llama_cpp.llama_grammar import LlamaGrammar
 
@@ -378,6 +393,11 @@ class Turn:
                     pieces.append(text)
                     if on_text is not None:
                         on_text(text)
+                    if stops:
+                        tail = "".join(pieces[-64:])
+                        if any(stop in tail for stop in stops):
+                            reason = "stop"
+                            break
                 if generated >= limit:
                     break
         finally:

