@@ -199,7 +199,9 @@ def test_another_projects_search_stays_fast_while_a_project_ingests(server: Thre
             seconds.append(time.perf_counter() - started)
             assert hit.filename == "tides.txt"
         assert ingest_children(), "the big file was still being indexed"
-        assert statistics.median(seconds) < 0.1, seconds
+        # Behind the ingestion a search took 33 s; the figure itself (26 ms) is bench.ingestion's to
+        # measure, a busy test machine's to blur: this only tells waiting from not waiting.
+        assert statistics.median(seconds) < 1.0, seconds
         a.vector_stores.files.delete(file_id, vector_store_id=theirs.id)
     wait_for(lambda: not ingest_children(), timeout=5, what="the ingestion process to stop")
 
