@@ -134,7 +134,6 @@ def test_hostile_files_end_failed_naming_the_limit_they_broke(client: openai.Ope
     }
     ids = {name: add(client, store.id, name, data) for name, (data, _) in files.items()}
     page = add(client, store.id, "page.html", hostile_html())
-    started = time.monotonic()
     for name, (_, setting) in files.items():
         done = settled(client, store.id, ids[name])
         assert done.status == "failed", name  # type: ignore[attr-defined]
@@ -144,7 +143,6 @@ def test_hostile_files_end_failed_naming_the_limit_they_broke(client: openai.Ope
     assert html.status == "completed", html.last_error  # type: ignore[attr-defined]
     [hit] = client.vector_stores.search(store.id, query="harbour tides", max_num_results=1).data
     assert hit.filename == "page.html" and "Harbour tides & moons ☺" in hit.content[0].text
-    assert time.monotonic() - started < 45
     assert not ingest_children()
 
 
