@@ -14,7 +14,7 @@ import asyncio
 import json
 import os
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ import pytest
 
 from tests.support import ThreadlineServer
 from tests.test_builtin_tools import needs_sandbox
+from tests.test_projects import ADMIN, new_project, sdk
 from tests.test_streaming import node_sdk  # noqa: F401  (the fixture)
 from threadline.testing import Reply, ScriptedModel, ToolCall
 
@@ -137,12 +138,34 @@ def test_agents_file_search_second_turn_sends_the_search_back(
     seen = model.wait_for_requests(3)[2]["messages"]
     call, result = tool_round(seen, "file_search")
     assert "pension" in call["function"]["arguments"]
-    if with_results:
-        assert "retirement.md" in result["content"] and "8 percent" in result["content"]
+    # Sent back without its results (the tool's default), the call is one this server made: the
+    # model is shown the results it found, as a continued response would be.
+    assert "retirement.md" in result["content"] and "8 percent" in result["content"]
     assert seen[-2:] == [
         {"role": "assistant", "content": SHOWN},
         {"role": "user", "content": "And the company?"},
     ]
+
+
+def test_a_search_given_back_bare_gets_only_its_own_projects_results(
+    make_server: Callable[..., ThreadlineServer], model: ScriptedModel
+) -> None:
+    server = make_server(admin_key=ADMIN)
+    ours, theirs = (sdk(server, new_project(server, name)[1]) for name in ("ours", "theirs"))
+    with ours, theirs:
+        tools: Any = [{"type": "file_search", "vector_store_ids": [handbook(ours)]}]
+        model.script(Reply(tool_calls=[ToolCall("file_search", {"query": "pension"})]), Reply(text=ANSWER))
+        search, answer = ours.responses.create(model="gpt-4o", input="How much?", tools=tools).output
+        bare = [
+            {"type": "file_search_call", "id": search.id, "status": "completed", "queries": ["pension"]},
+            answer.model_dump(exclude_unset=True),
+            {"role": "user", "content": "And the company?"},
+        ]
+        for client, shown in ((theirs, "not kept"), (ours, "8 percent")):
+            model.script(Reply(text="4 percent."))
+            client.responses.create(model="gpt-4o", input=bare)  # type: ignore[arg-type]
+            _, result = tool_round(model.requests[-1]["messages"], "file_search")
+            assert shown in result["content"]
 
 
 @needs_sandbox
@@ -339,8 +362,8 @@ def test_langchain_responses_two_turns_with_a_tool_and_file_search(
     history += [found, messages.HumanMessage("And the company?")]
     assert searching.invoke(history).text == "4 percent."
     seen = model.wait_for_requests(6)[5]["messages"]
-    call, _ = tool_round(seen, "file_search")
-    assert "pension" in call["function"]["arguments"]
+    call, result = tool_round(seen, "file_search")
+    assert "pension" in call["function"]["arguments"] and "8 percent" in result["content"]
     assert seen[-2:] == [
         {"role": "assistant", "content": SHOWN},
         {"role": "user", "content": "And the company?"},
