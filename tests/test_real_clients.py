@@ -259,7 +259,7 @@ def test_agents_streamed_run_with_a_tool_call_and_text_deltas(
 
 
 @pytest.mark.timeout(120)
-def test_ai_sdk_multi_turn_chat_plain_with_a_tool_and_with_file_search(
+def test_ai_sdk_multi_turn_chat_plain_with_a_tool_with_file_search_and_streamed(
     node_sdk: Path,  # noqa: F811
     model: ScriptedModel,
     server: ThreadlineServer,
@@ -275,6 +275,9 @@ def test_ai_sdk_multi_turn_chat_plain_with_a_tool_and_with_file_search(
         Reply(tool_calls=[ToolCall("file_search", {"query": "pension"})]),
         Reply(text=ANSWER),
         Reply(text="4 percent."),
+        Reply(tool_calls=[ToolCall("get_weather", {"city": "Rome"})]),
+        Reply(text="Rome is sunny."),
+        Reply(text="Sunny again."),
     )
     env = {
         **os.environ,
@@ -293,7 +296,7 @@ def test_ai_sdk_multi_turn_chat_plain_with_a_tool_and_with_file_search(
     assert [a["text"] for a in seen["file_search"]["answers"]] == [SHOWN, "4 percent."]
     assert seen["file_search"]["answers"][0]["sources"] == 1  # the citation, as a source
 
-    sent = [request["messages"] for request in model.wait_for_requests(8)]
+    sent = [request["messages"] for request in model.wait_for_requests(11)]
     # Plain: the first answer, by reference, before the new question.
     assert sent[1] == [
         {"role": "user", "content": "Say hello."},
@@ -313,6 +316,20 @@ def test_ai_sdk_multi_turn_chat_plain_with_a_tool_and_with_file_search(
     call, result = tool_round(sent[7], "file_search")
     assert "pension" in call["function"]["arguments"] and "8 percent" in result["content"]
     assert sent[7][-1] == {"role": "user", "content": "And the company?"}
+    # Streamed: the text in pieces, and its history carried into the next turn the same way.
+    assert seen["streamed"] == {
+        "deltas": ["Rome ", "is ", "sunny."],
+        "text": "Rome is sunny.",
+        "again": "Sunny again.",
+    }
+    call, result = tool_round(sent[10], "get_weather")
+    assert (
+        json.loads(call["function"]["arguments"]) == {"city": "Rome"} and result["content"] == "sunny in Rome"
+    )
+    assert sent[10][-2:] == [
+        {"role": "assistant", "content": "Rome is sunny."},
+        {"role": "user", "content": "And tomorrow?"},
+    ]
 
 
 # --- LangChain -------------------------------------------------------------------------------------

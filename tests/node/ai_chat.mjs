@@ -1,8 +1,8 @@
 // The Vercel AI SDK's multi-turn chat against OPENAI_BASE_URL, written as its documentation shows:
 // each turn's `response.messages` pushed onto the history (stored items come back as item
-// references), plain, with a function tool, and with the hosted file search. Prints what it saw.
+// references), plain, with a function tool, with the hosted file search, and streamed. Prints what it saw.
 import { createOpenAI } from "@ai-sdk/openai";
-import { generateText, stepCountIs, tool } from "ai";
+import { generateText, stepCountIs, streamText, tool } from "ai";
 import { z } from "zod";
 
 const openai = createOpenAI({ baseURL: process.env.OPENAI_BASE_URL, apiKey: process.env.OPENAI_API_KEY });
@@ -35,5 +35,19 @@ await chat("tools", openai.responses("gpt-4o"), ["Weather in Oslo?", "What shoul
 await chat("file_search", openai.responses("gpt-4o"), ["How much pension?", "And the company?"], {
   tools: { file_search: openai.tools.fileSearch({ vectorStoreIds: [process.env.VECTOR_STORE_ID] }) },
 });
+
+const messages = [{ role: "user", content: "Weather in Rome?" }];
+const streamed = streamText({
+  model: openai("gpt-4o"),
+  messages,
+  tools: { get_weather: getWeather },
+  stopWhen: stepCountIs(4),
+  maxRetries: 0,
+});
+const deltas = [];
+for await (const delta of streamed.textStream) deltas.push(delta);
+messages.push(...(await streamed.response).messages, { role: "user", content: "And tomorrow?" });
+const again = await generateText({ model: openai("gpt-4o"), messages, tools: { get_weather: getWeather }, maxRetries: 0 });
+seen.streamed = { deltas, text: await streamed.text, again: again.text };
 
 process.stdout.write(JSON.stringify(seen) + "\n");
