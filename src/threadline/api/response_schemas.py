@@ -340,7 +340,8 @@ def _item(item: dict[str, Any], param: str) -> NewItem | ItemReference:
             raise _bad(
                 f"Invalid type for '{param}.content': expected an array of content parts.", f"{param}.content"
             )
-        return NewItem("message", role, _content(item.get("content"), f"{param}.content"))
+        given = item.get("id") if isinstance(item.get("id"), str) else None
+        return NewItem("message", role, _content(item.get("content"), f"{param}.content"), given)
     if kind == "function_call":
         fields = {
             "call_id": _string(item, "call_id", param, limit=128),
@@ -359,7 +360,8 @@ def _item(item: dict[str, Any], param: str) -> NewItem | ItemReference:
         }
         return NewItem("function_call_output", "tool", [fields])
     if kind == "file_search_call":
-        return NewItem("file_search_call", "assistant", [_file_search_call(item, param)])
+        given = item.get("id") if isinstance(item.get("id"), str) else None
+        return NewItem("file_search_call", "assistant", [_file_search_call(item, param)], given)
     if kind == "code_interpreter_call":
         return NewItem("code_interpreter_call", "assistant", [_code_interpreter_call(item, param)])
     if kind == "reasoning":

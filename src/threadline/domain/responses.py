@@ -61,6 +61,8 @@ class NewItem:
     type: ItemType
     role: MessageRole
     content: list[dict[str, Any]]
+    given_id: str | None = None
+    """The id the client sent with the item (one this server may have issued), else ``None``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,19 +242,36 @@ class ResponseService:
     ) -> list[Input]:
         """``items`` with each ``item_reference`` replaced by a copy of the item it names: a thread
         entry of this project, or a built-in call a response of it made (found in the runs of the
-        threads the other items come from, of ``conversation`` or of the previous response)."""
+        threads the other items come from, of ``conversation`` or of the previous response).
+
+        A file search call given back without its results (the Agents SDK's and LangChain's
+        default) whose id is one of those calls gets the results the call found, as the model
+        would see them in a continued response."""
         wanted = [item for item in items if isinstance(item, ItemReference)]
-        if not wanted:
+        bare = {
+            item.given_id
+            for item in items
+            if isinstance(item, NewItem)
+            and item.type == "file_search_call"
+            and item.content[0].get("results") is None
+            and item.given_id is not None
+            and item.given_id.startswith(HOSTED_PREFIXES)
+        }
+        if not wanted and not bare:
             return items
+        given = [
+            i.given_id for i in items if isinstance(i, NewItem) and i.given_id and len(i.given_id) <= 128
+        ]
         found: dict[str, NewItem] = {}
         threads: dict[str, bool] = {}
-        for entry in await self.store.messages_by_id([r.id for r in wanted]):
+        for entry in await self.store.messages_by_id([r.id for r in wanted] + given):
             if entry.thread_id not in threads:
                 thread = await self.store.get_thread(entry.thread_id, self.svc.project_id)
                 threads[entry.thread_id] = thread is not None
             if threads[entry.thread_id]:
                 found[entry.id] = NewItem(entry.type, entry.role, copy.deepcopy(entry.content))
         missing = {r.id for r in wanted if r.id not in found and r.id.startswith(HOSTED_PREFIXES)}
+        missing |= {i for i in bare if i not in found or found[i].content[0].get("results") is None}
         if missing:
             if conversation is not None and conversation not in threads:
                 threads[conversation] = (
@@ -270,6 +289,13 @@ class ResponseService:
                 if item.id not in found:
                     raise InvalidRequestError(f"Item with id '{item.id}' not found.", param=item.param)
                 out.append(found[item.id])
+            elif item.given_id in bare and item.given_id in found and found[item.given_id].type == item.type:
+                kept = found[item.given_id].content[0].get("results")
+                if kept is not None:
+                    item = NewItem(
+                        item.type, item.role, [{**item.content[0], "results": kept}], item.given_id
+                    )
+                out.append(item)
             else:
                 out.append(item)
         return out
