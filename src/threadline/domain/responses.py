@@ -36,6 +36,7 @@ from threadline.domain.entities import (
     ToolCalls,
 )
 from threadline.domain.files import referenced_files
+from threadline.domain.input_files import pending
 from threadline.domain.ports import ThreadLockedError
 from threadline.domain.run_states import ACTIVE
 from threadline.domain.services import Services
@@ -246,6 +247,7 @@ class ResponseService:
         """``items`` with each ``item_reference`` replaced by a copy of the item it names: a thread
         entry of this project, or a built-in call a response of it made (found in the runs of the
         threads the other items come from, of ``conversation`` or of the previous response)."""
+        items = await self._read_files(items)
         wanted = [item for item in items if isinstance(item, ItemReference)]
         if not wanted:
             return items
@@ -277,6 +279,19 @@ class ResponseService:
                 out.append(found[item.id])
             else:
                 out.append(item)
+        return out
+
+    async def _read_files(self, items: list[Input]) -> list[Input]:
+        """``items`` with their messages' ``input_file`` parts read (see ``domain/input_files.py``)."""
+        out: list[Input] = []
+        for item in items:
+            if isinstance(item, NewItem) and any(pending(part) for part in item.content):
+                if self.svc.input_files is None:
+                    raise InvalidRequestError("This server does not read input files.")
+                item = NewItem(
+                    item.type, item.role, await self.svc.input_files.read(item.content, self.svc.files)
+                )
+            out.append(item)
         return out
 
     async def count_input_tokens(self, request: NewResponse, route: Route) -> int:
