@@ -248,3 +248,36 @@ def test_an_image_file_goes_to_the_model_as_an_image(client: openai.OpenAI, mode
         ("input_file", uploaded.id, "chart.png"),
         ("input_file", None, "inline.png"),
     ]
+
+
+def test_chat_completions_file_parts_are_read_the_same_way(
+    client: openai.OpenAI, model: ScriptedModel
+) -> None:
+    filename, media_type, data, phrase = FILES["pdf"]
+    uploaded = client.files.create(file=(filename, data), purpose="user_data")
+    for file in (
+        {"file_id": uploaded.id},
+        {"filename": "inline.pdf", "file_data": data_url(media_type, data)},
+    ):
+        model.script(Reply(text="Read."))
+        completion = client.chat.completions.create(
+            model="gpt-4o",
+            messages=[
+                {
+                    "role": "user",
+                    "content": [{"type": "text", "text": "Summarise:"}, {"type": "file", "file": file}],
+                }  # type: ignore[list-item, misc]
+            ],
+        )
+        assert completion.choices[0].message.content == "Read."
+        sent = model.requests[-1]["messages"][-1]["content"]
+        assert sent[0] == {"type": "text", "text": "Summarise:"}
+        name = file.get("filename", filename)
+        assert sent[1]["type"] == "text" and sent[1]["text"].startswith(f'<file name="{name}">\n')
+        assert phrase in sent[1]["text"]
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.chat.completions.create(
+            model="gpt-4o",
+            messages=[{"role": "user", "content": [{"type": "file", "file": {"file_id": "file-nope"}}]}],
+        )
+    assert refused.value.body["param"] == "messages[0].content[0].file.file_id"  # type: ignore[index]

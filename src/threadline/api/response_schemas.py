@@ -515,7 +515,7 @@ def _content(content: Any, param: str) -> list[dict[str, Any]]:
         elif kind == "refusal":
             parts.append({"type": "refusal", "refusal": _string(part, "refusal", at)})
         elif kind == "input_file":
-            parts.append(_input_file(part, at))
+            parts.append(input_file_part(part, at))
         else:
             raise _bad(
                 f"Invalid value for '{at}.type': expected 'input_text', 'output_text', 'input_image', "
@@ -525,7 +525,7 @@ def _content(content: Any, param: str) -> list[dict[str, Any]]:
     return parts
 
 
-def _input_file(part: dict[str, Any], at: str) -> dict[str, Any]:
+def input_file_part(part: dict[str, Any], at: str) -> dict[str, Any]:
     """An ``input_file`` part, to be read by the domain (``domain/input_files.py``); ``param`` names
     it in the errors reading it may give."""
     if part.get("detail") not in (None, "auto", "low", "high"):

@@ -96,7 +96,7 @@ def chat_message(
         elif part.get("type") == "image_url":
             parts.append({"type": "text", "text": "[The user sent an image, which this model cannot see.]"})
         elif part.get("type") == "input_file":
-            parts.append(_file_part(part["input_file"], parts, images, vision))
+            parts.append(file_part(part["input_file"], parts, images, vision))
         elif part.get("type") == "image_file" and message.role != "assistant":
             # (An answer's images are the charts its code drew: the model was told of them when the
             # code ran.)
@@ -121,7 +121,7 @@ def chat_message(
     return {"role": role, "content": parts}
 
 
-def _file_part(
+def file_part(
     file: dict[str, Any], before: list[dict[str, Any]], images: Mapping[str, str] | None, vision: bool
 ) -> dict[str, Any]:
     """An ``input_file`` part for the model: its text inside ``<file name="...">`` and ``</file>``

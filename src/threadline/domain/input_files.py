@@ -25,6 +25,7 @@ import re
 from pathlib import PurePosixPath
 from typing import Any, Protocol
 
+from threadline.domain.context import ImageSource, file_part
 from threadline.domain.files import IMAGE_MAX_BYTES, FileService, image_type
 from threadline.errors import FileContentError, InvalidRequestError, NotFoundError, describe_size
 
@@ -58,6 +59,24 @@ class InputFiles:
     async def read(self, content: list[dict[str, Any]], files: FileService) -> list[dict[str, Any]]:
         """A message's parts with each ``input_file`` part read (the others as they are)."""
         return [await self._part(part, files) if pending(part) else part for part in content]
+
+    async def for_chat(
+        self, content: list[dict[str, Any]], files: FileService, images: ImageSource
+    ) -> list[dict[str, Any]]:
+        """Chat completion content parts with each ``input_file`` part read and shown as a response's
+        is (its text, or its image as a data URL)."""
+        out: list[dict[str, Any]] = []
+        for part in content:
+            if not pending(part):
+                out.append(part)
+                continue
+            file = (await self._part(part, files))["input_file"]
+            urls: dict[str, str] = {}
+            if file.get("image"):
+                url = await images.data_url(file["file_id"], files.project_id)
+                urls = {file["file_id"]: url} if url is not None else {}
+            out.append(file_part(file, [], urls, vision=True))
+        return out
 
     async def _part(self, part: dict[str, Any], files: FileService) -> dict[str, Any]:
         given: dict[str, Any] = part["input_file"]
