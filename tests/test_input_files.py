@@ -166,6 +166,24 @@ def test_input_file_text_is_counted_against_the_context_budget(
     assert not model.requests
 
 
+def test_a_file_over_the_context_window_fails_the_response_unsent(
+    make_server: Callable[..., ThreadlineServer], model: ScriptedModel
+) -> None:
+    server = make_server(default_context_window=1024)
+    text = " ".join(f"line {i} of the long appendix." for i in range(800)).encode()
+    part: Any = {"type": "input_file", "filename": "appendix.txt", "file_data": data_url("text/plain", text)}
+    with openai.OpenAI(base_url=server.url, api_key="x", max_retries=0) as client:
+        response = client.responses.create(model="gpt-4o", input=[{"role": "user", "content": [part]}])
+        assert response.status == "failed" and response.error is not None
+        assert response.error.code == "invalid_prompt"
+        assert model.requests == []
+        # The same file, short enough, is sent.
+        model.script(Reply(text="ok"))
+        part["file_data"] = data_url("text/plain", text[:400])
+        fits = client.responses.create(model="gpt-4o", input=[{"role": "user", "content": [part]}])
+        assert fits.status == "completed" and "line 1 of" in user_text(model)
+
+
 def test_refusals_name_the_part(make_server: Callable[..., ThreadlineServer], model: ScriptedModel) -> None:
     server = make_server(admin_key=ADMIN, input_file_max_characters=100, file_max_bytes=1000)
     ours, theirs = (sdk(server, new_project(server, name)[1]) for name in ("ours", "theirs"))
