@@ -185,7 +185,7 @@ def test_a_file_over_the_context_window_fails_the_response_unsent(
 
 
 def test_refusals_name_the_part(make_server: Callable[..., ThreadlineServer], model: ScriptedModel) -> None:
-    server = make_server(admin_key=ADMIN, input_file_max_characters=100, file_max_bytes=1000)
+    server = make_server(admin_key=ADMIN, input_file_max_characters=300, file_max_bytes=1000)
     ours, theirs = (sdk(server, new_project(server, name)[1]) for name in ("ours", "theirs"))
     with ours, theirs:
         foreign = theirs.files.create(file=("notes.md", b"their secret notes"), purpose="user_data")
@@ -213,7 +213,7 @@ def test_refusals_name_the_part(make_server: Callable[..., ThreadlineServer], mo
         error = refused({"type": "input_file", "filename": "long.txt", "file_data": long_text})
         assert error["param"] == "input[1].content[1]" and error["code"] == "invalid_file"
         assert (
-            "100 characters" in error["message"]
+            "300 characters" in error["message"]
             and "THREADLINE_INPUT_FILE_MAX_CHARACTERS" in error["message"]
         )
         error = refused({"type": "input_file", "filename": "big.txt", "file_data": data_url("", b"x" * 2000)})
@@ -227,6 +227,10 @@ def test_refusals_name_the_part(make_server: Callable[..., ThreadlineServer], mo
         error = refused({"type": "input_file", "filename": "broken.pdf", "file_data": damaged})
         assert error["param"] == "input[1].content[1]" and error["code"] == "invalid_file"
         assert "broken.pdf" in error["message"]
+        # File search's limits hold too: JSON nested past THREADLINE_FILE_MAX_JSON_DEPTH.
+        deep = data_url("application/json", b"[" * 120 + b"]" * 120)
+        error = refused({"type": "input_file", "filename": "deep.json", "file_data": deep})
+        assert error["code"] == "invalid_file" and "THREADLINE_FILE_MAX_JSON_DEPTH" in error["message"]
         error = refused({"type": "input_file", "file_url": "https://example.com/a.pdf"})
         assert error["param"] == "input[1].content[1].file_url" and "does not fetch" in error["message"]
         error = refused(
