@@ -42,6 +42,8 @@ from threadline.retrieval.ports import IndexedChunk, PreparationFailed, Prepared
 log = logging.getLogger(__name__)
 
 STDERR_LINES = 20
+TEXT_START_SECONDS = 10.0
+"""Wall time a child reading an ``input_file`` has beyond the parse limit, to start."""
 LINE_LIMIT = 64 * 1024 * 1024
 """The longest line the child may send (one chunk of at most 4096 tokens, with its vector)."""
 
@@ -188,14 +190,20 @@ class IngestionProcesses:
         self.pids.add(process.pid)
         stderr: collections.deque[str] = collections.deque(maxlen=STDERR_LINES)
         reading = asyncio.ensure_future(self._drain(process, stderr))
+        # A request's file is only parsed, while its client waits: the parse limit plus start-up.
+        text_mode = request.get("mode") == "text"
+        limit, setting = (
+            (self.settings.file_parse_timeout_seconds, "FILE_PARSE_TIMEOUT_SECONDS")
+            if text_mode
+            else (self.settings.ingest_timeout_seconds, "INGEST_TIMEOUT_SECONDS")
+        )
+        wall = limit + TEXT_START_SECONDS if text_mode else limit
         try:
-            return await asyncio.wait_for(
-                self._talk(process, filename, data, request, stderr), self.settings.ingest_timeout_seconds
-            )
+            return await asyncio.wait_for(self._talk(process, filename, data, request, stderr), wall)
         except TimeoutError:
             raise FileContentError(
                 f"The file {filename} cannot be {_use(request)}: {_doing(request)} it took longer than"
-                f" {self.settings.ingest_timeout_seconds:g} s (THREADLINE_INGEST_TIMEOUT_SECONDS).",
+                f" {limit:g} s (THREADLINE_{setting}).",
                 code="invalid_file",
             ) from None
         finally:
