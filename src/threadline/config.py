@@ -130,6 +130,9 @@ class Settings:
     """XML elements read from one DOCX; a document with more (millions of empty paragraphs) is refused."""
     file_max_json_depth: int = 100
     """How deeply a JSON file's arrays and objects may nest; a deeper one is refused."""
+    input_file_max_characters: int = 400_000
+    """Characters of text one ``input_file`` part of a response's input may hold; a file with more is
+    refused (400, ``invalid_file``). Its text also counts against the model's context window."""
     ingest_processes: int = 1
     """Child processes parsing and embedding files for file search at once, per worker process (the
     server's searches and query embeddings never wait behind them)."""

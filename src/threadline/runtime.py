@@ -20,6 +20,7 @@ from threadline.api import response_stream
 from threadline.config import Settings
 from threadline.domain.entities import Message, Run, RunStep, Thread
 from threadline.domain.files import FileService, UploadedImages
+from threadline.domain.input_files import InputFiles
 from threadline.domain.ports import BlobStore
 from threadline.domain.projects import Projects
 from threadline.domain.responses import ResponseService
@@ -120,6 +121,11 @@ class Runtime:
             files,
             run_expiry_seconds=settings.run_expiry_seconds,
             vector_stores=vector_stores,
+        )
+        services.input_files = InputFiles(
+            IngestionProcesses(settings),
+            max_characters=settings.input_file_max_characters,
+            max_bytes=settings.file_max_bytes,
         )
         projects = Projects(store, legacy_key=settings.api_key)
         runtime = cls(

@@ -10,6 +10,7 @@ response starts, so a request the model refuses gets an error status, not a stre
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import time
 from collections.abc import AsyncIterator
@@ -20,11 +21,15 @@ from fastapi.responses import StreamingResponse
 from pydantic import ConfigDict, Field, field_validator
 
 from threadline import __version__
+from threadline.api.deps import Svc
+from threadline.api.response_schemas import input_file_part
 from threadline.api.routing import CheckedRoute
 from threadline.api.schemas import ReasoningEffort, ResponseFormat, Strict
 from threadline.domain.chat import ChatService, Choice, Completion, Piece
+from threadline.domain.files import UploadedImages
+from threadline.domain.services import Services
 from threadline.errors import InvalidRequestError, NotFoundError, ThreadlineError
-from threadline.providers.base import ModelRequest, Usage
+from threadline.providers.base import ChatMessage, ModelRequest, Usage
 
 router = APIRouter(route_class=CheckedRoute)
 
@@ -209,20 +214,51 @@ class Observed:
         self.end(exc.status if isinstance(exc, ThreadlineError) else 500)
 
 
+async def read_files(request: ModelRequest, svc: Services) -> ModelRequest:
+    """``request`` with its ``file`` content parts (``{"type": "file", "file": {"file_id" |
+    "file_data", "filename"}}``) read as a response's ``input_file`` parts are: the file's text, or
+    its image, in the part's place."""
+    if svc.input_files is None:
+        return request
+    messages: list[ChatMessage] = []
+    for i, message in enumerate(request.messages):
+        content = message.get("content")
+        if isinstance(content, list) and any(
+            isinstance(p, dict) and p.get("type") == "file" for p in content
+        ):
+            parts = []
+            for j, part in enumerate(content):
+                if isinstance(part, dict) and part.get("type") == "file":
+                    at = f"messages[{i}].content[{j}].file"
+                    file = part.get("file")
+                    if not isinstance(file, dict) or set(file) - {"file_id", "file_data", "filename"}:
+                        raise InvalidRequestError(
+                            f"Invalid '{at}': an object with 'file_id' or 'file_data', and 'filename'.",
+                            param=at,
+                        )
+                    part = input_file_part(file, at)
+                parts.append(part)
+            shown = await svc.input_files.for_chat(parts, svc.files, UploadedImages(svc.files))
+            message = {**message, "content": shown}
+        messages.append(message)
+    return dataclasses.replace(request, messages=messages)
+
+
 @router.post("/chat/completions", response_model=None)
 async def create_chat_completion(
-    body: CreateChatCompletionRequest, request: Request
+    body: CreateChatCompletionRequest, request: Request, svc: Svc
 ) -> dict[str, Any] | StreamingResponse:
     observed = Observed(request, "/v1/chat/completions")
     service = chat_service(request)
     try:
+        model_request = await read_files(body.model_request(), svc)
         if body.stream:
-            return await _stream(body, service, observed)
+            return await _stream(body, model_request, service, observed)
         if body.stream_options is not None:
             raise InvalidRequestError(
                 "stream_options are only allowed when stream is true.", param="stream_options"
             )
-        completion = await service.complete(body.model_request(), body.n or 1)
+        completion = await service.complete(model_request, body.n or 1)
     except BaseException as exc:
         observed.failed(exc)
         raise
@@ -235,9 +271,9 @@ def _sse(data: dict[str, Any]) -> bytes:
 
 
 async def _stream(
-    body: CreateChatCompletionRequest, service: ChatService, observed: Observed
+    body: CreateChatCompletionRequest, model_request: ModelRequest, service: ChatService, observed: Observed
 ) -> StreamingResponse:
-    completion_id, pieces = await service.stream(body.model_request(), body.n or 1)
+    completion_id, pieces = await service.stream(model_request, body.n or 1)
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     created = int(time.time())
 

@@ -74,10 +74,24 @@ def message_object(m: Message) -> Obj:
         "completed_at": m.completed_at,
         "incomplete_at": m.incomplete_at,
         "role": m.role,
-        "content": m.content,
+        "content": [assistants_part(part) for part in m.content],
         "attachments": m.attachments or [],
         "metadata": m.metadata,
     }
+
+
+def assistants_part(part: Obj) -> Obj:
+    """A stored message part as the Assistants API shows it: a Responses ``input_file`` part (which
+    that API has no type for) as its image, or as a text part naming the file."""
+    if part.get("type") != "input_file":
+        return part
+    file = part["input_file"]
+    if file.get("image_url"):
+        return {"type": "image_url", "image_url": {"url": file["image_url"], "detail": "auto"}}
+    if file.get("image"):
+        return {"type": "image_file", "image_file": {"file_id": file["file_id"], "detail": "auto"}}
+    name = file.get("filename") or file.get("file_id")
+    return {"type": "text", "text": {"value": f"[file: {name}]", "annotations": []}}
 
 
 def run_object(r: Run) -> Obj:

@@ -246,6 +246,12 @@ def content_parts(message: Message) -> list[Obj]:
             parts.append(
                 {"type": "input_image", "image_url": image["url"], "detail": image.get("detail") or "auto"}
             )
+        elif kind == "input_file":
+            # As it was given (its id and name), not the text the model was shown.
+            file = part["input_file"]
+            parts.append(
+                {"type": "input_file", "file_id": file.get("file_id"), "filename": file.get("filename")}
+            )
         elif kind == "image_file" and not output:
             # An answer's charts are in its code_interpreter_call item's outputs, as OpenAI's were.
             image = part["image_file"]

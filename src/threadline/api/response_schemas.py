@@ -289,6 +289,15 @@ _PART_FIELDS: dict[str, set[str]] = {
     "output_text": {"type", "text", "annotations", "logprobs", "parsed"},
     "input_image": {"type", "image_url", "file_id", "detail", "prompt_cache_breakpoint"},
     "refusal": {"type", "refusal"},
+    "input_file": {
+        "type",
+        "file_id",
+        "file_data",
+        "filename",
+        "file_url",
+        "detail",
+        "prompt_cache_breakpoint",
+    },
 }
 
 
@@ -507,13 +516,39 @@ def _content(content: Any, param: str) -> list[dict[str, Any]]:
                 parts.append({"type": "image_url", "image_url": {"url": url, "detail": detail}})
         elif kind == "refusal":
             parts.append({"type": "refusal", "refusal": _string(part, "refusal", at)})
+        elif kind == "input_file":
+            parts.append(input_file_part(part, at))
         else:
             raise _bad(
-                f"Invalid value for '{at}.type': expected 'input_text', 'output_text', 'input_image' or "
-                "'refusal'.",
+                f"Invalid value for '{at}.type': expected 'input_text', 'output_text', 'input_image', "
+                "'input_file' or 'refusal'.",
                 f"{at}.type",
             )
     return parts
+
+
+def input_file_part(part: dict[str, Any], at: str) -> dict[str, Any]:
+    """An ``input_file`` part, to be read by the domain (``domain/input_files.py``); ``param`` names
+    it in the errors reading it may give."""
+    if part.get("detail") not in (None, "auto", "low", "high"):
+        raise _bad(f"Invalid value for '{at}.detail'.", f"{at}.detail")
+    given: dict[str, Any] = {}
+    for key, limit in (("file_id", 128), ("filename", 1024), ("file_url", 8192), ("file_data", None)):
+        if part.get(key) is not None:
+            if limit is None:  # file_data: held to the upload limit as it is decoded
+                value = part[key]
+                if not isinstance(value, str):
+                    raise _bad(f"Invalid type for '{at}.{key}': expected a string.", f"{at}.{key}")
+                given[key] = value
+            else:
+                given[key] = _string(part, key, at, limit=limit)
+    sources = [key for key in ("file_id", "file_data", "file_url") if key in given]
+    if len(sources) != 1:
+        raise _bad(
+            f"Invalid '{at}': give exactly one of 'file_id', 'file_data' or 'file_url'.",
+            f"{at}.{sources[1] if len(sources) > 1 else 'file_id'}",
+        )
+    return {"type": "input_file", "input_file": given, "param": at}
 
 
 # --- tools -------------------------------------------------------------------------------

@@ -5,7 +5,9 @@ out; as many of the thread's newest messages as fit; then what this run has alre
 assistant messages and each tool round as an assistant ``tool_calls`` message followed by one
 ``role: tool`` message per call (a call and its output are never separated). A built-in call a
 Responses client gave back as input (``file_search_call``, ``code_interpreter_call``) is shown the
-same way, as a call and its output; a ``reasoning`` item is kept in the thread but not shown.
+same way, as a call and its output; a ``reasoning`` item is kept in the thread but not shown. An
+``input_file`` part is shown as the file's text between ``<file name="...">`` and ``</file>`` lines
+(read once, when it was given: ``domain/input_files.py``), and costs its tokens like any text.
 
 The budget is the context window (or ``max_prompt_tokens``, what is left of it over the run) minus
 room for the answer. Messages are read newest first, a page at a time, until the budget is full, so
@@ -95,6 +97,8 @@ def chat_message(
             parts.append({"type": "image_url", "image_url": part["image_url"]})
         elif part.get("type") == "image_url":
             parts.append({"type": "text", "text": "[The user sent an image, which this model cannot see.]"})
+        elif part.get("type") == "input_file":
+            parts.append(file_part(part["input_file"], parts, images, vision))
         elif part.get("type") == "image_file" and message.role != "assistant":
             # (An answer's images are the charts its code drew: the model was told of them when the
             # code ran.)
@@ -117,6 +121,24 @@ def chat_message(
     if all(p["type"] == "text" for p in parts):
         return {"role": role, "content": "".join(p["text"] for p in parts)}
     return {"role": role, "content": parts}
+
+
+def file_part(
+    file: dict[str, Any], before: list[dict[str, Any]], images: Mapping[str, str] | None, vision: bool
+) -> dict[str, Any]:
+    """An ``input_file`` part for the model: its text inside ``<file name="...">`` and ``</file>``
+    lines (on a line of its own after text), or, for an image, the image as ``input_image`` sends it."""
+    name = str(file.get("filename") or file.get("file_id") or "file")
+    if "text" in file:
+        quoted = name.replace("&", "&amp;").replace('"', "&quot;")
+        glue = (
+            "\n" if before and before[-1]["type"] == "text" and not before[-1]["text"].endswith("\n") else ""
+        )
+        return {"type": "text", "text": f'{glue}<file name="{quoted}">\n{file["text"]}\n</file>\n'}
+    url = file.get("image_url") or (images or {}).get(str(file.get("file_id")))
+    if url is not None and vision:
+        return {"type": "image_url", "image_url": {"url": url, "detail": "auto"}}
+    return {"type": "text", "text": f"[The user attached an image, {name}, which is not shown here.]"}
 
 
 HOSTED_CALLS = ("file_search_call", "code_interpreter_call")
@@ -434,6 +456,11 @@ class ContextBuilder:
             for m in messages
             for part in m.content
             if part.get("type") == "image_file" and m.role != "assistant"
+        } | {
+            part["input_file"]["file_id"]
+            for m in messages
+            for part in m.content
+            if part.get("type") == "input_file" and part["input_file"].get("image")
         }
         if not wanted or not route.vision or self.images is None:
             return {}

@@ -36,6 +36,7 @@ from threadline.domain.entities import (
     ToolCalls,
 )
 from threadline.domain.files import referenced_files
+from threadline.domain.input_files import pending
 from threadline.domain.ports import ThreadLockedError
 from threadline.domain.run_states import ACTIVE
 from threadline.domain.services import Services
@@ -247,6 +248,7 @@ class ResponseService:
         A file search call given back without its results (the Agents SDK's and LangChain's
         default) whose id is one of those calls gets the results the call found, as the model
         would see them in a continued response."""
+        items = await self._read_files(items)
         wanted = [item for item in items if isinstance(item, ItemReference)]
         bare = {
             item.given_id
@@ -298,6 +300,19 @@ class ResponseService:
                 out.append(item)
             else:
                 out.append(item)
+        return out
+
+    async def _read_files(self, items: list[Input]) -> list[Input]:
+        """``items`` with their messages' ``input_file`` parts read (see ``domain/input_files.py``)."""
+        out: list[Input] = []
+        for item in items:
+            if isinstance(item, NewItem) and any(pending(part) for part in item.content):
+                if self.svc.input_files is None:
+                    raise InvalidRequestError("This server does not read input files.")
+                item = NewItem(
+                    item.type, item.role, await self.svc.input_files.read(item.content, self.svc.files)
+                )
+            out.append(item)
         return out
 
     async def count_input_tokens(self, request: NewResponse, route: Route) -> int:

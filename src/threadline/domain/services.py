@@ -36,6 +36,7 @@ from threadline.domain.files import (
     with_code_files,
     with_search_store,
 )
+from threadline.domain.input_files import InputFiles
 from threadline.domain.lifecycle import (
     end_run,
     moved,
@@ -100,6 +101,8 @@ class Services:
         """Every object these services create, find, list or delete is in this project."""
         self.vector_stores = vector_stores
         """Checks ``file_search`` vector store ids and makes the stores ``vector_stores`` asks for."""
+        self.input_files: InputFiles | None = None
+        """Reads the ``input_file`` parts of responses' input (none: such parts are refused)."""
 
     def for_project(self, project_id: str) -> Services:
         """The same services, seeing only ``project_id``'s objects (one per request: cheap)."""

@@ -14,6 +14,7 @@ oversized one (the message names the limit and its setting). Ingestion runs this
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import io
 import json
@@ -77,6 +78,8 @@ class ParseLimits:
     max_inflated_bytes: int = 64 * 1024 * 1024
     max_xml_elements: int = 2_000_000
     max_json_depth: int = 100
+    purpose: str = "search"
+    """``search`` (a vector store's file) or ``input`` (an ``input_file`` part): the words of refusals."""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ParseLimits:
@@ -88,6 +91,10 @@ class ParseLimits:
             settings.file_max_xml_elements,
             settings.file_max_json_depth,
         )
+
+    def for_input(self, max_characters: int) -> ParseLimits:
+        """These limits for an ``input_file`` part, whose text is held to ``max_characters``."""
+        return dataclasses.replace(self, max_characters=max_characters, purpose="input")
 
 
 class _Budget:
@@ -102,10 +109,10 @@ class _Budget:
     def take(self, text: str) -> str:
         self.characters += len(text)
         if self.characters > self.limits.max_characters:
+            setting = "INPUT_FILE_MAX_CHARACTERS" if self.limits.purpose == "input" else "FILE_MAX_CHARACTERS"
             raise _invalid(
-                self.filename,
-                f"it has more than {self.limits.max_characters} characters of text"
-                " (THREADLINE_FILE_MAX_CHARACTERS)",
+                self,
+                f"it has more than {self.limits.max_characters} characters of text (THREADLINE_{setting})",
             )
         self.check_time()
         return text
@@ -113,7 +120,7 @@ class _Budget:
     def check_time(self) -> None:
         if time.monotonic() > self.deadline:
             raise _invalid(
-                self.filename,
+                self,
                 f"extracting its text took longer than {self.limits.timeout_seconds:g} s"
                 " (THREADLINE_FILE_PARSE_TIMEOUT_SECONDS)",
             )
@@ -134,23 +141,25 @@ def parse(filename: str, data: bytes, limits: ParseLimits | None = None) -> str:
     elif suffix in TEXT_EXTENSIONS or suffix == "":
         text = _decode(data, budget)
     else:
+        use = "as input files" if budget.limits.purpose == "input" else "for file search"
         raise FileContentError(
-            f"Files with extension {suffix!r} are not supported for file search ({filename}).",
+            f"Files with extension {suffix!r} are not supported {use} ({filename}).",
             code="unsupported_file",
         )
     text = text.strip()
     if not text:
-        raise _invalid(filename, "no text could be extracted from it")
+        raise _invalid(budget, "no text could be extracted from it")
     return text
 
 
-def _invalid(filename: str, reason: str) -> FileContentError:
-    return FileContentError(f"The file {filename} cannot be searched: {reason}.", code="invalid_file")
+def _invalid(budget: _Budget, reason: str) -> FileContentError:
+    use = "read" if budget.limits.purpose == "input" else "searched"
+    return FileContentError(f"The file {budget.filename} cannot be {use}: {reason}.", code="invalid_file")
 
 
 def _decode(data: bytes, budget: _Budget) -> str:
     if b"\x00" in data[:8192] and not data.startswith((b"\xff\xfe", b"\xfe\xff")):
-        raise _invalid(budget.filename, "it is binary, not text")
+        raise _invalid(budget, "it is binary, not text")
     for encoding in (
         ("utf-8-sig", "utf-16") if data.startswith((b"\xff\xfe", b"\xfe\xff")) else ("utf-8-sig",)
     ):
@@ -158,7 +167,7 @@ def _decode(data: bytes, budget: _Budget) -> str:
             return budget.take(data.decode(encoding))
         except UnicodeDecodeError:
             continue
-    raise _invalid(budget.filename, "it is not UTF-8 text")
+    raise _invalid(budget, "it is not UTF-8 text")
 
 
 # A JSON string (possessive: an unterminated one fails in one pass) or a bracket.
@@ -174,7 +183,7 @@ def _json(text: str, budget: _Budget) -> str:
             depth += 1
             if depth > deepest:
                 raise _invalid(
-                    budget.filename,
+                    budget,
                     f"its JSON nests deeper than {deepest} levels (THREADLINE_FILE_MAX_JSON_DEPTH)",
                 )
         elif token in "]}":
@@ -182,9 +191,9 @@ def _json(text: str, budget: _Budget) -> str:
     try:
         json.loads(text)
     except RecursionError as exc:
-        raise _invalid(budget.filename, "its JSON nests too deeply") from exc
+        raise _invalid(budget, "its JSON nests too deeply") from exc
     except ValueError as exc:
-        raise _invalid(budget.filename, f"it is not valid JSON ({exc})") from exc
+        raise _invalid(budget, f"it is not valid JSON ({exc})") from exc
     return text
 
 
@@ -276,11 +285,11 @@ def _pdf(data: bytes, budget: _Budget) -> str:
     try:
         reader = pypdf.PdfReader(io.BytesIO(data))
         if reader.is_encrypted:
-            raise _invalid(budget.filename, "it is an encrypted PDF")
+            raise _invalid(budget, "it is an encrypted PDF")
         pages = len(reader.pages)
         if pages > budget.limits.max_pages:
             raise _invalid(
-                budget.filename,
+                budget,
                 f"it has {pages} pages, more than the {budget.limits.max_pages} allowed"
                 " (THREADLINE_FILE_MAX_PAGES)",
             )
@@ -290,9 +299,7 @@ def _pdf(data: bytes, budget: _Budget) -> str:
     except (PyPdfError, ValueError, KeyError, TypeError, AttributeError, IndexError, RecursionError) as exc:
         # pypdf reports damaged files through several exception types (its own decompression limits
         # among them: a stream inflating past them is a PdfReadError).
-        raise _invalid(
-            budget.filename, f"it is not a readable PDF ({exc.__class__.__name__}: {exc})"
-        ) from exc
+        raise _invalid(budget, f"it is not a readable PDF ({exc.__class__.__name__}: {exc})") from exc
 
 
 _W = "http://schemas.openxmlformats.org/wordprocessingml/2006/main}"
@@ -313,7 +320,7 @@ class _DocxText:
         self.elements += 1
         if self.elements > self.budget.limits.max_xml_elements:
             raise _invalid(
-                self.budget.filename,
+                self.budget,
                 f"its document has more than {self.budget.limits.max_xml_elements} XML elements"
                 " (THREADLINE_FILE_MAX_XML_ELEMENTS)",
             )
@@ -340,7 +347,7 @@ class _DocxText:
 
     def refuse_entities(self, *_args: object) -> None:
         # Word never writes these; refusing them rules out entity expansion attacks.
-        raise _invalid(self.budget.filename, "its XML declares entities")
+        raise _invalid(self.budget, "its XML declares entities")
 
 
 def _docx(data: bytes, budget: _Budget) -> str:
@@ -360,14 +367,14 @@ def _docx(data: bytes, budget: _Budget) -> str:
                 inflated += len(block)
                 if inflated > cap:
                     raise _invalid(
-                        budget.filename,
+                        budget,
                         f"its document inflates past {cap} bytes (THREADLINE_FILE_MAX_INFLATED_BYTES)",
                     )
                 parser.Parse(block, False)
                 budget.check_time()
             parser.Parse(b"", True)
     except (zipfile.BadZipFile, KeyError, OSError, EOFError, zipfile.LargeZipFile) as exc:
-        raise _invalid(budget.filename, f"it is not a readable DOCX ({exc})") from exc
+        raise _invalid(budget, f"it is not a readable DOCX ({exc})") from exc
     except expat.ExpatError as exc:
-        raise _invalid(budget.filename, f"its document XML is damaged ({exc})") from exc
+        raise _invalid(budget, f"its document XML is damaged ({exc})") from exc
     return "\n".join(reader.paragraphs)

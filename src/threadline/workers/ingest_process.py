@@ -13,6 +13,9 @@ stderr, so what native code prints cannot corrupt the stream), in JSON lines:
   code is ``invalid_file`` / ``unsupported_file`` (the file's fault, not retried) or ``transient``
   (the embeddings server failed: retried).
 
+With ``"mode": "text"`` (an ``input_file`` part of a response's input) it only parses, under the
+same limits, and answers ``{"text": "..."}`` or the error.
+
 It exits when it has answered; the parent kills it when the file is deleted, the job cancelled, the
 wall time runs out, or the server stops.
 """
@@ -57,9 +60,12 @@ def serve(request: dict[str, Any], data: bytes, say: Any) -> None:
     from threadline.providers.tokenizers import tiktoken_encoding
     from threadline.retrieval.chunking import ChunkingStrategy
     from threadline.retrieval.engine import prepare_file
-    from threadline.retrieval.parsing import ParseLimits
+    from threadline.retrieval.parsing import ParseLimits, parse
 
     try:
+        if request.get("mode") == "text":
+            say({"text": parse(request["filename"], data, ParseLimits(**request["limits"]))})
+            return
         embedder = embedder_for(Settings(**request["embedder"]))
         prepared = prepare_file(
             request["filename"],
@@ -77,9 +83,10 @@ def serve(request: dict[str, Any], data: bytes, say: Any) -> None:
         return
     except MemoryError:
         memory_mb = request["memory_mb"]
+        use = "read" if request.get("mode") == "text" else "searched"
         say(
             {
-                "error": f"The file {request['filename']} cannot be searched: reading it needs more than"
+                "error": f"The file {request['filename']} cannot be {use}: reading it needs more than"
                 f" {memory_mb} MB of memory (THREADLINE_INGEST_MEMORY_MB).",
                 "code": "invalid_file",
             }

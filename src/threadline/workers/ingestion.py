@@ -42,6 +42,8 @@ from threadline.retrieval.ports import IndexedChunk, PreparationFailed, Prepared
 log = logging.getLogger(__name__)
 
 STDERR_LINES = 20
+TEXT_START_SECONDS = 10.0
+"""Wall time a child reading an ``input_file`` has beyond the parse limit, to start."""
 LINE_LIMIT = 64 * 1024 * 1024
 """The longest line the child may send (one chunk of at most 4096 tokens, with its vector)."""
 
@@ -116,12 +118,36 @@ class IngestionProcesses:
         self.settings = settings
         self.limits = ParseLimits.from_settings(settings)
         self.gate = FairGate(settings.ingest_processes)
+        self.readers = FairGate(max(2, settings.ingest_processes))
+        """Slots for ``input_file`` parts: a request's file never waits behind a vector store's."""
         self.pids: set[int] = set()
         """The children alive now (tests and metrics look)."""
 
     async def prepare(self, key: str, filename: str, data: bytes, strategy: ChunkingStrategy) -> PreparedFile:
         async with self.gate.slot(key):
-            return await self._run(filename, data, strategy)
+            prepared = await self._run(filename, data, self._request(filename, data, strategy))
+        assert isinstance(prepared, PreparedFile)
+        return prepared
+
+    async def extract_text(self, key: str, filename: str, data: bytes, max_characters: int) -> str:
+        """The text of an ``input_file`` part (the domain's ``TextExtractor``): parsed in a child
+        process under the same limits as a vector store's file, its characters held to
+        ``max_characters``."""
+        request = {
+            "mode": "text",
+            "filename": filename,
+            "size": len(data),
+            "limits": dataclasses.asdict(self.limits.for_input(max_characters)),
+            "memory_mb": self.settings.ingest_memory_mb,
+            "cpu_seconds": self.settings.ingest_cpu_seconds,
+        }
+        async with self.readers.slot(key):
+            try:
+                text = await self._run(filename, data, request)
+            except PreparationFailed as exc:  # its process died: of the file, as far as the client can tell
+                raise FileContentError(exc.message, code="invalid_file") from None
+        assert isinstance(text, str)
+        return text
 
     def _request(self, filename: str, data: bytes, strategy: ChunkingStrategy) -> dict[str, Any]:
         s = self.settings
@@ -140,7 +166,7 @@ class IngestionProcesses:
             },
         }
 
-    async def _run(self, filename: str, data: bytes, strategy: ChunkingStrategy) -> PreparedFile:
+    async def _run(self, filename: str, data: bytes, request: dict[str, Any]) -> PreparedFile | str:
         env = {
             **os.environ,
             "PYTHONUNBUFFERED": "1",
@@ -164,14 +190,20 @@ class IngestionProcesses:
         self.pids.add(process.pid)
         stderr: collections.deque[str] = collections.deque(maxlen=STDERR_LINES)
         reading = asyncio.ensure_future(self._drain(process, stderr))
+        # A request's file is only parsed, while its client waits: the parse limit plus start-up.
+        text_mode = request.get("mode") == "text"
+        limit, setting = (
+            (self.settings.file_parse_timeout_seconds, "FILE_PARSE_TIMEOUT_SECONDS")
+            if text_mode
+            else (self.settings.ingest_timeout_seconds, "INGEST_TIMEOUT_SECONDS")
+        )
+        wall = limit + TEXT_START_SECONDS if text_mode else limit
         try:
-            return await asyncio.wait_for(
-                self._talk(process, filename, data, strategy, stderr), self.settings.ingest_timeout_seconds
-            )
+            return await asyncio.wait_for(self._talk(process, filename, data, request, stderr), wall)
         except TimeoutError:
             raise FileContentError(
-                f"The file {filename} cannot be searched: indexing it took longer than"
-                f" {self.settings.ingest_timeout_seconds:g} s (THREADLINE_INGEST_TIMEOUT_SECONDS).",
+                f"The file {filename} cannot be {_use(request)}: {_doing(request)} it took longer than"
+                f" {limit:g} s (THREADLINE_{setting}).",
                 code="invalid_file",
             ) from None
         finally:
@@ -197,12 +229,12 @@ class IngestionProcesses:
         process: asyncio.subprocess.Process,
         filename: str,
         data: bytes,
-        strategy: ChunkingStrategy,
+        request: dict[str, Any],
         stderr: collections.deque[str],
-    ) -> PreparedFile:
+    ) -> PreparedFile | str:
         assert process.stdin is not None and process.stdout is not None
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-            process.stdin.write(json.dumps(self._request(filename, data, strategy)).encode() + b"\n")
+            process.stdin.write(json.dumps(request).encode() + b"\n")
             process.stdin.write(data)
             await process.stdin.drain()
             process.stdin.close()
@@ -211,6 +243,8 @@ class IngestionProcesses:
             message = json.loads(line)
             if "chunk" in message:
                 chunks.append(_chunk(message["chunk"]))
+            elif "text" in message:
+                return str(message["text"])
             elif "done" in message:
                 done = message["done"]
                 return PreparedFile(chunks, int(done["tokens"]), int(done["characters"]))
@@ -220,27 +254,39 @@ class IngestionProcesses:
                     raise ServiceUnavailableError(str(message["error"]))
                 raise FileContentError(str(message["error"]), code=code)
         returncode = await process.wait()
-        raise self._death(filename, returncode, stderr)
+        raise self._death(filename, returncode, stderr, request)
 
-    def _death(self, filename: str, returncode: int, stderr: collections.deque[str]) -> Exception:
+    def _death(
+        self, filename: str, returncode: int, stderr: collections.deque[str], request: dict[str, Any]
+    ) -> Exception:
         """Why the child ended without an answer, as the error its file ends ``failed`` with."""
         s = self.settings
         if returncode == -signal.SIGXCPU:
             return FileContentError(
-                f"The file {filename} cannot be searched: indexing it used more than"
+                f"The file {filename} cannot be {_use(request)}: {_doing(request)} it used more than"
                 f" {s.ingest_cpu_seconds} s of CPU time (THREADLINE_INGEST_CPU_SECONDS).",
                 code="invalid_file",
             )
         last = next((line for line in reversed(stderr) if line.strip()), "")
         if any(sign in last for sign in _OUT_OF_MEMORY):
             return FileContentError(
-                f"The file {filename} cannot be searched: reading it needs more than"
+                f"The file {filename} cannot be {_use(request)}: reading it needs more than"
                 f" {s.ingest_memory_mb} MB of memory (THREADLINE_INGEST_MEMORY_MB).",
                 code="invalid_file",
             )
         reason = describe_exit(returncode) + (f"; its last words: {last[:300]}" if last else "")
-        log.error("the process indexing %s %s", filename, reason)
-        return PreparationFailed(f"Indexing the file {filename} failed: the process reading it {reason}.")
+        log.error("the process %s %s %s", _doing(request), filename, reason)
+        return PreparationFailed(
+            f"{_doing(request).capitalize()} the file {filename} failed: the process reading it {reason}."
+        )
+
+
+def _use(request: dict[str, Any]) -> str:
+    return "read" if request.get("mode") == "text" else "searched"
+
+
+def _doing(request: dict[str, Any]) -> str:
+    return "reading" if request.get("mode") == "text" else "indexing"
 
 
 _OUT_OF_MEMORY = ("MemoryError", "std::bad_alloc", "Cannot allocate memory", "Memory allocation")
