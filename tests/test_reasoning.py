@@ -1,0 +1,178 @@
+"""A reasoning model's thinking end to end: ``reasoning.effort`` reaches the model, its
+``reasoning_content`` becomes a ``reasoning`` item before the answer (streamed as OpenAI streams
+one), never part of the answer, an Assistants message or a later turn's prompt, and its reasoning
+tokens are counted.
+
+The scripted model streams ``delta.reasoning_content`` (vLLM's reasoning parsers, DeepSeek) or
+``delta.reasoning`` (other servers) before the answer, and records what it was sent.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+import openai
+
+from tests.support import ThreadlineServer
+from threadline.testing import Reply, ScriptedModel
+from threadline.testing import ToolCall as Call
+
+THOUGHT = "The user asks for two plus two. Adding them gives four. "
+PIECES = len(THOUGHT.split())
+"""The scripted model streams it a word at a time, each piece a reasoning token."""
+ANSWER = "Two plus two is four."
+
+
+def thinks(reasoning_field: str = "reasoning_content") -> Reply:
+    return Reply(reasoning=THOUGHT, text=ANSWER, reasoning_field=reasoning_field)
+
+
+def shown_to_model(request: dict[str, Any]) -> str:
+    return json.dumps(request["messages"], ensure_ascii=False)
+
+
+def test_a_reasoning_item_comes_before_the_answer_and_is_kept(
+    client: openai.OpenAI, model: ScriptedModel
+) -> None:
+    conversation = client.conversations.create()
+    model.script(thinks())
+    response = client.responses.create(
+        model="gpt-4o",
+        input="What is two plus two?",
+        conversation=conversation.id,
+        reasoning={"effort": "high"},
+    )
+    assert response.status == "completed", response.error
+    assert [item.type for item in response.output] == ["reasoning", "message"]
+    reasoning = response.output[0]
+    assert reasoning.type == "reasoning" and reasoning.id.startswith("rs_")
+    assert [(s.type, s.text) for s in reasoning.summary] == [("summary_text", THOUGHT)]
+    assert response.output_text == ANSWER  # the thinking is not in the answer
+    assert response.reasoning is not None and response.reasoning.effort == "high"
+    assert response.usage is not None
+    assert response.usage.output_tokens_details.reasoning_tokens == PIECES
+
+    sent = model.wait_for_requests(1)[0]
+    assert sent["reasoning_effort"] == "high"
+
+    again = client.responses.retrieve(response.id)
+    assert again.model_dump()["output"] == response.model_dump()["output"]
+    assert again.usage is not None and again.usage.output_tokens_details.reasoning_tokens == PIECES
+    items = client.conversations.items.list(conversation.id, order="asc").data
+    assert [item.type for item in items] == ["message", "reasoning", "message"]
+    assert items[1].model_dump() == response.output[0].model_dump()
+
+
+def test_a_later_turn_does_not_show_the_model_its_earlier_thinking(
+    client: openai.OpenAI, model: ScriptedModel
+) -> None:
+    model.script(thinks(), Reply(text="Eight."), Reply(text="Sixteen."))
+    first = client.responses.create(model="gpt-4o", input="What is two plus two?")
+    assert [item.type for item in first.output] == ["reasoning", "message"]
+    second = client.responses.create(model="gpt-4o", input="And doubled?", previous_response_id=first.id)
+    assert second.output_text == "Eight."
+    # The whole history sent back as input, reasoning item included (the Agents SDK's to_input_list).
+    history: Any = [
+        {"role": "user", "content": "What is two plus two?"},
+        *[item.model_dump(exclude_unset=True) for item in first.output],
+        {"role": "user", "content": "And doubled again?"},
+    ]
+    third = client.responses.create(model="gpt-4o", input=history)
+    assert third.status == "completed", third.error
+
+    for request in model.wait_for_requests(3)[1:]:
+        assert "adding them" not in shown_to_model(request).lower()
+        answers = [m for m in request["messages"] if m["role"] == "assistant"]
+        assert [m["content"] for m in answers] == [ANSWER]
+        assert not any("reasoning_content" in m or "reasoning" in m for m in request["messages"])
+
+
+def test_a_streamed_reasoning_item_comes_in_order(client: openai.OpenAI, model: ScriptedModel) -> None:
+    model.script(thinks(reasoning_field="reasoning"))
+    events = list(client.responses.create(model="gpt-4o", input="What is two plus two?", stream=True))
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    kinds = [e.type for e in events]
+    thinking = kinds.count("response.reasoning_summary_text.delta")
+    answering = kinds.count("response.output_text.delta")
+    assert thinking == PIECES and answering == len(ANSWER.split())
+    assert kinds == [
+        "response.created",
+        "response.in_progress",
+        "response.output_item.added",
+        "response.reasoning_summary_part.added",
+        *["response.reasoning_summary_text.delta"] * thinking,
+        "response.reasoning_summary_text.done",
+        "response.reasoning_summary_part.done",
+        "response.output_item.done",
+        "response.output_item.added",
+        "response.content_part.added",
+        *["response.output_text.delta"] * answering,
+        "response.output_text.done",
+        "response.content_part.done",
+        "response.output_item.done",
+        "response.completed",
+    ]
+    added = events[2]
+    assert added.type == "response.output_item.added" and added.item.type == "reasoning"
+    assert added.output_index == 0 and added.item.summary == []
+    item_id = added.item.id
+    deltas = [e for e in events if e.type == "response.reasoning_summary_text.delta"]
+    assert all(e.item_id == item_id and e.output_index == 0 and e.summary_index == 0 for e in deltas)
+    assert "".join(e.delta for e in deltas) == THOUGHT
+    text_done = next(e for e in events if e.type == "response.reasoning_summary_text.done")
+    assert text_done.text == THOUGHT
+    part_done = next(e for e in events if e.type == "response.reasoning_summary_part.done")
+    assert part_done.part.text == THOUGHT
+    item_done = next(e for e in events if e.type == "response.output_item.done")
+    assert item_done.output_index == 0 and item_done.item.type == "reasoning"
+    assert item_done.item.summary[0].text == THOUGHT
+    message = next(e for e in events[8:] if e.type == "response.output_item.added")
+    assert message.output_index == 1 and message.item.type == "message"
+    answered = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    assert answered == ANSWER
+    final = events[-1]
+    assert final.type == "response.completed"
+    assert [item.type for item in final.response.output] == ["reasoning", "message"]
+    assert final.response.output[0].id == item_id
+    assert final.response.output_text == ANSWER
+
+
+def test_thinking_before_a_function_call_comes_before_the_call(
+    client: openai.OpenAI, model: ScriptedModel
+) -> None:
+    model.script(Reply(reasoning="I should look it up. ", tool_calls=[Call("weather", {"city": "Oslo"})]))
+    tool: Any = {"type": "function", "name": "weather", "parameters": {"type": "object"}}
+    response = client.responses.create(model="gpt-4o", input="Weather in Oslo?", tools=[tool])
+    assert [item.type for item in response.output] == ["reasoning", "function_call"]
+    first = response.output[0]
+    assert first.type == "reasoning" and first.summary[0].text == "I should look it up. "
+
+
+def test_an_assistants_run_shows_no_reasoning(
+    client: openai.OpenAI, model: ScriptedModel, server: ThreadlineServer
+) -> None:
+    assistant = client.beta.assistants.create(model="gpt-4o", reasoning_effort="low")
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": "What is two plus two?"}])
+    model.script(thinks())
+    run = client.beta.threads.runs.create_and_poll(thread_id=thread.id, assistant_id=assistant.id)
+    assert run.status == "completed", run.last_error
+    assert model.wait_for_requests(1)[0]["reasoning_effort"] == "low"
+    assert run.usage is not None and set(run.usage.model_dump()) == {
+        "prompt_tokens",
+        "completion_tokens",
+        "total_tokens",
+    }
+    messages = client.beta.threads.messages.list(thread.id, order="asc").data
+    assert [m.role for m in messages] == ["user", "assistant"]
+    content = messages[1].content[0]
+    assert content.type == "text" and content.text.value == ANSWER
+
+    model.script(thinks())
+    body = {"assistant_id": assistant.id, "stream": True}
+    headers = {"Authorization": "Bearer test-key", "OpenAI-Beta": "assistants=v2"}
+    with httpx.Client(base_url=server.url, headers=headers, timeout=30) as http:
+        streamed = http.post(f"/threads/{thread.id}/runs", json=body).text
+    assert "event: thread.run.completed" in streamed and "Adding them" not in streamed
+    assert "Two plus two" in streamed
