@@ -10,12 +10,16 @@ The scripted model streams ``delta.reasoning_content`` (vLLM's reasoning parsers
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import httpx
 import openai
 
+from tests.conftest import database_url
 from tests.support import ThreadlineServer
+from tests.test_recovery import TEXT, ServerProcess, read_stream, sse_events
+from tests.test_recovery import servers as servers  # the crash test's fixture
 from threadline.testing import Reply, ScriptedModel
 from threadline.testing import ToolCall as Call
 
@@ -176,3 +180,43 @@ def test_an_assistants_run_shows_no_reasoning(
         streamed = http.post(f"/threads/{thread.id}/runs", json=body).text
     assert "event: thread.run.completed" in streamed and "Adding them" not in streamed
     assert "Two plus two" in streamed
+
+
+def test_a_turn_redone_after_a_crash_keeps_one_reasoning_item(
+    tmp_path: Path, model: ScriptedModel, servers: list[ServerProcess]
+) -> None:
+    """A worker killed mid-answer, after the thinking was saved: the server that takes the response
+    over redoes the turn with the same reasoning item, not a second one."""
+    database = database_url(tmp_path)
+    model.script(
+        Reply(reasoning=THOUGHT, text=TEXT, delay=0.03), Reply(reasoning=THOUGHT, text=TEXT, delay=0.002)
+    )
+    first = ServerProcess(tmp_path, database, model, "first")
+    servers.append(first)
+    body = {"model": "scripted", "input": "count", "background": True}
+    created = httpx.post(f"{first.url}/v1/responses", json=body)
+    assert created.status_code == 200, created.text
+    response_id = created.json()["id"]
+    seen: list[dict[str, Any]] = []
+    with httpx.stream(
+        "GET", f"{first.url}/v1/responses/{response_id}", params={"stream": "true"}, timeout=60
+    ) as live:
+        for event in sse_events(live):
+            seen.append(event)
+            if sum(e["type"] == "response.output_text.delta" for e in seen) == 20:
+                break
+    first.kill()
+
+    second = ServerProcess(tmp_path, database, model, "second")
+    servers.append(second)
+    events = read_stream(second.url, response_id)
+    assert [e["sequence_number"] for e in events] == list(range(len(events)))
+    added = [e["item"] for e in events if e["type"] == "response.output_item.added"]
+    assert [item["type"] for item in added] == ["reasoning", "message"]
+    thought = "".join(e["delta"] for e in events if e["type"] == "response.reasoning_summary_text.delta")
+    assert thought == THOUGHT
+    final = httpx.get(f"{second.url}/v1/responses/{response_id}").json()
+    assert final["status"] == "completed"
+    assert [(item["type"], item["id"]) for item in final["output"]] == [(i["type"], i["id"]) for i in added]
+    assert final["output"][0]["summary"] == [{"type": "summary_text", "text": THOUGHT}]
+    assert final["output"][1]["content"][0]["text"] == TEXT
