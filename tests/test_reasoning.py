@@ -220,3 +220,28 @@ def test_a_turn_redone_after_a_crash_keeps_one_reasoning_item(
     assert [(item["type"], item["id"]) for item in final["output"]] == [(i["type"], i["id"]) for i in added]
     assert final["output"][0]["summary"] == [{"type": "summary_text", "text": THOUGHT}]
     assert final["output"][1]["content"][0]["text"] == TEXT
+
+
+def test_thinking_in_a_whole_completion_is_a_reasoning_item_too(
+    client: openai.OpenAI, model: ScriptedModel
+) -> None:
+    """A server that ignores ``stream: true`` and answers the whole completion at once."""
+    message = {"role": "assistant", "content": ANSWER, "reasoning_content": THOUGHT}
+    completion = {
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+        "usage": {
+            "prompt_tokens": 7,
+            "completion_tokens": 30,
+            "completion_tokens_details": {"reasoning_tokens": 24},
+        },
+    }
+    model.script(Reply(body=json.dumps(completion).encode()))
+    response = client.responses.create(model="gpt-4o", input="What is two plus two?")
+    assert [item.type for item in response.output] == ["reasoning", "message"]
+    first = response.output[0]
+    assert first.type == "reasoning" and first.summary[0].text == THOUGHT
+    assert response.output_text == ANSWER
+    assert response.usage is not None and response.usage.output_tokens == 30
+    assert response.usage.output_tokens_details.reasoning_tokens == 24
