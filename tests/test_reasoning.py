@@ -10,6 +10,7 @@ The scripted model streams ``delta.reasoning_content`` (vLLM's reasoning parsers
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -245,3 +246,32 @@ def test_thinking_in_a_whole_completion_is_a_reasoning_item_too(
     assert response.output_text == ANSWER
     assert response.usage is not None and response.usage.output_tokens == 30
     assert response.usage.output_tokens_details.reasoning_tokens == 24
+
+
+def test_thinking_cut_off_by_a_failed_model_call_is_kept_incomplete(
+    make_server: Callable[..., ThreadlineServer], model: ScriptedModel
+) -> None:
+    """A model that thinks for ever is stopped at THREADLINE_MODEL_CALL_SECONDS: the reasoning item
+    the stream began is done (``incomplete``) before ``response.failed``, which shows it too."""
+    server = make_server(model_call_seconds=1)
+    model.script(Reply(reasoning=THOUGHT, endless=True, delay=0.02))
+    with openai.OpenAI(base_url=server.url, api_key="test-key", max_retries=0) as client:
+        events = list(client.responses.create(model="gpt-4o", input="Think hard.", stream=True))
+    kinds = [e.type for e in events]
+    assert kinds[-4:] == [
+        "response.reasoning_summary_text.done",
+        "response.reasoning_summary_part.done",
+        "response.output_item.done",
+        "response.failed",
+    ], kinds[-6:]
+    thought = "".join(e.delta for e in events if e.type == "response.reasoning_summary_text.delta")
+    assert thought.startswith(THOUGHT)
+    part_done = events[-3]
+    assert part_done.type == "response.reasoning_summary_part.done" and part_done.status == "incomplete"
+    item_done = events[-2]
+    assert item_done.type == "response.output_item.done" and item_done.item.type == "reasoning"
+    assert item_done.item.status == "incomplete" and item_done.item.summary[0].text == thought
+    failed = events[-1]
+    assert failed.type == "response.failed" and failed.response.error is not None
+    assert "THREADLINE_MODEL_CALL_SECONDS" in failed.response.error.message
+    assert [item.model_dump() for item in failed.response.output] == [item_done.item.model_dump()]

@@ -322,11 +322,12 @@ class ResponseEvents:
             return out
         item.done = True
         part = {"type": "summary_text", "text": delta.text}
-        done = {"type": "reasoning", "id": item.id, "summary": [part], "status": "completed"}
+        done = {"type": "reasoning", "id": item.id, "summary": [part], "status": delta.status}
+        cut = {"status": "incomplete"} if delta.status == "incomplete" else {}
         return [
             *out,
             self._event("response.reasoning_summary_text.done", **at, text=delta.text),
-            self._event("response.reasoning_summary_part.done", **at, part=part),
+            self._event("response.reasoning_summary_part.done", **at, part=part, **cut),
             self._event("response.output_item.done", output_index=item.index, item=done),
         ]
 
@@ -619,8 +620,10 @@ async def _finish_recording(responses: ResponseService, run: Run) -> None:
     view = await responses.view(run)
     closing: list[Obj] = []
     for thought in view.reasoning:
-        text = "".join(part["text"] for part in thought.content[0]["summary"])
-        closing += await events.translate(ReasoningDelta(thought.id, text, done=True))
+        fields = thought.content[0]
+        text = "".join(part["text"] for part in fields["summary"])
+        status = str(fields.get("status") or "completed")
+        closing += await events.translate(ReasoningDelta(thought.id, text, done=True, status=status))
     for step in view.steps:
         details = step.step_details
         if isinstance(details, MessageCreation) and details.message_id in view.messages:

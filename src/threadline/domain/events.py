@@ -47,6 +47,8 @@ class ReasoningDelta:
     item_id: str
     text: str
     done: bool = False
+    status: str = "completed"
+    """The item's status once done: ``incomplete`` when the model call failed while thinking."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,7 @@ announce. Cancelling the task (cancel, expiry) stops a model call or a tool call
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import logging
@@ -322,7 +323,7 @@ class RunLoop:
         turn.emitted = True
         await self.bus.publish(run.id, ReasoningDelta(turn.reasoning_id, text))
 
-    async def _end_reasoning(self, run: Run, turn: _Turn) -> None:
+    async def _end_reasoning(self, run: Run, turn: _Turn, status: str = "completed") -> None:
         """The thinking is over (the answer or a call began, or the reply ended): a response's
         reasoning item is saved, before anything the model says after it, and said to be done."""
         if turn.reasoning_ended:
@@ -336,13 +337,14 @@ class RunLoop:
             thread_id=run.thread_id,
             created_at=ts,
             role="assistant",
-            content=[{"summary": [{"type": "summary_text", "text": turn.reasoning}], "status": "completed"}],
+            content=[{"summary": [{"type": "summary_text", "text": turn.reasoning}], "status": status}],
             run_id=run.id,
             metadata={"turn": str(turn.number)},
             completed_at=ts,
             type="reasoning",
         )
-        await self._write(run, [ReasoningDelta(item.id, turn.reasoning, done=True)], new_messages=[item])
+        done = ReasoningDelta(item.id, turn.reasoning, done=True, status=status)
+        await self._write(run, [done], new_messages=[item])
 
     async def _content(self, run: Run, turn: _Turn, kind: Literal["text", "refusal"], text: str) -> None:
         if turn.message is None:
@@ -731,6 +733,10 @@ class RunLoop:
             await self._lost(run)
 
     async def _fail(self, run: Run, code: str, message: str, turn: _Turn | None = None) -> None:
+        if turn is not None and not turn.reasoning_ended:
+            # Cut off while thinking: the thinking streamed so far is kept, marked incomplete.
+            with contextlib.suppress(_Lost):
+                await self._end_reasoning(run, turn, "incomplete")
         partial = {turn.message.id: turn.text} if turn and turn.message and turn.text else None
         ended = await end_run(
             self.store,
