@@ -86,8 +86,17 @@ def test_a_later_turn_does_not_show_the_model_its_earlier_thinking(
     ]
     third = client.responses.create(model="gpt-4o", input=history)
     assert third.status == "completed", third.error
+    # By reference, as the AI SDK sends stored items back.
+    model.script(Reply(text="Thirty-two."))
+    referenced: Any = [
+        {"role": "user", "content": "What is two plus two?"},
+        *[{"type": "item_reference", "id": item.id} for item in first.output],
+        {"role": "user", "content": "And doubled thrice?"},
+    ]
+    fourth = client.responses.create(model="gpt-4o", input=referenced)
+    assert fourth.status == "completed", fourth.error
 
-    for request in model.wait_for_requests(3)[1:]:
+    for request in model.wait_for_requests(4)[1:]:
         assert "adding them" not in shown_to_model(request).lower()
         answers = [m for m in request["messages"] if m["role"] == "assistant"]
         assert [m["content"] for m in answers] == [ANSWER]
