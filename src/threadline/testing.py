@@ -124,6 +124,12 @@ class Reply:
     """Explicit ``(prompt_tokens, completion_tokens)``; computed when ``None``."""
     refusal: str | None = None
     """A refusal to stream (``delta.refusal``) after the text, split like the text."""
+    reasoning: str | None = None
+    """A reasoning model's thinking, streamed before the text in ``delta.<reasoning_field>`` (split
+    like the text; in the message when not streamed), its pieces counted as
+    ``completion_tokens_details.reasoning_tokens``."""
+    reasoning_field: str = "reasoning_content"
+    """Where the thinking goes: ``reasoning_content`` (vLLM, DeepSeek, llama.cpp) or ``reasoning``."""
     finish_reason: str | None = None
     """Report this ``finish_reason`` (e.g. ``"length"``, ``"content_filter"``) instead of the computed one."""
     body: bytes | None = None
@@ -220,6 +226,8 @@ class _Plan:
     tool_calls: list[dict[str, Any]]
     finish_reason: str
     fragments: int
+    reasoning: str | None = None
+    reasoning_fragments: int = 0
 
 
 def _plan(reply: Reply, budget: int | None) -> _Plan:
@@ -235,6 +243,12 @@ def _plan(reply: Reply, budget: int | None) -> _Plan:
         fragments += 1
         return True
 
+    thoughts: list[str] = []
+    for piece in _split_text(reply.reasoning or "", reply.chunks):
+        if not spend():
+            break
+        thoughts.append(piece)
+        deltas.append({reply.reasoning_field: piece})
     text_parts: list[str] = []
     for piece in _split_text(reply.text or "", reply.chunks):
         if not spend():
@@ -286,7 +300,8 @@ def _plan(reply: Reply, budget: int | None) -> _Plan:
     else:
         finish = "stop"
     text = "".join(text_parts) if reply.text is not None else None
-    return _Plan(deltas, text, calls, finish, fragments)
+    reasoning = "".join(thoughts) if reply.reasoning is not None else None
+    return _Plan(deltas, text, calls, finish, fragments, reasoning, len(thoughts))
 
 
 class _Exchange:
@@ -374,12 +389,19 @@ class _Exchange:
             if watcher is not None:
                 watcher.cancel()
 
-    def _usage(self, plan: _Plan) -> dict[str, int]:
+    def _usage(self, plan: _Plan) -> dict[str, Any]:
         if self.reply.usage is not None:
             prompt, completion = self.reply.usage
         else:
             prompt, completion = _count_prompt_tokens(self.body.get("messages")), plan.fragments
-        return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+        usage: dict[str, Any] = {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+        }
+        if self.reply.reasoning is not None:
+            usage["completion_tokens_details"] = {"reasoning_tokens": plan.reasoning_fragments}
+        return usage
 
     def _budget(self) -> int | None:
         budget = self.body.get("max_completion_tokens")
@@ -405,6 +427,8 @@ class _Exchange:
         message: dict[str, Any] = {"role": "assistant", "content": plan.text, "refusal": reply.refusal}
         if plan.tool_calls:
             message["tool_calls"] = plan.tool_calls
+        if plan.reasoning is not None:
+            message[reply.reasoning_field] = plan.reasoning
         completion = {
             "id": "chatcmpl-" + uuid.uuid4().hex[:24],
             "object": "chat.completion",

@@ -114,7 +114,7 @@ def run_object(r: Run) -> Obj:
         "tools": r.tools,
         "metadata": r.metadata,
         "incomplete_details": r.incomplete_details,
-        "usage": r.usage,
+        "usage": _run_usage(r.usage),
         "temperature": r.temperature,
         "top_p": r.top_p,
         "max_prompt_tokens": r.max_prompt_tokens,
@@ -124,6 +124,13 @@ def run_object(r: Run) -> Obj:
         "tool_choice": r.tool_choice,
         "parallel_tool_calls": r.parallel_tool_calls,
     }
+
+
+def _run_usage(usage: dict[str, int] | None) -> Obj | None:
+    """A run's usage as the spec has it (a response's reasoning tokens are counted beside it)."""
+    if usage is None:
+        return None
+    return {k: usage.get(k, 0) for k in ("prompt_tokens", "completion_tokens", "total_tokens")}
 
 
 def required_action_object(action: RequiredAction | None) -> Obj | None:

@@ -53,7 +53,7 @@ def usage_object(usage: dict[str, int] | None) -> Obj | None:
         "input_tokens": usage.get("prompt_tokens", 0),
         "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
         "output_tokens": usage.get("completion_tokens", 0),
-        "output_tokens_details": {"reasoning_tokens": 0},
+        "output_tokens_details": {"reasoning_tokens": usage.get("reasoning_tokens", 0)},
         "total_tokens": usage.get("total_tokens", 0),
     }
 
@@ -134,7 +134,11 @@ def tool_object(tool: Obj) -> Obj:
 
 def output_items(view: ResponseView, include: Sequence[str] = ()) -> list[Obj]:
     items: list[Obj] = []
+    thoughts = sorted(view.reasoning, key=_turn)
     for step in view.steps:
+        # A turn's reasoning comes before what the turn wrote (its answer, its calls).
+        while thoughts and _turn(thoughts[0]) <= step.turn:
+            items.append(item_object(thoughts.pop(0)))
         details = step.step_details
         if isinstance(details, MessageCreation):
             message = view.messages.get(details.message_id)
@@ -148,7 +152,11 @@ def output_items(view: ResponseView, include: Sequence[str] = ()) -> list[Obj]:
             else:
                 status = "in_progress" if step.status == "in_progress" else "completed"
                 items.append(builtin_item(call, status, view.run.thread_id, include))
-    return items
+    return items + [item_object(thought) for thought in thoughts]
+
+
+def _turn(reasoning: Message) -> int:
+    return int(reasoning.metadata.get("turn", "0"))
 
 
 def function_call_item(

@@ -9,11 +9,11 @@ OpenAI's do. Tools become the run engine's form: a Responses function tool is fl
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import Field, field_validator
 
-from threadline.api.schemas import MAX_INT32, Strict, WithMetadata, _check_metadata
+from threadline.api.schemas import MAX_INT32, ReasoningEffort, Strict, WithMetadata, _check_metadata
 from threadline.domain.responses import ItemReference, NewItem, NewResponse
 from threadline.errors import InvalidRequestError
 
@@ -31,6 +31,7 @@ INCLUDES = (
     "web_search_call.action.sources",
     "web_search_call.results",
 )
+REASONING_EFFORTS = get_args(ReasoningEffort)
 
 
 def check_includes(values: list[str], param: str = "include") -> list[str]:
@@ -76,6 +77,7 @@ class CreateResponseRequest(WithMetadata):
     stream: bool | None = None
     stream_options: dict[str, Any] | None = None
     reasoning: dict[str, Any] | None = None
+    """Echoed as sent; its ``effort`` goes to the model as ``reasoning_effort``."""
     user: str | None = Field(default=None, max_length=256)
     safety_identifier: str | None = Field(default=None, max_length=256)
     prompt_cache_key: str | None = Field(default=None, max_length=256)
@@ -83,6 +85,18 @@ class CreateResponseRequest(WithMetadata):
     prompt_cache_retention: Literal["in_memory", "24h"] | None = None
     prompt_cache_options: PromptCacheOptions | None = None
     service_tier: str | None = None
+
+    @field_validator("reasoning")
+    @classmethod
+    def _reasoning(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is None:
+            return None
+        effort = value.get("effort")
+        if effort is not None and effort not in REASONING_EFFORTS:
+            raise ValueError(f"unknown reasoning.effort {str(effort)[:80]!r}")
+        if value.get("summary") not in (None, "auto", "concise", "detailed"):
+            raise ValueError(f"unknown reasoning.summary {str(value.get('summary'))[:80]!r}")
+        return value
 
     @field_validator("include")
     @classmethod
@@ -119,6 +133,7 @@ class CreateResponseRequest(WithMetadata):
             truncation=self.truncation or "disabled",
             previous_response_id=self.previous_response_id,
             conversation=conversation,
+            reasoning_effort=(self.reasoning or {}).get("effort"),
             background=bool(self.background),
             store=self.store is not False,
             settings={

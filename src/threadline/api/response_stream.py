@@ -43,7 +43,15 @@ from threadline.domain.entities import (
     RunStep,
     ToolCalls,
 )
-from threadline.domain.events import BuiltinCallDelta, Event, ImageDelta, MessageDelta, ObjectEvent, StepDelta
+from threadline.domain.events import (
+    BuiltinCallDelta,
+    Event,
+    ImageDelta,
+    MessageDelta,
+    ObjectEvent,
+    ReasoningDelta,
+    StepDelta,
+)
 from threadline.domain.ports import Subscription
 from threadline.domain.responses import ResponseService, ResponseView
 from threadline.domain.run_states import TERMINAL, RunStatus
@@ -81,6 +89,7 @@ class _Item:
     parts: set[int] = field(default_factory=set)
     name: str = ""
     arguments: str = ""
+    done: bool = False
 
 
 class ResponseEvents:
@@ -124,12 +133,18 @@ class ResponseEvents:
                 events.opened.add(kind)
             elif kind == "response.output_item.added":
                 added = event["item"]
-                key = added["id"] if added["type"] == "message" else added.get("call_id") or _call_id(added)
+                own = added["type"] in ("message", "reasoning")
+                key = added["id"] if own else added.get("call_id") or _call_id(added)
                 by_id[added["id"]] = events._item(key, added["id"], added["type"])
+            elif kind == "response.output_item.done" and event["item"]["id"] in by_id:
+                by_id[event["item"]["id"]].done = True
             elif kind == "response.content_part.added" and event["item_id"] in by_id:
                 by_id[event["item_id"]].parts.add(event["content_index"])
             elif kind in ("response.output_text.delta", "response.refusal.delta"):
                 at = (event["item_id"], event["content_index"])
+                events.sent[at] = events.sent.get(at, 0) + len(event["delta"])
+            elif kind == "response.reasoning_summary_text.delta":
+                at = (event["item_id"], event["summary_index"])
                 events.sent[at] = events.sent.get(at, 0) + len(event["delta"])
             elif kind == "response.output_text.annotation.added":
                 at = (event["item_id"], event["content_index"])
@@ -161,6 +176,8 @@ class ResponseEvents:
             return []
         if isinstance(event, MessageDelta):
             return self._text(event)
+        if isinstance(event, ReasoningDelta):
+            return self._reasoning(event)
         if isinstance(event, StepDelta):
             return self._arguments(event)
         if isinstance(event, BuiltinCallDelta):
@@ -281,6 +298,38 @@ class ResponseEvents:
         elif shown:
             out.append(self._event("response.output_text.delta", **at, delta=shown, logprobs=[]))
         return out
+
+    def _reasoning(self, delta: ReasoningDelta) -> list[Obj]:
+        """A reasoning item as OpenAI streams one: added with an empty summary part, the part's text
+        in deltas, then the text, the part and the item done."""
+        out: list[Obj] = []
+        item = self.items.get(delta.item_id)
+        if item is None:
+            item = self._item(delta.item_id, delta.item_id, "reasoning")
+            added = {"type": "reasoning", "id": item.id, "summary": [], "status": "in_progress"}
+            out.append(self._event("response.output_item.added", output_index=item.index, item=added))
+        if item.done:
+            return out
+        at = {"item_id": item.id, "output_index": item.index, "summary_index": 0}
+        if 0 not in item.parts:
+            item.parts.add(0)
+            part = {"type": "summary_text", "text": ""}
+            out.append(self._event("response.reasoning_summary_part.added", **at, part=part))
+        if not delta.done:
+            shown = self._unsent((item.id, 0), delta.text)
+            if shown:
+                out.append(self._event("response.reasoning_summary_text.delta", **at, delta=shown))
+            return out
+        item.done = True
+        part = {"type": "summary_text", "text": delta.text}
+        done = {"type": "reasoning", "id": item.id, "summary": [part], "status": delta.status}
+        cut = {"status": "incomplete"} if delta.status == "incomplete" else {}
+        return [
+            *out,
+            self._event("response.reasoning_summary_text.done", **at, text=delta.text),
+            self._event("response.reasoning_summary_part.done", **at, part=part, **cut),
+            self._event("response.output_item.done", output_index=item.index, item=done),
+        ]
 
     def _unsent(self, key: tuple[str, int], shown: str) -> str:
         """Of ``shown``, the next text of part ``key``, what the stream has not carried yet: text a
@@ -570,6 +619,11 @@ async def _finish_recording(responses: ResponseService, run: Run) -> None:
         return
     view = await responses.view(run)
     closing: list[Obj] = []
+    for thought in view.reasoning:
+        fields = thought.content[0]
+        text = "".join(part["text"] for part in fields["summary"])
+        status = str(fields.get("status") or "completed")
+        closing += await events.translate(ReasoningDelta(thought.id, text, done=True, status=status))
     for step in view.steps:
         details = step.step_details
         if isinstance(details, MessageCreation) and details.message_id in view.messages:

@@ -38,6 +38,7 @@ from threadline.domain.events import (
     ImageDelta,
     MessageDelta,
     ObjectEvent,
+    ReasoningDelta,
     StepDelta,
 )
 from threadline.domain.ports import Subscription
@@ -97,6 +98,8 @@ class _Renderer:
     def render(self, event: Event) -> bytes:
         if isinstance(event, ObjectEvent):
             return frame(event.name, _object(event.obj))
+        if isinstance(event, ReasoningDelta):
+            return b""  # the Assistants API shows no reasoning (and runs do not publish it)
         if isinstance(event, ImageDelta):
             image = {"index": event.index, "type": "image_file", "image_file": {"file_id": event.file_id}}
             delta = {"id": event.message_id, "object": "thread.message.delta", "delta": {"content": [image]}}

@@ -39,6 +39,19 @@ class MessageDelta:
 
 
 @dataclass(frozen=True, slots=True)
+class ReasoningDelta:
+    """A fragment of a response's ``reasoning`` item (the model's thinking before its answer); the
+    last one has ``done`` and carries the whole text. Only responses publish it: the Assistants API
+    shows no reasoning."""
+
+    item_id: str
+    text: str
+    done: bool = False
+    status: str = "completed"
+    """The item's status once done: ``incomplete`` when the model call failed while thinking."""
+
+
+@dataclass(frozen=True, slots=True)
 class ImageDelta:
     """An ``image_file`` content part of a message (a chart the code made), sent before the message
     completes so stream handlers see it as they see text (the SDKs' ``on_image_file_done``)."""
@@ -85,4 +98,4 @@ class ErrorEvent:
     code: str = "server_error"
 
 
-Event = ObjectEvent | MessageDelta | ImageDelta | StepDelta | BuiltinCallDelta | ErrorEvent
+Event = ObjectEvent | MessageDelta | ReasoningDelta | ImageDelta | StepDelta | BuiltinCallDelta | ErrorEvent

@@ -45,6 +45,8 @@ from threadline.ids import builtin_item_id, container_id, new_id
 from threadline.providers.base import ChatMessage, Route
 from threadline.tools.base import FUNCTIONS, FileSearchDetails, LogsOutput
 
+MAX_REASONING_ITEMS = 1000
+"""The most entries of one response (its reasoning items, its function calls) read for its output."""
 MAX_COUNTED_ENTRIES = 10_000
 """The most entries of a conversation ``count_input_tokens`` reads."""
 HOSTED_PREFIXES = (builtin_item_id("file_search", ""), builtin_item_id("code_interpreter", ""))
@@ -97,6 +99,7 @@ class NewResponse:
     truncation: Literal["auto", "disabled"] = "disabled"
     previous_response_id: str | None = None
     conversation: str | None = None
+    reasoning_effort: str | None = None
     background: bool = False
     store: bool = True
     settings: dict[str, Any] = field(default_factory=dict)
@@ -109,6 +112,8 @@ class ResponseView:
     run: Run
     steps: list[RunStep]
     messages: dict[str, Message]
+    reasoning: list[Message] = field(default_factory=list)
+    """The model's reasoning items, each shown before what its turn (``metadata["turn"]``) wrote."""
 
 
 def _found(kind: str, object_id: str, param: str | None = None) -> NotFoundError:
@@ -148,6 +153,7 @@ class ResponseService:
             tool_choice=request.tool_choice,
             parallel_tool_calls=request.parallel_tool_calls,
             response_format=request.response_format,
+            reasoning_effort=request.reasoning_effort,
             queued_at=time.time(),
         )
         thread, new_thread, source = await self._thread_for(request, created_at)
@@ -425,7 +431,15 @@ class ResponseService:
         steps = await self.store.run_steps(run.id)
         ids = [s.step_details.message_id for s in steps if isinstance(s.step_details, MessageCreation)]
         messages = {m.id: m for m in await self.store.messages_by_id(ids)} if ids else {}
-        return ResponseView(run, steps, messages)
+        return ResponseView(run, steps, messages, await self._reasoning(run))
+
+    async def _reasoning(self, run: Run) -> list[Message]:
+        """The reasoning items the response's model calls wrote, oldest first."""
+        if not run.thread_id:
+            return []
+        query = ListQuery(limit=MAX_REASONING_ITEMS, order="asc")
+        page = await self.store.list_messages(run.thread_id, query, run.id, items=True)
+        return [m for m in page.items if m.type == "reasoning"]
 
     async def delete_response(self, response_id: str) -> None:
         run = await self._response(response_id)

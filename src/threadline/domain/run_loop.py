@@ -18,6 +18,7 @@ announce. Cancelling the task (cancel, expiry) stops a model call or a tool call
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import logging
@@ -29,6 +30,7 @@ from threadline.domain.context import ContextBuilder
 from threadline.domain.entities import (
     BuiltinCall,
     FunctionCall,
+    ListQuery,
     Message,
     MessageCreation,
     RequiredAction,
@@ -38,7 +40,14 @@ from threadline.domain.entities import (
     ToolCallRecord,
     ToolCalls,
 )
-from threadline.domain.events import BuiltinCallDelta, Event, ImageDelta, MessageDelta, StepDelta
+from threadline.domain.events import (
+    BuiltinCallDelta,
+    Event,
+    ImageDelta,
+    MessageDelta,
+    ReasoningDelta,
+    StepDelta,
+)
 from threadline.domain.lifecycle import (
     end_run,
     message_event,
@@ -64,6 +73,7 @@ from threadline.providers.base import (
     ToolCallDelta,
     Usage,
 )
+from threadline.providers.base import ReasoningDelta as Reasoning
 from threadline.retrieval.citations import Source, annotate
 from threadline.tools.base import (
     BuiltinDetails,
@@ -121,6 +131,13 @@ class _Turn:
     message_id: str | None = None
     """The id its message takes: a redone turn reuses the one its dead worker had begun, so a
     stream that showed part of it can carry on with the same item."""
+    reasoning: str = ""
+    """The model's thinking before its answer, kept apart from the answer."""
+    reasoning_id: str | None = None
+    """A response's reasoning item, once its first piece is streamed (its id may be a redone turn's)."""
+    reasoning_ended: bool = False
+    reasoning_reuse: str | None = None
+    """The reasoning item id a dead worker's unfinished turn had saved, taken again by the redo."""
 
     @property
     def text(self) -> str:
@@ -202,14 +219,28 @@ class RunLoop:
             return []  # taken for the first time: nothing has run yet
         steps = await self.store.run_steps(run.id)
         partial = [s for s in steps if s.status == "in_progress"]
-        if partial:
+        finished = [s for s in steps if s.status != "in_progress"]
+        thoughts = await self._unfinished_reasoning(run, max((s.turn for s in finished), default=-1) + 1)
+        if partial or thoughts:
             messages = [
                 s.step_details.message_id for s in partial if isinstance(s.step_details, MessageCreation)
             ]
-            await self._write(run, [], discard_steps=[s.id for s in partial], discard_messages=messages)
+            await self._write(
+                run, [], discard_steps=[s.id for s in partial], discard_messages=messages + thoughts
+            )
             turn.message_id = messages[0] if messages else None
+            turn.reasoning_reuse = thoughts[0] if thoughts else None
             log.info("run %s: redoing a turn a previous worker left unfinished", run.id)
-        return [s for s in steps if s.status != "in_progress"]
+        return finished
+
+    async def _unfinished_reasoning(self, run: Run, turn: int) -> list[str]:
+        """The reasoning items a response's unfinished turn (``turn`` or later) saved."""
+        if run.response is None:
+            return []
+        page = await self.store.list_messages(run.thread_id, ListQuery(limit=100), run.id, items=True)
+        return [
+            m.id for m in page.items if m.type == "reasoning" and int(m.metadata.get("turn", "-1")) >= turn
+        ]
 
     # --- the model call --------------------------------------------------------------------
 
@@ -264,6 +295,11 @@ class RunLoop:
         with Timed(self.observe_model_call, route.model, "answer") as timing:
             async for event in route.provider.stream(request):
                 timing.event()
+                if isinstance(event, Reasoning):
+                    await self._reasoning(run, turn, event.text)
+                    continue
+                if isinstance(event, TextDelta | RefusalDelta | ToolCallDelta):
+                    await self._end_reasoning(run, turn)
                 if isinstance(event, TextDelta | RefusalDelta):
                     if event.text:
                         await self._content(run, turn, event.kind, event.text)
@@ -273,6 +309,42 @@ class RunLoop:
                     turn.usage = event
                 elif isinstance(event, Finish):
                     turn.finish = event.reason
+        await self._end_reasoning(run, turn)
+
+    async def _reasoning(self, run: Run, turn: _Turn, text: str) -> None:
+        """The model's thinking: a response streams it as its reasoning item; a run shows none of it.
+        Thinking that comes after the answer began is not shown (the item is done by then)."""
+        if not text or turn.reasoning_ended:
+            return
+        turn.reasoning += text
+        if run.response is None:
+            return
+        turn.reasoning_id = turn.reasoning_id or turn.reasoning_reuse or new_id("reasoning")
+        turn.emitted = True
+        await self.bus.publish(run.id, ReasoningDelta(turn.reasoning_id, text))
+
+    async def _end_reasoning(self, run: Run, turn: _Turn, status: str = "completed") -> None:
+        """The thinking is over (the answer or a call began, or the reply ended): a response's
+        reasoning item is saved, before anything the model says after it, and said to be done."""
+        if turn.reasoning_ended:
+            return
+        turn.reasoning_ended = True
+        if turn.reasoning_id is None:
+            return
+        ts = now()
+        item = Message(
+            id=turn.reasoning_id,
+            thread_id=run.thread_id,
+            created_at=ts,
+            role="assistant",
+            content=[{"summary": [{"type": "summary_text", "text": turn.reasoning}], "status": status}],
+            run_id=run.id,
+            metadata={"turn": str(turn.number)},
+            completed_at=ts,
+            type="reasoning",
+        )
+        done = ReasoningDelta(item.id, turn.reasoning, done=True, status=status)
+        await self._write(run, [done], new_messages=[item])
 
     async def _content(self, run: Run, turn: _Turn, kind: Literal["text", "refusal"], text: str) -> None:
         if turn.message is None:
@@ -390,9 +462,13 @@ class RunLoop:
             if usage is not None:
                 used["prompt_tokens"] += usage.prompt_tokens
                 used["completion_tokens"] += usage.completion_tokens
+                if usage.reasoning_tokens:
+                    # Kept for a response's output_tokens_details; a run's usage has no place for it.
+                    used["reasoning_tokens"] = used.get("reasoning_tokens", 0) + usage.reasoning_tokens
         if turn.usage is None:
             # The upstream did not report usage: a rough estimate beats claiming zero.
-            used["completion_tokens"] += max(1, len(turn.text) // 4) if turn.text else 0
+            said = turn.reasoning + turn.text
+            used["completion_tokens"] += max(1, len(said) // 4) if said else 0
         used["total_tokens"] = used["prompt_tokens"] + used["completion_tokens"]
         return used
 
@@ -657,6 +733,10 @@ class RunLoop:
             await self._lost(run)
 
     async def _fail(self, run: Run, code: str, message: str, turn: _Turn | None = None) -> None:
+        if turn is not None and not turn.reasoning_ended:
+            # Cut off while thinking: the thinking streamed so far is kept, marked incomplete.
+            with contextlib.suppress(_Lost):
+                await self._end_reasoning(run, turn, "incomplete")
         partial = {turn.message.id: turn.text} if turn and turn.message and turn.text else None
         ended = await end_run(
             self.store,

@@ -14,6 +14,7 @@ from threadline.domain.events import (
     ImageDelta,
     MessageDelta,
     ObjectEvent,
+    ReasoningDelta,
     StepDelta,
 )
 from threadline.domain.records import (
@@ -32,8 +33,9 @@ _OBJECTS: dict[str, type[Thread | Run | RunStep | Message]] = {
     "message": Message,
 }
 _KINDS = {cls: kind for kind, cls in _OBJECTS.items()}
-_SIMPLE: dict[str, type[MessageDelta | ImageDelta | StepDelta | ErrorEvent]] = {
+_SIMPLE: dict[str, type[MessageDelta | ReasoningDelta | ImageDelta | StepDelta | ErrorEvent]] = {
     "message_delta": MessageDelta,
+    "reasoning_delta": ReasoningDelta,
     "image_delta": ImageDelta,
     "step_delta": StepDelta,
     "error": ErrorEvent,

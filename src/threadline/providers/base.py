@@ -58,6 +58,16 @@ class RefusalDelta:
 
 
 @dataclass(frozen=True, slots=True)
+class ReasoningDelta:
+    """A fragment of the model's reasoning before its answer (an upstream's ``delta.reasoning_content``
+    or ``delta.reasoning``: DeepSeek-R1, Qwen3, vLLM's reasoning parsers). Never part of the answer:
+    the Responses API shows it as a ``reasoning`` item, the Assistants API not at all."""
+
+    text: str
+    kind: Literal["reasoning"] = "reasoning"
+
+
+@dataclass(frozen=True, slots=True)
 class ToolCallDelta:
     """A fragment of one tool call. ``name`` comes once, on the call's first fragment."""
 
@@ -71,6 +81,8 @@ class ToolCallDelta:
 class Usage:
     prompt_tokens: int
     completion_tokens: int
+    reasoning_tokens: int = 0
+    """Of ``completion_tokens``, those spent reasoning (``completion_tokens_details.reasoning_tokens``)."""
     kind: Literal["usage"] = "usage"
 
 
@@ -80,7 +92,7 @@ class Finish:
     kind: Literal["finish"] = "finish"
 
 
-ModelEvent = TextDelta | RefusalDelta | ToolCallDelta | Usage | Finish
+ModelEvent = TextDelta | RefusalDelta | ReasoningDelta | ToolCallDelta | Usage | Finish
 
 
 class ProviderError(Exception):
@@ -113,7 +125,7 @@ class ReplyLimits:
     seconds: float = 300.0
     """The whole call, from the request to the reply's last byte (``THREADLINE_MODEL_CALL_SECONDS``)."""
     max_bytes: int = 4 * 1024 * 1024
-    """UTF-8 bytes of text, refusal and tool-call arguments (``THREADLINE_MODEL_MAX_REPLY_BYTES``)."""
+    """UTF-8 bytes of text, refusal, reasoning and tool-call arguments (``THREADLINE_MODEL_MAX_REPLY_BYTES``)."""
     max_tokens: int = 65536
     """Pieces streamed, each at least a token (``THREADLINE_MODEL_MAX_REPLY_TOKENS``)."""
 
@@ -144,7 +156,7 @@ class ReplyBudget:
     def over(self, event: ModelEvent) -> bool:
         """Count ``event``; ``True`` when the request's ``max_tokens`` is spent before it (cut here).
         Raises :class:`ProviderError` past the server's caps."""
-        if isinstance(event, TextDelta | RefusalDelta):
+        if isinstance(event, TextDelta | RefusalDelta | ReasoningDelta):
             piece = event.text
         elif isinstance(event, ToolCallDelta):
             piece = event.arguments

@@ -28,6 +28,7 @@ from threadline.providers.base import (
     ModelEvent,
     ModelRequest,
     ProviderError,
+    ReasoningDelta,
     RefusalDelta,
     ReplyBudget,
     ReplyLimits,
@@ -291,6 +292,12 @@ def _message_events(delta: Any, *, whole: bool = False, logprobs: Any = None) ->
     if not isinstance(delta, dict):
         return []
     events: list[ModelEvent] = []
+    # A reasoning model's thinking comes before its answer, in a field of its own: vLLM's reasoning
+    # parsers, DeepSeek and llama.cpp name it ``reasoning_content``, some servers ``reasoning``.
+    for name in ("reasoning_content", "reasoning"):
+        if isinstance(delta.get(name), str) and delta[name]:
+            events.append(ReasoningDelta(delta[name]))
+            break
     if isinstance(delta.get("content"), str) and delta["content"]:
         content = logprobs.get("content") if isinstance(logprobs, dict) else None
         events.append(TextDelta(delta["content"], _list(content) or None))
@@ -317,7 +324,13 @@ def _list(value: Any) -> list[dict[str, Any]]:
 def _usage(usage: Any) -> Usage:
     if not isinstance(usage, dict):
         return Usage(0, 0)
-    return Usage(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))
+    details = usage.get("completion_tokens_details")
+    reasoning = details.get("reasoning_tokens") if isinstance(details, dict) else None
+    return Usage(
+        int(usage.get("prompt_tokens") or 0),
+        int(usage.get("completion_tokens") or 0),
+        int(reasoning or 0),
+    )
 
 
 def _json(response: httpx.Response, data: bytes) -> Any:
