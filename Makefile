@@ -91,6 +91,8 @@ bench: system-packages $(VENV)/.dev
 	$(BIN)/python -m bench.sandbox
 	$(BIN)/python -m bench.retrieval
 	$(BIN)/python -m bench.pgvector
+	$(BIN)/python -m bench.ingestion
+	$(BIN)/python -m bench.chat
 
 clean:
 	rm -rf $(VENV) data test-artifacts .pytest_cache .mypy_cache .ruff_cache
