@@ -5,13 +5,18 @@ operation of the two spec files is served at all (59 of 59).
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
+import httpx
 import openai
 import pytest
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
+from tests.conformance import reference_spec
+from tests.support import ThreadlineServer
+from threadline.domain.context import SUMMARY_PREFIX
+from threadline.testing import Reply, ScriptedModel
+
+MODEL = "gpt-4o"
 POLL_MS = 100
 
 
@@ -125,3 +130,130 @@ def test_file_content_is_the_parsed_text_in_pieces_that_join_back(client: openai
 
     with pytest.raises(openai.NotFoundError):
         client.vector_stores.files.content("file-nope", vector_store_id=store.id)
+
+
+# --- /responses/compact --------------------------------------------------------------------------
+
+
+def sent_back(items: list[Any]) -> list[dict[str, Any]]:
+    """Output items as a client sends them back (the SDK's own serialisation of its models; the SDK
+    types output messages as the assistant's, so a user message's parts make it warn)."""
+    return [item.model_dump(exclude_unset=True, warnings=False) for item in items]
+
+
+def summarised(model: ScriptedModel) -> str:
+    """What the model was asked to summarise (the last request it got)."""
+    messages = model.requests[-1]["messages"]
+    assert "running summary" in messages[0]["content"], messages
+    return str(messages[-1]["content"])
+
+
+def test_compacting_keeps_user_messages_and_summarises_the_rest_for_the_next_turn(
+    client: openai.OpenAI, model: ScriptedModel
+) -> None:
+    model.script(Reply("Nice to meet you, Ada."), Reply("Noted, tea it is."))
+    first = client.responses.create(model=MODEL, input="My name is Ada and I live in Lyon.")
+    second = client.responses.create(model=MODEL, previous_response_id=first.id, input="I like tea.")
+
+    model.script(Reply("Ada lives in Lyon and likes tea."))
+    compacted = client.responses.compact(
+        model=MODEL, previous_response_id=second.id, input=[{"role": "user", "content": "Remember that."}]
+    )
+    assert compacted.object == "response.compaction" and compacted.id.startswith("resp_")
+    *users, compaction = compacted.output
+    assert [(u.type, u.role) for u in users] == [("message", "user")] * 3  # type: ignore[union-attr]
+    texts = [u.content[0].text for u in users]  # type: ignore[union-attr]
+    assert texts == ["My name is Ada and I live in Lyon.", "I like tea.", "Remember that."]
+    assert compaction.type == "compaction" and compaction.id.startswith("cmp_")
+    assert compaction.encrypted_content and "Ada" not in compaction.encrypted_content
+    asked = summarised(model)
+    assert (
+        "user: My name is Ada and I live in Lyon." in asked and "assistant: Nice to meet you, Ada." in asked
+    )
+    assert "assistant: Noted, tea it is." in asked and "user: Remember that." in asked
+    assert compacted.usage.input_tokens > 0 and compacted.usage.output_tokens > 0
+    assert compacted.usage.total_tokens == compacted.usage.input_tokens + compacted.usage.output_tokens
+
+    # The next turn starts from the compacted window: the summary in place of the answers.
+    model.script(Reply("You live in Lyon."))
+    third = client.responses.create(
+        model=MODEL, input=[*sent_back(compacted.output), {"role": "user", "content": "Where do I live?"}]
+    )
+    assert third.output_text == "You live in Lyon."
+    seen = model.requests[-1]["messages"]
+    assert {"role": "system", "content": SUMMARY_PREFIX + "Ada lives in Lyon and likes tea."} in seen
+    assert not any("Nice to meet you" in str(m.get("content")) for m in seen)
+    assert [m["content"] for m in seen if m["role"] == "user"] == [*texts, "Where do I live?"]
+    items = client.responses.input_items.list(third.id, order="asc").data
+    given_back = [i for i in items if i.type == "compaction"]
+    assert [(i.encrypted_content) for i in given_back] == [compaction.encrypted_content]  # type: ignore[union-attr]
+
+    # Compacting again builds on the summary carried by the compaction item.
+    model.script(Reply("Ada lives in Lyon, likes tea, and asked where she lives."))
+    again = client.responses.compact(model=MODEL, previous_response_id=third.id)
+    assert "Summary so far:\nAda lives in Lyon and likes tea." in summarised(model)
+    assert "Nice to meet you" not in summarised(model)
+    assert [o.type for o in again.output] == ["message"] * 4 + ["compaction"]
+
+
+def test_compact_refuses_what_it_cannot_compact(client: openai.OpenAI, model: ScriptedModel) -> None:
+    forged = {"type": "compaction", "encrypted_content": "gAAAAAB-not-ours"}
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.responses.create(model=MODEL, input=[forged, {"role": "user", "content": "hi"}])
+    assert refused.value.param == "input[0].encrypted_content"
+    with pytest.raises(openai.BadRequestError) as empty:
+        client.responses.compact(model=MODEL)
+    assert empty.value.param == "input"
+    with pytest.raises(openai.NotFoundError) as unknown:
+        client.responses.compact(model=MODEL, previous_response_id="resp_nope")
+    assert unknown.value.param == "previous_response_id"
+    with pytest.raises(openai.BadRequestError):
+        client.responses.compact(model=MODEL, input="x", extra_body={"conversation": "conv_x"})
+    assert model.requests == [], "nothing reached the model"
+
+
+# --- every operation -----------------------------------------------------------------------------
+
+SPECS = ("assistants-openapi.yaml", "responses-openapi.yaml")
+METHODS = ("get", "post", "delete", "put", "patch")
+MADE_UP = {
+    "assistant_id": "asst_none",
+    "thread_id": "thread_none",
+    "message_id": "msg_none",
+    "run_id": "run_none",
+    "step_id": "step_none",
+    "file_id": "file-none",
+    "vector_store_id": "vs_none",
+    "batch_id": "vsfb_none",
+    "response_id": "resp_none",
+    "conversation_id": "conv_none",
+    "item_id": "msg_none",
+}
+
+
+def spec_operations() -> list[tuple[str, str]]:
+    return [
+        (method.upper(), path)
+        for name in SPECS
+        for path, operations in reference_spec(name)["paths"].items()
+        for method in operations
+        if method in METHODS
+    ]
+
+
+def test_every_assistants_and_responses_operation_of_the_spec_is_served(server: ThreadlineServer) -> None:
+    """Each operation, asked with made-up ids and an empty body, reaches its handler: it may answer
+    anything a handler answers (the object not found, the body refused, a new object), but not the
+    unknown-URL 404 or a 405, and never a 5xx."""
+    operations = spec_operations()
+    assert len(operations) == 59, operations
+    headers = {"Authorization": "Bearer x", "OpenAI-Beta": "assistants=v2"}
+    unserved = []
+    with httpx.Client(base_url=server.url, headers=headers, timeout=30) as http:
+        for method, path in operations:
+            url = path.format(**MADE_UP)
+            answer = http.request(method, url, json={} if method == "POST" else None)
+            message = answer.json().get("error", {}).get("message", "") if answer.status_code >= 400 else ""
+            if answer.status_code == 405 or message.startswith("Invalid URL") or answer.status_code >= 500:
+                unserved.append(f"{method} {path}: {answer.status_code} {message}")
+    assert unserved == [], f"{59 - len(unserved)} of 59 served"
