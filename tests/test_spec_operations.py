@@ -5,15 +5,23 @@ operation of the two spec files is served at all (59 of 59).
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import httpx
 import openai
 import pytest
+import schemathesis
+from hypothesis import strategies as st
+from schemathesis import GenerationMode
 
-from tests.conformance import reference_spec
+from tests.conformance import check_answer, fuzz, reference_spec
 from tests.support import ThreadlineServer
+from tests.test_conformance import SPEC, conformance_spec
 from threadline.domain.context import SUMMARY_PREFIX
+from threadline.domain.vector_stores import without_overlap
+from threadline.providers.tokenizers import tiktoken_encoding
+from threadline.retrieval.chunking import ChunkingStrategy, chunk_text
 from threadline.testing import Reply, ScriptedModel
 
 MODEL = "gpt-4o"
@@ -100,6 +108,22 @@ def test_attributes_out_of_the_spec_are_refused_and_unknown_files_are_404(client
         client.vector_stores.files.update(file_id, vector_store_id="vs_nope", attributes={})
 
 
+@pytest.mark.parametrize("overlap", [0, 5, 37, 200])
+def test_chunks_without_their_overlap_join_back_into_the_text(overlap: int) -> None:
+    text = " ".join(
+        f"Line {i}: the {['tide', 'moon', 'sun'][i % 3]} moved {i * 7} metres." for i in range(300)
+    )
+    chunks = [
+        c.text for c in chunk_text(text, ChunkingStrategy(400, overlap), tiktoken_encoding("cl100k_base"))
+    ]
+    assert len(chunks) > 5
+    pieces = without_overlap(chunks)
+    if overlap:
+        assert "".join(pieces) == text
+    else:  # windows side by side: each chunk whole, on a line of its own
+        assert pieces == [chunks[0], *("\n" + c for c in chunks[1:])]
+
+
 def test_file_content_is_the_parsed_text_in_pieces_that_join_back(client: openai.OpenAI) -> None:
     sentences = [f"Sentence number {i} says that the tide turned at {i % 12} o'clock." for i in range(120)]
     text = "\n".join(sentences)
@@ -130,6 +154,45 @@ def test_file_content_is_the_parsed_text_in_pieces_that_join_back(client: openai
 
     with pytest.raises(openai.NotFoundError):
         client.vector_stores.files.content("file-nope", vector_store_id=store.id)
+
+
+FILE_OPERATIONS = [
+    "POST /vector_stores/{vector_store_id}/files/{file_id}",
+    "GET /vector_stores/{vector_store_id}/files/{file_id}/content",
+]
+
+
+@functools.cache
+def file_operations() -> Any:
+    spec = conformance_spec(reference_spec(SPEC))
+    return schemathesis.openapi.from_dict(spec).include(
+        path_regex=r"^/vector_stores/[^/]+/files/[^/]+(/content)?$"
+    )
+
+
+@pytest.mark.parametrize("label", FILE_OPERATIONS)
+@pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE], ids=["valid", "invalid"])
+def test_the_file_operations_conform_to_the_spec(
+    label: str, mode: GenerationMode, server: ThreadlineServer, client: openai.OpenAI
+) -> None:
+    method, path = label.split(" ", 1)
+    operation = file_operations()[path][method]
+    if mode is GenerationMode.NEGATIVE and not operation.body:
+        pytest.skip("no body to make invalid")
+    store = client.vector_stores.create(name="fuzzed")
+    file_id = upload(client, "a.txt", b"Text to index, and read back.")
+    client.vector_stores.files.create_and_poll(file_id, vector_store_id=store.id, poll_interval_ms=POLL_MS)
+    real = {"vector_store_id": store.id, "file_id": file_id}
+    headers = {"Authorization": "Bearer x"}
+    branches = [operation.as_strategy(generation_mode=mode, headers=headers)]
+    aimed = operation.as_strategy(generation_mode=mode, headers=headers, path_parameters=real)
+    branches += [aimed, aimed]
+
+    @fuzz(25, case=st.one_of(branches))
+    def check(case: Any) -> None:
+        check_answer(case, case.call(base_url=server.url, timeout=30))
+
+    check()
 
 
 # --- /responses/compact --------------------------------------------------------------------------

@@ -110,7 +110,9 @@ COMPACTION_PREFIX = "tlc1."
 def compaction_content(summary: str) -> str:
     """A compaction item's ``encrypted_content``: its summary, encoded (not encrypted: it is what the
     client could as well have sent as a message)."""
-    data = json.dumps({"summary": summary}, ensure_ascii=False).encode()
+    # A model's lone surrogates and NULs cannot be stored when the item comes back: replaced.
+    kept = summary.replace("\x00", "").encode("utf-8", "replace").decode()
+    data = json.dumps({"summary": kept}, ensure_ascii=False).encode()
     return COMPACTION_PREFIX + base64.urlsafe_b64encode(data).decode()
 
 

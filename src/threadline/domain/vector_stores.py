@@ -245,7 +245,8 @@ def _matches(attributes: Mapping[str, Any] | None, condition: Mapping[str, Any])
 def without_overlap(chunks: Sequence[str]) -> list[str]:
     """Each chunk less its start that repeats the end of the chunk before (windows overlap, see
     ``retrieval/chunking.py``), so that the pieces joined are the text; a chunk whose start is not
-    the end of the one before (no overlap) follows it on a new line, whole."""
+    found at the end of the one before (no overlap, or one shorter than the probe) follows it on a
+    new line, whole."""
     pieces: list[str] = []
     previous = ""
     for chunk in chunks:
@@ -262,7 +263,8 @@ def without_overlap(chunks: Sequence[str]) -> list[str]:
     return pieces
 
 
-_OVERLAP_PROBE = 32
+_OVERLAP_PROBE = 8
+"""Characters of a chunk's start looked for in the chunk before (overlaps are longer)."""
 
 
 class VectorStoreService:
