@@ -275,6 +275,23 @@ def test_compact_refuses_what_it_cannot_compact(client: openai.OpenAI, model: Sc
     assert model.requests == [], "nothing reached the model"
 
 
+def test_a_compaction_item_is_a_conversation_item_returned_as_it_came(
+    client: openai.OpenAI, model: ScriptedModel
+) -> None:
+    model.script(Reply("Pi is about 3.14159."))
+    compacted = client.responses.compact(model=MODEL, input="Remember: pi is about 3.14159.")
+    compaction = compacted.output[-1]
+    conversation = client.conversations.create()
+    added = client.conversations.items.create(conversation.id, items=sent_back(compacted.output)).data
+    assert [i.type for i in added] == ["message", "compaction"]
+    listed = client.conversations.items.list(conversation.id, order="asc").data
+    assert listed[-1].encrypted_content == compaction.encrypted_content  # type: ignore[union-attr]
+    model.script(Reply("3.14159"))
+    client.responses.create(model=MODEL, conversation=conversation.id, input="What is pi?")
+    seen = model.requests[-1]["messages"]
+    assert {"role": "system", "content": SUMMARY_PREFIX + "Pi is about 3.14159."} in seen
+
+
 # --- every operation -----------------------------------------------------------------------------
 
 SPECS = ("assistants-openapi.yaml", "responses-openapi.yaml")
@@ -320,3 +337,25 @@ def test_every_assistants_and_responses_operation_of_the_spec_is_served(server: 
             if answer.status_code == 405 or message.startswith("Invalid URL") or answer.status_code >= 500:
                 unserved.append(f"{method} {path}: {answer.status_code} {message}")
     assert unserved == [], f"{59 - len(unserved)} of 59 served"
+
+
+def test_a_compaction_item_that_falls_out_of_the_window_is_summarised_by_its_summary(
+    client: openai.OpenAI, model: ScriptedModel
+) -> None:
+    model.script(Reply("Pi is about 3.14159."))
+    compacted = client.responses.compact(model=MODEL, input="Remember: pi is about 3.14159.")
+    filler = [{"role": "user", "content": f"note-{i:02d} " + "words " * 95} for i in range(25)]
+    conversation = client.conversations.create(items=[sent_back(compacted.output)[-1], *filler[:19]])
+    client.conversations.items.create(conversation.id, items=filler[19:])
+    # A conversation is a thread: an Assistants run on it, with a small budget, drops the oldest.
+    assistant = client.beta.assistants.create(model=MODEL)
+    model.script(Reply("Summary."), Reply("ok"))
+    run = client.beta.threads.runs.create_and_poll(
+        thread_id=conversation.id, assistant_id=assistant.id, max_prompt_tokens=1000
+    )
+    assert run.status == "completed"
+    summary_call, answer_call = model.requests[1:]
+    transcript = str(summary_call["messages"][-1]["content"])
+    assert transcript.startswith("New part of the conversation:\n(summary of what came before) Pi is about")
+    assert "note-00" in transcript
+    assert "Summary." in str(answer_call["messages"])

@@ -509,7 +509,7 @@ class ContextBuilder:
                 budget -= cost
         if not fresh:
             return stored, None
-        transcript = "\n".join(f"{m.role}: {m.text}" for m in reversed(fresh))
+        transcript = "\n".join(_line(m) for m in reversed(fresh))
         try:
             text, usage = await summarise(
                 route, stored.text if stored else None, transcript, self.observe_model_call
@@ -523,6 +523,13 @@ class ContextBuilder:
         await self.store.save_summary(summary)
         log.info("run %s: summarised %d older messages of %s", run.id, len(fresh), run.thread_id)
         return summary, usage
+
+
+def _line(message: Message) -> str:
+    """A thread entry as a line of the transcript a summary is made of."""
+    if message.type == "compaction":
+        return f"(summary of what came before) {message.content[0]['summary']}"
+    return f"{message.role}: {message.text}"
 
 
 async def summarise(
