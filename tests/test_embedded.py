@@ -260,7 +260,7 @@ models:
             client.beta.assistants.create(model="claude-3")
         with pytest.raises(openai.BadRequestError, match="llama-3"):
             client.beta.threads.runs.create(thread_id=thread.id, assistant_id=assistant.id, model="llama-3")
-        assert [m.id for m in client.models.list()] == ["qwen2.5-7b"]
+        assert [m.id for m in client.models.list()] == ["qwen2.5-7b", "multilingual-e5-small"]
 
 
 @needs_embedded
@@ -272,13 +272,13 @@ def test_model_path_and_embedded_routes_serve_a_chosen_gguf(
     gguf = default_model_path()
     server = make_server(upstream_base_url="", model_path=gguf)
     with openai.OpenAI(base_url=server.url, api_key="x", max_retries=0) as client:
-        assert [m.id for m in client.models.list()] == [Path(gguf).stem]
+        assert [m.id for m in client.models.list()] == [Path(gguf).stem, "multilingual-e5-small"]
 
     models_file = tmp_path / "models.yaml"
     models_file.write_text(f"- name: local-small\n  provider: embedded\n  path: {gguf}\n", encoding="utf-8")
     routed = make_server(upstream_base_url="", models_file=str(models_file))
     with openai.OpenAI(base_url=routed.url, api_key="x", max_retries=0, timeout=120) as client:
-        assert [m.id for m in client.models.list()] == ["local-small"]
+        assert [m.id for m in client.models.list()] == ["local-small", "multilingual-e5-small"]
         assistant = client.beta.assistants.create(model="local-small")
         thread = client.beta.threads.create(messages=[{"role": "user", "content": "Say hi."}])
         run = client.beta.threads.runs.create_and_poll(

@@ -20,7 +20,7 @@ from threadline.domain.entities import (
     Thread,
     ToolCalls,
 )
-from threadline.domain.responses import ResponseView
+from threadline.domain.responses import ResponseView, search_results
 from threadline.domain.run_states import RunStatus
 from threadline.ids import builtin_item_id, call_item_id, container_id
 from threadline.retrieval.citations import cut_index, strip_markers
@@ -184,16 +184,7 @@ def builtin_item(call: BuiltinCall, status: str, thread_id: str, include: Sequen
     assert isinstance(details, FileSearchDetails)
     results = None
     if "file_search_call.results" in include:
-        results = [
-            {
-                "file_id": r.file_id,
-                "filename": r.file_name,
-                "score": r.score,
-                "text": "\n".join(r.content),
-                "attributes": {},
-            }
-            for r in details.results
-        ]
+        results = search_results(details)
     return {
         "type": "file_search_call",
         "id": builtin_item_id(call.type, call.id),

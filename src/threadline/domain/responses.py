@@ -238,12 +238,7 @@ class ResponseService:
     async def _thread_for(self, request: NewResponse, at: int) -> tuple[Thread, bool, tuple[str, str] | None]:
         """The thread the response runs on; whether it is new; and, for a branch, the thread it is
         copied from and the last entry copied."""
-        if request.conversation is not None and request.previous_response_id is not None:
-            raise InvalidRequestError(
-                "Mutually exclusive parameters: 'previous_response_id' and 'conversation'. "
-                "Ensure you are only providing one of them.",
-                param="conversation",
-            )
+        _one_continuation(request)
         if request.conversation is not None:
             return await self.get_conversation(request.conversation, param="conversation"), False, None
         fresh = Thread(
@@ -369,12 +364,7 @@ class ResponseService:
 
     async def _history(self, request: NewResponse) -> list[Message]:
         """The entries a response of ``request`` would see before its input, oldest first."""
-        if request.conversation is not None and request.previous_response_id is not None:
-            raise InvalidRequestError(
-                "Mutually exclusive parameters: 'previous_response_id' and 'conversation'. "
-                "Ensure you are only providing one of them.",
-                param="conversation",
-            )
+        _one_continuation(request)
         if request.conversation is not None:
             thread = await self.get_conversation(request.conversation, param="conversation")
             return await self._entries(thread.id, None)
@@ -576,17 +566,7 @@ def hosted_item(call: BuiltinCall, thread_id: str) -> NewItem | None:
         except ValueError:
             arguments = {}
         query = arguments.get("query") if isinstance(arguments, dict) else None
-        results = [
-            {
-                "file_id": r.file_id,
-                "filename": r.file_name,
-                "score": r.score,
-                "text": "\n".join(r.content),
-                "attributes": {},
-            }
-            for r in details.results
-        ]
-        fields = {"queries": [str(query)] if query else [], "results": results}
+        fields = {"queries": [str(query)] if query else [], "results": search_results(details)}
         return NewItem("file_search_call", "assistant", [fields])
     outputs = [
         {"type": "logs", "logs": o.logs}
@@ -610,3 +590,26 @@ def _page(items: list[Message], query: ListQuery) -> Page[Message]:
     elif query.before in ids:
         ordered = ordered[: ids.index(query.before)]
     return Page(ordered[: query.limit], has_more=len(ordered) > query.limit)
+
+
+def _one_continuation(request: NewResponse) -> None:
+    if request.conversation is not None and request.previous_response_id is not None:
+        raise InvalidRequestError(
+            "Mutually exclusive parameters: 'previous_response_id' and 'conversation'. "
+            "Ensure you are only providing one of them.",
+            param="conversation",
+        )
+
+
+def search_results(details: FileSearchDetails) -> list[dict[str, Any]]:
+    """A file search call's results as a ``file_search_call`` item carries them."""
+    return [
+        {
+            "file_id": r.file_id,
+            "filename": r.file_name,
+            "score": r.score,
+            "text": "\n".join(r.content),
+            "attributes": {},
+        }
+        for r in details.results
+    ]
