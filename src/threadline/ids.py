@@ -29,6 +29,7 @@ Kind = Literal[
     "file_search_call",
     "code_interpreter_call",
     "reasoning",
+    "compaction",
     "container",
     "chat_completion",
 ]
@@ -54,6 +55,7 @@ _PREFIXES: dict[Kind, str] = {
     "file_search_call": "fs_",
     "code_interpreter_call": "ci_",
     "reasoning": "rs_",
+    "compaction": "cmp_",
     "container": "cntr_",
 }
 

@@ -315,7 +315,13 @@ def item_object(entry: Message) -> Obj:
     if entry.type == "reasoning":
         # Kept as it came: its summary, text and encrypted content are returned unchanged.
         return {"type": "reasoning", "id": entry.id, **entry.content[0]}
+    if entry.type == "compaction":
+        return compaction_item(entry.id, entry.content[0]["encrypted_content"])
     return message_item(entry)
+
+
+def compaction_item(item_id: str, encrypted_content: str) -> Obj:
+    return {"type": "compaction", "id": item_id, "encrypted_content": encrypted_content}
 
 
 def conversation_object(thread: Thread) -> Obj:

@@ -14,12 +14,14 @@ from typing import Any, Literal, get_args
 from pydantic import Field, field_validator
 
 from threadline.api.schemas import MAX_INT32, ReasoningEffort, Strict, WithMetadata, _check_metadata
-from threadline.domain.responses import ItemReference, NewItem, NewResponse
+from threadline.domain.responses import ItemReference, NewItem, NewResponse, compaction_summary
 from threadline.errors import InvalidRequestError
 
 MAX_INPUT_ITEMS = 2048
 MAX_TEXT = 10 * 1024 * 1024
 """The most characters one input text may hold (OpenAI's limit on a string input)."""
+MAX_COMPACTION = 20 * 1024 * 1024
+"""The most characters of a compaction item's ``encrypted_content`` (the spec's limit)."""
 FUNCTION_NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")
 INCLUDES = (
     "file_search_call.results",
@@ -180,6 +182,31 @@ class CountTokensRequest(Strict):
         return CreateResponseRequest.model_construct(**fields, conversation=self.conversation).command()
 
 
+class CompactRequest(Strict):
+    """``POST /v1/responses/compact``: the conversation to compact, as a response would continue it."""
+
+    model: str | None = Field(max_length=256)
+    input: str | list[dict[str, Any]] | None = None
+    previous_response_id: str | None = Field(default=None, max_length=128)
+    instructions: str | None = Field(default=None, max_length=256_000)
+    """Accepted; the summary is of the conversation, which instructions are not part of."""
+    prompt_cache_key: str | None = Field(default=None, max_length=64)
+    prompt_cache_retention: Literal["in_memory", "24h"] | None = None
+    prompt_cache_options: PromptCacheOptions | None = None
+    service_tier: Literal["auto", "default", "fast", "flex", "priority"] | None = None
+    """The prompt cache and service tier fields are accepted and not used (no prompt cache, one tier)."""
+
+    def command(self) -> NewResponse:
+        if not self.model:
+            raise InvalidRequestError("Missing required parameter: 'model'.", param="model")
+        return NewResponse(
+            model=self.model,
+            input=parse_input(self.input),
+            instructions=self.instructions,
+            previous_response_id=self.previous_response_id,
+        )
+
+
 class CreateConversationRequest(WithMetadata):
     items: list[dict[str, Any]] | None = Field(default=None, max_length=20)
 
@@ -286,11 +313,13 @@ _ITEM_FIELDS: dict[str, dict[str, Any]] = {
         "content": list,
         "status": _STATUSES,
     },
+    "compaction": {"type": str, "id": str, "encrypted_content": str, "created_by": str},
 }
 _REQUIRED = {
     "file_search_call": ("id", "status", "queries"),
     "code_interpreter_call": ("id", "status", "code", "container_id", "outputs"),
     "reasoning": ("id", "summary"),
+    "compaction": ("encrypted_content",),
 }
 """What the spec requires of a built-in call or reasoning item given back (each is as it was output)."""
 _RESULT_FIELDS = {"file_id": str, "text": str, "filename": str, "attributes": dict, "score": object}
@@ -390,6 +419,8 @@ def _item(item: dict[str, Any], param: str) -> NewItem | ItemReference:
         return NewItem("code_interpreter_call", "assistant", [_code_interpreter_call(item, param)])
     if kind == "reasoning":
         return NewItem("reasoning", "assistant", [_reasoning(item, param)])
+    if kind == "compaction":
+        return NewItem("compaction", "assistant", [_compaction(item, param)])
     raise _bad(
         f"Invalid value for '{param}.type': {str(kind)[:64]!r} is not an input item type.", f"{param}.type"
     )
@@ -495,6 +526,19 @@ def _reasoning(item: dict[str, Any], param: str) -> dict[str, Any]:
     if item.get("encrypted_content") is not None:
         kept["encrypted_content"] = _string(item, "encrypted_content", param)
     return kept
+
+
+def _compaction(item: dict[str, Any], param: str) -> dict[str, Any]:
+    """A compaction item given back (made by ``/v1/responses/compact``): kept as it came, with the
+    summary it carries, which the model is shown."""
+    content = _string(item, "encrypted_content", param, limit=MAX_COMPACTION)
+    summary = compaction_summary(content)
+    if summary is None:
+        raise _bad(
+            f"Invalid '{param}.encrypted_content': not a compaction made by this server.",
+            f"{param}.encrypted_content",
+        )
+    return {"encrypted_content": content, "summary": summary}
 
 
 def _text_part(text: str) -> list[dict[str, Any]]:

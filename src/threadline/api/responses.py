@@ -17,14 +17,18 @@ from fastapi.responses import StreamingResponse
 from threadline.api import response_stream
 from threadline.api.deps import Paging, Svc
 from threadline.api.objects import list_object
-from threadline.api.response_objects import item_object, response_object
-from threadline.api.response_schemas import CountTokensRequest, CreateResponseRequest, check_includes
+from threadline.api.response_objects import compaction_item, item_object, response_object, usage_object
+from threadline.api.response_schemas import (
+    CompactRequest,
+    CountTokensRequest,
+    CreateResponseRequest,
+    check_includes,
+)
 from threadline.api.routing import CheckedRoute
 from threadline.api.runs import settled
 from threadline.domain.entities import Run
 from threadline.domain.responses import ResponseService
 from threadline.domain.services import Services
-from threadline.errors import NotFoundError
 from threadline.ids import new_id
 from threadline.providers.base import Route
 from threadline.providers.tokenizers import EstimateTokenizer
@@ -104,10 +108,33 @@ async def count_input_tokens(
 
 
 @router.post("/responses/compact")
-async def not_served(request: Request) -> None:
-    """Compacting is not served: 404, as for any unknown URL (the routes for
-    ``/responses/{response_id}`` would otherwise make it a 405)."""
-    raise NotFoundError(f"Invalid URL ({request.method} {request.url.path})")
+async def compact_conversation(
+    body: CompactRequest, request: Request, responses: Responses
+) -> dict[str, Any]:
+    """The conversation summarised by its model (as runs summarise what no longer fits): its user
+    messages as they were, then one ``compaction`` item, which a later response takes as input."""
+    command = body.command()
+    responses.svc.check_model(command.model)
+    route: Route | None = request.app.state.router.resolve(command.model)
+    assert route is not None, "a model that routes has a route"
+    compacted = await responses.compact(command, route, request.app.state.runtime.metrics.model_called)
+    usage = compacted.usage
+    return {
+        "id": compacted.id,
+        "object": "response.compaction",
+        "created_at": compacted.created_at,
+        "output": [
+            *(item_object(m) for m in compacted.user_messages),
+            compaction_item(compacted.item_id, compacted.encrypted_content),
+        ],
+        "usage": usage_object(
+            {
+                "prompt_tokens": usage.prompt_tokens,
+                "completion_tokens": usage.completion_tokens,
+                "total_tokens": usage.prompt_tokens + usage.completion_tokens,
+            }
+        ),
+    }
 
 
 @router.get("/responses/{response_id}", response_model=None)

@@ -26,9 +26,15 @@ from threadline.domain.vector_stores import NewFile, VectorStore, VectorStoreSer
 
 router = APIRouter(route_class=CheckedRoute)
 
-Attributes = dict[str, str | float | bool]
-Name = Annotated[str, Field(max_length=256, pattern=r"^[^\x00]*$")]
+_NO_NUL = r"^[^\x00]*$"
 """No NUL characters: PostgreSQL cannot store text holding one."""
+Attributes = dict[
+    Annotated[str, Field(max_length=64, pattern=_NO_NUL)],
+    Annotated[str, Field(max_length=512, pattern=_NO_NUL)] | float | bool,
+]
+"""A file's attributes as the spec has them: keys of at most 64 characters, values strings of at
+most 512 characters, numbers or booleans (and at most 16 pairs, checked where they are given)."""
+Name = Annotated[str, Field(max_length=256, pattern=_NO_NUL)]
 StatusFilter = Literal["in_progress", "completed", "failed", "cancelled"]
 
 
@@ -63,6 +69,11 @@ class CreateVectorStoreFileRequest(Strict):
     file_id: str = Field(max_length=128)
     chunking_strategy: ChunkingStrategy | None = None
     attributes: Attributes | None = Field(default=None, max_length=16)
+
+
+class UpdateVectorStoreFileAttributesRequest(Strict):
+    attributes: Attributes | None = Field(max_length=16)
+    """Required, and may be null: null removes them."""
 
 
 class BatchFile(CreateVectorStoreFileRequest):
@@ -194,6 +205,27 @@ async def list_vector_store_files(
 @router.get("/vector_stores/{vector_store_id}/files/{file_id}")
 async def get_vector_store_file(vector_store_id: str, file_id: str, stores: Stores) -> dict[str, Any]:
     return vector_store_file_object(await stores.get_file(vector_store_id, file_id))
+
+
+@router.post("/vector_stores/{vector_store_id}/files/{file_id}")
+async def update_vector_store_file_attributes(
+    vector_store_id: str, file_id: str, body: UpdateVectorStoreFileAttributesRequest, stores: Stores
+) -> dict[str, Any]:
+    row = await stores.update_file_attributes(vector_store_id, file_id, body.attributes)
+    return vector_store_file_object(row)
+
+
+@router.get("/vector_stores/{vector_store_id}/files/{file_id}/content")
+async def retrieve_vector_store_file_content(
+    vector_store_id: str, file_id: str, stores: Stores
+) -> dict[str, Any]:
+    pieces = await stores.file_content(vector_store_id, file_id)
+    return {
+        "object": "vector_store.file_content.page",
+        "data": [{"type": "text", "text": piece} for piece in pieces],
+        "has_more": False,
+        "next_page": None,
+    }
 
 
 @router.delete("/vector_stores/{vector_store_id}/files/{file_id}")

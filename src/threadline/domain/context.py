@@ -5,7 +5,8 @@ out; as many of the thread's newest messages as fit; then what this run has alre
 assistant messages and each tool round as an assistant ``tool_calls`` message followed by one
 ``role: tool`` message per call (a call and its output are never separated). A built-in call a
 Responses client gave back as input (``file_search_call``, ``code_interpreter_call``) is shown the
-same way, as a call and its output; a ``reasoning`` item is kept in the thread but not shown. An
+same way, as a call and its output; a ``reasoning`` item is kept in the thread but not shown; a
+``compaction`` item (made by ``/v1/responses/compact``) is shown as the summary it carries. An
 ``input_file`` part is shown as the file's text between ``<file name="...">`` and ``</file>`` lines
 (read once, when it was given: ``domain/input_files.py``), and costs its tokens like any text.
 
@@ -89,6 +90,8 @@ def chat_message(
     if message.type == "reasoning":
         # A chat model takes no reasoning back: the item is kept for the client, not shown.
         return {"role": "assistant", "content": ""}
+    if message.type == "compaction":
+        return {"role": "system", "content": SUMMARY_PREFIX + message.content[0]["summary"]}
     parts: list[dict[str, Any]] = []
     for part in message.content:
         if part.get("type") == "text":
@@ -533,40 +536,106 @@ class ContextBuilder:
                 budget -= cost
         if not fresh:
             return stored, None
-        transcript = "\n".join(f"{m.role}: {m.text}" for m in reversed(fresh))
-        previous = f"Summary so far:\n{stored.text}\n\n" if stored else ""
-        request = ModelRequest(
-            model=route.model,
-            messages=[
-                {
-                    "role": "system",
-                    "content": "You keep a running summary of a conversation. Keep names, numbers, "
-                    "decisions and open questions. Answer with the summary only.",
-                },
-                {
-                    "role": "user",
-                    "content": f"{previous}New part of the conversation:\n{transcript}\n\n"
-                    "Write the updated summary.",
-                },
-            ],
-            temperature=0.0,
-            max_tokens=SUMMARY_MAX_TOKENS,
-        )
-        text, usage = "", None
+        transcript = "\n".join(_line(m) for m in reversed(fresh))
         try:
-            with Timed(self.observe_model_call, route.model, "summary") as timing:
-                async for event in route.provider.stream(request):
-                    timing.event()
-                    if isinstance(event, TextDelta):
-                        text += event.text
-                    elif isinstance(event, Usage):
-                        usage = event
+            text, usage = await summarise(
+                route, stored.text if stored else None, transcript, self.observe_model_call
+            )
         except ProviderError as exc:
             log.warning("run %s: could not summarise older messages: %s", run.id, exc.message)
-            return stored, usage
+            return stored, None
         if not text.strip():
             return stored, usage
         summary = Summary(run.thread_id, text.strip(), fresh[0].id, now())
         await self.store.save_summary(summary)
         log.info("run %s: summarised %d older messages of %s", run.id, len(fresh), run.thread_id)
         return summary, usage
+
+
+def _line(message: Message) -> str:
+    """A thread entry as a line of the transcript a summary is made of."""
+    if message.type == "compaction":
+        return f"(summary of what came before) {message.content[0]['summary']}"
+    return f"{message.role}: {message.text}"
+
+
+async def summarise(
+    route: Route, previous: str | None, transcript: str, observe: ModelCallObserver | None = None
+) -> tuple[str, Usage | None]:
+    """``previous`` summary (if any) extended with ``transcript`` by the route's model: the new
+    summary's text (empty if the model wrote none) and the call's usage. Raises ``ProviderError``."""
+    so_far = f"Summary so far:\n{previous}\n\n" if previous else ""
+    request = ModelRequest(
+        model=route.model,
+        messages=[
+            {
+                "role": "system",
+                "content": "You keep a running summary of a conversation. Keep names, numbers, "
+                "decisions and open questions. Answer with the summary only.",
+            },
+            {
+                "role": "user",
+                "content": f"{so_far}New part of the conversation:\n{transcript}\n\n"
+                "Write the updated summary.",
+            },
+        ],
+        temperature=0.0,
+        max_tokens=SUMMARY_MAX_TOKENS,
+    )
+    text, usage = "", None
+    with Timed(observe, route.model, "summary") as timing:
+        async for event in route.provider.stream(request):
+            timing.event()
+            if isinstance(event, TextDelta):
+                text += event.text
+            elif isinstance(event, Usage):
+                usage = event
+    return text.strip(), usage
+
+
+async def summarise_entries(
+    route: Route, entries: list[Message], observe: ModelCallObserver | None = None
+) -> tuple[str, Usage]:
+    """A summary of ``entries`` (a conversation, oldest first) made as the runs' summaries are, a
+    part at a time when the whole does not fit in half the context window, each part extending the
+    summary of those before. A ``compaction`` entry's summary stands for everything before it. The
+    summary (empty if there was nothing to summarise) and the usage of the model calls."""
+    counter = Counter(route)
+    window = await counter.window(8192)
+    summary: str | None = None
+    lines: list[str] = []
+    for entry in entries:
+        if entry.type == "compaction":
+            summary, lines = entry.content[0]["summary"], []
+            continue
+        for message in entry_messages(entry):
+            if text := _text(message):
+                lines.append(f"{message['role']}: {text}")
+
+    async def room() -> int:
+        held = await counter.messages([{"role": "user", "content": summary or ""}])
+        return window // 2 - SUMMARY_MAX_TOKENS - held
+
+    prompt_tokens = completion_tokens = 0
+    part: list[str] = []
+    left = await room()
+    costs = await counter.each([{"role": "user", "content": line} for line in lines])
+    for line, cost in zip(lines, costs, strict=True):
+        if part and cost > left:
+            text, usage = await summarise(route, summary, "\n".join(part), observe)
+            summary, part = text or summary, []
+            if usage is not None:
+                prompt_tokens += usage.prompt_tokens
+                completion_tokens += usage.completion_tokens
+            left = await room()
+        if cost > left > 0:
+            line = line[: len(line) * left // cost]  # one entry larger than a part: its start
+        part.append(line)
+        left -= cost
+    if part:
+        text, usage = await summarise(route, summary, "\n".join(part), observe)
+        summary = text or summary
+        if usage is not None:
+            prompt_tokens += usage.prompt_tokens
+            completion_tokens += usage.completion_tokens
+    return summary or "", Usage(prompt_tokens, completion_tokens)

@@ -14,6 +14,8 @@ thread's newest; a second response from the same one branches, on a copy of the 
 
 from __future__ import annotations
 
+import base64
+import binascii
 import copy
 import dataclasses
 import json
@@ -21,7 +23,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from threadline.domain.context import Counter, entry_messages, paired
+from threadline.domain.chat import model_error
+from threadline.domain.context import Counter, entry_messages, paired, summarise_entries
 from threadline.domain.entities import (
     BuiltinCall,
     ItemType,
@@ -37,12 +40,13 @@ from threadline.domain.entities import (
 )
 from threadline.domain.files import referenced_files
 from threadline.domain.input_files import pending
+from threadline.domain.model_calls import ModelCallObserver
 from threadline.domain.ports import ThreadLockedError
 from threadline.domain.run_states import ACTIVE
 from threadline.domain.services import Services
 from threadline.errors import InvalidRequestError, NotFoundError
 from threadline.ids import builtin_item_id, container_id, new_id
-from threadline.providers.base import ChatMessage, Route
+from threadline.providers.base import ChatMessage, ProviderError, Route, Usage
 from threadline.tools.base import FUNCTIONS, FileSearchDetails, LogsOutput
 
 MAX_REASONING_ITEMS = 1000
@@ -103,6 +107,44 @@ class NewResponse:
     background: bool = False
     store: bool = True
     settings: dict[str, Any] = field(default_factory=dict)
+
+
+COMPACTION_PREFIX = "tlc1."
+"""How the ``encrypted_content`` of this server's compaction items begins (then base64 JSON)."""
+
+
+def compaction_content(summary: str) -> str:
+    """A compaction item's ``encrypted_content``: its summary, encoded (not encrypted: it is what the
+    client could as well have sent as a message)."""
+    # A model's lone surrogates and NULs cannot be stored when the item comes back: replaced.
+    kept = summary.replace("\x00", "").encode("utf-8", "replace").decode()
+    data = json.dumps({"summary": kept}, ensure_ascii=False).encode()
+    return COMPACTION_PREFIX + base64.urlsafe_b64encode(data).decode()
+
+
+def compaction_summary(content: str) -> str | None:
+    """The summary a compaction item's ``encrypted_content`` carries; ``None`` if it was not made here."""
+    if not content.startswith(COMPACTION_PREFIX):
+        return None
+    try:
+        value = json.loads(base64.urlsafe_b64decode(content[len(COMPACTION_PREFIX) :].encode()))
+    except (binascii.Error, ValueError):
+        return None
+    summary = value.get("summary") if isinstance(value, dict) else None
+    return summary if isinstance(summary, str) and "\x00" not in summary else None
+
+
+@dataclass(frozen=True, slots=True)
+class Compaction:
+    """What ``/v1/responses/compact`` answers: the conversation's user messages, as they were, and
+    one compaction item carrying the summary of all of it."""
+
+    id: str
+    created_at: int
+    user_messages: list[Message]
+    item_id: str
+    encrypted_content: str
+    usage: Usage
 
 
 @dataclass(slots=True)
@@ -338,6 +380,34 @@ class ResponseService:
             offered = [_offered(tool) for tool in request.tools]
             total += await counter.messages([{"role": "system", "content": json.dumps(offered)}])
         return total
+
+    async def compact(
+        self, request: NewResponse, route: Route, observe: ModelCallObserver | None = None
+    ) -> Compaction:
+        """The conversation of ``request`` (the previous response's, then its input) compacted:
+        summarised by the model as a run's older messages are, and nothing stored."""
+        self.svc.check_model(request.model)
+        items = await self.resolve(request.input, None, request.previous_response_id)
+        history = await self._history(request)
+        given = [self._entry("", item, 0) for item in items if isinstance(item, NewItem)]
+        entries = history + given
+        if not entries:
+            raise InvalidRequestError(
+                "Nothing to compact: give 'input' or 'previous_response_id'.", param="input"
+            )
+        try:
+            summary, usage = await summarise_entries(route, entries, observe)
+        except ProviderError as exc:
+            raise model_error(exc) from exc
+        users = [e for e in entries if e.type == "message" and e.role == "user"]
+        return Compaction(
+            id=new_id("response"),
+            created_at=int(time.time()),
+            user_messages=users,
+            item_id=new_id("compaction"),
+            encrypted_content=compaction_content(summary),
+            usage=usage,
+        )
 
     async def _history(self, request: NewResponse) -> list[Message]:
         """The entries a response of ``request`` would see before its input, oldest first."""

@@ -190,6 +190,14 @@ class VectorStoreRepository(Protocol):
     ) -> Page[VectorStoreFile]: ...
     async def files_by_id(self, store_id: str, file_ids: Collection[str]) -> list[VectorStoreFile]: ...
     async def delete_file(self, store_id: str, file_id: str, project_id: str) -> bool: ...
+    async def update_attributes(
+        self, store_id: str, file_id: str, project_id: str, attributes: dict[str, Any] | None
+    ) -> bool:
+        """Replace the file's attributes; False when the file is not there."""
+
+    async def chunk_texts(self, store_id: str, file_id: str) -> list[str]:
+        """The texts of the file's chunks in the store, in order."""
+
     async def finish_file(
         self, store_id: str, file_id: str, status: str, usage_bytes: int, last_error: dict[str, str] | None
     ) -> bool:
@@ -232,6 +240,31 @@ def _matches(attributes: Mapping[str, Any] | None, condition: Mapping[str, Any])
         return False  # order is defined between numbers, or between strings, only
     ordered = {"gt": value > wanted, "gte": value >= wanted, "lt": value < wanted, "lte": value <= wanted}
     return bool(ordered[kind])
+
+
+def without_overlap(chunks: Sequence[str]) -> list[str]:
+    """Each chunk less its start that repeats the end of the chunk before (windows overlap, see
+    ``retrieval/chunking.py``), so that the pieces joined are the text; a chunk whose start is not
+    found at the end of the one before (no overlap, or one shorter than the probe) follows it on a
+    new line, whole."""
+    pieces: list[str] = []
+    previous = ""
+    for chunk in chunks:
+        piece = "\n" + chunk if pieces else chunk
+        probe = chunk[:_OVERLAP_PROBE]
+        at = previous.find(probe) if probe else -1
+        while at != -1:
+            if chunk.startswith(previous[at:]):
+                piece = chunk[len(previous) - at :]
+                break
+            at = previous.find(probe, at + 1)
+        pieces.append(piece)
+        previous = chunk
+    return pieces
+
+
+_OVERLAP_PROBE = 8
+"""Characters of a chunk's start looked for in the chunk before (overlaps are longer)."""
 
 
 class VectorStoreService:
@@ -412,6 +445,21 @@ class VectorStoreService:
         else:
             await self.get_store(store_id)
         return await self.stores.list_files(store_id, query, status, batch_id)
+
+    async def update_file_attributes(
+        self, store_id: str, file_id: str, attributes: dict[str, Any] | None
+    ) -> VectorStoreFile:
+        """Replace a file's attributes, which search ``filters`` compare from then on."""
+        await self.get_file(store_id, file_id)
+        if not await self.stores.update_attributes(store_id, file_id, self.project_id, attributes):
+            await self.get_file(store_id, file_id)  # removed meanwhile: its 404
+        return await self.get_file(store_id, file_id)
+
+    async def file_content(self, store_id: str, file_id: str) -> list[str]:
+        """The file's parsed text as stored for search, one piece per chunk without the text a chunk
+        repeats of the one before (joined, the pieces are the text), so empty until it is indexed."""
+        await self.get_file(store_id, file_id)
+        return without_overlap(await self.stores.chunk_texts(store_id, file_id))
 
     async def delete_file(self, store_id: str, file_id: str) -> None:
         await self.get_file(store_id, file_id)

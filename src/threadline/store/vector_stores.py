@@ -192,6 +192,21 @@ class SqlVectorStoreRepository:
         stmt = delete(_F).where(*_in_store(store_id, file_id), _F.c.project_id == project_id)
         return await self.db.write(lambda conn: conn.execute(stmt).rowcount > 0)
 
+    async def update_attributes(
+        self, store_id: str, file_id: str, project_id: str, attributes: dict[str, Any] | None
+    ) -> bool:
+        stmt = (
+            update(_F)
+            .where(*_in_store(store_id, file_id), _F.c.project_id == project_id)
+            .values(attributes=attributes)
+        )
+        return await self.db.write(lambda conn: conn.execute(stmt).rowcount > 0)
+
+    async def chunk_texts(self, store_id: str, file_id: str) -> list[str]:
+        c = t.file_chunks.c
+        stmt = select(c.text).where(c.vector_store_id == store_id, c.file_id == file_id).order_by(c.ordinal)
+        return await self.db.read(lambda conn: [str(text) for text in conn.execute(stmt).scalars()])
+
     async def finish_file(
         self, store_id: str, file_id: str, status: str, usage_bytes: int, last_error: dict[str, str] | None
     ) -> bool:
