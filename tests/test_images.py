@@ -106,3 +106,19 @@ def test_a_local_model_is_told_of_an_image_it_cannot_see() -> None:
     [rendered] = plain_messages(messages)
     assert rendered["content"].startswith("Describe it.\n")
     assert "image" in rendered["content"] and "cannot see" in rendered["content"]
+
+
+def test_an_image_url_that_is_not_an_address_is_refused(client: openai.OpenAI) -> None:
+    thread = client.beta.threads.create()
+    for url in ("", "cat.png", "ftp://example.com/cat.png", "data:"):
+        try:
+            client.beta.threads.messages.create(
+                thread_id=thread.id,
+                role="user",
+                content=[{"type": "image_url", "image_url": {"url": url}}],
+            )
+        except openai.BadRequestError as refused:
+            assert "image_url" in str(refused.body), refused.body
+        else:
+            raise AssertionError(f"{url!r} was accepted")
+    assert client.beta.threads.messages.list(thread_id=thread.id).data == []

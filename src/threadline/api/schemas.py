@@ -7,6 +7,7 @@ becomes a 400 in OpenAI's error envelope (see ``api/errors.py``).
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
@@ -224,6 +225,17 @@ class ImageFilePart(Strict):
 class ImageUrl(Strict):
     url: str
     detail: Literal["auto", "low", "high"] | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        # The spec's ``format: uri``, narrowed to what a model can be shown: a web address or inline data.
+        parts = urlsplit(value)
+        if not (parts.scheme in ("http", "https") and parts.netloc) and not (
+            parts.scheme == "data" and parts.path
+        ):
+            raise ValueError("expected an http(s) URL or a data: URL of the image")
+        return value
 
 
 class ImageUrlPart(Strict):
