@@ -19,7 +19,7 @@ import openai
 
 from tests.conftest import database_url
 from tests.support import ThreadlineServer
-from tests.test_recovery import TEXT, ServerProcess, read_stream, sse_events
+from tests.test_recovery import TEXT, ServerProcess, kill_mid_stream, read_stream
 from tests.test_recovery import servers as servers  # the crash test's fixture
 from threadline.testing import Reply, ScriptedModel
 from threadline.testing import ToolCall as Call
@@ -203,19 +203,7 @@ def test_a_turn_redone_after_a_crash_keeps_one_reasoning_item(
     )
     first = ServerProcess(tmp_path, database, model, "first")
     servers.append(first)
-    body = {"model": "scripted", "input": "count", "background": True}
-    created = httpx.post(f"{first.url}/v1/responses", json=body)
-    assert created.status_code == 200, created.text
-    response_id = created.json()["id"]
-    seen: list[dict[str, Any]] = []
-    with httpx.stream(
-        "GET", f"{first.url}/v1/responses/{response_id}", params={"stream": "true"}, timeout=60
-    ) as live:
-        for event in sse_events(live):
-            seen.append(event)
-            if sum(e["type"] == "response.output_text.delta" for e in seen) == 20:
-                break
-    first.kill()
+    response_id, _ = kill_mid_stream(first, deltas=20)
 
     second = ServerProcess(tmp_path, database, model, "second")
     servers.append(second)

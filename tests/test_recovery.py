@@ -115,6 +115,26 @@ def read_stream(base: str, response_id: str, after: int | None = None) -> list[d
         return list(sse_events(answer))
 
 
+def kill_mid_stream(server: ServerProcess, deltas: int) -> tuple[str, list[dict[str, Any]]]:
+    """Start a background response on ``server``, read its live stream until ``deltas`` text deltas
+    have come, then SIGKILL the server: the response's id and the events read."""
+    created = httpx.post(
+        f"{server.url}/v1/responses", json={"model": "scripted", "input": "count", "background": True}
+    )
+    assert created.status_code == 200, created.text
+    response_id: str = created.json()["id"]
+    seen: list[dict[str, Any]] = []
+    with httpx.stream(
+        "GET", f"{server.url}/v1/responses/{response_id}", params={"stream": "true"}, timeout=60
+    ) as live:
+        for event in sse_events(live):
+            seen.append(event)
+            if sum(e["type"] == "response.output_text.delta" for e in seen) == deltas:
+                break
+    server.kill()
+    return response_id, seen
+
+
 def test_a_taken_over_background_stream_is_the_one_no_crash_would_have_given(
     tmp_path: Path, model: ScriptedModel, servers: list[ServerProcess]
 ) -> None:
@@ -123,22 +143,8 @@ def test_a_taken_over_background_stream_is_the_one_no_crash_would_have_given(
     model.script(Reply(text=TEXT, delay=0.03), Reply(text=TEXT, delay=0.002))
     first = ServerProcess(tmp_path, database, model, "first")
     servers.append(first)
-    created = httpx.post(
-        f"{first.url}/v1/responses", json={"model": "scripted", "input": "count", "background": True}
-    )
-    assert created.status_code == 200, created.text
-    response_id = created.json()["id"]
-
     # Read the live stream until 70 deltas have arrived, then kill the server mid-answer.
-    seen_before: list[dict[str, Any]] = []
-    with httpx.stream(
-        "GET", f"{first.url}/v1/responses/{response_id}", params={"stream": "true"}, timeout=60
-    ) as live:
-        for event in sse_events(live):
-            seen_before.append(event)
-            if sum(e["type"] == "response.output_text.delta" for e in seen_before) == 70:
-                break
-    first.kill()
+    response_id, seen_before = kill_mid_stream(first, deltas=70)
 
     second = ServerProcess(tmp_path, database, model, "second")
     servers.append(second)
