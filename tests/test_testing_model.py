@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from threadline.providers.base import ModelEvent, ModelRequest, Provider, ProviderError
+from threadline.domain.ports.models import ModelEvent, ModelRequest, Provider, ProviderError
 from threadline.providers.openai_compat import OpenAICompatProvider
 from threadline.testing import Reply, ScriptedModel, ScriptedProvider, ToolCall
 

@@ -10,17 +10,17 @@ import pytest
 
 from tests.unit.conftest import Domain
 from threadline.domain.events import ImageDelta, MessageDelta
+from threadline.domain.ports.tools import ToolResult
 from threadline.domain.run_states import RunStatus
-from threadline.testing import Reply, ScriptedTool, ToolCall
-from threadline.tools.base import (
+from threadline.domain.steps import (
     CodeInterpreterDetails,
     FileSearchDetails,
     FileSearchResult,
     ImageOutput,
     LogsOutput,
     SavedFile,
-    ToolResult,
 )
+from threadline.testing import Reply, ScriptedTool, ToolCall
 
 pytestmark = pytest.mark.anyio
 

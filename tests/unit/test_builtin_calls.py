@@ -13,9 +13,10 @@ import pytest
 from tests.unit.conftest import Domain, wait_until
 from threadline.domain.entities import BuiltinCall, FunctionCall, ToolCalls
 from threadline.domain.events import BuiltinCallDelta
+from threadline.domain.ports.tools import ToolError, ToolResult
 from threadline.domain.run_states import RunStatus
+from threadline.domain.steps import CodeInterpreterDetails, LogsOutput
 from threadline.testing import Reply, ScriptedTool, ToolCall
-from threadline.tools.base import CodeInterpreterDetails, LogsOutput, ToolError, ToolResult
 
 pytestmark = pytest.mark.anyio
 

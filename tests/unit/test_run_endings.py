@@ -20,8 +20,8 @@ from tests.unit.conftest import Domain, wait_until
 from threadline.config import Settings
 from threadline.domain.entities import FunctionCall, MessageCreation, ToolCalls
 from threadline.domain.events import MessageDelta
+from threadline.domain.ports.models import ReplyLimits
 from threadline.domain.run_states import RunStatus
-from threadline.providers.base import ReplyLimits
 from threadline.testing import Reply, ScriptedRouter, ToolCall
 from threadline.workers.worker import Worker
 

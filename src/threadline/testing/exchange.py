@@ -12,15 +12,13 @@ import contextlib
 import json
 import time
 import uuid
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
 from starlette.types import Message, Receive, Send
 
 from threadline.testing import script
 from threadline.testing.script import Plan, Reply, error_object
-
-if TYPE_CHECKING:
-    from threadline.testing.server import ScriptedModel
 
 _SSE_HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
@@ -47,9 +45,22 @@ class Exchange:
     the stream and notice the client going away."""
 
     def __init__(
-        self, model: ScriptedModel, body: dict[str, Any], reply: Reply, receive: Receive, send: Send
+        self,
+        body: dict[str, Any],
+        reply: Reply,
+        receive: Receive,
+        send: Send,
+        *,
+        model_name: str,
+        on_disconnect: Callable[[], None],
+        on_sent: Callable[[int], None],
     ):
-        self.model = model
+        self.model_name = model_name
+        """The model to name when the request names none."""
+        self.on_disconnect = on_disconnect
+        """Told when the client goes away before the reply ended."""
+        self.on_sent = on_sent
+        """Told of each body write's size."""
         self.body = body
         self.reply = reply
         self.receive = receive
@@ -68,7 +79,7 @@ class Exchange:
         if not self.finished:
             self.client_left = True
             self.gone.set()
-            self.model._note_disconnect()
+            self.on_disconnect()
 
     async def _pause(self, seconds: float) -> None:
         if seconds <= 0 or self.gone.is_set():
@@ -89,7 +100,7 @@ class Exchange:
         if not more:
             self.finished = True
         await self.send({"type": "http.response.body", "body": data, "more_body": more})
-        self.model.bytes_sent += len(data)
+        self.on_sent(len(data))
 
     async def run(self) -> None:
         reply = self.reply
@@ -103,9 +114,6 @@ class Exchange:
             or bool(self.body.get("stream"))
         )
         watcher = asyncio.create_task(self._watch()) if watched else None
-        self.model._live.add(self)
-        if self.model._stopping:
-            self.gone.set()
         try:
             await self._pause(reply.first_delay)
             if self.client_left:
@@ -123,7 +131,6 @@ class Exchange:
                 await self._complete()
         finally:
             self.finished = True
-            self.model._live.discard(self)
             if watcher is not None:
                 watcher.cancel()
 
@@ -146,7 +153,7 @@ class Exchange:
 
     def _model_name(self) -> str:
         name = self.body.get("model")
-        return name if isinstance(name, str) else self.model.model_ids[0]
+        return name if isinstance(name, str) else self.model_name
 
     async def _complete(self) -> None:
         reply = self.reply

@@ -23,7 +23,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, Literal
 
-from threadline.providers.base import (
+from threadline.domain.ports.models import (
     Finish,
     ModelEvent,
     ModelRequest,

@@ -62,7 +62,23 @@ class _ChatCompletions:
             )
             return
         reply = self.model._take(body)
-        await Exchange(self.model, body, reply, receive, send).run()
+        model = self.model
+        exchange = Exchange(
+            body,
+            reply,
+            receive,
+            send,
+            model_name=model.model_ids[0],
+            on_disconnect=model._note_disconnect,
+            on_sent=model._note_sent,
+        )
+        model._live.add(exchange)
+        if model._stopping:
+            exchange.gone.set()
+        try:
+            await exchange.run()
+        finally:
+            model._live.discard(exchange)
 
 
 class _Models:
@@ -264,6 +280,9 @@ class ScriptedModel:
             # Surface a broken responder to the client under test rather than dropping the connection.
             logging.getLogger(__name__).exception("ScriptedModel responder failed")
             return Reply(status=500, error_message=f"Scripted responder failed: {exc!r}")
+
+    def _note_sent(self, count: int) -> None:
+        self.bytes_sent += count
 
     def _note_disconnect(self) -> None:
         with self._cond:

@@ -12,9 +12,9 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from threadline.tools import base as tools
-from threadline.tools.base import (
-    FUNCTIONS,
+from threadline.domain.ports import tools
+from threadline.domain.ports.tools import FUNCTIONS, ToolResult
+from threadline.domain.steps import (
     BuiltinDetails,
     BuiltinType,
     CodeInterpreterDetails,
@@ -22,7 +22,6 @@ from threadline.tools.base import (
     FileSearchResult,
     LogsOutput,
     RankingOptions,
-    ToolResult,
 )
 
 
