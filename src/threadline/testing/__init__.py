@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from threadline.testing.provider import ScriptedProvider, ScriptedRouter, WordTokenizer
+from threadline.testing.provider import ScriptedProvider, ScriptedRouter
 from threadline.testing.script import Reply, Responder, ToolCall, echo_responder
 from threadline.testing.server import ScriptedModel
 from threadline.testing.tools import ScriptedTool
@@ -30,7 +30,6 @@ __all__ = [
     "ScriptedRouter",
     "ScriptedTool",
     "ToolCall",
-    "WordTokenizer",
     "echo_responder",
     "main",
 ]

@@ -18,7 +18,6 @@ context budget in a test is a number of words::
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, Literal
@@ -81,15 +80,6 @@ class ScriptedProvider:
     @property
     def requests(self) -> list[ModelRequest]:
         """Every request received, in order."""
-        return list(self._requests)
-
-    async def wait_for_requests(self, n: int, timeout: float = 5.0) -> list[ModelRequest]:
-        """Wait until at least ``n`` model calls began; returns their requests. Raises ``TimeoutError``."""
-        deadline = time.monotonic() + timeout
-        while len(self._requests) < n:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"got {len(self._requests)} of {n} requests within {timeout}s")
-            await asyncio.sleep(0.005)
         return list(self._requests)
 
     def reset(self) -> None:
