@@ -1,8 +1,9 @@
 """The unit layer's world: the domain in process, with the scripted model as a provider.
 
-Each test gets a :class:`Domain`: the real store on its own database (a copy of one migrated
-template: SQLite by default, PostgreSQL under ``THREADLINE_TEST_BACKEND=postgres``), the in-process
-bus, the services, and a :class:`ScriptedProvider` behind a :class:`ScriptedRouter`. No HTTP
+Each test gets a :class:`Domain`: the real store on a database as migrations leave it (on SQLite a
+copy of one migrated file; under ``THREADLINE_TEST_BACKEND=postgres`` one migrated database the
+tests share, emptied after each), the in-process bus, the services, and a
+:class:`ScriptedProvider` behind a :class:`ScriptedRouter`. No HTTP
 server, no worker process: a test claims a run and calls ``RunLoop.execute`` itself, as a worker
 would, so each ending can be reached and looked at directly.
 """
