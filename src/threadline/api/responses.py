@@ -18,7 +18,7 @@ from threadline.api import response_stream
 from threadline.api.deps import Paging, Svc
 from threadline.api.objects import list_object
 from threadline.api.response_objects import compaction_item, item_object, response_object, usage_object
-from threadline.api.response_schemas import (
+from threadline.api.response_protocol import (
     CompactRequest,
     CountTokensRequest,
     CreateResponseRequest,
