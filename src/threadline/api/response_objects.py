@@ -20,7 +20,8 @@ from threadline.domain.entities import (
     Thread,
     ToolCalls,
 )
-from threadline.domain.responses import ResponseView, search_results
+from threadline.domain.response_items import search_results
+from threadline.domain.responses import ResponseView
 from threadline.domain.run_states import RunStatus
 from threadline.ids import builtin_item_id, call_item_id, container_id
 from threadline.retrieval.citations import cut_index, strip_markers

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from threadline.domain.responses import ItemReference, NewItem, compaction_summary
+from threadline.domain.response_items import ItemReference, NewItem, compaction_summary
 from threadline.errors import InvalidRequestError
 
 MAX_INPUT_ITEMS = 2048

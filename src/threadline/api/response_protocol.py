@@ -20,7 +20,8 @@ from threadline.api.response_tool_parsing import (
     parse_tools,
 )
 from threadline.api.schemas import MAX_INT32, ReasoningEffort, Strict, WithMetadata, _check_metadata
-from threadline.domain.responses import ItemReference, NewItem, NewResponse
+from threadline.domain.response_items import ItemReference, NewItem
+from threadline.domain.responses import NewResponse
 from threadline.errors import InvalidRequestError
 
 INCLUDES = (
