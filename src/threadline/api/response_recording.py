@@ -20,7 +20,7 @@ from threadline.api.response_stream import FINAL, Obj, ResponseEvents, event_str
 from threadline.api.sse import KEEPALIVE_SECONDS, frame
 from threadline.domain.entities import MessageCreation, Run
 from threadline.domain.events import ObjectEvent, ReasoningDelta
-from threadline.domain.ports import Subscription
+from threadline.domain.ports.storage import Subscription
 from threadline.domain.responses import ResponseService
 from threadline.domain.run_states import TERMINAL, RunStatus
 from threadline.errors import InvalidRequestError

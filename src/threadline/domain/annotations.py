@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from threadline.domain.entities import BuiltinCall, RunStep, ToolCalls
-from threadline.retrieval.citations import Source, annotate
-from threadline.tools.base import FileSearchDetails, ImageOutput
+from threadline.domain.ports.citations import Source, annotate
+from threadline.domain.steps import FileSearchDetails, ImageOutput
 
 
 @dataclass

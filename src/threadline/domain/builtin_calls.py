@@ -16,18 +16,13 @@ import dataclasses
 import json
 from typing import Any, Protocol
 
+from threadline.domain.clock import now
 from threadline.domain.entities import BuiltinCall, Run, RunStep, ToolCallRecord, ToolCalls
 from threadline.domain.events import BuiltinCallDelta
-from threadline.domain.lifecycle import now, step_event
+from threadline.domain.lifecycle import step_event
+from threadline.domain.ports.tools import ToolCall, ToolError
+from threadline.domain.steps import BuiltinDetails, CodeInterpreterDetails, CodeOutput, FileSearchDetails
 from threadline.domain.turns import Call, Turn, TurnWriter, new_step, step_usage
-from threadline.tools.base import (
-    BuiltinDetails,
-    CodeInterpreterDetails,
-    CodeOutput,
-    FileSearchDetails,
-    ToolCall,
-    ToolError,
-)
 
 
 class BuiltinKind(Protocol):

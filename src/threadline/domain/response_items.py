@@ -20,9 +20,9 @@ from typing import Any
 from threadline.domain.entities import BuiltinCall, ItemType, ListQuery, Message, MessageRole, ToolCalls
 from threadline.domain.input_files import pending
 from threadline.domain.services import Services
+from threadline.domain.steps import FileSearchDetails, LogsOutput
 from threadline.errors import InvalidRequestError
 from threadline.ids import builtin_item_id, container_id, new_id
-from threadline.tools.base import FileSearchDetails, LogsOutput
 
 HOSTED_PREFIXES = (builtin_item_id("file_search", ""), builtin_item_id("code_interpreter", ""))
 HOSTED_SEARCH_THREADS = 64

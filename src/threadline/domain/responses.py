@@ -34,14 +34,14 @@ from threadline.domain.entities import (
 )
 from threadline.domain.files import referenced_files
 from threadline.domain.model_calls import ModelCallObserver
-from threadline.domain.ports import ThreadLockedError
+from threadline.domain.ports.models import ChatMessage, ProviderError, Route, Usage
+from threadline.domain.ports.storage import ThreadLockedError
+from threadline.domain.ports.tools import FUNCTIONS
 from threadline.domain.response_items import Input, ItemResolver, NewItem, compaction_content, new_entry
 from threadline.domain.run_states import ACTIVE
 from threadline.domain.services import Services
 from threadline.errors import InvalidRequestError, NotFoundError
 from threadline.ids import new_id
-from threadline.providers.base import ChatMessage, ProviderError, Route, Usage
-from threadline.tools.base import FUNCTIONS
 
 MAX_REASONING_ITEMS = 1000
 """The most entries of one response (its reasoning items, its function calls) read for its output."""

@@ -16,10 +16,11 @@ import logging
 from typing import Any
 
 from threadline.domain.annotations import answer_content
+from threadline.domain.clock import now
 from threadline.domain.entities import FunctionCall, Message, RequiredAction, Run, RunStep
 from threadline.domain.events import ImageDelta, MessageDelta
-from threadline.domain.lifecycle import end_run, message_event, moved, now, publish, run_event, step_event
-from threadline.domain.ports import Change
+from threadline.domain.lifecycle import end_run, message_event, moved, publish, run_event, step_event
+from threadline.domain.ports.storage import Change
 from threadline.domain.run_states import RunStatus
 from threadline.domain.turns import (
     IN_PROGRESS,

@@ -27,16 +27,13 @@ import logging
 from typing import Any, Literal
 
 from threadline.domain.builtin_calls import BuiltinCalls
+from threadline.domain.clock import now
 from threadline.domain.context import ContextBuilder
 from threadline.domain.entities import ListQuery, Message, MessageCreation, Run, RunStep, ToolCalls
 from threadline.domain.events import Event, MessageDelta, ReasoningDelta, StepDelta
-from threadline.domain.lifecycle import message_event, now, publish, run_event, step_event
+from threadline.domain.lifecycle import message_event, publish, run_event, step_event
 from threadline.domain.model_calls import ModelCallObserver, Timed
-from threadline.domain.ports import Bus, Store
-from threadline.domain.run_endings import RunEndings
-from threadline.domain.turns import Call, Lost, Turn, TurnWriter, complete_message, new_step, run_usage
-from threadline.ids import new_id
-from threadline.providers.base import (
+from threadline.domain.ports.models import (
     Finish,
     ModelRequest,
     ProviderError,
@@ -47,9 +44,12 @@ from threadline.providers.base import (
     ToolCallDelta,
     Usage,
 )
-from threadline.providers.base import ReasoningDelta as Reasoning
-from threadline.tools.base import Tool
-from threadline.tools.registry import ToolRegistry
+from threadline.domain.ports.models import ReasoningDelta as Reasoning
+from threadline.domain.ports.storage import Bus, Store
+from threadline.domain.ports.tools import NoTools, Tool, ToolSet
+from threadline.domain.run_endings import RunEndings
+from threadline.domain.turns import Call, Lost, Turn, TurnWriter, complete_message, new_step, run_usage
+from threadline.ids import new_id
 
 log = logging.getLogger(__name__)
 
@@ -66,12 +66,12 @@ class RunLoop:
         worker_id: str,
         *,
         builder: ContextBuilder | None = None,
-        tools: ToolRegistry | None = None,
+        tools: ToolSet | None = None,
         retries: int = 2,
         retry_backoff: float = 0.5,
         observe_model_call: ModelCallObserver | None = None,
     ) -> None:
-        self.tools = tools or ToolRegistry()
+        self.tools: ToolSet = tools if tools is not None else NoTools()
         self.context = builder or ContextBuilder(
             store, tools=self.tools, observe_model_call=observe_model_call
         )

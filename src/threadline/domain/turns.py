@@ -12,14 +12,15 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from threadline.domain.clock import now
 from threadline.domain.entities import FunctionCall, Message, Run, RunStep, StepDetails, ToolCalls
 from threadline.domain.events import Event, ReasoningDelta
-from threadline.domain.lifecycle import message_event, now, publish, step_event, text_content
-from threadline.domain.ports import Bus, Change, Store
+from threadline.domain.lifecycle import message_event, publish, step_event, text_content
+from threadline.domain.ports.models import Usage
+from threadline.domain.ports.storage import Bus, Change, Store
+from threadline.domain.ports.tools import Tool
 from threadline.domain.run_states import RunStatus
 from threadline.ids import new_id
-from threadline.providers.base import Usage
-from threadline.tools.base import Tool
 
 IN_PROGRESS = frozenset({RunStatus.IN_PROGRESS})
 
