@@ -13,7 +13,8 @@ from tests.unit.conftest import MODEL, Domain
 from threadline.domain.entities import ListQuery, Message, Run
 from threadline.domain.events import ReasoningDelta
 from threadline.domain.ports.models import ReplyLimits
-from threadline.domain.responses import NewItem, NewResponse, ResponseService
+from threadline.domain.response_items import NewItem
+from threadline.domain.responses import NewResponse, ResponseService
 from threadline.domain.run_states import RunStatus
 from threadline.testing import Reply, ToolCall
 
