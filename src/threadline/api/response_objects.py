@@ -11,6 +11,16 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from threadline.domain.content import (
+    Annotation,
+    FileCitation,
+    ImageFile,
+    ImageUrl,
+    InputFile,
+    Refusal,
+    Text,
+    UrlCitation,
+)
 from threadline.domain.entities import (
     BuiltinCall,
     FunctionCall,
@@ -214,22 +224,30 @@ def _queries(arguments: str) -> list[str]:
     return [str(q) for q in queries]
 
 
-def response_annotation(annotation: Obj, cuts: Sequence[tuple[int, int]] = ()) -> Obj:
-    """An Assistants message annotation as a Responses ``output_text`` annotation, on the text with
-    its citation markers cut out (``cuts``): a citation's ``index`` is where its marker stood."""
-    if annotation.get("type") == "file_citation":
-        marker = str(annotation.get("text", ""))
+def response_annotation(annotation: Annotation, cuts: Sequence[tuple[int, int]] = ()) -> Obj:
+    """A text part's annotation as a Responses ``output_text`` annotation, on the text with its
+    citation markers cut out (``cuts``): a citation's ``index`` is where its marker stood."""
+    if isinstance(annotation, FileCitation):
+        marker = annotation.text
         filename = marker.split("†", 1)[1].rstrip("】") if "†" in marker else ""
         return {
             "type": "file_citation",
-            "file_id": annotation["file_citation"]["file_id"],
+            "file_id": annotation.file_id,
             "filename": filename,
-            "index": cut_index(int(annotation.get("start_index", 0)), cuts),
+            "index": cut_index(annotation.start_index, cuts),
+        }
+    if isinstance(annotation, UrlCitation):
+        return {
+            "type": "url_citation",
+            "url": annotation.url,
+            "title": annotation.title,
+            "start_index": cut_index(annotation.start_index, cuts),
+            "end_index": cut_index(annotation.end_index, cuts),
         }
     return {
         "type": "file_path",
-        "file_id": (annotation.get("file_path") or {}).get("file_id", ""),
-        "index": cut_index(int(annotation.get("end_index", 0)), cuts),
+        "file_id": annotation.file_id,
+        "index": cut_index(annotation.end_index, cuts),
     }
 
 
@@ -237,36 +255,22 @@ def content_parts(message: Message) -> list[Obj]:
     parts: list[Obj] = []
     output = message.role == "assistant"
     for part in message.content:
-        kind = part.get("type")
-        if kind == "text":
-            text = part["text"]
-            if output:
-                value, cuts = strip_markers(text["value"])
-                annotations = [response_annotation(a, cuts) for a in text.get("annotations") or []]
-                parts.append(
-                    {"type": "output_text", "text": value, "annotations": annotations, "logprobs": []}
-                )
-            else:
-                parts.append({"type": "input_text", "text": text["value"]})
-        elif kind == "refusal":
-            parts.append({"type": "refusal", "refusal": part["refusal"]})
-        elif kind == "image_url":
-            image = part["image_url"]
-            parts.append(
-                {"type": "input_image", "image_url": image["url"], "detail": image.get("detail") or "auto"}
-            )
-        elif kind == "input_file":
+        if isinstance(part, Text) and output:
+            value, cuts = strip_markers(part.value)
+            annotations = [response_annotation(a, cuts) for a in part.annotations]
+            parts.append({"type": "output_text", "text": value, "annotations": annotations, "logprobs": []})
+        elif isinstance(part, Text):
+            parts.append({"type": "input_text", "text": part.value})
+        elif isinstance(part, Refusal):
+            parts.append({"type": "refusal", "refusal": part.refusal})
+        elif isinstance(part, ImageUrl):
+            parts.append({"type": "input_image", "image_url": part.url, "detail": part.detail or "auto"})
+        elif isinstance(part, InputFile):
             # As it was given (its id and name), not the text the model was shown.
-            file = part["input_file"]
-            parts.append(
-                {"type": "input_file", "file_id": file.get("file_id"), "filename": file.get("filename")}
-            )
-        elif kind == "image_file" and not output:
+            parts.append({"type": "input_file", "file_id": part.file_id, "filename": part.filename})
+        elif isinstance(part, ImageFile) and not output:
             # An answer's charts are in its code_interpreter_call item's outputs, as OpenAI's were.
-            image = part["image_file"]
-            parts.append(
-                {"type": "input_image", "file_id": image["file_id"], "detail": image.get("detail") or "auto"}
-            )
+            parts.append({"type": "input_image", "file_id": part.file_id, "detail": part.detail or "auto"})
     return parts
 
 
@@ -283,10 +287,10 @@ def message_item(message: Message) -> Obj:
 def item_object(entry: Message) -> Obj:
     """A thread entry as a conversation (or input) item."""
     if entry.type == "function_call":
-        fields = entry.content[0]
+        fields = entry.fields
         return function_call_item(fields["call_id"], fields["name"], fields["arguments"], entry.id)
     if entry.type == "function_call_output":
-        fields = entry.content[0]
+        fields = entry.fields
         return {
             "type": "function_call_output",
             "id": entry.id,
@@ -295,7 +299,7 @@ def item_object(entry: Message) -> Obj:
             "status": "completed",
         }
     if entry.type == "file_search_call":
-        fields = entry.content[0]
+        fields = entry.fields
         return {
             "type": "file_search_call",
             "id": entry.id,
@@ -304,7 +308,7 @@ def item_object(entry: Message) -> Obj:
             "results": fields.get("results"),
         }
     if entry.type == "code_interpreter_call":
-        fields = entry.content[0]
+        fields = entry.fields
         return {
             "type": "code_interpreter_call",
             "id": entry.id,
@@ -315,9 +319,9 @@ def item_object(entry: Message) -> Obj:
         }
     if entry.type == "reasoning":
         # Kept as it came: its summary, text and encrypted content are returned unchanged.
-        return {"type": "reasoning", "id": entry.id, **entry.content[0]}
+        return {"type": "reasoning", "id": entry.id, **entry.fields}
     if entry.type == "compaction":
-        return compaction_item(entry.id, entry.content[0]["encrypted_content"])
+        return compaction_item(entry.id, entry.fields["encrypted_content"])
     return message_item(entry)
 
 

@@ -160,7 +160,7 @@ async def _finish_recording(responses: ResponseService, run: Run) -> None:
     view = await responses.view(run)
     closing: list[Obj] = []
     for thought in view.reasoning:
-        fields = thought.content[0]
+        fields = thought.fields
         text = "".join(part["text"] for part in fields["summary"])
         status = str(fields.get("status") or "completed")
         closing += await events.translate(ReasoningDelta(thought.id, text, done=True, status=status))

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any
 
+from threadline.domain.content import FileCitation, FilePath, ImageFile, Part, Text, with_annotations
 from threadline.domain.entities import BuiltinCall, RunStep, ToolCalls
 from threadline.domain.ports.citations import Source, annotate
 from threadline.domain.steps import FileSearchDetails, ImageOutput
@@ -41,32 +41,24 @@ def made_by(steps: list[RunStep]) -> Made:
     return made
 
 
-def answer_content(content: list[dict[str, Any]], steps: list[RunStep]) -> list[dict[str, Any]]:
+def answer_content(content: list[Part], steps: list[RunStep]) -> list[Part]:
     """The answer's content with what the run's built-in calls made (see the module's docstring)."""
     made = made_by(steps)
     if not (made.searches or made.written or made.images):
         return content
-    parts = []
+    parts: list[Part] = []
     for part in content:
-        if part.get("type") == "text":
-            text = part["text"]["value"]
-            annotations = [
-                {
-                    "type": "file_citation",
-                    "text": c.text,
-                    "start_index": c.start_index,
-                    "end_index": c.end_index,
-                    "file_citation": {"file_id": c.file_id},
-                }
-                for c in annotate(text, made.searches)
-            ] + file_paths(text, made.written)
-            annotations.sort(key=lambda a: int(a["start_index"]))
-            part = {"type": "text", "text": {"value": text, "annotations": annotations}}
+        if isinstance(part, Text):
+            cited = [
+                FileCitation(c.text, c.start_index, c.end_index, c.file_id)
+                for c in annotate(part.value, made.searches)
+            ]
+            part = with_annotations(part, [*cited, *file_paths(part.value, made.written)])
         parts.append(part)
-    return parts + [{"type": "image_file", "image_file": {"file_id": file_id}} for file_id in made.images]
+    return parts + [ImageFile(file_id) for file_id in made.images]
 
 
-def file_paths(text: str, written: dict[str, str]) -> list[dict[str, Any]]:
+def file_paths(text: str, written: dict[str, str]) -> list[FilePath]:
     """``file_path`` annotations over ``text``'s mentions of the files the code wrote (path → file
     id): ``sandbox:/mnt/data/out.csv`` as OpenAI's models link them, or the bare path."""
     if not written:
@@ -74,13 +66,4 @@ def file_paths(text: str, written: dict[str, str]) -> list[dict[str, Any]]:
     paths = "|".join(re.escape(path) for path in sorted(written, key=len, reverse=True))
     # A mention ends where the path does: not inside a longer name (``out.csv2``, ``out.csv.bak``).
     mention = re.compile(rf"(?:sandbox:)?({paths})(?![A-Za-z0-9_/-]|\.[A-Za-z0-9])")
-    return [
-        {
-            "type": "file_path",
-            "text": m.group(0),
-            "start_index": m.start(),
-            "end_index": m.end(),
-            "file_path": {"file_id": written[m.group(1)]},
-        }
-        for m in mention.finditer(text)
-    ]
+    return [FilePath(m.group(0), m.start(), m.end(), written[m.group(1)]) for m in mention.finditer(text)]

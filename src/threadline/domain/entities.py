@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, TypeVar, get_args
 
+from threadline.domain.content import ItemFields, Part, text_of
 from threadline.domain.run_states import RunStatus
 from threadline.domain.steps import BuiltinDetails, BuiltinType
 
@@ -94,10 +95,10 @@ ItemType = Literal[
     "compaction",
 ]
 """What a thread entry is. Messages are what the Assistants API shows; the others are Responses
-items kept in the thread so the model sees them on later turns. Their one content part holds the
-item's fields (``call_id``, ``name``, ``arguments`` / ``call_id``, ``output`` / ``queries``,
-``results`` / ``code``, ``container_id``, ``outputs`` / ``summary``, ``encrypted_content`` /
-``encrypted_content``, ``summary``)."""
+items kept in the thread so the model sees them on later turns. Their one content part, an
+:class:`~threadline.domain.content.ItemFields`, holds the item's fields (``call_id``, ``name``,
+``arguments`` / ``call_id``, ``output`` / ``queries``, ``results`` / ``code``, ``container_id``,
+``outputs`` / ``summary``, ``encrypted_content`` / ``encrypted_content``, ``summary``)."""
 
 
 @dataclass(slots=True)
@@ -106,7 +107,7 @@ class Message:
     thread_id: str
     created_at: int
     role: MessageRole
-    content: list[dict[str, Any]]
+    content: list[Part]
     status: MessageStatus = "completed"
     assistant_id: str | None = None
     run_id: str | None = None
@@ -120,7 +121,14 @@ class Message:
     @property
     def text(self) -> str:
         """The message's text parts joined: what a chat model is shown."""
-        return "".join(p["text"]["value"] for p in self.content if p.get("type") == "text")
+        return text_of(self.content)
+
+    @property
+    def fields(self) -> dict[str, Any]:
+        """A non-message entry's fields (its one :class:`ItemFields` part)."""
+        part = self.content[0]
+        assert isinstance(part, ItemFields), f"a {self.type} entry has no item fields"
+        return part.fields
 
 
 @dataclass(slots=True)

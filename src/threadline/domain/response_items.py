@@ -17,8 +17,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from threadline.domain.content import ItemFields, Part, PendingFile
 from threadline.domain.entities import BuiltinCall, ItemType, ListQuery, Message, MessageRole, ToolCalls
-from threadline.domain.input_files import pending
 from threadline.domain.services import Services
 from threadline.domain.steps import FileSearchDetails, LogsOutput
 from threadline.errors import InvalidRequestError
@@ -33,14 +33,20 @@ request's other items (or its conversation) come from."""
 
 @dataclass(frozen=True, slots=True)
 class NewItem:
-    """An input item, parsed: a message (``content`` as stored message parts) or a function call or
-    output (``content`` is the one part holding the item's fields)."""
+    """An input item, parsed: a message (``content`` its parts) or another item (``content`` the one
+    :class:`ItemFields` part holding its fields)."""
 
     type: ItemType
     role: MessageRole
-    content: list[dict[str, Any]]
+    content: list[Part]
     given_id: str | None = None
     """The id the client sent with the item (one this server may have issued), else ``None``."""
+
+    @property
+    def fields(self) -> dict[str, Any]:
+        part = self.content[0]
+        assert isinstance(part, ItemFields), f"a {self.type} item has no item fields"
+        return part.fields
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +109,7 @@ class ItemResolver:
             for item in items
             if isinstance(item, NewItem)
             and item.type == "file_search_call"
-            and item.content[0].get("results") is None
+            and item.fields.get("results") is None
             and item.given_id is not None
             and item.given_id.startswith(HOSTED_PREFIXES)
         }
@@ -121,7 +127,7 @@ class ItemResolver:
             if threads[entry.thread_id]:
                 found[entry.id] = NewItem(entry.type, entry.role, copy.deepcopy(entry.content))
         missing = {r.id for r in wanted if r.id not in found and r.id.startswith(HOSTED_PREFIXES)}
-        missing |= {i for i in bare if i not in found or found[i].content[0].get("results") is None}
+        missing |= {i for i in bare if i not in found or found[i].fields.get("results") is None}
         if missing:
             if conversation is not None and conversation not in threads:
                 threads[conversation] = (
@@ -140,10 +146,10 @@ class ItemResolver:
                     raise InvalidRequestError(f"Item with id '{item.id}' not found.", param=item.param)
                 out.append(found[item.id])
             elif item.given_id in bare and item.given_id in found and found[item.given_id].type == item.type:
-                kept = found[item.given_id].content[0].get("results")
+                kept = found[item.given_id].fields.get("results")
                 if kept is not None:
                     item = NewItem(
-                        item.type, item.role, [{**item.content[0], "results": kept}], item.given_id
+                        item.type, item.role, [ItemFields({**item.fields, "results": kept})], item.given_id
                     )
                 out.append(item)
             else:
@@ -154,7 +160,7 @@ class ItemResolver:
         """``items`` with their messages' ``input_file`` parts read (see ``domain/input_files.py``)."""
         out: list[Input] = []
         for item in items:
-            if isinstance(item, NewItem) and any(pending(part) for part in item.content):
+            if isinstance(item, NewItem) and any(isinstance(part, PendingFile) for part in item.content):
                 if self.svc.input_files is None:
                     raise InvalidRequestError("This server does not read input files.")
                 item = NewItem(
@@ -184,13 +190,13 @@ class ItemResolver:
 
     async def check_outputs(self, thread_id: str, items: list[Message], fresh: bool) -> None:
         """A function call output must answer a call of this conversation (or of the same input)."""
-        wanted = [m.content[0]["call_id"] for m in items if m.type == "function_call_output"]
+        wanted = [m.fields["call_id"] for m in items if m.type == "function_call_output"]
         if not wanted:
             return
-        known = {m.content[0]["call_id"] for m in items if m.type == "function_call"}
+        known = {m.fields["call_id"] for m in items if m.type == "function_call"}
         if not fresh:
             recent = await self.store.newest_messages(thread_id, 256)
-            known |= {m.content[0]["call_id"] for m in recent if m.type == "function_call"}
+            known |= {m.fields["call_id"] for m in recent if m.type == "function_call"}
         for call_id in wanted:
             if call_id not in known:
                 raise InvalidRequestError(
@@ -223,7 +229,7 @@ def hosted_item(call: BuiltinCall, thread_id: str) -> NewItem | None:
             arguments = {}
         query = arguments.get("query") if isinstance(arguments, dict) else None
         fields = {"queries": [str(query)] if query else [], "results": search_results(details)}
-        return NewItem("file_search_call", "assistant", [fields])
+        return NewItem("file_search_call", "assistant", [ItemFields(fields)])
     outputs = [
         {"type": "logs", "logs": o.logs}
         if isinstance(o, LogsOutput)
@@ -233,7 +239,7 @@ def hosted_item(call: BuiltinCall, thread_id: str) -> NewItem | None:
     return NewItem(
         "code_interpreter_call",
         "assistant",
-        [{"code": details.input, "container_id": container_id(thread_id), "outputs": outputs}],
+        [ItemFields({"code": details.input, "container_id": container_id(thread_id), "outputs": outputs})],
     )
 
 

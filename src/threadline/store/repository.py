@@ -49,6 +49,8 @@ from threadline.domain.entities import (
 from threadline.domain.files import attached_code_files, attached_search_files, with_code_files
 from threadline.domain.ports.storage import Change, ThreadLockedError
 from threadline.domain.records import (
+    content_from,
+    content_record,
     required_action_from,
     required_action_record,
     step_details_from,
@@ -97,6 +99,8 @@ def _row(entity: Any) -> dict[str, Any]:
         row["step_details"] = step_details_record(entity.step_details)
     elif isinstance(entity, Run):
         row["required_action"] = required_action_record(entity.required_action)
+    elif isinstance(entity, Message):
+        row["content"] = content_record(entity.content)
     return row
 
 
@@ -108,6 +112,8 @@ def _entity(cls: type[E], row: Row[Any]) -> E:
         values["required_action"] = required_action_from(values["required_action"])
     elif cls is RunStep:
         values["step_details"] = step_details_from(values["step_details"])
+    elif cls is Message:
+        values["content"] = content_from(values["content"])
     return cls(**values)
 
 
