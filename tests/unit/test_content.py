@@ -1,5 +1,6 @@
-"""Message content as typed values: every stored shape reads back to the same JSON (rows written
-before the values were typed included), and messages and deltas cross a process bus unchanged."""
+"""Message content and a response's settings as typed values: every stored shape reads back to the
+same JSON (rows written before the values were typed included), and messages, deltas and runs cross
+a process bus unchanged."""
 
 from __future__ import annotations
 
@@ -19,9 +20,9 @@ from threadline.domain.content import (
     Text,
     UrlCitation,
 )
-from threadline.domain.entities import Message
+from threadline.domain.entities import Message, ResponseSettings, Run
 from threadline.domain.events import MessageDelta, ObjectEvent
-from threadline.domain.records import content_from, content_record
+from threadline.domain.records import content_from, content_record, response_from, response_record
 from threadline.events.codec import decode, dumps, encode
 
 STORED: list[dict[str, Any]] = [
@@ -96,3 +97,46 @@ def test_messages_and_deltas_cross_a_process_bus_unchanged() -> None:
     delta = MessageDelta("msg_1", 0, "", annotations=(UrlCitation("https://example.com", "Example", 0, 5),))
     for event in (ObjectEvent("thread.message.completed", message), delta):
         assert decode(json.loads(dumps(encode(event)))) == event
+
+
+SETTINGS: dict[str, Any] = {
+    "tools": [{"type": "function", "name": "f", "parameters": {}}],
+    "tool_choice": "auto",
+    "text": {"format": {"type": "text"}},
+    "include": ["file_search_call.results"],
+    "truncation": "disabled",
+    "reasoning": None,
+    "user": None,
+    "max_tool_calls": None,
+    "top_logprobs": 0,
+    "safety_identifier": None,
+    "prompt_cache_key": None,
+    "prompt_cache_retention": None,
+    "prompt_cache_options": None,
+    "instructions": "Be brief.",
+    "previous_response_id": "resp_0",
+    "conversation": None,
+    "background": True,
+    "store": False,
+    "tool_resources": {},
+    "input_ids": ["msg_1"],
+}
+
+
+def test_a_responses_settings_read_back_as_they_were_written() -> None:
+    settings = response_from(SETTINGS)
+    assert settings is not None and settings.store is False and settings.input_ids == ["msg_1"]
+    assert response_record(settings) == SETTINGS and list(response_record(settings) or {}) == list(SETTINGS)
+
+
+def test_an_older_rows_missing_settings_take_their_defaults() -> None:
+    settings = response_from({"background": True, "include": None, "input_ids": ["msg_1"]})
+    assert settings == ResponseSettings(background=True, input_ids=["msg_1"])
+    assert settings.store is True and settings.include == [] and settings.tool_choice == "auto"
+    assert response_from(None) is None
+
+
+def test_a_runs_settings_cross_a_process_bus_unchanged() -> None:
+    run = Run("resp_1", "thread_1", "", 1, "m", "", response=response_from(SETTINGS))
+    event = ObjectEvent("thread.run.created", run)
+    assert decode(json.loads(dumps(encode(event)))) == event

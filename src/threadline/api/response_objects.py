@@ -26,6 +26,7 @@ from threadline.domain.entities import (
     FunctionCall,
     Message,
     MessageCreation,
+    ResponseSettings,
     Run,
     Thread,
     ToolCalls,
@@ -91,45 +92,45 @@ def incomplete_object(run: Run) -> Obj | None:
 
 def response_object(view: ResponseView, *, status: str | None = None) -> Obj:
     run = view.run
-    settings = run.response or {}
-    conversation = settings.get("conversation")
-    include = settings.get("include") or []
+    settings = run.response or ResponseSettings()
+    conversation = settings.conversation
+    include = settings.include
     obj: Obj = {
         "id": run.id,
         "object": "response",
         "created_at": run.created_at,
         "status": status or response_status(run),
-        "background": bool(settings.get("background")),
+        "background": settings.background,
         "completed_at": run.completed_at,
         "conversation": {"id": conversation} if conversation else None,
         "error": error_object(run),
         "incomplete_details": incomplete_object(run),
-        "instructions": settings.get("instructions"),
+        "instructions": settings.instructions,
         "max_output_tokens": run.max_completion_tokens,
-        "max_tool_calls": settings.get("max_tool_calls"),
+        "max_tool_calls": settings.max_tool_calls,
         "metadata": run.metadata,
         "model": run.model,
         "output": output_items(view, include),
         "parallel_tool_calls": run.parallel_tool_calls,
-        "previous_response_id": settings.get("previous_response_id"),
-        "prompt_cache_key": settings.get("prompt_cache_key"),
-        "prompt_cache_retention": settings.get("prompt_cache_retention"),
-        "reasoning": settings.get("reasoning") or {"effort": None, "summary": None},
-        "safety_identifier": settings.get("safety_identifier"),
+        "previous_response_id": settings.previous_response_id,
+        "prompt_cache_key": settings.prompt_cache_key,
+        "prompt_cache_retention": settings.prompt_cache_retention,
+        "reasoning": settings.reasoning or {"effort": None, "summary": None},
+        "safety_identifier": settings.safety_identifier,
         "service_tier": "default",
-        "store": settings.get("store", True),
+        "store": settings.store,
         "temperature": run.temperature,
-        "text": settings.get("text") or {"format": {"type": "text"}},
-        "tool_choice": settings.get("tool_choice", "auto"),
-        "tools": [tool_object(tool) for tool in settings.get("tools") or []],
-        "top_logprobs": settings.get("top_logprobs", 0),
+        "text": settings.text or {"format": {"type": "text"}},
+        "tool_choice": settings.tool_choice,
+        "tools": [tool_object(tool) for tool in settings.tools],
+        "top_logprobs": settings.top_logprobs,
         "top_p": run.top_p,
-        "truncation": settings.get("truncation", "disabled"),
+        "truncation": settings.truncation,
         "usage": usage_object(run.usage),
-        "user": settings.get("user"),
+        "user": settings.user,
     }
-    if settings.get("prompt_cache_options") is not None:  # an object when present, never null
-        obj["prompt_cache_options"] = settings["prompt_cache_options"]
+    if settings.prompt_cache_options is not None:  # an object when present, never null
+        obj["prompt_cache_options"] = settings.prompt_cache_options
     return obj
 
 

@@ -177,9 +177,39 @@ class Run:
     queued_at: float | None = None
     """When the run was created or its tool outputs submitted (epoch seconds): the worker holding
     its thread's kernel has it to itself for ``sandbox_affinity_seconds`` from then."""
-    response: dict[str, Any] | None = None
+    response: ResponseSettings | None = None
     """Set when the Responses API made this run: its settings runs lack (see ``domain/responses.py``).
     Such a run ends ``completed`` with its client function calls as items, never ``requires_action``."""
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseSettings:
+    """What a run made by the Responses API keeps that runs lack: the request's fields the engine
+    does not use, echoed back as given (the first fourteen), and how the response is kept."""
+
+    tools: list[dict[str, Any]] = field(default_factory=list)
+    """The tools as the request gave them (the run's ``tools`` are in the engine's form)."""
+    tool_choice: JSON = "auto"
+    text: dict[str, Any] | None = None
+    include: list[str] = field(default_factory=list)
+    truncation: str = "disabled"
+    reasoning: dict[str, Any] | None = None
+    user: str | None = None
+    max_tool_calls: int | None = None
+    top_logprobs: int = 0
+    safety_identifier: str | None = None
+    prompt_cache_key: str | None = None
+    prompt_cache_retention: str | None = None
+    prompt_cache_options: dict[str, Any] | None = None
+    instructions: str | None = None
+    previous_response_id: str | None = None
+    conversation: str | None = None
+    """The conversation it belongs to; ``None`` for a response with a thread of its own."""
+    background: bool = False
+    store: bool = True
+    tool_resources: dict[str, Any] = field(default_factory=dict)
+    input_ids: list[str] = field(default_factory=list)
+    """The thread entries its input became."""
 
 
 StepStatus = Literal["in_progress", "cancelled", "failed", "completed", "expired"]

@@ -1,14 +1,15 @@
-"""Typed values held as JSON (step details, a run's required action) and back: the one persisted
-form, used by the store and by buses that cross processes.
+"""Typed values held as JSON (step details, a run's required action, message content, a response's
+settings) and back: the one persisted form, used by the store and by buses that cross processes.
 
 It follows OpenAI's wire shape where it can (so stored rows read naturally, and rows written before
 these values were typed still load), plus what only the server needs: a built-in call's function
 ``name``, ``arguments`` and ``output`` as the model saw them, under ``model_call``.
-``api/objects.py`` renders the wire shape; never this.
+``api/objects.py`` and ``api/response_objects.py`` render the wire shapes; never this.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -31,6 +32,7 @@ from threadline.domain.entities import (
     FunctionCall,
     MessageCreation,
     RequiredAction,
+    ResponseSettings,
     StepDetails,
     ToolCallRecord,
     ToolCalls,
@@ -152,6 +154,20 @@ def _output(record: Record) -> CodeOutput:
     if record["type"] == "logs":
         return LogsOutput(record["logs"])
     return ImageOutput(record["image"]["file_id"])
+
+
+_RESPONSE_FIELDS = frozenset(f.name for f in dataclasses.fields(ResponseSettings))
+
+
+def response_record(settings: ResponseSettings | None) -> Record | None:
+    return None if settings is None else dataclasses.asdict(settings)
+
+
+def response_from(r: Record | None) -> ResponseSettings | None:
+    """A stored response's settings; a key a row lacks (or holds null) takes its default."""
+    if r is None:
+        return None
+    return ResponseSettings(**{k: v for k, v in r.items() if k in _RESPONSE_FIELDS and v is not None})
 
 
 # --- message content -------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from threadline.domain.entities import (
     Message,
     MessageCreation,
     Page,
+    ResponseSettings,
     Run,
     RunStep,
     Thread,
@@ -53,7 +54,8 @@ MAX_COUNTED_ENTRIES = 10_000
 @dataclass(slots=True)
 class NewResponse:
     """A create-response request, parsed. ``tools`` are in the run engine's form (functions nested
-    under ``function``); ``settings`` are the fields echoed back that the engine does not use."""
+    under ``function``); ``settings`` are the fields echoed back that the engine does not use, by
+    their :class:`ResponseSettings` names."""
 
     model: str
     input: list[Input]
@@ -152,15 +154,15 @@ class ResponseService:
         await self.items.check_outputs(
             source[0] if source else thread.id, items, new_thread and source is None
         )
-        run.response = {
+        run.response = ResponseSettings(
             **request.settings,
-            "previous_response_id": request.previous_response_id,
-            "conversation": thread.id if thread.kind != "response" else None,
-            "background": request.background,
-            "store": request.store,
-            "tool_resources": request.tool_resources,
-            "input_ids": [item.id for item in items],
-        }
+            previous_response_id=request.previous_response_id,
+            conversation=thread.id if thread.kind != "response" else None,
+            background=request.background,
+            store=request.store,
+            tool_resources=request.tool_resources,
+            input_ids=[item.id for item in items],
+        )
         await svc.announce(run)
         try:
             if new_thread and source is None:
@@ -230,7 +232,7 @@ class ResponseService:
         page = await self.store.list_messages(response.thread_id, ListQuery(limit=1), response.id, items=True)
         if page.items:
             return page.items[0].id
-        inputs = (response.response or {}).get("input_ids") or []
+        inputs = response.response.input_ids if response.response else []
         return inputs[-1] if inputs else None
 
     async def count_input_tokens(self, request: NewResponse, route: Route) -> int:
@@ -310,7 +312,7 @@ class ResponseService:
 
     async def _response(self, response_id: str) -> Run:
         run = await self.store.get_response(response_id, self.svc.project_id)
-        if run is None or (run.response or {}).get("store") is False:
+        if run is None or (run.response is not None and not run.response.store):
             raise _found("Response", response_id)
         return run
 
@@ -319,7 +321,7 @@ class ResponseService:
 
     async def forget(self, run: Run) -> None:
         """Delete a finished ``store: false`` response, once its client has it."""
-        if (run.response or {}).get("store") is False:
+        if run.response is not None and not run.response.store:
             await self.store.delete_response(run.id)
 
     async def view(self, run: Run) -> ResponseView:
@@ -344,7 +346,7 @@ class ResponseService:
 
     async def cancel_response(self, response_id: str) -> ResponseView:
         run = await self._response(response_id)
-        if not (run.response or {}).get("background"):
+        if run.response is None or not run.response.background:
             raise InvalidRequestError("Only responses created with background=true can be cancelled.")
         if run.status in ACTIVE:
             run = await self.svc.cancel_run(run.thread_id, run.id)
@@ -352,7 +354,7 @@ class ResponseService:
 
     async def input_items(self, response_id: str, query: ListQuery) -> Page[Message]:
         run = await self._response(response_id)
-        items = await self.store.messages_by_id((run.response or {}).get("input_ids") or [])
+        items = await self.store.messages_by_id(run.response.input_ids if run.response else [])
         return _page(items, query)
 
     # --- conversations ---------------------------------------------------------------------

@@ -24,6 +24,8 @@ from threadline.domain.records import (
     content_record,
     required_action_from,
     required_action_record,
+    response_from,
+    response_record,
     step_details_from,
     step_details_record,
 )
@@ -54,6 +56,7 @@ def encode(event: Event) -> dict[str, Any]:
             obj["step_details"] = step_details_record(event.obj.step_details)
         elif isinstance(event.obj, Run):
             obj["required_action"] = required_action_record(event.obj.required_action)
+            obj["response"] = response_record(event.obj.response)
         elif isinstance(event.obj, Message):
             obj["content"] = content_record(event.obj.content)
         return {"k": _KINDS[type(event.obj)], "name": event.name, "obj": obj}
@@ -84,6 +87,7 @@ def decode(data: dict[str, Any]) -> Event:
     if cls is Run:
         values["status"] = RunStatus(values["status"])
         values["required_action"] = required_action_from(values["required_action"])
+        values["response"] = response_from(values["response"])
     elif cls is RunStep:
         values["step_details"] = step_details_from(values["step_details"])
     elif cls is Message:

@@ -53,6 +53,8 @@ from threadline.domain.records import (
     content_record,
     required_action_from,
     required_action_record,
+    response_from,
+    response_record,
     step_details_from,
     step_details_record,
 )
@@ -99,6 +101,7 @@ def _row(entity: Any) -> dict[str, Any]:
         row["step_details"] = step_details_record(entity.step_details)
     elif isinstance(entity, Run):
         row["required_action"] = required_action_record(entity.required_action)
+        row["response"] = response_record(entity.response)
     elif isinstance(entity, Message):
         row["content"] = content_record(entity.content)
     return row
@@ -110,6 +113,7 @@ def _entity(cls: type[E], row: Row[Any]) -> E:
     if cls is Run:
         values["status"] = RunStatus(values["status"])
         values["required_action"] = required_action_from(values["required_action"])
+        values["response"] = response_from(values["response"])
     elif cls is RunStep:
         values["step_details"] = step_details_from(values["step_details"])
     elif cls is Message:
