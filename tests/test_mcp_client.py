@@ -14,7 +14,7 @@ import socket
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 
 from threadline.testing_mcp import McpTestServer
@@ -113,9 +113,9 @@ def test_every_connection_is_made_by_the_client_factory(url: str) -> None:
 
     def factory(
         headers: dict[str, str] | None = None,
-        timeout: httpx.Timeout | None = None,
-        auth: httpx.Auth | None = None,
-    ) -> httpx.AsyncClient:
+        timeout: httpx2.Timeout | None = None,
+        auth: httpx2.Auth | None = None,
+    ) -> httpx2.AsyncClient:
         made.append(headers)
         return plain_client(headers, timeout, auth)
 

@@ -1,4 +1,4 @@
-"""A real MCP server for tests: the ``mcp`` SDK's FastMCP under uvicorn, on a free local port.
+"""A real MCP server for tests: the ``mcp`` SDK's MCPServer (FastMCP) under uvicorn, on a free local port.
 
 Tests point ``mcp`` tools (and :class:`~threadline.tools.remote.mcp.McpClient`) at it::
 
@@ -24,7 +24,8 @@ from types import TracebackType
 from typing import Any
 
 import uvicorn
-from mcp.server.fastmcp import FastMCP
+from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ToolAnnotations
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse
@@ -65,15 +66,15 @@ class McpTestServer:
         """The HTTP+SSE endpoint."""
         return f"http://{_HOST}:{self.port}/sse"
 
-    def _fastmcp(self) -> FastMCP:
-        # FastMCP sets up the root logger when made (logging.basicConfig); a test double must not.
+    def _mcp_server(self) -> MCPServer:
+        # MCPServer sets up the root logger when made (logging.basicConfig); a test double must not.
         root = logging.getLogger()
         handlers, level = list(root.handlers), root.level
-        mcp = FastMCP("threadline-test", host=_HOST, port=self.port, log_level="WARNING")
+        mcp = MCPServer("threadline-test", log_level="WARNING")
         root.handlers[:], root.level = handlers, level
         calls = self.calls
         stopping = self._stopping
-        read_only = ToolAnnotations(readOnlyHint=True)
+        read_only = ToolAnnotations(read_only_hint=True)
 
         @mcp.tool(annotations=read_only)
         def add(a: int, b: int) -> int:
@@ -87,7 +88,7 @@ class McpTestServer:
             calls.append(("weather", {"city": city}))
             return f"sunny in {city}"
 
-        @mcp.tool(annotations=ToolAnnotations(destructiveHint=True))
+        @mcp.tool(annotations=ToolAnnotations(destructive_hint=True))
         def delete_file(path: str) -> str:
             """Delete a file."""
             calls.append(("delete_file", {"path": path}))
@@ -97,7 +98,7 @@ class McpTestServer:
         def fail(reason: str) -> str:
             """Always fails with the reason given."""
             calls.append(("fail", {"reason": reason}))
-            raise ValueError(reason)
+            raise ToolError(reason)
 
         @mcp.tool()
         async def slow(seconds: float) -> str:
@@ -117,10 +118,10 @@ class McpTestServer:
         return mcp
 
     def _app(self) -> Any:
-        mcp = self._fastmcp()
-        streamable = mcp.streamable_http_app()
+        mcp = self._mcp_server()
+        streamable = mcp.streamable_http_app(host=_HOST)
         app = Starlette(
-            routes=[*streamable.routes, *mcp.sse_app().routes],
+            routes=[*streamable.routes, *mcp.sse_app(host=_HOST).routes],
             lifespan=lambda _: mcp.session_manager.run(),
         )
         authorizations = self.authorizations

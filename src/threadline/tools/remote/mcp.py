@@ -20,22 +20,34 @@ reason in the shapes of OpenAI's ``mcp_call.error`` (``http_error``, ``mcp_proto
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import hashlib
 import json
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
 from typing import Any, Literal, Protocol, TypeVar
 from urllib.parse import urlsplit
 
-import httpx
+import httpx2
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from mcp import ClientSession
 from mcp import types as mcp_types
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
-from mcp.shared.exceptions import McpError
+from mcp.shared.exceptions import MCPError
 
-__all__ = ["HttpClientFactory", "McpClient", "McpFailure", "McpServer", "McpToolInfo", "plain_client"]
+__all__ = [
+    "HttpClientFactory",
+    "McpClient",
+    "McpFailure",
+    "McpGateway",
+    "McpServer",
+    "McpToolInfo",
+    "plain_client",
+]
 
 T = TypeVar("T")
 
@@ -58,18 +70,18 @@ class HttpClientFactory(Protocol):
     def __call__(
         self,
         headers: dict[str, str] | None = None,
-        timeout: httpx.Timeout | None = None,
-        auth: httpx.Auth | None = None,
-    ) -> httpx.AsyncClient: ...
+        timeout: httpx2.Timeout | None = None,
+        auth: httpx2.Auth | None = None,
+    ) -> httpx2.AsyncClient: ...
 
 
 def plain_client(
     headers: dict[str, str] | None = None,
-    timeout: httpx.Timeout | None = None,
-    auth: httpx.Auth | None = None,
-) -> httpx.AsyncClient:
+    timeout: httpx2.Timeout | None = None,
+    auth: httpx2.Auth | None = None,
+) -> httpx2.AsyncClient:
     """An unguarded client: for tests and embedders that reach only servers they trust."""
-    return httpx.AsyncClient(headers=headers, timeout=timeout, auth=auth, follow_redirects=False)
+    return httpx2.AsyncClient(headers=headers, timeout=timeout, auth=auth, follow_redirects=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,9 +149,10 @@ class McpClient:
             tools: list[McpToolInfo] = []
             cursor: str | None = None
             while len(tools) < MAX_TOOLS:
-                page = await session.list_tools(cursor)
+                params = mcp_types.PaginatedRequestParams(cursor=cursor) if cursor else None
+                page = await session.list_tools(params=params)
                 tools += [_tool_info(tool) for tool in page.tools]
-                cursor = page.nextCursor
+                cursor = page.next_cursor
                 if not cursor:
                     break
             return tools[:MAX_TOOLS]
@@ -154,8 +167,8 @@ class McpClient:
 
         result = await self._run(server, calling)
         text = self._bounded(_text(result))
-        if result.isError:
-            content = [block.model_dump(mode="json", exclude_none=True) for block in result.content]
+        if result.is_error:
+            content = [block.model_dump(mode="json", by_alias=True, exclude_none=True) for block in result.content]
             raise McpFailure(
                 "mcp_tool_execution_error",
                 text or "The tool reported an error.",
@@ -164,20 +177,37 @@ class McpClient:
         return text
 
     async def _run(self, server: McpServer, operation: Callable[[ClientSession], Awaitable[T]]) -> T:
+        statuses: list[int] = []
         try:
             async with asyncio.timeout(self.timeout):
-                async with self._session(server) as session:
+                async with self._session(server, statuses) as session:
                     return await operation(session)
         except TimeoutError:
             raise McpFailure(
                 "http_error", f"The MCP server did not answer within {self.timeout:g} s.", code=504
             ) from None
         except Exception as exc:
-            raise _failure(exc) from None
+            raise _failure(exc, statuses) from None
 
     @contextlib.asynccontextmanager
-    async def _session(self, server: McpServer) -> AsyncIterator[ClientSession]:
+    async def _session(self, server: McpServer, statuses: list[int]) -> AsyncIterator[ClientSession]:
+        """A session on the server; the error statuses its HTTP answers had go into ``statuses``
+        (the streamable HTTP transport turns them into a bare JSON-RPC error)."""
         headers = dict(server.headers)
+
+        async def record(response: httpx2.Response) -> None:
+            if response.status_code >= 400:
+                statuses.append(response.status_code)
+
+        def factory(
+            headers: dict[str, str] | None = None,
+            timeout: httpx2.Timeout | None = None,
+            auth: httpx2.Auth | None = None,
+        ) -> httpx2.AsyncClient:
+            client = self.client_factory(headers=headers, timeout=timeout, auth=auth)
+            client.event_hooks["response"] = [*client.event_hooks["response"], record]
+            return client
+
         async with contextlib.AsyncExitStack() as stack:
             if urlsplit(server.url).path.rstrip("/").endswith("/sse"):
                 streams = await stack.enter_async_context(
@@ -186,21 +216,19 @@ class McpClient:
                         headers=headers,
                         timeout=self.connect_timeout,
                         sse_read_timeout=self.timeout,
-                        httpx_client_factory=self.client_factory,
+                        httpx_client_factory=factory,
                     )
                 )
                 read, write = streams[0], streams[1]
             else:
                 http = await stack.enter_async_context(
-                    self.client_factory(
-                        headers=headers, timeout=httpx.Timeout(self.connect_timeout, read=self.timeout)
-                    )
+                    factory(headers=headers, timeout=httpx2.Timeout(self.connect_timeout, read=self.timeout))
                 )
-                read, write, _ = await stack.enter_async_context(
+                read, write = await stack.enter_async_context(
                     streamable_http_client(server.url, http_client=http)
                 )
             session = await stack.enter_async_context(
-                ClientSession(read, write, read_timeout_seconds=timedelta(seconds=self.timeout))
+                ClientSession(read, write, read_timeout_seconds=self.timeout)
             )
             await session.initialize()
             yield session
@@ -213,9 +241,9 @@ class McpClient:
 
 
 def _tool_info(tool: mcp_types.Tool) -> McpToolInfo:
-    schema = tool.inputSchema if len(json.dumps(tool.inputSchema)) <= SCHEMA_CHARS else {"type": "object"}
+    schema = tool.input_schema if len(json.dumps(tool.input_schema)) <= SCHEMA_CHARS else {"type": "object"}
     description = tool.description[:DESCRIPTION_CHARS] if tool.description else tool.description
-    annotations = tool.annotations.model_dump(exclude_none=True) if tool.annotations else None
+    annotations = tool.annotations.model_dump(by_alias=True, exclude_none=True) if tool.annotations else None
     return McpToolInfo(tool.name, schema, description, annotations or None)
 
 
@@ -230,13 +258,13 @@ def _text(result: mcp_types.CallToolResult) -> str:
             if isinstance(resource, mcp_types.TextResourceContents):
                 parts.append(resource.text)
             else:
-                parts.append(f"[resource {resource.uri} ({resource.mimeType or 'binary'}), not shown]")
+                parts.append(f"[resource {resource.uri} ({resource.mime_type or 'binary'}), not shown]")
         elif isinstance(block, mcp_types.ResourceLink):
             parts.append(f"[resource {block.uri}]")
         else:
-            parts.append(f"[{block.type} ({block.mimeType}), not shown]")
-    if not parts and result.structuredContent is not None:
-        return json.dumps(result.structuredContent, ensure_ascii=False)
+            parts.append(f"[{block.type} ({block.mime_type}), not shown]")
+    if not parts and result.structured_content is not None:
+        return json.dumps(result.structured_content, ensure_ascii=False)
     return "\n".join(parts)
 
 
@@ -258,22 +286,97 @@ def _leaves(exc: BaseException) -> list[BaseException]:
     return [exc]
 
 
-def _failure(exc: Exception) -> McpFailure:
+def _failure(exc: Exception, statuses: list[int]) -> McpFailure:
     """The reason behind an exception from the SDK or the HTTP client (task groups wrap them)."""
     leaves = _leaves(exc)
     leaf = next((e for e in leaves if not isinstance(e, asyncio.CancelledError)), leaves[0])
     if isinstance(leaf, McpFailure):
         return leaf
-    if isinstance(leaf, McpError):
+    if statuses and isinstance(leaf, MCPError | httpx2.HTTPStatusError):
+        return McpFailure("http_error", f"The MCP server answered HTTP {statuses[-1]}.", code=statuses[-1])
+    if isinstance(leaf, MCPError):
         return McpFailure("mcp_protocol_error", leaf.error.message, code=leaf.error.code)
-    if isinstance(leaf, httpx.HTTPStatusError):
+    if isinstance(leaf, httpx2.HTTPStatusError):
         status = leaf.response.status_code
         return McpFailure("http_error", f"The MCP server answered HTTP {status}.", code=status)
-    if isinstance(leaf, httpx.TimeoutException):
+    if isinstance(leaf, httpx2.TimeoutException):
         return McpFailure("http_error", "The MCP server did not answer in time.", code=504)
-    if isinstance(leaf, httpx.HTTPError):
+    if isinstance(leaf, httpx2.HTTPError):
         return McpFailure("http_error", f"Could not reach the MCP server: {leaf}", code=502)
     if isinstance(leaf, ValueError | RuntimeError):
         # The SDK's own checks (an unexpected content type, output that breaks the tool's schema).
         return McpFailure("mcp_protocol_error", str(leaf) or type(leaf).__name__, code=-32603)
     return McpFailure("http_error", f"The MCP server could not be used: {type(leaf).__name__}", code=502)
+
+
+class McpGateway:
+    """The MCP servers as the run loop reaches them: the client, with the headers kept sealed.
+
+    A response keeps its MCP headers sealed (AES-GCM under ``key``) while it runs, so its stored
+    settings never hold them in plain text; only this class opens them, for the request they go
+    with. Without a key each process makes its own: a run taken over by another process then finds
+    its headers unreadable and its MCP calls fail with that reason (set ``THREADLINE_SECRET_KEY``
+    on every process that runs workers).
+    """
+
+    def __init__(self, client: McpClient, secret: str = "") -> None:
+        self.client = client
+        key = hashlib.sha256(secret.encode()).digest() if secret else AESGCM.generate_key(bit_length=256)
+        self._aead = AESGCM(key)
+
+    def seal(self, headers: Mapping[str, str]) -> str:
+        nonce = os.urandom(12)
+        sealed = self._aead.encrypt(nonce, json.dumps(dict(headers)).encode(), b"mcp-headers")
+        return base64.urlsafe_b64encode(nonce + sealed).decode()
+
+    def _open(self, sealed: str | None) -> dict[str, str]:
+        if not sealed:
+            return {}
+        try:
+            raw = base64.urlsafe_b64decode(sealed.encode())
+            headers = json.loads(self._aead.decrypt(raw[:12], raw[12:], b"mcp-headers"))
+        except (ValueError, InvalidTag):
+            raise McpFailure(
+                "http_error",
+                "The headers for this MCP server were sealed by another server process and cannot be "
+                "read here (set THREADLINE_SECRET_KEY alike on every process); send the request again.",
+                code=401,
+            ) from None
+        return {str(k): str(v) for k, v in headers.items()}
+
+    def readable(self, sealed: str) -> bool:
+        try:
+            self._open(sealed)
+        except McpFailure:
+            return False
+        return True
+
+    async def list_tools(self, url: str, sealed: str | None) -> tuple[list[dict[str, Any]], str | None]:
+        try:
+            tools = await self.client.list_tools(McpServer(url, self._open(sealed)))
+        except McpFailure as failed:
+            return [], failed.message
+        return [
+            {
+                "name": t.name,
+                "description": t.description,
+                "input_schema": t.input_schema,
+                "annotations": t.annotations,
+            }
+            for t in tools
+        ], None
+
+    async def call_tool(
+        self, url: str, sealed: str | None, name: str, arguments: dict[str, Any]
+    ) -> tuple[str | None, dict[str, Any] | None]:
+        try:
+            return await self.client.call_tool(McpServer(url, self._open(sealed)), name, arguments), None
+        except McpFailure as failed:
+            return None, failure_object(failed)
+
+
+def failure_object(failed: McpFailure) -> dict[str, Any]:
+    """A failure as ``mcp_call.error`` shows it."""
+    if failed.kind == "mcp_tool_execution_error":
+        return {"type": failed.kind, "content": failed.content or [{"type": "text", "text": failed.message}]}
+    return {"type": failed.kind, "code": failed.code, "message": failed.message}
