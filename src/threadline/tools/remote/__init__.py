@@ -1,2 +1,8 @@
-"""Tools that reach beyond the server: remote MCP servers (``mcp.py``). Every outbound connection
-goes through one guarded HTTP client."""
+"""Remote tools: what reaches beyond the server (MCP servers, web search, ``input_file`` URLs).
+
+Everything here fetches through :mod:`threadline.tools.remote.guard`, the one guarded HTTP client.
+"""
+
+from threadline.tools.remote.guard import Fetched, RemoteGuard, RemotePolicy, address_class, check_url
+
+__all__ = ["Fetched", "RemoteGuard", "RemotePolicy", "address_class", "check_url"]
