@@ -9,6 +9,7 @@ made without the client factory (which is where the address guard sits).
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import socket
 from collections.abc import Iterator
@@ -18,7 +19,15 @@ import httpx2
 import pytest
 
 from threadline.testing_mcp import McpTestServer
-from threadline.tools.remote.mcp import McpClient, McpFailure, McpServer, McpToolInfo, plain_client
+from threadline.tools.remote.guard import RemoteGuard, RemotePolicy, parse_allow
+from threadline.tools.remote.mcp import (
+    McpClient,
+    McpFailure,
+    McpGateway,
+    McpServer,
+    McpToolInfo,
+    plain_client,
+)
 
 TOKEN = "tok-7c1e5d0a9b"
 
@@ -142,3 +151,34 @@ def test_the_headers_are_never_logged_nor_shown(
     assert TOKEN not in logged
     for shown in (repr(server), repr(refused), failed.message, str(failed.content), raised.value.message):
         assert TOKEN not in shown
+
+
+def test_through_the_guard_a_local_server_is_refused_unless_allowed(
+    url: str, mcp_server: McpTestServer
+) -> None:
+    refused = McpClient(RemoteGuard(RemotePolicy()).httpx_client_factory)
+    with pytest.raises(McpFailure) as raised:
+        asyncio.run(refused.list_tools(authorized(url)))
+    assert (raised.value.kind, raised.value.code) == ("http_error", 403)
+    assert "THREADLINE_REMOTE_ALLOW" in raised.value.message
+    allowed = McpClient(RemoteGuard(RemotePolicy(*parse_allow("127.0.0.1"))).httpx_client_factory)
+    assert asyncio.run(allowed.call_tool(authorized(url), "add", {"a": 2, "b": 40})) == "42"
+
+
+def test_the_gateway_seals_the_headers_and_only_its_key_opens_them(url: str) -> None:
+    gateway = McpGateway(McpClient(), secret="one key")
+    sealed = gateway.seal({"Authorization": f"Bearer {TOKEN}"})
+    assert TOKEN not in sealed and TOKEN.encode() not in base64.urlsafe_b64decode(sealed)
+    assert asyncio.run(gateway.call_tool(url, sealed, "add", {"a": 1, "b": 1})) == ("2", None)
+    assert McpGateway(McpClient(), secret="one key").readable(sealed)
+    other = McpGateway(McpClient(), secret="another key")
+    assert not other.readable(sealed)
+    output, error = asyncio.run(other.call_tool(url, sealed, "add", {"a": 1, "b": 1}))
+    assert output is None and error is not None and "THREADLINE_SECRET_KEY" in error["message"]
+    tools, why = asyncio.run(gateway.list_tools(url, gateway.seal({})))
+    assert tools == [] and why is not None and "401" in why
+    output, error = asyncio.run(gateway.call_tool(url, sealed, "fail", {"reason": "nope"}))
+    assert output is None and error == {
+        "type": "mcp_tool_execution_error",
+        "content": [{"type": "text", "text": "Error executing tool fail: nope"}],
+    }

@@ -155,6 +155,13 @@ class Settings:
     also the bound on connecting and on each read of an MCP server's connection."""
     remote_max_bytes: int = 8 * 1024 * 1024
     """Bytes one outbound response may bring (after decompression); past it the fetch fails."""
+    mcp_timeout_seconds: float = 60.0
+    """The longest one call to an MCP server's tool (or listing its tools) may take, connection
+    and handshake included; past it the call fails and the model is told."""
+    secret_key: str = ""
+    """Seals the MCP headers a response keeps while it runs (AES-GCM under its SHA-256). Empty:
+    a key each process makes for itself, so a run another process takes over finds them unreadable;
+    set the same value on every process that runs workers."""
     web_search_backend: str = "searxng"
     """Which search engine ``web_search`` asks: ``searxng`` (a SearxNG instance's JSON API at
     ``web_search_url``) or ``brave`` (the Brave Search API, with ``web_search_api_key``)."""

@@ -317,7 +317,19 @@ def item_object(entry: Message) -> Obj:
         return {"type": "reasoning", "id": entry.id, **entry.content[0]}
     if entry.type == "compaction":
         return compaction_item(entry.id, entry.content[0]["encrypted_content"])
+    if entry.type in MCP_FIELDS:
+        fields = entry.content[0]
+        return {"type": entry.type, "id": entry.id, **{k: fields.get(k) for k in MCP_FIELDS[entry.type]}}
     return message_item(entry)
+
+
+MCP_FIELDS = {
+    "mcp_list_tools": ("server_label", "tools", "error"),
+    "mcp_call": ("server_label", "name", "arguments", "output", "error", "status", "approval_request_id"),
+    "mcp_approval_request": ("server_label", "name", "arguments"),
+    "mcp_approval_response": ("approval_request_id", "approve", "reason"),
+}
+"""The fields each MCP item shows (its entry may keep more, e.g. a refused call's name)."""
 
 
 def compaction_item(item_id: str, encrypted_content: str) -> Obj:

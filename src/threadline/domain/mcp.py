@@ -79,12 +79,10 @@ class McpServerTool:
         policy = self.require_approval
         if policy == "never":
             return False
-        if isinstance(policy, dict):
-            if policy.get("never") is not None and _matches(policy["never"], info):
-                return False
-            # Not named by ``never``: approval, as OpenAI's default is.
-            return True
-        return True
+        # A tool ``never`` names goes without; any other needs approval, as OpenAI's default is.
+        return not (
+            isinstance(policy, dict) and policy.get("never") is not None and _matches(policy["never"], info)
+        )
 
 
 def _matches(tool_filter: Mapping[str, Any], info: Mapping[str, Any]) -> bool:
@@ -110,7 +108,9 @@ def mcp_tool(tool: Mapping[str, Any], param: str) -> tuple[dict[str, Any], dict[
             "Invalid 'server_label': a letter, then up to 63 letters, digits, '_' or '-'.", "server_label"
         )
     if tool.get("connector_id") is not None or tool.get("tunnel_id") is not None:
-        raise bad("Connectors and tunnels are not available on this server: give a 'server_url'.", "server_url")
+        raise bad(
+            "Connectors and tunnels are not available on this server: give a 'server_url'.", "server_url"
+        )
     url = tool.get("server_url")
     if not isinstance(url, str) or not re.match(r"^https?://[^\s/]+", url, re.IGNORECASE) or len(url) > 2048:
         raise bad("Missing or invalid 'server_url': an http(s) URL of the MCP server.", "server_url")
@@ -121,7 +121,10 @@ def mcp_tool(tool: Mapping[str, Any], param: str) -> tuple[dict[str, Any], dict[
         len(headers) > MAX_HEADERS
         or not all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items())
         or sum(len(k) + len(v) for k, v in headers.items()) > MAX_HEADER_CHARS
-        or any(not re.match(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$", k) or "\n" in v or "\r" in v for k, v in headers.items())
+        or any(
+            not re.match(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$", k) or "\n" in v or "\r" in v
+            for k, v in headers.items()
+        )
     ):
         raise bad("Invalid 'headers': an object of header names to string values.", "headers")
     allowed = tool.get("allowed_tools")
@@ -130,16 +133,19 @@ def mcp_tool(tool: Mapping[str, Any], param: str) -> tuple[dict[str, Any], dict[
     ):
         raise bad("Invalid 'allowed_tools': a list of tool names or a filter object.", "allowed_tools")
     approval = tool.get("require_approval")
-    if approval is not None and approval not in ("always", "never"):
-        if not (
+    if (
+        approval is not None
+        and approval not in ("always", "never")
+        and not (
             isinstance(approval, dict)
             and set(approval) <= {"always", "never"}
             and all(v is None or _is_filter(v) for v in approval.values())
-        ):
-            raise bad(
-                "Invalid 'require_approval': 'always', 'never', or {'always': {...}, 'never': {...}}.",
-                "require_approval",
-            )
+        )
+    ):
+        raise bad(
+            "Invalid 'require_approval': 'always', 'never', or {'always': {...}, 'never': {...}}.",
+            "require_approval",
+        )
     description = tool.get("server_description")
     if description is not None and not isinstance(description, str):
         raise bad("Invalid 'server_description': expected a string.", "server_description")
@@ -161,7 +167,9 @@ def _is_filter(value: Any) -> bool:
         and set(value) <= {"tool_names", "read_only"}
         and (
             value.get("tool_names") is None
-            or (isinstance(value["tool_names"], list) and all(isinstance(n, str) for n in value["tool_names"]))
+            or (
+                isinstance(value["tool_names"], list) and all(isinstance(n, str) for n in value["tool_names"])
+            )
         )
         and (value.get("read_only") is None or isinstance(value["read_only"], bool))
     )
@@ -200,7 +208,10 @@ class OfferedTool:
         if self.server.description:
             description = f"{description}\n(From {self.server.label}: {self.server.description})".strip()
         schema = self.info.get("input_schema") or {"type": "object", "properties": {}}
-        return {"type": "function", "function": {"name": self.function, "description": description, "parameters": schema}}
+        return {
+            "type": "function",
+            "function": {"name": self.function, "description": description, "parameters": schema},
+        }
 
 
 def offered(

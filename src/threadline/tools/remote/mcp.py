@@ -39,6 +39,8 @@ from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
+from threadline.errors import RemoteFetchError, RemoteRefusedError
+
 __all__ = [
     "HttpClientFactory",
     "McpClient",
@@ -114,8 +116,8 @@ class McpFailure(Exception):
     """A list or a call that did not succeed, with the reason the item and the model are given.
 
     ``kind`` and ``code`` follow OpenAI's ``mcp_call.error``: ``http_error`` with the server's HTTP
-    status, or a gateway's status when there was none (403 an address the operator does not allow,
-    502 unreachable, 504 out of time); ``mcp_protocol_error`` with the JSON-RPC error code;
+    status, or a gateway's status when there was none (403 an address the remote guard refuses,
+    502 unreachable or too large an answer, 504 out of time); ``mcp_protocol_error`` with the JSON-RPC error code;
     ``mcp_tool_execution_error`` for a tool that ran and reported an error (its ``content``).
     """
 
@@ -168,7 +170,9 @@ class McpClient:
         result = await self._run(server, calling)
         text = self._bounded(_text(result))
         if result.is_error:
-            content = [block.model_dump(mode="json", by_alias=True, exclude_none=True) for block in result.content]
+            content = [
+                block.model_dump(mode="json", by_alias=True, exclude_none=True) for block in result.content
+            ]
             raise McpFailure(
                 "mcp_tool_execution_error",
                 text or "The tool reported an error.",
@@ -292,6 +296,10 @@ def _failure(exc: Exception, statuses: list[int]) -> McpFailure:
     leaf = next((e for e in leaves if not isinstance(e, asyncio.CancelledError)), leaves[0])
     if isinstance(leaf, McpFailure):
         return leaf
+    if isinstance(leaf, RemoteRefusedError):
+        return McpFailure("http_error", leaf.message, code=403)
+    if isinstance(leaf, RemoteFetchError):
+        return McpFailure("http_error", leaf.message, code=502)
     if statuses and isinstance(leaf, MCPError | httpx2.HTTPStatusError):
         return McpFailure("http_error", f"The MCP server answered HTTP {statuses[-1]}.", code=statuses[-1])
     if isinstance(leaf, MCPError):
