@@ -2,7 +2,7 @@
 
 A request's ``{"type": "mcp", "server_label", "server_url", "headers", "allowed_tools",
 "require_approval", "server_description"}`` is checked here (:func:`mcp_tool`) and kept in the
-run's tools without its headers; the headers travel sealed (:class:`McpServers` seals them with the
+run's tools without its headers; the headers travel sealed (the ``McpServers`` port seals them with the
 server's key) in the response's settings, for the run only, and are never shown.
 
 On a response's first turn each server's tools are listed once per response chain: an
@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from threadline.errors import InvalidRequestError
 
@@ -26,25 +26,6 @@ LABEL = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
 """What a ``server_label`` may be: it names the server in items and in function names."""
 MAX_HEADERS = 32
 MAX_HEADER_CHARS = 8_192
-
-
-class McpServers(Protocol):
-    """The port the run loop reaches MCP servers through (``tools/remote/mcp.py``)."""
-
-    def seal(self, headers: Mapping[str, str]) -> str:
-        """The headers, encrypted with the server's key: what the response keeps while it runs."""
-
-    def readable(self, sealed: str) -> bool:
-        """Whether this process can open ``sealed`` (another key made it, or it is damaged)."""
-
-    async def list_tools(self, url: str, sealed: str | None) -> tuple[list[dict[str, Any]], str | None]:
-        """The server's tools (``name``, ``description``, ``input_schema``, ``annotations``), or an
-        empty list and why they could not be listed."""
-
-    async def call_tool(
-        self, url: str, sealed: str | None, name: str, arguments: dict[str, Any]
-    ) -> tuple[str | None, dict[str, Any] | None]:
-        """The call's output (bounded), or ``None`` and its error as ``mcp_call.error`` shows it."""
 
 
 @dataclass(frozen=True, slots=True)

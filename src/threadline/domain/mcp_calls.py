@@ -19,11 +19,12 @@ import json
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
+from threadline.domain.clock import now
 from threadline.domain.entities import ListQuery, Message, Run
 from threadline.domain.events import Event, ObjectEvent
-from threadline.domain.lifecycle import now
-from threadline.domain.mcp import McpServers, McpServerTool, OfferedTool, offered
-from threadline.domain.ports import Store
+from threadline.domain.mcp import McpServerTool, OfferedTool, offered
+from threadline.domain.ports.mcp import McpServers
+from threadline.domain.ports.storage import Store
 from threadline.ids import new_id
 
 Write = Callable[..., Awaitable[None]]
@@ -169,15 +170,14 @@ class McpRun:
             decoded = json.loads(arguments or "{}")
         except ValueError:
             decoded = None
+        output: str | None = None
+        error: dict[str, Any] | None
         if not isinstance(decoded, dict):
-            output, error = (
-                None,
-                {
-                    "type": "mcp_protocol_error",
-                    "code": -32602,
-                    "message": "The arguments are not a JSON object.",
-                },
-            )
+            error = {
+                "type": "mcp_protocol_error",
+                "code": -32602,
+                "message": "The arguments are not a JSON object.",
+            }
         else:
             output, error = await self.servers.call_tool(
                 tool.server.url, self._sealed(tool.server.label), tool.name, decoded
