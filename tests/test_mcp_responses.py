@@ -74,7 +74,7 @@ def stored_response(server: ThreadlineServer, response_id: str) -> str:
     async def read() -> str:
         db = Database(server.settings.effective_database_url)
         try:
-            run = await SqlStore(db).get_response(response_id, None)
+            run = await SqlStore(db).get_run_by_id(response_id)
             assert run is not None
             return json.dumps({"tools": run.tools, "response": run.response})
         finally:

@@ -129,6 +129,8 @@ def tool_object(tool: Obj) -> Obj:
     kind = tool.get("type")
     if kind == "function":
         return {"description": None, "parameters": None, "strict": None, **tool}
+    if kind == "mcp":  # shown without its headers, which it was never stored with
+        return {"allowed_tools": None, "headers": None, "server_description": None, **tool}
     if kind == "code_interpreter":
         return {**tool, "container": tool.get("container") or {"type": "auto"}}
     return tool
@@ -139,7 +141,7 @@ def output_items(view: ResponseView, include: Sequence[str] = ()) -> list[Obj]:
     before the model spoke (listed MCP tools, calls the user approved), its reasoning, what its
     steps wrote (answer, calls), then its MCP calls and approval requests."""
     placed: list[tuple[int, int, int, Obj]] = []
-    for n, entry in enumerate(view.reasoning):
+    for n, entry in enumerate(view.entries):
         placed.append((_turn(entry), _rank(entry), n, item_object(entry)))
     for n, step in enumerate(view.steps):
         details = step.step_details

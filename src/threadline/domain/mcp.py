@@ -211,3 +211,51 @@ def offered(
         function = name if counts[name] == 1 and name not in blocked else f"{server.label}__{name}"
         out.setdefault(function[:64], OfferedTool(function[:64], server, info))
     return out
+
+
+_ITEM_FIELDS: dict[str, dict[str, tuple[type, ...]]] = {
+    "mcp_list_tools": {"server_label": (str,), "tools": (list,), "error": (str,)},
+    "mcp_call": {
+        "server_label": (str,),
+        "name": (str,),
+        "arguments": (str,),
+        "output": (str,),
+        "error": (dict, str),
+        "status": (str,),
+        "approval_request_id": (str,),
+    },
+    "mcp_approval_request": {"server_label": (str,), "name": (str,), "arguments": (str,)},
+    "mcp_approval_response": {"approval_request_id": (str,), "approve": (bool,), "reason": (str,)},
+}
+_ITEM_REQUIRED = {
+    "mcp_list_tools": ("server_label", "tools"),
+    "mcp_call": ("id", "server_label", "name", "arguments"),
+    "mcp_approval_request": ("id", "server_label", "name", "arguments"),
+    "mcp_approval_response": ("approval_request_id", "approve"),
+}
+MCP_ITEM_TYPES = tuple(_ITEM_FIELDS)
+
+
+def mcp_item(item: Mapping[str, Any], param: str) -> dict[str, Any]:
+    """An MCP item given as input (as a response output it, or an approval): the fields its entry
+    keeps. A request keeps the id it was given, which its approval names."""
+    kind = str(item["type"])
+    fields = _ITEM_FIELDS[kind]
+    for key in _ITEM_REQUIRED[kind]:
+        if item.get(key) is None:
+            raise InvalidRequestError(f"Missing required parameter: '{param}.{key}'.", param=f"{param}.{key}")
+    for key, value in item.items():
+        if key in ("type", "id"):
+            if key == "id" and value is not None and not isinstance(value, str):
+                raise InvalidRequestError(f"Invalid type for '{param}.id'.", param=f"{param}.id")
+            continue
+        if key not in fields:
+            raise InvalidRequestError(f"Unknown parameter: '{param}.{key}'.", param=f"{param}.{key}")
+        if value is not None and not isinstance(value, fields[key]):
+            raise InvalidRequestError(f"Invalid type for '{param}.{key}'.", param=f"{param}.{key}")
+    kept = {key: item.get(key) for key in fields}
+    if kind == "mcp_approval_request":
+        kept["request_id"] = item["id"]
+    if kind == "mcp_call" and kept.get("status") is None:
+        kept["status"] = "completed" if kept.get("error") is None else "failed"
+    return kept

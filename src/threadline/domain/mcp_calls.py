@@ -28,7 +28,7 @@ from threadline.domain.ports.storage import Store
 from threadline.ids import new_id
 
 Write = Callable[..., Awaitable[None]]
-"""The run loop's guarded write: ``await write(events, new_messages=[...], messages=[...])``."""
+"""The run loop's guarded write: ``await write(run, events, new_messages=[...], messages=[...])``."""
 
 LISTINGS_LOOKED_AT = 512
 """Entries of the chain looked through for a server's earlier ``mcp_list_tools`` item."""
@@ -54,6 +54,7 @@ class McpRun:
         self.servers = servers
         self.store = store
         self.run = run
+        """The run as the loop last wrote it (the loop keeps it current: writes carry its usage)."""
         self.write = write
         self.configured = servers_of(run)
         self.tools: dict[str, OfferedTool] = {}
@@ -94,7 +95,7 @@ class McpRun:
                 dataclasses.replace(m, content=[{**m.content[0], "status": "failed", "error": INTERRUPTED}])
                 for m in left
             ]
-            await self.write([], messages=failed)
+            await self.write(self.run, [], messages=failed)
         ended = [int(m.metadata.get("turn", "-1")) for m in entries if m.metadata.get("place") == "end"]
         return max(ended, default=-1)
 
@@ -128,12 +129,13 @@ class McpRun:
         item = self._entry("mcp_list_tools", fields, turn, "start")
         # Announced before the server answers; saved once it has (a crash lists again).
         for event in item_events(item, "response.output_item.added", "response.mcp_list_tools.in_progress"):
-            await self.write([event])
+            await self.write(self.run, [event])
         tools, error = await self.servers.list_tools(server.url, self._sealed(server.label))
         tools = [t for t in tools if server.allows(t)]
         item.content = [{**fields, "tools": tools, "error": error}]
         outcome = "failed" if error else "completed"
         await self.write(
+            self.run,
             item_events(item, f"response.mcp_list_tools.{outcome}", "response.output_item.done"),
             new_messages=[item],
         )
@@ -157,14 +159,15 @@ class McpRun:
             "approval_request_id": approval,
         }
         item = self._entry("mcp_call", fields, turn, place)
-        await self.write(item_events(item, "response.output_item.added"), new_messages=[item])
+        await self.write(self.run, item_events(item, "response.output_item.added"), new_messages=[item])
         await self.write(
+            self.run,
             item_events(
                 item,
                 "response.mcp_call.in_progress",
                 "response.mcp_call_arguments.delta",
                 "response.mcp_call_arguments.done",
-            )
+            ),
         )
         try:
             decoded = json.loads(arguments or "{}")
@@ -187,7 +190,9 @@ class McpRun:
             item, content=[{**fields, "output": output, "error": error, "status": status}]
         )
         await self.write(
-            item_events(item, f"response.mcp_call.{status}", "response.output_item.done"), messages=[item]
+            self.run,
+            item_events(item, f"response.mcp_call.{status}", "response.output_item.done"),
+            messages=[item],
         )
         return item
 
