@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from threadline.domain.context import entry_messages
 from threadline.domain.entities import Message
 from threadline.domain.mcp import McpServerTool, check_labels, mcp_tool, offered
+from threadline.domain.prompt_messages import entry_messages
 from threadline.errors import InvalidRequestError
 
 ADD = {"name": "add", "input_schema": {"type": "object"}, "annotations": {"readOnlyHint": True}}

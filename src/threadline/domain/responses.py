@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from threadline.domain.chat import model_error
-from threadline.domain.context import Counter, entry_messages, paired, summarise_entries
 from threadline.domain.entities import (
     ListQuery,
     Message,
@@ -37,9 +36,11 @@ from threadline.domain.model_calls import ModelCallObserver
 from threadline.domain.ports.models import ChatMessage, ProviderError, Route, Usage
 from threadline.domain.ports.storage import ThreadLockedError
 from threadline.domain.ports.tools import FUNCTIONS
+from threadline.domain.prompt_messages import Counter, entry_messages, paired
 from threadline.domain.response_items import Input, ItemResolver, NewItem, compaction_content, new_entry
 from threadline.domain.run_states import ACTIVE
 from threadline.domain.services import Services
+from threadline.domain.summaries import summarise_entries
 from threadline.errors import InvalidRequestError, NotFoundError
 from threadline.ids import new_id
 
