@@ -435,3 +435,18 @@ def test_agents_hosted_mcp_tool_with_an_approval_callback(
     assert ran is approve
     told = tool_answer(model.wait_for_requests(2)[1]["messages"])
     assert told == f"deleted {path}" if approve else "not that one" in told
+
+
+def test_a_forced_tool_choice_holds_until_an_mcp_call_answered(
+    client: openai.OpenAI, model: ScriptedModel, mcp_server: McpTestServer
+) -> None:
+    model.script(Reply(tool_calls=[ToolCall("add", {"a": 1, "b": 1})]), Reply(text="2."))
+    response = client.responses.create(
+        model="gpt-4o",
+        input="1+1?",
+        tools=[mcp(mcp_server.url)],
+        tool_choice="required",  # type: ignore[list-item]
+    )
+    assert response.output_text == "2."
+    first, second = model.wait_for_requests(2)
+    assert (first["tool_choice"], second["tool_choice"]) == ("required", "auto")

@@ -59,6 +59,8 @@ class McpRun:
         self.configured = servers_of(run)
         self.tools: dict[str, OfferedTool] = {}
         """The MCP tools the model is offered, by function name (once :meth:`prepare` ran)."""
+        self.called = False
+        """A call ran in this run (a forced ``tool_choice`` no longer holds)."""
 
     def _sealed(self, label: str) -> str | None:
         sealed = ((self.run.response or {}).get("mcp_headers") or {}).get(label)
@@ -158,6 +160,7 @@ class McpRun:
             "status": "in_progress",
             "approval_request_id": approval,
         }
+        self.called = True
         item = self._entry("mcp_call", fields, turn, place)
         await self.write(self.run, item_events(item, "response.output_item.added"), new_messages=[item])
         await self.write(

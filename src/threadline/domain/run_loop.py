@@ -209,6 +209,8 @@ class RunLoop:
             choice = request.tool_choice
             if choice is None:
                 choice = run.tool_choice if run.tool_choice in ("none", "required") else "auto"
+            if remote.called and (choice == "required" or isinstance(choice, dict)):
+                choice = "auto"  # as for built-in tools: forcing holds until a tool has answered
             request = dataclasses.replace(
                 request,
                 tools=[*request.tools, *(tool.spec() for tool in remote.tools.values())],
