@@ -18,7 +18,7 @@ from typing import Any
 import httpx2
 import pytest
 
-from threadline.testing_mcp import McpTestServer
+from threadline.testing.mcp_server import McpTestServer
 from threadline.tools.remote.guard import RemoteGuard, RemotePolicy, parse_allow
 from threadline.tools.remote.mcp import (
     McpClient,

@@ -25,7 +25,7 @@ from tests.support import ThreadlineServer, wait_for
 from tests.test_recovery import ServerProcess
 from threadline.store import Database, SqlStore
 from threadline.testing import Reply, ScriptedModel, ToolCall
-from threadline.testing_mcp import McpTestServer
+from threadline.testing.mcp_server import McpTestServer
 
 TOKEN = "mcp-secret-5f1b2c"
 SECRET_KEY = "test-secret-key"
