@@ -12,7 +12,9 @@ parts just before the answer completes.
 
 This module is the turn: build the context, call the model, assemble its deltas into a message and
 calls. The built-in calls run in ``builtin_calls.py``, the endings are ``run_endings.py``, what the
-answer shows of the calls is ``annotations.py``, and the turn's state and writes ``turns.py``.
+answer shows of the calls is ``annotations.py``, and the turn's state and writes ``turns.py``. A
+response's MCP tools (listing, calls, approvals) are ``mcp_calls.py``: offered beside the others,
+their calls run after the built-in ones, and a call that needs approval ends the response.
 
 Every write is a guarded ``Change`` owned by that worker, so a run that was cancelled, expired or
 taken over in the meantime is never overwritten. Events are published only after the write they
