@@ -130,8 +130,8 @@ class McpRun:
         fields: dict[str, Any] = {"server_label": server.label, "tools": [], "error": None}
         item = self._entry("mcp_list_tools", fields, turn, "start")
         # Announced before the server answers; saved once it has (a crash lists again).
-        for event in item_events(item, "response.output_item.added", "response.mcp_list_tools.in_progress"):
-            await self.write(self.run, [event])
+        announced = item_events(item, "response.output_item.added", "response.mcp_list_tools.in_progress")
+        await self.write(self.run, announced)
         tools, error = await self.servers.list_tools(server.url, self._sealed(server.label))
         tools = [t for t in tools if server.allows(t)]
         item.content = [{**fields, "tools": tools, "error": error}]

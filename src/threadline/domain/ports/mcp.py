@@ -12,9 +12,6 @@ class McpServers(Protocol):
     def seal(self, headers: Mapping[str, str]) -> str:
         """The headers, encrypted with the server's key: what the response keeps while it runs."""
 
-    def readable(self, sealed: str) -> bool:
-        """Whether this process can open ``sealed`` (another key made it, or it is damaged)."""
-
     async def list_tools(self, url: str, sealed: str | None) -> tuple[list[dict[str, Any]], str | None]:
         """The server's tools (``name``, ``description``, ``input_schema``, ``annotations``), or an
         empty list and why they could not be listed."""

@@ -352,13 +352,6 @@ class McpGateway:
             ) from None
         return {str(k): str(v) for k, v in headers.items()}
 
-    def readable(self, sealed: str) -> bool:
-        try:
-            self._open(sealed)
-        except McpFailure:
-            return False
-        return True
-
     async def list_tools(self, url: str, sealed: str | None) -> tuple[list[dict[str, Any]], str | None]:
         try:
             tools = await self.client.list_tools(McpServer(url, self._open(sealed)))
