@@ -15,6 +15,9 @@ logs, reprs or error messages. What a call returns is cut to ``output_chars`` be
 it. A failure of any kind, the server's or the network's, is an :class:`McpFailure` naming the
 reason in the shapes of OpenAI's ``mcp_call.error`` (``http_error``, ``mcp_protocol_error``,
 ``mcp_tool_execution_error``).
+
+:class:`McpGateway` is what the run loop is given (the domain's ``McpServers`` port): the client,
+with each response's headers sealed under the server's key until the call that sends them.
 """
 
 from __future__ import annotations
