@@ -93,6 +93,10 @@ ItemType = Literal[
     "code_interpreter_call",
     "reasoning",
     "compaction",
+    "mcp_list_tools",
+    "mcp_call",
+    "mcp_approval_request",
+    "mcp_approval_response",
 ]
 """What a thread entry is. Messages are what the Assistants API shows; the others are Responses
 items kept in the thread so the model sees them on later turns. Their one content part, an
@@ -210,6 +214,8 @@ class ResponseSettings:
     tool_resources: dict[str, Any] = field(default_factory=dict)
     input_ids: list[str] = field(default_factory=list)
     """The thread entries its input became."""
+    mcp_headers: dict[str, str] | None = None
+    """Its ``mcp`` tools' headers, sealed (by server label); kept only when there are any."""
 
 
 StepStatus = Literal["in_progress", "cancelled", "failed", "completed", "expired"]

@@ -160,7 +160,12 @@ _RESPONSE_FIELDS = frozenset(f.name for f in dataclasses.fields(ResponseSettings
 
 
 def response_record(settings: ResponseSettings | None) -> Record | None:
-    return None if settings is None else dataclasses.asdict(settings)
+    if settings is None:
+        return None
+    record = dataclasses.asdict(settings)
+    if record["mcp_headers"] is None:
+        del record["mcp_headers"]
+    return record
 
 
 def response_from(r: Record | None) -> ResponseSettings | None:

@@ -43,6 +43,7 @@ from threadline.domain.files import (
 )
 from threadline.domain.input_files import InputFiles
 from threadline.domain.lifecycle import end_run, moved, publish, run_event, snapshot, step_event
+from threadline.domain.ports.mcp import McpServers
 from threadline.domain.ports.storage import Bus, Change, Store, ThreadLockedError
 from threadline.domain.records import part_from
 from threadline.domain.run_states import TERMINAL, RunStatus
@@ -95,6 +96,8 @@ class Services:
         """Checks ``file_search`` vector store ids and makes the stores ``vector_stores`` asks for."""
         self.input_files: InputFiles | None = None
         """Reads the ``input_file`` parts of responses' input (none: such parts are refused)."""
+        self.mcp: McpServers | None = None
+        """Reaches remote MCP servers for the ``mcp`` tool (none: the tool is refused)."""
 
     def for_project(self, project_id: str) -> Services:
         """The same services, seeing only ``project_id``'s objects (one per request: cheap)."""
