@@ -45,6 +45,7 @@ from threadline.tools.code_interpreter import CodeInterpreterTool
 from threadline.tools.file_search import FileSearchTool
 from threadline.tools.ports import Passage
 from threadline.tools.registry import ToolRegistry
+from threadline.tools.remote.guard import RemoteGuard
 from threadline.tools.sandbox.launcher import SandboxLimits
 from threadline.tools.sandbox.pool import SandboxPool
 from threadline.workers.ingestion import IngestionProcesses
@@ -126,6 +127,7 @@ class Runtime:
             IngestionProcesses(settings),
             max_characters=settings.input_file_max_characters,
             max_bytes=settings.file_max_bytes,
+            fetcher=RemoteGuard.from_settings(settings),
         )
         projects = Projects(store, legacy_key=settings.api_key)
         runtime = cls(

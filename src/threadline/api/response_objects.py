@@ -257,9 +257,10 @@ def content_parts(message: Message) -> list[Obj]:
         elif kind == "input_file":
             # As it was given (its id and name), not the text the model was shown.
             file = part["input_file"]
-            parts.append(
-                {"type": "input_file", "file_id": file.get("file_id"), "filename": file.get("filename")}
-            )
+            shown = {"type": "input_file", "file_id": file.get("file_id"), "filename": file.get("filename")}
+            if file.get("file_url"):
+                shown["file_url"] = file["file_url"]
+            parts.append(shown)
         elif kind == "image_file" and not output:
             # An answer's charts are in its code_interpreter_call item's outputs, as OpenAI's were.
             image = part["image_file"]
