@@ -6,12 +6,11 @@ request arrives, by the same parser file search uses and in the same bounded chi
 :class:`TextExtractor` port; ``workers/ingestion.py`` implements it), held to
 ``THREADLINE_INPUT_FILE_MAX_CHARACTERS``; ``file_data`` is held to the upload limit. The stored part
 keeps the file's id, its name and that text, so later turns of a conversation do not parse it again;
-the model is shown the text (``domain/context.py``), clients are shown the id and the name (and the
-URL). An image
-is kept as an image and goes to a model that sees, as an ``input_image`` does. A ``file_url`` is
-fetched through the remote guard (the :class:`UrlFetcher` port; ``tools/remote/guard.py``), so it
-is held to public addresses, ``THREADLINE_REMOTE_TIMEOUT_SECONDS`` and ``THREADLINE_REMOTE_MAX_BYTES``,
-and then read as ``file_data`` is.
+the model is shown the text (``domain/prompt_messages.py``), clients are shown the id and the name
+(and the URL). An image is kept as an image and goes to a model that sees, as an ``input_image``
+does. A ``file_url`` is fetched through the remote guard (the :class:`UrlFetcher` port;
+``tools/remote/guard.py``), so it is held to public addresses, ``THREADLINE_REMOTE_TIMEOUT_SECONDS``
+and ``THREADLINE_REMOTE_MAX_BYTES``, and then read as ``file_data`` is.
 
 The API layer gives a part still to be read as ``{"type": "input_file", "input_file": {...},
 "param": "input[1].content[0]"}`` (``param`` names it in errors); :meth:`InputFiles.read` turns it
@@ -29,8 +28,8 @@ from pathlib import PurePosixPath
 from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
 
-from threadline.domain.context import ImageSource, file_part
 from threadline.domain.files import IMAGE_MAX_BYTES, FileService, image_type
+from threadline.domain.prompt_messages import ImageSource, file_part
 from threadline.errors import FileContentError, InvalidRequestError, NotFoundError, describe_size
 
 _FILENAME_LIMIT = 255
