@@ -2,7 +2,7 @@
 default) or the Brave Search API, both asked through the remote guard.
 
 The operator picks one with ``THREADLINE_WEB_SEARCH_BACKEND``; :func:`build_search` gives None when
-it is not configured, and :func:`setting_hint` says which setting turns it on. A backend answers a
+it is not configured (``web_search`` is then refused with a 400 naming the settings). A backend answers a
 :class:`SearchQuery` with :class:`SearchHit` values (url, title, snippet); its failures are
 :class:`~threadline.errors.RemoteFetchError`.
 """
@@ -152,10 +152,3 @@ def build_search(settings: Settings, guard: RemoteGuard) -> SearchBackend | None
     raise ValueError(
         f"THREADLINE_WEB_SEARCH_BACKEND: expected 'searxng' or 'brave', got {settings.web_search_backend!r}"
     )
-
-
-def setting_hint(settings: Settings) -> str:
-    """Which setting turns web search on, for the refusal of a ``web_search`` tool."""
-    if settings.web_search_backend == "brave":
-        return "set THREADLINE_WEB_SEARCH_API_KEY (the Brave Search API's key)"
-    return "set THREADLINE_WEB_SEARCH_URL to a SearxNG instance's base URL"
