@@ -2,8 +2,8 @@
 
 A Responses function tool is flat (``{"type": "function", "name": ...}``), a run's nests it under
 ``function``; file_search's vector stores become the run's tool resources; every name of the web
-search tool (``web_search``, ``web_search_preview`` ...) becomes ``web_search`` with its options. Errors name the exact
-parameter, as OpenAI's do.
+search tool (``web_search``, ``web_search_preview`` ...) becomes ``web_search`` with its options.
+Errors name the exact parameter, as OpenAI's do.
 """
 
 from __future__ import annotations

@@ -97,8 +97,8 @@ ItemType = Literal[
 """What a thread entry is. Messages are what the Assistants API shows; the others are Responses
 items kept in the thread so the model sees them on later turns. Their one content part holds the
 item's fields (``call_id``, ``name``, ``arguments`` / ``call_id``, ``output`` / ``queries``,
-``results`` / ``code``, ``container_id``, ``outputs`` / ``status``, ``action`` / ``summary``, ``encrypted_content`` /
-``encrypted_content``, ``summary``)."""
+``results`` / ``code``, ``container_id``, ``outputs`` / ``status``, ``action`` / ``summary``,
+``encrypted_content`` / ``encrypted_content``, ``summary``)."""
 
 
 @dataclass(slots=True)
