@@ -21,7 +21,7 @@ import pytest
 from tests.support import ThreadlineServer
 from tests.test_projects import ADMIN, new_project, sdk
 from threadline.testing import Reply, ScriptedModel
-from threadline.testing_web import FakeWeb
+from threadline.testing.web import FakeWeb
 
 
 def pdf(text: str) -> bytes:

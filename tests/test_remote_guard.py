@@ -1,6 +1,6 @@
 """The remote guard, row by row: every address class it refuses (as a literal and behind a host
 name), what ``THREADLINE_REMOTE_ALLOW`` lets through, redirects, sizes, time, schemes, cookies,
-proxies and TLS, against a real HTTP server (``threadline.testing_web.FakeWeb``).
+proxies and TLS, against a real HTTP server (``threadline.testing.web.FakeWeb``).
 
 Host names reach the guard through its resolver seam, so no test depends on the machine's DNS.
 """
@@ -22,7 +22,7 @@ import pytest
 
 from threadline.config import Settings
 from threadline.errors import RemoteFetchError, RemoteRefusedError
-from threadline.testing_web import FakeWeb
+from threadline.testing.web import FakeWeb
 from threadline.tools.remote.guard import RemoteGuard, RemotePolicy, address_class, parse_allow
 
 LOOPBACK = RemotePolicy(allow_networks=(ipaddress.ip_network("127.0.0.1/32"),))

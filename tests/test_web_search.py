@@ -1,6 +1,6 @@
 """Web search: the search backends (SearxNG's JSON API, the Brave Search API), the reading of result
 pages, and the ``web_search`` tool in ``/v1/responses`` with the official SDK and the Agents SDK's
-``WebSearchTool``, against the fake web (``threadline.testing_web.FakeWeb``) and the scripted model."""
+``WebSearchTool``, against the fake web (``threadline.testing.web.FakeWeb``) and the scripted model."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from tests.support import ThreadlineServer
 from threadline.config import Settings
 from threadline.errors import RemoteFetchError
 from threadline.testing import Reply, ScriptedModel, ToolCall
-from threadline.testing_web import FakeWeb, WebPage
+from threadline.testing.web import FakeWeb, WebPage
 from threadline.tools.remote.guard import RemoteGuard, RemotePolicy
 from threadline.tools.remote.pages import read_pages
 from threadline.tools.remote.search import (

@@ -7,6 +7,8 @@
 - ``provider.py``: :class:`ScriptedProvider`, the same scripts in process, as a model provider,
   for unit tests of the domain with no HTTP at all;
 - ``tools.py``: :class:`ScriptedTool`, a code_interpreter or file_search double;
+- ``web.py``: ``FakeWeb``, a SearxNG and a Brave Search endpoint with result pages (and pages that
+  misbehave), for web search and the remote guard (import ``threadline.testing.web``);
 - ``__main__.py``: ``python -m threadline.testing`` serves a scripted model in its own process.
 """
 
