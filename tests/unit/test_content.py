@@ -72,7 +72,7 @@ def test_every_stored_part_reads_back_as_it_was_written(stored: dict[str, Any]) 
 
 def test_parts_read_as_their_typed_values() -> None:
     text, refusal, chart, url, doc, item = content_from(
-        [STORED[1], STORED[2], STORED[3], STORED[5], STORED[7], STORED[10]]
+        [STORED[1], STORED[2], STORED[3], STORED[5], STORED[7], STORED[-1]]
     )
     assert text == Text(
         "See【0:0†a.txt】 and sandbox:/mnt/data/out.csv",
@@ -88,13 +88,16 @@ def test_parts_read_as_their_typed_values() -> None:
 
 
 def test_a_url_citation_is_stored_and_read_back() -> None:
-    cited = Text("Paris is sunny.", (UrlCitation("https://example.com/w", "Weather", 0, 15),))
+    link = "https://example.com/w"
+    cited = Text(f"See {link}.", (UrlCitation(link, 4, 4 + len(link), link, "Weather"),))
     assert content_from(content_record([cited])) == [cited]
 
 
 def test_messages_and_deltas_cross_a_process_bus_unchanged() -> None:
     message = Message("msg_1", "thread_1", 1, "assistant", content_from(STORED[:4]))
-    delta = MessageDelta("msg_1", 0, "", annotations=(UrlCitation("https://example.com", "Example", 0, 5),))
+    delta = MessageDelta(
+        "msg_1", 0, "", annotations=(UrlCitation("example.com", 0, 11, "https://example.com", "Example"),)
+    )
     for event in (ObjectEvent("thread.message.completed", message), delta):
         assert decode(json.loads(dumps(encode(event)))) == event
 

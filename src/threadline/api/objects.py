@@ -42,7 +42,13 @@ from threadline.domain.entities import (
     VectorStore,
     VectorStoreFile,
 )
-from threadline.domain.steps import BuiltinDetails, CodeInterpreterDetails, CodeOutput, LogsOutput
+from threadline.domain.steps import (
+    BuiltinDetails,
+    CodeInterpreterDetails,
+    CodeOutput,
+    LogsOutput,
+    WebSearchDetails,
+)
 
 T = TypeVar("T")
 Obj = dict[str, Any]
@@ -123,15 +129,14 @@ def _image(kind: str, image: Obj, detail: str | None) -> Obj:
 
 
 def annotation_object(a: Annotation) -> Obj:
-    """A text part's annotation as the Assistants API shows it. That API has no web citations: a
-    ``url_citation`` is shown as the Responses API shows it."""
+    """A text part's annotation as the Assistants API shows it (a ``url_citation`` in the same form)."""
     if isinstance(a, UrlCitation):
         return {
             "type": "url_citation",
-            "url": a.url,
-            "title": a.title,
+            "text": a.text,
             "start_index": a.start_index,
             "end_index": a.end_index,
+            "url_citation": {"url": a.url, "title": a.title},
         }
     kind = "file_citation" if isinstance(a, FileCitation) else "file_path"
     return {
@@ -259,6 +264,8 @@ def tool_call_object(call: ToolCallRecord, file_search_content: bool = False) ->
 def builtin_object(details: BuiltinDetails, file_search_content: bool = False) -> Obj:
     if isinstance(details, CodeInterpreterDetails):
         return {"input": details.input, "outputs": [code_output_object(o) for o in details.outputs]}
+    if isinstance(details, WebSearchDetails):  # a Responses tool: no Assistants shape of its own
+        return {"query": details.query, "sources": [{"type": "url", "url": s.url} for s in details.sources]}
     found: Obj = {}
     if details.ranking_options is not None:
         ranking = details.ranking_options

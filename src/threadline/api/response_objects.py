@@ -36,7 +36,7 @@ from threadline.domain.ports.citations import cut_index, strip_markers
 from threadline.domain.response_items import search_results
 from threadline.domain.responses import ResponseView
 from threadline.domain.run_states import RunStatus
-from threadline.domain.steps import CodeInterpreterDetails, FileSearchDetails, LogsOutput
+from threadline.domain.steps import CodeInterpreterDetails, FileSearchDetails, LogsOutput, WebSearchDetails
 from threadline.ids import builtin_item_id, call_item_id, container_id
 
 Obj = dict[str, Any]
@@ -215,6 +215,10 @@ def builtin_item(call: BuiltinCall, status: str, thread_id: str, include: Sequen
             "container_id": container_id(thread_id),
             "outputs": outputs,
         }
+    if isinstance(details, WebSearchDetails):
+        return web_search_item(
+            builtin_item_id(call.type, call.id), details, status, include, done=call.output is not None
+        )
     assert isinstance(details, FileSearchDetails)
     results = None
     if "file_search_call.results" in include:
@@ -226,6 +230,26 @@ def builtin_item(call: BuiltinCall, status: str, thread_id: str, include: Sequen
         "queries": _queries(call.arguments),
         "results": results,
     }
+
+
+def web_search_item(
+    item_id: str, details: WebSearchDetails, status: str, include: Sequence[str] = (), *, done: bool = True
+) -> Obj:
+    """A ``web_search_call`` item: its search action (with its sources when ``include`` asks), and
+    ``failed`` with the reason when the search failed."""
+    action: Obj = {
+        "type": "search",
+        "query": details.query,
+        "queries": [details.query] if details.query else [],
+    }
+    if "web_search_call.action.sources" in include:
+        action["sources"] = [{"type": "url", "url": source.url} for source in details.sources]
+    item: Obj = {"type": "web_search_call", "id": item_id, "status": status, "action": action}
+    if done:
+        item["status"] = "failed" if details.error else "completed"
+    if details.error:
+        item["error"] = details.error
+    return item
 
 
 def _queries(arguments: str) -> list[str]:
@@ -282,7 +306,10 @@ def content_parts(message: Message) -> list[Obj]:
             parts.append({"type": "input_image", "image_url": part.url, "detail": part.detail or "auto"})
         elif isinstance(part, InputFile):
             # As it was given (its id and name), not the text the model was shown.
-            parts.append({"type": "input_file", "file_id": part.file_id, "filename": part.filename})
+            shown = {"type": "input_file", "file_id": part.file_id, "filename": part.filename}
+            if part.file_url:
+                shown["file_url"] = part.file_url
+            parts.append(shown)
         elif isinstance(part, ImageFile) and not output:
             # An answer's charts are in its code_interpreter_call item's outputs, as OpenAI's were.
             parts.append({"type": "input_image", "file_id": part.file_id, "detail": part.detail or "auto"})
@@ -322,6 +349,10 @@ def item_object(entry: Message) -> Obj:
             "queries": fields.get("queries") or [],
             "results": fields.get("results"),
         }
+    if entry.type == "web_search_call":
+        fields = entry.fields
+        item = {"type": "web_search_call", "id": entry.id, "status": fields.get("status") or "completed"}
+        return {**item, "action": fields.get("action") or {"type": "search"}}
     if entry.type == "code_interpreter_call":
         fields = entry.fields
         return {

@@ -2,8 +2,8 @@
 
 As OpenAI's answers had it: the model's citations of file search results (``【search:result†file】``,
 searches numbered in order) become ``file_citation`` annotations, its mentions of files the code
-wrote (``sandbox:/mnt/data/…``) ``file_path`` annotations, and the code's charts ``image_file``
-parts after the text.
+wrote (``sandbox:/mnt/data/…``) ``file_path`` annotations, its links to the pages a web search
+read ``url_citation`` annotations, and the code's charts ``image_file`` parts after the text.
 """
 
 from __future__ import annotations
@@ -11,10 +11,19 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from threadline.domain.content import FileCitation, FilePath, ImageFile, Part, Text, with_annotations
+from threadline.domain.content import (
+    Annotation,
+    FileCitation,
+    FilePath,
+    ImageFile,
+    Part,
+    Text,
+    UrlCitation,
+    with_annotations,
+)
 from threadline.domain.entities import BuiltinCall, RunStep, ToolCalls
-from threadline.domain.ports.citations import Source, annotate
-from threadline.domain.steps import FileSearchDetails, ImageOutput
+from threadline.domain.ports.citations import Source, annotate, url_citations
+from threadline.domain.steps import CodeInterpreterDetails, FileSearchDetails, ImageOutput, WebSearchDetails
 
 
 @dataclass
@@ -27,6 +36,8 @@ class Made:
     """Files the code wrote: path → file id."""
     images: list[str] = field(default_factory=list)
     """The file ids of the code's charts."""
+    pages: dict[str, str] = field(default_factory=dict)
+    """The pages web searches read: URL → title."""
 
 
 def made_by(steps: list[RunStep]) -> Made:
@@ -35,7 +46,9 @@ def made_by(steps: list[RunStep]) -> Made:
     for details in (c.details for c in calls if isinstance(c, BuiltinCall)):
         if isinstance(details, FileSearchDetails):
             made.searches[len(made.searches)] = [Source(r.file_id, r.file_name, "") for r in details.results]
-        else:
+        elif isinstance(details, WebSearchDetails):
+            made.pages.update((p.url, p.title) for p in details.sources)
+        elif isinstance(details, CodeInterpreterDetails):
             made.written.update((f.path, f.file_id) for f in details.files)
             made.images += [o.file_id for o in details.outputs if isinstance(o, ImageOutput)]
     return made
@@ -44,16 +57,21 @@ def made_by(steps: list[RunStep]) -> Made:
 def answer_content(content: list[Part], steps: list[RunStep]) -> list[Part]:
     """The answer's content with what the run's built-in calls made (see the module's docstring)."""
     made = made_by(steps)
-    if not (made.searches or made.written or made.images):
+    if not (made.searches or made.written or made.images or made.pages):
         return content
     parts: list[Part] = []
     for part in content:
         if isinstance(part, Text):
-            cited = [
+            cited: list[Annotation] = [
                 FileCitation(c.text, c.start_index, c.end_index, c.file_id)
                 for c in annotate(part.value, made.searches)
             ]
-            part = with_annotations(part, [*cited, *file_paths(part.value, made.written)])
+            cited += file_paths(part.value, made.written)
+            cited += [
+                UrlCitation(c.text, c.start_index, c.end_index, c.url, c.title)
+                for c in url_citations(part.value, made.pages)
+            ]
+            part = with_annotations(part, cited)
         parts.append(part)
     return parts + [ImageFile(file_id) for file_id in made.images]
 

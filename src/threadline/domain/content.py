@@ -40,12 +40,13 @@ class FilePath:
 
 @dataclass(frozen=True, slots=True)
 class UrlCitation:
-    """The text cites a web page (a web search's result) over ``start_index`` to ``end_index``."""
+    """The text links a page a web search read: ``text`` is the link as the model wrote it."""
 
-    url: str
-    title: str
+    text: str
     start_index: int
     end_index: int
+    url: str
+    title: str
 
 
 Annotation = FileCitation | FilePath | UrlCitation
@@ -83,13 +84,15 @@ class ImageUrl:
 @dataclass(frozen=True, slots=True)
 class InputFile:
     """A Responses ``input_file``, read: the model is shown its ``text``, or the image it is
-    (``image``: an uploaded one, by ``file_id``; ``image_url``: one sent as data)."""
+    (``image``: an uploaded one, by ``file_id``; ``image_url``: one sent as data or fetched).
+    ``file_url``: where it was fetched from, if it was."""
 
     file_id: str | None
     filename: str | None
     text: str | None = None
     image: bool = False
     image_url: str | None = None
+    file_url: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

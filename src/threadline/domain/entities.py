@@ -91,6 +91,7 @@ ItemType = Literal[
     "function_call_output",
     "file_search_call",
     "code_interpreter_call",
+    "web_search_call",
     "reasoning",
     "compaction",
     "mcp_list_tools",
@@ -102,7 +103,8 @@ ItemType = Literal[
 items kept in the thread so the model sees them on later turns. Their one content part, an
 :class:`~threadline.domain.content.ItemFields`, holds the item's fields (``call_id``, ``name``,
 ``arguments`` / ``call_id``, ``output`` / ``queries``, ``results`` / ``code``, ``container_id``,
-``outputs`` / ``summary``, ``encrypted_content`` / ``encrypted_content``, ``summary``)."""
+``outputs`` / ``status``, ``action`` / ``summary``, ``encrypted_content`` / ``encrypted_content``,
+``summary``)."""
 
 
 @dataclass(slots=True)

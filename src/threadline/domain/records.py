@@ -47,6 +47,8 @@ from threadline.domain.steps import (
     LogsOutput,
     RankingOptions,
     SavedFile,
+    WebSearchDetails,
+    WebSearchSource,
 )
 
 Record = dict[str, Any]
@@ -118,6 +120,12 @@ def builtin_record(details: BuiltinDetails) -> Record:
             "outputs": [_output_record(o) for o in details.outputs],
             "files": [{"path": f.path, "file_id": f.file_id} for f in details.files],
         }
+    if isinstance(details, WebSearchDetails):
+        return {
+            "query": details.query,
+            "sources": [{"url": source.url, "title": source.title} for source in details.sources],
+            "error": details.error,
+        }
     ranking = details.ranking_options
     return {
         "ranking_options": (
@@ -134,6 +142,9 @@ def _builtin(kind: str, record: Record) -> BuiltinDetails:
     if kind == "code_interpreter":
         files = tuple(SavedFile(f["path"], f["file_id"]) for f in record.get("files") or ())
         return CodeInterpreterDetails(record["input"], tuple(_output(o) for o in record["outputs"]), files)
+    if kind == "web_search":
+        sources = tuple(WebSearchSource(r["url"], r["title"]) for r in record.get("sources") or ())
+        return WebSearchDetails(record["query"], sources, record.get("error") or "")
     ranking = record.get("ranking_options")
     return FileSearchDetails(
         RankingOptions(ranking["ranker"], ranking["score_threshold"]) if ranking else None,
@@ -182,10 +193,10 @@ def annotation_record(a: Annotation) -> Record:
     if isinstance(a, UrlCitation):
         return {
             "type": "url_citation",
-            "url": a.url,
-            "title": a.title,
+            "text": a.text,
             "start_index": a.start_index,
             "end_index": a.end_index,
+            "url_citation": {"url": a.url, "title": a.title},
         }
     kind = "file_citation" if isinstance(a, FileCitation) else "file_path"
     return {
@@ -199,7 +210,10 @@ def annotation_record(a: Annotation) -> Record:
 
 def annotation_from(r: Record) -> Annotation:
     if r["type"] == "url_citation":
-        return UrlCitation(r["url"], r.get("title") or "", r["start_index"], r["end_index"])
+        cited = r.get("url_citation") or {}
+        return UrlCitation(
+            r.get("text", ""), r["start_index"], r["end_index"], cited.get("url", ""), cited.get("title", "")
+        )
     cls = FileCitation if r["type"] == "file_citation" else FilePath
     return cls(
         r.get("text", ""), r["start_index"], r["end_index"], (r.get(r["type"]) or {}).get("file_id", "")
@@ -229,6 +243,8 @@ def part_record(part: Part) -> Record:
             file["image"] = True
         if part.image_url is not None:
             file["image_url"] = part.image_url
+        if part.file_url is not None:
+            file["file_url"] = part.file_url
         return {"type": "input_file", "input_file": file}
     if isinstance(part, PendingFile):
         return {"type": "input_file", "input_file": part.given, "param": part.param}
@@ -251,7 +267,12 @@ def part_from(r: Record) -> Part:
     if kind == "input_file":
         f = r["input_file"]
         return InputFile(
-            f.get("file_id"), f.get("filename"), f.get("text"), bool(f.get("image")), f.get("image_url")
+            f.get("file_id"),
+            f.get("filename"),
+            f.get("text"),
+            bool(f.get("image")),
+            f.get("image_url"),
+            f.get("file_url"),
         )
     return ItemFields(r)
 
