@@ -24,7 +24,7 @@ import pytest
 from tests.support import ThreadlineServer, wait_for
 from tests.test_embedded import needs_embedded
 from threadline.config import Settings
-from threadline.providers.base import (
+from threadline.domain.ports.models import (
     Finish,
     LocalModel,
     ModelRequest,

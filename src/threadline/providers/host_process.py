@@ -35,7 +35,7 @@ import time
 from collections.abc import Callable
 from typing import IO, Any
 
-from threadline.providers.base import ModelEvent, ModelRequest, ProviderError, TextDelta, ToolCallDelta
+from threadline.domain.ports.models import ModelEvent, ModelRequest, ProviderError, TextDelta, ToolCallDelta
 from threadline.providers.decoding import DEFAULT_REPEAT_PENALTY, Loaded, Stopped, Turn, load_model
 
 PROBE_PROMPT = [{"role": "user", "content": "Hi"}]

@@ -14,7 +14,7 @@ import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from threadline.providers.base import ModelEvent, ModelRequest, ReplyLimits
+from threadline.domain.ports.models import ModelEvent, ModelRequest, ReplyLimits
 from threadline.providers.model_host import ModelHost
 
 __all__ = ["LlamaCppProvider", "default_threads", "usable_cores"]
@@ -54,7 +54,7 @@ def default_threads(cores: int | None = None) -> int:
 
 
 class LlamaCppProvider:
-    """A :class:`~threadline.providers.base.Provider` for one GGUF file.
+    """A :class:`~threadline.domain.ports.models.Provider` for one GGUF file.
 
     The host process starts on first use, or at start-up through :meth:`start` (which runs the
     start-up check). ``count_tokens`` and ``context_window`` use the model's own tokenizer and
