@@ -7,7 +7,7 @@ token limit on every path (so every path decodes the same tokens; the benchmark 
 1. **The host hop.** Threadline's own decode loop in this process, against the same loop in the model
    host process reached through the provider (JSON lines over a pipe): the first-token cost of the hop
    and the decode rate through it.
-2. **End to end.** ``llama_cpp.Llama.create_chat_completion(stream=True)`` in this process ("llama.cpp
+2. **End to end.** ``llama_cpp.Llama.create_chat_completion(stream=True)`` in a process of its own ("llama.cpp
    straight", at Threadline's default thread count and at all the usable cores), against a run streamed
    with the ``openai`` SDK (``runs.stream``) from ``threadline serve`` with no upstream, at its defaults
    and with ``THREADLINE_MODEL_THREADS`` at all the cores (and, given ``--baseline-src``, another
@@ -23,7 +23,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
+import json
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -34,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import (
+    ROOT,
     Child,
     child_env,
     free_port,
@@ -150,6 +154,42 @@ class Direct:
 
     def close(self) -> None:
         self.llm.close()
+
+
+class DirectProcess:
+    """:class:`Direct` in a process of its own, as the model host is: the benchmark's own threads and
+    its other models never share its OpenMP runtime. ``python -m bench.embedded --direct MODEL THREADS``
+    answers each line of ``max_tokens`` on stdin with one sample as JSON."""
+
+    def __init__(self, model_path: str, threads: int) -> None:
+        argv = [sys.executable, "-m", "bench.embedded", "--direct", model_path, str(threads)]
+        self.proc = subprocess.Popen(
+            argv, cwd=ROOT, env=child_env({}), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+
+    def once(self, max_tokens: int) -> Sample:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(f"{max_tokens}\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"llama.cpp straight exited with {self.proc.wait()}")
+        return Sample(**json.loads(line))
+
+    def close(self) -> None:
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        self.proc.wait(STOP_TIMEOUT)
+
+
+def serve_direct(model_path: str, threads: int) -> None:
+    from threadline.providers.decoding import DEFAULT_REPEAT_PENALTY
+
+    direct = Direct(model_path, threads, DEFAULT_REPEAT_PENALTY)
+    for line in sys.stdin:
+        sample = direct.once(int(line))
+        print(json.dumps(dataclasses.asdict(sample)), flush=True)
+    direct.close()
 
 
 def through_threadline(sdk: Any, assistant_id: str, max_tokens: int, server: Child) -> Sample:
@@ -326,12 +366,10 @@ def end_to_end(
     """Every path once per round, in an order that turns each round, after one warm-up each."""
     from openai import OpenAI
 
-    from threadline.providers.decoding import DEFAULT_REPEAT_PENALTY
-
     with contextlib.ExitStack() as stack:
         paths: list[tuple[Series, Any]] = []
         for threads, series in directs.items():
-            direct = Direct(model_path, threads, DEFAULT_REPEAT_PENALTY)
+            direct = DirectProcess(model_path, threads)
             stack.callback(direct.close)
             paths.append((series, lambda direct=direct: direct.once(max_tokens)))
         for server in servers:
@@ -368,7 +406,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="also serve this source tree (another release's src/) in the same rounds, as the figures before",
     )
     parser.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md")
+    parser.add_argument("--direct", nargs=2, metavar=("MODEL", "THREADS"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.direct:
+        serve_direct(args.direct[0], int(args.direct[1]))
+        return
     if not 1 <= args.reps <= 50 or not 256 <= args.max_tokens <= 1024:
         parser.error("--reps in [1, 50], --max-tokens in [256, 1024]")
     warnings.filterwarnings("ignore", category=DeprecationWarning)
@@ -444,7 +486,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             f" (goal ≤ 5 ms); tokens/s through the host / in process: **{ratio(hop, loop):.2f}×**",
             "",
             "**End to end.** Llama.cpp straight is `llama_cpp.Llama.create_chat_completion(stream=True)` in"
-            " the benchmark's process from a reset state; through Threadline is the SDK's `runs.stream` on a"
+            " a process of its own from a reset state; through Threadline is the SDK's `runs.stream` on a"
             " fresh thread against `threadline serve` with no upstream (the model in its host process)."
             " Tokens/s counts from the first text piece to the last (the decode rate); from the request, it"
             " also counts creating the run, queueing, claiming, building the prompt and evaluating it. Server"
