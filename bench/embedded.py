@@ -510,8 +510,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             " the model host to the server, the run loop, the event bus, its SSE frame and the client's"
             " parsing of it: CPU taken from the cores llama.cpp decodes on. The host sends the tokens that"
             " come faster than every 50 ms in batches, each reaching the stream as one delta, so that work"
-            " is paid per batch (three or four tokens at these speeds), not per token: the server CPU column,"
-            " against the release before in the same rounds. Prompt evaluation is not where the time goes"
+            " is paid per batch (three tokens at 60 tokens/s; below 20 tokens/s every token still goes"
+            " alone), not per token: the server CPU column, against the release before in the same rounds. Prompt evaluation is not where the time goes"
             " (the first-token column). At 2 threads on 2 cores llama.cpp's threads share their cores with"
             " the server and, on a busy machine, with everything else; each waits for the other at every"
             " step of every token, which is why the default leaves the server a core (docs/deploy.md).",
