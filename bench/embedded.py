@@ -15,8 +15,7 @@ token limit on every path (so every path decodes the same tokens; the benchmark 
 
 Per request it records the time to the first text piece, the decode rate (tokens after the first divided
 by the time from the first text piece to the last), the rate from the request, and the server process's
-CPU time. It prints markdown tables and replaces its
-own section of ``docs/benchmarks.md``.
+CPU time. It prints markdown tables and replaces its own section of ``docs/benchmarks.md``.
 """
 
 from __future__ import annotations
