@@ -205,6 +205,7 @@ class ModelHost:
         child = self._child
         if (
             child is not None
+            and child.killed_because is None  # killed, maybe not yet gone: never handed a new call
             and child.process.poll() is None
             and child.ready.is_set()
             and self.state == "ready"
