@@ -4,7 +4,7 @@ An input item is parsed (``api/response_parsing.py``) into a :class:`NewItem`, o
 :class:`ItemReference` naming a stored one. Before a response or a conversation takes them,
 ``ItemResolver.resolve`` replaces each reference by a copy of the item it names, fills in the
 results of file search calls given back without them (and the pages a web search call of this
-server read: ``web_search_read``), and reads ``input_file`` parts; each item
+server read: ``WEB_SEARCH_READ``), and reads ``input_file`` parts; each item
 then becomes a thread entry (``new_entry``). A compaction item carries its summary encoded in its
 ``encrypted_content`` (``compaction_content``).
 """
@@ -99,7 +99,7 @@ class ItemResolver:
         A file search call given back without its results (the Agents SDK's and LangChain's
         default) whose id is one of those calls gets the results the call found, as the model
         would see them in a continued response; a web search call given back gets the pages its
-        call read in the same way (never the client's: ``web_search_read``)."""
+        call read in the same way (never the client's: ``WEB_SEARCH_READ``)."""
         items = await self._read_files(items)
         wanted = [item for item in items if isinstance(item, ItemReference)]
         bare = {
