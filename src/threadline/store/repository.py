@@ -13,23 +13,9 @@ import dataclasses
 import time
 import zlib
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any
 
-from sqlalchemy import (
-    Connection,
-    Row,
-    Select,
-    Table,
-    and_,
-    bindparam,
-    delete,
-    exists,
-    func,
-    insert,
-    or_,
-    select,
-    update,
-)
+from sqlalchemy import Connection, Row, and_, bindparam, delete, exists, func, insert, or_, select, update
 
 from threadline.domain.entities import (
     ApiKey,
@@ -46,22 +32,25 @@ from threadline.domain.entities import (
     ThreadStoreFiles,
     ThreadStorePlan,
 )
-from threadline.domain.files import attached_code_files, attached_search_files, with_code_files
-from threadline.domain.ports.storage import Change, ThreadLockedError
-from threadline.domain.records import (
-    required_action_from,
-    required_action_record,
-    step_details_from,
-    step_details_record,
-)
-from threadline.domain.run_states import ACTIVE, RunStatus, cause_of
+from threadline.domain.ports.storage import Change
+from threadline.domain.records import required_action_record
+from threadline.domain.run_states import ACTIVE, RunStatus
 from threadline.ids import new_id
 from threadline.store import tables as t
 from threadline.store.claims import claim_statement, renew_statement
 from threadline.store.database import Database
-from threadline.store.vector_store_rows import join_thread_store
-
-E = TypeVar("E", Assistant, Thread, Message, Run, RunStep)
+from threadline.store.rows import (
+    _INSERT,
+    Rows,
+    _delete_threads,
+    _entities,
+    _entity,
+    _in_project,
+    _join_attachments,
+    _lock_thread,
+    _row,
+    _transition,
+)
 
 # Run columns a ``Change`` may write; metadata is the client's and changes only through its endpoint.
 _RUN_STATE_FIELDS = (
@@ -81,46 +70,7 @@ _RUN_STATE_FIELDS = (
 )
 _ACTIVE = [s.value for s in ACTIVE]
 
-_FIELDS: dict[type[Any], tuple[str, ...]] = {
-    cls: tuple(f.name for f in dataclasses.fields(cls)) for cls in (Assistant, Thread, Message, Run, RunStep)
-}
 
-
-def _key(name: str) -> str:
-    return "meta" if name == "metadata" else name
-
-
-def _row(entity: Any) -> dict[str, Any]:
-    """An entity as a row for ``insert``/``update`` (column keys, not column names)."""
-    row = {_key(name): getattr(entity, name) for name in _FIELDS[type(entity)]}
-    if isinstance(entity, RunStep):
-        row["step_details"] = step_details_record(entity.step_details)
-    elif isinstance(entity, Run):
-        row["required_action"] = required_action_record(entity.required_action)
-    return row
-
-
-def _entity(cls: type[E], row: Row[Any]) -> E:
-    mapping = row._mapping
-    values = {name: mapping[_key(name)] for name in _FIELDS[cls] if _key(name) in mapping}
-    if cls is Run:
-        values["status"] = RunStatus(values["status"])
-        values["required_action"] = required_action_from(values["required_action"])
-    elif cls is RunStep:
-        values["step_details"] = step_details_from(values["step_details"])
-    return cls(**values)
-
-
-def _entities(cls: type[E], rows: Sequence[Row[Any]]) -> list[E]:
-    return [_entity(cls, row) for row in rows]
-
-
-def _by_id(table: Table) -> Select[Any]:
-    return select(table).where(table.c.id == bindparam("b_id"))
-
-
-# The statements of a run's hot path, built once: building a statement costs more than running it.
-_GET = {table.name: _by_id(table) for table in (t.assistants, t.threads, t.runs, t.run_steps)}
 # A run, only if its thread is in the project: the SDK's polls read this, so it is one query.
 _GET_RUN_IN_PROJECT = select(t.runs).where(
     t.runs.c.id == bindparam("b_id"),
@@ -146,104 +96,6 @@ _RELEASE_THREAD = (
     .where(t.threads.c.id == bindparam("b_thread"), t.threads.c.active_run_id == bindparam("b_run"))
     .values(active_run_id=None, last_active_at=bindparam("b_now"))
 )
-_LOCK_THREAD = (
-    update(t.threads)
-    .where(t.threads.c.id == bindparam("b_thread"), t.threads.c.active_run_id.is_(None))
-    .values(active_run_id=bindparam("b_run"), last_active_at=bindparam("b_now"))
-)
-_TOUCH_THREAD = (
-    update(t.threads).where(t.threads.c.id == bindparam("b_thread")).values(last_active_at=bindparam("b_now"))
-)
-_INSERT = {
-    table.name: insert(table)
-    for table in (t.assistants, t.threads, t.messages, t.runs, t.run_steps, t.run_transitions)
-}
-
-
-def _transition(run: Run, expect: frozenset[RunStatus], at: float) -> dict[str, Any]:
-    """The history row for ``run`` having just moved to its current status."""
-    detail = None
-    if run.status is RunStatus.REQUIRES_ACTION and run.required_action:
-        detail = ", ".join(call.name for call in run.required_action.calls) or None
-    elif run.last_error:
-        detail = f"{run.last_error.get('code')}: {run.last_error.get('message')}"
-    elif run.incomplete_details:
-        detail = str(run.incomplete_details.get("reason"))
-    return {
-        "run_id": run.id,
-        "to_status": run.status.value,
-        "at": at,
-        "cause": cause_of(run.status, expect, detail),
-        "worker_id": run.worker_id if run.status is RunStatus.IN_PROGRESS else None,
-    }
-
-
-def page_query(
-    conn: Connection, table: Table, query: ListQuery, where: list[Any], scope: Sequence[Any] = ()
-) -> tuple[Select[Any], bool]:
-    """The rows between the cursors, one more than the limit (to tell ``has_more``).
-
-    With only ``before``, the page is the ``limit`` rows nearest the cursor: they are read walking
-    away from it and flipped back by the caller (the second value says so). ``scope`` narrows the
-    cursor's lookup, for tables whose ids are unique only within a parent (a vector store's files).
-    """
-    conditions = list(where)
-    descending = query.order == "desc"
-    for cursor, later in ((query.after, True), (query.before, False)):
-        if cursor is None:
-            continue
-        seq = conn.execute(select(table.c.seq).where(table.c.id == cursor, *scope)).scalar()
-        if seq is None:
-            # An unknown cursor matches nothing rather than restarting the list.
-            conditions.append(table.c.seq.is_(None))
-            continue
-        # "after" means further along in the requested order; "before" the opposite.
-        go_down = descending == later
-        conditions.append(table.c.seq < seq if go_down else table.c.seq > seq)
-    flipped = query.before is not None and query.after is None
-    ascending = descending == flipped
-    order = table.c.seq.asc() if ascending else table.c.seq.desc()
-    return select(table).where(*conditions).order_by(order).limit(query.limit + 1), flipped
-
-
-def _join_attachments(
-    conn: Connection, thread_id: str, messages: Sequence[Message], search: ThreadStorePlan | None
-) -> ThreadStoreFiles | None:
-    """Add the files ``messages`` attach for ``code_interpreter`` to their thread's tool resources,
-    and, with ``search``, those attached for ``file_search`` to the thread's vector store.
-
-    Called after the thread row was written or locked in this transaction, so no concurrent writer
-    can lose an id between the read and the update (or make the thread a second store).
-    """
-    code_ids = attached_code_files(messages)
-    search_ids = attached_search_files(messages) if search is not None else []
-    if not code_ids and not search_ids:
-        return None
-    current = conn.execute(select(t.threads.c.tool_resources).where(t.threads.c.id == thread_id)).scalar()
-    resources = with_code_files(current, code_ids) or current
-    joined = None
-    if search is not None and search_ids:
-        joined = join_thread_store(conn, resources, search_ids, search)
-        resources = joined.tool_resources
-    if resources != current:
-        conn.execute(update(t.threads).where(t.threads.c.id == thread_id).values(tool_resources=resources))
-    return joined
-
-
-def _lock_thread(conn: Connection, thread_id: str, run_id: str | None) -> None:
-    """Take the thread's lock for ``run_id`` (or, with ``None``, check it is free), or raise.
-
-    The conditional UPDATE also serialises writers on the thread row (PostgreSQL's row lock,
-    SQLite's single writer), so two clients racing for one thread cannot both get through.
-    """
-    if (
-        conn.execute(
-            _LOCK_THREAD, {"b_thread": thread_id, "b_run": run_id, "b_now": int(time.time())}
-        ).rowcount
-        == 0
-    ):
-        holder = conn.execute(select(t.threads.c.active_run_id).where(t.threads.c.id == thread_id)).scalar()
-        raise ThreadLockedError(holder or "")
 
 
 def _project(row: Row[Any]) -> Project:
@@ -252,29 +104,6 @@ def _project(row: Row[Any]) -> Project:
 
 def _api_key(row: Row[Any]) -> ApiKey:
     return ApiKey(row.id, row.project_id, row.name, row.prefix, row.created_at, row.revoked_at)
-
-
-def _in_project(project_id: str | None) -> list[tuple[str, str]]:
-    """The check ``_get`` applies for a project-scoped lookup (``None``: any project, for the engine)."""
-    return [] if project_id is None else [("project_id", project_id)]
-
-
-def _delete_threads(conn: Connection, thread_ids: list[str]) -> dict[str, int]:
-    """Delete threads with their messages, runs, steps, run history and summaries; counts of each."""
-    counts = {"threads": 0, "messages": 0, "runs": 0}
-    if not thread_ids:
-        return counts
-    run_ids = select(t.runs.c.id).where(t.runs.c.thread_id.in_(thread_ids)).scalar_subquery()
-    conn.execute(delete(t.run_steps).where(t.run_steps.c.run_id.in_(run_ids)))
-    conn.execute(delete(t.run_transitions).where(t.run_transitions.c.run_id.in_(run_ids)))
-    conn.execute(delete(t.response_events).where(t.response_events.c.response_id.in_(run_ids)))
-    counts["runs"] = conn.execute(delete(t.runs).where(t.runs.c.thread_id.in_(thread_ids))).rowcount
-    counts["messages"] = conn.execute(
-        delete(t.messages).where(t.messages.c.thread_id.in_(thread_ids))
-    ).rowcount
-    conn.execute(delete(t.thread_summaries).where(t.thread_summaries.c.thread_id.in_(thread_ids)))
-    counts["threads"] = conn.execute(delete(t.threads).where(t.threads.c.id.in_(thread_ids))).rowcount
-    return counts
 
 
 def _claim_statement(skip_locked: bool) -> Any:
@@ -309,51 +138,12 @@ def _claim_statement(skip_locked: bool) -> Any:
 _RENEW_RUNS = renew_statement(t.runs, RunStatus.IN_PROGRESS.value)
 
 
-class SqlStore:
+class SqlStore(Rows):
     def __init__(self, db: Database, on_run_moved: Callable[[Run], None] | None = None) -> None:
-        self.db = db
+        super().__init__(db)
         self._claim = _claim_statement(skip_locked=not db.is_sqlite)
         self._on_run_moved = on_run_moved
         """Told of each run whose status change committed (metrics)."""
-
-    # --- generic helpers -------------------------------------------------------------------
-
-    async def _get(self, cls: type[E], table: Table, object_id: str, *where: Any) -> E | None:
-        """The object with this id (and, optionally, more conditions checked on it)."""
-        stmt = _GET[table.name]
-
-        def read(conn: Connection) -> E | None:
-            row = conn.execute(stmt, {"b_id": object_id}).first()
-            if row is None or not all(row._mapping[key] == value for key, value in where):
-                return None
-            return _entity(cls, row)
-
-        return await self.db.read(read)
-
-    async def _one(self, cls: type[E], table: Table, *where: Any) -> E | None:
-        def read(conn: Connection) -> E | None:
-            row = conn.execute(select(table).where(*where)).first()
-            return None if row is None else _entity(cls, row)
-
-        return await self.db.read(read)
-
-    async def _all(self, cls: type[E], stmt: Select[Any]) -> list[E]:
-        return await self.db.read(lambda conn: _entities(cls, conn.execute(stmt).all()))
-
-    async def _page(self, cls: type[E], table: Table, query: ListQuery, *where: Any) -> Page[E]:
-        def read(conn: Connection) -> Page[E]:
-            stmt, flipped = page_query(conn, table, query, list(where))
-            rows = conn.execute(stmt).all()
-            page = list(rows[: query.limit])
-            if flipped:
-                page.reverse()
-            return Page(items=_entities(cls, page), has_more=len(rows) > query.limit)
-
-        return await self.db.read(read)
-
-    async def _execute(self, stmt: Any) -> int:
-        """One write statement in its own transaction; how many rows it changed."""
-        return await self.db.write(lambda conn: conn.execute(stmt).rowcount)
 
     # --- assistants ------------------------------------------------------------------------
 
