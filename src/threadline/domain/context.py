@@ -45,7 +45,7 @@ from threadline.domain.ports.models import (
     TextDelta,
     Usage,
 )
-from threadline.domain.ports.storage import Store
+from threadline.domain.ports.storage import ThreadRepository
 from threadline.domain.ports.tools import CODE_INTERPRETER, FILE_SEARCH, NoTools, ToolSet
 
 log = logging.getLogger(__name__)
@@ -366,7 +366,7 @@ class Prompt:
 class ContextBuilder:
     def __init__(
         self,
-        store: Store,
+        threads: ThreadRepository,
         *,
         summaries: bool = True,
         default_window: int = 8192,
@@ -374,7 +374,7 @@ class ContextBuilder:
         images: ImageSource | None = None,
         observe_model_call: ModelCallObserver | None = None,
     ) -> None:
-        self.store = store
+        self.threads = threads
         self.tools: ToolSet = tools if tools is not None else NoTools()
         self.images = images
         self.observe_model_call = observe_model_call
@@ -401,7 +401,7 @@ class ContextBuilder:
             [{"role": "system", "content": run.instructions}] if run.instructions else []
         )
         own_ids = [s.step_details.message_id for s in steps if isinstance(s.step_details, MessageCreation)]
-        own = {m.id: m for m in await self.store.messages_by_id(own_ids)} if own_ids else {}
+        own = {m.id: m for m in await self.threads.messages_by_id(own_ids)} if own_ids else {}
         tail = run_messages(steps, own)
         tools = offered_tools(run, self.tools)
         first_call = not any(isinstance(s.step_details, ToolCalls) for s in steps)
@@ -466,7 +466,7 @@ class ContextBuilder:
         }
         if not wanted or not route.vision or self.images is None:
             return {}
-        thread = await self.store.get_thread(run.thread_id)
+        thread = await self.threads.get(run.thread_id)
         if thread is None:
             return {}
         found = {
@@ -483,7 +483,7 @@ class ContextBuilder:
         total = 0
         before: str | None = None
         while True:
-            page = await self.store.newest_messages(run.thread_id, PAGE, before=before)
+            page = await self.threads.newest_messages(run.thread_id, PAGE, before=before)
             if not page:
                 return kept, total, 0
             before = page[-1].id
@@ -513,7 +513,7 @@ class ContextBuilder:
         context window: a thread that was never summarised gets its most recent history summarised
         first rather than its whole past re-read.
         """
-        stored = await self.store.get_summary(run.thread_id)
+        stored = await self.threads.get_summary(run.thread_id)
         after = stored.last_message_id if stored else None
         fresh: list[Message] = []
         budget = (
@@ -523,7 +523,7 @@ class ContextBuilder:
         )
         before: str | None = oldest_kept[0].id
         while budget > 0:
-            page = await self.store.newest_messages(run.thread_id, PAGE, before=before, after=after)
+            page = await self.threads.newest_messages(run.thread_id, PAGE, before=before, after=after)
             if not page:
                 break
             before = page[-1].id
@@ -546,7 +546,7 @@ class ContextBuilder:
         if not text.strip():
             return stored, usage
         summary = Summary(run.thread_id, text.strip(), fresh[0].id, now())
-        await self.store.save_summary(summary)
+        await self.threads.save_summary(summary)
         log.info("run %s: summarised %d older messages of %s", run.id, len(fresh), run.thread_id)
         return summary, usage
 

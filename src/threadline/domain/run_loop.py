@@ -72,7 +72,7 @@ from threadline.domain.ports.models import (
     Usage,
 )
 from threadline.domain.ports.models import ReasoningDelta as Reasoning
-from threadline.domain.ports.storage import Bus, Change, Store
+from threadline.domain.ports.storage import Bus, Change, Stores
 from threadline.domain.ports.tools import NoTools, Tool, ToolCall, ToolError, ToolSet
 from threadline.domain.run_states import RunStatus
 from threadline.domain.steps import BuiltinDetails, CodeInterpreterDetails, FileSearchDetails, ImageOutput
@@ -139,7 +139,7 @@ class _Turn:
 class RunLoop:
     def __init__(
         self,
-        store: Store,
+        stores: Stores,
         bus: Bus,
         router: Router,
         worker_id: str,
@@ -152,11 +152,11 @@ class RunLoop:
     ) -> None:
         self.tools: ToolSet = tools if tools is not None else NoTools()
         self.context = builder or ContextBuilder(
-            store, tools=self.tools, observe_model_call=observe_model_call
+            stores.threads, tools=self.tools, observe_model_call=observe_model_call
         )
         self.observe_model_call = observe_model_call
         """Told of each model call a turn makes (each attempt), for metrics."""
-        self.store = store
+        self.stores = stores
         self.bus = bus
         self.router = router
         self.worker_id = worker_id
@@ -209,7 +209,7 @@ class RunLoop:
         turn's message takes the discarded one's id."""
         if run.claims == 1:
             return []  # taken for the first time: nothing has run yet
-        steps = await self.store.run_steps(run.id)
+        steps = await self.stores.runs.steps(run.id)
         partial = [s for s in steps if s.status == "in_progress"]
         finished = [s for s in steps if s.status != "in_progress"]
         thoughts = await self._unfinished_reasoning(run, max((s.turn for s in finished), default=-1) + 1)
@@ -229,7 +229,9 @@ class RunLoop:
         """The reasoning items a response's unfinished turn (``turn`` or later) saved."""
         if run.response is None:
             return []
-        page = await self.store.list_messages(run.thread_id, ListQuery(limit=100), run.id, items=True)
+        page = await self.stores.threads.list_messages(
+            run.thread_id, ListQuery(limit=100), run.id, items=True
+        )
         return [
             m.id for m in page.items if m.type == "reasoning" and int(m.metadata.get("turn", "-1")) >= turn
         ]
@@ -351,7 +353,9 @@ class RunLoop:
 
     async def _write(self, run: Run, events: list[Event], **change: Any) -> None:
         """A write while the run stays in progress; raises when the run is no longer ours."""
-        if not await self.store.commit(Change(run=run, expect=IN_PROGRESS, owner=self.worker_id, **change)):
+        if not await self.stores.runs.transition(
+            Change(run=run, expect=IN_PROGRESS, owner=self.worker_id, **change)
+        ):
             raise _Lost(run.id)
         await publish(self.bus, run.id, events)
 
@@ -518,7 +522,7 @@ class RunLoop:
         else:
             ended = moved(run, RunStatus.COMPLETED, usage=usage, completed_at=now())
         change = Change(run=ended, expect=IN_PROGRESS, owner=self.worker_id, release_thread=True, **changes)
-        if not await self.store.commit(change):
+        if not await self.stores.runs.transition(change):
             await self._lost(run)
             return None
         await publish(self.bus, run.id, [*events, run_event(ended)])
@@ -574,12 +578,12 @@ class RunLoop:
         await self._write(
             run, [step_event(step, "created"), step_event(step, "in_progress")], new_steps=[step]
         )
-        thread = await self.store.get_thread(run.thread_id)
+        thread = await self.stores.threads.get(run.thread_id)
         if run.response is not None:
             # A response names its resources in its tools (file_search's vector_store_ids ...).
             own = run.response.get("tool_resources") or {}
         else:
-            assistant = await self.store.get_assistant(run.assistant_id)
+            assistant = await self.stores.assistants.get(run.assistant_id)
             own = (assistant.tool_resources if assistant else None) or {}
         template = ToolCall(
             id="",
@@ -644,7 +648,7 @@ class RunLoop:
             return
         record.details, record.output = result.details, result.output
         if result.kernel_until is not None:
-            await self.store.hold_kernel(run.thread_id, self.worker_id, result.kernel_until)
+            await self.stores.runs.hold_kernel(run.thread_id, self.worker_id, result.kernel_until)
         if isinstance(result.details, CodeInterpreterDetails) and result.details.outputs:
             outputs = BuiltinCallDelta(step.id, position, tool.type, outputs=result.details.outputs)
             await self.bus.publish(run.id, outputs)
@@ -662,7 +666,7 @@ class RunLoop:
         waiting.worker_id = None
         waiting.lease_expires_at = None
         change = Change(run=waiting, expect=IN_PROGRESS, owner=self.worker_id, steps=[step])
-        if not await self.store.commit(change):
+        if not await self.stores.runs.transition(change):
             await self._lost(run)
             return
         await publish(self.bus, run.id, [run_event(waiting)])
@@ -693,7 +697,7 @@ class RunLoop:
             new_messages=items,
             release_thread=True,
         )
-        if not await self.store.commit(change):
+        if not await self.stores.runs.transition(change):
             await self._lost(run)
             return
         await publish(self.bus, run.id, [step_event(step), run_event(ended)])
@@ -713,7 +717,7 @@ class RunLoop:
 
     async def _incomplete(self, run: Run, reason: str, usage: dict[str, int] | None) -> None:
         ended = await end_run(
-            self.store,
+            self.stores,
             self.bus,
             run,
             RunStatus.INCOMPLETE,
@@ -731,7 +735,7 @@ class RunLoop:
                 await self._end_reasoning(run, turn, "incomplete")
         partial = {turn.message.id: turn.text} if turn and turn.message and turn.text else None
         ended = await end_run(
-            self.store,
+            self.stores,
             self.bus,
             run,
             RunStatus.FAILED,
@@ -745,17 +749,17 @@ class RunLoop:
 
     async def _stopped(self, run: Run, turn: _Turn) -> None:
         """The turn was interrupted: if a cancel asked for it, the run ends ``cancelled``."""
-        current = await self.store.get_run_by_id(run.id)
+        current = await self.stores.runs.get_by_id(run.id)
         if current is None or current.status is not RunStatus.CANCELLING:
             return
         partial = {turn.message.id: turn.text} if turn.message else None
-        await end_run(self.store, self.bus, current, RunStatus.CANCELLED, partial_text=partial)
+        await end_run(self.stores, self.bus, current, RunStatus.CANCELLED, partial_text=partial)
 
     async def _lost(self, run: Run) -> None:
         """Our final write lost a race: finish a pending cancel, otherwise leave the winner be."""
-        current = await self.store.get_run_by_id(run.id)
+        current = await self.stores.runs.get_by_id(run.id)
         if current is not None and current.status is RunStatus.CANCELLING:
-            await end_run(self.store, self.bus, current, RunStatus.CANCELLED)
+            await end_run(self.stores, self.bus, current, RunStatus.CANCELLED)
         else:
             log.info("run %s: moved to %s by someone else", run.id, current.status if current else "deleted")
 
