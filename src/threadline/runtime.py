@@ -16,7 +16,7 @@ from functools import partial
 
 from sqlalchemy.engine import make_url
 
-from threadline.api import response_stream
+from threadline.api import response_recording
 from threadline.config import Settings
 from threadline.domain.entities import Message, Run, RunStep, Thread
 from threadline.domain.files import FileService, UploadedImages
@@ -166,7 +166,7 @@ class Runtime:
             observe_job=self.metrics.job_attempted,
             images=UploadedImages(self.files),
             job_give_ups={INGEST_JOB: self.vector_stores.ingest_given_up},
-            on_claim=partial(response_stream.take_over, ResponseService(self.services)),
+            on_claim=partial(response_recording.take_over, ResponseService(self.services)),
             interruptible_jobs={INGEST_JOB},
         )
 

@@ -21,7 +21,8 @@ from threadline.domain.entities import (
     ToolCalls,
 )
 from threadline.domain.ports.citations import cut_index, strip_markers
-from threadline.domain.responses import ResponseView, search_results
+from threadline.domain.response_items import search_results
+from threadline.domain.responses import ResponseView
 from threadline.domain.run_states import RunStatus
 from threadline.domain.steps import CodeInterpreterDetails, FileSearchDetails, LogsOutput
 from threadline.ids import builtin_item_id, call_item_id, container_id

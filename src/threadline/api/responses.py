@@ -3,7 +3,8 @@
 Without ``stream`` or ``background`` a create answers when the response is finished; with
 ``background`` it answers at once (``queued``) and the workers carry on; with ``stream`` it answers
 with the response's event stream (``api/response_stream.py``). A background response's stream can be
-picked up again with ``GET /v1/responses/{id}?stream=true&starting_after=N``.
+picked up again with ``GET /v1/responses/{id}?stream=true&starting_after=N``
+(``api/response_recording.py``).
 """
 
 from __future__ import annotations
@@ -14,11 +15,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 
-from threadline.api import response_stream
+from threadline.api import response_recording, response_stream
 from threadline.api.deps import Paging, Svc
 from threadline.api.objects import list_object
 from threadline.api.response_objects import compaction_item, item_object, response_object, usage_object
-from threadline.api.response_schemas import (
+from threadline.api.response_protocol import (
     CompactRequest,
     CountTokensRequest,
     CreateResponseRequest,
@@ -81,9 +82,9 @@ async def create_response(
             raise
         if not command.background:
             return response_stream.stream(responses, subscription, run)
-        response_stream.record(responses, subscription, run)
+        response_recording.record(responses, subscription, run)
         if body.stream:
-            return response_stream.resume(responses, run, -1)
+            return response_recording.resume(responses, run, -1)
         return response_object(await responses.view(run))
     run = await _finished(svc, responses, await responses.create_response(command))
     answer = response_object(await responses.view(run))
@@ -148,7 +149,9 @@ async def get_response(
 ) -> dict[str, Any] | StreamingResponse:
     view = await responses.get_response(response_id)
     if stream:
-        return response_stream.resume(responses, view.run, -1 if starting_after is None else starting_after)
+        return response_recording.resume(
+            responses, view.run, -1 if starting_after is None else starting_after
+        )
     return response_object(view)
 
 

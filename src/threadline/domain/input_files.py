@@ -6,7 +6,7 @@ request arrives, by the same parser file search uses and in the same bounded chi
 :class:`TextExtractor` port; ``workers/ingestion.py`` implements it), held to
 ``THREADLINE_INPUT_FILE_MAX_CHARACTERS``; ``file_data`` is held to the upload limit. The stored part
 keeps the file's id, its name and that text, so later turns of a conversation do not parse it again;
-the model is shown the text (``domain/context.py``), clients are shown the id and the name. An image
+the model is shown the text (``domain/prompt_messages.py``), clients are shown the id and the name. An image
 is kept as an image and goes to a model that sees, as an ``input_image`` does. ``file_url`` is
 refused: this server does not fetch from the network on a client's behalf.
 
@@ -25,8 +25,8 @@ import re
 from pathlib import PurePosixPath
 from typing import Any, Protocol
 
-from threadline.domain.context import ImageSource, file_part
 from threadline.domain.files import IMAGE_MAX_BYTES, FileService, image_type
+from threadline.domain.prompt_messages import ImageSource, file_part
 from threadline.errors import FileContentError, InvalidRequestError, NotFoundError, describe_size
 
 _FILENAME_LIMIT = 255

@@ -1,0 +1,138 @@
+"""Parsing a Responses request's ``tools``, ``tool_choice`` and ``text.format`` into the run engine's form.
+
+A Responses function tool is flat (``{"type": "function", "name": ...}``), a run's nests it under
+``function``; file_search's vector stores become the run's tool resources. Errors name the exact
+parameter, as OpenAI's do.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from threadline.api.response_parsing import bad, function_name
+
+
+def parse_tools(tools: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The run engine's tools and the resources they name (file_search's vector stores)."""
+    out: list[dict[str, Any]] = []
+    resources: dict[str, Any] = {}
+    for i, tool in enumerate(tools):
+        param = f"tools[{i}]"
+        kind = tool.get("type")
+        if kind == "function":
+            name = function_name(tool, param)
+            parameters = tool.get("parameters")
+            if parameters is not None and not isinstance(parameters, dict):
+                raise bad(
+                    f"Invalid type for '{param}.parameters': expected an object.", f"{param}.parameters"
+                )
+            function = {"name": name, "description": tool.get("description"), "parameters": parameters}
+            if tool.get("strict") is not None:
+                function["strict"] = bool(tool["strict"])
+            out.append({"type": "function", "function": function})
+        elif kind == "file_search":
+            ids = tool.get("vector_store_ids")
+            if not isinstance(ids, list) or not all(isinstance(v, str) for v in ids):
+                raise bad(
+                    f"Missing required parameter: '{param}.vector_store_ids'.", f"{param}.vector_store_ids"
+                )
+            known = resources.setdefault("file_search", {"vector_store_ids": []})["vector_store_ids"]
+            known += [v for v in ids if v not in known]
+            options: dict[str, Any] = {}
+            if tool.get("max_num_results") is not None:
+                options["max_num_results"] = tool["max_num_results"]
+            ranking = tool.get("ranking_options") or {}
+            if ranking.get("score_threshold") is not None:
+                options["ranking_options"] = {
+                    "ranker": "auto",
+                    "score_threshold": ranking["score_threshold"],
+                }
+            out.append({"type": "file_search", "file_search": options})
+        elif kind == "code_interpreter":
+            container = tool.get("container")
+            if isinstance(container, dict) and container.get("file_ids"):
+                resources["code_interpreter"] = {"file_ids": list(container["file_ids"])}
+            out.append({"type": "code_interpreter"})
+        else:
+            raise bad(
+                f"Tools of type '{str(kind)[:64]}' are not supported by this server: use 'function', "
+                "'file_search' or 'code_interpreter'.",
+                f"{param}.type",
+            )
+    return out, resources
+
+
+def parse_tool_choice(choice: str | dict[str, Any] | None) -> Any:
+    if choice is None:
+        return "auto"
+    if isinstance(choice, str):
+        if choice not in ("auto", "none", "required"):
+            raise bad(
+                "Invalid value for 'tool_choice': expected 'auto', 'none' or 'required'.", "tool_choice"
+            )
+        return choice
+    kind = choice.get("type")
+    if kind == "function":
+        name = choice.get("name")
+        if not isinstance(name, str):
+            raise bad("Missing required parameter: 'tool_choice.name'.", "tool_choice.name")
+        return {"type": "function", "function": {"name": name}}
+    if kind in ("file_search", "code_interpreter"):
+        return {"type": kind}
+    if kind == "allowed_tools":
+        return "auto"  # the tools are narrowed by ``allowed_tools``
+    raise bad(f"Invalid value for 'tool_choice.type': {str(kind)[:64]!r}.", "tool_choice.type")
+
+
+def allowed_tools(choice: dict[str, Any], tools: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], str]:
+    """``tool_choice: {"type": "allowed_tools", "mode", "tools"}``: the request's tools narrowed to
+    the ones listed (each must be one of them), and the ``tool_choice`` its ``mode`` stands for."""
+    for field_name in choice:
+        if field_name not in ("type", "mode", "tools"):
+            raise bad(f"Unknown parameter: 'tool_choice.{field_name}'.", f"tool_choice.{field_name}")
+    mode = choice.get("mode")
+    if mode not in ("auto", "required"):
+        raise bad("Invalid value for 'tool_choice.mode': expected 'auto' or 'required'.", "tool_choice.mode")
+    listed = choice.get("tools")
+    if not isinstance(listed, list):
+        raise bad("Missing required parameter: 'tool_choice.tools'.", "tool_choice.tools")
+    offered = {_tool_key(tool): tool for tool in tools}
+    kept: list[dict[str, Any]] = []
+    for i, tool in enumerate(listed):
+        param = f"tool_choice.tools[{i}]"
+        if not isinstance(tool, dict):
+            raise bad(f"Invalid type for '{param}': expected an object.", param)
+        kind = str(tool.get("type"))
+        wanted = (kind, str(tool.get("name")) if kind == "function" else "")
+        if wanted not in offered:
+            raise bad(f"Invalid value for '{param}': it names no tool of the request's 'tools'.", param)
+        if offered[wanted] not in kept:
+            kept.append(offered[wanted])
+    return kept, str(mode)
+
+
+def _tool_key(tool: dict[str, Any]) -> tuple[str, str]:
+    """A run engine tool's identity: its type, and a function's name."""
+    if tool.get("type") == "function":
+        return "function", str(tool["function"]["name"])
+    return str(tool.get("type")), ""
+
+
+def parse_text_format(text: dict[str, Any]) -> Any:
+    """``text.format`` as a run's ``response_format``."""
+    fmt = text.get("format") or {"type": "text"}
+    kind = fmt.get("type")
+    if kind == "text":
+        return "auto"
+    if kind == "json_object":
+        return {"type": "json_object"}
+    if kind == "json_schema":
+        if not isinstance(fmt.get("name"), str) or not isinstance(fmt.get("schema"), dict):
+            raise bad(
+                "Missing required parameter: 'text.format.name' or 'text.format.schema'.", "text.format"
+            )
+        spec = {"name": fmt["name"], "schema": fmt["schema"], "strict": bool(fmt.get("strict"))}
+        if fmt.get("description") is not None:
+            spec["description"] = fmt["description"]
+        return {"type": "json_schema", "json_schema": spec}
+    raise bad(f"Invalid value for 'text.format.type': {str(kind)[:64]!r}.", "text.format.type")
