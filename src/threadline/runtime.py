@@ -45,6 +45,8 @@ from threadline.store.vector_stores import SqlVectorStoreRepository
 from threadline.tools.code_interpreter import CodeInterpreterTool
 from threadline.tools.file_search import FileSearchTool
 from threadline.tools.registry import ToolRegistry
+from threadline.tools.remote.guard import RemoteGuard
+from threadline.tools.remote.mcp import McpClient, McpGateway
 from threadline.tools.sandbox.launcher import SandboxLimits
 from threadline.tools.sandbox.pool import SandboxPool
 from threadline.workers.ingestion import IngestionProcesses
@@ -127,6 +129,12 @@ class Runtime:
             max_characters=settings.input_file_max_characters,
             max_bytes=settings.file_max_bytes,
         )
+        services.mcp = McpGateway(
+            McpClient(
+                RemoteGuard.from_settings(settings).httpx_client_factory, timeout=settings.mcp_timeout_seconds
+            ),
+            settings.secret_key,
+        )
         projects = Projects(stores.projects, legacy_key=settings.api_key)
         runtime = cls(
             settings,
@@ -168,6 +176,7 @@ class Runtime:
             job_give_ups={INGEST_JOB: self.vector_stores.ingest_given_up},
             on_claim=partial(response_recording.take_over, ResponseService(self.services)),
             interruptible_jobs={INGEST_JOB},
+            mcp=self.services.mcp,
         )
 
     async def aclose(self) -> None:
