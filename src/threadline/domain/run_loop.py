@@ -104,7 +104,7 @@ class RunLoop:
             await self.endings.fail(run, "server_error", f"No route serves the model '{run.model}'.")
             return
         turn = Turn(number=0)
-        remote = self._remote[run.id] = McpRun(self.mcp, self.stores, run, self.writer.write)
+        remote = self._remote[run.id] = McpRun(self.mcp, self.stores.threads, run, self.writer.write)
         try:
             steps = await self._resume(run, turn)
             mcp_turn = await remote.resume() if remote.configured and run.claims > 1 else -1
