@@ -57,7 +57,7 @@ class RunEndings:
         text = "".join(p["text"]["value"] for p in turn.message.content if p.get("type") == "text")
         if "http" not in text:
             return {}
-        return pages_read(await self.store.newest_messages(run.thread_id, GIVEN_PAGES_ENTRIES))
+        return pages_read(await self.stores.threads.newest_messages(run.thread_id, GIVEN_PAGES_ENTRIES))
 
     async def finish(self, run: Run, turn: Turn, steps: list[RunStep], usage: dict[str, int]) -> None:
         """The model answered: its message completes, and the run with it."""
