@@ -32,7 +32,7 @@ from threadline.domain.entities import DEFAULT_PROJECT, Job, ListQuery, Page
 from threadline.domain.files import FileRef, FileService
 from threadline.domain.lifecycle import now
 from threadline.domain.ports import JobQueue
-from threadline.errors import FileContentError, InvalidRequestError, NotFoundError
+from threadline.errors import FileContentError, InvalidRequestError, NotFoundError, ThreadlineError
 from threadline.ids import new_id
 from threadline.retrieval.chunking import ChunkingStrategy
 from threadline.retrieval.engine import RetrievalEngine
@@ -511,6 +511,28 @@ class VectorStoreService:
         score_threshold: float,
         filters: Mapping[str, Any] | None,
     ) -> list[SearchHit]:
+        await self._searchable(store_id)
+        return await self._hits([store_id], "\n".join(queries), max_num_results, score_threshold, filters)
+
+    async def search_stores(
+        self, store_ids: Sequence[str], query: str, max_num_results: int, score_threshold: float
+    ) -> list[SearchHit]:
+        """One ranking over several stores (an assistant's and its thread's: the ``file_search``
+        tool), so a store holding only weak matches cannot put its best one first. Stores expired or
+        deleted since the run started are skipped: there is nothing to find in them."""
+        searchable = []
+        for store_id in dict.fromkeys(store_ids):
+            try:
+                await self._searchable(store_id)
+            except ThreadlineError:
+                continue
+            searchable.append(store_id)
+        if not searchable:
+            return []
+        return await self._hits(searchable, query, max_num_results, score_threshold, None)
+
+    async def _searchable(self, store_id: str) -> None:
+        """Refuse an expired store; a search keeps the store active (its expiry moves on)."""
         store = await self.get_store(store_id)
         at = self.clock()
         if store.status(at) == "expired":
@@ -521,18 +543,35 @@ class VectorStoreService:
         store.last_active_at = at
         store.expires_at = expiry_at(store.expires_after, at)
         await self.stores.update_store(store)
+
+    async def _hits(
+        self,
+        store_ids: Sequence[str],
+        query: str,
+        max_num_results: int,
+        score_threshold: float,
+        filters: Mapping[str, Any] | None,
+    ) -> list[SearchHit]:
         # With filters, rank more than asked for: results are filtered after ranking.
         depth = 50 if filters else max_num_results
         engine = await self.engine()
-        found = await engine.search([store_id], "\n".join(queries), RankingOptions(depth, score_threshold))
-        rows = {f.id: f for f in await self.stores.files_by_id(store_id, {r.file_id for r in found})}
+        found = await engine.search(store_ids, query, RankingOptions(depth, score_threshold))
+        rows: dict[tuple[str, str], VectorStoreFile] = {}
+        for store_id in store_ids:
+            wanted = {r.file_id for r in found if r.vector_store_id == store_id}
+            if wanted:
+                rows.update(((store_id, f.id), f) for f in await self.stores.files_by_id(store_id, wanted))
         hits: list[SearchHit] = []
+        seen: set[tuple[str, str]] = set()
         for result in found:
-            row = rows.get(result.file_id)
+            row = rows.get((result.vector_store_id, result.file_id))
             if row is None or row.status != "completed":
                 continue  # removed or cancelled since it was indexed
             if filters and not _matches(row.attributes, filters):
                 continue
+            if (row.id, result.text) in seen:
+                continue  # the same file in two of the stores
+            seen.add((row.id, result.text))
             filename = (await self.files.get_file(row.id)).filename
             hits.append(SearchHit(row.id, filename, result.score, row.attributes, result.text))
             if len(hits) == max_num_results:

@@ -1,5 +1,5 @@
 """Ingesting files into vector stores and searching them: parse, chunk, embed, index; embed the
-query, rank by cosine and by BM25, fuse.
+query, rank by cosine and by BM25 over all the stores searched at once, fuse.
 
 The engine is given its ports (``ChunkIndex``, ``Embedder``, optionally a ``ChunkPreparer``) and a
 token codec. Ingestion's parse, chunk and embed (``prepare_file``) run in the preparer when there is
@@ -28,7 +28,7 @@ from threadline.retrieval.ports import (
     Vector,
 )
 from threadline.retrieval.ranking import RankingOptions, fuse
-from threadline.retrieval.terms import query_term_ids, term_counts
+from threadline.retrieval.terms import is_cjk, query_term_ids, term_counts
 
 EMBED_BATCH = 16
 MIN_DEPTH = 100
@@ -134,14 +134,16 @@ class RetrievalEngine:
         self, vector_store_ids: Sequence[str], query: str, options: RankingOptions | None = None
     ) -> list[SearchResult]:
         """The stores' chunks best matching ``query``, best first, at most ``max_num_results``,
-        none scoring below ``score_threshold``."""
+        none scoring below ``score_threshold``: one ranking over all the stores."""
         options = options or RankingOptions()
         if not vector_store_ids or not query.strip():
             return []
         vector = asyncio.ensure_future(asyncio.to_thread(self._embed_query, query))
         depth = max(MIN_DEPTH, options.max_num_results)
         try:
-            rankings = await self.index.search(vector_store_ids, vector, query_term_ids(query), depth)
+            rankings = await self.index.search(
+                vector_store_ids, vector, query_term_ids(query), depth, is_cjk(query)
+            )
         finally:
             if not vector.done():
                 vector.cancel()  # the search failed before it needed the vector

@@ -77,9 +77,12 @@ class ChunkIndex(Protocol):
         query_vector: Awaitable[Vector],
         query_terms: Sequence[int],
         depth: int,
+        query_cjk: bool = False,
     ) -> Rankings:
-        """The ``depth`` best chunks of the stores by cosine similarity and by BM25. The query's vector
-        is awaited only for the cosine ranking: the keyword ranking goes on while it is computed."""
+        """The ``depth`` best chunks of all the stores together by cosine similarity (chunks in the
+        other script than the query's, ``query_cjk``, raised by ``index.CROSS_SCRIPT_BONUS``) and by
+        BM25. The query's vector is awaited only for the cosine ranking: the keyword ranking goes on
+        while it is computed."""
         ...
 
 
