@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from threadline.retrieval.ports import Vector
+from threadline.domain.ports.retrieval import Vector
 from threadline.retrieval.terms import CJK_MARK_ID
 
 # BM25's usual constants (Robertson & Zaragoza).
