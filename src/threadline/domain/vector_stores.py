@@ -82,6 +82,42 @@ def expiry_at(expires_after: Mapping[str, Any] | None, last_active_at: int) -> i
     return None if expires_after is None else last_active_at + int(expires_after["days"]) * DAY_SECONDS
 
 
+class _ProgressReport:
+    """An indexing file's progress, written to its row as the preparer reports it (the newest count
+    only, one write at a time) and logged at every tenth of the file."""
+
+    def __init__(self, stores: VectorStoreRepository, row: VectorStoreFile) -> None:
+        self.stores = stores
+        self.row = row
+        self.latest: tuple[int, int] | None = None
+        self.written: tuple[int, int] | None = None
+        self.changed = asyncio.Event()
+
+    def tell(self, done: int, total: int) -> None:
+        self.latest = (done, total)
+        self.changed.set()
+
+    async def run(self) -> None:
+        while True:
+            await self.changed.wait()
+            self.changed.clear()
+            await self.write()
+
+    async def write(self) -> None:
+        latest = self.latest
+        if latest is None or latest == self.written:
+            return
+        done, total = latest
+        row = self.row
+        await self.stores.file_progress(row.vector_store_id, row.id, row.chunking_strategy, done, total)
+        before = self.written[0] if self.written else -1
+        self.written = latest
+        if done in (0, total) or (before * 10) // max(1, total) != (done * 10) // max(1, total):
+            log.info(
+                "vector store %s: file %s: %d of %d chunks embedded", row.vector_store_id, row.id, done, total
+            )
+
+
 def _matches(attributes: Mapping[str, Any] | None, condition: Mapping[str, Any]) -> bool:
     """Whether ``attributes`` satisfy a comparison (``eq``, ``ne``, ``gt`` ...) or compound filter."""
     kind = condition["type"]
@@ -501,7 +537,16 @@ class VectorStoreService:
         data = b"".join([chunk async for chunk in chunks])
         static = row.chunking_strategy["static"]
         strategy = ChunkingStrategy(static["max_chunk_size_tokens"], static["chunk_overlap_tokens"])
-        await engine.ingest(row.vector_store_id, row.id, file.filename, data, strategy, key=scoped.project_id)
+        report = _ProgressReport(self.stores, row)
+        writing = asyncio.ensure_future(report.run())
+        try:
+            await engine.ingest(
+                row.vector_store_id, row.id, file.filename, data, strategy, scoped.project_id, report.tell
+            )
+        finally:
+            writing.cancel()
+            await asyncio.gather(writing, return_exceptions=True)
+        await report.write()  # the last count, if the loop was stopped before it
         return file.bytes
 
     async def _until_stopped(self, store_id: str, file_id: str, project_id: str) -> None:

@@ -15,7 +15,7 @@ numpy is named for types only, so the domain never imports it at run time.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
@@ -206,8 +206,19 @@ class PreparationFailed(Exception):
         self.code = code
 
 
+Progress: TypeAlias = Callable[[int, int], None]
+"""Told ``(chunks embedded, chunks in all)`` while a file is prepared, on the event loop's thread."""
+
+
 class ChunkPreparer(Protocol):
-    async def prepare(self, key: str, filename: str, data: bytes, strategy: ChunkingStrategy) -> PreparedFile:
+    async def prepare(
+        self,
+        key: str,
+        filename: str,
+        data: bytes,
+        strategy: ChunkingStrategy,
+        progress: Progress | None = None,
+    ) -> PreparedFile:
         """Parse, chunk and embed a file. ``key`` (the project) is what fairness is counted by;
         cancelling the call stops the work."""
         ...
@@ -226,9 +237,11 @@ class Retrieval(Protocol):
         data: bytes,
         strategy: ChunkingStrategy = ...,
         key: str = "",
+        progress: Progress | None = None,
     ) -> IngestResult:
         """Make a file searchable in a store; raises ``FileContentError`` when it cannot be read.
-        ``key`` (the project) is what preparation is shared fairly by."""
+        ``key`` (the project) is what preparation is shared fairly by; ``progress`` is told the
+        chunks embedded as they are."""
         ...
 
     async def remove(self, vector_store_id: str, file_id: str | None = None) -> int:
