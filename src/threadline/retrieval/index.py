@@ -154,5 +154,7 @@ def merge(per_store: Sequence[list[tuple[float, int]]], depth: int, floor: float
     """Keys of several stores' rankings by one method, best first, none scoring under ``floor``
     times the best of them all."""
     merged = sorted((hit for ranking in per_store for hit in ranking), key=lambda hit: -hit[0])
-    least = merged[0][0] * floor if merged else 0.0
-    return [key for score, key in merged[:depth] if score >= least]
+    if floor and merged:
+        least = merged[0][0] * floor
+        merged = [hit for hit in merged if hit[0] >= least]
+    return [key for _, key in merged[:depth]]
