@@ -46,10 +46,11 @@ and moderately by the other is still seen by both."""
 def passage_texts(
     chunks: Sequence[Chunk], strategy: ChunkingStrategy, codec: TokenCodec, embedder: Embedder
 ) -> list[str]:
-    """What each chunk is embedded as: its first window of the embedding model (e5 reads 512 tokens
-    at a time and averages the windows of a longer text) when the rest of the chunk is the next
-    chunk's beginning, so every part of the file is embedded at least once; else the whole chunk.
-    800-token chunks then cost one window instead of two (docs/benchmarks.md: same recall)."""
+    """Each chunk cut to the embedding model's first window (e5 reads 512 tokens at a time and
+    averages the windows of a longer text) where the rest of the chunk is the next chunk's
+    beginning, so every part of the file is still embedded once; else the whole chunk. Fewer
+    windows, but less recall than whole chunks (docs/benchmarks.md): only with
+    ``THREADLINE_INGEST_FIRST_WINDOW``."""
     first_window = getattr(embedder, "first_window", None)
     step = strategy.max_chunk_size_tokens - strategy.chunk_overlap_tokens
     texts = [c.text for c in chunks]
@@ -71,13 +72,16 @@ def prepare_file(
     limits: ParseLimits,
     lock: threading.Lock | None = None,
     progress: Progress | None = None,
+    first_window: bool = False,
 ) -> PreparedFile:
     """Parse, chunk and embed a file (blocking); raises ``FileContentError`` when it cannot be read.
     Batches are embedded by ``embedders`` in parallel, one thread each (a copy of the model each:
     one single-threaded copy per core uses the cores better than one copy on several threads)."""
     text = parse(filename, data, limits)
     chunks = chunk_text(text, strategy, codec)
-    passages = passage_texts(chunks, strategy, codec, embedders[0])
+    passages = (
+        passage_texts(chunks, strategy, codec, embedders[0]) if first_window else [c.text for c in chunks]
+    )
     batches = [
         range(start, min(start + EMBED_BATCH, len(chunks))) for start in range(0, len(chunks), EMBED_BATCH)
     ]

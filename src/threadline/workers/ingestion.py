@@ -176,6 +176,7 @@ class IngestionProcesses:
                 "embeddings_api_key": s.embeddings_api_key,
             },
             "embedders": self.embedders,
+            "first_window": s.ingest_first_window,
         }
 
     @property
