@@ -326,7 +326,7 @@ def test_a_vector_store_shows_the_progress_of_a_file_being_indexed(
         row = page.locator(f"#store-files tr[data-file-id='{file_id}']")
         expect(row).to_contain_text("灯塔日志.txt")
         expect(row.locator(".file-progress")).to_have_text(
-            re.compile(r"^ ?[1-9]\d* of [1-9]\d* chunks embedded$")
+            re.compile(r"^ ?[1-9]\d* of [1-9]\d* chunks embedded$"), timeout=120_000
         )
         shot(page, "vector-store-progress")
     finally:

@@ -343,7 +343,7 @@ def test_a_file_being_indexed_shows_its_progress(
 
     monkeypatch.setattr(repository, "file_progress", held)
     store = client.vector_stores.create(name="progress")
-    text = " ".join(f"Entry {i}: the lighthouse keeper logged fog at {i % 24} hours." for i in range(60))
+    text = " ".join(f"Entry {i}: the lighthouse keeper logged fog at {i % 24} hours." for i in range(40))
     file_id = client.files.create(file=("log.txt", text.encode()), purpose="assistants").id
     client.vector_stores.files.create(
         vector_store_id=store.id,
