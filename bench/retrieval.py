@@ -85,7 +85,7 @@ async def ingestion(url: str, embedder: E5Embedder, files: int) -> tuple[str, di
     t0 = time.perf_counter()
     chunked = [chunk_text(parse("doc.txt", data), AUTO, engine.codec) for data in texts]
     t1 = time.perf_counter()
-    # As an ingestion process does: first windows, a copy of the model per core.
+    # As an ingestion process does: a copy of the model per core.
     embedders = [embedder, *(E5Embedder(1) for _ in range(len(os.sched_getaffinity(0)) - 1))]
     prepared = [
         prepare_file("doc.txt", data, AUTO, engine.codec, embedders, ParseLimits()).chunks for data in texts
@@ -109,7 +109,7 @@ async def ingestion(url: str, embedder: E5Embedder, files: int) -> tuple[str, di
     rows = [
         ("parse + chunk", f"{t1 - t0:.2f}", f"{chunks / (t1 - t0):,.0f}"),
         (
-            "parse, chunk, embed (e5 first windows, a model per core)",
+            "parse, chunk, embed (e5, a copy of the model per core)",
             f"{t2 - t1:.1f}",
             f"{chunks / (t2 - t1):.2f}",
         ),
@@ -245,8 +245,8 @@ async def run(args: argparse.Namespace) -> str:
 
 {ingest_table}
 
-Embedding is nearly all of it (each chunk as its first e5 window, a copy of the model per core, as an
-ingestion process does; the section below compares it with the release before). A server
+Embedding is nearly all of it (a copy of the model per core, as an ingestion process does;
+`bench.retrieval_quality` compares it with the release before). A server
 (`THREADLINE_EMBEDDINGS_BASE_URL`, e.g. a GPU) is the lever beyond the cores.
 
 **Search**, end to end per query (e5 query embedding, cosine over the store's matrix, BM25, rank
