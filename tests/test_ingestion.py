@@ -328,7 +328,7 @@ def test_progress_is_told_as_chunks_are_embedded_by_parallel_copies_of_the_model
 
 
 def test_a_file_being_indexed_shows_its_progress(
-    server: ThreadlineServer, client: openai.OpenAI, monkeypatch: pytest.MonkeyPatch
+    server: ThreadlineServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The file object reports chunks embedded of all while the file is indexed (held at its first
     count past zero until the test has seen it), and nothing once it is completed."""
@@ -342,6 +342,7 @@ def test_a_file_being_indexed_shows_its_progress(
             await asyncio.to_thread(seen.wait, 60)
 
     monkeypatch.setattr(repository, "file_progress", held)
+    client = sdk(server, new_project(server, "progress")[1])
     store = client.vector_stores.create(name="progress")
     text = " ".join(f"Entry {i}: the lighthouse keeper logged fog at {i % 24} hours." for i in range(40))
     file_id = client.files.create(file=("log.txt", text.encode()), purpose="assistants").id
@@ -376,3 +377,4 @@ def test_a_file_being_indexed_shows_its_progress(
         file_id, vector_store_id=store.id
     ).http_response
     assert "progress" not in raw.json()
+    client.close()
