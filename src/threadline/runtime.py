@@ -25,8 +25,8 @@ from threadline.domain.ports.storage import BlobStore
 from threadline.domain.ports.tool_services import Passage
 from threadline.domain.ports.tools import ToolError
 from threadline.domain.projects import Projects
-from threadline.domain.responses import ResponseService
-from threadline.domain.services import Services
+from threadline.domain.scope import Scope
+from threadline.domain.service_set import ServiceSet
 from threadline.domain.vector_stores import INGEST_JOB, VectorStoreService
 from threadline.errors import ServiceUnavailableError, ThreadlineError
 from threadline.events.bus import LocalBus
@@ -61,7 +61,7 @@ class Runtime:
     store: SqlStore
     bus: LocalBus
     router: RoutingTable
-    services: Services
+    services: ServiceSet
     metrics: Metrics
     projects: Projects
     files: FileService
@@ -114,19 +114,21 @@ class Runtime:
         jobs = SqlJobQueue(db, max_attempts=settings.job_max_attempts)
         engine = LazyEngine(settings, db, dense_in_database)
         vector_stores = VectorStoreService(SqlVectorStoreRepository(db), files, jobs, engine.get)
-        services = Services(
-            store,
-            bus,
-            routes,
-            files,
-            run_expiry_seconds=settings.run_expiry_seconds,
-            vector_stores=vector_stores,
-        )
-        services.input_files = InputFiles(
+        input_files = InputFiles(
             IngestionProcesses(settings),
             max_characters=settings.input_file_max_characters,
             max_bytes=settings.file_max_bytes,
         )
+        scope = Scope(
+            store,
+            bus,
+            routes,
+            files,
+            vector_stores=vector_stores,
+            input_files=input_files,
+            run_expiry_seconds=settings.run_expiry_seconds,
+        )
+        services = ServiceSet.of(scope)
         projects = Projects(store, legacy_key=settings.api_key)
         runtime = cls(
             settings,
@@ -166,7 +168,7 @@ class Runtime:
             observe_job=self.metrics.job_attempted,
             images=UploadedImages(self.files),
             job_give_ups={INGEST_JOB: self.vector_stores.ingest_given_up},
-            on_claim=partial(response_recording.take_over, ResponseService(self.services)),
+            on_claim=partial(response_recording.take_over, self.services.responses),
             interruptible_jobs={INGEST_JOB},
         )
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from threadline.domain.chat import model_error
+from threadline.domain.commands import content_refs, resource_refs
 from threadline.domain.entities import (
     ListQuery,
     Message,
@@ -31,7 +32,6 @@ from threadline.domain.entities import (
     RunStep,
     Thread,
 )
-from threadline.domain.files import referenced_files
 from threadline.domain.model_calls import ModelCallObserver
 from threadline.domain.ports.models import ChatMessage, ProviderError, Route, Usage
 from threadline.domain.ports.storage import ThreadLockedError
@@ -39,7 +39,8 @@ from threadline.domain.ports.tools import FUNCTIONS
 from threadline.domain.prompt_messages import Counter, entry_messages, paired
 from threadline.domain.response_items import Input, ItemResolver, NewItem, compaction_content, new_entry
 from threadline.domain.run_states import ACTIVE
-from threadline.domain.services import Services
+from threadline.domain.runs import RunService
+from threadline.domain.scope import Scope
 from threadline.domain.summaries import summarise_entries
 from threadline.errors import InvalidRequestError, NotFoundError
 from threadline.ids import new_id
@@ -105,24 +106,27 @@ def _found(kind: str, object_id: str, param: str | None = None) -> NotFoundError
 
 
 class ResponseService:
-    """Responses and conversations for one project (the ``Services`` it wraps say which)."""
+    """Responses and conversations for one project (the ``Scope`` says which). Responses are runs:
+    ``runs`` announces and cancels them."""
 
-    def __init__(self, services: Services) -> None:
-        self.svc = services
-        self.store = services.store
-        self.items = ItemResolver(services)
+    def __init__(self, scope: Scope, runs: RunService) -> None:
+        self.scope = scope
+        self.store = scope.store
+        self.bus = scope.bus
+        self.runs = runs
+        self.items = ItemResolver(scope)
 
     # --- responses -------------------------------------------------------------------------
 
     async def create_response(self, request: NewResponse, response_id: str | None = None) -> Run:
         """Queue a response. Stream followers subscribe to ``response_id`` before calling."""
-        svc = self.svc
-        svc.check_model(request.model)
+        scope = self.scope
+        scope.check_model(request.model)
         request.input = await self.items.resolve(
             request.input, request.conversation, request.previous_response_id
         )
         await self._check_references(request)
-        created_at = svc.clock()
+        created_at = scope.clock()
         run = Run(
             id=response_id or new_id("response"),
             thread_id="",
@@ -132,7 +136,7 @@ class ResponseService:
             instructions=request.instructions or "",
             tools=request.tools,
             metadata=request.metadata,
-            expires_at=created_at + svc.run_expiry_seconds,
+            expires_at=created_at + scope.run_expiry_seconds,
             temperature=1.0 if request.temperature is None else request.temperature,
             top_p=1.0 if request.top_p is None else request.top_p,
             max_completion_tokens=request.max_output_tokens,
@@ -161,7 +165,7 @@ class ResponseService:
             "tool_resources": request.tool_resources,
             "input_ids": [item.id for item in items],
         }
-        await svc.announce(run)
+        await self.runs.announce(run)
         try:
             if new_thread and source is None:
                 await self.store.insert_thread(thread, items, run)
@@ -176,20 +180,18 @@ class ResponseService:
                 param="conversation",
                 code="conversation_locked",
             ) from None
-        await svc.bus.notify_work()
+        await self.bus.notify_work()
         return run
 
     async def _check_references(self, request: NewResponse) -> None:
-        messages = [
-            {"content": item.content}
-            for item in request.input
-            if isinstance(item, NewItem) and item.type == "message"
-        ]
-        fields = {"input": messages, "tool_resources": request.tool_resources}
-        await self.svc.files.check_references(referenced_files(fields))
+        messages = [item for item in request.input if isinstance(item, NewItem) and item.type == "message"]
+        refs = resource_refs(request.tool_resources)
+        for i, message in enumerate(messages):
+            refs += content_refs(message.content, f"input[{i}].")
+        await self.scope.check_files(refs)
         store_ids = (request.tool_resources.get("file_search") or {}).get("vector_store_ids") or []
-        if store_ids and self.svc.vector_stores is not None:
-            await self.svc.vector_stores.check_store_ids(store_ids, "tools.vector_store_ids")
+        if store_ids and self.scope.vector_stores is not None:
+            await self.scope.vector_stores.check_store_ids(store_ids, "tools.vector_store_ids")
 
     async def _thread_for(self, request: NewResponse, at: int) -> tuple[Thread, bool, tuple[str, str] | None]:
         """The thread the response runs on; whether it is new; and, for a branch, the thread it is
@@ -201,12 +203,12 @@ class ResponseService:
             id=new_id("thread"),
             created_at=at,
             last_active_at=at,
-            project_id=self.svc.project_id,
+            project_id=self.scope.project_id,
             kind="response",
         )
         if request.previous_response_id is None:
             return fresh, True, None
-        previous = await self.store.get_response(request.previous_response_id, self.svc.project_id)
+        previous = await self.store.get_response(request.previous_response_id, self.scope.project_id)
         if previous is None:
             raise _found("Previous response", request.previous_response_id, "previous_response_id")
         if previous.status in ACTIVE:
@@ -236,7 +238,7 @@ class ResponseService:
     async def count_input_tokens(self, request: NewResponse, route: Route) -> int:
         """The prompt tokens a response made of ``request`` would start with: its instructions, the
         conversation or previous response it continues, its input items and its tools."""
-        self.svc.check_model(request.model)
+        self.scope.check_model(request.model)
         items = await self.items.resolve(request.input, request.conversation, request.previous_response_id)
         history = await self._history(request)
         given = [new_entry("", item, 0) for item in items if isinstance(item, NewItem)]
@@ -256,7 +258,7 @@ class ResponseService:
     ) -> Compaction:
         """The conversation of ``request`` (the previous response's, then its input) compacted:
         summarised by the model as a run's older messages are, and nothing stored."""
-        self.svc.check_model(request.model)
+        self.scope.check_model(request.model)
         items = await self.items.resolve(request.input, None, request.previous_response_id)
         history = await self._history(request)
         given = [new_entry("", item, 0) for item in items if isinstance(item, NewItem)]
@@ -287,7 +289,7 @@ class ResponseService:
             return await self._entries(thread.id, None)
         if request.previous_response_id is None:
             return []
-        previous = await self.store.get_response(request.previous_response_id, self.svc.project_id)
+        previous = await self.store.get_response(request.previous_response_id, self.scope.project_id)
         if previous is None:
             raise _found("Previous response", request.previous_response_id, "previous_response_id")
         last = await self._last_entry(previous)
@@ -309,7 +311,7 @@ class ResponseService:
         return list(reversed(newest_first))
 
     async def _response(self, response_id: str) -> Run:
-        run = await self.store.get_response(response_id, self.svc.project_id)
+        run = await self.store.get_response(response_id, self.scope.project_id)
         if run is None or (run.response or {}).get("store") is False:
             raise _found("Response", response_id)
         return run
@@ -339,7 +341,7 @@ class ResponseService:
     async def delete_response(self, response_id: str) -> None:
         run = await self._response(response_id)
         if run.status in ACTIVE:
-            await self.svc.cancel_run(run.thread_id, run.id)
+            await self.runs.cancel_run(run.thread_id, run.id)
         await self.store.delete_response(run.id)
 
     async def cancel_response(self, response_id: str) -> ResponseView:
@@ -347,7 +349,7 @@ class ResponseService:
         if not (run.response or {}).get("background"):
             raise InvalidRequestError("Only responses created with background=true can be cancelled.")
         if run.status in ACTIVE:
-            run = await self.svc.cancel_run(run.thread_id, run.id)
+            run = await self.runs.cancel_run(run.thread_id, run.id)
         return await self.view(run)
 
     async def input_items(self, response_id: str, query: ListQuery) -> Page[Message]:
@@ -358,14 +360,14 @@ class ResponseService:
     # --- conversations ---------------------------------------------------------------------
 
     async def create_conversation(self, items: list[Input], metadata: dict[str, str]) -> Thread:
-        at = self.svc.clock()
+        at = self.scope.clock()
         given = [i for i in await self.items.resolve(items) if isinstance(i, NewItem)]
         thread = Thread(
             id=new_id("conversation"),
             created_at=at,
             metadata=metadata,
             last_active_at=at,
-            project_id=self.svc.project_id,
+            project_id=self.scope.project_id,
             kind="conversation",
         )
         entries = [new_entry(thread.id, item, at) for item in given]
@@ -375,7 +377,7 @@ class ResponseService:
 
     async def get_conversation(self, conversation_id: str, param: str | None = None) -> Thread:
         """A conversation: any thread of the project but a response's own."""
-        thread = await self.store.get_thread(conversation_id, self.svc.project_id)
+        thread = await self.store.get_thread(conversation_id, self.scope.project_id)
         if thread is None or thread.kind == "response":
             raise _found("Conversation", conversation_id, param)
         return thread
@@ -396,7 +398,7 @@ class ResponseService:
 
     async def add_items(self, conversation_id: str, items: list[Input]) -> list[Message]:
         await self.get_conversation(conversation_id)
-        at = self.svc.clock()
+        at = self.scope.clock()
         given = [i for i in await self.items.resolve(items, conversation_id) if isinstance(i, NewItem)]
         entries = [new_entry(conversation_id, item, at) for item in given]
         await self.items.check_outputs(conversation_id, entries, False)
