@@ -19,9 +19,9 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from threadline.domain.entities import JSON
 from threadline.domain.files import FileRef
 
-Json = Any
 Resources = dict[str, Any]
 """``tool_resources`` as stored: ``{"code_interpreter": {"file_ids": [...]}, "file_search": {...}}``."""
 
@@ -77,7 +77,7 @@ class NewAssistant:
     metadata: dict[str, str] = field(default_factory=dict)
     temperature: float | None = None
     top_p: float | None = None
-    response_format: Json = "auto"
+    response_format: JSON = "auto"
     reasoning_effort: str | None = None
 
     def file_refs(self) -> list[FileRef]:
@@ -95,7 +95,7 @@ class AssistantUpdate:
     metadata: dict[str, str] | Keep = KEEP
     temperature: float | Keep | None = KEEP
     top_p: float | Keep | None = KEEP
-    response_format: Json = KEEP
+    response_format: JSON = KEEP
     reasoning_effort: str | Keep | None = KEEP
 
     def changes(self) -> dict[str, Any]:
@@ -163,9 +163,9 @@ class NewRun:
     max_prompt_tokens: int | None = None
     max_completion_tokens: int | None = None
     truncation_strategy: dict[str, Any] | None = None
-    tool_choice: Json = None
+    tool_choice: JSON = None
     parallel_tool_calls: bool | None = None
-    response_format: Json = None
+    response_format: JSON = None
     reasoning_effort: str | None = None
 
     def file_refs(self) -> list[FileRef]:
