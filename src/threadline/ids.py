@@ -30,6 +30,10 @@ Kind = Literal[
     "code_interpreter_call",
     "reasoning",
     "compaction",
+    "mcp_list_tools",
+    "mcp_call",
+    "mcp_approval_request",
+    "mcp_approval_response",
     "container",
     "chat_completion",
 ]
@@ -56,6 +60,10 @@ _PREFIXES: dict[Kind, str] = {
     "code_interpreter_call": "ci_",
     "reasoning": "rs_",
     "compaction": "cmp_",
+    "mcp_list_tools": "mcpl_",
+    "mcp_call": "mcp_",
+    "mcp_approval_request": "mcpr_",
+    "mcp_approval_response": "mcpa_",
     "container": "cntr_",
 }
 

@@ -45,6 +45,8 @@ from threadline.store.vector_stores import SqlVectorStoreRepository
 from threadline.tools.code_interpreter import CodeInterpreterTool
 from threadline.tools.file_search import FileSearchTool
 from threadline.tools.registry import ToolRegistry
+from threadline.tools.remote.guard import RemoteGuard
+from threadline.tools.remote.mcp import McpClient, McpGateway
 from threadline.tools.sandbox.launcher import SandboxLimits
 from threadline.tools.sandbox.pool import SandboxPool
 from threadline.workers.ingestion import IngestionProcesses
@@ -119,6 +121,12 @@ class Runtime:
             max_characters=settings.input_file_max_characters,
             max_bytes=settings.file_max_bytes,
         )
+        mcp = McpGateway(
+            McpClient(
+                RemoteGuard.from_settings(settings).httpx_client_factory, timeout=settings.mcp_timeout_seconds
+            ),
+            settings.secret_key,
+        )
         scope = Scope(
             store,
             bus,
@@ -126,6 +134,7 @@ class Runtime:
             files,
             vector_stores=vector_stores,
             input_files=input_files,
+            mcp=mcp,
             run_expiry_seconds=settings.run_expiry_seconds,
         )
         services = ServiceSet.of(scope)
@@ -170,6 +179,7 @@ class Runtime:
             job_give_ups={INGEST_JOB: self.vector_stores.ingest_given_up},
             on_claim=partial(response_recording.take_over, self.services.responses),
             interruptible_jobs={INGEST_JOB},
+            mcp=self.services.scope.mcp,
         )
 
     async def aclose(self) -> None:

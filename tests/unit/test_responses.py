@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 
 from tests.unit.conftest import MODEL, Domain
+from threadline.domain.commands import NewResponse
 from threadline.domain.entities import ListQuery, Message, Run
 from threadline.domain.events import ReasoningDelta
 from threadline.domain.ports.models import ReplyLimits
 from threadline.domain.response_items import NewItem
-from threadline.domain.responses import NewResponse
 from threadline.domain.run_states import RunStatus
 from threadline.testing import Reply, ToolCall
 

@@ -9,8 +9,10 @@ item's fields. The request schemas that call these are in ``response_protocol.py
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, cast
 
+from threadline.domain.entities import ItemType, MessageRole
+from threadline.domain.mcp import MCP_ITEM_TYPES, mcp_item
 from threadline.domain.response_items import ItemReference, NewItem, compaction_summary
 from threadline.errors import InvalidRequestError
 
@@ -209,6 +211,10 @@ def _item(item: dict[str, Any], param: str) -> NewItem | ItemReference:
         return NewItem("reasoning", "assistant", [_reasoning(item, param)])
     if kind == "compaction":
         return NewItem("compaction", "assistant", [_compaction(item, param)])
+    if isinstance(kind, str) and kind in MCP_ITEM_TYPES:
+        given = item.get("id") if isinstance(item.get("id"), str) else None
+        speaker: MessageRole = "user" if kind == "mcp_approval_response" else "assistant"
+        return NewItem(cast(ItemType, kind), speaker, [mcp_item(item, param)], given)
     raise bad(
         f"Invalid value for '{param}.type': {str(kind)[:64]!r} is not an input item type.", f"{param}.type"
     )

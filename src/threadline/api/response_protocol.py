@@ -18,10 +18,11 @@ from threadline.api.response_tool_parsing import (
     parse_text_format,
     parse_tool_choice,
     parse_tools,
+    shown_tool,
 )
 from threadline.api.schemas import MAX_INT32, ReasoningEffort, Strict, WithMetadata, _check_metadata
+from threadline.domain.commands import NewResponse
 from threadline.domain.response_items import ItemReference, NewItem
-from threadline.domain.responses import NewResponse
 from threadline.errors import InvalidRequestError
 
 INCLUDES = (
@@ -140,7 +141,7 @@ class CreateResponseRequest(WithMetadata):
             background=bool(self.background),
             store=self.store is not False,
             settings={
-                "tools": self.tools or [],
+                "tools": [shown_tool(tool) for tool in self.tools or []],
                 "tool_choice": self.tool_choice or "auto",
                 "text": text,
                 "include": self.include or [],

@@ -159,7 +159,11 @@ async def _finish_recording(responses: ResponseService, run: Run) -> None:
         return
     view = await responses.view(run)
     closing: list[Obj] = []
-    for thought in view.reasoning:
+    for entry in view.entries:
+        if entry.type != "reasoning":
+            closing += await events.translate(ObjectEvent("response.output_item.done", entry))
+            continue
+        thought = entry
         fields = thought.content[0]
         text = "".join(part["text"] for part in fields["summary"])
         status = str(fields.get("status") or "completed")

@@ -25,9 +25,11 @@ from fastapi.responses import StreamingResponse
 from starlette.background import BackgroundTask
 
 from threadline.api.response_objects import (
+    MCP_FIELDS,
     builtin_item,
     content_parts,
     function_call_item,
+    item_object,
     message_item,
     response_annotation,
     response_object,
@@ -130,7 +132,7 @@ class ResponseEvents:
                 events.opened.add(kind)
             elif kind == "response.output_item.added":
                 added = event["item"]
-                own = added["type"] in ("message", "reasoning")
+                own = added["type"] in ("message", "reasoning", *MCP_FIELDS)
                 key = added["id"] if own else added.get("call_id") or _call_id(added)
                 by_id[added["id"]] = events._item(key, added["id"], added["type"])
             elif kind == "response.output_item.done" and event["item"]["id"] in by_id:
@@ -166,6 +168,8 @@ class ResponseEvents:
             obj = event.obj
             if isinstance(obj, Run):
                 return await self._run(event.name, obj)
+            if isinstance(obj, Message) and obj.type in MCP_FIELDS:
+                return self._mcp(event.name, obj)
             if isinstance(obj, Message):
                 return self._message(event.name, obj)
             if isinstance(obj, RunStep):
@@ -256,6 +260,28 @@ class ResponseEvents:
             self._event("response.output_item.done", output_index=item.index, item=message_item(message))
         )
         return out
+
+    def _mcp(self, name: str, entry: Message) -> list[Obj]:
+        """An MCP item the run wrote: added, its own events (``response.mcp_call.in_progress``,
+        ``response.mcp_call_arguments.delta`` …, as the run names them), done; each once."""
+        item = self.items.get(entry.id)
+        if name == "response.output_item.added":
+            if item is not None:
+                return []  # shown before a takeover
+            item = self._item(entry.id, entry.id, entry.type)
+            return [self._event(name, output_index=item.index, item=item_object(entry))]
+        if item is None or item.done:
+            return []
+        at = {"item_id": item.id, "output_index": item.index}
+        if name == "response.output_item.done":
+            item.done = True
+            return [self._event(name, output_index=item.index, item=item_object(entry))]
+        arguments = str(entry.content[0].get("arguments") or "")
+        if name == "response.mcp_call_arguments.delta":
+            return [self._event(name, **at, delta=arguments)]
+        if name == "response.mcp_call_arguments.done":
+            return [self._event(name, **at, arguments=arguments)]
+        return [self._event(name, **at)]
 
     def _text(self, delta: MessageDelta) -> list[Obj]:
         item = self.items.get(delta.message_id)

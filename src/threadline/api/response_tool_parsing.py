@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from threadline.api.response_parsing import bad, function_name
+from threadline.domain.mcp import check_labels, mcp_tool
 
 
 def parse_tools(tools: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
@@ -53,12 +54,18 @@ def parse_tools(tools: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict
             if isinstance(container, dict) and container.get("file_ids"):
                 resources["code_interpreter"] = {"file_ids": list(container["file_ids"])}
             out.append({"type": "code_interpreter"})
+        elif kind == "mcp":
+            kept, headers = mcp_tool(tool, param)
+            out.append(kept)
+            # Plain only until the response is made, which seals them (``mcp_headers``).
+            resources.setdefault("mcp_headers", {})[kept["server_label"]] = headers
         else:
             raise bad(
                 f"Tools of type '{str(kind)[:64]}' are not supported by this server: use 'function', "
-                "'file_search' or 'code_interpreter'.",
+                "'file_search', 'code_interpreter' or 'mcp'.",
                 f"{param}.type",
             )
+    check_labels(out)
     return out, resources
 
 
@@ -136,3 +143,10 @@ def parse_text_format(text: dict[str, Any]) -> Any:
             spec["description"] = fmt["description"]
         return {"type": "json_schema", "json_schema": spec}
     raise bad(f"Invalid value for 'text.format.type': {str(kind)[:64]!r}.", "text.format.type")
+
+
+def shown_tool(tool: dict[str, Any]) -> dict[str, Any]:
+    """A request's tool as the response shows it: an ``mcp`` tool without its headers."""
+    if tool.get("type") != "mcp":
+        return tool
+    return {k: v for k, v in tool.items() if k not in ("headers", "authorization")}

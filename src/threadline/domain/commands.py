@@ -1,4 +1,4 @@
-"""Commands: what a create or modify request asks of the Assistants services, as typed values.
+"""Commands: what a create or modify request asks of the services, as typed values.
 
 The API builds them from its wire schemas (each request schema's ``command()``) and the services
 take nothing else, so the services and the routes agree on names the type checker sees instead of
@@ -8,7 +8,10 @@ wire's JSON shape: that is how assistants, threads and runs store them.
 An update says which fields the client sent: a field left as :data:`KEEP` keeps its value, any
 other value (``None`` included) replaces it.
 
-Each command also names the files it refers to (``file_refs``), with the request parameter each is
+``NewResponse`` is the one command a service changes (its input, once item references are
+resolved); the others are frozen.
+
+Each Assistants command also names the files it refers to (``file_refs``), with the request parameter each is
 at, so an unknown file is refused with OpenAI's error naming where it was given.
 """
 
@@ -21,6 +24,7 @@ from typing import Any, Literal
 
 from threadline.domain.entities import JSON
 from threadline.domain.files import FileRef
+from threadline.domain.response_items import Input
 
 Resources = dict[str, Any]
 """``tool_resources`` as stored: ``{"code_interpreter": {"file_ids": [...]}, "file_search": {...}}``."""
@@ -191,3 +195,29 @@ class FunctionOutput:
 
     tool_call_id: str | None
     output: str | None
+
+
+@dataclass(slots=True)
+class NewResponse:
+    """A create-response request, parsed. ``tools`` are in the run engine's form (functions nested
+    under ``function``); ``settings`` are the fields echoed back that the engine does not use."""
+
+    model: str
+    input: list[Input]
+    instructions: str | None = None
+    tools: list[dict[str, Any]] = field(default_factory=list)
+    tool_resources: dict[str, Any] = field(default_factory=dict)
+    tool_choice: Any = "auto"
+    parallel_tool_calls: bool = True
+    response_format: Any = "auto"
+    max_output_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+    truncation: Literal["auto", "disabled"] = "disabled"
+    previous_response_id: str | None = None
+    conversation: str | None = None
+    reasoning_effort: str | None = None
+    background: bool = False
+    store: bool = True
+    settings: dict[str, Any] = field(default_factory=dict)

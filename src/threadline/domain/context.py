@@ -190,7 +190,8 @@ class ContextBuilder:
                 return kept, total, 0
             before = page[-1].id
             last_page = len(page) < PAGE
-            page = [m for m in page if m.run_id != run.id]
+            # This run's own words come from its steps; its MCP calls are entries, shown here.
+            page = [m for m in page if m.run_id != run.id or m.type == "mcp_call"]
             # Counted a few at a time: a page usually holds more than the budget takes.
             for start in range(0, len(page), COUNT_BATCH):
                 chunk = page[start : start + COUNT_BATCH]

@@ -92,6 +92,10 @@ ItemType = Literal[
     "code_interpreter_call",
     "reasoning",
     "compaction",
+    "mcp_list_tools",
+    "mcp_call",
+    "mcp_approval_request",
+    "mcp_approval_response",
 ]
 """What a thread entry is. Messages are what the Assistants API shows; the others are Responses
 items kept in the thread so the model sees them on later turns. Their one content part holds the

@@ -1,7 +1,8 @@
 """What the model is shown of a thread's entries and a run's steps, as chat messages, and their cost.
 
 A thread entry is one chat message, or none (a ``reasoning`` item, kept but not shown), or a call
-and its output (a built-in call a Responses client gave back). A ``compaction`` item is shown as the
+and its output (a built-in call a Responses client gave back, a finished ``mcp_call``, a refused
+MCP approval). A ``compaction`` item is shown as the
 summary it carries; an ``input_file`` part as the file's text between ``<file name="...">`` and
 ``</file>`` lines. A run's own steps go back as assistant messages and tool rounds. ``Counter``
 counts their tokens with the route's tokenizer. Used by the context builder (``context.py``), the
@@ -44,9 +45,12 @@ def chat_message(
     if message.type == "function_call_output":
         item = message.content[0]
         return {"role": "tool", "tool_call_id": item["call_id"], "content": item["output"]}
-    if message.type in HOSTED_CALLS:
+    if message.type in HOSTED_CALLS or message.type in MCP_ITEMS:
         # Counted as one message; ``entry_messages`` gives it to the model as a call and its output.
-        call, output = hosted_call(message)
+        shown = entry_messages(message)
+        if len(shown) != 2:
+            return {"role": "assistant", "content": ""}
+        call, output = shown
         return {"role": "assistant", "content": output["content"], "tool_calls": call["tool_calls"]}
     if message.type == "reasoning":
         # A chat model takes no reasoning back: the item is kept for the client, not shown.
@@ -145,12 +149,51 @@ def hosted_call(message: Message) -> tuple[ChatMessage, ChatMessage]:
     )
 
 
+MCP_ITEMS = ("mcp_list_tools", "mcp_call", "mcp_approval_request", "mcp_approval_response")
+
+
+def mcp_messages(message: Message) -> list[ChatMessage]:
+    """An MCP item as the model saw it: a finished ``mcp_call`` (or a call the user refused, kept on
+    its ``mcp_approval_response``) as a call of the tool's function and its answer; the lists and
+    the requests themselves are not shown (the tools are offered as functions)."""
+    item = message.content[0]
+    if message.type == "mcp_call" and item.get("status") in ("completed", "failed"):
+        error = item.get("error")
+        output = item.get("output") if not error else f"Error: {mcp_error_text(error)}"
+    elif message.type == "mcp_approval_response" and item.get("approve") is False and item.get("name"):
+        reason = item.get("reason")
+        output = "The user did not approve this call." + (f" Their reason: {reason}" if reason else "")
+    else:
+        return []
+    call = {
+        "id": message.id,
+        "type": "function",
+        "function": {"name": str(item.get("name")), "arguments": str(item.get("arguments") or "{}")},
+    }
+    return [
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": message.id, "content": str(output or "")},
+    ]
+
+
+def mcp_error_text(error: Any) -> str:
+    """An ``mcp_call.error`` as words: its message, or its content's text."""
+    if not isinstance(error, dict):
+        return str(error)
+    if error.get("message"):
+        return str(error["message"])
+    texts = [str(c.get("text")) for c in error.get("content") or [] if isinstance(c, dict) and c.get("text")]
+    return "\n".join(texts) or "The tool failed."
+
+
 def entry_messages(
     message: Message, images: Mapping[str, str] | None = None, vision: bool = True
 ) -> list[ChatMessage]:
     """A thread entry as the chat messages the model is shown (none, one, or a call and its output)."""
     if message.type in HOSTED_CALLS:
         return list(hosted_call(message))
+    if message.type in MCP_ITEMS:
+        return mcp_messages(message)
     if message.type == "reasoning":
         return []
     return [chat_message(message, images, vision)]

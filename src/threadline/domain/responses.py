@@ -19,10 +19,10 @@ import dataclasses
 import json
 import time
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from threadline.domain.chat import model_error
-from threadline.domain.commands import content_refs, resource_refs
+from threadline.domain.commands import NewResponse, content_refs, resource_refs
 from threadline.domain.entities import (
     ListQuery,
     Message,
@@ -51,32 +51,6 @@ MAX_COUNTED_ENTRIES = 10_000
 """The most entries of a conversation ``count_input_tokens`` reads."""
 
 
-@dataclass(slots=True)
-class NewResponse:
-    """A create-response request, parsed. ``tools`` are in the run engine's form (functions nested
-    under ``function``); ``settings`` are the fields echoed back that the engine does not use."""
-
-    model: str
-    input: list[Input]
-    instructions: str | None = None
-    tools: list[dict[str, Any]] = field(default_factory=list)
-    tool_resources: dict[str, Any] = field(default_factory=dict)
-    tool_choice: Any = "auto"
-    parallel_tool_calls: bool = True
-    response_format: Any = "auto"
-    max_output_tokens: int | None = None
-    temperature: float | None = None
-    top_p: float | None = None
-    metadata: dict[str, str] = field(default_factory=dict)
-    truncation: Literal["auto", "disabled"] = "disabled"
-    previous_response_id: str | None = None
-    conversation: str | None = None
-    reasoning_effort: str | None = None
-    background: bool = False
-    store: bool = True
-    settings: dict[str, Any] = field(default_factory=dict)
-
-
 @dataclass(frozen=True, slots=True)
 class Compaction:
     """What ``/v1/responses/compact`` answers: the conversation's user messages, as they were, and
@@ -97,8 +71,9 @@ class ResponseView:
     run: Run
     steps: list[RunStep]
     messages: dict[str, Message]
-    reasoning: list[Message] = field(default_factory=list)
-    """The model's reasoning items, each shown before what its turn (``metadata["turn"]``) wrote."""
+    entries: list[Message] = field(default_factory=list)
+    """The output items the run kept as thread entries (the model's reasoning, MCP items), placed
+    among what the steps wrote by their turn (``metadata["turn"]``)."""
 
 
 def _found(kind: str, object_id: str, param: str | None = None) -> NotFoundError:
@@ -126,6 +101,7 @@ class ResponseService:
             request.input, request.conversation, request.previous_response_id
         )
         await self._check_references(request)
+        sealed = self._seal_headers(request)
         created_at = scope.clock()
         run = Run(
             id=response_id or new_id("response"),
@@ -156,6 +132,7 @@ class ResponseService:
         await self.items.check_outputs(
             source[0] if source else thread.id, items, new_thread and source is None
         )
+        await self._check_approvals(request, items, source[0] if source else thread.id)
         run.response = {
             **request.settings,
             "previous_response_id": request.previous_response_id,
@@ -165,6 +142,8 @@ class ResponseService:
             "tool_resources": request.tool_resources,
             "input_ids": [item.id for item in items],
         }
+        if sealed:
+            run.response["mcp_headers"] = sealed
         await self.runs.announce(run)
         try:
             if new_thread and source is None:
@@ -182,6 +161,52 @@ class ResponseService:
             ) from None
         await self.bus.notify_work()
         return run
+
+    def _seal_headers(self, request: NewResponse) -> dict[str, str]:
+        """The ``mcp`` tools' headers, sealed for the run (``domain/mcp.py``); never kept plain."""
+        headers: dict[str, dict[str, str]] = request.tool_resources.pop("mcp_headers", None) or {}
+        if not any(tool.get("type") == "mcp" for tool in request.tools):
+            return {}
+        if self.scope.mcp is None:
+            raise InvalidRequestError("MCP servers are not available on this server.", param="tools")
+        return {label: self.scope.mcp.seal(given) for label, given in headers.items() if given}
+
+    async def _check_approvals(self, request: NewResponse, entries: list[Message], chain: str) -> None:
+        """Each ``mcp_approval_response`` must answer a request of this chain (or of the same input)
+        whose server is among the request's tools (with its headers: they are not kept between
+        responses). The answer keeps the call it answers, for the run and for the model."""
+        answers = [e for e in entries if e.type == "mcp_approval_response"]
+        if not answers:
+            return
+        labels = {tool["server_label"] for tool in request.tools if tool.get("type") == "mcp"}
+        given = {e.content[0].get("request_id"): e for e in entries if e.type == "mcp_approval_request"}
+        for answer in answers:
+            fields = answer.content[0]
+            wanted = str(fields["approval_request_id"])
+            asked = given.get(wanted) or await self._approval_request(wanted, chain)
+            if asked is None:
+                raise InvalidRequestError(f"No MCP approval request found with id '{wanted}'.", param="input")
+            call = asked.content[0]
+            if call.get("server_label") not in labels:
+                raise InvalidRequestError(
+                    f"Approving '{wanted}' needs the mcp tool with server_label '{call.get('server_label')}' "
+                    "in 'tools', with its headers (they are not kept between responses).",
+                    param="tools",
+                )
+            fields.update({k: call.get(k) for k in ("server_label", "name", "arguments")})
+
+    async def _approval_request(self, request_id: str, chain: str) -> Message | None:
+        for entry in await self.store.messages_by_id([request_id]):
+            ours = await self.store.get_thread(entry.thread_id, self.scope.project_id) is not None
+            if entry.type == "mcp_approval_request" and ours:
+                return entry
+        for entry in await self.store.newest_messages(chain, 512):
+            if entry.type == "mcp_approval_request" and request_id in (
+                entry.id,
+                entry.content[0].get("request_id"),
+            ):
+                return entry
+        return None
 
     async def _check_references(self, request: NewResponse) -> None:
         messages = [item for item in request.input if isinstance(item, NewItem) and item.type == "message"]
@@ -328,15 +353,15 @@ class ResponseService:
         steps = await self.store.run_steps(run.id)
         ids = [s.step_details.message_id for s in steps if isinstance(s.step_details, MessageCreation)]
         messages = {m.id: m for m in await self.store.messages_by_id(ids)} if ids else {}
-        return ResponseView(run, steps, messages, await self._reasoning(run))
+        return ResponseView(run, steps, messages, await self._entries_of(run))
 
-    async def _reasoning(self, run: Run) -> list[Message]:
-        """The reasoning items the response's model calls wrote, oldest first."""
+    async def _entries_of(self, run: Run) -> list[Message]:
+        """The reasoning and MCP items the response's run wrote, oldest first."""
         if not run.thread_id:
             return []
         query = ListQuery(limit=MAX_REASONING_ITEMS, order="asc")
         page = await self.store.list_messages(run.thread_id, query, run.id, items=True)
-        return [m for m in page.items if m.type == "reasoning"]
+        return [m for m in page.items if m.type == "reasoning" or m.type.startswith("mcp_")]
 
     async def delete_response(self, response_id: str) -> None:
         run = await self._response(response_id)

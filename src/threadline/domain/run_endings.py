@@ -158,6 +158,15 @@ class RunEndings:
             return
         await publish(self.bus, run.id, [step_event(step), run_event(ended)])
 
+    async def await_approval(self, run: Run, usage: dict[str, int]) -> None:
+        """A response whose MCP calls wait for approval ends completed with its approval requests
+        (saved already); the next request's ``mcp_approval_response`` items carry on."""
+        ended = await end_run(
+            self.store, self.bus, run, RunStatus.COMPLETED, owner=self.worker_id, usage=usage
+        )
+        if ended is None:
+            await self.lost(run)
+
     async def too_large(self, run: Run, turn: Turn, limit: str | None) -> None:
         """Even the newest message does not fit: ``incomplete`` if max_prompt_tokens is the limit."""
         usage = run_usage(run, turn) if turn.extra_usage else None

@@ -12,7 +12,9 @@ parts just before the answer completes.
 
 This module is the turn: build the context, call the model, assemble its deltas into a message and
 calls. The built-in calls run in ``builtin_calls.py``, the endings are ``run_endings.py``, what the
-answer shows of the calls is ``annotations.py``, and the turn's state and writes ``turns.py``.
+answer shows of the calls is ``annotations.py``, and the turn's state and writes ``turns.py``. A
+response's MCP tools (listing, calls, approvals) are ``mcp_calls.py``: offered beside the others,
+their calls run after the built-in ones, and a call that needs approval ends the response.
 
 Every write is a guarded ``Change`` owned by that worker, so a run that was cancelled, expired or
 taken over in the meantime is never overwritten. Events are published only after the write they
@@ -32,7 +34,9 @@ from threadline.domain.context import ContextBuilder
 from threadline.domain.entities import ListQuery, Message, MessageCreation, Run, RunStep, ToolCalls
 from threadline.domain.events import Event, MessageDelta, ReasoningDelta, StepDelta
 from threadline.domain.lifecycle import message_event, publish, run_event, step_event
+from threadline.domain.mcp_calls import McpRun, item_events
 from threadline.domain.model_calls import ModelCallObserver, Timed
+from threadline.domain.ports.mcp import McpServers
 from threadline.domain.ports.models import (
     Finish,
     ModelRequest,
@@ -70,7 +74,12 @@ class RunLoop:
         retries: int = 2,
         retry_backoff: float = 0.5,
         observe_model_call: ModelCallObserver | None = None,
+        mcp: McpServers | None = None,
     ) -> None:
+        self.mcp = mcp
+        """Reaches the MCP servers of responses' ``mcp`` tools (``domain/mcp_calls.py``)."""
+        self._remote: dict[str, McpRun] = {}
+        """The MCP side of each run this loop drives, by run id."""
         self.tools: ToolSet = tools if tools is not None else NoTools()
         self.context = builder or ContextBuilder(
             store, tools=self.tools, observe_model_call=observe_model_call
@@ -95,13 +104,19 @@ class RunLoop:
             await self.endings.fail(run, "server_error", f"No route serves the model '{run.model}'.")
             return
         turn = Turn(number=0)
+        remote = self._remote[run.id] = McpRun(self.mcp, self.store, run, self.writer.write)
         try:
             steps = await self._resume(run, turn)
-            turn.number = max((s.turn for s in steps), default=-1) + 1
+            mcp_turn = await remote.resume() if remote.configured and run.claims > 1 else -1
+            turn.number = max(max((s.turn for s in steps), default=-1), mcp_turn) + 1
             missing = self._forced_but_missing(run)
             if missing and not steps:
                 await self.endings.fail(run, "server_error", missing)
                 return
+            if remote.configured:
+                taken = [t["function"]["name"] for t in run.tools if t.get("type") == "function"]
+                await remote.prepare(turn.number, [*taken, *self._builtins(run)])
+                await remote.carry_out_approvals(turn.number, (run.response or {}).get("input_ids") or [])
             for _ in range(MAX_TOOL_ROUNDS + 1):
                 served = await self._turn(run, route, steps, turn)
                 if served is None:
@@ -128,6 +143,8 @@ class RunLoop:
             await self.endings.fail(
                 run, "server_error", "The server had an error while processing the run.", turn
             )
+        finally:
+            self._remote.pop(run.id, None)
 
     async def _resume(self, run: Run, turn: Turn) -> list[RunStep]:
         """The run's finished steps. A turn left half-written by a worker that died is discarded
@@ -187,6 +204,21 @@ class RunLoop:
             return None
         turn.builtins = self._builtins(run)
         request = prompt.request
+        remote = self._remote.get(run.id)
+        if remote is not None and remote.tools:
+            # The MCP servers' tools, as functions beside the others.
+            turn.mcp = remote.tools
+            choice = request.tool_choice
+            if choice is None:
+                choice = run.tool_choice if run.tool_choice in ("none", "required") else "auto"
+            if remote.called and (choice == "required" or isinstance(choice, dict)):
+                choice = "auto"  # as for built-in tools: forcing holds until a tool has answered
+            request = dataclasses.replace(
+                request,
+                tools=[*request.tools, *(tool.spec() for tool in remote.tools.values())],
+                tool_choice=choice,
+                parallel_tool_calls=run.parallel_tool_calls,
+            )
         attempt = 0
         while True:
             try:
@@ -286,7 +318,8 @@ class RunLoop:
             call = turn.calls[delta.index] = Call(id=new_id("call"), name=delta.name or "")
             call.arguments = delta.arguments
             call.tool = turn.builtins.get(call.name)
-            if call.tool is not None:
+            call.mcp = turn.mcp.get(call.name) if call.tool is None else None
+            if call.tool is not None or call.mcp is not None:
                 return  # a server-side call is shown in its own step once the model has written it
             step = await self._open_tool_step(run, turn)
             call.position = turn.functions
@@ -294,7 +327,7 @@ class RunLoop:
             event = StepDelta(step.id, call.position, delta.arguments, call_id=call.id, name=call.name)
         else:
             call.arguments += delta.arguments
-            if call.tool is not None:
+            if call.tool is not None or call.mcp is not None:
                 return
             # A name arriving after the call's first fragment is streamed once, like OpenAI's.
             late_name = delta.name if delta.name and not call.name else None
@@ -334,7 +367,7 @@ class RunLoop:
     async def _calls(
         self, run: Run, turn: Turn, calls: list[Call], usage: dict[str, int]
     ) -> tuple[Run, list[RunStep]] | None:
-        functions = [c for c in calls if c.tool is None]
+        functions = [c for c in calls if c.tool is None and c.mcp is None]
         if turn.finish in ("length", "content_filter"):
             # A call cut off mid-way has broken arguments: never hand it to a client or a tool.
             await self.endings.cut_off(run, turn, functions, usage)
@@ -351,7 +384,34 @@ class RunLoop:
         builtins = [c for c in calls if c.tool is not None]
         if builtins:
             done.append(await self.builtin_calls.run(run, turn, builtins, with_usage=not functions))
+        asks = await self._mcp_calls(run, turn, [c for c in calls if c.mcp is not None])
         if functions:
             await self.endings.require_action(run, turn, functions, usage)
             return None
+        if asks:
+            await self.endings.await_approval(run, usage)
+            return None
         return run, done
+
+    async def _mcp_calls(self, run: Run, turn: Turn, calls: list[Call]) -> list[Message]:
+        """Run the turn's MCP calls the policy lets run, in order; the others wait for approval,
+        as ``mcp_approval_request`` items saved here (the response then ends)."""
+        remote = self._remote.get(run.id)
+        if remote is None or not calls:
+            return []
+        remote.run = run
+        asks: list[Message] = []
+        for call in calls:
+            assert call.mcp is not None
+            if remote.needs_approval(call.mcp):
+                asks.append(remote.approval_request(turn.number, call.mcp, call.arguments))
+            else:
+                await remote.call(turn.number, call.mcp, call.arguments)
+        if asks:
+            events = [
+                e
+                for ask in asks
+                for e in item_events(ask, "response.output_item.added", "response.output_item.done")
+            ]
+            await self.writer.write(run, events, new_messages=asks)
+        return asks

@@ -11,13 +11,13 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from threadline.domain.clock import now
-from threadline.domain.commands import Resources
 from threadline.domain.entities import DEFAULT_PROJECT, Message, NewFile, ThreadStoreFiles, ThreadStorePlan
 from threadline.domain.files import FileRef, FileService, attached_search_files
 from threadline.domain.input_files import InputFiles
+from threadline.domain.ports.mcp import McpServers
 from threadline.domain.ports.storage import Bus, Store
 from threadline.domain.vector_stores import VectorStoreService
 from threadline.errors import InvalidRequestError, NotFoundError
@@ -42,6 +42,8 @@ class Scope:
     """Checks ``file_search`` vector store ids and makes the stores ``vector_stores`` asks for."""
     input_files: InputFiles | None = None
     """Reads the ``input_file`` parts of responses' input (none: such parts are refused)."""
+    mcp: McpServers | None = None
+    """Reaches remote MCP servers for the ``mcp`` tool (none: the tool is refused)."""
     project_id: str = DEFAULT_PROJECT
     """Every object the services create, find, list or delete is in this project."""
     clock: Callable[[], int] = now
@@ -68,7 +70,7 @@ class Scope:
         this project does not have."""
         await self.files.check_references(refs)
 
-    async def with_stores(self, resources: Resources | None, at: str = "") -> Resources | None:
+    async def with_stores(self, resources: dict[str, Any] | None, at: str = "") -> dict[str, Any] | None:
         """``tool_resources`` once their ``file_search`` vector store ids are checked and the vector
         stores ``file_search.vector_stores`` describes are made: those named by id instead."""
         search = (resources or {}).get("file_search")

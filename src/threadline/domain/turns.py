@@ -16,6 +16,7 @@ from threadline.domain.clock import now
 from threadline.domain.entities import FunctionCall, Message, Run, RunStep, StepDetails, ToolCalls
 from threadline.domain.events import Event, ReasoningDelta
 from threadline.domain.lifecycle import message_event, publish, step_event, text_content
+from threadline.domain.mcp import OfferedTool
 from threadline.domain.ports.models import Usage
 from threadline.domain.ports.storage import Bus, Change, Store
 from threadline.domain.ports.tools import Tool
@@ -36,6 +37,8 @@ class Call:
     arguments: str = ""
     tool: Tool | None = None
     """The implementation, when the model called a server-side tool."""
+    mcp: OfferedTool | None = None
+    """The MCP server's tool, when the model called one (``domain/mcp_calls.py`` runs it)."""
     position: int = 0
     """The call's index in the function-call step (the model's own index counts built-in calls too)."""
 
@@ -47,6 +50,8 @@ class Turn:
     number: int
     builtins: dict[str, Tool] = field(default_factory=dict)
     """The server-side tools offered in this turn, by function name."""
+    mcp: dict[str, OfferedTool] = field(default_factory=dict)
+    """The MCP servers' tools offered in this turn, by function name."""
     parts: dict[str, str] = field(default_factory=dict)
     """The message's content so far by kind (``text``, ``refusal``), in the order they began."""
     message: Message | None = None

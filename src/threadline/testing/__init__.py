@@ -7,6 +7,8 @@
 - ``provider.py``: :class:`ScriptedProvider`, the same scripts in process, as a model provider,
   for unit tests of the domain with no HTTP at all;
 - ``tools.py``: :class:`ScriptedTool`, a code_interpreter or file_search double;
+- ``mcp_server.py``: :class:`~threadline.testing.mcp_server.McpTestServer`, a real MCP server (the
+  ``mcp`` SDK's MCPServer) on a local port, for the ``mcp`` tool (imported from its module);
 - ``__main__.py``: ``python -m threadline.testing`` serves a scripted model in its own process.
 """
 

@@ -25,6 +25,7 @@ from threadline.domain.entities import Run
 from threadline.domain.events import ErrorEvent, ObjectEvent
 from threadline.domain.lifecycle import end_run, moved
 from threadline.domain.model_calls import ModelCallObserver
+from threadline.domain.ports.mcp import McpServers
 from threadline.domain.ports.models import Router
 from threadline.domain.ports.storage import Bus, Change, JobQueue, Store, Subscription
 from threadline.domain.prompt_messages import ImageSource
@@ -62,6 +63,7 @@ class Worker:
         images: ImageSource | None = None,
         on_claim: Callable[[Run], None] | None = None,
         interruptible_jobs: Collection[str] = (),
+        mcp: McpServers | None = None,
     ) -> None:
         """``observe_model_call`` and ``observe_job`` are told of each model call and each job
         attempt (the runtime's metrics); ``images`` reads uploaded images for models that see;
@@ -90,6 +92,7 @@ class Worker:
             tools=tools,
             retries=settings.model_retries,
             observe_model_call=observe_model_call,
+            mcp=mcp,
         )
         self.running: dict[str, asyncio.Task[None]] = {}
         self._stopping = asyncio.Event()
