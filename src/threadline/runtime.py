@@ -23,7 +23,7 @@ from threadline.domain.files import FileService, UploadedImages
 from threadline.domain.input_files import InputFiles
 from threadline.domain.ports.storage import BlobStore
 from threadline.domain.ports.tool_services import Passage
-from threadline.domain.ports.tools import ToolError
+from threadline.domain.ports.tools import Tool, ToolError
 from threadline.domain.projects import Projects
 from threadline.domain.scope import Scope
 from threadline.domain.service_set import ServiceSet
@@ -47,6 +47,8 @@ from threadline.tools.file_search import FileSearchTool
 from threadline.tools.registry import ToolRegistry
 from threadline.tools.remote.guard import RemoteGuard
 from threadline.tools.remote.mcp import McpClient, McpGateway
+from threadline.tools.remote.search import build_search
+from threadline.tools.remote.web_search import WebSearchTool
 from threadline.tools.sandbox.launcher import SandboxLimits
 from threadline.tools.sandbox.pool import SandboxPool
 from threadline.workers.ingestion import IngestionProcesses
@@ -116,15 +118,15 @@ class Runtime:
         jobs = SqlJobQueue(db, max_attempts=settings.job_max_attempts)
         engine = LazyEngine(settings, db, dense_in_database)
         vector_stores = VectorStoreService(SqlVectorStoreRepository(db), files, jobs, engine.get)
+        guard = RemoteGuard.from_settings(settings)
         input_files = InputFiles(
             IngestionProcesses(settings),
             max_characters=settings.input_file_max_characters,
             max_bytes=settings.file_max_bytes,
+            fetcher=guard,
         )
         mcp = McpGateway(
-            McpClient(
-                RemoteGuard.from_settings(settings).httpx_client_factory, timeout=settings.mcp_timeout_seconds
-            ),
+            McpClient(guard.httpx_client_factory, timeout=settings.mcp_timeout_seconds),
             settings.secret_key,
         )
         scope = Scope(
@@ -152,7 +154,7 @@ class Runtime:
             blobs,
             jobs,
             vector_stores,
-            tools or build_tools(settings, files, vector_stores),
+            tools or build_tools(settings, files, vector_stores, guard),
             engine=engine,
         )
         if start_models and routes.local_models():
@@ -251,13 +253,27 @@ async def _dense_ranking_in_database(settings: Settings, db: Database) -> bool:
     return False
 
 
-def build_tools(settings: Settings, files: FileService, vector_stores: VectorStoreService) -> ToolRegistry:
+def build_tools(
+    settings: Settings, files: FileService, vector_stores: VectorStoreService, guard: RemoteGuard
+) -> ToolRegistry:
     """The server-side tools this process runs: code_interpreter in the sandbox (which refuses,
-    saying why, where no sandbox can be made) and file_search over the vector stores."""
+    saying why, where no sandbox can be made), file_search over the vector stores, and web_search
+    when a search backend is configured (through the remote guard)."""
     pool = SandboxPool(SandboxLimits.from_settings(settings))
     backend = ToolBackend(files, vector_stores)
     search = FileSearchTool(backend, wait_seconds=settings.file_search_wait_seconds)
-    return ToolRegistry([CodeInterpreterTool(pool, backend), search])
+    tools: list[Tool] = [CodeInterpreterTool(pool, backend), search]
+    web = build_search(settings, guard)
+    if web is not None:
+        tools.append(
+            WebSearchTool(
+                web,
+                guard,
+                page_characters=settings.web_search_page_characters,
+                max_characters=settings.web_search_max_characters,
+            )
+        )
+    return ToolRegistry(tools)
 
 
 class ToolBackend:

@@ -25,7 +25,7 @@ from threadline.domain.ports.citations import cut_index, strip_markers
 from threadline.domain.response_items import search_results
 from threadline.domain.responses import ResponseView
 from threadline.domain.run_states import RunStatus
-from threadline.domain.steps import CodeInterpreterDetails, FileSearchDetails, LogsOutput
+from threadline.domain.steps import CodeInterpreterDetails, FileSearchDetails, LogsOutput, WebSearchDetails
 from threadline.ids import builtin_item_id, call_item_id, container_id
 
 Obj = dict[str, Any]
@@ -204,6 +204,10 @@ def builtin_item(call: BuiltinCall, status: str, thread_id: str, include: Sequen
             "container_id": container_id(thread_id),
             "outputs": outputs,
         }
+    if isinstance(details, WebSearchDetails):
+        return web_search_item(
+            builtin_item_id(call.type, call.id), details, status, include, done=call.output is not None
+        )
     assert isinstance(details, FileSearchDetails)
     results = None
     if "file_search_call.results" in include:
@@ -215,6 +219,26 @@ def builtin_item(call: BuiltinCall, status: str, thread_id: str, include: Sequen
         "queries": _queries(call.arguments),
         "results": results,
     }
+
+
+def web_search_item(
+    item_id: str, details: WebSearchDetails, status: str, include: Sequence[str] = (), *, done: bool = True
+) -> Obj:
+    """A ``web_search_call`` item: its search action (with its sources when ``include`` asks), and
+    ``failed`` with the reason when the search failed."""
+    action: Obj = {
+        "type": "search",
+        "query": details.query,
+        "queries": [details.query] if details.query else [],
+    }
+    if "web_search_call.action.sources" in include:
+        action["sources"] = [{"type": "url", "url": source.url} for source in details.sources]
+    item: Obj = {"type": "web_search_call", "id": item_id, "status": status, "action": action}
+    if done:
+        item["status"] = "failed" if details.error else "completed"
+    if details.error:
+        item["error"] = details.error
+    return item
 
 
 def _queries(arguments: str) -> list[str]:
@@ -239,6 +263,15 @@ def response_annotation(annotation: Obj, cuts: Sequence[tuple[int, int]] = ()) -
             "file_id": annotation["file_citation"]["file_id"],
             "filename": filename,
             "index": cut_index(int(annotation.get("start_index", 0)), cuts),
+        }
+    if annotation.get("type") == "url_citation":
+        cited = annotation.get("url_citation") or {}
+        return {
+            "type": "url_citation",
+            "url": cited.get("url", ""),
+            "title": cited.get("title", ""),
+            "start_index": cut_index(int(annotation.get("start_index", 0)), cuts),
+            "end_index": cut_index(int(annotation.get("end_index", 0)), cuts),
         }
     return {
         "type": "file_path",
@@ -272,9 +305,10 @@ def content_parts(message: Message) -> list[Obj]:
         elif kind == "input_file":
             # As it was given (its id and name), not the text the model was shown.
             file = part["input_file"]
-            parts.append(
-                {"type": "input_file", "file_id": file.get("file_id"), "filename": file.get("filename")}
-            )
+            shown = {"type": "input_file", "file_id": file.get("file_id"), "filename": file.get("filename")}
+            if file.get("file_url"):
+                shown["file_url"] = file["file_url"]
+            parts.append(shown)
         elif kind == "image_file" and not output:
             # An answer's charts are in its code_interpreter_call item's outputs, as OpenAI's were.
             image = part["image_file"]
@@ -317,6 +351,10 @@ def item_object(entry: Message) -> Obj:
             "queries": fields.get("queries") or [],
             "results": fields.get("results"),
         }
+    if entry.type == "web_search_call":
+        fields = entry.content[0]
+        item = {"type": "web_search_call", "id": entry.id, "status": fields.get("status") or "completed"}
+        return {**item, "action": fields.get("action") or {"type": "search"}}
     if entry.type == "code_interpreter_call":
         fields = entry.content[0]
         return {

@@ -95,6 +95,13 @@ _ITEM_FIELDS: dict[str, dict[str, Any]] = {
         "code": str,
         "outputs": list,
     },
+    "web_search_call": {
+        "type": str,
+        "id": str,
+        "status": ("in_progress", "searching", "completed", "failed"),
+        "action": dict,
+        "error": str,  # why this server's search failed, as it output the item
+    },
     "reasoning": {
         "type": str,
         "id": str,
@@ -108,6 +115,7 @@ _ITEM_FIELDS: dict[str, dict[str, Any]] = {
 _REQUIRED = {
     "file_search_call": ("id", "status", "queries"),
     "code_interpreter_call": ("id", "status", "code", "container_id", "outputs"),
+    "web_search_call": ("id", "status", "action"),
     "reasoning": ("id", "summary"),
     "compaction": ("encrypted_content",),
 }
@@ -207,6 +215,9 @@ def _item(item: dict[str, Any], param: str) -> NewItem | ItemReference:
         return NewItem("file_search_call", "assistant", [_file_search_call(item, param)], given)
     if kind == "code_interpreter_call":
         return NewItem("code_interpreter_call", "assistant", [_code_interpreter_call(item, param)])
+    if kind == "web_search_call":
+        given = item.get("id") if isinstance(item.get("id"), str) else None
+        return NewItem("web_search_call", "assistant", [_web_search_call(item, param)], given)
     if kind == "reasoning":
         return NewItem("reasoning", "assistant", [_reasoning(item, param)])
     if kind == "compaction":
@@ -305,6 +316,38 @@ def _code_interpreter_call(item: dict[str, Any], param: str) -> dict[str, Any]:
         code = string_field(item, "code", param)
     outputs = [dict(output) for output in _objects(item, "outputs", param, _OUTPUT_FIELDS)]
     return {"code": code, "container_id": item.get("container_id") or "", "outputs": outputs}
+
+
+_ACTION_FIELDS: dict[str, dict[str, Any]] = {
+    "search": {"type": str, "query": str, "queries": list, "sources": list},
+    "open_page": {"type": str, "url": str},
+    "find_in_page": {"type": str, "url": str, "pattern": str},
+}
+
+
+def _web_search_call(item: dict[str, Any], param: str) -> dict[str, Any]:
+    """A web search call given back: its status and its action (the query, the sources' URLs)."""
+    action = item["action"]
+    at = f"{param}.action"
+    kind = action.get("type")
+    if not isinstance(kind, str) or kind not in _ACTION_FIELDS:
+        raise bad(
+            f"Invalid value for '{at}.type': expected 'search', 'open_page' or 'find_in_page'.", f"{at}.type"
+        )
+    _check_fields(action, _ACTION_FIELDS[kind], at)
+    kept: dict[str, Any] = {"type": kind}
+    for key in ("query", "url", "pattern"):
+        if isinstance(action.get(key), str):
+            kept[key] = string_field(action, key, at, limit=8192)
+    queries = _list(action, "queries", at)
+    if not all(isinstance(q, str) and len(q) <= 8192 for q in queries):
+        raise bad(f"Invalid type for '{at}.queries': expected an array of strings.", f"{at}.queries")
+    if queries:
+        kept["queries"] = queries
+    if action.get("sources") is not None:
+        sources = _objects(action, "sources", at, {"url": {"type": str, "url": str}})
+        kept["sources"] = [{"type": "url", "url": source["url"][:8192]} for source in sources]
+    return {"status": item.get("status") or "completed", "action": kept}
 
 
 def _reasoning(item: dict[str, Any], param: str) -> dict[str, Any]:

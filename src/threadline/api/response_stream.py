@@ -33,6 +33,7 @@ from threadline.api.response_objects import (
     message_item,
     response_annotation,
     response_object,
+    web_search_item,
 )
 from threadline.api.sse import KEEPALIVE_SECONDS, frame, pieces
 from threadline.domain.entities import (
@@ -56,6 +57,7 @@ from threadline.domain.ports.citations import MarkerFilter, strip_markers
 from threadline.domain.ports.storage import Subscription
 from threadline.domain.responses import ResponseService, ResponseView
 from threadline.domain.run_states import TERMINAL, RunStatus
+from threadline.domain.steps import WebSearchDetails
 from threadline.ids import builtin_item_id, call_item_id, container_id
 
 log = logging.getLogger(__name__)
@@ -392,10 +394,19 @@ class ResponseEvents:
     def _builtin(self, delta: BuiltinCallDelta) -> list[Obj]:
         if delta.call_id is None or delta.call_id in self.items:
             return []  # outputs are shown in the item once the call is done
-        kind = "file_search_call" if delta.type == "file_search" else "code_interpreter_call"
+        kinds = {"file_search": "file_search_call", "web_search": "web_search_call"}
+        kind = kinds.get(delta.type, "code_interpreter_call")
         item = self._item(delta.call_id, builtin_item_id(delta.type, delta.call_id), kind)
         at = {"item_id": item.id, "output_index": item.index}
         added: Obj
+        if kind == "web_search_call":
+            details = WebSearchDetails(delta.input or "")
+            added = web_search_item(item.id, details, "in_progress", done=False)
+            return [
+                self._event("response.output_item.added", output_index=item.index, item=added),
+                self._event("response.web_search_call.in_progress", **at),
+                self._event("response.web_search_call.searching", **at),
+            ]
         if kind == "file_search_call":
             added = {"type": kind, "id": item.id, "status": "in_progress", "queries": [], "results": None}
             return [

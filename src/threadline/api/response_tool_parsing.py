@@ -1,8 +1,9 @@
 """Parsing a Responses request's ``tools``, ``tool_choice`` and ``text.format`` into the run engine's form.
 
 A Responses function tool is flat (``{"type": "function", "name": ...}``), a run's nests it under
-``function``; file_search's vector stores become the run's tool resources. Errors name the exact
-parameter, as OpenAI's do.
+``function``; file_search's vector stores become the run's tool resources; every name of the web
+search tool (``web_search``, ``web_search_preview`` ...) becomes ``web_search`` with its options.
+Errors name the exact parameter, as OpenAI's do.
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ def parse_tools(tools: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict
                     "score_threshold": ranking["score_threshold"],
                 }
             out.append({"type": "file_search", "file_search": options})
+        elif kind in WEB_SEARCH_TYPES:
+            out.append({"type": "web_search", "web_search": _web_search(tool, param)})
         elif kind == "code_interpreter":
             container = tool.get("container")
             if isinstance(container, dict) and container.get("file_ids"):
@@ -62,11 +65,58 @@ def parse_tools(tools: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict
         else:
             raise bad(
                 f"Tools of type '{str(kind)[:64]}' are not supported by this server: use 'function', "
-                "'file_search', 'code_interpreter' or 'mcp'.",
+                "'file_search', 'code_interpreter' 'mcp' or 'web_search'.",
                 f"{param}.type",
             )
     check_labels(out)
     return out, resources
+
+
+WEB_SEARCH_TYPES = (
+    "web_search",
+    "web_search_2025_08_26",
+    "web_search_preview",
+    "web_search_preview_2025_03_11",
+)
+"""The spec's names of the web search tool; the run engine knows them all as ``web_search``."""
+CONTEXT_SIZES = ("low", "medium", "high")
+
+
+def _web_search(tool: dict[str, Any], param: str) -> dict[str, Any]:
+    """A web search tool's options: ``search_context_size``, ``filters.allowed_domains`` and
+    ``user_location`` (``external_web_access``, content types and image settings are accepted)."""
+    options: dict[str, Any] = {}
+    size = tool.get("search_context_size")
+    if size is not None:
+        if size not in CONTEXT_SIZES:
+            raise bad(
+                f"Invalid value for '{param}.search_context_size': expected 'low', 'medium' or 'high'.",
+                f"{param}.search_context_size",
+            )
+        options["search_context_size"] = size
+    filters = tool.get("filters")
+    if filters is not None:
+        at = f"{param}.filters.allowed_domains"
+        domains = filters.get("allowed_domains") if isinstance(filters, dict) else None
+        if not isinstance(filters, dict) or not isinstance(domains, list | None):
+            raise bad(f"Invalid type for '{at}': expected an array of domains.", at)
+        if domains:
+            if len(domains) > 100 or not all(isinstance(d, str) and 0 < len(d) <= 253 for d in domains):
+                raise bad(f"Invalid '{at}': at most 100 domain names.", at)
+            options["filters"] = {"allowed_domains": list(domains)}
+    location = tool.get("user_location")
+    if location is not None:
+        if not isinstance(location, dict):
+            raise bad(
+                f"Invalid type for '{param}.user_location': expected an object.", f"{param}.user_location"
+            )
+        kept = {
+            k: str(v)[:200]
+            for k, v in location.items()
+            if k in ("country", "region", "city", "timezone") and v
+        }
+        options["user_location"] = kept
+    return options
 
 
 def parse_tool_choice(choice: str | dict[str, Any] | None) -> Any:
@@ -86,6 +136,8 @@ def parse_tool_choice(choice: str | dict[str, Any] | None) -> Any:
         return {"type": "function", "function": {"name": name}}
     if kind in ("file_search", "code_interpreter"):
         return {"type": kind}
+    if kind in WEB_SEARCH_TYPES:
+        return {"type": "web_search"}
     if kind == "allowed_tools":
         return "auto"  # the tools are narrowed by ``allowed_tools``
     raise bad(f"Invalid value for 'tool_choice.type': {str(kind)[:64]!r}.", "tool_choice.type")
@@ -110,6 +162,7 @@ def allowed_tools(choice: dict[str, Any], tools: list[dict[str, Any]]) -> tuple[
         if not isinstance(tool, dict):
             raise bad(f"Invalid type for '{param}': expected an object.", param)
         kind = str(tool.get("type"))
+        kind = "web_search" if kind in WEB_SEARCH_TYPES else kind
         wanted = (kind, str(tool.get("name")) if kind == "function" else "")
         if wanted not in offered:
             raise bad(f"Invalid value for '{param}': it names no tool of the request's 'tools'.", param)

@@ -25,11 +25,14 @@ from threadline.api.response_protocol import (
     CreateResponseRequest,
     check_includes,
 )
+from threadline.api.response_tool_parsing import WEB_SEARCH_TYPES
 from threadline.api.routing import CheckedRoute
 from threadline.api.runs import settled
 from threadline.domain.entities import Run
 from threadline.domain.ports.models import Route
+from threadline.domain.ports.tools import ToolSet
 from threadline.domain.responses import ResponseService
+from threadline.errors import InvalidRequestError
 from threadline.ids import new_id
 from threadline.providers.tokenizers import EstimateTokenizer
 
@@ -65,11 +68,26 @@ async def _finished(responses: ResponseService, run: Run) -> Run:
         return await settled(subscription, read)
 
 
+WEB_SEARCH_OFF = (
+    "Web search is not set up on this server: its operator turns it on with THREADLINE_WEB_SEARCH_URL "
+    "(a SearxNG instance's base URL), or with THREADLINE_WEB_SEARCH_BACKEND=brave and "
+    "THREADLINE_WEB_SEARCH_API_KEY."
+)
+
+
+def _check_tools(body: CreateResponseRequest, tools: ToolSet) -> None:
+    """Refuse a tool the request needs and this server cannot run (web search with no backend)."""
+    for i, tool in enumerate(body.tools or []):
+        if tool.get("type") in WEB_SEARCH_TYPES and tools.get("web_search") is None:
+            raise InvalidRequestError(WEB_SEARCH_OFF, param=f"tools[{i}].type")
+
+
 @router.post("/responses", response_model=None)
 async def create_response(
-    body: CreateResponseRequest, responses: Responses
+    body: CreateResponseRequest, request: Request, responses: Responses
 ) -> dict[str, Any] | StreamingResponse:
     command = body.command()
+    _check_tools(body, request.app.state.runtime.tools)
     if body.stream or command.background:
         # Subscribe before the response exists, so its stream (or its recording) misses no event.
         response_id = new_id("response")

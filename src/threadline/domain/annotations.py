@@ -2,8 +2,8 @@
 
 As OpenAI's answers had it: the model's citations of file search results (``【search:result†file】``,
 searches numbered in order) become ``file_citation`` annotations, its mentions of files the code
-wrote (``sandbox:/mnt/data/…``) ``file_path`` annotations, and the code's charts ``image_file``
-parts after the text.
+wrote (``sandbox:/mnt/data/…``) ``file_path`` annotations, its links to the pages a web search
+read ``url_citation`` annotations, and the code's charts ``image_file`` parts after the text.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from threadline.domain.entities import BuiltinCall, RunStep, ToolCalls
-from threadline.domain.ports.citations import Source, annotate
-from threadline.domain.steps import FileSearchDetails, ImageOutput
+from threadline.domain.ports.citations import Source, annotate, url_citations
+from threadline.domain.steps import CodeInterpreterDetails, FileSearchDetails, ImageOutput, WebSearchDetails
 
 
 @dataclass
@@ -27,6 +27,8 @@ class Made:
     """Files the code wrote: path → file id."""
     images: list[str] = field(default_factory=list)
     """The file ids of the code's charts."""
+    pages: dict[str, str] = field(default_factory=dict)
+    """The pages web searches read: URL → title."""
 
 
 def made_by(steps: list[RunStep]) -> Made:
@@ -35,7 +37,9 @@ def made_by(steps: list[RunStep]) -> Made:
     for details in (c.details for c in calls if isinstance(c, BuiltinCall)):
         if isinstance(details, FileSearchDetails):
             made.searches[len(made.searches)] = [Source(r.file_id, r.file_name, "") for r in details.results]
-        else:
+        elif isinstance(details, WebSearchDetails):
+            made.pages.update((p.url, p.title) for p in details.sources)
+        elif isinstance(details, CodeInterpreterDetails):
             made.written.update((f.path, f.file_id) for f in details.files)
             made.images += [o.file_id for o in details.outputs if isinstance(o, ImageOutput)]
     return made
@@ -44,7 +48,7 @@ def made_by(steps: list[RunStep]) -> Made:
 def answer_content(content: list[dict[str, Any]], steps: list[RunStep]) -> list[dict[str, Any]]:
     """The answer's content with what the run's built-in calls made (see the module's docstring)."""
     made = made_by(steps)
-    if not (made.searches or made.written or made.images):
+    if not (made.searches or made.written or made.images or made.pages):
         return content
     parts = []
     for part in content:
@@ -60,6 +64,16 @@ def answer_content(content: list[dict[str, Any]], steps: list[RunStep]) -> list[
                 }
                 for c in annotate(text, made.searches)
             ] + file_paths(text, made.written)
+            annotations += [
+                {
+                    "type": "url_citation",
+                    "text": c.text,
+                    "start_index": c.start_index,
+                    "end_index": c.end_index,
+                    "url_citation": {"url": c.url, "title": c.title},
+                }
+                for c in url_citations(text, made.pages)
+            ]
             annotations.sort(key=lambda a: int(a["start_index"]))
             part = {"type": "text", "text": {"value": text, "annotations": annotations}}
         parts.append(part)

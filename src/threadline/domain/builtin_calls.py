@@ -21,7 +21,13 @@ from threadline.domain.entities import BuiltinCall, Run, RunStep, ToolCallRecord
 from threadline.domain.events import BuiltinCallDelta
 from threadline.domain.lifecycle import step_event
 from threadline.domain.ports.tools import ToolCall, ToolError
-from threadline.domain.steps import BuiltinDetails, CodeInterpreterDetails, CodeOutput, FileSearchDetails
+from threadline.domain.steps import (
+    BuiltinDetails,
+    CodeInterpreterDetails,
+    CodeOutput,
+    FileSearchDetails,
+    WebSearchDetails,
+)
 from threadline.domain.turns import Call, Turn, TurnWriter, new_step, step_usage
 
 
@@ -60,6 +66,18 @@ class FileSearchKind:
         return ()
 
 
+class WebSearchKind:
+    def blank(self) -> BuiltinDetails:
+        return WebSearchDetails("")
+
+    def started(self, details: BuiltinDetails) -> str | None:
+        """The query: the item a stream adds names what is searched for."""
+        return details.query if isinstance(details, WebSearchDetails) else None
+
+    def outputs(self, details: BuiltinDetails) -> tuple[CodeOutput, ...]:
+        return ()
+
+
 KINDS: dict[str, BuiltinKind] = {}
 """The kinds of built-in call a run can show, by tool type."""
 
@@ -70,6 +88,7 @@ def register(tool_type: str, kind: BuiltinKind) -> None:
 
 register("code_interpreter", CodeInterpreterKind())
 register("file_search", FileSearchKind())
+register("web_search", WebSearchKind())
 
 
 class BuiltinCalls:

@@ -4,11 +4,12 @@ The prompt is: the run's instructions; a summary of older conversation, when som
 out; as many of the thread's newest messages as fit; then what this run has already done — its own
 assistant messages and each tool round as an assistant ``tool_calls`` message followed by one
 ``role: tool`` message per call (a call and its output are never separated). A built-in call a
-Responses client gave back as input (``file_search_call``, ``code_interpreter_call``) is shown the
-same way, as a call and its output; a ``reasoning`` item is kept in the thread but not shown; a
-``compaction`` item (made by ``/v1/responses/compact``) is shown as the summary it carries. An
-``input_file`` part is shown as the file's text between ``<file name="...">`` and ``</file>`` lines
-(read once, when it was given: ``domain/input_files.py``), and costs its tokens like any text.
+Responses client gave back as input (``file_search_call``, ``code_interpreter_call``,
+``web_search_call``) is shown the same way, as a call and its output; a ``reasoning`` item is kept
+in the thread but not shown; a ``compaction`` item (made by ``/v1/responses/compact``) is shown as
+the summary it carries. An ``input_file`` part is shown as the file's text between
+``<file name="...">`` and ``</file>`` lines (read once, when it was given:
+``domain/input_files.py``), and costs its tokens like any text.
 
 The budget is the context window (or ``max_prompt_tokens``, what is left of it over the run) minus
 room for the answer. Messages are read newest first, a page at a time, until the budget is full, so

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 from threadline.domain.entities import Message, MessageCreation, RunStep, ToolCallRecord
 from threadline.domain.ports.models import ChatMessage, LocalModel, Route
-from threadline.domain.ports.tools import CODE_INTERPRETER, FILE_SEARCH
+from threadline.domain.ports.tools import CODE_INTERPRETER, FILE_SEARCH, WEB_SEARCH
 
 MESSAGE_OVERHEAD = 4
 """Tokens a chat message costs beyond its text (role, separators), as OpenAI counts them."""
@@ -109,13 +109,13 @@ def file_part(
     return {"type": "text", "text": f"[The user attached an image, {name}, which is not shown here.]"}
 
 
-HOSTED_CALLS = ("file_search_call", "code_interpreter_call")
+HOSTED_CALLS = ("file_search_call", "code_interpreter_call", "web_search_call")
 """Thread entries that are a built-in tool's call and its result, given back as Responses input."""
 
 
 def hosted_call(message: Message) -> tuple[ChatMessage, ChatMessage]:
-    """A ``file_search_call`` or ``code_interpreter_call`` entry as the model saw the server's own
-    calls: an assistant call of the tool's function, and the tool's answer."""
+    """A ``file_search_call``, ``code_interpreter_call`` or ``web_search_call`` entry as the model saw
+    the server's own calls: an assistant call of the tool's function, and the tool's answer."""
     item = message.content[0]
     if message.type == "file_search_call":
         queries = [str(q) for q in item.get("queries") or []]
@@ -129,6 +129,17 @@ def hosted_call(message: Message) -> tuple[ChatMessage, ChatMessage]:
             output = "\n\n".join(
                 f"{r.get('filename') or r.get('file_id')}:\n{r.get('text', '')}" for r in results
             )
+    elif message.type == "web_search_call":
+        action = item.get("action") or {}
+        query = action.get("query") or " ".join(str(q) for q in action.get("queries") or [])
+        name, arguments = WEB_SEARCH.name, {"query": str(query)}
+        urls = [str(s.get("url")) for s in action.get("sources") or [] if isinstance(s, dict)]
+        if item.get("status") == "failed":
+            output = "Error: the web search failed."
+        elif urls:
+            output = "The pages found (their text was not kept):\n" + "\n".join(urls)
+        else:
+            output = "(The results of this search were not kept.)"
     else:
         name, arguments = CODE_INTERPRETER.name, {"code": item.get("code") or ""}
         told = [

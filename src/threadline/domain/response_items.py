@@ -20,11 +20,13 @@ from typing import Any
 from threadline.domain.entities import BuiltinCall, ItemType, ListQuery, Message, MessageRole, ToolCalls
 from threadline.domain.input_files import pending
 from threadline.domain.scope import Scope
-from threadline.domain.steps import FileSearchDetails, LogsOutput
+from threadline.domain.steps import FileSearchDetails, LogsOutput, WebSearchDetails
 from threadline.errors import InvalidRequestError
 from threadline.ids import builtin_item_id, container_id, new_id
 
-HOSTED_PREFIXES = (builtin_item_id("file_search", ""), builtin_item_id("code_interpreter", ""))
+HOSTED_PREFIXES = tuple(
+    builtin_item_id(kind, "") for kind in ("file_search", "code_interpreter", "web_search")
+)
 HOSTED_SEARCH_THREADS = 64
 HOSTED_SEARCH_RUNS = 32
 """How far a reference to a built-in call's item is looked for: the newest runs of the threads the
@@ -224,6 +226,8 @@ def hosted_item(call: BuiltinCall, thread_id: str) -> NewItem | None:
         query = arguments.get("query") if isinstance(arguments, dict) else None
         fields = {"queries": [str(query)] if query else [], "results": search_results(details)}
         return NewItem("file_search_call", "assistant", [fields])
+    if isinstance(details, WebSearchDetails):
+        return NewItem("web_search_call", "assistant", [web_search_fields(details)])
     outputs = [
         {"type": "logs", "logs": o.logs}
         if isinstance(o, LogsOutput)
@@ -235,6 +239,16 @@ def hosted_item(call: BuiltinCall, thread_id: str) -> NewItem | None:
         "assistant",
         [{"code": details.input, "container_id": container_id(thread_id), "outputs": outputs}],
     )
+
+
+def web_search_fields(details: WebSearchDetails) -> dict[str, Any]:
+    """A web search call as a ``web_search_call`` item carries it: its status and its action."""
+    action = {
+        "type": "search",
+        "query": details.query,
+        "sources": [{"type": "url", "url": source.url} for source in details.sources],
+    }
+    return {"status": "failed" if details.error else "completed", "action": action}
 
 
 def search_results(details: FileSearchDetails) -> list[dict[str, Any]]:

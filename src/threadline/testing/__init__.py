@@ -9,6 +9,8 @@
 - ``tools.py``: :class:`ScriptedTool`, a code_interpreter or file_search double;
 - ``mcp_server.py``: :class:`~threadline.testing.mcp_server.McpTestServer`, a real MCP server (the
   ``mcp`` SDK's MCPServer) on a local port, for the ``mcp`` tool (imported from its module);
+- ``web.py``: ``FakeWeb``, a SearxNG and a Brave Search endpoint with result pages (and pages that
+  misbehave), for web search and the remote guard (import ``threadline.testing.web``);
 - ``__main__.py``: ``python -m threadline.testing`` serves a scripted model in its own process.
 """
 

@@ -484,6 +484,11 @@ class RemoteGuard:
         except httpx2.HTTPError as exc:
             raise RemoteFetchError(f"Fetching {shown} failed: {exc}.") from exc
 
+    async def fetch_file(self, url: str) -> tuple[str, bytes]:
+        """A file at ``url``: its media type and bytes (``input_file``'s ``file_url``)."""
+        fetched = await self.fetch(url)
+        return fetched.content_type, fetched.body
+
 
 def _origin(url: httpx2.URL) -> tuple[str, str, int | None]:
     return url.scheme, url.host, url.port
