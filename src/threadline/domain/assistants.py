@@ -13,7 +13,7 @@ from threadline.ids import new_id
 class AssistantService:
     def __init__(self, scope: Scope) -> None:
         self.scope = scope
-        self.store = scope.store
+        self.stores = scope.stores
 
     async def create_assistant(self, command: NewAssistant, assistant_id: str | None = None) -> Assistant:
         scope = self.scope
@@ -21,23 +21,23 @@ class AssistantService:
         await scope.check_files(command.file_refs())
         resources = await scope.with_stores(command.tool_resources)
         assistant = self._assistant(assistant_id or new_id("assistant"), command, resources)
-        await self.store.insert_assistant(assistant)
+        await self.stores.assistants.insert(assistant)
         return assistant
 
     async def apply_assistant(self, assistant_id: str, command: NewAssistant) -> Assistant:
         """Create or update the assistant with this id (declarations); safe to run concurrently."""
         assistant = self._assistant(assistant_id, command, command.tool_resources)
-        await self.store.upsert_assistant(assistant)
+        await self.stores.assistants.upsert(assistant)
         return await self.get_assistant(assistant_id)
 
     async def get_assistant(self, assistant_id: str) -> Assistant:
-        assistant = await self.store.get_assistant(assistant_id, self.scope.project_id)
+        assistant = await self.stores.assistants.get(assistant_id, self.scope.project_id)
         if assistant is None:
             raise not_found("assistant", assistant_id)
         return assistant
 
     async def list_assistants(self, query: ListQuery) -> Page[Assistant]:
-        return await self.store.list_assistants(query, self.scope.project_id)
+        return await self.stores.assistants.list_assistants(query, self.scope.project_id)
 
     async def modify_assistant(self, assistant_id: str, update: AssistantUpdate) -> Assistant:
         assistant = await self.get_assistant(assistant_id)
@@ -48,11 +48,11 @@ class AssistantService:
         if "tool_resources" in changes:
             changes["tool_resources"] = await self.scope.with_stores(changes["tool_resources"])
         assistant = dataclasses.replace(assistant, **changes)
-        await self.store.update_assistant(assistant)
+        await self.stores.assistants.update(assistant)
         return assistant
 
     async def delete_assistant(self, assistant_id: str) -> None:
-        if not await self.store.delete_assistant(assistant_id, self.scope.project_id):
+        if not await self.stores.assistants.delete(assistant_id, self.scope.project_id):
             raise not_found("assistant", assistant_id)
 
     def _assistant(self, assistant_id: str, command: NewAssistant, resources: Resources | None) -> Assistant:

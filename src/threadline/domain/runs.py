@@ -37,7 +37,7 @@ from threadline.ids import new_id
 class RunService:
     def __init__(self, scope: Scope, assistants: AssistantService, threads: ThreadService) -> None:
         self.scope = scope
-        self.store = scope.store
+        self.stores = scope.stores
         self.bus = scope.bus
         self.assistants = assistants
         self.threads = threads
@@ -50,7 +50,7 @@ class RunService:
         run, messages = self._new_run(thread_id, assistant, command, run_id)
         await self.announce(run)
         try:
-            joined = await self.store.insert_run(
+            joined = await self.stores.runs.insert(
                 run, messages, search=self.scope.store_plan(thread_id, messages)
             )
         except ThreadLockedError as locked:
@@ -78,7 +78,7 @@ class RunService:
         # its lock) exist together or not at all.
         await publish(self.bus, run.id, [ObjectEvent("thread.created", snapshot(thread))])
         await self.announce(run)
-        joined = await self.store.insert_thread(thread, messages, run, search=plan)
+        joined = await self.stores.threads.insert(thread, messages, run, search=plan)
         if joined is not None:
             thread.tool_resources = joined.tool_resources
         self.scope.ingest(joined)
@@ -138,7 +138,7 @@ class RunService:
         await publish(self.bus, run.id, [ObjectEvent("thread.run.created", snapshot(run)), run_event(run)])
 
     async def get_run(self, thread_id: str, run_id: str) -> Run:
-        run = await self.store.get_run(thread_id, run_id, self.scope.project_id)
+        run = await self.stores.runs.get(thread_id, run_id, self.scope.project_id)
         if run is None:
             await self.threads.get_thread(
                 thread_id
@@ -148,14 +148,14 @@ class RunService:
 
     async def list_runs(self, thread_id: str, query: ListQuery) -> Page[Run]:
         await self.threads.get_thread(thread_id)
-        return await self.store.list_runs(thread_id, query)
+        return await self.stores.runs.list_runs(thread_id, query)
 
     async def modify_run(self, thread_id: str, run_id: str, metadata: dict[str, str] | None) -> Run:
         """Set a run's metadata; ``None`` (the client sent none) leaves it as it is."""
         run = await self.get_run(thread_id, run_id)
         if metadata is not None:
             run.metadata = metadata
-            await self.store.update_run_metadata(run)
+            await self.stores.runs.update_metadata(run)
         return run
 
     async def cancel_run(self, thread_id: str, run_id: str) -> Run:
@@ -167,12 +167,12 @@ class RunService:
             if run.status is RunStatus.CANCELLING:
                 return run
             cancelling = moved(run, RunStatus.CANCELLING)
-            if await self.store.commit(Change(run=cancelling, expect=frozenset({run.status}))):
+            if await self.stores.runs.transition(Change(run=cancelling, expect=frozenset({run.status}))):
                 break
             # The run moved between our read and our write (claimed, finished): look again.
         await publish(self.bus, run.id, [run_event(cancelling)])
         if run.status is not RunStatus.IN_PROGRESS:
-            await end_run(self.store, self.bus, cancelling, RunStatus.CANCELLED)
+            await end_run(self.stores, self.bus, cancelling, RunStatus.CANCELLED)
         return cancelling
 
     async def submit_tool_outputs(self, thread_id: str, run_id: str, outputs: list[FunctionOutput]) -> Run:
@@ -188,7 +188,7 @@ class RunService:
         by_id = {o.tool_call_id: o.output or "" for o in outputs}
         steps = [
             s
-            for s in await self.store.run_steps(run.id)
+            for s in await self.stores.runs.steps(run.id)
             if s.type == "tool_calls" and s.status == "in_progress"
         ]
         ts = self.scope.clock()
@@ -201,7 +201,7 @@ class RunService:
             step.completed_at = ts
         queued = moved(run, RunStatus.QUEUED, required_action=None, queued_at=time.time())
         change = Change(run=queued, expect=frozenset({RunStatus.REQUIRES_ACTION}), steps=steps)
-        if not await self.store.commit(change):
+        if not await self.stores.runs.transition(change):
             current = await self.get_run(thread_id, run_id)
             raise InvalidRequestError(f'Runs in status "{current.status.value}" do not accept tool outputs.')
         await publish(self.bus, run.id, [*(step_event(s) for s in steps), run_event(queued)])
@@ -212,15 +212,15 @@ class RunService:
 
     async def list_run_transitions(self, thread_id: str, run_id: str) -> list[RunTransition]:
         await self.get_run(thread_id, run_id)
-        return await self.store.run_transitions(run_id)
+        return await self.stores.runs.history(run_id)
 
     async def get_run_step(self, thread_id: str, run_id: str, step_id: str) -> RunStep:
         await self.get_run(thread_id, run_id)
-        step = await self.store.get_step(thread_id, run_id, step_id)
+        step = await self.stores.runs.get_step(thread_id, run_id, step_id)
         if step is None:
             raise not_found("run step", step_id)
         return step
 
     async def list_run_steps(self, thread_id: str, run_id: str, query: ListQuery) -> Page[RunStep]:
         await self.get_run(thread_id, run_id)
-        return await self.store.list_steps(thread_id, run_id, query)
+        return await self.stores.runs.list_steps(thread_id, run_id, query)

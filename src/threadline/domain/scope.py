@@ -18,7 +18,7 @@ from threadline.domain.entities import DEFAULT_PROJECT, Message, NewFile, Thread
 from threadline.domain.files import FileRef, FileService, attached_search_files
 from threadline.domain.input_files import InputFiles
 from threadline.domain.ports.mcp import McpServers
-from threadline.domain.ports.storage import Bus, Store
+from threadline.domain.ports.storage import Bus, Stores
 from threadline.domain.vector_stores import VectorStoreService
 from threadline.errors import InvalidRequestError, NotFoundError
 
@@ -34,7 +34,7 @@ def not_found(kind: str, object_id: str) -> NotFoundError:
 
 @dataclass(frozen=True, slots=True)
 class Scope:
-    store: Store
+    stores: Stores
     bus: Bus
     models: ModelCatalog
     files: FileService

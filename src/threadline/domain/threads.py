@@ -36,7 +36,7 @@ def message_content(content: str | list[dict[str, Any]]) -> list[dict[str, Any]]
 class ThreadService:
     def __init__(self, scope: Scope) -> None:
         self.scope = scope
-        self.store = scope.store
+        self.stores = scope.stores
 
     # --- threads ---------------------------------------------------------------------------
 
@@ -80,20 +80,20 @@ class ThreadService:
         await self.scope.check_files(command.file_refs())
         resources = await self.scope.with_stores(command.tool_resources)
         thread, messages, plan = self.new_thread(dataclasses.replace(command, tool_resources=resources))
-        joined = await self.store.insert_thread(thread, messages, search=plan)
+        joined = await self.stores.threads.insert(thread, messages, search=plan)
         if joined is not None:
             thread.tool_resources = joined.tool_resources
         self.scope.ingest(joined)
         return thread
 
     async def get_thread(self, thread_id: str) -> Thread:
-        thread = await self.store.get_thread(thread_id, self.scope.project_id)
+        thread = await self.stores.threads.get(thread_id, self.scope.project_id)
         if thread is None or thread.kind == "response":  # a response's own thread is reached through it
             raise not_found("thread", thread_id)
         return thread
 
     async def list_threads(self, query: ListQuery, metadata: dict[str, str]) -> Page[Thread]:
-        return await self.store.list_threads(query, metadata, self.scope.project_id)
+        return await self.stores.threads.list_threads(query, metadata, self.scope.project_id)
 
     async def modify_thread(self, thread_id: str, update: ThreadUpdate) -> Thread:
         thread = await self.get_thread(thread_id)
@@ -102,11 +102,11 @@ class ThreadService:
         if "tool_resources" in changes:
             changes["tool_resources"] = await self.scope.with_stores(changes["tool_resources"])
         thread = dataclasses.replace(thread, **changes)
-        await self.store.update_thread(thread)
+        await self.stores.threads.update(thread)
         return thread
 
     async def delete_thread(self, thread_id: str) -> None:
-        if not await self.store.delete_thread(thread_id, self.scope.project_id):
+        if not await self.stores.threads.delete(thread_id, self.scope.project_id):
             raise not_found("thread", thread_id)
 
     # --- messages --------------------------------------------------------------------------
@@ -116,7 +116,7 @@ class ThreadService:
         await self.scope.check_files(command.file_refs())
         message = self.new_message(thread_id, command)
         try:
-            joined = await self.store.insert_message(
+            joined = await self.stores.threads.insert_message(
                 message, search=self.scope.store_plan(thread_id, [message])
             )
         except ThreadLockedError as locked:
@@ -128,14 +128,14 @@ class ThreadService:
 
     async def get_message(self, thread_id: str, message_id: str) -> Message:
         await self.get_thread(thread_id)
-        message = await self.store.get_message(thread_id, message_id)
+        message = await self.stores.threads.get_message(thread_id, message_id)
         if message is None or message.type != "message":  # function calls are Responses items only
             raise not_found("message", message_id)
         return message
 
     async def list_messages(self, thread_id: str, query: ListQuery, run_id: str | None) -> Page[Message]:
         await self.get_thread(thread_id)
-        return await self.store.list_messages(thread_id, query, run_id)
+        return await self.stores.threads.list_messages(thread_id, query, run_id)
 
     async def modify_message(
         self, thread_id: str, message_id: str, metadata: dict[str, str] | None
@@ -144,10 +144,10 @@ class ThreadService:
         message = await self.get_message(thread_id, message_id)
         if metadata is not None:
             message.metadata = metadata
-            await self.store.update_message_metadata(message)
+            await self.stores.threads.update_message_metadata(message)
         return message
 
     async def delete_message(self, thread_id: str, message_id: str) -> None:
         await self.get_thread(thread_id)
-        if not await self.store.delete_message(thread_id, message_id):
+        if not await self.stores.threads.delete_message(thread_id, message_id):
             raise not_found("message", message_id)

@@ -25,7 +25,7 @@ from threadline.store import tables as t
 from threadline.store.chunks import drop_file_chunks
 from threadline.store.database import Database
 from threadline.store.jobs import insert_jobs
-from threadline.store.repository import page_query
+from threadline.store.rows import page_query
 from threadline.store.vector_store_rows import file_values, store_values
 
 _S, _F, _B = t.vector_stores, t.vector_store_files, t.vector_store_file_batches
