@@ -15,7 +15,7 @@ import dataclasses
 import logging
 from typing import Any
 
-from threadline.domain.annotations import answer_content
+from threadline.domain.annotations import answer_content, pages_read
 from threadline.domain.clock import now
 from threadline.domain.entities import FunctionCall, Message, RequiredAction, Run, RunStep
 from threadline.domain.events import ImageDelta, MessageDelta
@@ -37,6 +37,9 @@ from threadline.ids import call_item_id
 
 log = logging.getLogger(__name__)
 
+GIVEN_PAGES_ENTRIES = 64
+"""How many of a thread's newest entries are looked at for web searches given back (their pages)."""
+
 
 class RunEndings:
     """The endings of one worker's turns."""
@@ -47,13 +50,22 @@ class RunEndings:
         self.bus = writer.bus
         self.worker_id = writer.worker_id
 
+    async def _given_pages(self, run: Run, turn: Turn) -> dict[str, str]:
+        """The pages read by this server's web searches given back in the run's thread, when the
+        answer links any page (see ``annotations.pages_read``)."""
+        assert turn.message is not None
+        text = "".join(p["text"]["value"] for p in turn.message.content if p.get("type") == "text")
+        if "http" not in text:
+            return {}
+        return pages_read(await self.store.newest_messages(run.thread_id, GIVEN_PAGES_ENTRIES))
+
     async def finish(self, run: Run, turn: Turn, steps: list[RunStep], usage: dict[str, int]) -> None:
         """The model answered: its message completes, and the run with it."""
         assert turn.message is not None and turn.message_step is not None
         turn.message_step.usage = step_usage(turn)
         changes, events = complete_message(turn)
         assert turn.message is not None and turn.message_step is not None
-        content = answer_content(turn.message.content, steps)
+        content = answer_content(turn.message.content, steps, await self._given_pages(run, turn))
         if content != turn.message.content:
             turn.message.content = content
             events[0] = message_event(turn.message)
