@@ -2,9 +2,10 @@
 
 Handlers are registered by kind (``runner.register("file.ingest", handler)``); a worker claims
 only the kinds it has handlers for. Each claimed job is leased and the lease renewed while its
-handler runs (the lease loop of ``workers/lease.py``). A handler that raises is retried with exponential backoff until the job runs out of
-attempts; a job whose worker died is taken back by the reaper once its lease lapses and run again
-by whichever worker claims it next. Handlers must therefore be safe to run more than once.
+handler runs (the lease loop of ``workers/lease.py``). A handler that raises is retried with
+exponential backoff until the job runs out of attempts; a job whose worker died is taken back by
+the reaper once its lease lapses and run again by whichever worker claims it next. Handlers must
+therefore be safe to run more than once.
 """
 
 from __future__ import annotations

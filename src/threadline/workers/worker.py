@@ -4,7 +4,8 @@ background jobs (``workers/jobs.py``) beside them.
 Runs wait on the model, not the CPU, so one process holds up to ``worker_concurrency`` runs in
 flight as asyncio tasks (the lease loop of ``workers/lease.py``). Each claimed run carries a lease
 the worker renews; a run whose status moves away from ``in_progress`` under it (cancel, expiry) has
-its task cancelled, which stops the model call. Idle workers sleep until the bus announces work, with a slow poll as a safety net.
+its task cancelled, which stops the model call. Idle workers sleep until the bus announces work,
+with a slow poll as a safety net.
 """
 
 from __future__ import annotations
