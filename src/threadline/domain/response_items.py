@@ -87,7 +87,7 @@ class ItemResolver:
 
     def __init__(self, services: Services) -> None:
         self.svc = services
-        self.store = services.store
+        self.stores = services.stores
 
     async def resolve(
         self, items: list[Input], conversation: str | None = None, previous_response_id: str | None = None
@@ -120,9 +120,9 @@ class ItemResolver:
         ]
         found: dict[str, NewItem] = {}
         threads: dict[str, bool] = {}
-        for entry in await self.store.messages_by_id([r.id for r in wanted] + given):
+        for entry in await self.stores.threads.messages_by_id([r.id for r in wanted] + given):
             if entry.thread_id not in threads:
-                thread = await self.store.get_thread(entry.thread_id, self.svc.project_id)
+                thread = await self.stores.threads.get(entry.thread_id, self.svc.project_id)
                 threads[entry.thread_id] = thread is not None
             if threads[entry.thread_id]:
                 found[entry.id] = NewItem(entry.type, entry.role, copy.deepcopy(entry.content))
@@ -131,10 +131,10 @@ class ItemResolver:
         if missing:
             if conversation is not None and conversation not in threads:
                 threads[conversation] = (
-                    await self.store.get_thread(conversation, self.svc.project_id) is not None
+                    await self.stores.threads.get(conversation, self.svc.project_id) is not None
                 )
             if previous_response_id is not None:
-                previous = await self.store.get_response(previous_response_id, self.svc.project_id)
+                previous = await self.stores.responses.get(previous_response_id, self.svc.project_id)
                 if previous is not None:
                     threads[previous.thread_id] = True
             searched = [t for t, ours in threads.items() if ours]
@@ -176,9 +176,9 @@ class ItemResolver:
         newest runs of ``thread_ids``, as input items."""
         out: dict[str, NewItem] = {}
         for thread_id in thread_ids[:HOSTED_SEARCH_THREADS]:
-            runs = await self.store.list_runs(thread_id, ListQuery(limit=HOSTED_SEARCH_RUNS))
+            runs = await self.stores.runs.list_runs(thread_id, ListQuery(limit=HOSTED_SEARCH_RUNS))
             for run in runs.items:
-                for step in await self.store.run_steps(run.id):
+                for step in await self.stores.runs.steps(run.id):
                     if not isinstance(step.step_details, ToolCalls):
                         continue
                     for call in step.step_details.calls:
@@ -197,7 +197,7 @@ class ItemResolver:
             return
         known = {m.content[0]["call_id"] for m in items if m.type == "function_call"}
         if not fresh:
-            recent = await self.store.newest_messages(thread_id, 256)
+            recent = await self.stores.threads.newest_messages(thread_id, 256)
             known |= {m.content[0]["call_id"] for m in recent if m.type == "function_call"}
         for call_id in wanted:
             if call_id not in known:
