@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import time
 import zlib
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -20,6 +21,7 @@ from sqlalchemy import (
     Row,
     Select,
     Table,
+    Update,
     and_,
     bindparam,
     delete,
@@ -135,9 +137,20 @@ _NEWEST = (
     .order_by(t.messages.c.seq.desc())
     .limit(bindparam("b_limit"))
 )
-_RUN_GUARD = [t.runs.c.id == bindparam("b_id"), t.runs.c.status.in_(bindparam("b_expect", expanding=True))]
-_UPDATE_RUN = update(t.runs).where(*_RUN_GUARD)
-_UPDATE_OWNED_RUN = update(t.runs).where(*_RUN_GUARD, t.runs.c.worker_id == bindparam("b_owner"))
+
+
+@functools.cache
+def _guarded_update(expected: int, owned: bool) -> Update:
+    """The guarded UPDATE of a run: its id, one of ``expected`` statuses (``b_expect0`` ...) and, when
+    ``owned``, its holder. Plain parameters rather than an expanding one, which SQLAlchemy renders
+    again on every execution."""
+    statuses: list[Any] = [bindparam(f"b_expect{i}") for i in range(expected)]
+    where = [t.runs.c.id == bindparam("b_id"), t.runs.c.status.in_(statuses)]
+    if owned:
+        where.append(t.runs.c.worker_id == bindparam("b_owner"))
+    return update(t.runs).where(*where)
+
+
 _UPDATE_STEP = update(t.run_steps).where(t.run_steps.c.id == bindparam("b_id"))
 _UPDATE_MESSAGE = update(t.messages).where(t.messages.c.id == bindparam("b_id"))
 _RELEASE_THREAD = (
@@ -152,6 +165,9 @@ _LOCK_THREAD = (
 )
 _TOUCH_THREAD = (
     update(t.threads).where(t.threads.c.id == bindparam("b_thread")).values(last_active_at=bindparam("b_now"))
+)
+_KEY_PROJECT = select(t.api_keys.c.project_id).where(
+    t.api_keys.c.secret_hash == bindparam("b_hash"), t.api_keys.c.revoked_at.is_(None)
 )
 _INSERT = {
     table.name: insert(table)
@@ -327,7 +343,7 @@ class SqlStore:
                 return None
             return _entity(cls, row)
 
-        return await self.db.read(read)
+        return await self.db.read(read, point=True)
 
     async def _one(self, cls: type[E], table: Table, *where: Any) -> E | None:
         def read(conn: Connection) -> E | None:
@@ -585,7 +601,7 @@ class SqlStore:
             row = conn.execute(_GET_RUN_IN_PROJECT, params).first()
             return None if row is None else _entity(Run, row)
 
-        return await self.db.read(read)
+        return await self.db.read(read, point=True)
 
     async def get_response(self, response_id: str, project_id: str) -> Run | None:
         r, th = t.runs, t.threads
@@ -643,17 +659,17 @@ class SqlStore:
             # on its own schedule, and the run loop's copy of it is as old as the claim.
             del params["worker_id"], params["lease_expires_at"]
         params["b_id"] = run.id
-        params["b_expect"] = [s.value for s in change.expect]
-        stmt = _UPDATE_RUN
+        for number, status in enumerate(change.expect):
+            params[f"b_expect{number}"] = status.value
         if change.owner is not None:
             params["b_owner"] = change.owner
-            stmt = _UPDATE_OWNED_RUN
+        stmt = _guarded_update(len(change.expect), change.owner is not None)
 
         # A worker's writes within in_progress (steps, deltas saved) are not status changes.
         moved = change.expect != frozenset({run.status})
 
         def write(conn: Connection) -> bool:
-            if conn.execute(stmt, params).rowcount == 0:
+            if not change.expect or conn.execute(stmt, params).rowcount == 0:
                 return False
             if moved:
                 conn.execute(_INSERT["run_transitions"], _transition(run, change.expect, time.time()))
@@ -764,13 +780,12 @@ class SqlStore:
 
     async def project_of_key(self, secret_hash: str) -> str | None:
         """The project of the live (unrevoked) key with this hash."""
-        k = t.api_keys
-        stmt = select(k.c.project_id).where(k.c.secret_hash == secret_hash, k.c.revoked_at.is_(None))
-        return await self.db.read(lambda conn: conn.execute(stmt).scalar())
+        params = {"b_hash": secret_hash}
+        return await self.db.read(lambda conn: conn.execute(_KEY_PROJECT, params).scalar(), point=True)
 
     async def any_api_keys(self) -> bool:
         stmt = select(t.api_keys.c.id).limit(1)
-        return await self.db.read(lambda conn: conn.execute(stmt).first() is not None)
+        return await self.db.read(lambda conn: conn.execute(stmt).first() is not None, point=True)
 
     async def run_census(self, now: float) -> tuple[dict[str, int], int]:
         """How many runs are in each active status, and how many workers hold runs under live leases."""
