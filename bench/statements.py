@@ -6,8 +6,9 @@ file, the scripted model answering at once), has the official SDK do what the ru
 clients do — ``threads.create`` with one user message, then ``runs.create_and_poll`` — a few times to
 warm up, then ``--runs`` times one after another, and prints per run: the transactions
 (``Database.read`` and ``Database.write`` calls), the statements sent to the driver (``BEGIN``
-included) and both by store operation. Background loops (lease renewal, sweeps) count too; they are
-a small share at this pace.
+included) and both by store operation, and the CPU time the server's threads took per run (read from
+``/proc``, so neither the client's nor the model's). Background loops (lease renewal, sweeps) count
+too; they are a small share at this pace.
 """
 
 from __future__ import annotations
@@ -36,6 +37,19 @@ from threadline.testing import ScriptedModel
 START_TIMEOUT = 20.0
 
 
+def server_cpu(exclude: set[int]) -> float:
+    """Seconds of CPU this process's threads have used, but for ``exclude`` (native thread ids)."""
+    total = 0
+    for task in Path("/proc/self/task").iterdir():
+        if int(task.name) in exclude:
+            continue
+        try:
+            total += int((task / "schedstat").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue  # a thread that just ended
+    return total / 1e9
+
+
 class Counter:
     """Counts a ``Database``'s transactions and statements, by the store operation that ran them."""
 
@@ -55,7 +69,7 @@ class Counter:
         return name.split(".<locals>")[0]
 
     def _wrap(self, kind: str, method: Callable[..., Any]) -> Callable[..., Any]:
-        async def counted(fn: Callable[..., Any]) -> Any:
+        async def counted(fn: Callable[..., Any], **options: Any) -> Any:
             operation = f"{self._operation(fn)} ({kind})"
 
             def tagged(conn: Any) -> Any:
@@ -67,7 +81,7 @@ class Counter:
 
             with self.lock:
                 self.transactions[operation] += 1
-            return await method(tagged)
+            return await method(tagged, **options)
 
         return counted
 
@@ -121,21 +135,29 @@ def count(runs: int, warmup: int, database_url: str | None, workdir: Path) -> st
             counter = Counter(server.app.state.runtime.db)
             client = OpenAI(base_url=server.url, api_key="bench", max_retries=0)
             assistant = client.beta.assistants.create(model="scripted", name="bench")
+            exclude = {threading.get_native_id(), *(t.native_id or 0 for t in model_threads(model))}
+            cpu = 0.0
             for number in range(warmup + runs):
                 if number == warmup:
                     counter.reset()
+                    cpu = server_cpu(exclude)
                 thread = client.beta.threads.create(messages=[{"role": "user", "content": "Hello?"}])
                 run = client.beta.threads.runs.create_and_poll(thread_id=thread.id, assistant_id=assistant.id)
                 if run.status != "completed":
                     raise RuntimeError(f"a run ended {run.status}")
+            cpu = server_cpu(exclude) - cpu
             with counter.lock:
                 transactions, statements = dict(counter.transactions), dict(counter.statements)
         finally:
             server.stop()
-    return report(transactions, statements, runs)
+    return report(transactions, statements, runs, cpu)
 
 
-def report(transactions: dict[str, int], statements: dict[str, int], runs: int) -> str:
+def model_threads(model: ScriptedModel) -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t is getattr(model, "_thread", None)]
+
+
+def report(transactions: dict[str, int], statements: dict[str, int], runs: int, cpu: float) -> str:
     def per_run(n: int) -> str:
         return f"{n / runs:.2f}".rstrip("0").rstrip(".")
 
@@ -149,7 +171,8 @@ def report(transactions: dict[str, int], statements: dict[str, int], runs: int) 
     return "\n".join(
         [
             f"per run, over {runs} runs: {per_run(reads + writes)} transactions ({per_run(reads)} reads, "
-            f"{per_run(writes)} writes), {per_run(sum(statements.values()))} statements",
+            f"{per_run(writes)} writes), {per_run(sum(statements.values()))} statements; "
+            f"server threads' CPU {cpu / runs * 1000:.2f} ms",
             "",
             markdown_table(head, rows),
         ]
