@@ -141,8 +141,8 @@ class NoModel:
 async def measure(url: str, sizes: Sequence[int], budget: int, builds: int, warmup: int) -> list[ThreadCase]:
     from threadline.domain.context import ContextBuilder
     from threadline.domain.entities import Run, Summary
+    from threadline.domain.ports.models import Route
     from threadline.ids import new_id
-    from threadline.providers.base import Route
     from threadline.providers.tokenizers import for_model
     from threadline.store.database import Database, migrate
     from threadline.store.repository import SqlStore

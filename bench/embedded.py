@@ -169,7 +169,7 @@ def through_threadline(sdk: Any, assistant_id: str, max_tokens: int) -> Sample:
 
 
 def hop_request(max_tokens: int) -> Any:
-    from threadline.providers.base import ModelRequest
+    from threadline.domain.ports.models import ModelRequest
 
     return ModelRequest(
         model="bench", messages=[{"role": "user", "content": PROMPT}], temperature=0.0, max_tokens=max_tokens
@@ -180,7 +180,7 @@ def in_process_loop(model_path: str, threads: int, max_tokens: int, reps: int) -
     """Threadline's decode loop (``decoding.Turn``) on a model loaded in this process."""
     import threading
 
-    from threadline.providers.base import TextDelta
+    from threadline.domain.ports.models import TextDelta
     from threadline.providers.decoding import DEFAULT_REPEAT_PENALTY, Turn, load_model
 
     loaded = load_model(model_path, threads)
@@ -211,7 +211,7 @@ def through_host(model_path: str, threads: int, max_tokens: int, reps: int) -> S
     """The same loop in the model host process, through ``LlamaCppProvider.stream``."""
     import asyncio
 
-    from threadline.providers.base import TextDelta, Usage
+    from threadline.domain.ports.models import TextDelta, Usage
     from threadline.providers.llamacpp import LlamaCppProvider
 
     async def main() -> Series:

@@ -35,7 +35,7 @@ from sqlalchemy import text
 
 from bench.common import log, machine, markdown_table, pct, publish, today
 from bench.retrieval import ready
-from threadline.retrieval.ports import IndexedChunk, Vector
+from threadline.domain.ports.retrieval import IndexedChunk, Vector
 from threadline.store import pgvector
 from threadline.store.chunks import SqlChunkIndex
 from threadline.store.database import Database, migrate

@@ -32,11 +32,10 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import log, machine, markdown_table, pct, publish, today
+from threadline.domain.ports.retrieval import IndexedChunk, RankingOptions, Vector
 from threadline.providers.embeddings import E5Embedder
 from threadline.providers.tokenizers import tiktoken_encoding
 from threadline.retrieval.engine import RetrievalEngine
-from threadline.retrieval.ports import IndexedChunk, Vector
-from threadline.retrieval.ranking import RankingOptions
 from threadline.retrieval.terms import query_term_ids, term_id
 from threadline.store.chunks import SqlChunkIndex
 from threadline.store.database import Database, migrate

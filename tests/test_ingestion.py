@@ -23,8 +23,8 @@ from tests.support import ThreadlineServer, wait_for
 from tests.test_projects import ADMIN, new_project, sdk
 from threadline.config import Settings
 from threadline.domain.entities import Job
+from threadline.domain.ports.retrieval import ChunkingStrategy
 from threadline.errors import FileContentError
-from threadline.retrieval.chunking import ChunkingStrategy
 from threadline.store.database import Database, migrate
 from threadline.store.jobs import SqlJobQueue
 from threadline.testing import ScriptedModel

@@ -20,8 +20,7 @@ import pytest
 pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
 
 from tests.support import ORDER_TOOL
-from threadline.providers import embedded
-from threadline.providers.base import (
+from threadline.domain.ports.models import (
     Finish,
     ModelEvent,
     ModelRequest,
@@ -30,6 +29,7 @@ from threadline.providers.base import (
     ToolCallDelta,
     Usage,
 )
+from threadline.providers import embedded
 from threadline.providers.grammars import (
     DEFAULT_MAX_ITEMS,
     DEFAULT_MAX_LENGTH,

@@ -13,13 +13,13 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from tests.conftest import database_url
 from threadline.domain.entities import BuiltinCall, Run, RunStep, Thread, ToolCalls
-from threadline.domain.ports import Change
+from threadline.domain.ports.storage import Change
 from threadline.domain.run_states import RunStatus
+from threadline.domain.steps import CodeInterpreterDetails, FileSearchDetails
 from threadline.ids import new_id
 from threadline.store import Database, SqlStore
 from threadline.store.database import alembic_config, migrate
 from threadline.store.tables import metadata
-from threadline.tools.base import CodeInterpreterDetails, FileSearchDetails
 
 
 def _differences(url: str) -> list[Any]:

@@ -24,7 +24,7 @@ import pytest
 from tests.support import ThreadlineServer, wait_for
 from tests.test_embedded import needs_embedded
 from threadline.config import Settings
-from threadline.providers.base import LocalModel
+from threadline.domain.ports.models import LocalModel
 from threadline.providers.host_process import missing_cpu_features
 from threadline.providers.llamacpp import LlamaCppProvider
 from threadline.providers.model_host import describe_exit

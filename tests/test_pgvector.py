@@ -23,11 +23,11 @@ from tests.conftest import BACKEND
 from tests.retrieval_corpus import TOPICS
 from tests.support import ThreadlineServer
 from threadline.config import Settings
+from threadline.domain.ports.retrieval import IndexedChunk, Vector
 from threadline.errors import ServiceUnavailableError
 from threadline.providers.embeddings import E5Embedder
 from threadline.providers.tokenizers import tiktoken_encoding
 from threadline.retrieval.engine import RetrievalEngine
-from threadline.retrieval.ports import IndexedChunk, Vector
 from threadline.retrieval.terms import query_term_ids, term_counts
 from threadline.runtime import Runtime
 from threadline.store import pgvector

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from threadline.retrieval.citations import FileCitation, Source, annotate, format_results
+from threadline.domain.ports.citations import FileCitation, Source, annotate, format_results
 
 REPORT = Source("file-report", "report.pdf", "Revenue grew 12% in the third quarter.")
 MEMO = Source("file-memo", "memo.docx", "The office moves to Berlin in May.")

@@ -18,13 +18,11 @@ import numpy as np
 import pytest
 
 from tests.conftest import database_url
+from threadline.domain.ports.retrieval import ChunkingStrategy, Embedder, RankingOptions
 from threadline.errors import FileContentError, InvalidRequestError, ServiceUnavailableError
 from threadline.providers.embeddings import E5Embedder, OpenAIEmbedder
 from threadline.providers.tokenizers import tiktoken_encoding
-from threadline.retrieval.chunking import ChunkingStrategy
 from threadline.retrieval.engine import RetrievalEngine
-from threadline.retrieval.ports import Embedder
-from threadline.retrieval.ranking import RankingOptions
 from threadline.store.chunks import SqlChunkIndex
 from threadline.store.database import Database, migrate
 

@@ -11,9 +11,10 @@ import zlib
 import pytest
 
 from threadline.config import Settings
+from threadline.domain.ports.retrieval import ChunkingStrategy
 from threadline.errors import FileContentError
 from threadline.providers.tokenizers import tiktoken_encoding
-from threadline.retrieval.chunking import ChunkingStrategy, chunk_text
+from threadline.retrieval.chunking import chunk_text
 from threadline.retrieval.parsing import ParseLimits, parse
 from threadline.retrieval.terms import terms
 

@@ -14,11 +14,11 @@ import pytest
 
 from tests.conftest import database_url
 from tests.retrieval_corpus import documents, queries
+from threadline.domain.ports.retrieval import RankingOptions
 from threadline.providers.embeddings import E5Embedder
 from threadline.providers.tokenizers import tiktoken_encoding
 from threadline.retrieval.engine import RetrievalEngine
 from threadline.retrieval.index import StoreIndex
-from threadline.retrieval.ranking import RankingOptions
 from threadline.retrieval.terms import query_term_ids, term_counts, term_id
 from threadline.store.chunks import SqlChunkIndex
 from threadline.store.database import Database, migrate

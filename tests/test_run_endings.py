@@ -17,10 +17,11 @@ import openai
 import pytest
 
 from tests.conftest import database_url
+from threadline.domain.clock import now
 from threadline.domain.entities import RunStep, ToolCalls
 from threadline.domain.files import FileService
-from threadline.domain.lifecycle import end_run, now
-from threadline.domain.ports import Change
+from threadline.domain.lifecycle import end_run
+from threadline.domain.ports.storage import Change
 from threadline.domain.run_states import RunStatus
 from threadline.domain.services import Services
 from threadline.events.bus import LocalBus

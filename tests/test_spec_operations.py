@@ -19,9 +19,10 @@ from tests.conformance import check_answer, fuzz, reference_spec
 from tests.support import ThreadlineServer
 from tests.test_conformance import SPEC, conformance_spec
 from threadline.domain.context import SUMMARY_PREFIX
+from threadline.domain.ports.retrieval import ChunkingStrategy
 from threadline.domain.vector_stores import without_overlap
 from threadline.providers.tokenizers import tiktoken_encoding
-from threadline.retrieval.chunking import ChunkingStrategy, chunk_text
+from threadline.retrieval.chunking import chunk_text
 from threadline.testing import Reply, ScriptedModel
 
 MODEL = "gpt-4o"

@@ -28,12 +28,10 @@ from threadline.domain.context import offered_tools, run_messages, tool_choice
 from threadline.domain.entities import BuiltinCall, FunctionCall, Run, ToolCalls
 from threadline.domain.entities import RunStep as DomainStep
 from threadline.domain.events import BuiltinCallDelta
+from threadline.domain.ports.tools import ToolCall as ToolCallRequest
+from threadline.domain.ports.tools import ToolError, ToolResult
 from threadline.domain.records import step_details_from, step_details_record
-from threadline.events import codec
-from threadline.events.pg import MAX_PAYLOAD, PostgresBus
-from threadline.testing import Reply, ScriptedModel, ScriptedTool
-from threadline.testing import ToolCall as ScriptedCall
-from threadline.tools.base import (
+from threadline.domain.steps import (
     BuiltinDetails,
     CodeInterpreterDetails,
     FileSearchDetails,
@@ -41,10 +39,11 @@ from threadline.tools.base import (
     ImageOutput,
     LogsOutput,
     RankingOptions,
-    ToolError,
-    ToolResult,
 )
-from threadline.tools.base import ToolCall as ToolCallRequest
+from threadline.events import codec
+from threadline.events.pg import MAX_PAYLOAD, PostgresBus
+from threadline.testing import Reply, ScriptedModel, ScriptedTool
+from threadline.testing import ToolCall as ScriptedCall
 from threadline.tools.registry import ToolRegistry
 
 WEATHER = {

@@ -258,7 +258,7 @@ def _sandbox_status(settings: Settings) -> str:
 async def _tokens_per_second(provider: LlamaCppProvider) -> float:
     import time
 
-    from threadline.providers.base import ModelRequest, TextDelta
+    from threadline.domain.ports.models import ModelRequest, TextDelta
 
     request = ModelRequest(
         model="doctor",

@@ -17,8 +17,8 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from threadline.domain.entities import Run
 from threadline.domain.model_calls import ModelCall
+from threadline.domain.ports.models import Usage
 from threadline.domain.run_states import TERMINAL
-from threadline.providers.base import Usage
 from threadline.workers.jobs import JobAttempt
 
 __all__ = ["CONTENT_TYPE_LATEST", "Metrics"]

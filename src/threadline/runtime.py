@@ -21,7 +21,9 @@ from threadline.config import Settings
 from threadline.domain.entities import Message, Run, RunStep, Thread
 from threadline.domain.files import FileService, UploadedImages
 from threadline.domain.input_files import InputFiles
-from threadline.domain.ports import BlobStore
+from threadline.domain.ports.storage import BlobStore
+from threadline.domain.ports.tool_services import Passage
+from threadline.domain.ports.tools import ToolError
 from threadline.domain.projects import Projects
 from threadline.domain.responses import ResponseService
 from threadline.domain.services import Services
@@ -40,10 +42,8 @@ from threadline.store.chunks import SqlChunkIndex
 from threadline.store.files import SqlFileStore
 from threadline.store.jobs import SqlJobQueue
 from threadline.store.vector_stores import SqlVectorStoreRepository
-from threadline.tools.base import ToolError
 from threadline.tools.code_interpreter import CodeInterpreterTool
 from threadline.tools.file_search import FileSearchTool
-from threadline.tools.ports import Passage
 from threadline.tools.registry import ToolRegistry
 from threadline.tools.sandbox.launcher import SandboxLimits
 from threadline.tools.sandbox.pool import SandboxPool
@@ -250,7 +250,7 @@ def build_tools(settings: Settings, files: FileService, vector_stores: VectorSto
 
 class ToolBackend:
     """The files and vector stores the built-in tools work with, each call within the project it
-    names (tools cannot see the domain; see :mod:`threadline.tools.ports`)."""
+    names (tools cannot see the domain; see :mod:`threadline.domain.ports.tool_services`)."""
 
     def __init__(self, files: FileService, vector_stores: VectorStoreService) -> None:
         self.files = files

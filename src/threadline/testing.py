@@ -44,9 +44,9 @@ from starlette.requests import Request
 from starlette.routing import Route
 from starlette.types import Message, Receive, Scope, Send
 
-from threadline.tools import base as tools
-from threadline.tools.base import (
-    FUNCTIONS,
+from threadline.domain.ports import tools
+from threadline.domain.ports.tools import FUNCTIONS, ToolResult
+from threadline.domain.steps import (
     BuiltinDetails,
     BuiltinType,
     CodeInterpreterDetails,
@@ -54,7 +54,6 @@ from threadline.tools.base import (
     FileSearchResult,
     LogsOutput,
     RankingOptions,
-    ToolResult,
 )
 
 __all__ = ["Reply", "Responder", "ScriptedModel", "ScriptedTool", "ToolCall", "echo_responder", "main"]

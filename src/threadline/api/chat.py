@@ -27,9 +27,9 @@ from threadline.api.routing import CheckedRoute
 from threadline.api.schemas import ReasoningEffort, ResponseFormat, Strict
 from threadline.domain.chat import ChatService, Choice, Completion, Piece
 from threadline.domain.files import UploadedImages
+from threadline.domain.ports.models import ChatMessage, ModelRequest, Usage
 from threadline.domain.services import Services
 from threadline.errors import InvalidRequestError, NotFoundError, ThreadlineError
-from threadline.providers.base import ChatMessage, ModelRequest, Usage
 
 router = APIRouter(route_class=CheckedRoute)
 

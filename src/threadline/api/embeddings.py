@@ -2,12 +2,15 @@
 
 Any model name is served by that one model, as a catch-all chat route serves any name; the reply
 names the model that made the vectors. ``encoding_format=base64`` is little-endian float32, as
-OpenAI sends it (the Python SDK asks for it by default and decodes it).
+OpenAI sends it (the Python SDK asks for it by default and decodes it). Token arrays are read as
+OpenAI's ``cl100k_base`` tokens, which is what clients that pre-tokenise (LangChain's
+``OpenAIEmbeddings``) send.
 """
 
 from __future__ import annotations
 
 import base64
+from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Request
@@ -16,10 +19,22 @@ from pydantic import Field
 from threadline.api.chat import Observed
 from threadline.api.routing import CheckedRoute
 from threadline.api.schemas import Strict
-from threadline.domain.embeddings import EmbeddingService, decode_tokens
-from threadline.providers.base import Usage
+from threadline.domain.embeddings import EmbeddingService
+from threadline.domain.ports.models import Usage
+from threadline.errors import InvalidRequestError
+from threadline.providers.tokenizers import tiktoken_encoding
 
 router = APIRouter(route_class=CheckedRoute)
+
+
+def decode_tokens(tokens: Sequence[int], position: int) -> str:
+    codec = tiktoken_encoding("cl100k_base")
+    try:
+        return codec.decode_bytes(list(tokens)).decode("utf-8", "replace")
+    except (KeyError, ValueError, OverflowError) as exc:
+        raise InvalidRequestError(
+            f"input[{position}] holds token ids that are not cl100k_base tokens: {exc}", param="input"
+        ) from None
 
 
 class CreateEmbeddingRequest(Strict):

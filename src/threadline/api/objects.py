@@ -13,6 +13,8 @@ from threadline.domain.entities import (
     Assistant,
     BuiltinCall,
     File,
+    FileBatch,
+    FileCounts,
     FunctionCall,
     Message,
     MessageCreation,
@@ -21,12 +23,14 @@ from threadline.domain.entities import (
     Run,
     RunStep,
     RunTransition,
+    SearchHit,
     StepDetails,
     Thread,
     ToolCallRecord,
+    VectorStore,
+    VectorStoreFile,
 )
-from threadline.domain.vector_stores import FileBatch, FileCounts, SearchHit, VectorStore, VectorStoreFile
-from threadline.tools.base import BuiltinDetails, CodeInterpreterDetails, CodeOutput, LogsOutput
+from threadline.domain.steps import BuiltinDetails, CodeInterpreterDetails, CodeOutput, LogsOutput
 
 T = TypeVar("T")
 Obj = dict[str, Any]

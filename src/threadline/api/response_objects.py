@@ -20,11 +20,11 @@ from threadline.domain.entities import (
     Thread,
     ToolCalls,
 )
+from threadline.domain.ports.citations import cut_index, strip_markers
 from threadline.domain.responses import ResponseView, search_results
 from threadline.domain.run_states import RunStatus
+from threadline.domain.steps import CodeInterpreterDetails, FileSearchDetails, LogsOutput
 from threadline.ids import builtin_item_id, call_item_id, container_id
-from threadline.retrieval.citations import cut_index, strip_markers
-from threadline.tools.base import CodeInterpreterDetails, FileSearchDetails, LogsOutput
 
 Obj = dict[str, Any]
 

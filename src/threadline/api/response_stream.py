@@ -52,12 +52,12 @@ from threadline.domain.events import (
     ReasoningDelta,
     StepDelta,
 )
-from threadline.domain.ports import Subscription
+from threadline.domain.ports.citations import MarkerFilter, strip_markers
+from threadline.domain.ports.storage import Subscription
 from threadline.domain.responses import ResponseService, ResponseView
 from threadline.domain.run_states import TERMINAL, RunStatus
 from threadline.errors import InvalidRequestError
 from threadline.ids import builtin_item_id, call_item_id, container_id
-from threadline.retrieval.citations import MarkerFilter, strip_markers
 
 log = logging.getLogger(__name__)
 

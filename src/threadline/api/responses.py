@@ -27,10 +27,10 @@ from threadline.api.response_schemas import (
 from threadline.api.routing import CheckedRoute
 from threadline.api.runs import settled
 from threadline.domain.entities import Run
+from threadline.domain.ports.models import Route
 from threadline.domain.responses import ResponseService
 from threadline.domain.services import Services
 from threadline.ids import new_id
-from threadline.providers.base import Route
 from threadline.providers.tokenizers import EstimateTokenizer
 
 router = APIRouter(route_class=CheckedRoute)

@@ -26,7 +26,7 @@ from threadline.api.schemas import (
 )
 from threadline.domain.entities import Run
 from threadline.domain.events import ObjectEvent
-from threadline.domain.ports import Subscription
+from threadline.domain.ports.storage import Subscription
 from threadline.domain.run_states import WAITING
 from threadline.domain.services import Services
 from threadline.ids import new_id

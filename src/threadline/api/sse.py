@@ -41,7 +41,7 @@ from threadline.domain.events import (
     ReasoningDelta,
     StepDelta,
 )
-from threadline.domain.ports import Subscription
+from threadline.domain.ports.storage import Subscription
 from threadline.domain.run_states import WAITING
 
 log = logging.getLogger(__name__)

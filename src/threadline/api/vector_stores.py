@@ -21,8 +21,9 @@ from threadline.api.objects import (
 )
 from threadline.api.routing import CheckedRoute
 from threadline.api.schemas import ChunkingStrategy, Strict, WithMetadata
-from threadline.domain.lifecycle import now
-from threadline.domain.vector_stores import NewFile, VectorStore, VectorStoreService
+from threadline.domain.clock import now
+from threadline.domain.entities import NewFile, VectorStore
+from threadline.domain.vector_stores import VectorStoreService
 
 router = APIRouter(route_class=CheckedRoute)
 

@@ -19,9 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from threadline.domain.model_calls import ModelCallObserver, Timed
-from threadline.errors import InvalidRequestError, ModelCallError, NotFoundError, TooManyRequestsError
-from threadline.ids import new_id
-from threadline.providers.base import (
+from threadline.domain.ports.models import (
     Finish,
     LocalModel,
     ModelEvent,
@@ -34,6 +32,8 @@ from threadline.providers.base import (
     ToolCallDelta,
     Usage,
 )
+from threadline.errors import InvalidRequestError, ModelCallError, NotFoundError, TooManyRequestsError
+from threadline.ids import new_id
 
 MAX_CHOICES = 16
 """The largest ``n``: each choice is a whole model call."""

@@ -25,6 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
+from threadline.domain.clock import now
 from threadline.domain.entities import (
     Message,
     MessageCreation,
@@ -34,10 +35,8 @@ from threadline.domain.entities import (
     ToolCallRecord,
     ToolCalls,
 )
-from threadline.domain.lifecycle import now
 from threadline.domain.model_calls import ModelCallObserver, Timed
-from threadline.domain.ports import Store
-from threadline.providers.base import (
+from threadline.domain.ports.models import (
     ChatMessage,
     LocalModel,
     ModelRequest,
@@ -46,8 +45,8 @@ from threadline.providers.base import (
     TextDelta,
     Usage,
 )
-from threadline.tools.base import CODE_INTERPRETER, FILE_SEARCH
-from threadline.tools.registry import ToolRegistry
+from threadline.domain.ports.storage import Store
+from threadline.domain.ports.tools import CODE_INTERPRETER, FILE_SEARCH, NoTools, ToolSet
 
 log = logging.getLogger(__name__)
 
@@ -268,7 +267,7 @@ def run_messages(steps: list[RunStep], own: dict[str, Message]) -> list[ChatMess
     return out
 
 
-def offered_tools(run: Run, tools: ToolRegistry) -> list[dict[str, Any]]:
+def offered_tools(run: Run, tools: ToolSet) -> list[dict[str, Any]]:
     """The run's tools as chat-completions functions: its functions, and each built-in tool this
     server has an implementation for (under the implementation's function name, which wins over a
     client function of the same name). Built-in tools with no implementation are left out."""
@@ -292,7 +291,7 @@ def offered_tools(run: Run, tools: ToolRegistry) -> list[dict[str, Any]]:
 
 
 def tool_choice(
-    run: Run, offered: list[dict[str, Any]], tools: ToolRegistry, first_call: bool
+    run: Run, offered: list[dict[str, Any]], tools: ToolSet, first_call: bool
 ) -> str | dict[str, Any] | None:
     """The run's ``tool_choice`` for this model call. Forcing a tool (by name or ``required``) holds
     for the run's first model call only: once the tool has answered, the model must be free to
@@ -371,12 +370,12 @@ class ContextBuilder:
         *,
         summaries: bool = True,
         default_window: int = 8192,
-        tools: ToolRegistry | None = None,
+        tools: ToolSet | None = None,
         images: ImageSource | None = None,
         observe_model_call: ModelCallObserver | None = None,
     ) -> None:
         self.store = store
-        self.tools = tools or ToolRegistry()
+        self.tools: ToolSet = tools if tools is not None else NoTools()
         self.images = images
         self.observe_model_call = observe_model_call
         """Told of each summarising model call, for metrics."""

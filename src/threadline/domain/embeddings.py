@@ -1,25 +1,20 @@
 """Embeddings for clients (``/v1/embeddings``) from the model file search embeds with.
 
 Inputs are embedded the way search queries are, on the same path (so a request waits behind another
-query, not behind a file being ingested). Token arrays are read as OpenAI's ``cl100k_base`` tokens,
-which is what clients that pre-tokenise (LangChain's ``OpenAIEmbeddings``) send. ``dimensions``
-shortens a vector only where the model was trained for it (Matryoshka: OpenAI's third-generation
-models); other models refuse any size but their own. ``input_type: passage`` (which servers of
-asymmetric models take, and Threadline sends to its own ``THREADLINE_EMBEDDINGS_BASE_URL``) embeds
-texts as file search embeds what it stores.
+query, not behind a file being ingested); token arrays are decoded before, in ``api/embeddings.py``.
+``dimensions`` shortens a vector only where the model was trained for it (Matryoshka: OpenAI's
+third-generation models; the engine does the arithmetic); other models refuse any size but their
+own. ``input_type: passage`` (which servers of asymmetric models take, and Threadline sends to its
+own ``THREADLINE_EMBEDDINGS_BASE_URL``) embeds texts as file search embeds what it stores.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
-
+from threadline.domain.ports.retrieval import Vector
 from threadline.domain.vector_stores import EngineSource
 from threadline.errors import InvalidRequestError
-from threadline.providers.tokenizers import tiktoken_encoding
-from threadline.retrieval.ports import Vector
 
 MAX_INPUTS = 2048
 """As OpenAI: inputs in one request."""
@@ -30,16 +25,6 @@ class Embedded:
     model: str
     vectors: Vector
     prompt_tokens: int
-
-
-def decode_tokens(tokens: Sequence[int], position: int) -> str:
-    codec = tiktoken_encoding("cl100k_base")
-    try:
-        return codec.decode_bytes(list(tokens)).decode("utf-8", "replace")
-    except (KeyError, ValueError, OverflowError) as exc:
-        raise InvalidRequestError(
-            f"input[{position}] holds token ids that are not cl100k_base tokens: {exc}", param="input"
-        ) from None
 
 
 class EmbeddingService:
@@ -66,7 +51,5 @@ class EmbeddingService:
                     + (" (it is not trained to be shortened)." if dimensions < size else "."),
                     param="dimensions",
                 )
-            cut = vectors[:, :dimensions]
-            norms = np.linalg.norm(cut, axis=1, keepdims=True)
-            vectors = (cut / np.where(norms == 0, 1, norms)).astype(np.float32)
+            vectors = engine.shorten(vectors, dimensions)
         return Embedded(embedder.name, vectors, tokens)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, TypeVar, get_args
 
 from threadline.domain.run_states import RunStatus
-from threadline.tools.base import BuiltinDetails, BuiltinType
+from threadline.domain.steps import BuiltinDetails, BuiltinType
 
 JSON = Any
 Metadata = dict[str, str]
@@ -322,3 +323,112 @@ T = TypeVar("T")
 class Page(Generic[T]):
     items: list[T]
     has_more: bool
+
+
+# --- vector stores ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class FileCounts:
+    in_progress: int = 0
+    completed: int = 0
+    failed: int = 0
+    cancelled: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.in_progress + self.completed + self.failed + self.cancelled
+
+
+@dataclass(slots=True)
+class VectorStore:
+    id: str
+    project_id: str
+    created_at: int
+    name: str | None
+    metadata: dict[str, str]
+    expires_after: dict[str, Any] | None
+    expires_at: int | None
+    last_active_at: int
+    file_counts: FileCounts = field(default_factory=FileCounts)
+    usage_bytes: int = 0
+    """Bytes of the files indexed (``completed``), computed from the store's files when read."""
+
+    def status(self, at: int) -> str:
+        if self.expires_at is not None and at >= self.expires_at:
+            return "expired"
+        return "in_progress" if self.file_counts.in_progress else "completed"
+
+
+@dataclass(slots=True)
+class VectorStoreFile:
+    id: str
+    """The file's id: a file is in a store at most once."""
+    vector_store_id: str
+    project_id: str
+    created_at: int
+    status: str
+    chunking_strategy: dict[str, Any]
+    attributes: dict[str, Any] | None = None
+    batch_id: str | None = None
+    usage_bytes: int = 0
+    last_error: dict[str, str] | None = None
+
+
+@dataclass(slots=True)
+class FileBatch:
+    id: str
+    vector_store_id: str
+    project_id: str
+    created_at: int
+    cancelled: bool = False
+    file_counts: FileCounts = field(default_factory=FileCounts)
+
+    @property
+    def status(self) -> str:
+        if self.cancelled:
+            return "cancelled"
+        return "in_progress" if self.file_counts.in_progress else "completed"
+
+
+@dataclass(frozen=True, slots=True)
+class NewFile:
+    """A file to add, as the request named it."""
+
+    file_id: str
+    chunking_strategy: dict[str, Any] | None = None
+    attributes: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadStorePlan:
+    """The files a request's messages attach for ``file_search`` go into their thread's store: the
+    one the thread names if it is live, else ``new_store``, made and named in its place. The store
+    layer applies this in the transaction that writes the messages, so two requests adding files to
+    one thread at once cannot make two stores, and a run sees the store as soon as it exists."""
+
+    new_store: VectorStore
+    at: int
+    """When the files are added (the store's new ``last_active_at``)."""
+    ingest_job: Callable[[str, str], Job]
+    """The ingestion job of a file added to a store (``store_id``, ``file_id``), written with it."""
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadStoreFiles:
+    """What applying a :class:`ThreadStorePlan` did."""
+
+    store_id: str
+    added: list[str]
+    """Files new to the store (written ``in_progress``), to be ingested; files it held already stay."""
+    tool_resources: dict[str, Any]
+    """The thread's tool resources afterwards."""
+
+
+@dataclass(frozen=True, slots=True)
+class SearchHit:
+    file_id: str
+    filename: str
+    score: float
+    attributes: dict[str, Any] | None
+    text: str

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from threadline.domain.entities import Message, Run, RunStep, Thread
-from threadline.tools.base import BuiltinType, CodeOutput
+from threadline.domain.steps import BuiltinType, CodeOutput
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
 
+from threadline.domain.clock import now
 from threadline.domain.entities import DEFAULT_PROJECT, File, ListQuery, Message, Page
-from threadline.domain.lifecycle import now
-from threadline.domain.ports import BlobNotFoundError, BlobStore, FileRepository
+from threadline.domain.ports.storage import BlobNotFoundError, BlobStore, FileRepository
 from threadline.errors import InvalidRequestError, NotFoundError, PayloadTooLargeError, describe_size
 from threadline.ids import new_id
 

@@ -8,17 +8,13 @@ incomplete, the thread unlocked, and the events published only after the write l
 from __future__ import annotations
 
 import dataclasses
-import time
 from typing import Any
 
+from threadline.domain.clock import now
 from threadline.domain.entities import Message, MessageCreation, Run, RunStep, StepStatus
 from threadline.domain.events import Event, ObjectEvent
-from threadline.domain.ports import Bus, Change, Store
+from threadline.domain.ports.storage import Bus, Change, Store
 from threadline.domain.run_states import TERMINAL, RunStatus, can_move
-
-
-def now() -> int:
-    return int(time.time())
 
 
 def snapshot(obj: Any) -> Any:

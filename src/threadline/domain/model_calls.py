@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Literal
 
-from threadline.providers.base import ProviderError
+from threadline.domain.ports.models import ProviderError
 
 log = logging.getLogger(__name__)
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 import hashlib
 import time
 
+from threadline.domain.clock import now
 from threadline.domain.entities import DEFAULT_PROJECT, ApiKey, Project
-from threadline.domain.lifecycle import now
-from threadline.domain.ports import Store
+from threadline.domain.ports.storage import Store
 from threadline.errors import AuthenticationError, InvalidRequestError, NotFoundError
 from threadline.ids import API_KEY_PREFIX, new_api_key, new_id
 

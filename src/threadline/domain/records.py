@@ -20,7 +20,7 @@ from threadline.domain.entities import (
     ToolCallRecord,
     ToolCalls,
 )
-from threadline.tools.base import (
+from threadline.domain.steps import (
     BuiltinDetails,
     CodeInterpreterDetails,
     CodeOutput,

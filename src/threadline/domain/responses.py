@@ -41,13 +41,14 @@ from threadline.domain.entities import (
 from threadline.domain.files import referenced_files
 from threadline.domain.input_files import pending
 from threadline.domain.model_calls import ModelCallObserver
-from threadline.domain.ports import ThreadLockedError
+from threadline.domain.ports.models import ChatMessage, ProviderError, Route, Usage
+from threadline.domain.ports.storage import ThreadLockedError
+from threadline.domain.ports.tools import FUNCTIONS
 from threadline.domain.run_states import ACTIVE
 from threadline.domain.services import Services
+from threadline.domain.steps import FileSearchDetails, LogsOutput
 from threadline.errors import InvalidRequestError, NotFoundError
 from threadline.ids import builtin_item_id, container_id, new_id
-from threadline.providers.base import ChatMessage, ProviderError, Route, Usage
-from threadline.tools.base import FUNCTIONS, FileSearchDetails, LogsOutput
 
 MAX_REASONING_ITEMS = 1000
 """The most entries of one response (its reasoning items, its function calls) read for its output."""

@@ -26,6 +26,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from threadline.domain.clock import now
 from threadline.domain.context import ContextBuilder
 from threadline.domain.entities import (
     BuiltinCall,
@@ -52,17 +53,14 @@ from threadline.domain.lifecycle import (
     end_run,
     message_event,
     moved,
-    now,
     publish,
     run_event,
     step_event,
     text_content,
 )
 from threadline.domain.model_calls import ModelCallObserver, Timed
-from threadline.domain.ports import Bus, Change, Store
-from threadline.domain.run_states import RunStatus
-from threadline.ids import call_item_id, new_id
-from threadline.providers.base import (
+from threadline.domain.ports.citations import Source, annotate
+from threadline.domain.ports.models import (
     Finish,
     ModelRequest,
     ProviderError,
@@ -73,18 +71,12 @@ from threadline.providers.base import (
     ToolCallDelta,
     Usage,
 )
-from threadline.providers.base import ReasoningDelta as Reasoning
-from threadline.retrieval.citations import Source, annotate
-from threadline.tools.base import (
-    BuiltinDetails,
-    CodeInterpreterDetails,
-    FileSearchDetails,
-    ImageOutput,
-    Tool,
-    ToolCall,
-    ToolError,
-)
-from threadline.tools.registry import ToolRegistry
+from threadline.domain.ports.models import ReasoningDelta as Reasoning
+from threadline.domain.ports.storage import Bus, Change, Store
+from threadline.domain.ports.tools import NoTools, Tool, ToolCall, ToolError, ToolSet
+from threadline.domain.run_states import RunStatus
+from threadline.domain.steps import BuiltinDetails, CodeInterpreterDetails, FileSearchDetails, ImageOutput
+from threadline.ids import call_item_id, new_id
 
 log = logging.getLogger(__name__)
 
@@ -153,12 +145,12 @@ class RunLoop:
         worker_id: str,
         *,
         builder: ContextBuilder | None = None,
-        tools: ToolRegistry | None = None,
+        tools: ToolSet | None = None,
         retries: int = 2,
         retry_backoff: float = 0.5,
         observe_model_call: ModelCallObserver | None = None,
     ) -> None:
-        self.tools = tools or ToolRegistry()
+        self.tools: ToolSet = tools if tools is not None else NoTools()
         self.context = builder or ContextBuilder(
             store, tools=self.tools, observe_model_call=observe_model_call
         )

@@ -13,17 +13,21 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from threadline.domain.clock import now
 from threadline.domain.entities import (
     DEFAULT_PROJECT,
     Assistant,
     FunctionCall,
     ListQuery,
     Message,
+    NewFile,
     Page,
     Run,
     RunStep,
     RunTransition,
     Thread,
+    ThreadStoreFiles,
+    ThreadStorePlan,
     ToolCalls,
 )
 from threadline.domain.events import ObjectEvent
@@ -37,19 +41,10 @@ from threadline.domain.files import (
     with_search_store,
 )
 from threadline.domain.input_files import InputFiles
-from threadline.domain.lifecycle import (
-    end_run,
-    moved,
-    now,
-    publish,
-    run_event,
-    snapshot,
-    step_event,
-    text_content,
-)
-from threadline.domain.ports import Bus, Change, Store, ThreadLockedError
+from threadline.domain.lifecycle import end_run, moved, publish, run_event, snapshot, step_event, text_content
+from threadline.domain.ports.storage import Bus, Change, Store, ThreadLockedError
 from threadline.domain.run_states import TERMINAL, RunStatus
-from threadline.domain.vector_stores import NewFile, ThreadStoreFiles, ThreadStorePlan, VectorStoreService
+from threadline.domain.vector_stores import VectorStoreService
 from threadline.errors import InvalidRequestError, NotFoundError
 from threadline.ids import new_id
 

@@ -24,20 +24,27 @@ import asyncio
 import copy
 import logging
 import re
-from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
 
-from threadline.domain.entities import DEFAULT_PROJECT, Job, ListQuery, Page
+from threadline.domain.clock import now
+from threadline.domain.entities import (
+    DEFAULT_PROJECT,
+    FileBatch,
+    Job,
+    ListQuery,
+    NewFile,
+    Page,
+    SearchHit,
+    ThreadStorePlan,
+    VectorStore,
+    VectorStoreFile,
+)
 from threadline.domain.files import FileRef, FileService
-from threadline.domain.lifecycle import now
-from threadline.domain.ports import JobQueue
+from threadline.domain.ports.retrieval import ChunkingStrategy, PreparationFailed, RankingOptions, Retrieval
+from threadline.domain.ports.storage import JobQueue, VectorStoreRepository
 from threadline.errors import FileContentError, InvalidRequestError, NotFoundError
 from threadline.ids import new_id
-from threadline.retrieval.chunking import ChunkingStrategy
-from threadline.retrieval.engine import RetrievalEngine
-from threadline.retrieval.ports import PreparationFailed
-from threadline.retrieval.ranking import RankingOptions
 
 log = logging.getLogger(__name__)
 
@@ -59,156 +66,7 @@ WATCH_SECONDS = 0.5
 """How often a file being indexed is checked for removal or cancellation (which stops its indexing)."""
 
 
-@dataclass(frozen=True, slots=True)
-class FileCounts:
-    in_progress: int = 0
-    completed: int = 0
-    failed: int = 0
-    cancelled: int = 0
-
-    @property
-    def total(self) -> int:
-        return self.in_progress + self.completed + self.failed + self.cancelled
-
-
-@dataclass(slots=True)
-class VectorStore:
-    id: str
-    project_id: str
-    created_at: int
-    name: str | None
-    metadata: dict[str, str]
-    expires_after: dict[str, Any] | None
-    expires_at: int | None
-    last_active_at: int
-    file_counts: FileCounts = field(default_factory=FileCounts)
-    usage_bytes: int = 0
-    """Bytes of the files indexed (``completed``), computed from the store's files when read."""
-
-    def status(self, at: int) -> str:
-        if self.expires_at is not None and at >= self.expires_at:
-            return "expired"
-        return "in_progress" if self.file_counts.in_progress else "completed"
-
-
-@dataclass(slots=True)
-class VectorStoreFile:
-    id: str
-    """The file's id: a file is in a store at most once."""
-    vector_store_id: str
-    project_id: str
-    created_at: int
-    status: str
-    chunking_strategy: dict[str, Any]
-    attributes: dict[str, Any] | None = None
-    batch_id: str | None = None
-    usage_bytes: int = 0
-    last_error: dict[str, str] | None = None
-
-
-@dataclass(slots=True)
-class FileBatch:
-    id: str
-    vector_store_id: str
-    project_id: str
-    created_at: int
-    cancelled: bool = False
-    file_counts: FileCounts = field(default_factory=FileCounts)
-
-    @property
-    def status(self) -> str:
-        if self.cancelled:
-            return "cancelled"
-        return "in_progress" if self.file_counts.in_progress else "completed"
-
-
-@dataclass(frozen=True, slots=True)
-class NewFile:
-    """A file to add, as the request named it."""
-
-    file_id: str
-    chunking_strategy: dict[str, Any] | None = None
-    attributes: dict[str, Any] | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ThreadStorePlan:
-    """The files a request's messages attach for ``file_search`` go into their thread's store: the
-    one the thread names if it is live, else ``new_store``, made and named in its place. The store
-    layer applies this in the transaction that writes the messages, so two requests adding files to
-    one thread at once cannot make two stores, and a run sees the store as soon as it exists."""
-
-    new_store: VectorStore
-    at: int
-    """When the files are added (the store's new ``last_active_at``)."""
-    ingest_job: Callable[[str, str], Job]
-    """The ingestion job of a file added to a store (``store_id``, ``file_id``), written with it."""
-
-
-@dataclass(frozen=True, slots=True)
-class ThreadStoreFiles:
-    """What applying a :class:`ThreadStorePlan` did."""
-
-    store_id: str
-    added: list[str]
-    """Files new to the store (written ``in_progress``), to be ingested; files it held already stay."""
-    tool_resources: dict[str, Any]
-    """The thread's tool resources afterwards."""
-
-
-@dataclass(frozen=True, slots=True)
-class SearchHit:
-    file_id: str
-    filename: str
-    score: float
-    attributes: dict[str, Any] | None
-    text: str
-
-
-class VectorStoreRepository(Protocol):
-    async def insert_store(self, store: VectorStore) -> None: ...
-    async def get_store(self, store_id: str, project_id: str) -> VectorStore | None:
-        """The store with its ``file_counts`` and ``usage_bytes``."""
-
-    async def list_stores(self, query: ListQuery, project_id: str) -> Page[VectorStore]: ...
-    async def update_store(self, store: VectorStore) -> None:
-        """Save ``name``, ``metadata``, ``expires_after``, ``expires_at`` and ``last_active_at``."""
-
-    async def delete_store(self, store_id: str, project_id: str) -> bool:
-        """Delete the store, its file rows and its batches."""
-
-    async def existing_store_ids(self, store_ids: Collection[str], project_id: str) -> set[str]: ...
-    async def add_files(
-        self, files: Sequence[VectorStoreFile], batch: FileBatch | None, jobs: Sequence[Job]
-    ) -> None:
-        """Insert the rows (and the batch), replacing rows of the same files in the same store, and
-        their ingestion ``jobs``, in one transaction."""
-
-    async def get_file(self, store_id: str, file_id: str, project_id: str) -> VectorStoreFile | None: ...
-    async def list_files(
-        self, store_id: str, query: ListQuery, status: str | None, batch_id: str | None
-    ) -> Page[VectorStoreFile]: ...
-    async def files_by_id(self, store_id: str, file_ids: Collection[str]) -> list[VectorStoreFile]: ...
-    async def delete_file(self, store_id: str, file_id: str, project_id: str) -> bool: ...
-    async def update_attributes(
-        self, store_id: str, file_id: str, project_id: str, attributes: dict[str, Any] | None
-    ) -> bool:
-        """Replace the file's attributes; False when the file is not there."""
-
-    async def chunk_texts(self, store_id: str, file_id: str) -> list[str]:
-        """The texts of the file's chunks in the store, in order."""
-
-    async def finish_file(
-        self, store_id: str, file_id: str, status: str, usage_bytes: int, last_error: dict[str, str] | None
-    ) -> bool:
-        """Move the file from ``in_progress`` to ``status``; False when it was no longer in progress."""
-
-    async def get_batch(self, store_id: str, batch_id: str, project_id: str) -> FileBatch | None: ...
-    async def cancel_batch(self, store_id: str, batch_id: str) -> None:
-        """Mark the batch cancelled and its files still in progress ``cancelled``, in one transaction."""
-
-
-EngineSource = Callable[[], Awaitable[RetrievalEngine]]
+EngineSource = Callable[[], Awaitable[Retrieval]]
 """The retrieval engine, loaded on first use (the embedding model takes a moment to load)."""
 
 
@@ -598,7 +456,7 @@ class VectorStoreService:
             # Cancelled or removed while it was indexed: its chunks must not be found.
             await engine.remove(store_id, file_id)
 
-    async def _index(self, scoped: VectorStoreService, engine: RetrievalEngine, row: VectorStoreFile) -> int:
+    async def _index(self, scoped: VectorStoreService, engine: Retrieval, row: VectorStoreFile) -> int:
         """Index the file of ``row``; returns its size in bytes."""
         file, chunks = await scoped.files.file_content(row.id)
         data = b"".join([chunk async for chunk in chunks])

@@ -24,7 +24,7 @@ from threadline.domain.records import (
     step_details_record,
 )
 from threadline.domain.run_states import RunStatus
-from threadline.tools.base import CodeOutput, ImageOutput, LogsOutput
+from threadline.domain.steps import CodeOutput, ImageOutput, LogsOutput
 
 _OBJECTS: dict[str, type[Thread | Run | RunStep | Message]] = {
     "thread": Thread,

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, cast
 
-from threadline.providers.base import (
+from threadline.domain.ports.models import (
     Finish,
     ModelEvent,
     ModelRequest,

@@ -20,8 +20,8 @@ import httpx
 import numpy as np
 
 from threadline.config import Settings
+from threadline.domain.ports.retrieval import Embedder, Vector
 from threadline.errors import ServiceUnavailableError
-from threadline.retrieval.ports import Embedder, Vector
 
 
 def _normalise(matrix: Vector) -> Vector:

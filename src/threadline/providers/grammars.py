@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from threadline.providers.base import ProviderError
+from threadline.domain.ports.models import ProviderError
 
 __all__ = [
     "DEFAULT_MAX_ITEMS",

@@ -30,7 +30,7 @@ import threading
 import time
 from typing import IO, Any
 
-from threadline.providers.base import ModelEvent, ModelRequest, ProviderError
+from threadline.domain.ports.models import ModelEvent, ModelRequest, ProviderError
 from threadline.providers.decoding import DEFAULT_REPEAT_PENALTY, Loaded, Stopped, Turn, load_model
 
 PROBE_PROMPT = [{"role": "user", "content": "Hi"}]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator
 
-from threadline.providers.base import ModelEvent, ModelRequest, ReplyLimits
+from threadline.domain.ports.models import ModelEvent, ModelRequest, ReplyLimits
 from threadline.providers.model_host import ModelHost
 
 __all__ = ["LlamaCppProvider", "default_threads"]
@@ -27,7 +27,7 @@ def default_threads() -> int:
 
 
 class LlamaCppProvider:
-    """A :class:`~threadline.providers.base.Provider` for one GGUF file.
+    """A :class:`~threadline.domain.ports.models.Provider` for one GGUF file.
 
     The host process starts on first use, or at start-up through :meth:`start` (which runs the
     start-up check). ``count_tokens`` and ``context_window`` use the model's own tokenizer and

@@ -13,7 +13,7 @@ import json
 import re
 from typing import Any
 
-from threadline.providers.base import ChatMessage, ModelRequest
+from threadline.domain.ports.models import ChatMessage, ModelRequest
 
 
 def _content_text(content: Any) -> str:

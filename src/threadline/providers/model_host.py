@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from threadline.providers.base import (
+from threadline.domain.ports.models import (
     Finish,
     ModelEvent,
     ModelRequest,

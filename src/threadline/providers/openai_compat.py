@@ -23,7 +23,7 @@ from typing import Any
 
 import httpx
 
-from threadline.providers.base import (
+from threadline.domain.ports.models import (
     Finish,
     ModelEvent,
     ModelRequest,

@@ -19,8 +19,8 @@ from typing import Any
 import yaml
 
 from threadline.config import Settings
+from threadline.domain.ports.models import LocalModel, Provider, ReplyLimits, Route, Tokenizer
 from threadline.providers import tokenizers
-from threadline.providers.base import LocalModel, Provider, ReplyLimits, Route, Tokenizer
 from threadline.providers.openai_compat import OpenAICompatProvider
 
 

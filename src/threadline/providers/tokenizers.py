@@ -22,7 +22,7 @@ import warnings
 from functools import lru_cache
 from pathlib import Path
 
-from threadline.providers.base import Tokenizer
+from threadline.domain.ports.models import Tokenizer
 from threadline.retrieval.chunking import TokenCodec
 
 log = logging.getLogger(__name__)

@@ -1,8 +1,8 @@
 """Ingesting files into vector stores and searching them: parse, chunk, embed, index; embed the
 query, rank by cosine and by BM25, fuse.
 
-The engine is given its ports (``ChunkIndex``, ``Embedder``, optionally a ``ChunkPreparer``) and a
-token codec. Ingestion's parse, chunk and embed (``prepare_file``) run in the preparer when there is
+The engine implements the domain's ``Retrieval`` port. It is given its own ports (``ChunkIndex``,
+``Embedder``, optionally a ``ChunkPreparer``) and a token codec. Ingestion's parse, chunk and embed (``prepare_file``) run in the preparer when there is
 one (the server's bounded child processes, ``workers/ingestion.py``), else on a worker thread; the
 embedder here then serves only queries, so a search never waits behind another file's ingestion.
 It is meant to be called from the file ingestion job and from the ``file_search`` tool.
@@ -13,45 +13,30 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
-from threadline.retrieval.chunking import AUTO, ChunkingStrategy, TokenCodec, chunk_text
-from threadline.retrieval.parsing import ParseLimits, parse
-from threadline.retrieval.ports import (
+from threadline.domain.ports.retrieval import (
     ChunkIndex,
+    ChunkingStrategy,
     ChunkPreparer,
     Embedder,
     IndexedChunk,
+    IngestResult,
     PreparedFile,
+    RankingOptions,
+    SearchResult,
     Vector,
 )
-from threadline.retrieval.ranking import RankingOptions, fuse
+from threadline.retrieval.chunking import AUTO, TokenCodec, chunk_text
+from threadline.retrieval.parsing import ParseLimits, parse
+from threadline.retrieval.ranking import fuse
 from threadline.retrieval.terms import query_term_ids, term_counts
 
 EMBED_BATCH = 16
 MIN_DEPTH = 100
 """Candidates taken from each ranking before fusion: enough that a chunk ranked well by one method
 and moderately by the other is still seen by both."""
-
-
-@dataclass(frozen=True, slots=True)
-class IngestResult:
-    """How much was indexed: chunks, their tokens (overlaps counted in each), the text's characters."""
-
-    chunks: int
-    tokens: int
-    characters: int
-
-
-@dataclass(frozen=True, slots=True)
-class SearchResult:
-    vector_store_id: str
-    file_id: str
-    ordinal: int
-    text: str
-    score: float
 
 
 def prepare_file(
@@ -169,6 +154,12 @@ class RetrievalEngine:
             with self._embedding:
                 return batch(texts), tokens
         return np.stack([self._embed_query(text) for text in texts]), tokens
+
+    def shorten(self, vectors: Vector, dimensions: int) -> Vector:
+        """``vectors`` cut to their first ``dimensions`` and normalised again (Matryoshka models)."""
+        cut = vectors[:, :dimensions]
+        norms = np.linalg.norm(cut, axis=1, keepdims=True)
+        return (cut / np.where(norms == 0, 1, norms)).astype(np.float32)
 
     def _embed_query(self, query: str) -> Vector:
         with self._embedding:

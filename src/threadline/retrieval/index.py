@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from threadline.retrieval.ports import Vector
+from threadline.domain.ports.retrieval import Vector
 
 # BM25's usual constants (Robertson & Zaragoza).
 K1 = 1.2

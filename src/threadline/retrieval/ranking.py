@@ -1,4 +1,5 @@
-"""Fusing rankings (reciprocal rank fusion) and the ``ranking_options`` of ``file_search``.
+"""Fusing rankings (reciprocal rank fusion); ``file_search``'s ``ranking_options`` are
+``threadline.domain.ports.retrieval.RankingOptions``.
 
 RRF scores a chunk ``sum(1 / (k + rank))`` over the rankings it appears in (k = 60, as in Cormack
 et al. 2009): it needs no calibration between cosine similarities and BM25 scores. The score
@@ -9,31 +10,8 @@ reported, and compared with ``score_threshold``, is that sum divided by its larg
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-
-from threadline.errors import InvalidRequestError
 
 RRF_K = 60
-MAX_NUM_RESULTS = 50
-DEFAULT_NUM_RESULTS = 20
-
-
-@dataclass(frozen=True, slots=True)
-class RankingOptions:
-    max_num_results: int = DEFAULT_NUM_RESULTS
-    score_threshold: float = 0.0
-
-    def __post_init__(self) -> None:
-        if isinstance(self.max_num_results, bool) or not 1 <= self.max_num_results <= MAX_NUM_RESULTS:
-            raise InvalidRequestError(
-                f"max_num_results must be between 1 and {MAX_NUM_RESULTS}, got {self.max_num_results}.",
-                param="file_search.max_num_results",
-            )
-        if not 0.0 <= self.score_threshold <= 1.0:
-            raise InvalidRequestError(
-                f"score_threshold must be between 0 and 1, got {self.score_threshold}.",
-                param="file_search.ranking_options.score_threshold",
-            )
 
 
 def fuse(rankings: Sequence[Sequence[int]], k: int = RRF_K) -> list[tuple[int, float]]:

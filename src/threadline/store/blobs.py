@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from threadline.config import Settings
-from threadline.domain.ports import BlobNotFoundError, BlobStore
+from threadline.domain.ports.storage import BlobNotFoundError, BlobStore
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """The chunks of files in vector stores, in the database, searched through an in-memory cache.
 
-:class:`SqlChunkIndex` implements ``retrieval.ports.ChunkIndex`` on SQLite and PostgreSQL alike.
+:class:`SqlChunkIndex` implements ``domain.ports.retrieval.ChunkIndex`` on SQLite and PostgreSQL alike.
 Each store searched is loaded once into a ``retrieval.index.StoreIndex`` (its vectors as one numpy
 matrix, its keyword postings as sorted arrays) and kept while the store is unchanged: before every
 search one primary-key read fetches the store's revision, a counter that every write to its chunks,
@@ -20,8 +20,8 @@ from sqlalchemy import ColumnElement, Connection, Delete, delete, insert, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from threadline.domain.ports.retrieval import IndexedChunk, Rankings, StoredChunk, Vector
 from threadline.retrieval.index import StoreIndex, merge
-from threadline.retrieval.ports import IndexedChunk, Rankings, StoredChunk, Vector
 from threadline.store import pgvector
 from threadline.store import tables as t
 from threadline.store.database import Database

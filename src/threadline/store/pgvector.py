@@ -21,7 +21,7 @@ import numpy as np
 from sqlalchemy import Connection, bindparam, text
 from sqlalchemy.exc import DBAPIError
 
-from threadline.retrieval.ports import Vector
+from threadline.domain.ports.retrieval import Vector
 from threadline.store.database import Database
 
 log = logging.getLogger("threadline.store")

@@ -45,9 +45,11 @@ from threadline.domain.entities import (
     RunTransition,
     Summary,
     Thread,
+    ThreadStoreFiles,
+    ThreadStorePlan,
 )
 from threadline.domain.files import attached_code_files, attached_search_files, with_code_files
-from threadline.domain.ports import Change, ThreadLockedError
+from threadline.domain.ports.storage import Change, ThreadLockedError
 from threadline.domain.records import (
     required_action_from,
     required_action_record,
@@ -55,7 +57,6 @@ from threadline.domain.records import (
     step_details_record,
 )
 from threadline.domain.run_states import ACTIVE, RunStatus, cause_of
-from threadline.domain.vector_stores import ThreadStoreFiles, ThreadStorePlan
 from threadline.ids import new_id
 from threadline.store import tables as t
 from threadline.store.claims import claim_statement, renew_statement

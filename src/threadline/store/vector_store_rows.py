@@ -12,15 +12,9 @@ from typing import Any
 
 from sqlalchemy import Connection, insert, or_, select, update
 
+from threadline.domain.entities import ThreadStoreFiles, ThreadStorePlan, VectorStore, VectorStoreFile
 from threadline.domain.files import thread_store_id, with_search_store
-from threadline.domain.vector_stores import (
-    ThreadStoreFiles,
-    ThreadStorePlan,
-    VectorStore,
-    VectorStoreFile,
-    chunking_of,
-    expiry_at,
-)
+from threadline.domain.vector_stores import chunking_of, expiry_at
 from threadline.store import tables as t
 from threadline.store.jobs import insert_jobs
 

@@ -12,8 +12,15 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, and_, delete, func, insert, select, update
 
-from threadline.domain.entities import Job, ListQuery, Page
-from threadline.domain.vector_stores import FileBatch, FileCounts, VectorStore, VectorStoreFile
+from threadline.domain.entities import (
+    FileBatch,
+    FileCounts,
+    Job,
+    ListQuery,
+    Page,
+    VectorStore,
+    VectorStoreFile,
+)
 from threadline.store import tables as t
 from threadline.store.chunks import drop_file_chunks
 from threadline.store.database import Database

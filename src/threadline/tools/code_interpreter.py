@@ -21,20 +21,17 @@ import posixpath
 import time
 from typing import Any
 
-from threadline.errors import SandboxBusyError, SandboxUnavailableError
-from threadline.tools.base import (
-    CODE_INTERPRETER,
+from threadline.domain.ports.tool_services import ToolFiles
+from threadline.domain.ports.tools import CODE_INTERPRETER, ToolCall, ToolError, ToolResult
+from threadline.domain.steps import (
     BuiltinType,
     CodeInterpreterDetails,
     CodeOutput,
     ImageOutput,
     LogsOutput,
     SavedFile,
-    ToolCall,
-    ToolError,
-    ToolResult,
 )
-from threadline.tools.ports import ToolFiles
+from threadline.errors import SandboxBusyError, SandboxUnavailableError
 from threadline.tools.sandbox.pool import ExecutionResult, SandboxPool
 
 log = logging.getLogger(__name__)

@@ -19,18 +19,10 @@ import asyncio
 from collections import OrderedDict
 from typing import Any
 
-from threadline.retrieval.citations import Source, format_results
-from threadline.tools.base import (
-    FILE_SEARCH,
-    BuiltinType,
-    FileSearchDetails,
-    FileSearchResult,
-    RankingOptions,
-    ToolCall,
-    ToolError,
-    ToolResult,
-)
-from threadline.tools.ports import ToolSearch
+from threadline.domain.ports.citations import Source, format_results
+from threadline.domain.ports.tool_services import ToolSearch
+from threadline.domain.ports.tools import FILE_SEARCH, ToolCall, ToolError, ToolResult
+from threadline.domain.steps import BuiltinType, FileSearchDetails, FileSearchResult, RankingOptions
 
 DEFAULT_MAX_RESULTS = 20
 RANKER = "default_2024_08_21"

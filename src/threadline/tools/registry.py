@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from threadline.tools.base import BuiltinType, Tool
+from threadline.domain.ports.tools import Tool
+from threadline.domain.steps import BuiltinType
 
 
 class ToolRegistry:

@@ -55,10 +55,10 @@ def _encode(array: Any) -> str:
 def serve(request: dict[str, Any], data: bytes, say: Any) -> None:
     # Imported here, after the limits are set: they count against them, and a file cannot hurt them.
     from threadline.config import Settings
+    from threadline.domain.ports.retrieval import ChunkingStrategy
     from threadline.errors import FileContentError, ServiceUnavailableError
     from threadline.providers.embeddings import embedder_for
     from threadline.providers.tokenizers import tiktoken_encoding
-    from threadline.retrieval.chunking import ChunkingStrategy
     from threadline.retrieval.engine import prepare_file
     from threadline.retrieval.parsing import ParseLimits, parse
 

@@ -33,11 +33,10 @@ from typing import Any
 import numpy as np
 
 from threadline.config import Settings
+from threadline.domain.ports.retrieval import ChunkingStrategy, IndexedChunk, PreparationFailed, PreparedFile
 from threadline.errors import FileContentError, ServiceUnavailableError
 from threadline.providers.model_host import describe_exit
-from threadline.retrieval.chunking import ChunkingStrategy
 from threadline.retrieval.parsing import ParseLimits
-from threadline.retrieval.ports import IndexedChunk, PreparationFailed, PreparedFile
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +111,7 @@ class FairGate:
 
 
 class IngestionProcesses:
-    """The :class:`~threadline.retrieval.ports.ChunkPreparer` of a worker: a child process per file."""
+    """The :class:`~threadline.domain.ports.retrieval.ChunkPreparer` of a worker: a child process per file."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings

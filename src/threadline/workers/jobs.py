@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from threadline.config import Settings
 from threadline.domain.entities import Job
-from threadline.domain.ports import JobQueue
+from threadline.domain.ports.storage import JobQueue
 
 log = logging.getLogger(__name__)
 

@@ -19,15 +19,16 @@ import uuid
 from collections.abc import Callable, Collection, Mapping
 
 from threadline.config import Settings
+from threadline.domain.clock import now
 from threadline.domain.context import ContextBuilder, ImageSource
 from threadline.domain.entities import Run
 from threadline.domain.events import ErrorEvent, ObjectEvent
-from threadline.domain.lifecycle import end_run, moved, now
+from threadline.domain.lifecycle import end_run, moved
 from threadline.domain.model_calls import ModelCallObserver
-from threadline.domain.ports import Bus, Change, JobQueue, Store, Subscription
+from threadline.domain.ports.models import Router
+from threadline.domain.ports.storage import Bus, Change, JobQueue, Store, Subscription
 from threadline.domain.run_loop import RunLoop
 from threadline.domain.run_states import ACTIVE, RunStatus
-from threadline.providers.base import Router
 from threadline.tools.registry import ToolRegistry
 from threadline.workers.jobs import Handler, JobObserver, JobRunner
 

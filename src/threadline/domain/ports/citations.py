@@ -4,6 +4,10 @@ Results are shown to the model numbered ``【{message}:{result}†{filename}】`
 models were trained on), and the model cites by repeating a marker. :func:`annotate` finds the
 markers in its answer and turns each that names a known result into a ``file_citation``
 annotation over the marker's characters; markers naming no known result are left as plain text.
+
+The marker is a contract between three layers: the ``file_search`` tool writes it, the run loop
+reads it back, the Responses API cuts it out of answers. These are pure functions with no I/O, so
+they live with the ports all three may import, rather than behind a protocol.
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
-"""The interface of a server-side tool and the values it produces.
+"""The interface of a server-side tool: the call it serves, what it returns, how it fails.
 
 A tool declares the function a model sees (``name``, ``description``, ``parameters``), says what
 its run step shows before it runs (``start``: e.g. the code about to execute) and runs one call
-(``run``), returning the step details to show and the text the model is given back. The values
-here are plain data with no wire or storage shape; ``api/`` renders them, ``store/`` saves them.
+(``run``), returning the step details to show (``threadline.domain.steps``) and the text the model
+is given back. The implementations live in ``threadline.tools``; the runtime registers them in a
+``ToolRegistry``, which the domain sees only as a :class:`ToolSet`.
 
 Implementations are async and must stop promptly when their task is cancelled: a run cancelled or
 expired during a tool call cancels the call. :class:`ToolError` is a failure the model should hear
@@ -13,69 +14,9 @@ about (its message becomes the call's output); any other exception fails the run
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
-BuiltinType = Literal["code_interpreter", "file_search"]
-
-
-@dataclass(frozen=True, slots=True)
-class LogsOutput:
-    """Text a code interpreter call printed."""
-
-    logs: str
-
-
-@dataclass(frozen=True, slots=True)
-class ImageOutput:
-    """An image a code interpreter call made, saved as a file."""
-
-    file_id: str
-
-
-CodeOutput = LogsOutput | ImageOutput
-
-
-@dataclass(frozen=True, slots=True)
-class SavedFile:
-    """A file a code interpreter call wrote, kept as a file."""
-
-    path: str
-    """Where the code wrote it: ``/mnt/data/…``."""
-    file_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class CodeInterpreterDetails:
-    input: str
-    outputs: tuple[CodeOutput, ...] = ()
-    files: tuple[SavedFile, ...] = ()
-    """Files the code wrote. Not among the step's outputs (OpenAI's showed none there): the answer
-    links them where it names their path."""
-
-
-@dataclass(frozen=True, slots=True)
-class RankingOptions:
-    ranker: str
-    score_threshold: float
-
-
-@dataclass(frozen=True, slots=True)
-class FileSearchResult:
-    file_id: str
-    file_name: str
-    score: float
-    content: tuple[str, ...] = ()
-    """The matching text, shown to clients only when they ask for it (``include[]``)."""
-
-
-@dataclass(frozen=True, slots=True)
-class FileSearchDetails:
-    ranking_options: RankingOptions | None = None
-    results: tuple[FileSearchResult, ...] = ()
-
-
-BuiltinDetails = CodeInterpreterDetails | FileSearchDetails
-"""What a built-in call's run step shows, by tool type."""
+from threadline.domain.steps import BuiltinDetails, BuiltinType
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +70,19 @@ class Tool(Protocol):
         """The step details shown while the call runs (raises :class:`ToolError` on bad arguments)."""
 
     async def run(self, call: ToolCall) -> ToolResult: ...
+
+
+class ToolSet(Protocol):
+    """The tools this process serves, by OpenAI tool type (``threadline.tools.registry.ToolRegistry``)."""
+
+    def get(self, tool_type: BuiltinType | str) -> Tool | None: ...
+
+
+class NoTools:
+    """A :class:`ToolSet` serving nothing: built-in tools are not offered."""
+
+    def get(self, tool_type: BuiltinType | str) -> Tool | None:
+        return None
 
 
 @dataclass(frozen=True, slots=True)

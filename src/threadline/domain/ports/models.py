@@ -1,4 +1,4 @@
-"""The provider interface: how the run engine talks to a model.
+"""The provider interface: how the run engine talks to a model (implemented in ``threadline.providers``).
 
 A provider turns a :class:`ModelRequest` (chat-completions shaped messages and tools) into a stream
 of our own :class:`ModelEvent` values. Each adapter (OpenAI-compatible HTTP, in-process llama.cpp)

@@ -1,5 +1,5 @@
-"""What the domain needs from the outside world, as protocols: the stores, the blob store, the job
-queue and the event bus.
+"""What the domain needs from the outside world, as protocols: the stores (vector stores among them),
+the blob store, the job queue and the event bus.
 
 ``threadline.store`` (``SqlStore``, ``SqlFileStore``, ``SqlJobQueue``, the blob stores) and the
 buses in ``threadline.events`` implement these; the domain only sees the protocols, so it never
@@ -11,12 +11,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterable, AsyncIterator, Collection, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from threadline.domain.entities import (
     ApiKey,
     Assistant,
     File,
+    FileBatch,
     Job,
     ListQuery,
     Message,
@@ -27,12 +28,13 @@ from threadline.domain.entities import (
     RunTransition,
     Summary,
     Thread,
+    ThreadStoreFiles,
+    ThreadStorePlan,
+    VectorStore,
+    VectorStoreFile,
 )
 from threadline.domain.events import Event
 from threadline.domain.run_states import RunStatus
-
-if TYPE_CHECKING:  # the vector store service needs the job queue from here
-    from threadline.domain.vector_stores import ThreadStoreFiles, ThreadStorePlan
 
 
 @dataclass(slots=True)
@@ -87,7 +89,7 @@ class Store(Protocol):
         """Save a new thread with its messages and, for create-and-run, its first run (which holds its lock).
 
         With ``search``, the files the messages attach for ``file_search`` go into the thread's store
-        in the same transaction (see :class:`~threadline.domain.vector_stores.ThreadStorePlan`); what
+        in the same transaction (see :class:`~threadline.domain.entities.ThreadStorePlan`); what
         was done is returned (``None`` when no file was attached for it)."""
 
     async def get_thread(self, thread_id: str, project_id: str | None = None) -> Thread | None:
@@ -310,3 +312,46 @@ class JobQueue(Protocol):
 
     async def purge_jobs(self, finished_before: float) -> int:
         """Forget succeeded and failed jobs that finished before this time."""
+
+
+class VectorStoreRepository(Protocol):
+    async def insert_store(self, store: VectorStore) -> None: ...
+    async def get_store(self, store_id: str, project_id: str) -> VectorStore | None:
+        """The store with its ``file_counts`` and ``usage_bytes``."""
+
+    async def list_stores(self, query: ListQuery, project_id: str) -> Page[VectorStore]: ...
+    async def update_store(self, store: VectorStore) -> None:
+        """Save ``name``, ``metadata``, ``expires_after``, ``expires_at`` and ``last_active_at``."""
+
+    async def delete_store(self, store_id: str, project_id: str) -> bool:
+        """Delete the store, its file rows and its batches."""
+
+    async def existing_store_ids(self, store_ids: Collection[str], project_id: str) -> set[str]: ...
+    async def add_files(
+        self, files: Sequence[VectorStoreFile], batch: FileBatch | None, jobs: Sequence[Job]
+    ) -> None:
+        """Insert the rows (and the batch), replacing rows of the same files in the same store, and
+        their ingestion ``jobs``, in one transaction."""
+
+    async def get_file(self, store_id: str, file_id: str, project_id: str) -> VectorStoreFile | None: ...
+    async def list_files(
+        self, store_id: str, query: ListQuery, status: str | None, batch_id: str | None
+    ) -> Page[VectorStoreFile]: ...
+    async def files_by_id(self, store_id: str, file_ids: Collection[str]) -> list[VectorStoreFile]: ...
+    async def delete_file(self, store_id: str, file_id: str, project_id: str) -> bool: ...
+    async def update_attributes(
+        self, store_id: str, file_id: str, project_id: str, attributes: dict[str, Any] | None
+    ) -> bool:
+        """Replace the file's attributes; False when the file is not there."""
+
+    async def chunk_texts(self, store_id: str, file_id: str) -> list[str]:
+        """The texts of the file's chunks in the store, in order."""
+
+    async def finish_file(
+        self, store_id: str, file_id: str, status: str, usage_bytes: int, last_error: dict[str, str] | None
+    ) -> bool:
+        """Move the file from ``in_progress`` to ``status``; False when it was no longer in progress."""
+
+    async def get_batch(self, store_id: str, batch_id: str, project_id: str) -> FileBatch | None: ...
+    async def cancel_batch(self, store_id: str, batch_id: str) -> None:
+        """Mark the batch cancelled and its files still in progress ``cancelled``, in one transaction."""

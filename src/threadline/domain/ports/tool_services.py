@@ -1,7 +1,7 @@
 """What the shipped built-in tools need from the rest of the server, as small ports.
 
-Tools know nothing of the domain (the run loop calls them, not the other way round), so the files
-and vector stores they work with reach them through these; the runtime wires the real ones.
+Tools know nothing of the domain's services (the run loop calls them, not the other way round), so
+the files and vector stores they work with reach them through these; the runtime wires the real ones.
 Every call names the project of the thread it serves, and stays within it.
 """
 
@@ -14,7 +14,7 @@ from typing import Protocol
 
 class ToolFiles(Protocol):
     async def read(self, project_id: str, file_id: str, limit: int) -> tuple[str, bytes]:
-        """A file's name and bytes; raises :class:`~threadline.tools.base.ToolError` when it is
+        """A file's name and bytes; raises :class:`~threadline.domain.ports.tools.ToolError` when it is
         missing or larger than ``limit``."""
 
     async def save(self, project_id: str, filename: str, data: bytes, content_type: str) -> str:
