@@ -4,7 +4,7 @@ seeing it completed, counted inside the server rather than timed.
 ``python -m bench.statements`` serves ``create_app`` under uvicorn in this process (SQLite on a fresh
 file, the scripted model answering at once), has the official SDK do what the runs benchmark's SDK
 clients do — ``threads.create`` with one user message, then ``runs.create_and_poll`` — a few times to
-warm up, then ``--runs`` times one after another, and prints per run: the transactions
+warm up, then ``--runs`` times (one after another, or ``--clients`` at once), and prints per run: the transactions
 (``Database.read`` and ``Database.write`` calls), the statements sent to the driver (``BEGIN``
 included) and both by store operation, and the CPU time the server's threads took per run (read from
 ``/proc``, so neither the client's nor the model's). Background loops (lease renewal, sweeps) count
@@ -22,9 +22,11 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import httpx
 import uvicorn
 from sqlalchemy import event
 
@@ -70,7 +72,8 @@ class Counter:
 
     def _wrap(self, kind: str, method: Callable[..., Any]) -> Callable[..., Any]:
         async def counted(fn: Callable[..., Any], **options: Any) -> Any:
-            operation = f"{self._operation(fn)} ({kind})"
+            where = "read on the caller's thread" if options.get("point") else kind
+            operation = f"{self._operation(fn)} ({where})"
 
             def tagged(conn: Any) -> Any:
                 self.current.operation = operation
@@ -121,7 +124,7 @@ class Server:
         self.thread.join(timeout=20)
 
 
-def count(runs: int, warmup: int, database_url: str | None, workdir: Path) -> str:
+def count(runs: int, warmup: int, clients: int, database_url: str | None, workdir: Path) -> str:
     from openai import OpenAI
 
     with ScriptedModel() as model:
@@ -133,18 +136,28 @@ def count(runs: int, warmup: int, database_url: str | None, workdir: Path) -> st
         server = Server(settings)
         try:
             counter = Counter(server.app.state.runtime.db)
-            client = OpenAI(base_url=server.url, api_key="bench", max_retries=0)
+            client = OpenAI(
+                base_url=server.url,
+                api_key="bench",
+                max_retries=0,
+                http_client=httpx.Client(limits=httpx.Limits(max_connections=clients)),
+            )
             assistant = client.beta.assistants.create(model="scripted", name="bench")
             exclude = {threading.get_native_id(), *(t.native_id or 0 for t in model_threads(model))}
             cpu = 0.0
-            for number in range(warmup + runs):
-                if number == warmup:
-                    counter.reset()
-                    cpu = server_cpu(exclude)
+
+            def run_once() -> None:
+                exclude.add(threading.get_native_id())
                 thread = client.beta.threads.create(messages=[{"role": "user", "content": "Hello?"}])
                 run = client.beta.threads.runs.create_and_poll(thread_id=thread.id, assistant_id=assistant.id)
                 if run.status != "completed":
                     raise RuntimeError(f"a run ended {run.status}")
+
+            with ThreadPoolExecutor(clients) as pool:
+                list(pool.map(lambda _: run_once(), range(warmup * clients)))
+                counter.reset()
+                cpu = server_cpu(exclude)
+                list(pool.map(lambda _: run_once(), range(runs)))
             cpu = server_cpu(exclude) - cpu
             with counter.lock:
                 transactions, statements = dict(counter.transactions), dict(counter.statements)
@@ -161,7 +174,7 @@ def report(transactions: dict[str, int], statements: dict[str, int], runs: int, 
     def per_run(n: int) -> str:
         return f"{n / runs:.2f}".rstrip("0").rstrip(".")
 
-    reads = sum(n for op, n in transactions.items() if op.endswith("(read)"))
+    reads = sum(n for op, n in transactions.items() if "(read" in op)
     writes = sum(n for op, n in transactions.items() if op.endswith("(write)"))
     rows = [
         [op, per_run(transactions.get(op, 0)), per_run(statements.get(op, 0))]
@@ -182,12 +195,13 @@ def report(transactions: dict[str, int], statements: dict[str, int], runs: int, 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.statements", description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=20)
-    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=3, help="runs per client before counting")
+    parser.add_argument("--clients", type=int, default=1, help="SDK clients at once (threads)")
     parser.add_argument("--database-url", help="another database (default: a fresh SQLite file)")
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore", category=DeprecationWarning)  # the SDK's Assistants API
     with tempfile.TemporaryDirectory(prefix="threadline-statements-") as tmp:
-        print(count(args.runs, args.warmup, args.database_url, Path(tmp)))
+        print(count(args.runs, args.warmup, max(1, args.clients), args.database_url, Path(tmp)))
 
 
 if __name__ == "__main__":
