@@ -24,9 +24,8 @@ import asyncio
 import contextlib
 import logging
 import os
-import queue
-import threading
 from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -65,8 +64,8 @@ class Database:
                 pool_reset_on_return=None,
             )
             _configure_sqlite(self.sync_engine, busy_timeout)
-            self._writer = _Lane(1, "threadline-db-write")
-            self._readers = _Lane(4, "threadline-db-read")
+            self._writer = ThreadPoolExecutor(1, thread_name_prefix="threadline-db-write")
+            self._readers = ThreadPoolExecutor(4, thread_name_prefix="threadline-db-read")
         else:
             # A full pool makes requests wait for a connection; PostgreSQL's own limit (100 by
             # default) is shared by every process, so the default stays small.
@@ -81,7 +80,8 @@ class Database:
             if self.sync_engine is not None:
                 if point:
                     return _sqlite_read(self.sync_engine, fn)
-                return await self._readers.run(_sqlite_read, self.sync_engine, fn)
+                loop = asyncio.get_running_loop()
+                return await loop.run_in_executor(self._readers, _sqlite_read, self.sync_engine, fn)
             assert self.engine is not None
             async with self.engine.connect() as conn:
                 return await conn.run_sync(fn)
@@ -90,7 +90,8 @@ class Database:
         """Run ``fn`` in one transaction: committed when it returns, rolled back if it raises."""
         with _unavailable():
             if self.sync_engine is not None:
-                return await self._writer.run(_sqlite_write, self.sync_engine, fn)
+                loop = asyncio.get_running_loop()
+                return await loop.run_in_executor(self._writer, _sqlite_write, self.sync_engine, fn)
             assert self.engine is not None
             async with self.engine.begin() as conn:
                 return await conn.run_sync(fn)
@@ -104,66 +105,11 @@ class Database:
 
     async def dispose(self) -> None:
         if self.sync_engine is not None:
-            self._writer.shutdown()
-            self._readers.shutdown()
+            self._writer.shutdown(wait=True)
+            self._readers.shutdown(wait=True)
             self.sync_engine.dispose()
         if self.engine is not None:
             await self.engine.dispose()
-
-
-class _Lane:
-    """Threads running functions for the event loop, in the order given: one queue put there and one
-    ``call_soon_threadsafe`` back, a lighter hand-off than ``run_in_executor``'s chained futures.
-
-    A function whose caller was cancelled before it started is not run; one that started finishes
-    (its result is dropped)."""
-
-    def __init__(self, threads: int, name: str) -> None:
-        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
-        self._threads = [
-            threading.Thread(target=self._serve, name=f"{name}_{n}", daemon=True) for n in range(threads)
-        ]
-        for thread in self._threads:
-            thread.start()
-
-    def run(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[T] = loop.create_future()
-        self._queue.put((future, loop, fn, args))
-        return future
-
-    def _serve(self) -> None:
-        while (job := self._queue.get()) is not None:
-            future, loop, fn, args = job
-            if future.cancelled():
-                continue
-            settle: Callable[[asyncio.Future[Any], Any], None] = _succeed
-            try:
-                value = fn(*args)
-            except BaseException as exc:  # handed to the caller, like any result
-                settle, value = _fail, exc
-            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
-                loop.call_soon_threadsafe(settle, future, value)
-
-    def shutdown(self) -> None:
-        """Finish what was queued, then stop the threads."""
-        for _ in self._threads:
-            self._queue.put(None)
-        for thread in self._threads:
-            thread.join()
-
-
-_Job = tuple["asyncio.Future[Any]", asyncio.AbstractEventLoop, Callable[..., Any], tuple[Any, ...]]
-
-
-def _succeed(future: asyncio.Future[Any], result: Any) -> None:
-    if not future.done():
-        future.set_result(result)
-
-
-def _fail(future: asyncio.Future[Any], exc: BaseException) -> None:
-    if not future.done():
-        future.set_exception(exc)
 
 
 @contextlib.contextmanager
