@@ -4,8 +4,7 @@ Store operations are plain functions over a SQLAlchemy ``Connection``. ``Databas
 ``Database.write(fn)`` run one in a transaction, off the event loop:
 
 - SQLite: on a thread, with the standard ``sqlite3`` driver — one thread hand-off per transaction
-  instead of one per statement; a point read (a few rows by key) runs on the caller's thread, as
-  it takes less time than a hand-off costs and a WAL reader never waits for the writer. Writes go through a single writer thread (SQLite has one writer at
+  instead of one per statement. Writes go through a single writer thread (SQLite has one writer at
   a time anyway; queueing them costs less than spinning on ``SQLITE_BUSY``) and start with
   ``BEGIN IMMEDIATE``; the database runs in WAL mode with a busy timeout for other processes.
 - PostgreSQL: on the event loop, through asyncpg (``AsyncConnection.run_sync``).
@@ -73,13 +72,10 @@ class Database:
                 url, pool_size=pool_size, max_overflow=pool_size, pool_timeout=60
             )
 
-    async def read(self, fn: Callable[[Connection], T], *, point: bool = False) -> T:
-        """Run ``fn`` on a connection; nothing it does is committed. ``point``: ``fn`` reads a few
-        rows by key (on SQLite it then runs on this thread)."""
+    async def read(self, fn: Callable[[Connection], T]) -> T:
+        """Run ``fn`` on a connection; nothing it does is committed."""
         with _unavailable():
             if self.sync_engine is not None:
-                if point:
-                    return _sqlite_read(self.sync_engine, fn)
                 loop = asyncio.get_running_loop()
                 return await loop.run_in_executor(self._readers, _sqlite_read, self.sync_engine, fn)
             assert self.engine is not None

@@ -344,7 +344,7 @@ class SqlStore:
                 return None
             return _entity(cls, row)
 
-        return await self.db.read(read, point=True)
+        return await self.db.read(read)
 
     async def _one(self, cls: type[E], table: Table, *where: Any) -> E | None:
         def read(conn: Connection) -> E | None:
@@ -602,7 +602,7 @@ class SqlStore:
             row = conn.execute(_GET_RUN_IN_PROJECT, params).first()
             return None if row is None else _entity(Run, row)
 
-        return await self.db.read(read, point=True)
+        return await self.db.read(read)
 
     async def get_response(self, response_id: str, project_id: str) -> Run | None:
         r, th = t.runs, t.threads
@@ -782,11 +782,11 @@ class SqlStore:
     async def project_of_key(self, secret_hash: str) -> str | None:
         """The project of the live (unrevoked) key with this hash."""
         params = {"b_hash": secret_hash}
-        return await self.db.read(lambda conn: conn.execute(_KEY_PROJECT, params).scalar(), point=True)
+        return await self.db.read(lambda conn: conn.execute(_KEY_PROJECT, params).scalar())
 
     async def any_api_keys(self) -> bool:
         stmt = select(t.api_keys.c.id).limit(1)
-        return await self.db.read(lambda conn: conn.execute(stmt).first() is not None, point=True)
+        return await self.db.read(lambda conn: conn.execute(stmt).first() is not None)
 
     async def run_census(self, now: float) -> tuple[dict[str, int], int]:
         """How many runs are in each active status, and how many workers hold runs under live leases."""
