@@ -71,9 +71,8 @@ class Counter:
         return name.split(".<locals>")[0]
 
     def _wrap(self, kind: str, method: Callable[..., Any]) -> Callable[..., Any]:
-        async def counted(fn: Callable[..., Any], **options: Any) -> Any:
-            where = "read on the caller's thread" if options.get("point") else kind
-            operation = f"{self._operation(fn)} ({where})"
+        async def counted(fn: Callable[..., Any]) -> Any:
+            operation = f"{self._operation(fn)} ({kind})"
 
             def tagged(conn: Any) -> Any:
                 self.current.operation = operation
@@ -84,7 +83,7 @@ class Counter:
 
             with self.lock:
                 self.transactions[operation] += 1
-            return await method(tagged, **options)
+            return await method(tagged)
 
         return counted
 
@@ -174,7 +173,7 @@ def report(transactions: dict[str, int], statements: dict[str, int], runs: int, 
     def per_run(n: int) -> str:
         return f"{n / runs:.2f}".rstrip("0").rstrip(".")
 
-    reads = sum(n for op, n in transactions.items() if "(read" in op)
+    reads = sum(n for op, n in transactions.items() if op.endswith("(read)"))
     writes = sum(n for op, n in transactions.items() if op.endswith("(write)"))
     rows = [
         [op, per_run(transactions.get(op, 0)), per_run(statements.get(op, 0))]
