@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: serve test lint typecheck bench clean llama doctor system-packages
+.PHONY: serve test test-unit lint typecheck bench clean llama doctor system-packages
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -79,6 +79,10 @@ typecheck: $(VENV)/.dev
 test: system-packages lint typecheck $(SDK_1X)/.openai-$(OPENAI_1X)
 	$(BIN)/pytest -q
 	THREADLINE_TEST_BACKEND=postgres $(BIN)/pytest -q
+
+# The unit layer alone: the domain with the in-process scripted model, in seconds (SQLite).
+test-unit: $(VENV)/.dev
+	$(BIN)/pytest -q tests/unit
 
 bench: system-packages $(VENV)/.dev
 	$(BIN)/python -m bench.runs

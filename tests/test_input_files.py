@@ -21,6 +21,7 @@ import pytest
 from tests.support import ThreadlineServer
 from tests.test_projects import ADMIN, new_project, sdk
 from threadline.testing import Reply, ScriptedModel
+from threadline.testing.web import FakeWeb
 
 
 def pdf(text: str) -> bytes:
@@ -231,8 +232,10 @@ def test_refusals_name_the_part(make_server: Callable[..., ThreadlineServer], mo
         deep = data_url("application/json", b"[" * 120 + b"]" * 120)
         error = refused({"type": "input_file", "filename": "deep.json", "file_data": deep})
         assert error["code"] == "invalid_file" and "THREADLINE_FILE_MAX_JSON_DEPTH" in error["message"]
-        error = refused({"type": "input_file", "file_url": "https://example.com/a.pdf"})
-        assert error["param"] == "input[1].content[1].file_url" and "does not fetch" in error["message"]
+        # A URL is fetched through the remote guard: the cloud metadata address is refused unasked.
+        error = refused({"type": "input_file", "file_url": "http://169.254.169.254/latest/meta-data/"})
+        assert error["param"] == "input[1].content[1].file_url" and error["code"] == "url_not_allowed"
+        assert "cloud metadata" in error["message"]
         error = refused(
             {"type": "input_file", "filename": "x.txt", "file_data": "data:text/plain;base64,@@@"}
         )
@@ -303,3 +306,34 @@ def test_chat_completions_file_parts_are_read_the_same_way(
             messages=[{"role": "user", "content": [{"type": "file", "file": {"file_id": "file-nope"}}]}],
         )
     assert refused.value.body["param"] == "messages[0].content[0].file.file_id"  # type: ignore[index]
+
+
+def test_a_file_by_url_is_fetched_through_the_guard_and_bounded(
+    make_server: Callable[..., ThreadlineServer], model: ScriptedModel
+) -> None:
+    server = make_server(remote_allow="127.0.0.1/32", remote_max_bytes=4096)
+    with FakeWeb() as web, openai.OpenAI(base_url=server.url, api_key="k", max_retries=0) as client:
+        model.script(Reply(text="Read it."))
+        part = {"type": "input_file", "file_url": web.page_url("bell-rock")}
+        response = client.responses.create(
+            model="gpt-4o",
+            input=[{"role": "user", "content": [{"type": "input_text", "text": "Sum up:"}, part]}],
+        )
+        assert response.status == "completed", response.error
+        seen = user_text(model)
+        # The page's text (not its markup or scripts) under the name its URL ends in.
+        assert seen.startswith('Sum up:\n<file name="bell-rock">\n') and "first lit in 1811" in seen
+        assert "<p>" not in seen and "tracking" not in seen
+        listed = client.responses.input_items.list(response.id).data[0].model_dump()["content"][1]
+        assert (listed["file_url"], listed["filename"], listed["file_id"]) == (
+            part["file_url"],
+            "bell-rock",
+            None,
+        )
+        # Bounded as the guard bounds every fetch: past THREADLINE_REMOTE_MAX_BYTES it is a 400.
+        with pytest.raises(openai.BadRequestError) as caught:
+            too_large = {"type": "input_file", "file_url": web.url("/bytes?n=5000")}
+            client.responses.create(model="gpt-4o", input=[{"role": "user", "content": [too_large]}])
+        error = caught.value.body
+        assert isinstance(error, dict)
+        assert (error["param"], error["code"]) == ("input[0].content[0].file_url", "response_too_large")

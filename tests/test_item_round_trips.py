@@ -21,7 +21,7 @@ import pytest
 from tests.support import ThreadlineServer
 from tests.test_builtin_tools import needs_sandbox
 from tests.test_projects import ADMIN, new_project, sdk
-from threadline.domain.context import MESSAGE_OVERHEAD
+from threadline.domain.prompt_messages import MESSAGE_OVERHEAD
 from threadline.providers import tokenizers
 from threadline.testing import Reply, ScriptedModel
 from threadline.testing import ToolCall as Call

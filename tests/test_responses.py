@@ -175,7 +175,7 @@ def test_bad_requests(client: openai.OpenAI) -> None:
         client.responses.create(model="gpt-4o", input=[{"role": "robot", "content": "x"}])  # type: ignore[list-item]
     assert caught.value.body["param"] == "input[0].role"  # type: ignore[index]
     with pytest.raises(openai.BadRequestError):
-        client.responses.create(model="gpt-4o", input="x", tools=[{"type": "web_search"}])  # type: ignore[list-item]
+        client.responses.create(model="gpt-4o", input="x", tools=[{"type": "computer_use_preview"}])  # type: ignore[list-item]
     with pytest.raises(openai.BadRequestError):
         client.responses.create(
             model="gpt-4o", input="x", conversation="conv_x", previous_response_id="resp_y"

@@ -18,8 +18,8 @@ from schemathesis import GenerationMode
 from tests.conformance import check_answer, fuzz, reference_spec
 from tests.support import ThreadlineServer
 from tests.test_conformance import SPEC, conformance_spec
-from threadline.domain.context import SUMMARY_PREFIX
 from threadline.domain.ports.retrieval import ChunkingStrategy
+from threadline.domain.prompt_messages import SUMMARY_PREFIX
 from threadline.domain.vector_stores import without_overlap
 from threadline.providers.tokenizers import tiktoken_encoding
 from threadline.retrieval.chunking import chunk_text

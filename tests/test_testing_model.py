@@ -1,4 +1,5 @@
-"""Tests for the scripted fake model in ``threadline.testing``, spoken to over real HTTP with httpx."""
+"""Tests for the scripted fake model in ``threadline.testing``, spoken to over real HTTP with httpx, and
+for its in-process twin, the scripted provider, which must mean the same by the same script."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ from typing import Any
 import httpx
 import pytest
 
-from threadline.testing import Reply, ScriptedModel, ToolCall
+from threadline.domain.ports.models import ModelEvent, ModelRequest, Provider, ProviderError
+from threadline.providers.openai_compat import OpenAICompatProvider
+from threadline.testing import Reply, ScriptedModel, ScriptedProvider, ToolCall
 
 USER = [{"role": "user", "content": "hello there"}]
 
@@ -362,3 +365,46 @@ def test_cli_serves_until_terminated() -> None:
         assert proc.wait(timeout=10) == 0
         assert proc.stdout is not None
         proc.stdout.close()
+
+
+PARITY = [
+    Reply(text="Hello there, friend."),
+    Reply(
+        text="Let me look.",
+        tool_calls=[ToolCall("lookup", {"q": "x"}, id="call_1"), ToolCall("f", id="call_2")],
+    ),
+    Reply(reasoning="Think first.", text="Then answer.", refusal="But not that."),
+    Reply(text="one two three four five six", finish_reason="length"),
+    Reply(text="Cut by the budget, word by word, here."),
+    Reply(tool_calls=[ToolCall("lookup", {"q": "y" * 40}, id="call_3")], chunks=8),
+    Reply(text="no", usage=(7, 9)),
+    Reply(status=429, error_message="slow down"),
+    Reply(status=503),
+    Reply(status=400, error_code="context_length_exceeded"),
+]
+
+
+@pytest.mark.parametrize("reply", PARITY, ids=range(len(PARITY)))
+def test_in_process_provider_yields_what_the_adapter_reads_from_the_server(
+    model: ScriptedModel, reply: Reply
+) -> None:
+    """One script, two transports: the in-process provider's events (or error) are the ones the
+    OpenAI-compatible adapter reads from the HTTP fake for the same reply."""
+    request = ModelRequest(
+        model="m", messages=[*USER], max_tokens=4 if "budget" in (reply.text or "") else None
+    )
+
+    async def events(provider: Provider) -> list[ModelEvent] | tuple[str, str, bool, int | None]:
+        try:
+            return [event async for event in provider.stream(request)]
+        except ProviderError as exc:
+            return (exc.message, exc.code, exc.retryable, exc.status)
+        finally:
+            await provider.aclose()
+
+    model.script(reply)
+    over_http = asyncio.run(events(OpenAICompatProvider(model.base_url)))
+    in_process = ScriptedProvider()
+    in_process.script(reply)
+    assert asyncio.run(events(in_process)) == over_http
+    assert in_process.requests == [request]

@@ -24,12 +24,13 @@ from tests.conftest import server_settings
 from tests.support import ThreadlineServer
 from tests.test_streaming import node_sdk  # noqa: F401  (the fixture)
 from threadline.api import sse
-from threadline.domain.context import offered_tools, run_messages, tool_choice
+from threadline.domain.context import offered_tools, tool_choice
 from threadline.domain.entities import BuiltinCall, FunctionCall, Run, ToolCalls
 from threadline.domain.entities import RunStep as DomainStep
 from threadline.domain.events import BuiltinCallDelta
 from threadline.domain.ports.tools import ToolCall as ToolCallRequest
 from threadline.domain.ports.tools import ToolError, ToolResult
+from threadline.domain.prompt_messages import run_messages
 from threadline.domain.records import step_details_from, step_details_record
 from threadline.domain.steps import (
     BuiltinDetails,

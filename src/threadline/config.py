@@ -146,6 +146,34 @@ class Settings:
     file_search_wait_seconds: float = 60.0
     """How long a ``file_search`` call waits for files of the thread's own vector store that are
     still being indexed (as OpenAI's runs did) before it searches what is ready."""
+    remote_allow: str = ""
+    """Comma-separated CIDRs, addresses or host names (``.example.internal`` for every name under it)
+    that outbound fetches may reach although they are private, loopback, link-local or otherwise not
+    public; empty: only public addresses (see "Remote tools" in the README)."""
+    remote_timeout_seconds: float = 20.0
+    """The longest one outbound fetch (a web page, a search, an ``input_file`` URL) may take in all;
+    also the bound on connecting and on each read of an MCP server's connection."""
+    remote_max_bytes: int = 8 * 1024 * 1024
+    """Bytes one outbound response may bring (after decompression); past it the fetch fails."""
+    mcp_timeout_seconds: float = 60.0
+    """The longest one call to an MCP server's tool (or listing its tools) may take, connection
+    and handshake included; past it the call fails and the model is told."""
+    secret_key: str = ""
+    """Seals the MCP headers a response keeps while it runs (AES-GCM under its SHA-256). Empty:
+    a key each process makes for itself, so a run another process takes over finds them unreadable;
+    set the same value on every process that runs workers."""
+    web_search_backend: str = "searxng"
+    """Which search engine ``web_search`` asks: ``searxng`` (a SearxNG instance's JSON API at
+    ``web_search_url``) or ``brave`` (the Brave Search API, with ``web_search_api_key``)."""
+    web_search_url: str = ""
+    """The search backend's base URL: a SearxNG instance (required for ``searxng``; empty turns
+    ``web_search`` off), or another Brave Search API endpoint (default ``https://api.search.brave.com``)."""
+    web_search_api_key: str = ""
+    """The hosted search API's key (``brave``); empty turns ``web_search`` off there."""
+    web_search_page_characters: int = 6000
+    """Characters of one result page's text given to the model."""
+    web_search_max_characters: int = 24000
+    """Characters of result text one search gives the model in all (the pages' text shares it)."""
     log_level: str = "info"
     file_max_bytes: int = 512 * 1024 * 1024
     """The largest file ``POST /v1/files`` accepts (OpenAI's limit: 512 MB)."""

@@ -114,3 +114,18 @@ def describe_size(limit: int) -> str:
         if limit >= factor and limit % factor == 0:
             return f"{limit // factor} {unit}"
     return f"{limit} bytes"
+
+
+class RemoteFetchError(InvalidRequestError):
+    """An outbound fetch (an MCP server, a web page, a search backend, an ``input_file``'s URL) did
+    not succeed: it took too long, its response was too large or an error, or it could not connect."""
+
+    code = "remote_fetch_failed"
+
+
+class RemoteRefusedError(RemoteFetchError):
+    """The remote guard refused a URL before connecting: not http(s), or a host that is (or resolves
+    to) a private, loopback, link-local, metadata or otherwise non-public address the operator has
+    not allowed (``THREADLINE_REMOTE_ALLOW``)."""
+
+    code = "url_not_allowed"

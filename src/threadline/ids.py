@@ -28,8 +28,13 @@ Kind = Literal[
     "function_call_output",
     "file_search_call",
     "code_interpreter_call",
+    "web_search_call",
     "reasoning",
     "compaction",
+    "mcp_list_tools",
+    "mcp_call",
+    "mcp_approval_request",
+    "mcp_approval_response",
     "container",
     "chat_completion",
 ]
@@ -54,8 +59,13 @@ _PREFIXES: dict[Kind, str] = {
     "function_call_output": "fco_",
     "file_search_call": "fs_",
     "code_interpreter_call": "ci_",
+    "web_search_call": "ws_",
     "reasoning": "rs_",
     "compaction": "cmp_",
+    "mcp_list_tools": "mcpl_",
+    "mcp_call": "mcp_",
+    "mcp_approval_request": "mcpr_",
+    "mcp_approval_response": "mcpa_",
     "container": "cntr_",
 }
 
@@ -100,6 +110,8 @@ def container_id(thread_id: str) -> str:
 
 def builtin_item_id(tool: str, call_id: str) -> str:
     """The Responses item id of a built-in tool's call ``call_id`` (``call_X`` -> ``fs_X`` for
-    file_search, ``ci_X`` for code_interpreter), derived as :func:`call_item_id` is."""
-    kind: Kind = "file_search_call" if tool == "file_search" else "code_interpreter_call"
+    file_search, ``ci_X`` for code_interpreter, ``ws_X`` for web_search), derived as
+    :func:`call_item_id` is."""
+    kinds: dict[str, Kind] = {"file_search": "file_search_call", "web_search": "web_search_call"}
+    kind = kinds.get(tool, "code_interpreter_call")
     return _PREFIXES[kind] + call_id.removeprefix(_PREFIXES["call"])

@@ -16,14 +16,14 @@ from functools import partial
 
 from sqlalchemy.engine import make_url
 
-from threadline.api import response_stream
+from threadline.api import response_recording
 from threadline.config import Settings
 from threadline.domain.entities import Message, Run, RunStep, Thread
 from threadline.domain.files import FileService, UploadedImages
 from threadline.domain.input_files import InputFiles
 from threadline.domain.ports.storage import BlobStore
 from threadline.domain.ports.tool_services import Passage
-from threadline.domain.ports.tools import ToolError
+from threadline.domain.ports.tools import Tool, ToolError
 from threadline.domain.projects import Projects
 from threadline.domain.responses import ResponseService
 from threadline.domain.services import Services
@@ -45,6 +45,10 @@ from threadline.store.vector_stores import SqlVectorStoreRepository
 from threadline.tools.code_interpreter import CodeInterpreterTool
 from threadline.tools.file_search import FileSearchTool
 from threadline.tools.registry import ToolRegistry
+from threadline.tools.remote.guard import RemoteGuard
+from threadline.tools.remote.mcp import McpClient, McpGateway
+from threadline.tools.remote.search import build_search
+from threadline.tools.remote.web_search import WebSearchTool
 from threadline.tools.sandbox.launcher import SandboxLimits
 from threadline.tools.sandbox.pool import SandboxPool
 from threadline.workers.ingestion import IngestionProcesses
@@ -122,10 +126,16 @@ class Runtime:
             run_expiry_seconds=settings.run_expiry_seconds,
             vector_stores=vector_stores,
         )
+        guard = RemoteGuard.from_settings(settings)
         services.input_files = InputFiles(
             IngestionProcesses(settings),
             max_characters=settings.input_file_max_characters,
             max_bytes=settings.file_max_bytes,
+            fetcher=guard,
+        )
+        services.mcp = McpGateway(
+            McpClient(guard.httpx_client_factory, timeout=settings.mcp_timeout_seconds),
+            settings.secret_key,
         )
         projects = Projects(store, legacy_key=settings.api_key)
         runtime = cls(
@@ -141,7 +151,7 @@ class Runtime:
             blobs,
             jobs,
             vector_stores,
-            tools or build_tools(settings, files, vector_stores),
+            tools or build_tools(settings, files, vector_stores, guard),
             engine=engine,
         )
         if start_models and routes.local_models():
@@ -166,8 +176,9 @@ class Runtime:
             observe_job=self.metrics.job_attempted,
             images=UploadedImages(self.files),
             job_give_ups={INGEST_JOB: self.vector_stores.ingest_given_up},
-            on_claim=partial(response_stream.take_over, ResponseService(self.services)),
+            on_claim=partial(response_recording.take_over, ResponseService(self.services)),
             interruptible_jobs={INGEST_JOB},
+            mcp=self.services.mcp,
         )
 
     async def aclose(self) -> None:
@@ -239,13 +250,27 @@ async def _dense_ranking_in_database(settings: Settings, db: Database) -> bool:
     return False
 
 
-def build_tools(settings: Settings, files: FileService, vector_stores: VectorStoreService) -> ToolRegistry:
+def build_tools(
+    settings: Settings, files: FileService, vector_stores: VectorStoreService, guard: RemoteGuard
+) -> ToolRegistry:
     """The server-side tools this process runs: code_interpreter in the sandbox (which refuses,
-    saying why, where no sandbox can be made) and file_search over the vector stores."""
+    saying why, where no sandbox can be made), file_search over the vector stores, and web_search
+    when a search backend is configured (through the remote guard)."""
     pool = SandboxPool(SandboxLimits.from_settings(settings))
     backend = ToolBackend(files, vector_stores)
     search = FileSearchTool(backend, wait_seconds=settings.file_search_wait_seconds)
-    return ToolRegistry([CodeInterpreterTool(pool, backend), search])
+    tools: list[Tool] = [CodeInterpreterTool(pool, backend), search]
+    web = build_search(settings, guard)
+    if web is not None:
+        tools.append(
+            WebSearchTool(
+                web,
+                guard,
+                page_characters=settings.web_search_page_characters,
+                max_characters=settings.web_search_max_characters,
+            )
+        )
+    return ToolRegistry(tools)
 
 
 class ToolBackend:

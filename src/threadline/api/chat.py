@@ -22,7 +22,7 @@ from pydantic import ConfigDict, Field, field_validator
 
 from threadline import __version__
 from threadline.api.deps import Svc
-from threadline.api.response_schemas import input_file_part
+from threadline.api.response_parsing import input_file_part
 from threadline.api.routing import CheckedRoute
 from threadline.api.schemas import ReasoningEffort, ResponseFormat, Strict
 from threadline.domain.chat import ChatService, Choice, Completion, Piece

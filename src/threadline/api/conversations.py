@@ -10,7 +10,7 @@ from fastapi import APIRouter
 from threadline.api.deps import Paging
 from threadline.api.objects import list_object
 from threadline.api.response_objects import conversation_object, item_object
-from threadline.api.response_schemas import (
+from threadline.api.response_protocol import (
     CreateConversationRequest,
     CreateItemsRequest,
     UpdateConversationRequest,

@@ -30,7 +30,13 @@ from threadline.domain.entities import (
     VectorStore,
     VectorStoreFile,
 )
-from threadline.domain.steps import BuiltinDetails, CodeInterpreterDetails, CodeOutput, LogsOutput
+from threadline.domain.steps import (
+    BuiltinDetails,
+    CodeInterpreterDetails,
+    CodeOutput,
+    LogsOutput,
+    WebSearchDetails,
+)
 
 T = TypeVar("T")
 Obj = dict[str, Any]
@@ -214,6 +220,8 @@ def tool_call_object(call: ToolCallRecord, file_search_content: bool = False) ->
 def builtin_object(details: BuiltinDetails, file_search_content: bool = False) -> Obj:
     if isinstance(details, CodeInterpreterDetails):
         return {"input": details.input, "outputs": [code_output_object(o) for o in details.outputs]}
+    if isinstance(details, WebSearchDetails):  # a Responses tool: no Assistants shape of its own
+        return {"query": details.query, "sources": [{"type": "url", "url": s.url} for s in details.sources]}
     found: Obj = {}
     if details.ranking_options is not None:
         ranking = details.ranking_options

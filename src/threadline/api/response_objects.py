@@ -2,7 +2,8 @@
 
 A response's ``output`` is read off its run's steps in order: a ``message_creation`` step is a
 ``message`` item, a ``tool_calls`` step one item per call (``function_call``, ``file_search_call``,
-``code_interpreter_call``). Thread entries render as conversation items.
+``code_interpreter_call``); the thread entries the run wrote (reasoning, MCP items) go among them
+by turn. Thread entries render as conversation items.
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ from threadline.domain.entities import (
     ToolCalls,
 )
 from threadline.domain.ports.citations import cut_index, strip_markers
-from threadline.domain.responses import ResponseView, search_results
+from threadline.domain.response_items import search_results
+from threadline.domain.responses import ResponseView
 from threadline.domain.run_states import RunStatus
-from threadline.domain.steps import CodeInterpreterDetails, FileSearchDetails, LogsOutput
+from threadline.domain.steps import CodeInterpreterDetails, FileSearchDetails, LogsOutput, WebSearchDetails
 from threadline.ids import builtin_item_id, call_item_id, container_id
 
 Obj = dict[str, Any]
@@ -127,36 +129,49 @@ def tool_object(tool: Obj) -> Obj:
     kind = tool.get("type")
     if kind == "function":
         return {"description": None, "parameters": None, "strict": None, **tool}
+    if kind == "mcp":  # shown without its headers, which it was never stored with
+        return {"allowed_tools": None, "headers": None, "server_description": None, **tool}
     if kind == "code_interpreter":
         return {**tool, "container": tool.get("container") or {"type": "auto"}}
     return tool
 
 
 def output_items(view: ResponseView, include: Sequence[str] = ()) -> list[Obj]:
-    items: list[Obj] = []
-    thoughts = sorted(view.reasoning, key=_turn)
-    for step in view.steps:
-        # A turn's reasoning comes before what the turn wrote (its answer, its calls).
-        while thoughts and _turn(thoughts[0]) <= step.turn:
-            items.append(item_object(thoughts.pop(0)))
+    """The response's items in the order they happened: turn by turn, a turn's items that came
+    before the model spoke (listed MCP tools, calls the user approved), its reasoning, what its
+    steps wrote (answer, calls), then its MCP calls and approval requests."""
+    placed: list[tuple[int, int, int, Obj]] = []
+    for n, entry in enumerate(view.entries):
+        placed.append((_turn(entry), _rank(entry), n, item_object(entry)))
+    for n, step in enumerate(view.steps):
         details = step.step_details
+        at = (step.turn, 2, n)
         if isinstance(details, MessageCreation):
             message = view.messages.get(details.message_id)
             if message is not None:
-                items.append(message_item(message))
+                placed.append((*at, message_item(message)))
             continue
         assert isinstance(details, ToolCalls)
         for call in details.calls:
             if isinstance(call, FunctionCall):
-                items.append(function_call_item(call.id, call.name, call.arguments, call_item_id(call.id)))
+                item = function_call_item(call.id, call.name, call.arguments, call_item_id(call.id))
             else:
                 status = "in_progress" if step.status == "in_progress" else "completed"
-                items.append(builtin_item(call, status, view.run.thread_id, include))
-    return items + [item_object(thought) for thought in thoughts]
+                item = builtin_item(call, status, view.run.thread_id, include)
+            placed.append((*at, item))
+    placed.sort(key=lambda p: p[:3])
+    return [item for *_, item in placed]
 
 
-def _turn(reasoning: Message) -> int:
-    return int(reasoning.metadata.get("turn", "0"))
+def _turn(entry: Message) -> int:
+    return int(entry.metadata.get("turn", "0"))
+
+
+def _rank(entry: Message) -> int:
+    """Where an entry of a response goes among its turn's items (its steps are 2)."""
+    if entry.type == "reasoning":
+        return 1
+    return 0 if entry.metadata.get("place") == "start" else 3
 
 
 def function_call_item(
@@ -189,6 +204,10 @@ def builtin_item(call: BuiltinCall, status: str, thread_id: str, include: Sequen
             "container_id": container_id(thread_id),
             "outputs": outputs,
         }
+    if isinstance(details, WebSearchDetails):
+        return web_search_item(
+            builtin_item_id(call.type, call.id), details, status, include, done=call.output is not None
+        )
     assert isinstance(details, FileSearchDetails)
     results = None
     if "file_search_call.results" in include:
@@ -200,6 +219,26 @@ def builtin_item(call: BuiltinCall, status: str, thread_id: str, include: Sequen
         "queries": _queries(call.arguments),
         "results": results,
     }
+
+
+def web_search_item(
+    item_id: str, details: WebSearchDetails, status: str, include: Sequence[str] = (), *, done: bool = True
+) -> Obj:
+    """A ``web_search_call`` item: its search action (with its sources when ``include`` asks), and
+    ``failed`` with the reason when the search failed."""
+    action: Obj = {
+        "type": "search",
+        "query": details.query,
+        "queries": [details.query] if details.query else [],
+    }
+    if "web_search_call.action.sources" in include:
+        action["sources"] = [{"type": "url", "url": source.url} for source in details.sources]
+    item: Obj = {"type": "web_search_call", "id": item_id, "status": status, "action": action}
+    if done:
+        item["status"] = "failed" if details.error else "completed"
+    if details.error:
+        item["error"] = details.error
+    return item
 
 
 def _queries(arguments: str) -> list[str]:
@@ -224,6 +263,15 @@ def response_annotation(annotation: Obj, cuts: Sequence[tuple[int, int]] = ()) -
             "file_id": annotation["file_citation"]["file_id"],
             "filename": filename,
             "index": cut_index(int(annotation.get("start_index", 0)), cuts),
+        }
+    if annotation.get("type") == "url_citation":
+        cited = annotation.get("url_citation") or {}
+        return {
+            "type": "url_citation",
+            "url": cited.get("url", ""),
+            "title": cited.get("title", ""),
+            "start_index": cut_index(int(annotation.get("start_index", 0)), cuts),
+            "end_index": cut_index(int(annotation.get("end_index", 0)), cuts),
         }
     return {
         "type": "file_path",
@@ -257,9 +305,10 @@ def content_parts(message: Message) -> list[Obj]:
         elif kind == "input_file":
             # As it was given (its id and name), not the text the model was shown.
             file = part["input_file"]
-            parts.append(
-                {"type": "input_file", "file_id": file.get("file_id"), "filename": file.get("filename")}
-            )
+            shown = {"type": "input_file", "file_id": file.get("file_id"), "filename": file.get("filename")}
+            if file.get("file_url"):
+                shown["file_url"] = file["file_url"]
+            parts.append(shown)
         elif kind == "image_file" and not output:
             # An answer's charts are in its code_interpreter_call item's outputs, as OpenAI's were.
             image = part["image_file"]
@@ -302,6 +351,10 @@ def item_object(entry: Message) -> Obj:
             "queries": fields.get("queries") or [],
             "results": fields.get("results"),
         }
+    if entry.type == "web_search_call":
+        fields = entry.content[0]
+        item = {"type": "web_search_call", "id": entry.id, "status": fields.get("status") or "completed"}
+        return {**item, "action": fields.get("action") or {"type": "search"}}
     if entry.type == "code_interpreter_call":
         fields = entry.content[0]
         return {
@@ -317,7 +370,19 @@ def item_object(entry: Message) -> Obj:
         return {"type": "reasoning", "id": entry.id, **entry.content[0]}
     if entry.type == "compaction":
         return compaction_item(entry.id, entry.content[0]["encrypted_content"])
+    if entry.type in MCP_FIELDS:
+        fields = entry.content[0]
+        return {"type": entry.type, "id": entry.id, **{k: fields.get(k) for k in MCP_FIELDS[entry.type]}}
     return message_item(entry)
+
+
+MCP_FIELDS = {
+    "mcp_list_tools": ("server_label", "tools", "error"),
+    "mcp_call": ("server_label", "name", "arguments", "output", "error", "status", "approval_request_id"),
+    "mcp_approval_request": ("server_label", "name", "arguments"),
+    "mcp_approval_response": ("approval_request_id", "approve", "reason"),
+}
+"""The fields each MCP item shows (its entry may keep more, e.g. a refused call's name)."""
 
 
 def compaction_item(item_id: str, encrypted_content: str) -> Obj:

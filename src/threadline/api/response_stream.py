@@ -10,15 +10,14 @@ is no ``[DONE]`` line.
 A run taken over after its worker died redoes its unfinished turn (``domain/run_loop.py``), reusing the
 message id it had begun. The translation carries on as if nothing happened: the response's opening
 events are sent once, an item already shown is not added again, and a redone answer's text is sent
-only past what the stream already carried. A background response's recording belongs to the claim
-that drives it: the process that takes a run over records from where the recording stops.
+only past what the stream already carried. A background response's stream is recorded so it can be
+picked up again (``response_recording.py``).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,19 +25,21 @@ from fastapi.responses import StreamingResponse
 from starlette.background import BackgroundTask
 
 from threadline.api.response_objects import (
+    MCP_FIELDS,
     builtin_item,
     content_parts,
     function_call_item,
+    item_object,
     message_item,
     response_annotation,
     response_object,
+    web_search_item,
 )
 from threadline.api.sse import KEEPALIVE_SECONDS, frame, pieces
 from threadline.domain.entities import (
     BuiltinCall,
     FunctionCall,
     Message,
-    MessageCreation,
     Run,
     RunStep,
     ToolCalls,
@@ -56,7 +57,7 @@ from threadline.domain.ports.citations import MarkerFilter, strip_markers
 from threadline.domain.ports.storage import Subscription
 from threadline.domain.responses import ResponseService, ResponseView
 from threadline.domain.run_states import TERMINAL, RunStatus
-from threadline.errors import InvalidRequestError
+from threadline.domain.steps import WebSearchDetails
 from threadline.ids import builtin_item_id, call_item_id, container_id
 
 log = logging.getLogger(__name__)
@@ -133,7 +134,7 @@ class ResponseEvents:
                 events.opened.add(kind)
             elif kind == "response.output_item.added":
                 added = event["item"]
-                own = added["type"] in ("message", "reasoning")
+                own = added["type"] in ("message", "reasoning", *MCP_FIELDS)
                 key = added["id"] if own else added.get("call_id") or _call_id(added)
                 by_id[added["id"]] = events._item(key, added["id"], added["type"])
             elif kind == "response.output_item.done" and event["item"]["id"] in by_id:
@@ -169,6 +170,8 @@ class ResponseEvents:
             obj = event.obj
             if isinstance(obj, Run):
                 return await self._run(event.name, obj)
+            if isinstance(obj, Message) and obj.type in MCP_FIELDS:
+                return self._mcp(event.name, obj)
             if isinstance(obj, Message):
                 return self._message(event.name, obj)
             if isinstance(obj, RunStep):
@@ -259,6 +262,28 @@ class ResponseEvents:
             self._event("response.output_item.done", output_index=item.index, item=message_item(message))
         )
         return out
+
+    def _mcp(self, name: str, entry: Message) -> list[Obj]:
+        """An MCP item the run wrote: added, its own events (``response.mcp_call.in_progress``,
+        ``response.mcp_call_arguments.delta`` …, as the run names them), done; each once."""
+        item = self.items.get(entry.id)
+        if name == "response.output_item.added":
+            if item is not None:
+                return []  # shown before a takeover
+            item = self._item(entry.id, entry.id, entry.type)
+            return [self._event(name, output_index=item.index, item=item_object(entry))]
+        if item is None or item.done:
+            return []
+        at = {"item_id": item.id, "output_index": item.index}
+        if name == "response.output_item.done":
+            item.done = True
+            return [self._event(name, output_index=item.index, item=item_object(entry))]
+        arguments = str(entry.content[0].get("arguments") or "")
+        if name == "response.mcp_call_arguments.delta":
+            return [self._event(name, **at, delta=arguments)]
+        if name == "response.mcp_call_arguments.done":
+            return [self._event(name, **at, arguments=arguments)]
+        return [self._event(name, **at)]
 
     def _text(self, delta: MessageDelta) -> list[Obj]:
         item = self.items.get(delta.message_id)
@@ -369,10 +394,19 @@ class ResponseEvents:
     def _builtin(self, delta: BuiltinCallDelta) -> list[Obj]:
         if delta.call_id is None or delta.call_id in self.items:
             return []  # outputs are shown in the item once the call is done
-        kind = "file_search_call" if delta.type == "file_search" else "code_interpreter_call"
+        kinds = {"file_search": "file_search_call", "web_search": "web_search_call"}
+        kind = kinds.get(delta.type, "code_interpreter_call")
         item = self._item(delta.call_id, builtin_item_id(delta.type, delta.call_id), kind)
         at = {"item_id": item.id, "output_index": item.index}
         added: Obj
+        if kind == "web_search_call":
+            details = WebSearchDetails(delta.input or "")
+            added = web_search_item(item.id, details, "in_progress", done=False)
+            return [
+                self._event("response.output_item.added", output_index=item.index, item=added),
+                self._event("response.web_search_call.in_progress", **at),
+                self._event("response.web_search_call.searching", **at),
+            ]
         if kind == "file_search_call":
             added = {"type": kind, "id": item.id, "status": "in_progress", "queries": [], "results": None}
             return [
@@ -472,7 +506,7 @@ async def follow(events: ResponseEvents, subscription: Subscription) -> AsyncIte
             yield frame("error", error)
 
 
-def _streaming(body: AsyncIterator[bytes], on_close: Callable[[], None] | None = None) -> StreamingResponse:
+def event_stream(body: AsyncIterator[bytes], on_close: Callable[[], None] | None = None) -> StreamingResponse:
     return StreamingResponse(
         body,
         media_type="text/event-stream",
@@ -482,158 +516,4 @@ def _streaming(body: AsyncIterator[bytes], on_close: Callable[[], None] | None =
 
 
 def stream(responses: ResponseService, subscription: Subscription, run: Run) -> StreamingResponse:
-    return _streaming(follow(ResponseEvents(responses, run), subscription), subscription.close)
-
-
-# --- background responses: a recorded stream that can be picked up again -------------------
-
-_recorders: dict[str, asyncio.Task[None]] = {}
-"""Running recorders by response id, held so they are not collected while they work."""
-RESUME_POLL_SECONDS = 0.5
-RECORDED_PAGE = 1000
-ORPHAN_SECONDS = 3.0
-"""How long a resumed stream waits on an ended response's recording before finishing it itself."""
-
-
-def record(responses: ResponseService, subscription: Subscription, run: Run) -> None:
-    """Keep a background response's stream events in the store, from its first event on, whoever is
-    (or is not) listening; ``resume`` serves them. Called before the response exists."""
-    _start(run.id, _record(ResponseEvents(responses, run), subscription, 1))
-
-
-def take_over(responses: ResponseService, run: Run) -> None:
-    """A worker claimed ``run`` again (its previous worker died or handed it back): if it is a
-    background response, this process records its stream from where the recording stops. Called
-    before the worker drives the run, so no event of the claim is missed."""
-    if run.claims < 2 or not (run.response or {}).get("background"):
-        return
-    subscription = responses.svc.bus.subscribe(run.id)
-    _start(run.id, _take_over(responses, run, subscription, _recorders.get(run.id)))
-
-
-def _start(response_id: str, work: Coroutine[Any, Any, None]) -> None:
-    task = asyncio.create_task(work, name=f"record {response_id}")
-    _recorders[response_id] = task
-
-    def done(_: asyncio.Task[None]) -> None:
-        if _recorders.get(response_id) is task:
-            del _recorders[response_id]
-
-    task.add_done_callback(done)
-
-
-async def _take_over(
-    responses: ResponseService, run: Run, subscription: Subscription, before: asyncio.Task[None] | None
-) -> None:
-    with subscription:
-        if before is not None:
-            # This process recorded the earlier claim: it stops at this claim's first event.
-            await asyncio.gather(before, return_exceptions=True)
-        try:
-            recorded: list[Obj] = []
-            while page := await responses.store.response_events(
-                run.id, recorded[-1]["sequence_number"] if recorded else -1, RECORDED_PAGE
-            ):
-                recorded += page
-            events = ResponseEvents.resumed(responses, run, recorded)
-        except Exception:
-            log.exception("response %s: reading its recorded stream failed", run.id)
-            return
-        if not events.finished:
-            log.info("response %s: recording its stream again from event %d", run.id, events.sequence)
-            await _record(events, subscription, run.claims)
-
-
-async def _record(events: ResponseEvents, subscription: Subscription, claim: int) -> None:
-    """Record the events of one claim of the run: the next claim's process records what follows."""
-    store = events.responses.store
-    with subscription:
-        try:
-            while not events.finished:
-                event = await subscription.get(timeout=KEEPALIVE_SECONDS)
-                if event is None:
-                    latest = await store.get_run_by_id(events.run.id)
-                    if latest is None or latest.status not in TERMINAL:
-                        continue
-                    event = ObjectEvent(f"thread.run.{latest.status.value}", latest)
-                if (
-                    isinstance(event, ObjectEvent)
-                    and isinstance(event.obj, Run)
-                    and event.obj.claims > claim
-                    and event.obj.status is RunStatus.IN_PROGRESS
-                ):
-                    return  # taken over: the process that claimed it records from here
-                await store.record_response_events(events.run.id, await events.translate(event))
-        except Exception:
-            log.exception("response %s: recording its stream failed", events.run.id)
-
-
-def resume(responses: ResponseService, run: Run, starting_after: int) -> StreamingResponse:
-    """A background response's stream from the event after ``starting_after`` (``-1``: from the first),
-    then live until it ends."""
-    if not (run.response or {}).get("background"):
-        raise InvalidRequestError("Only responses created with background=true can be streamed again.")
-    return _streaming(_tail(responses, run.id, starting_after))
-
-
-async def _tail(responses: ResponseService, response_id: str, after: int) -> AsyncIterator[bytes]:
-    store = responses.store
-    quiet_since: float | None = None
-    with responses.svc.bus.subscribe(response_id) as wake:
-        while True:
-            batch = await store.response_events(response_id, after, 256)
-            for event in batch:
-                after = event["sequence_number"]
-                yield frame(event["type"], event)
-                if event["type"] in FINAL:
-                    return
-            if batch:
-                quiet_since = None
-                continue
-            latest = await store.get_run_by_id(response_id)
-            if latest is None:
-                return
-            if latest.status in TERMINAL and response_id not in _recorders:
-                # Ended, but its recording stopped short and no recorder here is behind on it: its
-                # process went away after the run's last write. Give one elsewhere time to catch up,
-                # then finish the recording from what the store holds.
-                loop = asyncio.get_running_loop()
-                quiet_since = quiet_since or loop.time()
-                if loop.time() - quiet_since >= ORPHAN_SECONDS:
-                    await _finish_recording(responses, latest)
-                    quiet_since = None
-                    continue
-            await wake.get(timeout=RESUME_POLL_SECONDS)
-
-
-async def _finish_recording(responses: ResponseService, run: Run) -> None:
-    """Record the closing events of a response that ended while nobody recorded: each item's
-    ``*.done`` events, then the ending, numbered after what was recorded."""
-    recorded: list[Obj] = []
-    while page := await responses.store.response_events(
-        run.id, recorded[-1]["sequence_number"] if recorded else -1, RECORDED_PAGE
-    ):
-        recorded += page
-    events = ResponseEvents.resumed(responses, run, recorded)
-    if events.finished:
-        return
-    view = await responses.view(run)
-    closing: list[Obj] = []
-    for thought in view.reasoning:
-        fields = thought.content[0]
-        text = "".join(part["text"] for part in fields["summary"])
-        status = str(fields.get("status") or "completed")
-        closing += await events.translate(ReasoningDelta(thought.id, text, done=True, status=status))
-    for step in view.steps:
-        details = step.step_details
-        if isinstance(details, MessageCreation) and details.message_id in view.messages:
-            message = view.messages[details.message_id]
-            closing += await events.translate(ObjectEvent("thread.message.completed", message))
-        else:
-            closing += await events.translate(ObjectEvent("thread.run.step.completed", step))
-    closing += await events.translate(ObjectEvent(f"thread.run.{run.status.value}", run))
-    try:
-        await responses.store.record_response_events(run.id, closing)
-    except Exception:
-        # Another reader finished it first (the same sequence numbers): theirs stands.
-        log.info("response %s: its recording was finished elsewhere", run.id)
+    return event_stream(follow(ResponseEvents(responses, run), subscription), subscription.close)

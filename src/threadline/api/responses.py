@@ -3,7 +3,8 @@
 Without ``stream`` or ``background`` a create answers when the response is finished; with
 ``background`` it answers at once (``queued``) and the workers carry on; with ``stream`` it answers
 with the response's event stream (``api/response_stream.py``). A background response's stream can be
-picked up again with ``GET /v1/responses/{id}?stream=true&starting_after=N``.
+picked up again with ``GET /v1/responses/{id}?stream=true&starting_after=N``
+(``api/response_recording.py``).
 """
 
 from __future__ import annotations
@@ -14,22 +15,25 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 
-from threadline.api import response_stream
+from threadline.api import response_recording, response_stream
 from threadline.api.deps import Paging, Svc
 from threadline.api.objects import list_object
 from threadline.api.response_objects import compaction_item, item_object, response_object, usage_object
-from threadline.api.response_schemas import (
+from threadline.api.response_protocol import (
     CompactRequest,
     CountTokensRequest,
     CreateResponseRequest,
     check_includes,
 )
+from threadline.api.response_tool_parsing import WEB_SEARCH_TYPES
 from threadline.api.routing import CheckedRoute
 from threadline.api.runs import settled
 from threadline.domain.entities import Run
 from threadline.domain.ports.models import Route
+from threadline.domain.ports.tools import ToolSet
 from threadline.domain.responses import ResponseService
 from threadline.domain.services import Services
+from threadline.errors import InvalidRequestError
 from threadline.ids import new_id
 from threadline.providers.tokenizers import EstimateTokenizer
 
@@ -65,11 +69,26 @@ async def _finished(svc: Services, responses: ResponseService, run: Run) -> Run:
         return await settled(subscription, read)
 
 
+WEB_SEARCH_OFF = (
+    "Web search is not set up on this server: its operator turns it on with THREADLINE_WEB_SEARCH_URL "
+    "(a SearxNG instance's base URL), or with THREADLINE_WEB_SEARCH_BACKEND=brave and "
+    "THREADLINE_WEB_SEARCH_API_KEY."
+)
+
+
+def _check_tools(body: CreateResponseRequest, tools: ToolSet) -> None:
+    """Refuse a tool the request needs and this server cannot run (web search with no backend)."""
+    for i, tool in enumerate(body.tools or []):
+        if tool.get("type") in WEB_SEARCH_TYPES and tools.get("web_search") is None:
+            raise InvalidRequestError(WEB_SEARCH_OFF, param=f"tools[{i}].type")
+
+
 @router.post("/responses", response_model=None)
 async def create_response(
-    body: CreateResponseRequest, svc: Svc, responses: Responses
+    body: CreateResponseRequest, request: Request, svc: Svc, responses: Responses
 ) -> dict[str, Any] | StreamingResponse:
     command = body.command()
+    _check_tools(body, request.app.state.runtime.tools)
     if body.stream or command.background:
         # Subscribe before the response exists, so its stream (or its recording) misses no event.
         response_id = new_id("response")
@@ -81,9 +100,9 @@ async def create_response(
             raise
         if not command.background:
             return response_stream.stream(responses, subscription, run)
-        response_stream.record(responses, subscription, run)
+        response_recording.record(responses, subscription, run)
         if body.stream:
-            return response_stream.resume(responses, run, -1)
+            return response_recording.resume(responses, run, -1)
         return response_object(await responses.view(run))
     run = await _finished(svc, responses, await responses.create_response(command))
     answer = response_object(await responses.view(run))
@@ -148,7 +167,9 @@ async def get_response(
 ) -> dict[str, Any] | StreamingResponse:
     view = await responses.get_response(response_id)
     if stream:
-        return response_stream.resume(responses, view.run, -1 if starting_after is None else starting_after)
+        return response_recording.resume(
+            responses, view.run, -1 if starting_after is None else starting_after
+        )
     return response_object(view)
 
 

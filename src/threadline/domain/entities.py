@@ -90,14 +90,19 @@ ItemType = Literal[
     "function_call_output",
     "file_search_call",
     "code_interpreter_call",
+    "web_search_call",
     "reasoning",
     "compaction",
+    "mcp_list_tools",
+    "mcp_call",
+    "mcp_approval_request",
+    "mcp_approval_response",
 ]
 """What a thread entry is. Messages are what the Assistants API shows; the others are Responses
 items kept in the thread so the model sees them on later turns. Their one content part holds the
 item's fields (``call_id``, ``name``, ``arguments`` / ``call_id``, ``output`` / ``queries``,
-``results`` / ``code``, ``container_id``, ``outputs`` / ``summary``, ``encrypted_content`` /
-``encrypted_content``, ``summary``)."""
+``results`` / ``code``, ``container_id``, ``outputs`` / ``status``, ``action`` / ``summary``,
+``encrypted_content`` / ``encrypted_content``, ``summary``)."""
 
 
 @dataclass(slots=True)

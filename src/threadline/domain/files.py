@@ -383,7 +383,7 @@ def image_type(data: bytes) -> str | None:
 
 
 class UploadedImages:
-    """Uploaded image files as ``data:`` URLs, for the models that see (``domain.context.ImageSource``)."""
+    """Uploaded image files as ``data:`` URLs, for the models that see (``domain.prompt_messages.ImageSource``)."""
 
     def __init__(self, files: FileService, max_bytes: int = IMAGE_MAX_BYTES) -> None:
         self.files = files

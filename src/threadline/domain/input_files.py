@@ -6,9 +6,11 @@ request arrives, by the same parser file search uses and in the same bounded chi
 :class:`TextExtractor` port; ``workers/ingestion.py`` implements it), held to
 ``THREADLINE_INPUT_FILE_MAX_CHARACTERS``; ``file_data`` is held to the upload limit. The stored part
 keeps the file's id, its name and that text, so later turns of a conversation do not parse it again;
-the model is shown the text (``domain/context.py``), clients are shown the id and the name. An image
-is kept as an image and goes to a model that sees, as an ``input_image`` does. ``file_url`` is
-refused: this server does not fetch from the network on a client's behalf.
+the model is shown the text (``domain/prompt_messages.py``), clients are shown the id and the name
+(and the URL). An image is kept as an image and goes to a model that sees, as an ``input_image``
+does. A ``file_url`` is fetched through the remote guard (the :class:`UrlFetcher` port;
+``tools/remote/guard.py``), so it is held to public addresses, ``THREADLINE_REMOTE_TIMEOUT_SECONDS``
+and ``THREADLINE_REMOTE_MAX_BYTES``, and then read as ``file_data`` is.
 
 The API layer gives a part still to be read as ``{"type": "input_file", "input_file": {...},
 "param": "input[1].content[0]"}`` (``param`` names it in errors); :meth:`InputFiles.read` turns it
@@ -24,9 +26,10 @@ import mimetypes
 import re
 from pathlib import PurePosixPath
 from typing import Any, Protocol
+from urllib.parse import unquote, urlsplit
 
-from threadline.domain.context import ImageSource, file_part
 from threadline.domain.files import IMAGE_MAX_BYTES, FileService, image_type
+from threadline.domain.prompt_messages import ImageSource, file_part
 from threadline.errors import FileContentError, InvalidRequestError, NotFoundError, describe_size
 
 _FILENAME_LIMIT = 255
@@ -45,14 +48,28 @@ class TextExtractor(Protocol):
         or :class:`~threadline.errors.FileContentError` saying why it has none to give."""
 
 
+class UrlFetcher(Protocol):
+    async def fetch_file(self, url: str) -> tuple[str, bytes]:
+        """The media type and bytes at ``url``, or :class:`~threadline.errors.InvalidRequestError`
+        (a refused URL, a failed fetch) saying why."""
+
+
 def pending(part: dict[str, Any]) -> bool:
     """Whether ``part`` is an ``input_file`` part still to be read (as the API layer parsed it)."""
     return part.get("type") == "input_file" and "param" in part
 
 
 class InputFiles:
-    def __init__(self, extractor: TextExtractor | None, *, max_characters: int, max_bytes: int) -> None:
+    def __init__(
+        self,
+        extractor: TextExtractor | None,
+        *,
+        max_characters: int,
+        max_bytes: int,
+        fetcher: UrlFetcher | None = None,
+    ) -> None:
         self.extractor = extractor
+        self.fetcher = fetcher
         self.max_characters = max_characters
         self.max_bytes = max_bytes
 
@@ -81,15 +98,10 @@ class InputFiles:
     async def _part(self, part: dict[str, Any], files: FileService) -> dict[str, Any]:
         given: dict[str, Any] = part["input_file"]
         at: str = part["param"]
-        if given.get("file_url") is not None:
-            raise InvalidRequestError(
-                f"Invalid '{at}.file_url': this server does not fetch files from URLs. Upload the file "
-                "(POST /v1/files) and give its 'file_id', or send its content as 'file_data'.",
-                param=f"{at}.file_url",
-            )
         filename = given.get("filename")
         if filename is not None:
             _check_name(filename, f"{at}.filename")
+        fetched: dict[str, Any] = {}  # a fetched file keeps its URL
         if given.get("file_id") is not None:
             file_id = str(given["file_id"])
             try:
@@ -106,19 +118,30 @@ class InputFiles:
             if image_type(data) is not None:
                 return _stored({"file_id": file_id, "filename": name, "image": True})
             parse_as = file.filename
-        elif given.get("file_data") is not None:
-            media_type, data = self._decode(str(given["file_data"]), f"{at}.file_data")
+        elif given.get("file_data") is not None or given.get("file_url") is not None:
+            source = "file_data" if given.get("file_data") is not None else "file_url"
+            if source == "file_data":
+                media_type, data = self._decode(str(given["file_data"]), f"{at}.file_data")
+            else:
+                fetched["file_url"] = url = str(given["file_url"])
+                media_type, data = await self._fetch(url, f"{at}.file_url")
+                filename = filename or _url_name(url)
             name = filename or "file" + _suffix(media_type)
             kind = image_type(data)
             if kind is not None:
                 if len(data) > IMAGE_MAX_BYTES:
                     raise InvalidRequestError(
-                        f"Invalid '{at}.file_data': an image may be at most {describe_size(IMAGE_MAX_BYTES)}.",
-                        param=f"{at}.file_data",
+                        f"Invalid '{at}.{source}': an image may be at most {describe_size(IMAGE_MAX_BYTES)}.",
+                        param=f"{at}.{source}",
                     )
-                url = f"data:{kind};base64,{base64.b64encode(data).decode('ascii')}"
-                return _stored({"file_id": None, "filename": name, "image_url": url})
+                image = f"data:{kind};base64,{base64.b64encode(data).decode('ascii')}"
+                return _stored({"file_id": None, "filename": name, "image_url": image, **fetched})
             parse_as = name if PurePosixPath(name).suffix else name + _suffix(media_type)
+            if source == "file_url" and media_type not in ("", "application/octet-stream"):
+                # A server's media type says more than its URL's name (``report.php`` serving HTML).
+                suffix = _suffix(media_type)
+                if suffix and PurePosixPath(parse_as).suffix.lower() != suffix:
+                    parse_as = name + suffix
             file_id = None
         else:
             raise InvalidRequestError(
@@ -130,7 +153,30 @@ class InputFiles:
             text = await self.extractor.extract_text(files.project_id, parse_as, data, self.max_characters)
         except FileContentError as exc:
             raise FileContentError(f"Invalid '{at}': {exc.message}", param=at, code=exc.code) from None
-        return _stored({"file_id": file_id, "filename": name, "text": text})
+        return _stored({"file_id": file_id, "filename": name, "text": text, **fetched})
+
+    async def _fetch(self, url: str, param: str) -> tuple[str, bytes]:
+        if self.fetcher is None:
+            raise InvalidRequestError(
+                f"Invalid '{param}': this server does not fetch files from URLs. Upload the file "
+                "(POST /v1/files) and give its 'file_id', or send its content as 'file_data'.",
+                param=param,
+            )
+        try:
+            media_type, data = await self.fetcher.fetch_file(url)
+        except InvalidRequestError as exc:
+            raise InvalidRequestError(
+                f"Invalid '{param}': {exc.message}", param=param, code=exc.code
+            ) from None
+        if not data:
+            raise InvalidRequestError(f"Invalid '{param}': the file is empty.", param=param)
+        if len(data) > self.max_bytes:
+            raise InvalidRequestError(
+                f"Invalid '{param}': the file is larger than the {describe_size(self.max_bytes)} allowed"
+                " (THREADLINE_FILE_MAX_BYTES).",
+                param=param,
+            )
+        return media_type, data
 
     def _decode(self, value: str, param: str) -> tuple[str, bytes]:
         """``file_data`` (a ``data:`` URL or bare base64): its media type (``""`` if not given) and bytes."""
@@ -168,6 +214,13 @@ def _suffix(media_type: str) -> str:
     if not media_type:
         return ""
     return _MEDIA_TYPES.get(media_type) or mimetypes.guess_extension(media_type) or ""
+
+
+def _url_name(url: str) -> str | None:
+    """The file name a URL's path ends in, if it is a usable one."""
+    name = PurePosixPath(unquote(urlsplit(url).path)).name
+    ok = name and len(name.encode()) <= _FILENAME_LIMIT and not any(c in name for c in "\\\x00")
+    return name if ok else None
 
 
 def _check_name(filename: Any, param: str) -> None:

@@ -30,6 +30,8 @@ from threadline.domain.steps import (
     LogsOutput,
     RankingOptions,
     SavedFile,
+    WebSearchDetails,
+    WebSearchSource,
 )
 
 Record = dict[str, Any]
@@ -101,6 +103,12 @@ def builtin_record(details: BuiltinDetails) -> Record:
             "outputs": [_output_record(o) for o in details.outputs],
             "files": [{"path": f.path, "file_id": f.file_id} for f in details.files],
         }
+    if isinstance(details, WebSearchDetails):
+        return {
+            "query": details.query,
+            "sources": [{"url": source.url, "title": source.title} for source in details.sources],
+            "error": details.error,
+        }
     ranking = details.ranking_options
     return {
         "ranking_options": (
@@ -117,6 +125,9 @@ def _builtin(kind: str, record: Record) -> BuiltinDetails:
     if kind == "code_interpreter":
         files = tuple(SavedFile(f["path"], f["file_id"]) for f in record.get("files") or ())
         return CodeInterpreterDetails(record["input"], tuple(_output(o) for o in record["outputs"]), files)
+    if kind == "web_search":
+        sources = tuple(WebSearchSource(r["url"], r["title"]) for r in record.get("sources") or ())
+        return WebSearchDetails(record["query"], sources, record.get("error") or "")
     ranking = record.get("ranking_options")
     return FileSearchDetails(
         RankingOptions(ranking["ranker"], ranking["score_threshold"]) if ranking else None,

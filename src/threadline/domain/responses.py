@@ -10,13 +10,11 @@ next response.
 
 ``previous_response_id`` continues the previous response's thread while that response is the
 thread's newest; a second response from the same one branches, on a copy of the thread as it stood.
+Input items are resolved to thread entries by ``response_items.py``.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import copy
 import dataclasses
 import json
 import time
@@ -24,64 +22,32 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from threadline.domain.chat import model_error
-from threadline.domain.context import Counter, entry_messages, paired, summarise_entries
 from threadline.domain.entities import (
-    BuiltinCall,
-    ItemType,
     ListQuery,
     Message,
     MessageCreation,
-    MessageRole,
     Page,
     Run,
     RunStep,
     Thread,
-    ToolCalls,
 )
 from threadline.domain.files import referenced_files
-from threadline.domain.input_files import pending
 from threadline.domain.model_calls import ModelCallObserver
 from threadline.domain.ports.models import ChatMessage, ProviderError, Route, Usage
 from threadline.domain.ports.storage import ThreadLockedError
 from threadline.domain.ports.tools import FUNCTIONS
+from threadline.domain.prompt_messages import Counter, entry_messages, paired
+from threadline.domain.response_items import Input, ItemResolver, NewItem, compaction_content, new_entry
 from threadline.domain.run_states import ACTIVE
 from threadline.domain.services import Services
-from threadline.domain.steps import FileSearchDetails, LogsOutput
+from threadline.domain.summaries import summarise_entries
 from threadline.errors import InvalidRequestError, NotFoundError
-from threadline.ids import builtin_item_id, container_id, new_id
+from threadline.ids import new_id
 
 MAX_REASONING_ITEMS = 1000
 """The most entries of one response (its reasoning items, its function calls) read for its output."""
 MAX_COUNTED_ENTRIES = 10_000
 """The most entries of a conversation ``count_input_tokens`` reads."""
-HOSTED_PREFIXES = (builtin_item_id("file_search", ""), builtin_item_id("code_interpreter", ""))
-HOSTED_SEARCH_THREADS = 64
-HOSTED_SEARCH_RUNS = 32
-"""How far a reference to a built-in call's item is looked for: the newest runs of the threads the
-request's other items (or its conversation) come from."""
-
-
-@dataclass(frozen=True, slots=True)
-class NewItem:
-    """An input item, parsed: a message (``content`` as stored message parts) or a function call or
-    output (``content`` is the one part holding the item's fields)."""
-
-    type: ItemType
-    role: MessageRole
-    content: list[dict[str, Any]]
-    given_id: str | None = None
-    """The id the client sent with the item (one this server may have issued), else ``None``."""
-
-
-@dataclass(frozen=True, slots=True)
-class ItemReference:
-    """An input item given by the id of a stored one (``param`` names it, for the error if unknown)."""
-
-    id: str
-    param: str
-
-
-Input = NewItem | ItemReference
 
 
 @dataclass(slots=True)
@@ -110,31 +76,6 @@ class NewResponse:
     settings: dict[str, Any] = field(default_factory=dict)
 
 
-COMPACTION_PREFIX = "tlc1."
-"""How the ``encrypted_content`` of this server's compaction items begins (then base64 JSON)."""
-
-
-def compaction_content(summary: str) -> str:
-    """A compaction item's ``encrypted_content``: its summary, encoded (not encrypted: it is what the
-    client could as well have sent as a message)."""
-    # A model's lone surrogates and NULs cannot be stored when the item comes back: replaced.
-    kept = summary.replace("\x00", "").encode("utf-8", "replace").decode()
-    data = json.dumps({"summary": kept}, ensure_ascii=False).encode()
-    return COMPACTION_PREFIX + base64.urlsafe_b64encode(data).decode()
-
-
-def compaction_summary(content: str) -> str | None:
-    """The summary a compaction item's ``encrypted_content`` carries; ``None`` if it was not made here."""
-    if not content.startswith(COMPACTION_PREFIX):
-        return None
-    try:
-        value = json.loads(base64.urlsafe_b64decode(content[len(COMPACTION_PREFIX) :].encode()))
-    except (binascii.Error, ValueError):
-        return None
-    summary = value.get("summary") if isinstance(value, dict) else None
-    return summary if isinstance(summary, str) and "\x00" not in summary else None
-
-
 @dataclass(frozen=True, slots=True)
 class Compaction:
     """What ``/v1/responses/compact`` answers: the conversation's user messages, as they were, and
@@ -155,8 +96,9 @@ class ResponseView:
     run: Run
     steps: list[RunStep]
     messages: dict[str, Message]
-    reasoning: list[Message] = field(default_factory=list)
-    """The model's reasoning items, each shown before what its turn (``metadata["turn"]``) wrote."""
+    entries: list[Message] = field(default_factory=list)
+    """The output items the run kept as thread entries (the model's reasoning, MCP items), placed
+    among what the steps wrote by their turn (``metadata["turn"]``)."""
 
 
 def _found(kind: str, object_id: str, param: str | None = None) -> NotFoundError:
@@ -169,6 +111,7 @@ class ResponseService:
     def __init__(self, services: Services) -> None:
         self.svc = services
         self.store = services.store
+        self.items = ItemResolver(services)
 
     # --- responses -------------------------------------------------------------------------
 
@@ -176,8 +119,11 @@ class ResponseService:
         """Queue a response. Stream followers subscribe to ``response_id`` before calling."""
         svc = self.svc
         svc.check_model(request.model)
-        request.input = await self.resolve(request.input, request.conversation, request.previous_response_id)
+        request.input = await self.items.resolve(
+            request.input, request.conversation, request.previous_response_id
+        )
         await self._check_references(request)
+        sealed = self._seal_headers(request)
         created_at = svc.clock()
         run = Run(
             id=response_id or new_id("response"),
@@ -202,10 +148,13 @@ class ResponseService:
         thread, new_thread, source = await self._thread_for(request, created_at)
         run.thread_id = thread.id
         items = [
-            self._entry(thread.id, item, created_at) for item in request.input if isinstance(item, NewItem)
+            new_entry(thread.id, item, created_at) for item in request.input if isinstance(item, NewItem)
         ]
         # A branch's calls are in the thread it copies, which is not written yet.
-        await self._check_outputs(source[0] if source else thread.id, items, new_thread and source is None)
+        await self.items.check_outputs(
+            source[0] if source else thread.id, items, new_thread and source is None
+        )
+        await self._check_approvals(request, items, source[0] if source else thread.id)
         run.response = {
             **request.settings,
             "previous_response_id": request.previous_response_id,
@@ -215,6 +164,8 @@ class ResponseService:
             "tool_resources": request.tool_resources,
             "input_ids": [item.id for item in items],
         }
+        if sealed:
+            run.response["mcp_headers"] = sealed
         await svc.announce(run)
         try:
             if new_thread and source is None:
@@ -232,6 +183,52 @@ class ResponseService:
             ) from None
         await svc.bus.notify_work()
         return run
+
+    def _seal_headers(self, request: NewResponse) -> dict[str, str]:
+        """The ``mcp`` tools' headers, sealed for the run (``domain/mcp.py``); never kept plain."""
+        headers: dict[str, dict[str, str]] = request.tool_resources.pop("mcp_headers", None) or {}
+        if not any(tool.get("type") == "mcp" for tool in request.tools):
+            return {}
+        if self.svc.mcp is None:
+            raise InvalidRequestError("MCP servers are not available on this server.", param="tools")
+        return {label: self.svc.mcp.seal(given) for label, given in headers.items() if given}
+
+    async def _check_approvals(self, request: NewResponse, entries: list[Message], chain: str) -> None:
+        """Each ``mcp_approval_response`` must answer a request of this chain (or of the same input)
+        whose server is among the request's tools (with its headers: they are not kept between
+        responses). The answer keeps the call it answers, for the run and for the model."""
+        answers = [e for e in entries if e.type == "mcp_approval_response"]
+        if not answers:
+            return
+        labels = {tool["server_label"] for tool in request.tools if tool.get("type") == "mcp"}
+        given = {e.content[0].get("request_id"): e for e in entries if e.type == "mcp_approval_request"}
+        for answer in answers:
+            fields = answer.content[0]
+            wanted = str(fields["approval_request_id"])
+            asked = given.get(wanted) or await self._approval_request(wanted, chain)
+            if asked is None:
+                raise InvalidRequestError(f"No MCP approval request found with id '{wanted}'.", param="input")
+            call = asked.content[0]
+            if call.get("server_label") not in labels:
+                raise InvalidRequestError(
+                    f"Approving '{wanted}' needs the mcp tool with server_label '{call.get('server_label')}' "
+                    "in 'tools', with its headers (they are not kept between responses).",
+                    param="tools",
+                )
+            fields.update({k: call.get(k) for k in ("server_label", "name", "arguments")})
+
+    async def _approval_request(self, request_id: str, chain: str) -> Message | None:
+        for entry in await self.store.messages_by_id([request_id]):
+            ours = await self.store.get_thread(entry.thread_id, self.svc.project_id) is not None
+            if entry.type == "mcp_approval_request" and ours:
+                return entry
+        for entry in await self.store.newest_messages(chain, 512):
+            if entry.type == "mcp_approval_request" and request_id in (
+                entry.id,
+                entry.content[0].get("request_id"),
+            ):
+                return entry
+        return None
 
     async def _check_references(self, request: NewResponse) -> None:
         messages = [
@@ -287,90 +284,13 @@ class ResponseService:
         inputs = (response.response or {}).get("input_ids") or []
         return inputs[-1] if inputs else None
 
-    async def resolve(
-        self, items: list[Input], conversation: str | None = None, previous_response_id: str | None = None
-    ) -> list[Input]:
-        """``items`` with each ``item_reference`` replaced by a copy of the item it names: a thread
-        entry of this project, or a built-in call a response of it made (found in the runs of the
-        threads the other items come from, of ``conversation`` or of the previous response).
-
-        A file search call given back without its results (the Agents SDK's and LangChain's
-        default) whose id is one of those calls gets the results the call found, as the model
-        would see them in a continued response."""
-        items = await self._read_files(items)
-        wanted = [item for item in items if isinstance(item, ItemReference)]
-        bare = {
-            item.given_id
-            for item in items
-            if isinstance(item, NewItem)
-            and item.type == "file_search_call"
-            and item.content[0].get("results") is None
-            and item.given_id is not None
-            and item.given_id.startswith(HOSTED_PREFIXES)
-        }
-        if not wanted and not bare:
-            return items
-        given = [
-            i.given_id for i in items if isinstance(i, NewItem) and i.given_id and len(i.given_id) <= 128
-        ]
-        found: dict[str, NewItem] = {}
-        threads: dict[str, bool] = {}
-        for entry in await self.store.messages_by_id([r.id for r in wanted] + given):
-            if entry.thread_id not in threads:
-                thread = await self.store.get_thread(entry.thread_id, self.svc.project_id)
-                threads[entry.thread_id] = thread is not None
-            if threads[entry.thread_id]:
-                found[entry.id] = NewItem(entry.type, entry.role, copy.deepcopy(entry.content))
-        missing = {r.id for r in wanted if r.id not in found and r.id.startswith(HOSTED_PREFIXES)}
-        missing |= {i for i in bare if i not in found or found[i].content[0].get("results") is None}
-        if missing:
-            if conversation is not None and conversation not in threads:
-                threads[conversation] = (
-                    await self.store.get_thread(conversation, self.svc.project_id) is not None
-                )
-            if previous_response_id is not None:
-                previous = await self.store.get_response(previous_response_id, self.svc.project_id)
-                if previous is not None:
-                    threads[previous.thread_id] = True
-            searched = [t for t, ours in threads.items() if ours]
-            found.update(await self._hosted_calls(searched, missing))
-        out: list[Input] = []
-        for item in items:
-            if isinstance(item, ItemReference):
-                if item.id not in found:
-                    raise InvalidRequestError(f"Item with id '{item.id}' not found.", param=item.param)
-                out.append(found[item.id])
-            elif item.given_id in bare and item.given_id in found and found[item.given_id].type == item.type:
-                kept = found[item.given_id].content[0].get("results")
-                if kept is not None:
-                    item = NewItem(
-                        item.type, item.role, [{**item.content[0], "results": kept}], item.given_id
-                    )
-                out.append(item)
-            else:
-                out.append(item)
-        return out
-
-    async def _read_files(self, items: list[Input]) -> list[Input]:
-        """``items`` with their messages' ``input_file`` parts read (see ``domain/input_files.py``)."""
-        out: list[Input] = []
-        for item in items:
-            if isinstance(item, NewItem) and any(pending(part) for part in item.content):
-                if self.svc.input_files is None:
-                    raise InvalidRequestError("This server does not read input files.")
-                item = NewItem(
-                    item.type, item.role, await self.svc.input_files.read(item.content, self.svc.files)
-                )
-            out.append(item)
-        return out
-
     async def count_input_tokens(self, request: NewResponse, route: Route) -> int:
         """The prompt tokens a response made of ``request`` would start with: its instructions, the
         conversation or previous response it continues, its input items and its tools."""
         self.svc.check_model(request.model)
-        items = await self.resolve(request.input, request.conversation, request.previous_response_id)
+        items = await self.items.resolve(request.input, request.conversation, request.previous_response_id)
         history = await self._history(request)
-        given = [self._entry("", item, 0) for item in items if isinstance(item, NewItem)]
+        given = [new_entry("", item, 0) for item in items if isinstance(item, NewItem)]
         head: list[ChatMessage] = (
             [{"role": "system", "content": request.instructions}] if request.instructions else []
         )
@@ -388,9 +308,9 @@ class ResponseService:
         """The conversation of ``request`` (the previous response's, then its input) compacted:
         summarised by the model as a run's older messages are, and nothing stored."""
         self.svc.check_model(request.model)
-        items = await self.resolve(request.input, None, request.previous_response_id)
+        items = await self.items.resolve(request.input, None, request.previous_response_id)
         history = await self._history(request)
-        given = [self._entry("", item, 0) for item in items if isinstance(item, NewItem)]
+        given = [new_entry("", item, 0) for item in items if isinstance(item, NewItem)]
         entries = history + given
         if not entries:
             raise InvalidRequestError(
@@ -439,51 +359,6 @@ class ResponseService:
             newest_first = newest_first[ids.index(through) :]
         return list(reversed(newest_first))
 
-    async def _hosted_calls(self, thread_ids: list[str], item_ids: set[str]) -> dict[str, NewItem]:
-        """The built-in calls among ``item_ids`` (``fs_X``/``ci_X`` for call ``call_X``) made by the
-        newest runs of ``thread_ids``, as input items."""
-        out: dict[str, NewItem] = {}
-        for thread_id in thread_ids[:HOSTED_SEARCH_THREADS]:
-            runs = await self.store.list_runs(thread_id, ListQuery(limit=HOSTED_SEARCH_RUNS))
-            for run in runs.items:
-                for step in await self.store.run_steps(run.id):
-                    if not isinstance(step.step_details, ToolCalls):
-                        continue
-                    for call in step.step_details.calls:
-                        if isinstance(call, BuiltinCall):
-                            item = hosted_item(call, run.thread_id)
-                            if item is not None and builtin_item_id(call.type, call.id) in item_ids:
-                                out[builtin_item_id(call.type, call.id)] = item
-                if len(out) == len(item_ids):
-                    return out
-        return out
-
-    def _entry(self, thread_id: str, item: NewItem, at: int) -> Message:
-        return Message(
-            id=new_id(item.type),
-            thread_id=thread_id,
-            created_at=at,
-            role=item.role,
-            content=item.content,
-            type=item.type,
-            completed_at=at,
-        )
-
-    async def _check_outputs(self, thread_id: str, items: list[Message], fresh: bool) -> None:
-        """A function call output must answer a call of this conversation (or of the same input)."""
-        wanted = [m.content[0]["call_id"] for m in items if m.type == "function_call_output"]
-        if not wanted:
-            return
-        known = {m.content[0]["call_id"] for m in items if m.type == "function_call"}
-        if not fresh:
-            recent = await self.store.newest_messages(thread_id, 256)
-            known |= {m.content[0]["call_id"] for m in recent if m.type == "function_call"}
-        for call_id in wanted:
-            if call_id not in known:
-                raise InvalidRequestError(
-                    f"No tool call found for function call output with call_id {call_id}.", param="input"
-                )
-
     async def _response(self, response_id: str) -> Run:
         run = await self.store.get_response(response_id, self.svc.project_id)
         if run is None or (run.response or {}).get("store") is False:
@@ -502,15 +377,15 @@ class ResponseService:
         steps = await self.store.run_steps(run.id)
         ids = [s.step_details.message_id for s in steps if isinstance(s.step_details, MessageCreation)]
         messages = {m.id: m for m in await self.store.messages_by_id(ids)} if ids else {}
-        return ResponseView(run, steps, messages, await self._reasoning(run))
+        return ResponseView(run, steps, messages, await self._entries_of(run))
 
-    async def _reasoning(self, run: Run) -> list[Message]:
-        """The reasoning items the response's model calls wrote, oldest first."""
+    async def _entries_of(self, run: Run) -> list[Message]:
+        """The reasoning and MCP items the response's run wrote, oldest first."""
         if not run.thread_id:
             return []
         query = ListQuery(limit=MAX_REASONING_ITEMS, order="asc")
         page = await self.store.list_messages(run.thread_id, query, run.id, items=True)
-        return [m for m in page.items if m.type == "reasoning"]
+        return [m for m in page.items if m.type == "reasoning" or m.type.startswith("mcp_")]
 
     async def delete_response(self, response_id: str) -> None:
         run = await self._response(response_id)
@@ -535,7 +410,7 @@ class ResponseService:
 
     async def create_conversation(self, items: list[Input], metadata: dict[str, str]) -> Thread:
         at = self.svc.clock()
-        given = [i for i in await self.resolve(items) if isinstance(i, NewItem)]
+        given = [i for i in await self.items.resolve(items) if isinstance(i, NewItem)]
         thread = Thread(
             id=new_id("conversation"),
             created_at=at,
@@ -544,8 +419,8 @@ class ResponseService:
             project_id=self.svc.project_id,
             kind="conversation",
         )
-        entries = [self._entry(thread.id, item, at) for item in given]
-        await self._check_outputs(thread.id, entries, True)
+        entries = [new_entry(thread.id, item, at) for item in given]
+        await self.items.check_outputs(thread.id, entries, True)
         await self.store.insert_thread(thread, entries)
         return thread
 
@@ -573,9 +448,9 @@ class ResponseService:
     async def add_items(self, conversation_id: str, items: list[Input]) -> list[Message]:
         await self.get_conversation(conversation_id)
         at = self.svc.clock()
-        given = [i for i in await self.resolve(items, conversation_id) if isinstance(i, NewItem)]
-        entries = [self._entry(conversation_id, item, at) for item in given]
-        await self._check_outputs(conversation_id, entries, False)
+        given = [i for i in await self.items.resolve(items, conversation_id) if isinstance(i, NewItem)]
+        entries = [new_entry(conversation_id, item, at) for item in given]
+        await self.items.check_outputs(conversation_id, entries, False)
         try:
             for entry in entries:
                 await self.store.insert_message(entry)
@@ -611,32 +486,6 @@ def _offered(tool: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def hosted_item(call: BuiltinCall, thread_id: str) -> NewItem | None:
-    """A finished built-in call of a run as the input item that gives it back."""
-    details = call.details
-    if call.output is None:
-        return None
-    if isinstance(details, FileSearchDetails):
-        try:
-            arguments = json.loads(call.arguments or "{}")
-        except ValueError:
-            arguments = {}
-        query = arguments.get("query") if isinstance(arguments, dict) else None
-        fields = {"queries": [str(query)] if query else [], "results": search_results(details)}
-        return NewItem("file_search_call", "assistant", [fields])
-    outputs = [
-        {"type": "logs", "logs": o.logs}
-        if isinstance(o, LogsOutput)
-        else {"type": "image", "url": f"/v1/files/{o.file_id}/content"}
-        for o in details.outputs
-    ]
-    return NewItem(
-        "code_interpreter_call",
-        "assistant",
-        [{"code": details.input, "container_id": container_id(thread_id), "outputs": outputs}],
-    )
-
-
 def _page(items: list[Message], query: ListQuery) -> Page[Message]:
     """A page of a short list already in memory, by OpenAI's cursor rules."""
     ordered = list(reversed(items)) if query.order == "desc" else list(items)
@@ -655,17 +504,3 @@ def _one_continuation(request: NewResponse) -> None:
             "Ensure you are only providing one of them.",
             param="conversation",
         )
-
-
-def search_results(details: FileSearchDetails) -> list[dict[str, Any]]:
-    """A file search call's results as a ``file_search_call`` item carries them."""
-    return [
-        {
-            "file_id": r.file_id,
-            "filename": r.file_name,
-            "score": r.score,
-            "text": "\n".join(r.content),
-            "attributes": {},
-        }
-        for r in details.results
-    ]

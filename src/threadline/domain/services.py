@@ -42,6 +42,7 @@ from threadline.domain.files import (
 )
 from threadline.domain.input_files import InputFiles
 from threadline.domain.lifecycle import end_run, moved, publish, run_event, snapshot, step_event, text_content
+from threadline.domain.ports.mcp import McpServers
 from threadline.domain.ports.storage import Bus, Change, Store, ThreadLockedError
 from threadline.domain.run_states import TERMINAL, RunStatus
 from threadline.domain.vector_stores import VectorStoreService
@@ -98,6 +99,8 @@ class Services:
         """Checks ``file_search`` vector store ids and makes the stores ``vector_stores`` asks for."""
         self.input_files: InputFiles | None = None
         """Reads the ``input_file`` parts of responses' input (none: such parts are refused)."""
+        self.mcp: McpServers | None = None
+        """Reaches remote MCP servers for the ``mcp`` tool (none: the tool is refused)."""
 
     def for_project(self, project_id: str) -> Services:
         """The same services, seeing only ``project_id``'s objects (one per request: cheap)."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-BuiltinType = Literal["code_interpreter", "file_search"]
+BuiltinType = Literal["code_interpreter", "file_search", "web_search"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,5 +69,20 @@ class FileSearchDetails:
     results: tuple[FileSearchResult, ...] = ()
 
 
-BuiltinDetails = CodeInterpreterDetails | FileSearchDetails
+@dataclass(frozen=True, slots=True)
+class WebSearchSource:
+    url: str
+    title: str
+
+
+@dataclass(frozen=True, slots=True)
+class WebSearchDetails:
+    query: str
+    sources: tuple[WebSearchSource, ...] = ()
+    """The pages the model was given, in order (shown with ``include`` of their sources)."""
+    error: str = ""
+    """Why the search failed (the call is then ``failed``); empty when it did not."""
+
+
+BuiltinDetails = CodeInterpreterDetails | FileSearchDetails | WebSearchDetails
 """What a built-in call's run step shows, by tool type."""

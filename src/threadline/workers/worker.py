@@ -20,13 +20,15 @@ from collections.abc import Callable, Collection, Mapping
 
 from threadline.config import Settings
 from threadline.domain.clock import now
-from threadline.domain.context import ContextBuilder, ImageSource
+from threadline.domain.context import ContextBuilder
 from threadline.domain.entities import Run
 from threadline.domain.events import ErrorEvent, ObjectEvent
 from threadline.domain.lifecycle import end_run, moved
 from threadline.domain.model_calls import ModelCallObserver
+from threadline.domain.ports.mcp import McpServers
 from threadline.domain.ports.models import Router
 from threadline.domain.ports.storage import Bus, Change, JobQueue, Store, Subscription
+from threadline.domain.prompt_messages import ImageSource
 from threadline.domain.run_loop import RunLoop
 from threadline.domain.run_states import ACTIVE, RunStatus
 from threadline.tools.registry import ToolRegistry
@@ -61,6 +63,7 @@ class Worker:
         images: ImageSource | None = None,
         on_claim: Callable[[Run], None] | None = None,
         interruptible_jobs: Collection[str] = (),
+        mcp: McpServers | None = None,
     ) -> None:
         """``observe_model_call`` and ``observe_job`` are told of each model call and each job
         attempt (the runtime's metrics); ``images`` reads uploaded images for models that see;
@@ -89,6 +92,7 @@ class Worker:
             tools=tools,
             retries=settings.model_retries,
             observe_model_call=observe_model_call,
+            mcp=mcp,
         )
         self.running: dict[str, asyncio.Task[None]] = {}
         self._stopping = asyncio.Event()

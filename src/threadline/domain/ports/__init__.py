@@ -4,6 +4,7 @@
 - ``tools``: a server-side tool and the set of them (``threadline.tools`` implements them);
 - ``tool_services``: what those tools need back from the server (files, vector store search);
 - ``retrieval``: the retrieval engine, and what it needs (embedder, chunk index, preparer);
+- ``mcp``: remote MCP servers (``threadline.tools.remote.mcp``);
 - ``citations``: the file search citation marker, shared by the tool, the run loop and the API;
 - ``storage``: stores, blob store, job queue and event bus (``threadline.store``, ``threadline.events``).
 

@@ -5,6 +5,9 @@ models were trained on), and the model cites by repeating a marker. :func:`annot
 markers in its answer and turns each that names a known result into a ``file_citation``
 annotation over the marker's characters; markers naming no known result are left as plain text.
 
+A web search's pages are cited differently: the model links their URLs, and
+:func:`url_citations` finds the links.
+
 The marker is a contract between three layers: the ``file_search`` tool writes it, the run loop
 reads it back, the Responses API cuts it out of answers. These are pure functions with no I/O, so
 they live with the ports all three may import, rather than behind a protocol.
@@ -58,6 +61,44 @@ def annotate(text: str, searches: Mapping[int, Sequence[Source]]) -> list[FileCi
         if index < len(sources):
             citations.append(FileCitation(match.group(0), match.start(), match.end(), sources[index].file_id))
     return citations
+
+
+# --- web search: the model cites a page by linking its URL -----------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class UrlCitation:
+    text: str
+    start_index: int
+    end_index: int
+    url: str
+    title: str
+
+
+_URL_GOES_ON = re.compile(r"[A-Za-z0-9/_~%?=&#+-]|\.[A-Za-z0-9]")
+
+
+def url_citations(text: str, pages: Mapping[str, str]) -> list[UrlCitation]:
+    """``url_citation`` annotations for ``text``'s mentions of the web search results ``pages``
+    (URL → title): a markdown link to one (``[label](url)``, the annotation over the whole link) or
+    the URL itself, not as the start of a longer URL; in order of appearance."""
+    taken: list[tuple[int, int]] = []
+    citations: list[UrlCitation] = []
+    for url in sorted(pages, key=len, reverse=True):  # a longer URL before one it starts with
+        at = text.find(url)
+        while at >= 0:
+            end = at + len(url)
+            if _URL_GOES_ON.match(text, end) is None:
+                start = at
+                if text.startswith(")", end) and text[:at].endswith("]("):
+                    label = text.rfind("[", 0, at - 2)
+                    if label >= 0 and "\n" not in text[label:at]:
+                        start, end = label, end + 1
+                if not any(start < e and s < end for s, e in taken):
+                    taken.append((start, end))
+                    citations.append(UrlCitation(text[start:end], start, end, url, pages[url]))
+            at = text.find(url, at + len(url))
+    return sorted(citations, key=lambda c: c.start_index)
 
 
 # --- the Responses API's text: markers cut out, annotations at the cut ---------------------

@@ -119,4 +119,22 @@ FILE_SEARCH = FunctionSpec(
 )
 """What chat models are offered for ``file_search``; implementations should keep it."""
 
-FUNCTIONS: dict[str, FunctionSpec] = {"code_interpreter": CODE_INTERPRETER, "file_search": FILE_SEARCH}
+WEB_SEARCH = FunctionSpec(
+    name="web_search",
+    description=(
+        "Search the web and get back the text of the best pages: for anything recent or anything "
+        "you are unsure of. Cite the pages you use."
+    ),
+    parameters={
+        "type": "object",
+        "properties": {"query": {"type": "string", "description": "What to search the web for."}},
+        "required": ["query"],
+    },
+)
+"""What chat models are offered for ``web_search``; implementations should keep it."""
+
+FUNCTIONS: dict[str, FunctionSpec] = {
+    "code_interpreter": CODE_INTERPRETER,
+    "file_search": FILE_SEARCH,
+    "web_search": WEB_SEARCH,
+}

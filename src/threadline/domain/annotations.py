@@ -1,0 +1,100 @@
+"""What a run's built-in calls made, shown in its answer: citations, links to files, charts.
+
+As OpenAI's answers had it: the model's citations of file search results (``【search:result†file】``,
+searches numbered in order) become ``file_citation`` annotations, its mentions of files the code
+wrote (``sandbox:/mnt/data/…``) ``file_path`` annotations, its links to the pages a web search
+read ``url_citation`` annotations, and the code's charts ``image_file`` parts after the text.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from threadline.domain.entities import BuiltinCall, RunStep, ToolCalls
+from threadline.domain.ports.citations import Source, annotate, url_citations
+from threadline.domain.steps import CodeInterpreterDetails, FileSearchDetails, ImageOutput, WebSearchDetails
+
+
+@dataclass
+class Made:
+    """What the run's built-in calls made that its answer may show."""
+
+    searches: dict[int, list[Source]] = field(default_factory=dict)
+    """Each file search's results, by the search's number (in the order the searches ran)."""
+    written: dict[str, str] = field(default_factory=dict)
+    """Files the code wrote: path → file id."""
+    images: list[str] = field(default_factory=list)
+    """The file ids of the code's charts."""
+    pages: dict[str, str] = field(default_factory=dict)
+    """The pages web searches read: URL → title."""
+
+
+def made_by(steps: list[RunStep]) -> Made:
+    made = Made()
+    calls = [c for s in steps if isinstance(s.step_details, ToolCalls) for c in s.step_details.calls]
+    for details in (c.details for c in calls if isinstance(c, BuiltinCall)):
+        if isinstance(details, FileSearchDetails):
+            made.searches[len(made.searches)] = [Source(r.file_id, r.file_name, "") for r in details.results]
+        elif isinstance(details, WebSearchDetails):
+            made.pages.update((p.url, p.title) for p in details.sources)
+        elif isinstance(details, CodeInterpreterDetails):
+            made.written.update((f.path, f.file_id) for f in details.files)
+            made.images += [o.file_id for o in details.outputs if isinstance(o, ImageOutput)]
+    return made
+
+
+def answer_content(content: list[dict[str, Any]], steps: list[RunStep]) -> list[dict[str, Any]]:
+    """The answer's content with what the run's built-in calls made (see the module's docstring)."""
+    made = made_by(steps)
+    if not (made.searches or made.written or made.images or made.pages):
+        return content
+    parts = []
+    for part in content:
+        if part.get("type") == "text":
+            text = part["text"]["value"]
+            annotations = [
+                {
+                    "type": "file_citation",
+                    "text": c.text,
+                    "start_index": c.start_index,
+                    "end_index": c.end_index,
+                    "file_citation": {"file_id": c.file_id},
+                }
+                for c in annotate(text, made.searches)
+            ] + file_paths(text, made.written)
+            annotations += [
+                {
+                    "type": "url_citation",
+                    "text": c.text,
+                    "start_index": c.start_index,
+                    "end_index": c.end_index,
+                    "url_citation": {"url": c.url, "title": c.title},
+                }
+                for c in url_citations(text, made.pages)
+            ]
+            annotations.sort(key=lambda a: int(a["start_index"]))
+            part = {"type": "text", "text": {"value": text, "annotations": annotations}}
+        parts.append(part)
+    return parts + [{"type": "image_file", "image_file": {"file_id": file_id}} for file_id in made.images]
+
+
+def file_paths(text: str, written: dict[str, str]) -> list[dict[str, Any]]:
+    """``file_path`` annotations over ``text``'s mentions of the files the code wrote (path → file
+    id): ``sandbox:/mnt/data/out.csv`` as OpenAI's models link them, or the bare path."""
+    if not written:
+        return []
+    paths = "|".join(re.escape(path) for path in sorted(written, key=len, reverse=True))
+    # A mention ends where the path does: not inside a longer name (``out.csv2``, ``out.csv.bak``).
+    mention = re.compile(rf"(?:sandbox:)?({paths})(?![A-Za-z0-9_/-]|\.[A-Za-z0-9])")
+    return [
+        {
+            "type": "file_path",
+            "text": m.group(0),
+            "start_index": m.start(),
+            "end_index": m.end(),
+            "file_path": {"file_id": written[m.group(1)]},
+        }
+        for m in mention.finditer(text)
+    ]
