@@ -539,7 +539,9 @@ def report(
         "python -m bench.runs --no-write           # print only",
         "python -m bench.runs --quick --no-write   # a smoke run of a few seconds",
         "python -m bench.runs --compare-loops      # asyncio+h11 against uvloop+httptools, side by side",
-        "python -m bench.profile                   # where the server's CPU goes (needs py-spy)",
+        "python -m bench.runs --against CHECKOUT   # another checkout's server beside this one, round by round",
+        "python -m bench.profile                   # where the server's CPU goes (needs py-spy; --way sdk)",
+        "python -m bench.statements --clients 8    # transactions and statements per run, by store operation",
         "```",
     ]
     return [
