@@ -94,9 +94,8 @@ async def settled(
     subscription: Subscription, read: Callable[[], Awaitable[Run]], hold: float | None = None
 ) -> Run:
     """The run (``read``) once it waits or ends, or once ``hold`` seconds have passed. It is read
-    after each of its run events that says it waits or ended (what is answered is always a read: an
-    event may be older than the last read), and every so often anyway: a worker in another process
-    publishes on its own bus, and a held poll must not be slower than the SDK's own polling."""
+    after each of its run events, and every so often anyway: a worker in another process publishes
+    on its own bus, and a held poll must not be slower than the SDK's own polling."""
     latest = await read()
     deadline = None if hold is None else time.monotonic() + hold
     while latest.status not in WAITING:
@@ -107,9 +106,7 @@ async def settled(
                 break
             timeout = min(left, RECHECK_SECONDS)
         event = await subscription.get(timeout=timeout)
-        if event is None or (
-            isinstance(event, ObjectEvent) and isinstance(event.obj, Run) and event.obj.status in WAITING
-        ):
+        if event is None or (isinstance(event, ObjectEvent) and isinstance(event.obj, Run)):
             latest = await read()
     return latest
 
