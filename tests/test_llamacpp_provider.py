@@ -135,8 +135,9 @@ def test_deltas_stream_incrementally(provider: LlamaCppProvider) -> None:
     text_times = [t for t, e in timed if isinstance(e, TextDelta)]
     finish_time = timed[-1][0]
     assert isinstance(timed[-1][1], Finish)
-    assert len(text_times) >= 10
-    # Decoding 80 tokens takes a good fraction of a second; the first piece arrives at its start.
+    # Tokens faster than every 50 ms come in batches: how many pieces depends on the machine's speed,
+    # but 80 tokens take a good fraction of a second, and the first piece arrives at its start.
+    assert len(text_times) >= 3
     assert text_times[0] < 0.5 * finish_time, (text_times[0], finish_time)
 
 

@@ -24,10 +24,19 @@ import pytest
 from tests.support import ThreadlineServer, wait_for
 from tests.test_embedded import needs_embedded
 from threadline.config import Settings
-from threadline.domain.ports.models import LocalModel
-from threadline.providers.host_process import missing_cpu_features
-from threadline.providers.llamacpp import LlamaCppProvider
-from threadline.providers.model_host import describe_exit
+from threadline.domain.ports.models import (
+    Finish,
+    LocalModel,
+    ModelRequest,
+    ReplyBudget,
+    ReplyLimits,
+    TextDelta,
+    ToolCallDelta,
+    Usage,
+)
+from threadline.providers.host_process import Batcher, missing_cpu_features
+from threadline.providers.llamacpp import LlamaCppProvider, default_threads, usable_cores
+from threadline.providers.model_host import describe_exit, unbatch
 
 # At temperature 0 SmolLM2 loops on this prompt: a generation that lasts as long as we let it.
 LONG_PROMPT = "你好，我购买了一本书和一个电子产品，请帮我计算一下订单总价"
@@ -239,6 +248,69 @@ def test_a_build_that_needs_what_the_cpu_lacks_is_caught_before_loading() -> Non
     assert missing_cpu_features(info, "flags\t\t: fpu sse3 avx avx2 f16c fma") == ["AMX_INT8"]
     assert missing_cpu_features(info, "flags\t\t: fpu sse3 avx avx2 f16c fma amx_int8") == []
     assert missing_cpu_features(info, "Features\t: fp asimd") == []  # arm64: nothing to compare
+
+
+def test_fast_tokens_are_sent_in_batches_in_order_and_the_first_at_once() -> None:
+    sent: list[list[dict[str, Any]]] = []
+    clock = [0.0]
+    batcher = Batcher(sent.append, 0.05, clock=lambda: clock[0])
+    batcher.add(TextDelta("Once"))
+    assert sent == [[{"kind": "text", "text": "Once"}]]  # the first piece is not held
+    for n, piece in enumerate([" upon", " a", " time"], 1):
+        clock[0] = 0.02 * n  # 20 ms apart: held until 50 ms have passed since the last send
+        batcher.add(TextDelta(piece))
+    assert [[e["text"] for e in batch] for batch in sent] == [["Once"], [" upon", " a", " time"]]
+    clock[0] = 0.07
+    batcher.add(TextDelta(","))  # held: 10 ms after the last send
+    batcher.add(Usage(prompt_tokens=3, completion_tokens=5))  # not a fragment: sent with what is held
+    assert sent[-1] == [
+        {"kind": "text", "text": ","},
+        {"kind": "usage", "prompt_tokens": 3, "completion_tokens": 5, "reasoning_tokens": 0},
+    ]
+    clock[0] = 0.5
+    batcher.add(ToolCallDelta(0, name="f"))  # slower than 50 ms: at once
+    clock[0] = 0.51
+    batcher.add(ToolCallDelta(0, arguments="{}"))
+    assert sent[-1] == [{"kind": "tool_call", "index": 0, "arguments": "", "name": "f"}]
+    batcher.flush()
+    assert sent[-1] == [{"kind": "tool_call", "index": 0, "arguments": "{}", "name": None}]
+    batcher.flush()
+    assert len(sent) == 5  # nothing held: nothing sent
+
+
+def test_a_batch_reaches_the_run_as_one_piece_per_fragment_counted_per_token() -> None:
+    batch: list[dict[str, Any]] = [
+        {"kind": "text", "text": "a"},
+        {"kind": "text", "text": "b"},
+        {"kind": "tool_call", "index": 0, "name": "f", "arguments": ""},
+        {"kind": "tool_call", "index": 0, "arguments": '{"x"'},
+        {"kind": "tool_call", "index": 0, "arguments": ": 1}"},
+        {"kind": "tool_call", "index": 1, "name": "g", "arguments": ""},
+        {"kind": "finish", "reason": "tool_calls"},
+    ]
+    unlimited = ReplyBudget(ReplyLimits(), ModelRequest(model="m", messages=[]))
+    assert unbatch(batch, unlimited) == (
+        [
+            TextDelta("ab"),
+            ToolCallDelta(0, '{"x": 1}', "f"),
+            ToolCallDelta(1, "", "g"),
+            Finish("tool_calls"),
+        ],
+        False,
+    )
+    # Each token of a batch counts: the third piece is one past max_tokens=2, and cuts the reply there.
+    two = ReplyBudget(ReplyLimits(), ModelRequest(model="m", messages=[], max_tokens=2))
+    pieces = [{"kind": "text", "text": t} for t in ("a", "b", "c", "d")]
+    assert unbatch(pieces, two) == ([TextDelta("ab")], True)
+
+
+def test_the_default_thread_count_leaves_the_server_a_core() -> None:
+    assert [default_threads(cores) for cores in (1, 2, 3, 4, 16, 64)] == [1, 1, 2, 3, 8, 8]
+    assert usable_cores(affinity=2, cpu_max="max 100000\n") == 2
+    assert usable_cores(affinity=16, cpu_max="250000 100000\n") == 3  # a container's --cpus=2.5
+    assert usable_cores(affinity=2, cpu_max="800000 100000") == 2  # the affinity allows fewer
+    assert usable_cores(affinity=4, cpu_max="") == 4
+    assert usable_cores() == len(os.sched_getaffinity(0)) or Path("/sys/fs/cgroup/cpu.max").exists()
 
 
 def test_the_embedded_provider_declares_itself_local() -> None:

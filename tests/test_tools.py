@@ -25,7 +25,7 @@ from tests.support import ThreadlineServer
 from tests.test_streaming import node_sdk  # noqa: F401  (the fixture)
 from threadline.api import sse
 from threadline.domain.context import offered_tools, tool_choice
-from threadline.domain.entities import BuiltinCall, FunctionCall, Run, ToolCalls
+from threadline.domain.entities import BuiltinCall, FunctionCall, Message, Run, ToolCalls
 from threadline.domain.entities import RunStep as DomainStep
 from threadline.domain.events import BuiltinCallDelta
 from threadline.domain.ports.tools import ToolCall as ToolCallRequest
@@ -552,6 +552,20 @@ def test_run_messages_put_one_responses_calls_together() -> None:
     assert [m["role"] for m in messages] == ["assistant", "tool", "tool"]
     assert [c["id"] for c in messages[0]["tool_calls"]] == ["call_b", "call_a"]
     assert [m["content"] for m in messages[1:]] == ["cold", "1"]
+
+
+def test_run_messages_put_the_runs_mcp_calls_where_their_turn_was() -> None:
+    def mcp_call(item_id: str, turn: int, place: str) -> Message:
+        fields = {"name": "weather", "arguments": "{}", "status": "completed", "output": item_id}
+        metadata = {"turn": str(turn), "place": place}
+        return Message(item_id, "thread_1", 0, "assistant", [fields], metadata=metadata, type="mcp_call")
+
+    search = FunctionCall("call_s", "web_search", "{}", "pages")
+    later = FunctionCall("call_l", "lookup", "{}", "found")
+    steps = [_step(0, 0, ToolCalls([search])), _step(2, 0, ToolCalls([later]))]
+    entries = [mcp_call("mcp_model", 1, "end"), mcp_call("mcp_approved", 0, "start")]
+    told = [m["content"] for m in run_messages(steps, {}, entries) if m["role"] == "tool"]
+    assert told == ["mcp_approved", "pages", "mcp_model", "found"]
 
 
 def test_step_details_records_round_trip() -> None:

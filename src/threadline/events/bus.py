@@ -22,6 +22,8 @@ class Subscription:
 
     async def get(self, timeout: float | None = None) -> Event | None:
         """The next event, or ``None`` when ``timeout`` passes first."""
+        if not self.queue.empty():
+            return self.queue.get_nowait()  # no timer for an event already here
         try:
             return await asyncio.wait_for(self.queue.get(), timeout)
         except TimeoutError:

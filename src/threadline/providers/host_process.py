@@ -8,8 +8,11 @@ decoded, fails here rather than in a user's run), reports ``ready`` and then ser
 The protocol is JSON lines. Requests arrive on stdin; replies leave on a private copy of stdout
 (fd 1 itself is pointed at stderr, so anything native code prints cannot corrupt the stream):
 
-- ``{"op": "generate", "id": N, "request": {...}}`` → ``{"id": N, "event": {...}}`` per model event,
-  then ``{"id": N, "done": true}`` or ``{"id": N, "error": "...", "code": "..."}``
+- ``{"op": "generate", "id": N, "request": {...}}`` → ``{"id": N, "events": [{...}, ...]}`` carrying
+  the model's events in order, then ``{"id": N, "done": true}`` or ``{"id": N, "error": "...",
+  "code": "..."}``. Events are sent as they come while tokens are slower than 50 ms; faster
+  ones are held and sent together at most that long apart (:class:`Batcher`), so the server, the
+  streams and their clients wake once per batch instead of once per token.
 - ``{"op": "cancel", "id": N}`` stops generation N at its next token (or drops it while queued)
 - ``{"op": "count", "id": N, "texts": [...]}`` → ``{"id": N, "counts": [...]}``, answered at once
 
@@ -22,19 +25,65 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import queue
 import re
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import IO, Any
 
-from threadline.domain.ports.models import ModelEvent, ModelRequest, ProviderError
+from threadline.domain.ports.models import ModelEvent, ModelRequest, ProviderError, TextDelta, ToolCallDelta
 from threadline.providers.decoding import DEFAULT_REPEAT_PENALTY, Loaded, Stopped, Turn, load_model
 
 PROBE_PROMPT = [{"role": "user", "content": "Hi"}]
 """The start-up check's request: a real prompt through the real decode loop, two tokens long."""
+
+FLUSH_SECONDS = 0.05
+"""How long a generation's text may be held before it is sent (when tokens come faster than this)."""
+
+
+def wire(event: ModelEvent) -> dict[str, Any]:
+    """An event as the protocol sends it (``kind`` says which)."""
+    if isinstance(event, TextDelta) and event.logprobs is None:
+        return {"kind": "text", "text": event.text}  # the common case, without asdict's deep copy
+    return dataclasses.asdict(event)
+
+
+class Batcher:
+    """Sends one generation's events in order, text and tool-call fragments in batches.
+
+    A fragment goes out at once when nothing was sent for ``interval`` seconds (the first one
+    always, and every one while tokens are slower than that); otherwise it waits for the next event,
+    so a held fragment is late by less than ``interval`` plus one token. Any other event (usage,
+    finish) sends everything held with it, as does :meth:`flush`.
+    """
+
+    def __init__(
+        self,
+        send: Callable[[list[dict[str, Any]]], None],
+        interval: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.send = send
+        self.interval = interval
+        self.clock = clock
+        self.held: list[dict[str, Any]] = []
+        self.sent_at = -math.inf
+
+    def add(self, event: ModelEvent) -> None:
+        self.held.append(wire(event))
+        now = self.clock()
+        if not isinstance(event, TextDelta | ToolCallDelta) or now - self.sent_at >= self.interval:
+            self.flush(now)
+
+    def flush(self, now: float | None = None) -> None:
+        if self.held:
+            events, self.held = self.held, []
+            self.send(events)
+            self.sent_at = self.clock() if now is None else now
 
 
 # The CPU features llama.cpp's system info reports, by the name /proc/cpuinfo gives them.
@@ -161,12 +210,17 @@ class Host:
                     self.stops.pop(request_id, None)
 
     def generate(self, request_id: int, request: ModelRequest, stop: threading.Event) -> None:
+        batcher = Batcher(lambda events: self.send({"id": request_id, "events": events}), FLUSH_SECONDS)
+
         def emit(event: ModelEvent) -> None:
             if stop.is_set():
                 raise Stopped
-            self.send({"id": request_id, "event": dataclasses.asdict(event)})
+            batcher.add(event)
 
-        Turn(self.loaded, request, emit, stop, repeat_penalty=self.repeat_penalty).run()
+        try:
+            Turn(self.loaded, request, emit, stop, repeat_penalty=self.repeat_penalty).run()
+        finally:
+            batcher.flush()  # what was decoded before an error goes out before it
 
 
 def probe(loaded: Loaded) -> float:

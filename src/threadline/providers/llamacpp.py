@@ -9,21 +9,48 @@ taking the server down. Function calls and ``response_format`` JSON are decoded 
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 from threadline.domain.ports.models import ModelEvent, ModelRequest, ReplyLimits
 from threadline.providers.model_host import ModelHost
 
-__all__ = ["LlamaCppProvider", "default_threads"]
+__all__ = ["LlamaCppProvider", "default_threads", "usable_cores"]
+
+MAX_DEFAULT_THREADS = 8
+"""Past this many threads, decoding (bound by memory bandwidth, not arithmetic) gains next to
+nothing, and each thread is one more that every step of every token waits for."""
+
+CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
 
 
-def default_threads() -> int:
-    """All cores but one. llama.cpp's threads wait for each other at every step of every token: when
-    the server (or anything else) takes one of their cores, the token waits for the descheduled
-    thread. On 2 busy cores 2 threads decode at half the speed of 1; docs/benchmarks.md has the
-    figures."""
-    return max(1, (os.cpu_count() or 1) - 1)
+def usable_cores(affinity: int | None = None, cpu_max: str | None = None) -> int:
+    """The cores this process may use: those it may be scheduled on (its CPU affinity: ``taskset``,
+    a cpuset), fewer when its cgroup's CPU quota (``cpu.max``: a container's ``--cpus``) allows
+    less. The arguments stand in for what the system says (for tests)."""
+    if affinity is None:
+        affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if cpu_max is None:
+        try:
+            cpu_max = CPU_MAX.read_text(encoding="ascii")
+        except OSError:
+            cpu_max = ""
+    quota, _, period = cpu_max.strip().partition(" ")
+    if quota.isdigit() and period.isdigit() and int(period) > 0:
+        affinity = min(affinity, max(1, math.ceil(int(quota) / int(period))))
+    return max(1, affinity)
+
+
+def default_threads(cores: int | None = None) -> int:
+    """All usable cores but one, at most :data:`MAX_DEFAULT_THREADS`. The core left over is the
+    server's: llama.cpp's threads wait for each other at every step of every token, so when the
+    server (or anything else) takes one of their cores, the token waits for the descheduled thread;
+    on 2 cores 2 threads decode at a fraction of the speed of 1 while the server streams.
+    docs/benchmarks.md has the figures, docs/deploy.md the advice for larger machines."""
+    cores = usable_cores() if cores is None else cores
+    return max(1, min(cores - 1, MAX_DEFAULT_THREADS))
 
 
 class LlamaCppProvider:

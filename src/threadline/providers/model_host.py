@@ -5,7 +5,9 @@ out of memory) kills whatever process it runs in. So each embedded model runs in
 that this class starts, feeds and watches, as Ollama and LocalAI do:
 
 - requests go to the child over its stdin and their events come back over its stdout (JSON lines),
-  streamed token by token; the child decodes them one at a time in arrival order;
+  streamed as they are decoded (in batches while tokens come fast: each batch reaches the caller as
+  one piece of text, so the run, its streams and their clients handle a batch, not every token);
+  the child decodes requests one at a time in arrival order;
 - when the child dies, the calls in flight fail with a :class:`ProviderError` that says how it died
   (signal or exit code, and its last words on stderr), and the next call starts a new child, after a
   back-off that grows while it keeps dying;
@@ -69,6 +71,35 @@ def _event(data: dict[str, Any]) -> ModelEvent:
     if kind == "usage":
         return Usage(**data)
     return Finish(**data)
+
+
+def unbatch(batch: list[dict[str, Any]], budget: ReplyBudget) -> tuple[list[ModelEvent], bool]:
+    """A batch of the child's events, each counted against ``budget``, with fragments that continue
+    each other (text after text, arguments of the same call) joined into one; and whether the
+    request's ``max_tokens`` ran out within it (the events up to that point are kept)."""
+    events: list[ModelEvent] = []
+    for data in batch:
+        event = _event(dict(data))
+        if budget.over(event):
+            return events, True
+        last = events[-1] if events else None
+        if (
+            isinstance(last, TextDelta)
+            and isinstance(event, TextDelta)
+            and last.logprobs is None
+            and event.logprobs is None
+        ):
+            events[-1] = TextDelta(last.text + event.text)
+        elif (
+            isinstance(last, ToolCallDelta)
+            and isinstance(event, ToolCallDelta)
+            and last.index == event.index
+            and event.name is None
+        ):
+            events[-1] = ToolCallDelta(last.index, last.arguments + event.arguments, last.name)
+        else:
+            events.append(event)
+    return events, False
 
 
 def describe_exit(returncode: int) -> str:
@@ -174,6 +205,7 @@ class ModelHost:
         child = self._child
         if (
             child is not None
+            and child.killed_because is None  # killed, maybe not yet gone: never handed a new call
             and child.process.poll() is None
             and child.ready.is_set()
             and self.state == "ready"
@@ -404,12 +436,13 @@ class ModelHost:
                     return
                 if message.get("started"):
                     deadline = self.limits.deadline()
-                elif "event" in message:
-                    event = _event(dict(message["event"]))
-                    if budget.over(event):
+                elif "events" in message:
+                    events, spent = unbatch(message["events"], budget)
+                    for event in events:
+                        yield event
+                    if spent:
                         yield Finish("length")
                         return  # the finally asks the host to stop the generation
-                    yield event
         finally:
             self._close_call(call)
             if not finished:
