@@ -144,13 +144,13 @@ async def measure(url: str, sizes: Sequence[int], budget: int, builds: int, warm
     from threadline.domain.ports.models import Route
     from threadline.ids import new_id
     from threadline.providers.tokenizers import for_model
+    from threadline.store import sql_stores
     from threadline.store.database import Database, migrate
-    from threadline.store.repository import SqlStore
 
     await asyncio.to_thread(migrate, url)
     cases = await fill(url, sizes)
     db = Database(url)
-    store = SqlStore(db)
+    stores = sql_stores(db)
     route = Route(provider=NoModel(), model="gpt-4o", context_window=8192, tokenizer=for_model("gpt-4o"))
     instructions = "You are a helpful assistant. Answer briefly."
 
@@ -167,7 +167,7 @@ async def measure(url: str, sizes: Sequence[int], budget: int, builds: int, warm
 
     try:
         for summaries, attr in ((False, "off"), (True, "on")):
-            builder = ContextBuilder(store, summaries=summaries)
+            builder = ContextBuilder(stores.threads, summaries=summaries)
             for number in range(warmup + builds):
                 for case in cases:
                     run = run_for(case)
@@ -188,7 +188,7 @@ async def measure(url: str, sizes: Sequence[int], budget: int, builds: int, warm
                 for case in cases:
                     if case.dropped:
                         newest_dropped = case.message_ids[case.size - case.kept - 1]
-                        await store.save_summary(
+                        await stores.threads.save_summary(
                             Summary(
                                 case.thread_id,
                                 "The user and the assistant discussed the weather and a budget.",

@@ -30,7 +30,7 @@ async def main(database_url: str, marker: Path) -> None:
         await asyncio.Event().wait()
 
     runtime = await Runtime.open(settings)
-    Worker(settings, runtime.store, runtime.bus, runtime.router, runtime.jobs, {"slow": slow}).start()
+    Worker(settings, runtime.stores, runtime.bus, runtime.router, runtime.jobs, {"slow": slow}).start()
     await asyncio.Event().wait()
 
 

@@ -9,13 +9,13 @@ from pathlib import Path
 from tests.conftest import database_url
 from threadline.domain.entities import Run, Thread
 from threadline.ids import new_id
-from threadline.store import Database, SqlStore
+from threadline.store import Database, sql_stores
 from threadline.store.database import migrate
 
 
 async def _claims(url: str) -> tuple[list[str], list[int], list[str]]:
     db = Database(url)
-    store = SqlStore(db)
+    stores = sql_stores(db)
     made = []
     try:
         for n in range(10):
@@ -28,13 +28,13 @@ async def _claims(url: str) -> tuple[list[str], list[int], list[str]]:
                 model="m",
                 instructions="",
             )
-            await store.insert_thread(thread, [], run)
+            await stores.threads.insert(thread, [], run)
             made.append(run.id)
         now = time.time()
-        first = await store.claim("worker-a", now, 30, 3)
+        first = await stores.runs.claim_next("worker-a", now, 30, 3)
         # Two workers asking at once get disjoint runs and no more than they asked for.
         second, third = await asyncio.gather(
-            store.claim("worker-b", now, 30, 4), store.claim("worker-c", now, 30, 4)
+            stores.runs.claim_next("worker-b", now, 30, 4), stores.runs.claim_next("worker-c", now, 30, 4)
         )
         taken = [r.id for r in first + second + third]
         return made, [len(first), len(second), len(third)], taken
@@ -53,16 +53,16 @@ def test_claims_take_at_most_the_limit_oldest_first(tmp_path: Path) -> None:
 
 async def _affinity(url: str) -> dict[str, set[str]]:
     db = Database(url)
-    store = SqlStore(db)
+    stores = sql_stores(db)
     now = time.time()
     try:
 
         async def queued(holder: str | None, until: float, at: float | None = now) -> str:
             thread = Thread(id=new_id("thread"), created_at=0)
             run = Run(new_id("run"), thread.id, "asst_x", 0, "m", "", queued_at=at)
-            await store.insert_thread(thread, [], run)
+            await stores.threads.insert(thread, [], run)
             if holder is not None:
-                await store.hold_kernel(thread.id, holder, until)
+                await stores.runs.hold_kernel(thread.id, holder, until)
             return run.id
 
         names = {
@@ -75,9 +75,9 @@ async def _affinity(url: str) -> dict[str, set[str]]:
             "held by b": await queued("worker-b", now + 3600),
         }
         claims = {
-            "b now": await store.claim("worker-b", now, 30, 10, affinity_seconds=2),
-            "a now": await store.claim("worker-a", now, 30, 1, affinity_seconds=2),
-            "b later": await store.claim("worker-b", now + 2.5, 30, 10, affinity_seconds=2),
+            "b now": await stores.runs.claim_next("worker-b", now, 30, 10, affinity_seconds=2),
+            "a now": await stores.runs.claim_next("worker-a", now, 30, 1, affinity_seconds=2),
+            "b later": await stores.runs.claim_next("worker-b", now + 2.5, 30, 10, affinity_seconds=2),
         }
         by_id = {run_id: name for name, run_id in names.items()}
         return {who: {by_id[r.id] for r in runs} for who, runs in claims.items()}

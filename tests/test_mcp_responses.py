@@ -23,7 +23,7 @@ import pytest
 from tests.conftest import database_url, server_settings
 from tests.support import ThreadlineServer, wait_for
 from tests.test_recovery import ServerProcess
-from threadline.store import Database, SqlStore
+from threadline.store import Database, sql_stores
 from threadline.testing import Reply, ScriptedModel, ToolCall
 from threadline.testing.mcp_server import McpTestServer
 
@@ -74,7 +74,7 @@ def stored_response(server: ThreadlineServer, response_id: str) -> str:
     async def read() -> str:
         db = Database(server.settings.effective_database_url)
         try:
-            run = await SqlStore(db).get_run_by_id(response_id)
+            run = await sql_stores(db).runs.get_by_id(response_id)
             assert run is not None
             return json.dumps({"tools": run.tools, "response": run.response})
         finally:

@@ -17,7 +17,7 @@ from threadline.domain.ports.storage import Change
 from threadline.domain.run_states import RunStatus
 from threadline.domain.steps import CodeInterpreterDetails, FileSearchDetails
 from threadline.ids import new_id
-from threadline.store import Database, SqlStore
+from threadline.store import Database, sql_stores
 from threadline.store.database import alembic_config, migrate
 from threadline.store.tables import metadata
 
@@ -46,7 +46,7 @@ def test_upgrade_head_matches_the_tables(tmp_path: Path) -> None:
 async def _threads_with_tool_steps(url: str) -> tuple[str, str]:
     """A thread that ran code and one whose only call merely mentions code_interpreter."""
     db = Database(url)
-    store = SqlStore(db)
+    stores = sql_stores(db)
     made = []
     calls = [
         BuiltinCall("call_1", "code_interpreter", "code_interpreter", "{}", CodeInterpreterDetails("x = 1")),
@@ -58,9 +58,11 @@ async def _threads_with_tool_steps(url: str) -> tuple[str, str]:
         for call in calls:
             thread = Thread(new_id("thread"), 0)
             run = Run(new_id("run"), thread.id, "asst_x", 0, "m", "")
-            await store.insert_thread(thread, [], run)
+            await stores.threads.insert(thread, [], run)
             step = RunStep(new_id("step"), run.id, thread.id, "asst_x", 0, "tool_calls", ToolCalls([call]))
-            assert await store.commit(Change(run=run, expect=frozenset({RunStatus.QUEUED}), new_steps=[step]))
+            assert await stores.runs.transition(
+                Change(run=run, expect=frozenset({RunStatus.QUEUED}), new_steps=[step])
+            )
             made.append(thread.id)
         return made[0], made[1]
     finally:
@@ -70,7 +72,7 @@ async def _threads_with_tool_steps(url: str) -> tuple[str, str]:
 async def _kernel_holders(url: str, thread_ids: list[str]) -> list[str | None]:
     db = Database(url)
     try:
-        found = [await SqlStore(db).get_thread(thread_id) for thread_id in thread_ids]
+        found = [await sql_stores(db).threads.get(thread_id) for thread_id in thread_ids]
         return [thread.kernel_worker_id if thread else "missing" for thread in found]
     finally:
         await db.dispose()

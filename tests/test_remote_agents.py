@@ -147,15 +147,11 @@ def test_an_agent_searches_the_web_then_calls_an_mcp_tool(
     told = [str(m["content"]) for m in last if m["role"] == "tool"]
     assert len(told) == 2 and told[1] == f"sunny in {city}"
     message = result.new_items[-1].raw_item
-    if approval == "never":
-        # One response: the model read the pages, and its link to one is a citation.
-        assert "first lit in 1811" in told[0]
-        (citation,) = message.content[0].annotations
-        assert (citation.type, citation.url) == ("url_citation", fake_web.page_url("bell-rock"))
-    else:
-        # The answer is a second response, given the search back as an item without its pages
-        # (their text is not kept): the model is told so, and no page of this response is cited.
-        assert "not kept" in told[0] and message.content[0].annotations == []
+    # The model read the pages, and its link to one is a citation; with "always" the answer is a
+    # second response, given the search back as an item: the pages its call read are found by its id.
+    assert "first lit in 1811" in told[0]
+    (citation,) = message.content[0].annotations
+    assert (citation.type, citation.url) == ("url_citation", fake_web.page_url("bell-rock"))
     if streamed:
         kinds = {e.type for e in events}
         assert {"raw_response_event", "run_item_stream_event"} <= kinds
@@ -165,6 +161,6 @@ def test_an_agent_searches_the_web_then_calls_an_mcp_tool(
             "response.mcp_list_tools.completed",
             "response.mcp_call.completed",
         } <= raw
-        assert ("response.output_text.annotation.added" in raw) is (approval == "never")
+        assert "response.output_text.annotation.added" in raw
         named = [e.name for e in events if e.type == "run_item_stream_event"]
         assert named[0] == "mcp_list_tools" and named[-1] == "message_output_created"

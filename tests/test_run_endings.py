@@ -26,7 +26,7 @@ from threadline.domain.run_states import RunStatus
 from threadline.domain.services import Services
 from threadline.events.bus import LocalBus
 from threadline.ids import new_id
-from threadline.store import Database, SqlStore
+from threadline.store import Database, sql_stores
 from threadline.store.blobs import LocalBlobStore
 from threadline.store.database import migrate
 from threadline.store.files import SqlFileStore
@@ -172,29 +172,29 @@ def test_step_errors_use_step_codes_only(tmp_path: Path) -> None:
     async def scenario() -> tuple[dict[str, str] | None, dict[str, str] | None, dict[str, str] | None]:
         db = Database(url)
         try:
-            store, bus = SqlStore(db), LocalBus()
-            services = Services(store, bus, _AnyModel(), _files(db, tmp_path))
+            stores, bus = sql_stores(db), LocalBus()
+            services = Services(stores, bus, _AnyModel(), _files(db, tmp_path))
             assistant = await services.create_assistant({"model": "m"})
             thread = await services.create_thread({"messages": [{"role": "user", "content": "hi"}]})
             errors = []
             for code in ("invalid_prompt", "rate_limit_exceeded"):
                 run = await services.create_run(thread.id, {"assistant_id": assistant.id})
-                (claimed,) = await store.claim("worker-1", time.time(), 30, 1)
+                (claimed,) = await stores.runs.claim_next("worker-1", time.time(), 30, 1)
                 assert claimed.id == run.id and claimed.status is RunStatus.IN_PROGRESS
                 step = RunStep(
                     new_id("step"), run.id, thread.id, assistant.id, now(), "tool_calls", ToolCalls([])
                 )
                 change = Change(claimed, frozenset({RunStatus.IN_PROGRESS}), "worker-1", new_steps=[step])
-                assert await store.commit(change)
+                assert await stores.runs.transition(change)
                 error = {"code": code, "message": "The model could not take this prompt."}
                 ended = await end_run(
-                    store, bus, claimed, RunStatus.FAILED, owner="worker-1", last_error=error
+                    stores, bus, claimed, RunStatus.FAILED, owner="worker-1", last_error=error
                 )
                 assert ended is not None
-                (failed,) = await store.run_steps(run.id)
+                (failed,) = await stores.runs.steps(run.id)
                 assert failed.status == "failed"
                 errors.append(failed.last_error)
-            final = await store.get_run_by_id(run.id)
+            final = await stores.runs.get_by_id(run.id)
             assert final is not None
             return errors[0], errors[1], final.last_error
         finally:
@@ -217,21 +217,21 @@ def test_writes_while_driving_a_run_keep_its_renewed_lease(tmp_path: Path) -> No
     async def scenario() -> tuple[float | None, float]:
         db = Database(url)
         try:
-            store, bus = SqlStore(db), LocalBus()
-            services = Services(store, bus, _AnyModel(), _files(db, tmp_path))
+            stores, bus = sql_stores(db), LocalBus()
+            services = Services(stores, bus, _AnyModel(), _files(db, tmp_path))
             assistant = await services.create_assistant({"model": "m"})
             thread = await services.create_thread({"messages": [{"role": "user", "content": "hi"}]})
             run = await services.create_run(thread.id, {"assistant_id": assistant.id})
-            (claimed,) = await store.claim("worker-1", time.time(), 30, 1)
+            (claimed,) = await stores.runs.claim_next("worker-1", time.time(), 30, 1)
             renewed = time.time() + 300
-            assert await store.renew_leases("worker-1", [run.id], renewed) == [run.id]
+            assert await stores.runs.renew_leases("worker-1", [run.id], renewed) == [run.id]
             # A step written long after the claim, from the loop's copy of the run (the claim's lease).
             step = RunStep(
                 new_id("step"), run.id, thread.id, assistant.id, now(), "tool_calls", ToolCalls([])
             )
             change = Change(claimed, frozenset({RunStatus.IN_PROGRESS}), "worker-1", new_steps=[step])
-            assert await store.commit(change)
-            current = await store.get_run_by_id(run.id)
+            assert await stores.runs.transition(change)
+            current = await stores.runs.get_by_id(run.id)
             assert current is not None and current.worker_id == "worker-1"
             return current.lease_expires_at, renewed
         finally:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import openai
@@ -15,6 +15,7 @@ import pytest
 
 from tests.conftest import server_settings
 from tests.support import ThreadlineServer
+from tests.test_projects import ADMIN, new_project, sdk
 from threadline.config import Settings
 from threadline.errors import RemoteFetchError
 from threadline.testing import Reply, ScriptedModel, ToolCall
@@ -309,6 +310,56 @@ def test_a_search_given_back_as_input_round_trips(
     assert [i.type for i in items][:2] == ["message", "web_search_call"]
     seen = model.requests[-1]["messages"]
     assert any("bell rock lighthouse" in json.dumps(m) for m in seen if m["role"] != "user")
+
+
+def test_a_search_given_back_gives_the_model_its_pages_to_cite(
+    make_server: Callable[..., ThreadlineServer], model: ScriptedModel, fake_web: FakeWeb
+) -> None:
+    server = make_server(
+        admin_key=ADMIN,
+        web_search_url=fake_web.base_url,
+        remote_allow="127.0.0.1/32",
+        remote_timeout_seconds=3,
+    )
+    ours, theirs = (sdk(server, new_project(server, name)[1]) for name in ("ours", "theirs"))
+    with ours, theirs:
+        text = search_then_answer(model, fake_web)
+        first = ours.responses.create(model="gpt-4o", input=QUESTION, tools=[{"type": "web_search"}])
+        search, answer = first.output
+        # Given back as the Agents SDK does (the item, without the pages' text), and as a reference.
+        item = search.model_dump(exclude_none=True)
+        # Only what the server's call read is shown and cited, not what the client says it found.
+        item["action"]["sources"] = [{"type": "url", "url": "https://elsewhere.example/"}]
+        reference = {"type": "item_reference", "id": search.id}
+        for given in (item, reference):
+            model.script(Reply(text=text + " See https://elsewhere.example/."))
+            again = ours.responses.create(
+                model="gpt-4o",
+                input=[
+                    {"role": "user", "content": QUESTION},
+                    given,  # type: ignore[list-item]
+                    {"type": "item_reference", "id": answer.id},
+                    {"role": "user", "content": "When, again?"},
+                ],
+                tools=[{"type": "web_search"}],
+            )
+            assert again.status == "completed", again.error
+            told = tool_message(model)
+            assert "first lit in 1811" in told and "elsewhere" not in told, given
+            (citation,) = again.output[-1].content[0].annotations
+            assert (citation.type, citation.url, citation.title) == (
+                "url_citation",
+                fake_web.page_url("bell-rock"),
+                "Bell Rock Lighthouse",
+            )
+        # Another project's search is not found: its item is shown as it came, uncited; its id refused.
+        model.script(Reply(text=text))
+        other = theirs.responses.create(model="gpt-4o", input=[{"role": "user", "content": QUESTION}, item])  # type: ignore[list-item]
+        assert "first lit in 1811" not in tool_message(model)
+        assert other.output[-1].content[0].annotations == []
+        with pytest.raises(openai.BadRequestError) as caught:
+            theirs.responses.create(model="gpt-4o", input=[{"role": "user", "content": "hi"}, reference])  # type: ignore[list-item]
+        assert caught.value.body["param"] == "input[1].id"  # type: ignore[index]
 
 
 def test_web_search_without_a_backend_is_a_400_naming_the_setting(client: openai.OpenAI) -> None:

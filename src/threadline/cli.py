@@ -61,11 +61,11 @@ def _check_open_mode(settings: Settings) -> None:
         return
 
     async def any_keys() -> bool:
-        from threadline.store import Database, SqlStore
+        from threadline.store import Database, sql_stores
 
         db = Database(settings.effective_database_url, pool_size=1)
         try:
-            return await SqlStore(db).any_api_keys()
+            return await sql_stores(db).projects.any_api_keys()
         finally:
             await db.dispose()
 
@@ -162,11 +162,11 @@ def cmd_apply(settings: Settings, path: str) -> None:
 def cmd_projects(settings: Settings, args: argparse.Namespace) -> None:
     """``projects create|list`` and ``keys create|list|revoke``: project and key management."""
     from threadline.domain.projects import Projects
-    from threadline.store import Database, SqlStore
+    from threadline.store import Database, sql_stores
 
     async def run() -> None:
         db = Database(settings.effective_database_url, pool_size=1)
-        projects = Projects(SqlStore(db), legacy_key=settings.api_key)
+        projects = Projects(sql_stores(db).projects, legacy_key=settings.api_key)
         try:
             if args.command == "projects" and args.verb == "create":
                 project = await projects.create_project(args.name, args.thread_ttl_days)

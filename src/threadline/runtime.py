@@ -1,7 +1,7 @@
 """The running parts of one Threadline process, built from settings in one place.
 
 ``serve`` (the API app's lifespan), ``worker`` and ``assistants apply`` all open a ``Runtime``:
-the database and store, the blob store for files' bytes, the background job queue, the event bus
+the database and the stores, the blob store for files' bytes, the background job queue, the event bus
 (PostgreSQL LISTEN/NOTIFY when the database is PostgreSQL, in-process otherwise), the model
 routing table, the server-side tools and the services.
 """
@@ -21,7 +21,7 @@ from threadline.config import Settings
 from threadline.domain.entities import Message, Run, RunStep, Thread
 from threadline.domain.files import FileService, UploadedImages
 from threadline.domain.input_files import InputFiles
-from threadline.domain.ports.storage import BlobStore
+from threadline.domain.ports.storage import BlobStore, Stores
 from threadline.domain.ports.tool_services import Passage
 from threadline.domain.ports.tools import Tool, ToolError
 from threadline.domain.projects import Projects
@@ -36,7 +36,7 @@ from threadline.providers.routing import RoutingTable, build_router
 from threadline.providers.tokenizers import tiktoken_encoding
 from threadline.retrieval.engine import RetrievalEngine
 from threadline.retrieval.parsing import ParseLimits
-from threadline.store import Database, SqlStore, pgvector
+from threadline.store import Database, pgvector, sql_stores
 from threadline.store.blobs import open_blob_store
 from threadline.store.chunks import SqlChunkIndex
 from threadline.store.files import SqlFileStore
@@ -62,7 +62,7 @@ log = logging.getLogger(__name__)
 class Runtime:
     settings: Settings
     db: Database
-    store: SqlStore
+    stores: Stores
     bus: LocalBus
     router: RoutingTable
     services: Services
@@ -101,7 +101,7 @@ class Runtime:
             await db.dispose()
             raise
         metrics = Metrics()
-        store = SqlStore(db, on_run_moved=metrics.run_moved)
+        stores = sql_stores(db, on_run_moved=metrics.run_moved)
         bus: LocalBus
         if db.is_sqlite:
             bus = LocalBus()
@@ -109,7 +109,7 @@ class Runtime:
             from threadline.events.pg import PostgresBus
 
             dsn = make_url(db.url).set(drivername="postgresql").render_as_string(hide_password=False)
-            pg_bus = PostgresBus(dsn, _loader(store))
+            pg_bus = PostgresBus(dsn, _loader(stores))
             await pg_bus.start()
             bus = pg_bus
         routes = router or build_router(settings)
@@ -119,7 +119,7 @@ class Runtime:
         engine = LazyEngine(settings, db, dense_in_database)
         vector_stores = VectorStoreService(SqlVectorStoreRepository(db), files, jobs, engine.get)
         services = Services(
-            store,
+            stores,
             bus,
             routes,
             files,
@@ -137,11 +137,11 @@ class Runtime:
             McpClient(guard.httpx_client_factory, timeout=settings.mcp_timeout_seconds),
             settings.secret_key,
         )
-        projects = Projects(store, legacy_key=settings.api_key)
+        projects = Projects(stores.projects, legacy_key=settings.api_key)
         runtime = cls(
             settings,
             db,
-            store,
+            stores,
             bus,
             routes,
             services,
@@ -166,7 +166,7 @@ class Runtime:
         """A worker on this runtime: its runs, its jobs (plus ``job_handlers``), metrics fed."""
         return Worker(
             self.settings,
-            self.store,
+            self.stores,
             self.bus,
             self.router,
             self.jobs,
@@ -295,30 +295,24 @@ class ToolBackend:
         self, project_id: str, store_ids: Sequence[str], query: str, limit: int, score_threshold: float
     ) -> list[Passage]:
         service = self.vector_stores.for_project(project_id)
-        passages: list[Passage] = []
-        for store_id in store_ids:
-            try:
-                hits = await service.search(store_id, [query], limit, score_threshold, None)
-            except ThreadlineError:
-                continue  # expired or deleted since the run started: nothing to find there
-            passages += [Passage(h.file_id, h.filename, h.score, h.text) for h in hits]
-        return sorted(passages, key=lambda p: p.score, reverse=True)[:limit]
+        hits = await service.search_stores(store_ids, query, limit, score_threshold)
+        return [Passage(h.file_id, h.filename, h.score, h.text) for h in hits]
 
     async def indexing(self, project_id: str, store_ids: Sequence[str]) -> int:
         return await self.vector_stores.for_project(project_id).indexing(store_ids)
 
 
-def _loader(store: SqlStore) -> Callable[[str, str], Awaitable[Thread | Run | RunStep | Message | None]]:
+def _loader(stores: Stores) -> Callable[[str, str], Awaitable[Thread | Run | RunStep | Message | None]]:
     """How the PostgreSQL bus reads back an object whose event was too large to send."""
 
     async def load(kind: str, object_id: str) -> Thread | Run | RunStep | Message | None:
         if kind == "run":
-            return await store.get_run_by_id(object_id)
+            return await stores.runs.get_by_id(object_id)
         if kind == "step":
-            return await store.get_step_by_id(object_id)
+            return await stores.runs.get_step_by_id(object_id)
         if kind == "message":
-            found = await store.messages_by_id([object_id])
+            found = await stores.threads.messages_by_id([object_id])
             return found[0] if found else None
-        return await store.get_thread(object_id)
+        return await stores.threads.get(object_id)
 
     return load

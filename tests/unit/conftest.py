@@ -28,7 +28,7 @@ from threadline.domain.files import FileService
 from threadline.domain.run_loop import RunLoop
 from threadline.domain.services import Services
 from threadline.events.bus import LocalBus, Subscription
-from threadline.store import Database, SqlStore, tables
+from threadline.store import Database, sql_stores, tables
 from threadline.store.blobs import LocalBlobStore
 from threadline.store.database import migrate
 from threadline.store.files import SqlFileStore
@@ -44,21 +44,21 @@ class Domain:
 
     def __init__(self, url: str, directory: Path) -> None:
         self.db = Database(url)
-        self.store = SqlStore(self.db)
+        self.stores = sql_stores(self.db)
         self.bus = LocalBus()
         self.model = ScriptedProvider()
         self.router = ScriptedRouter(self.model)
         self.files = FileService(
             SqlFileStore(self.db), LocalBlobStore(directory / "files"), max_bytes=1 << 20
         )
-        self.services = Services(self.store, self.bus, self.router, self.files)
+        self.services = Services(self.stores, self.bus, self.router, self.files)
         self.tools = ToolRegistry()
 
     def loop(self, worker: str = WORKER, **options: Any) -> RunLoop:
         """A run loop as a worker builds it (no pause between model call retries)."""
         options.setdefault("retry_backoff", 0.0)
         router = options.pop("router", self.router)
-        return RunLoop(self.store, self.bus, router, worker, tools=self.tools, **options)
+        return RunLoop(self.stores, self.bus, router, worker, tools=self.tools, **options)
 
     async def start(
         self,
@@ -79,7 +79,7 @@ class Domain:
 
     async def claim(self, worker: str = WORKER, lease: float = 30.0) -> Run:
         """Claim the one claimable run, as a worker's claiming statement does."""
-        (claimed,) = await self.store.claim(worker, time.time(), lease, 1)
+        (claimed,) = await self.stores.runs.claim_next(worker, time.time(), lease, 1)
         return claimed
 
     async def drive(self, run: Run, worker: str = WORKER, **options: Any) -> Run:
@@ -90,16 +90,16 @@ class Domain:
         return await self.reload(run)
 
     async def reload(self, run: Run) -> Run:
-        current = await self.store.get_run_by_id(run.id)
+        current = await self.stores.runs.get_by_id(run.id)
         assert current is not None
         return current
 
     async def steps(self, run: Run) -> list[RunStep]:
-        return await self.store.run_steps(run.id)
+        return await self.stores.runs.steps(run.id)
 
     async def messages(self, run: Run, *, role: str = "assistant") -> list[Message]:
         """The thread's messages of ``role``, oldest first."""
-        page = await self.store.list_messages(run.thread_id, ListQuery(limit=100, order="asc"), None)
+        page = await self.stores.threads.list_messages(run.thread_id, ListQuery(limit=100, order="asc"), None)
         return [m for m in page.items if m.role == role]
 
     def follow(self, run: Run) -> Recorder:

@@ -72,7 +72,7 @@ async def test_auto_truncation_summarises_what_no_longer_fits(domain: Domain) ->
     assert shown[0].startswith("Summary of the earlier conversation") and shown[0].endswith("m5 with m4.")
     firsts = [c.split()[0] for c in shown[1:]]
     assert firsts == [f"m{i}" for i in range(6, 20)] + ["what"]
-    summary = await domain.store.get_summary(run.thread_id)
+    summary = await domain.stores.threads.get_summary(run.thread_id)
     assert summary is not None and summary.text == "They compared m5 with m4."
     # The run pays for the summary too.
     assert done.usage is not None
@@ -97,7 +97,7 @@ async def test_images_reach_a_model_that_sees_and_are_named_to_one_that_does_not
     domain.model.reset()
     domain.router.vision = True
     seeing = await domain.start(content)
-    builder = ContextBuilder(domain.store, tools=domain.tools, images=UploadedImages(domain.files))
+    builder = ContextBuilder(domain.stores.threads, tools=domain.tools, images=UploadedImages(domain.files))
     await domain.drive(seeing, builder=builder)
     (request,) = domain.model.requests
     url = "data:image/png;base64," + base64.b64encode(PNG).decode()

@@ -28,7 +28,7 @@ def _said(text: str) -> NewItem:
 
 
 async def _items(domain: Domain, run: Run) -> list[Message]:
-    page = await domain.store.list_messages(
+    page = await domain.stores.threads.list_messages(
         run.thread_id, ListQuery(limit=100, order="asc"), run.id, items=True
     )
     return page.items

@@ -228,7 +228,7 @@ async def test_cancelling_a_queued_run_ends_it_at_once(domain: Domain) -> None:
     assert cancelling.status is RunStatus.CANCELLING
     ended = await domain.reload(run)
     assert ended.status is RunStatus.CANCELLED and ended.cancelled_at is not None
-    assert await domain.store.claim("worker-1", 0, 30, 1) == []
+    assert await domain.stores.runs.claim_next("worker-1", 0, 30, 1) == []
 
 
 async def test_cancelling_a_waiting_run_closes_its_calls(domain: Domain) -> None:
@@ -276,7 +276,7 @@ async def test_cancel_landing_before_the_loops_write_wins(domain: Domain) -> Non
 
 
 def _worker(domain: Domain) -> Worker:
-    return Worker(Settings(), domain.store, domain.bus, domain.router)
+    return Worker(Settings(), domain.stores, domain.bus, domain.router)
 
 
 async def test_sweeper_expires_a_queued_run(domain: Domain) -> None:
@@ -285,7 +285,7 @@ async def test_sweeper_expires_a_queued_run(domain: Domain) -> None:
     assert await _worker(domain).sweep() == 1
     ended = await domain.reload(run)
     assert ended.status is RunStatus.EXPIRED and ended.expires_at is None
-    assert await domain.store.claim("worker-1", 0, 30, 1) == []
+    assert await domain.stores.runs.claim_next("worker-1", 0, 30, 1) == []
 
 
 async def test_expired_while_driven_keeps_the_expiry(domain: Domain) -> None:

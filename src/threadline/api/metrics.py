@@ -17,7 +17,7 @@ router = APIRouter(route_class=CheckedRoute)
 @router.get("/metrics")
 async def metrics(request: Request) -> Response:
     runtime = request.app.state.runtime
-    counts, holders = await runtime.store.run_census(time.time())
+    counts, holders = await runtime.stores.runs.census(time.time())
     for status in ACTIVE:
         runtime.metrics.runs.labels(status.value).set(counts.get(status.value, 0))
     runtime.metrics.workers.set(holders)

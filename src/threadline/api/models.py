@@ -53,7 +53,7 @@ async def readyz(request: Request) -> dict[str, str]:
     embedded models have loaded and passed their start-up check."""
     runtime = request.app.state.runtime
     try:
-        await runtime.store.ping()
+        await runtime.db.ping()
     except Exception as exc:
         raise ServiceUnavailableError(f"The database is not reachable: {type(exc).__name__}") from exc
     if not getattr(runtime.bus, "connected", True):

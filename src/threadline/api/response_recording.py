@@ -71,7 +71,7 @@ async def _take_over(
             await asyncio.gather(before, return_exceptions=True)
         try:
             recorded: list[Obj] = []
-            while page := await responses.store.response_events(
+            while page := await responses.stores.responses.events(
                 run.id, recorded[-1]["sequence_number"] if recorded else -1, RECORDED_PAGE
             ):
                 recorded += page
@@ -86,13 +86,13 @@ async def _take_over(
 
 async def _record(events: ResponseEvents, subscription: Subscription, claim: int) -> None:
     """Record the events of one claim of the run: the next claim's process records what follows."""
-    store = events.responses.store
+    stores = events.responses.stores
     with subscription:
         try:
             while not events.finished:
                 event = await subscription.get(timeout=KEEPALIVE_SECONDS)
                 if event is None:
-                    latest = await store.get_run_by_id(events.run.id)
+                    latest = await stores.runs.get_by_id(events.run.id)
                     if latest is None or latest.status not in TERMINAL:
                         continue
                     event = ObjectEvent(f"thread.run.{latest.status.value}", latest)
@@ -103,7 +103,7 @@ async def _record(events: ResponseEvents, subscription: Subscription, claim: int
                     and event.obj.status is RunStatus.IN_PROGRESS
                 ):
                     return  # taken over: the process that claimed it records from here
-                await store.record_response_events(events.run.id, await events.translate(event))
+                await stores.responses.record_events(events.run.id, await events.translate(event))
         except Exception:
             log.exception("response %s: recording its stream failed", events.run.id)
 
@@ -117,11 +117,11 @@ def resume(responses: ResponseService, run: Run, starting_after: int) -> Streami
 
 
 async def _tail(responses: ResponseService, response_id: str, after: int) -> AsyncIterator[bytes]:
-    store = responses.store
+    stores = responses.stores
     quiet_since: float | None = None
     with responses.svc.bus.subscribe(response_id) as wake:
         while True:
-            batch = await store.response_events(response_id, after, 256)
+            batch = await stores.responses.events(response_id, after, 256)
             for event in batch:
                 after = event["sequence_number"]
                 yield frame(event["type"], event)
@@ -130,7 +130,7 @@ async def _tail(responses: ResponseService, response_id: str, after: int) -> Asy
             if batch:
                 quiet_since = None
                 continue
-            latest = await store.get_run_by_id(response_id)
+            latest = await stores.runs.get_by_id(response_id)
             if latest is None:
                 return
             if latest.status in TERMINAL and response_id not in _recorders:
@@ -150,7 +150,7 @@ async def _finish_recording(responses: ResponseService, run: Run) -> None:
     """Record the closing events of a response that ended while nobody recorded: each item's
     ``*.done`` events, then the ending, numbered after what was recorded."""
     recorded: list[Obj] = []
-    while page := await responses.store.response_events(
+    while page := await responses.stores.responses.events(
         run.id, recorded[-1]["sequence_number"] if recorded else -1, RECORDED_PAGE
     ):
         recorded += page
@@ -177,7 +177,7 @@ async def _finish_recording(responses: ResponseService, run: Run) -> None:
             closing += await events.translate(ObjectEvent("thread.run.step.completed", step))
     closing += await events.translate(ObjectEvent(f"thread.run.{run.status.value}", run))
     try:
-        await responses.store.record_response_events(run.id, closing)
+        await responses.stores.responses.record_events(run.id, closing)
     except Exception:
         # Another reader finished it first (the same sequence numbers): theirs stands.
         log.info("response %s: its recording was finished elsewhere", run.id)

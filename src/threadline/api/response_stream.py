@@ -482,7 +482,7 @@ async def translated(
         event = await subscription.get(timeout=keepalive)
         if event is None:
             # No event for a while: the response may have ended in another process.
-            latest = await events.responses.store.get_run_by_id(events.run.id)
+            latest = await events.responses.stores.runs.get_by_id(events.run.id)
             if latest is not None and latest.status in TERMINAL:
                 event = ObjectEvent(f"thread.run.{latest.status.value}", latest)
             else:

@@ -63,7 +63,7 @@ async def _finished(svc: Services, responses: ResponseService, run: Run) -> Run:
     """``run`` once it has ended, read back."""
 
     async def read() -> Run:
-        return await responses.store.get_run_by_id(run.id) or run
+        return await responses.stores.runs.get_by_id(run.id) or run
 
     with svc.bus.subscribe(run.id) as subscription:
         return await settled(subscription, read)

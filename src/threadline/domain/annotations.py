@@ -3,7 +3,8 @@
 As OpenAI's answers had it: the model's citations of file search results (``【search:result†file】``,
 searches numbered in order) become ``file_citation`` annotations, its mentions of files the code
 wrote (``sandbox:/mnt/data/…``) ``file_path`` annotations, its links to the pages a web search
-read ``url_citation`` annotations, and the code's charts ``image_file`` parts after the text.
+read ``url_citation`` annotations (also the pages of this server's searches given back as input:
+``pages_read``), and the code's charts ``image_file`` parts after the text.
 """
 
 from __future__ import annotations
@@ -12,9 +13,15 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from threadline.domain.entities import BuiltinCall, RunStep, ToolCalls
+from threadline.domain.entities import BuiltinCall, Message, RunStep, ToolCalls
 from threadline.domain.ports.citations import Source, annotate, url_citations
-from threadline.domain.steps import CodeInterpreterDetails, FileSearchDetails, ImageOutput, WebSearchDetails
+from threadline.domain.steps import (
+    WEB_SEARCH_READ,
+    CodeInterpreterDetails,
+    FileSearchDetails,
+    ImageOutput,
+    WebSearchDetails,
+)
 
 
 @dataclass
@@ -45,9 +52,24 @@ def made_by(steps: list[RunStep]) -> Made:
     return made
 
 
-def answer_content(content: list[dict[str, Any]], steps: list[RunStep]) -> list[dict[str, Any]]:
-    """The answer's content with what the run's built-in calls made (see the module's docstring)."""
+def pages_read(entries: list[Message]) -> dict[str, str]:
+    """The pages (URL → title) this server's web searches read, of the ``web_search_call`` entries
+    among ``entries`` (searches given back as input: only what the server stored, never a client's)."""
+    pages: dict[str, str] = {}
+    for entry in entries:
+        read = entry.content[0].get(WEB_SEARCH_READ) if entry.type == "web_search_call" else None
+        if isinstance(read, dict):
+            pages.update((str(p["url"]), str(p["title"])) for p in read.get("pages") or ())
+    return pages
+
+
+def answer_content(
+    content: list[dict[str, Any]], steps: list[RunStep], read: dict[str, str] | None = None
+) -> list[dict[str, Any]]:
+    """The answer's content with what the run's built-in calls made (see the module's docstring),
+    and links to the pages ``read`` (URL → title) by searches given back as input."""
     made = made_by(steps)
+    made.pages = {**(read or {}), **made.pages}
     if not (made.searches or made.written or made.images or made.pages):
         return content
     parts = []

@@ -96,7 +96,7 @@ class BuiltinCalls:
 
     def __init__(self, writer: TurnWriter) -> None:
         self.writer = writer
-        self.store = writer.store
+        self.stores = writer.stores
 
     async def run(self, run: Run, turn: Turn, calls: list[Call], *, with_usage: bool) -> RunStep:
         """Run the turn's server-side calls, one after another, in a step of their own."""
@@ -120,12 +120,12 @@ class BuiltinCalls:
 
     async def _template(self, run: Run) -> ToolCall:
         """What every call of the run is given: its thread's and its owner's resources."""
-        thread = await self.store.get_thread(run.thread_id)
+        thread = await self.stores.threads.get(run.thread_id)
         if run.response is not None:
             # A response names its resources in its tools (file_search's vector_store_ids ...).
             own = run.response.get("tool_resources") or {}
         else:
-            assistant = await self.store.get_assistant(run.assistant_id)
+            assistant = await self.stores.assistants.get(run.assistant_id)
             own = (assistant.tool_resources if assistant else None) or {}
         return ToolCall(
             id="",
@@ -179,7 +179,7 @@ class BuiltinCalls:
             return
         record.details, record.output = result.details, result.output
         if result.kernel_until is not None:
-            await self.store.hold_kernel(run.thread_id, self.writer.worker_id, result.kernel_until)
+            await self.stores.runs.hold_kernel(run.thread_id, self.writer.worker_id, result.kernel_until)
         if outputs := kind.outputs(result.details):
             await self.writer.bus.publish(
                 run.id, BuiltinCallDelta(step.id, position, tool.type, outputs=outputs)

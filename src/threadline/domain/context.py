@@ -28,7 +28,7 @@ from typing import Any, Literal
 from threadline.domain.entities import ListQuery, Message, MessageCreation, Run, RunStep, ToolCalls
 from threadline.domain.model_calls import ModelCallObserver
 from threadline.domain.ports.models import ChatMessage, ModelRequest, Route, Usage
-from threadline.domain.ports.storage import Store
+from threadline.domain.ports.storage import ThreadRepository
 from threadline.domain.ports.tools import NoTools, ToolSet
 from threadline.domain.prompt_messages import (
     SUMMARY_PREFIX,
@@ -60,7 +60,7 @@ class Prompt:
 class ContextBuilder:
     def __init__(
         self,
-        store: Store,
+        threads: ThreadRepository,
         *,
         summaries: bool = True,
         default_window: int = 8192,
@@ -68,7 +68,7 @@ class ContextBuilder:
         images: ImageSource | None = None,
         observe_model_call: ModelCallObserver | None = None,
     ) -> None:
-        self.store = store
+        self.threads = threads
         self.tools: ToolSet = tools if tools is not None else NoTools()
         self.images = images
         self.observe_model_call = observe_model_call
@@ -95,7 +95,7 @@ class ContextBuilder:
             [{"role": "system", "content": run.instructions}] if run.instructions else []
         )
         own_ids = [s.step_details.message_id for s in steps if isinstance(s.step_details, MessageCreation)]
-        own = {m.id: m for m in await self.store.messages_by_id(own_ids)} if own_ids else {}
+        own = {m.id: m for m in await self.threads.messages_by_id(own_ids)} if own_ids else {}
         tail = run_messages(steps, own, await self._mcp_calls(run))
         tools = offered_tools(run, self.tools)
         first_call = not any(isinstance(s.step_details, ToolCalls) for s in steps)
@@ -118,7 +118,7 @@ class ContextBuilder:
         middle: list[ChatMessage] = []
         if dropped and exact is None and self.summaries and kept:
             summary, summary_usage = await update_summary(
-                self.store,
+                self.threads,
                 run,
                 route,
                 counter,
@@ -158,7 +158,7 @@ class ContextBuilder:
         """The ``mcp_call`` entries this run wrote (none without ``mcp`` tools)."""
         if not any(t.get("type") == "mcp" for t in run.tools):
             return []
-        page = await self.store.list_messages(
+        page = await self.threads.list_messages(
             run.thread_id, ListQuery(limit=1000, order="asc"), run.id, items=True
         )
         return [m for m in page.items if m.type == "mcp_call"]
@@ -178,7 +178,7 @@ class ContextBuilder:
         }
         if not wanted or not route.vision or self.images is None:
             return {}
-        thread = await self.store.get_thread(run.thread_id)
+        thread = await self.threads.get(run.thread_id)
         if thread is None:
             return {}
         found = {
@@ -195,7 +195,7 @@ class ContextBuilder:
         total = 0
         before: str | None = None
         while True:
-            page = await self.store.newest_messages(run.thread_id, PAGE, before=before)
+            page = await self.threads.newest_messages(run.thread_id, PAGE, before=before)
             if not page:
                 return kept, total, 0
             before = page[-1].id

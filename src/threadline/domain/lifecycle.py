@@ -13,7 +13,7 @@ from typing import Any
 from threadline.domain.clock import now
 from threadline.domain.entities import Message, MessageCreation, Run, RunStep, StepStatus
 from threadline.domain.events import Event, ObjectEvent
-from threadline.domain.ports.storage import Bus, Change, Store
+from threadline.domain.ports.storage import Bus, Change, Stores
 from threadline.domain.run_states import TERMINAL, RunStatus, can_move
 
 
@@ -61,7 +61,7 @@ _STEP_END: dict[RunStatus, tuple[StepStatus, str, str | None]] = {
 
 
 async def end_run(
-    store: Store,
+    stores: Stores,
     bus: Bus,
     run: Run,
     to: RunStatus,
@@ -95,7 +95,7 @@ async def end_run(
     step_status, stamp, reason = _STEP_END[to]
     steps: list[RunStep] = []
     messages: list[Message] = []
-    open_steps = [s for s in await store.run_steps(run.id) if s.status == "in_progress"]
+    open_steps = [s for s in await stores.runs.steps(run.id) if s.status == "in_progress"]
     message_ids = [
         s.step_details.message_id for s in open_steps if isinstance(s.step_details, MessageCreation)
     ]
@@ -105,7 +105,7 @@ async def end_run(
         if to is RunStatus.FAILED and last_error is not None:
             step.last_error = step_error(last_error)
         steps.append(step)
-    for message in await store.messages_by_id(message_ids):
+    for message in await stores.threads.messages_by_id(message_ids):
         if message.status != "in_progress":
             continue
         message = dataclasses.replace(message, status="incomplete", incomplete_at=ts)
@@ -122,7 +122,7 @@ async def end_run(
         messages=messages,
         release_thread=True,
     )
-    if not await store.commit(change):
+    if not await stores.runs.transition(change):
         return None
     events: list[Event] = [message_event(m) for m in messages]
     events += [step_event(s) for s in steps]

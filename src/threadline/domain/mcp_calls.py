@@ -24,7 +24,7 @@ from threadline.domain.entities import ListQuery, Message, Run
 from threadline.domain.events import Event, ObjectEvent
 from threadline.domain.mcp import McpServerTool, OfferedTool, offered
 from threadline.domain.ports.mcp import McpServers
-from threadline.domain.ports.storage import Store
+from threadline.domain.ports.storage import ThreadRepository
 from threadline.ids import new_id
 
 Write = Callable[..., Awaitable[None]]
@@ -50,9 +50,9 @@ def item_events(item: Message, *names: str) -> list[Event]:
 class McpRun:
     """The MCP side of one response's run (none for a run without ``mcp`` tools)."""
 
-    def __init__(self, servers: McpServers | None, store: Store, run: Run, write: Write) -> None:
+    def __init__(self, servers: McpServers | None, threads: ThreadRepository, run: Run, write: Write) -> None:
         self.servers = servers
-        self.store = store
+        self.threads = threads
         self.run = run
         """The run as the loop last wrote it (the loop keeps it current: writes carry its usage)."""
         self.write = write
@@ -82,7 +82,7 @@ class McpRun:
 
     async def own_entries(self) -> list[Message]:
         """The MCP items this run wrote so far, oldest first."""
-        page = await self.store.list_messages(
+        page = await self.threads.list_messages(
             self.run.thread_id, ListQuery(limit=1000, order="asc"), self.run.id, items=True
         )
         return [m for m in page.items if m.type.startswith("mcp_")]
@@ -119,7 +119,7 @@ class McpRun:
     async def _listed(self) -> dict[str, list[dict[str, Any]]]:
         """The newest successful listing of each label in the chain (this run's included)."""
         found: dict[str, list[dict[str, Any]]] = {}
-        for entry in await self.store.newest_messages(self.run.thread_id, LISTINGS_LOOKED_AT):
+        for entry in await self.threads.newest_messages(self.run.thread_id, LISTINGS_LOOKED_AT):
             fields = entry.content[0] if entry.content else {}
             if entry.type == "mcp_list_tools" and not fields.get("error"):
                 found.setdefault(str(fields.get("server_label")), list(fields.get("tools") or []))
@@ -209,7 +209,7 @@ class McpRun:
         """Run the calls this response's input approves (each once, however often the run is
         resumed); refusals need nothing run, the model is shown them. How many ran."""
         answers = [
-            m for m in await self.store.messages_by_id(list(input_ids)) if m.type == "mcp_approval_response"
+            m for m in await self.threads.messages_by_id(list(input_ids)) if m.type == "mcp_approval_response"
         ]
         approved = [a for a in answers if a.content[0].get("approve") is True]
         if not approved:

@@ -14,7 +14,7 @@ import time
 
 from threadline.domain.clock import now
 from threadline.domain.entities import DEFAULT_PROJECT, ApiKey, Project
-from threadline.domain.ports.storage import Store
+from threadline.domain.ports.storage import ProjectRepository
 from threadline.errors import AuthenticationError, InvalidRequestError, NotFoundError
 from threadline.ids import API_KEY_PREFIX, new_api_key, new_id
 
@@ -27,8 +27,8 @@ def secret_hash(secret: str) -> str:
 
 
 class Projects:
-    def __init__(self, store: Store, *, legacy_key: str = "") -> None:
-        self.store = store
+    def __init__(self, projects: ProjectRepository, *, legacy_key: str = "") -> None:
+        self.projects = projects
         self.legacy_key = legacy_key
         self._keyed = bool(legacy_key)
         self._open_checked_at = float("-inf")
@@ -38,7 +38,7 @@ class Projects:
         if self.legacy_key and token == self.legacy_key:
             return DEFAULT_PROJECT
         if token.startswith(API_KEY_PREFIX):
-            project_id = await self.store.project_of_key(secret_hash(token))
+            project_id = await self.projects.project_of_key(secret_hash(token))
             if project_id is None:
                 raise AuthenticationError("Incorrect API key provided.")
             return project_id
@@ -49,12 +49,12 @@ class Projects:
     async def _keys_required(self) -> bool:
         if not self._keyed and time.monotonic() - self._open_checked_at > OPEN_MODE_RECHECK_SECONDS:
             # Once a key exists the server stays keyed, even if every key is later revoked.
-            self._keyed = await self.store.any_api_keys()
+            self._keyed = await self.projects.any_api_keys()
             self._open_checked_at = time.monotonic()
         return self._keyed
 
     async def open_mode(self) -> bool:
-        return not self.legacy_key and not await self.store.any_api_keys()
+        return not self.legacy_key and not await self.projects.any_api_keys()
 
     # --- management (CLI and admin API) ----------------------------------------------------------
 
@@ -65,14 +65,14 @@ class Projects:
         if thread_ttl_days is not None and thread_ttl_days < 0:
             raise InvalidRequestError("thread_ttl_days must be 0 (never) or more.", param="thread_ttl_days")
         project = Project(new_id("project"), name, now(), thread_ttl_days)
-        await self.store.insert_project(project)
+        await self.projects.insert(project)
         return project
 
     async def list_projects(self) -> list[Project]:
-        return await self.store.list_projects()
+        return await self.projects.list_projects()
 
     async def get_project(self, project_id: str) -> Project:
-        project = await self.store.get_project(project_id)
+        project = await self.projects.get(project_id)
         if project is None:
             raise NotFoundError(f"No project found with id '{project_id}'.")
         return project
@@ -82,14 +82,14 @@ class Projects:
         await self.get_project(project_id)
         secret = new_api_key()
         key = ApiKey(new_id("key"), project_id, name.strip()[:256], secret[:10], now())
-        await self.store.insert_api_key(key, secret_hash(secret))
+        await self.projects.insert_api_key(key, secret_hash(secret))
         self._keyed = True
         return key, secret
 
     async def list_keys(self, project_id: str) -> list[ApiKey]:
         await self.get_project(project_id)
-        return await self.store.list_api_keys(project_id)
+        return await self.projects.list_api_keys(project_id)
 
     async def revoke_key(self, key_id: str, project_id: str | None = None) -> None:
-        if not await self.store.revoke_api_key(key_id, project_id, now()):
+        if not await self.projects.revoke_api_key(key_id, project_id, now()):
             raise NotFoundError(f"No active API key found with id '{key_id}'.")

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 from threadline.domain.entities import Message, MessageCreation, RunStep, ToolCallRecord
 from threadline.domain.ports.models import ChatMessage, LocalModel, Route
 from threadline.domain.ports.tools import CODE_INTERPRETER, FILE_SEARCH, WEB_SEARCH
+from threadline.domain.steps import WEB_SEARCH_READ
 
 MESSAGE_OVERHEAD = 4
 """Tokens a chat message costs beyond its text (role, separators), as OpenAI counts them."""
@@ -135,8 +136,11 @@ def hosted_call(message: Message) -> tuple[ChatMessage, ChatMessage]:
         query = action.get("query") or " ".join(str(q) for q in action.get("queries") or [])
         name, arguments = WEB_SEARCH.name, {"query": str(query)}
         urls = [str(s.get("url")) for s in action.get("sources") or [] if isinstance(s, dict)]
+        read = item.get(WEB_SEARCH_READ)
         if item.get("status") == "failed":
             output = "Error: the web search failed."
+        elif isinstance(read, dict) and isinstance(read.get("text"), str):
+            output = read["text"]
         elif urls:
             output = "The pages found (their text was not kept):\n" + "\n".join(urls)
         else:

@@ -3,7 +3,8 @@
 An input item is parsed (``api/response_parsing.py``) into a :class:`NewItem`, or an
 :class:`ItemReference` naming a stored one. Before a response or a conversation takes them,
 ``ItemResolver.resolve`` replaces each reference by a copy of the item it names, fills in the
-results of file search calls given back without them, and reads ``input_file`` parts; each item
+results of file search calls given back without them (and the pages a web search call of this
+server read: ``WEB_SEARCH_READ``), and reads ``input_file`` parts; each item
 then becomes a thread entry (``new_entry``). A compaction item carries its summary encoded in its
 ``encrypted_content`` (``compaction_content``).
 """
@@ -20,7 +21,7 @@ from typing import Any
 from threadline.domain.entities import BuiltinCall, ItemType, ListQuery, Message, MessageRole, ToolCalls
 from threadline.domain.input_files import pending
 from threadline.domain.services import Services
-from threadline.domain.steps import FileSearchDetails, LogsOutput, WebSearchDetails
+from threadline.domain.steps import WEB_SEARCH_READ, FileSearchDetails, LogsOutput, WebSearchDetails
 from threadline.errors import InvalidRequestError
 from threadline.ids import builtin_item_id, container_id, new_id
 
@@ -86,7 +87,7 @@ class ItemResolver:
 
     def __init__(self, services: Services) -> None:
         self.svc = services
-        self.store = services.store
+        self.stores = services.stores
 
     async def resolve(
         self, items: list[Input], conversation: str | None = None, previous_response_id: str | None = None
@@ -97,15 +98,18 @@ class ItemResolver:
 
         A file search call given back without its results (the Agents SDK's and LangChain's
         default) whose id is one of those calls gets the results the call found, as the model
-        would see them in a continued response."""
+        would see them in a continued response; a web search call given back gets the pages its
+        call read in the same way (never the client's: ``WEB_SEARCH_READ``)."""
         items = await self._read_files(items)
         wanted = [item for item in items if isinstance(item, ItemReference)]
         bare = {
             item.given_id
             for item in items
             if isinstance(item, NewItem)
-            and item.type == "file_search_call"
-            and item.content[0].get("results") is None
+            and (
+                (item.type == "file_search_call" and item.content[0].get("results") is None)
+                or item.type == "web_search_call"
+            )
             and item.given_id is not None
             and item.given_id.startswith(HOSTED_PREFIXES)
         }
@@ -116,21 +120,21 @@ class ItemResolver:
         ]
         found: dict[str, NewItem] = {}
         threads: dict[str, bool] = {}
-        for entry in await self.store.messages_by_id([r.id for r in wanted] + given):
+        for entry in await self.stores.threads.messages_by_id([r.id for r in wanted] + given):
             if entry.thread_id not in threads:
-                thread = await self.store.get_thread(entry.thread_id, self.svc.project_id)
+                thread = await self.stores.threads.get(entry.thread_id, self.svc.project_id)
                 threads[entry.thread_id] = thread is not None
             if threads[entry.thread_id]:
                 found[entry.id] = NewItem(entry.type, entry.role, copy.deepcopy(entry.content))
         missing = {r.id for r in wanted if r.id not in found and r.id.startswith(HOSTED_PREFIXES)}
-        missing |= {i for i in bare if i not in found or found[i].content[0].get("results") is None}
+        missing |= {i for i in bare if i not in found or not _kept(found[i])}
         if missing:
             if conversation is not None and conversation not in threads:
                 threads[conversation] = (
-                    await self.store.get_thread(conversation, self.svc.project_id) is not None
+                    await self.stores.threads.get(conversation, self.svc.project_id) is not None
                 )
             if previous_response_id is not None:
-                previous = await self.store.get_response(previous_response_id, self.svc.project_id)
+                previous = await self.stores.responses.get(previous_response_id, self.svc.project_id)
                 if previous is not None:
                     threads[previous.thread_id] = True
             searched = [t for t, ours in threads.items() if ours]
@@ -143,7 +147,9 @@ class ItemResolver:
                 out.append(found[item.id])
             elif item.given_id in bare and item.given_id in found and found[item.given_id].type == item.type:
                 kept = found[item.given_id].content[0].get("results")
-                if kept is not None:
+                if item.type == "web_search_call" and _kept(found[item.given_id]):
+                    item = NewItem(item.type, item.role, found[item.given_id].content, item.given_id)
+                elif kept is not None:
                     item = NewItem(
                         item.type, item.role, [{**item.content[0], "results": kept}], item.given_id
                     )
@@ -170,9 +176,9 @@ class ItemResolver:
         newest runs of ``thread_ids``, as input items."""
         out: dict[str, NewItem] = {}
         for thread_id in thread_ids[:HOSTED_SEARCH_THREADS]:
-            runs = await self.store.list_runs(thread_id, ListQuery(limit=HOSTED_SEARCH_RUNS))
+            runs = await self.stores.runs.list_runs(thread_id, ListQuery(limit=HOSTED_SEARCH_RUNS))
             for run in runs.items:
-                for step in await self.store.run_steps(run.id):
+                for step in await self.stores.runs.steps(run.id):
                     if not isinstance(step.step_details, ToolCalls):
                         continue
                     for call in step.step_details.calls:
@@ -191,13 +197,21 @@ class ItemResolver:
             return
         known = {m.content[0]["call_id"] for m in items if m.type == "function_call"}
         if not fresh:
-            recent = await self.store.newest_messages(thread_id, 256)
+            recent = await self.stores.threads.newest_messages(thread_id, 256)
             known |= {m.content[0]["call_id"] for m in recent if m.type == "function_call"}
         for call_id in wanted:
             if call_id not in known:
                 raise InvalidRequestError(
                     f"No tool call found for function call output with call_id {call_id}.", param="input"
                 )
+
+
+def _kept(item: NewItem) -> bool:
+    """Whether a stored built-in call has what the model was told: a file search's results, the
+    pages a web search read."""
+    if item.type == "web_search_call":
+        return WEB_SEARCH_READ in item.content[0]
+    return item.content[0].get("results") is not None
 
 
 def new_entry(thread_id: str, item: NewItem, at: int) -> Message:
@@ -227,7 +241,11 @@ def hosted_item(call: BuiltinCall, thread_id: str) -> NewItem | None:
         fields = {"queries": [str(query)] if query else [], "results": search_results(details)}
         return NewItem("file_search_call", "assistant", [fields])
     if isinstance(details, WebSearchDetails):
-        return NewItem("web_search_call", "assistant", [web_search_fields(details)])
+        fields = web_search_fields(details)
+        if not details.error:
+            pages = [{"url": s.url, "title": s.title} for s in details.sources]
+            fields[WEB_SEARCH_READ] = {"pages": pages, "text": call.output}
+        return NewItem("web_search_call", "assistant", [fields])
     outputs = [
         {"type": "logs", "logs": o.logs}
         if isinstance(o, LogsOutput)

@@ -110,7 +110,7 @@ class ResponseService:
 
     def __init__(self, services: Services) -> None:
         self.svc = services
-        self.store = services.store
+        self.stores = services.stores
         self.items = ItemResolver(services)
 
     # --- responses -------------------------------------------------------------------------
@@ -169,11 +169,11 @@ class ResponseService:
         await svc.announce(run)
         try:
             if new_thread and source is None:
-                await self.store.insert_thread(thread, items, run)
+                await self.stores.threads.insert(thread, items, run)
             else:
                 if source is not None:
-                    await self.store.copy_thread(source[0], thread, source[1])
-                await self.store.insert_run(run, items)
+                    await self.stores.threads.copy(source[0], thread, source[1])
+                await self.stores.runs.insert(run, items)
         except ThreadLockedError as locked:
             raise InvalidRequestError(
                 f"Another response or run ({locked.run_id}) is in progress on conversation {thread.id}; "
@@ -218,11 +218,11 @@ class ResponseService:
             fields.update({k: call.get(k) for k in ("server_label", "name", "arguments")})
 
     async def _approval_request(self, request_id: str, chain: str) -> Message | None:
-        for entry in await self.store.messages_by_id([request_id]):
-            ours = await self.store.get_thread(entry.thread_id, self.svc.project_id) is not None
+        for entry in await self.stores.threads.messages_by_id([request_id]):
+            ours = await self.stores.threads.get(entry.thread_id, self.svc.project_id) is not None
             if entry.type == "mcp_approval_request" and ours:
                 return entry
-        for entry in await self.store.newest_messages(chain, 512):
+        for entry in await self.stores.threads.newest_messages(chain, 512):
             if entry.type == "mcp_approval_request" and request_id in (
                 entry.id,
                 entry.content[0].get("request_id"),
@@ -257,7 +257,7 @@ class ResponseService:
         )
         if request.previous_response_id is None:
             return fresh, True, None
-        previous = await self.store.get_response(request.previous_response_id, self.svc.project_id)
+        previous = await self.stores.responses.get(request.previous_response_id, self.svc.project_id)
         if previous is None:
             raise _found("Previous response", request.previous_response_id, "previous_response_id")
         if previous.status in ACTIVE:
@@ -266,9 +266,9 @@ class ResponseService:
                 "wait for it to finish.",
                 param="previous_response_id",
             )
-        thread = await self.store.get_thread(previous.thread_id)
+        thread = await self.stores.threads.get(previous.thread_id)
         assert thread is not None
-        newest = await self.store.list_runs(thread.id, ListQuery(limit=1))
+        newest = await self.stores.runs.list_runs(thread.id, ListQuery(limit=1))
         if thread.kind == "response" and newest.items and newest.items[0].id == previous.id:
             return thread, False, None
         last = await self._last_entry(previous)
@@ -278,7 +278,9 @@ class ResponseService:
 
     async def _last_entry(self, response: Run) -> str | None:
         """The id of the last thread entry a response wrote or was given."""
-        page = await self.store.list_messages(response.thread_id, ListQuery(limit=1), response.id, items=True)
+        page = await self.stores.threads.list_messages(
+            response.thread_id, ListQuery(limit=1), response.id, items=True
+        )
         if page.items:
             return page.items[0].id
         inputs = (response.response or {}).get("input_ids") or []
@@ -338,7 +340,7 @@ class ResponseService:
             return await self._entries(thread.id, None)
         if request.previous_response_id is None:
             return []
-        previous = await self.store.get_response(request.previous_response_id, self.svc.project_id)
+        previous = await self.stores.responses.get(request.previous_response_id, self.svc.project_id)
         if previous is None:
             raise _found("Previous response", request.previous_response_id, "previous_response_id")
         last = await self._last_entry(previous)
@@ -349,7 +351,7 @@ class ResponseService:
         newest_first: list[Message] = []
         before: str | None = None
         while len(newest_first) < MAX_COUNTED_ENTRIES:
-            page = await self.store.newest_messages(thread_id, 256, before=before)
+            page = await self.stores.threads.newest_messages(thread_id, 256, before=before)
             newest_first += page
             if len(page) < 256:
                 break
@@ -360,7 +362,7 @@ class ResponseService:
         return list(reversed(newest_first))
 
     async def _response(self, response_id: str) -> Run:
-        run = await self.store.get_response(response_id, self.svc.project_id)
+        run = await self.stores.responses.get(response_id, self.svc.project_id)
         if run is None or (run.response or {}).get("store") is False:
             raise _found("Response", response_id)
         return run
@@ -371,12 +373,12 @@ class ResponseService:
     async def forget(self, run: Run) -> None:
         """Delete a finished ``store: false`` response, once its client has it."""
         if (run.response or {}).get("store") is False:
-            await self.store.delete_response(run.id)
+            await self.stores.responses.delete(run.id)
 
     async def view(self, run: Run) -> ResponseView:
-        steps = await self.store.run_steps(run.id)
+        steps = await self.stores.runs.steps(run.id)
         ids = [s.step_details.message_id for s in steps if isinstance(s.step_details, MessageCreation)]
-        messages = {m.id: m for m in await self.store.messages_by_id(ids)} if ids else {}
+        messages = {m.id: m for m in await self.stores.threads.messages_by_id(ids)} if ids else {}
         return ResponseView(run, steps, messages, await self._entries_of(run))
 
     async def _entries_of(self, run: Run) -> list[Message]:
@@ -384,14 +386,14 @@ class ResponseService:
         if not run.thread_id:
             return []
         query = ListQuery(limit=MAX_REASONING_ITEMS, order="asc")
-        page = await self.store.list_messages(run.thread_id, query, run.id, items=True)
+        page = await self.stores.threads.list_messages(run.thread_id, query, run.id, items=True)
         return [m for m in page.items if m.type == "reasoning" or m.type.startswith("mcp_")]
 
     async def delete_response(self, response_id: str) -> None:
         run = await self._response(response_id)
         if run.status in ACTIVE:
             await self.svc.cancel_run(run.thread_id, run.id)
-        await self.store.delete_response(run.id)
+        await self.stores.responses.delete(run.id)
 
     async def cancel_response(self, response_id: str) -> ResponseView:
         run = await self._response(response_id)
@@ -403,7 +405,7 @@ class ResponseService:
 
     async def input_items(self, response_id: str, query: ListQuery) -> Page[Message]:
         run = await self._response(response_id)
-        items = await self.store.messages_by_id((run.response or {}).get("input_ids") or [])
+        items = await self.stores.threads.messages_by_id((run.response or {}).get("input_ids") or [])
         return _page(items, query)
 
     # --- conversations ---------------------------------------------------------------------
@@ -421,29 +423,29 @@ class ResponseService:
         )
         entries = [new_entry(thread.id, item, at) for item in given]
         await self.items.check_outputs(thread.id, entries, True)
-        await self.store.insert_thread(thread, entries)
+        await self.stores.threads.insert(thread, entries)
         return thread
 
     async def get_conversation(self, conversation_id: str, param: str | None = None) -> Thread:
         """A conversation: any thread of the project but a response's own."""
-        thread = await self.store.get_thread(conversation_id, self.svc.project_id)
+        thread = await self.stores.threads.get(conversation_id, self.svc.project_id)
         if thread is None or thread.kind == "response":
             raise _found("Conversation", conversation_id, param)
         return thread
 
     async def update_conversation(self, conversation_id: str, metadata: dict[str, str]) -> Thread:
         thread = dataclasses.replace(await self.get_conversation(conversation_id), metadata=metadata)
-        await self.store.update_thread(thread)
+        await self.stores.threads.update(thread)
         return thread
 
     async def delete_conversation(self, conversation_id: str) -> None:
         """Gone as a conversation (and as a thread); as OpenAI's, the responses made on it are kept."""
         await self.get_conversation(conversation_id)
-        await self.store.retire_conversation(conversation_id)
+        await self.stores.threads.retire_conversation(conversation_id)
 
     async def list_items(self, conversation_id: str, query: ListQuery) -> Page[Message]:
         await self.get_conversation(conversation_id)
-        return await self.store.list_messages(conversation_id, query, None, items=True)
+        return await self.stores.threads.list_messages(conversation_id, query, None, items=True)
 
     async def add_items(self, conversation_id: str, items: list[Input]) -> list[Message]:
         await self.get_conversation(conversation_id)
@@ -453,7 +455,7 @@ class ResponseService:
         await self.items.check_outputs(conversation_id, entries, False)
         try:
             for entry in entries:
-                await self.store.insert_message(entry)
+                await self.stores.threads.insert_message(entry)
         except ThreadLockedError as locked:
             raise InvalidRequestError(
                 f"Can't add items to {conversation_id} while {locked.run_id} is in progress on it.",
@@ -463,14 +465,14 @@ class ResponseService:
 
     async def get_item(self, conversation_id: str, item_id: str) -> Message:
         await self.get_conversation(conversation_id)
-        item = await self.store.get_message(conversation_id, item_id, items=True)
+        item = await self.stores.threads.get_message(conversation_id, item_id, items=True)
         if item is None:
             raise _found("Item", item_id)
         return item
 
     async def delete_item(self, conversation_id: str, item_id: str) -> Thread:
         thread = await self.get_conversation(conversation_id)
-        if not await self.store.delete_message(conversation_id, item_id, items=True):
+        if not await self.stores.threads.delete_message(conversation_id, item_id, items=True):
             raise _found("Item", item_id)
         return thread
 

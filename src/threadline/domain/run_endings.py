@@ -15,7 +15,7 @@ import dataclasses
 import logging
 from typing import Any
 
-from threadline.domain.annotations import answer_content
+from threadline.domain.annotations import answer_content, pages_read
 from threadline.domain.clock import now
 from threadline.domain.entities import FunctionCall, Message, RequiredAction, Run, RunStep
 from threadline.domain.events import ImageDelta, MessageDelta
@@ -37,15 +37,27 @@ from threadline.ids import call_item_id
 
 log = logging.getLogger(__name__)
 
+GIVEN_PAGES_ENTRIES = 64
+"""How many of a thread's newest entries are looked at for web searches given back (their pages)."""
+
 
 class RunEndings:
     """The endings of one worker's turns."""
 
     def __init__(self, writer: TurnWriter) -> None:
         self.writer = writer
-        self.store = writer.store
+        self.stores = writer.stores
         self.bus = writer.bus
         self.worker_id = writer.worker_id
+
+    async def _given_pages(self, run: Run, turn: Turn) -> dict[str, str]:
+        """The pages read by this server's web searches given back in the run's thread, when the
+        answer links any page (see ``annotations.pages_read``)."""
+        assert turn.message is not None
+        text = "".join(p["text"]["value"] for p in turn.message.content if p.get("type") == "text")
+        if "http" not in text:
+            return {}
+        return pages_read(await self.stores.threads.newest_messages(run.thread_id, GIVEN_PAGES_ENTRIES))
 
     async def finish(self, run: Run, turn: Turn, steps: list[RunStep], usage: dict[str, int]) -> None:
         """The model answered: its message completes, and the run with it."""
@@ -53,7 +65,7 @@ class RunEndings:
         turn.message_step.usage = step_usage(turn)
         changes, events = complete_message(turn)
         assert turn.message is not None and turn.message_step is not None
-        content = answer_content(turn.message.content, steps)
+        content = answer_content(turn.message.content, steps, await self._given_pages(run, turn))
         if content != turn.message.content:
             turn.message.content = content
             events[0] = message_event(turn.message)
@@ -85,7 +97,7 @@ class RunEndings:
         else:
             ended = moved(run, RunStatus.COMPLETED, usage=usage, completed_at=now())
         change = Change(run=ended, expect=IN_PROGRESS, owner=self.worker_id, release_thread=True, **changes)
-        if not await self.store.commit(change):
+        if not await self.stores.runs.transition(change):
             await self.lost(run)
             return
         await publish(self.bus, run.id, [*events, run_event(ended)])
@@ -122,7 +134,7 @@ class RunEndings:
         waiting.worker_id = None
         waiting.lease_expires_at = None
         change = Change(run=waiting, expect=IN_PROGRESS, owner=self.worker_id, steps=[step])
-        if not await self.store.commit(change):
+        if not await self.stores.runs.transition(change):
             await self.lost(run)
             return
         await publish(self.bus, run.id, [run_event(waiting)])
@@ -153,7 +165,7 @@ class RunEndings:
             new_messages=items,
             release_thread=True,
         )
-        if not await self.store.commit(change):
+        if not await self.stores.runs.transition(change):
             await self.lost(run)
             return
         await publish(self.bus, run.id, [step_event(step), run_event(ended)])
@@ -162,7 +174,7 @@ class RunEndings:
         """A response whose MCP calls wait for approval ends completed with its approval requests
         (saved already); the next request's ``mcp_approval_response`` items carry on."""
         ended = await end_run(
-            self.store, self.bus, run, RunStatus.COMPLETED, owner=self.worker_id, usage=usage
+            self.stores, self.bus, run, RunStatus.COMPLETED, owner=self.worker_id, usage=usage
         )
         if ended is None:
             await self.lost(run)
@@ -182,7 +194,7 @@ class RunEndings:
 
     async def incomplete(self, run: Run, reason: str, usage: dict[str, int] | None) -> None:
         ended = await end_run(
-            self.store,
+            self.stores,
             self.bus,
             run,
             RunStatus.INCOMPLETE,
@@ -200,7 +212,7 @@ class RunEndings:
                 await self.writer.end_reasoning(run, turn, "incomplete")
         partial = {turn.message.id: turn.text} if turn and turn.message and turn.text else None
         ended = await end_run(
-            self.store,
+            self.stores,
             self.bus,
             run,
             RunStatus.FAILED,
@@ -214,16 +226,16 @@ class RunEndings:
 
     async def stopped(self, run: Run, turn: Turn) -> None:
         """The turn was interrupted: if a cancel asked for it, the run ends ``cancelled``."""
-        current = await self.store.get_run_by_id(run.id)
+        current = await self.stores.runs.get_by_id(run.id)
         if current is None or current.status is not RunStatus.CANCELLING:
             return
         partial = {turn.message.id: turn.text} if turn.message else None
-        await end_run(self.store, self.bus, current, RunStatus.CANCELLED, partial_text=partial)
+        await end_run(self.stores, self.bus, current, RunStatus.CANCELLED, partial_text=partial)
 
     async def lost(self, run: Run) -> None:
         """Our final write lost a race: finish a pending cancel, otherwise leave the winner be."""
-        current = await self.store.get_run_by_id(run.id)
+        current = await self.stores.runs.get_by_id(run.id)
         if current is not None and current.status is RunStatus.CANCELLING:
-            await end_run(self.store, self.bus, current, RunStatus.CANCELLED)
+            await end_run(self.stores, self.bus, current, RunStatus.CANCELLED)
         else:
             log.info("run %s: moved to %s by someone else", run.id, current.status if current else "deleted")

@@ -49,7 +49,7 @@ from threadline.domain.ports.models import (
     Usage,
 )
 from threadline.domain.ports.models import ReasoningDelta as Reasoning
-from threadline.domain.ports.storage import Bus, Store
+from threadline.domain.ports.storage import Bus, Stores
 from threadline.domain.ports.tools import NoTools, Tool, ToolSet
 from threadline.domain.run_endings import RunEndings
 from threadline.domain.turns import Call, Lost, Turn, TurnWriter, complete_message, new_step, run_usage
@@ -64,7 +64,7 @@ MAX_TOOL_ROUNDS = 32
 class RunLoop:
     def __init__(
         self,
-        store: Store,
+        stores: Stores,
         bus: Bus,
         router: Router,
         worker_id: str,
@@ -82,17 +82,17 @@ class RunLoop:
         """The MCP side of each run this loop drives, by run id."""
         self.tools: ToolSet = tools if tools is not None else NoTools()
         self.context = builder or ContextBuilder(
-            store, tools=self.tools, observe_model_call=observe_model_call
+            stores.threads, tools=self.tools, observe_model_call=observe_model_call
         )
         self.observe_model_call = observe_model_call
         """Told of each model call a turn makes (each attempt), for metrics."""
-        self.store = store
+        self.stores = stores
         self.bus = bus
         self.router = router
         self.worker_id = worker_id
         self.retries = retries
         self.retry_backoff = retry_backoff
-        self.writer = TurnWriter(store, bus, worker_id)
+        self.writer = TurnWriter(stores, bus, worker_id)
         self.builtin_calls = BuiltinCalls(self.writer)
         self.endings = RunEndings(self.writer)
 
@@ -104,7 +104,7 @@ class RunLoop:
             await self.endings.fail(run, "server_error", f"No route serves the model '{run.model}'.")
             return
         turn = Turn(number=0)
-        remote = self._remote[run.id] = McpRun(self.mcp, self.store, run, self.writer.write)
+        remote = self._remote[run.id] = McpRun(self.mcp, self.stores.threads, run, self.writer.write)
         try:
             steps = await self._resume(run, turn)
             mcp_turn = await remote.resume() if remote.configured and run.claims > 1 else -1
@@ -152,7 +152,7 @@ class RunLoop:
         turn's message takes the discarded one's id."""
         if run.claims == 1:
             return []  # taken for the first time: nothing has run yet
-        steps = await self.store.run_steps(run.id)
+        steps = await self.stores.runs.steps(run.id)
         partial = [s for s in steps if s.status == "in_progress"]
         finished = [s for s in steps if s.status != "in_progress"]
         thoughts = await self._unfinished_reasoning(run, max((s.turn for s in finished), default=-1) + 1)
@@ -172,7 +172,9 @@ class RunLoop:
         """The reasoning items a response's unfinished turn (``turn`` or later) saved."""
         if run.response is None:
             return []
-        page = await self.store.list_messages(run.thread_id, ListQuery(limit=100), run.id, items=True)
+        page = await self.stores.threads.list_messages(
+            run.thread_id, ListQuery(limit=100), run.id, items=True
+        )
         return [
             m.id for m in page.items if m.type == "reasoning" and int(m.metadata.get("turn", "-1")) >= turn
         ]

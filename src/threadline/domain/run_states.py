@@ -1,6 +1,6 @@
 """The run lifecycle as data: statuses and the table of allowed transitions.
 
-Every status change goes through ``store.commit(Change)``, which is one conditional
+Every status change goes through ``stores.runs.transition(Change)``, which is one conditional
 ``UPDATE runs ... WHERE status IN (<allowed sources>)``; when no row changes, another actor won the
 race and the caller gets a clean error instead of overwriting its result.
 """

@@ -43,7 +43,7 @@ from threadline.domain.files import (
 from threadline.domain.input_files import InputFiles
 from threadline.domain.lifecycle import end_run, moved, publish, run_event, snapshot, step_event, text_content
 from threadline.domain.ports.mcp import McpServers
-from threadline.domain.ports.storage import Bus, Change, Store, ThreadLockedError
+from threadline.domain.ports.storage import Bus, Change, Stores, ThreadLockedError
 from threadline.domain.run_states import TERMINAL, RunStatus
 from threadline.domain.vector_stores import VectorStoreService
 from threadline.errors import InvalidRequestError, NotFoundError
@@ -77,7 +77,7 @@ def message_content(content: str | list[dict[str, Any]]) -> list[dict[str, Any]]
 class Services:
     def __init__(
         self,
-        store: Store,
+        stores: Stores,
         bus: Bus,
         models: ModelCatalog,
         files: FileService,
@@ -87,7 +87,7 @@ class Services:
         project_id: str = DEFAULT_PROJECT,
         vector_stores: VectorStoreService | None = None,
     ) -> None:
-        self.store = store
+        self.stores = stores
         self.bus = bus
         self.models = models
         self.files = files
@@ -170,23 +170,23 @@ class Services:
             project_id=self.project_id,
             **fields,
         )
-        await self.store.insert_assistant(assistant)
+        await self.stores.assistants.insert(assistant)
         return assistant
 
     async def apply_assistant(self, assistant_id: str, fields: dict[str, Any]) -> Assistant:
         """Create or update the assistant with this id (declarations); safe to run concurrently."""
         assistant = Assistant(id=assistant_id, created_at=self.clock(), project_id=self.project_id, **fields)
-        await self.store.upsert_assistant(assistant)
+        await self.stores.assistants.upsert(assistant)
         return await self.get_assistant(assistant_id)
 
     async def get_assistant(self, assistant_id: str) -> Assistant:
-        assistant = await self.store.get_assistant(assistant_id, self.project_id)
+        assistant = await self.stores.assistants.get(assistant_id, self.project_id)
         if assistant is None:
             raise _not_found("assistant", assistant_id)
         return assistant
 
     async def list_assistants(self, query: ListQuery) -> Page[Assistant]:
-        return await self.store.list_assistants(query, self.project_id)
+        return await self.stores.assistants.list_assistants(query, self.project_id)
 
     async def modify_assistant(self, assistant_id: str, fields: dict[str, Any]) -> Assistant:
         assistant = await self.get_assistant(assistant_id)
@@ -194,11 +194,11 @@ class Services:
             self.check_model(fields["model"])
         await self._check_files(fields)
         assistant = dataclasses.replace(assistant, **fields)
-        await self.store.update_assistant(assistant)
+        await self.stores.assistants.update(assistant)
         return assistant
 
     async def delete_assistant(self, assistant_id: str) -> None:
-        if not await self.store.delete_assistant(assistant_id, self.project_id):
+        if not await self.stores.assistants.delete(assistant_id, self.project_id):
             raise _not_found("assistant", assistant_id)
 
     # --- threads ---------------------------------------------------------------------------
@@ -239,30 +239,30 @@ class Services:
     async def create_thread(self, fields: dict[str, Any]) -> Thread:
         await self._check_files(fields)
         thread, messages, plan = self._new_thread(fields)
-        joined = await self.store.insert_thread(thread, messages, search=plan)
+        joined = await self.stores.threads.insert(thread, messages, search=plan)
         if joined is not None:
             thread.tool_resources = joined.tool_resources
         await self._ingest(joined)
         return thread
 
     async def get_thread(self, thread_id: str) -> Thread:
-        thread = await self.store.get_thread(thread_id, self.project_id)
+        thread = await self.stores.threads.get(thread_id, self.project_id)
         if thread is None or thread.kind == "response":  # a response's own thread is reached through it
             raise _not_found("thread", thread_id)
         return thread
 
     async def list_threads(self, query: ListQuery, metadata: dict[str, str]) -> Page[Thread]:
-        return await self.store.list_threads(query, metadata, self.project_id)
+        return await self.stores.threads.list_threads(query, metadata, self.project_id)
 
     async def modify_thread(self, thread_id: str, fields: dict[str, Any]) -> Thread:
         thread = await self.get_thread(thread_id)
         await self._check_files(fields)
         thread = dataclasses.replace(thread, **fields)
-        await self.store.update_thread(thread)
+        await self.stores.threads.update(thread)
         return thread
 
     async def delete_thread(self, thread_id: str) -> None:
-        if not await self.store.delete_thread(thread_id, self.project_id):
+        if not await self.stores.threads.delete(thread_id, self.project_id):
             raise _not_found("thread", thread_id)
 
     # --- messages --------------------------------------------------------------------------
@@ -272,7 +272,9 @@ class Services:
         await self._check_files(fields)
         message = self._new_message(thread_id, fields)
         try:
-            joined = await self.store.insert_message(message, search=self._store_plan(thread_id, [message]))
+            joined = await self.stores.threads.insert_message(
+                message, search=self._store_plan(thread_id, [message])
+            )
         except ThreadLockedError as locked:
             raise InvalidRequestError(
                 f"Can't add messages to {thread_id} while a run {locked.run_id} is active."
@@ -282,14 +284,14 @@ class Services:
 
     async def get_message(self, thread_id: str, message_id: str) -> Message:
         await self.get_thread(thread_id)
-        message = await self.store.get_message(thread_id, message_id)
+        message = await self.stores.threads.get_message(thread_id, message_id)
         if message is None or message.type != "message":  # function calls are Responses items only
             raise _not_found("message", message_id)
         return message
 
     async def list_messages(self, thread_id: str, query: ListQuery, run_id: str | None) -> Page[Message]:
         await self.get_thread(thread_id)
-        return await self.store.list_messages(thread_id, query, run_id)
+        return await self.stores.threads.list_messages(thread_id, query, run_id)
 
     async def modify_message(
         self, thread_id: str, message_id: str, metadata: dict[str, str] | None
@@ -298,12 +300,12 @@ class Services:
         message = await self.get_message(thread_id, message_id)
         if metadata is not None:
             message.metadata = metadata
-            await self.store.update_message_metadata(message)
+            await self.stores.threads.update_message_metadata(message)
         return message
 
     async def delete_message(self, thread_id: str, message_id: str) -> None:
         await self.get_thread(thread_id)
-        if not await self.store.delete_message(thread_id, message_id):
+        if not await self.stores.threads.delete_message(thread_id, message_id):
             raise _not_found("message", message_id)
 
     # --- runs ------------------------------------------------------------------------------
@@ -316,7 +318,9 @@ class Services:
         run, messages = self._new_run(thread_id, assistant, fields, run_id)
         await self.announce(run)
         try:
-            joined = await self.store.insert_run(run, messages, search=self._store_plan(thread_id, messages))
+            joined = await self.stores.runs.insert(
+                run, messages, search=self._store_plan(thread_id, messages)
+            )
         except ThreadLockedError as locked:
             raise InvalidRequestError(
                 f"Thread {thread_id} already has an active run {locked.run_id}."
@@ -339,7 +343,7 @@ class Services:
         # its lock) exist together or not at all.
         await publish(self.bus, run.id, [ObjectEvent("thread.created", snapshot(thread))])
         await self.announce(run)
-        joined = await self.store.insert_thread(thread, messages, run, search=plan)
+        joined = await self.stores.threads.insert(thread, messages, run, search=plan)
         if joined is not None:
             thread.tool_resources = joined.tool_resources
         await self._ingest(joined)
@@ -401,7 +405,7 @@ class Services:
         await publish(self.bus, run.id, [ObjectEvent("thread.run.created", snapshot(run)), run_event(run)])
 
     async def get_run(self, thread_id: str, run_id: str) -> Run:
-        run = await self.store.get_run(thread_id, run_id, self.project_id)
+        run = await self.stores.runs.get(thread_id, run_id, self.project_id)
         if run is None:
             await self.get_thread(thread_id)  # an unknown (or another project's) thread is its own 404
             raise _not_found("run", run_id)
@@ -409,14 +413,14 @@ class Services:
 
     async def list_runs(self, thread_id: str, query: ListQuery) -> Page[Run]:
         await self.get_thread(thread_id)
-        return await self.store.list_runs(thread_id, query)
+        return await self.stores.runs.list_runs(thread_id, query)
 
     async def modify_run(self, thread_id: str, run_id: str, metadata: dict[str, str] | None) -> Run:
         """Set a run's metadata; ``None`` (the client sent none) leaves it as it is."""
         run = await self.get_run(thread_id, run_id)
         if metadata is not None:
             run.metadata = metadata
-            await self.store.update_run_metadata(run)
+            await self.stores.runs.update_metadata(run)
         return run
 
     async def cancel_run(self, thread_id: str, run_id: str) -> Run:
@@ -428,12 +432,12 @@ class Services:
             if run.status is RunStatus.CANCELLING:
                 return run
             cancelling = moved(run, RunStatus.CANCELLING)
-            if await self.store.commit(Change(run=cancelling, expect=frozenset({run.status}))):
+            if await self.stores.runs.transition(Change(run=cancelling, expect=frozenset({run.status}))):
                 break
             # The run moved between our read and our write (claimed, finished): look again.
         await publish(self.bus, run.id, [run_event(cancelling)])
         if run.status is not RunStatus.IN_PROGRESS:
-            await end_run(self.store, self.bus, cancelling, RunStatus.CANCELLED)
+            await end_run(self.stores, self.bus, cancelling, RunStatus.CANCELLED)
         return cancelling
 
     async def submit_tool_outputs(self, thread_id: str, run_id: str, outputs: list[dict[str, Any]]) -> Run:
@@ -449,7 +453,7 @@ class Services:
         by_id = {o["tool_call_id"]: o.get("output") or "" for o in outputs}
         steps = [
             s
-            for s in await self.store.run_steps(run.id)
+            for s in await self.stores.runs.steps(run.id)
             if s.type == "tool_calls" and s.status == "in_progress"
         ]
         ts = self.clock()
@@ -462,7 +466,7 @@ class Services:
             step.completed_at = ts
         queued = moved(run, RunStatus.QUEUED, required_action=None, queued_at=time.time())
         change = Change(run=queued, expect=frozenset({RunStatus.REQUIRES_ACTION}), steps=steps)
-        if not await self.store.commit(change):
+        if not await self.stores.runs.transition(change):
             current = await self.get_run(thread_id, run_id)
             raise InvalidRequestError(f'Runs in status "{current.status.value}" do not accept tool outputs.')
         await publish(self.bus, run.id, [*(step_event(s) for s in steps), run_event(queued)])
@@ -473,15 +477,15 @@ class Services:
 
     async def list_run_transitions(self, thread_id: str, run_id: str) -> list[RunTransition]:
         await self.get_run(thread_id, run_id)
-        return await self.store.run_transitions(run_id)
+        return await self.stores.runs.history(run_id)
 
     async def get_run_step(self, thread_id: str, run_id: str, step_id: str) -> RunStep:
         await self.get_run(thread_id, run_id)
-        step = await self.store.get_step(thread_id, run_id, step_id)
+        step = await self.stores.runs.get_step(thread_id, run_id, step_id)
         if step is None:
             raise _not_found("run step", step_id)
         return step
 
     async def list_run_steps(self, thread_id: str, run_id: str, query: ListQuery) -> Page[RunStep]:
         await self.get_run(thread_id, run_id)
-        return await self.store.list_steps(thread_id, run_id, query)
+        return await self.stores.runs.list_steps(thread_id, run_id, query)

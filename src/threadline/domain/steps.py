@@ -84,5 +84,11 @@ class WebSearchDetails:
     """Why the search failed (the call is then ``failed``); empty when it did not."""
 
 
+WEB_SEARCH_READ = "read"
+"""The key, in a ``web_search_call`` entry's fields, of what this server's call read (``pages``: URL
+and title; ``text``: what the model was told). Only the server sets it (a client's item has no such
+field), so only pages it read are cited."""
+
+
 BuiltinDetails = CodeInterpreterDetails | FileSearchDetails | WebSearchDetails
 """What a built-in call's run step shows, by tool type."""

@@ -14,7 +14,7 @@ from threadline.domain.clock import now
 from threadline.domain.entities import Message, Run, Summary
 from threadline.domain.model_calls import ModelCallObserver, Timed
 from threadline.domain.ports.models import ModelRequest, ProviderError, Route, TextDelta, Usage
-from threadline.domain.ports.storage import Store
+from threadline.domain.ports.storage import ThreadRepository
 from threadline.domain.prompt_messages import Counter, chat_message, entry_messages, message_text
 
 log = logging.getLogger(__name__)
@@ -23,7 +23,7 @@ SUMMARY_MAX_TOKENS = 400
 
 
 async def update_summary(
-    store: Store,
+    threads: ThreadRepository,
     run: Run,
     route: Route,
     counter: Counter,
@@ -39,7 +39,7 @@ async def update_summary(
     context window: a thread that was never summarised gets its most recent history summarised
     first rather than its whole past re-read.
     """
-    stored = await store.get_summary(run.thread_id)
+    stored = await threads.get_summary(run.thread_id)
     after = stored.last_message_id if stored else None
     fresh: list[Message] = []
     budget = (
@@ -49,7 +49,7 @@ async def update_summary(
     )
     before: str | None = oldest_kept[0].id
     while budget > 0:
-        page = await store.newest_messages(run.thread_id, page_size, before=before, after=after)
+        page = await threads.newest_messages(run.thread_id, page_size, before=before, after=after)
         if not page:
             break
         before = page[-1].id
@@ -70,7 +70,7 @@ async def update_summary(
     if not text.strip():
         return stored, usage
     summary = Summary(run.thread_id, text.strip(), fresh[0].id, now())
-    await store.save_summary(summary)
+    await threads.save_summary(summary)
     log.info("run %s: summarised %d older messages of %s", run.id, len(fresh), run.thread_id)
     return summary, usage
 

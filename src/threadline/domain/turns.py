@@ -18,7 +18,7 @@ from threadline.domain.events import Event, ReasoningDelta
 from threadline.domain.lifecycle import message_event, publish, step_event, text_content
 from threadline.domain.mcp import OfferedTool
 from threadline.domain.ports.models import Usage
-from threadline.domain.ports.storage import Bus, Change, Store
+from threadline.domain.ports.storage import Bus, Change, Stores
 from threadline.domain.ports.tools import Tool
 from threadline.domain.run_states import RunStatus
 from threadline.ids import new_id
@@ -83,14 +83,16 @@ class Turn:
 class TurnWriter:
     """The guarded writes of one worker's turns."""
 
-    def __init__(self, store: Store, bus: Bus, worker_id: str) -> None:
-        self.store = store
+    def __init__(self, stores: Stores, bus: Bus, worker_id: str) -> None:
+        self.stores = stores
         self.bus = bus
         self.worker_id = worker_id
 
     async def write(self, run: Run, events: list[Event], **change: Any) -> None:
         """A write while the run stays in progress; raises when the run is no longer ours."""
-        if not await self.store.commit(Change(run=run, expect=IN_PROGRESS, owner=self.worker_id, **change)):
+        if not await self.stores.runs.transition(
+            Change(run=run, expect=IN_PROGRESS, owner=self.worker_id, **change)
+        ):
             raise Lost(run.id)
         await publish(self.bus, run.id, events)
 

@@ -15,6 +15,10 @@ callers treat "written" as the truth and read back when unsure.
 A database that cannot be reached (refused, shut down, connection lost, SQLite locked past its busy
 timeout, no pool connection free in time) raises ``DatabaseUnavailableError``: a 503 with
 ``Retry-After`` for the client, not a 500.
+
+The database's own operations live here too, not in an aggregate's store: ``exclusive`` (a
+cluster-wide named lock, the domain's ``Locks``: a PostgreSQL advisory lock; a no-op on SQLite) and
+``ping``.
 """
 
 from __future__ import annotations
@@ -23,12 +27,13 @@ import asyncio
 import contextlib
 import logging
 import os
+import zlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, func, select
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -98,6 +103,27 @@ class Database:
         assert self.engine is not None, "only for PostgreSQL"
         async with self.engine.connect() as conn:
             yield conn
+
+    @contextlib.asynccontextmanager
+    async def exclusive(self, name: str) -> AsyncIterator[bool]:
+        """Hold a cluster-wide lock named ``name`` if no one else does; yields whether we got it
+        (a PostgreSQL session advisory lock; the domain's ``Locks``)."""
+        if self.is_sqlite:
+            # One SQLite file means one host; guarded transitions already make concurrent runs safe.
+            yield True
+            return
+        key = zlib.crc32(name.encode())
+        async with self.session_connection() as conn:
+            got = bool((await conn.execute(select(func.pg_try_advisory_lock(key)))).scalar())
+            try:
+                yield got
+            finally:
+                if got:
+                    await conn.execute(select(func.pg_advisory_unlock(key)))
+
+    async def ping(self) -> None:
+        """One round trip to the database (readiness)."""
+        await self.read(lambda conn: conn.execute(select(1)).scalar())
 
     async def dispose(self) -> None:
         if self.sync_engine is not None:

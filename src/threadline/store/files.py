@@ -16,7 +16,7 @@ from threadline.domain.entities import File, ListQuery, Page
 from threadline.domain.files import without_file
 from threadline.store import tables as t
 from threadline.store.database import Database
-from threadline.store.repository import page_query
+from threadline.store.rows import page_query
 from threadline.store.vector_stores import remove_file_everywhere
 
 _FIELDS = tuple(f.name for f in dataclasses.fields(File))

@@ -1,6 +1,6 @@
 """Vector stores and their files as rows, and a thread's own store, joined in another transaction.
 
-``SqlVectorStoreRepository`` writes stores and files with these; ``SqlStore`` calls
+``SqlVectorStoreRepository`` writes stores and files with these; ``store/rows.py`` calls
 :func:`join_thread_store` in the transaction that writes messages attaching files for
 ``file_search`` (this module imports neither, so both can import it).
 """

@@ -12,7 +12,7 @@ context budget in a test is a number of words::
 
     model = ScriptedProvider()
     model.script(Reply(tool_calls=[ToolCall("get_weather", {"city": "Paris"})]), "It is sunny.")
-    loop = RunLoop(store, bus, ScriptedRouter(model), "worker-1")
+    loop = RunLoop(stores, bus, ScriptedRouter(model), "worker-1")
 """
 
 from __future__ import annotations

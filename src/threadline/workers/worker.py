@@ -27,7 +27,7 @@ from threadline.domain.lifecycle import end_run, moved
 from threadline.domain.model_calls import ModelCallObserver
 from threadline.domain.ports.mcp import McpServers
 from threadline.domain.ports.models import Router
-from threadline.domain.ports.storage import Bus, Change, JobQueue, Store, Subscription
+from threadline.domain.ports.storage import Bus, Change, JobQueue, Stores, Subscription
 from threadline.domain.prompt_messages import ImageSource
 from threadline.domain.run_loop import RunLoop
 from threadline.domain.run_states import ACTIVE, RunStatus
@@ -50,7 +50,7 @@ class Worker:
     def __init__(
         self,
         settings: Settings,
-        store: Store,
+        stores: Stores,
         bus: Bus,
         router: Router,
         jobs: JobQueue | None = None,
@@ -71,12 +71,12 @@ class Worker:
         recording is taken over there)."""
         self.on_claim = on_claim
         self.settings = settings
-        self.store = store
+        self.stores = stores
         self.bus = bus
         self.id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         tools = tools or ToolRegistry()
         builder = ContextBuilder(
-            store,
+            stores.threads,
             summaries=settings.summaries,
             default_window=settings.default_context_window,
             tools=tools,
@@ -84,7 +84,7 @@ class Worker:
             images=images,
         )
         self.loop = RunLoop(
-            store,
+            stores,
             bus,
             router,
             self.id,
@@ -147,11 +147,11 @@ class Worker:
 
     async def _hand_back(self, run_id: str) -> bool:
         """Put a run we could not finish back in the queue for another worker to redo its turn."""
-        run = await self.store.get_run_by_id(run_id)
+        run = await self.stores.runs.get_by_id(run_id)
         if run is None or run.status is not RunStatus.IN_PROGRESS or run.worker_id != self.id:
             return False
         queued = moved(run, RunStatus.QUEUED, worker_id=None, lease_expires_at=None)
-        if not await self.store.commit(
+        if not await self.stores.runs.transition(
             Change(run=queued, expect=frozenset({RunStatus.IN_PROGRESS}), owner=self.id)
         ):
             return False
@@ -180,7 +180,7 @@ class Worker:
             room = min(CLAIM_BATCH, self.settings.worker_concurrency - len(self.running))
             if room <= 0:
                 break
-            runs = await self.store.claim(
+            runs = await self.stores.runs.claim_next(
                 self.id,
                 time.time(),
                 self.settings.worker_lease_seconds,
@@ -254,7 +254,7 @@ class Worker:
     async def renew_leases(self) -> None:
         held = list(self.running)
         until = time.time() + self.settings.worker_lease_seconds
-        kept = set(await self.store.renew_leases(self.id, held, until))
+        kept = set(await self.stores.runs.renew_leases(self.id, held, until))
         for run_id in held:
             task = self.running.get(run_id)
             if run_id in kept or task is None or task.done():
@@ -262,7 +262,7 @@ class Worker:
             # Not renewed: either our own loop just ended the turn (completed, failed, requires_action)
             # and is still publishing its last events, which must not be cut short; or the run moved on
             # without us (cancelled, expired, taken over after our lease lapsed), so we stop driving it.
-            run = await self.store.get_run_by_id(run_id)
+            run = await self.stores.runs.get_by_id(run_id)
             if (
                 run is None
                 or run.status in _STOP
@@ -286,10 +286,10 @@ class Worker:
     async def delete_stale_threads(self) -> dict[str, int]:
         """Delete threads inactive longer than their project's TTL, in batches; one process at a time."""
         total = {"threads": 0, "messages": 0, "runs": 0}
-        async with self.store.exclusive("threadline-janitor") as mine:
+        async with self.stores.locks.exclusive("threadline-janitor") as mine:
             if not mine:
                 return total
-            for project in await self.store.list_projects():
+            for project in await self.stores.projects.list_projects():
                 days = (
                     self.settings.thread_ttl_days
                     if project.thread_ttl_days is None
@@ -300,7 +300,7 @@ class Worker:
                 cutoff = int(time.time() - days * 86400)
                 counts = {"threads": 0, "messages": 0, "runs": 0}
                 while True:
-                    deleted = await self.store.delete_stale_threads(project.id, cutoff, limit=JANITOR_BATCH)
+                    deleted = await self.stores.threads.delete_stale(project.id, cutoff, limit=JANITOR_BATCH)
                     counts = {kind: counts[kind] + deleted[kind] for kind in counts}
                     if deleted["threads"] < JANITOR_BATCH:
                         break
@@ -322,15 +322,15 @@ class Worker:
         Returns how many runs it ended.
         """
         ended = 0
-        async with self.store.exclusive("threadline-sweeper") as mine:
+        async with self.stores.locks.exclusive("threadline-sweeper") as mine:
             if not mine:
                 return 0
-            for run in await self.store.expired_runs(now(), limit=100):
-                if run.status in ACTIVE and await end_run(self.store, self.bus, run, RunStatus.EXPIRED):
+            for run in await self.stores.runs.find_expired(now(), limit=100):
+                if run.status in ACTIVE and await end_run(self.stores, self.bus, run, RunStatus.EXPIRED):
                     log.info("run %s expired (was %s)", run.id, run.status.value)
                     ended += 1
-            for run in await self.store.stalled_cancellations(time.time(), limit=100):
-                if await end_run(self.store, self.bus, run, RunStatus.CANCELLED):
+            for run in await self.stores.runs.find_stalled(time.time(), limit=100):
+                if await end_run(self.stores, self.bus, run, RunStatus.CANCELLED):
                     log.info("run %s: finished a cancel its worker left behind", run.id)
                     ended += 1
         return ended

@@ -1,9 +1,10 @@
-"""What the domain needs from the outside world, as protocols: the stores (vector stores among them),
-the blob store, the job queue and the event bus.
+"""What the domain needs from the outside world, as protocols: a repository per aggregate
+(assistants, threads, runs, responses, projects, files, vector stores), the blob store, the job
+queue and the event bus.
 
-``threadline.store`` (``SqlStore``, ``SqlFileStore``, ``SqlJobQueue``, the blob stores) and the
-buses in ``threadline.events`` implement these; the domain only sees the protocols, so it never
-imports SQLAlchemy, a cloud SDK or a transport.
+``threadline.store`` (``SqlAssistantStore`` … ``SqlProjectStore`` gathered in ``Stores``,
+``SqlFileStore``, ``SqlJobQueue``, the blob stores) and the buses in ``threadline.events`` implement
+these; the domain only sees the protocols, so it never imports SQLAlchemy, a cloud SDK or a transport.
 """
 
 from __future__ import annotations
@@ -66,19 +67,21 @@ class ThreadLockedError(Exception):
         self.run_id = run_id
 
 
-class Store(Protocol):
-    # assistants
-    async def insert_assistant(self, assistant: Assistant) -> None: ...
-    async def upsert_assistant(self, assistant: Assistant) -> None: ...
-    async def get_assistant(self, assistant_id: str, project_id: str | None = None) -> Assistant | None:
+class AssistantRepository(Protocol):
+    async def insert(self, assistant: Assistant) -> None: ...
+    async def upsert(self, assistant: Assistant) -> None: ...
+    async def get(self, assistant_id: str, project_id: str | None = None) -> Assistant | None:
         """The assistant, if it is in ``project_id`` (``None``: in any project, for the run engine)."""
 
     async def list_assistants(self, query: ListQuery, project_id: str) -> Page[Assistant]: ...
-    async def update_assistant(self, assistant: Assistant) -> None: ...
-    async def delete_assistant(self, assistant_id: str, project_id: str) -> bool: ...
+    async def update(self, assistant: Assistant) -> None: ...
+    async def delete(self, assistant_id: str, project_id: str) -> bool: ...
 
-    # threads and messages
-    async def insert_thread(
+
+class ThreadRepository(Protocol):
+    """Threads (a Responses conversation is one), their messages and items, and their summaries."""
+
+    async def insert(
         self,
         thread: Thread,
         messages: Sequence[Message],
@@ -92,39 +95,30 @@ class Store(Protocol):
         in the same transaction (see :class:`~threadline.domain.entities.ThreadStorePlan`); what
         was done is returned (``None`` when no file was attached for it)."""
 
-    async def get_thread(self, thread_id: str, project_id: str | None = None) -> Thread | None:
+    async def get(self, thread_id: str, project_id: str | None = None) -> Thread | None:
         """The thread, if it is in ``project_id`` (``None``: in any project, for the run engine)."""
 
     async def list_threads(
         self, query: ListQuery, metadata: dict[str, str], project_id: str
     ) -> Page[Thread]: ...
-    async def update_thread(self, thread: Thread) -> None: ...
-    async def delete_thread(self, thread_id: str, project_id: str) -> bool: ...
+    async def update(self, thread: Thread) -> None: ...
+    async def delete(self, thread_id: str, project_id: str) -> bool: ...
     async def retire_conversation(self, thread_id: str) -> None:
         """Delete a conversation; one that responses ran on becomes their own (unlisted) thread
         instead, so those responses and their items stay readable."""
 
-    async def copy_thread(self, source_id: str, thread: Thread, through_message_id: str) -> None:
+    async def copy(self, source_id: str, thread: Thread, through_message_id: str) -> None:
         """Insert ``thread`` with copies (new ids) of ``source_id``'s entries up to ``through_message_id``."""
 
-    async def delete_stale_threads(
-        self, project_id: str, inactive_since: int, limit: int
-    ) -> dict[str, int]: ...
+    async def delete_stale(self, project_id: str, inactive_since: int, limit: int) -> dict[str, int]:
+        """Delete up to ``limit`` of the project's threads untouched since ``inactive_since`` and with
+        no active run, with everything under them; how many threads, messages and runs went."""
 
-    # projects and API keys
-    async def insert_project(self, project: Project) -> None: ...
-    async def list_projects(self) -> list[Project]: ...
-    async def get_project(self, project_id: str) -> Project | None: ...
-    async def insert_api_key(self, key: ApiKey, secret_hash: str) -> None: ...
-    async def list_api_keys(self, project_id: str) -> list[ApiKey]: ...
-    async def revoke_api_key(self, key_id: str, project_id: str | None, at: int) -> bool: ...
-    async def project_of_key(self, secret_hash: str) -> str | None: ...
-    async def any_api_keys(self) -> bool: ...
     async def insert_message(
         self, message: Message, *, search: ThreadStorePlan | None = None
     ) -> ThreadStoreFiles | None:
         """Add a message unless the thread is locked (raises :class:`ThreadLockedError`); ``search``
-        as for :meth:`insert_thread`."""
+        as for :meth:`insert`."""
 
     async def get_message(self, thread_id: str, message_id: str, *, items: bool = False) -> Message | None:
         """A message of the thread; with ``items``, a Responses item (function call, output) too."""
@@ -139,40 +133,35 @@ class Store(Protocol):
     ) -> list[Message]:
         """Up to ``limit`` messages, newest first, older than ``before`` and newer than ``after``."""
 
-    async def get_summary(self, thread_id: str) -> Summary | None: ...
-    async def save_summary(self, summary: Summary) -> None: ...
-
+    async def messages_by_id(self, message_ids: Sequence[str]) -> list[Message]: ...
     async def update_message_metadata(self, message: Message) -> None: ...
     async def delete_message(self, thread_id: str, message_id: str, *, items: bool = False) -> bool:
         """Delete a message of the thread (with ``items``, a Responses item too); whether one went."""
 
-    # runs and steps
-    async def insert_run(
+    async def get_summary(self, thread_id: str) -> Summary | None: ...
+    async def save_summary(self, summary: Summary) -> None: ...
+
+
+class RunRepository(Protocol):
+    """Runs and their steps: every status change a guarded :meth:`transition`, claims and leases."""
+
+    async def insert(
         self, run: Run, messages: Sequence[Message], *, search: ThreadStorePlan | None = None
     ) -> ThreadStoreFiles | None:
         """Lock the thread for ``run`` and save it with the messages it adds, or raise ThreadLockedError;
-        ``search`` as for :meth:`insert_thread`."""
+        ``search`` as for :meth:`ThreadRepository.insert`."""
 
-    async def get_run(self, thread_id: str, run_id: str, project_id: str) -> Run | None:
+    async def get(self, thread_id: str, run_id: str, project_id: str) -> Run | None:
         """The run, if it is on that thread and the thread is in ``project_id``."""
 
-    async def get_run_by_id(self, run_id: str) -> Run | None: ...
-    async def get_response(self, response_id: str, project_id: str) -> Run | None:
-        """A run the Responses API made, if its thread is in the project."""
-
-    async def delete_response(self, response_id: str) -> None:
-        """Delete a response's run; its own (unlisted) thread too, once no response is left on it."""
-
-    async def record_response_events(self, response_id: str, events: Sequence[dict[str, Any]]) -> None:
-        """Keep a background response's stream events (each with its ``sequence_number``)."""
-
-    async def response_events(self, response_id: str, after: int, limit: int) -> list[dict[str, Any]]:
-        """A background response's kept stream events numbered above ``after``, in order."""
-
+    async def get_by_id(self, run_id: str) -> Run | None: ...
     async def list_runs(self, thread_id: str, query: ListQuery) -> Page[Run]: ...
-    async def update_run_metadata(self, run: Run) -> None: ...
-    async def commit(self, change: Change) -> bool: ...
-    async def claim(
+    async def update_metadata(self, run: Run) -> None: ...
+    async def transition(self, change: Change) -> bool:
+        """Apply ``change`` in one transaction, with the run's history row when its status moves;
+        ``False`` (nothing written) when the run is no longer as the change expects."""
+
+    async def claim_next(
         self, worker_id: str, now: float, lease_seconds: float, limit: int, affinity_seconds: float = 0.0
     ) -> list[Run]:
         """Atomically take up to ``limit`` queued runs (or runs whose holder's lease lapsed). A run
@@ -185,26 +174,70 @@ class Store(Protocol):
     async def renew_leases(self, worker_id: str, run_ids: Sequence[str], until: float) -> list[str]:
         """Extend this worker's leases; returns the ids it still holds in ``in_progress``."""
 
-    async def expired_runs(self, now: int, limit: int) -> list[Run]: ...
-    async def stalled_cancellations(self, now: float, limit: int) -> list[Run]:
+    async def find_expired(self, now: int, limit: int) -> list[Run]:
+        """Active runs past their ``expires_at``."""
+
+    async def find_stalled(self, now: float, limit: int) -> list[Run]:
         """Runs left in ``cancelling`` by a process that died before finishing the cancel."""
 
+    async def census(self, now: float) -> tuple[dict[str, int], int]:
+        """How many runs are in each active status, and how many workers hold runs under live leases."""
+
+    async def history(self, run_id: str) -> list[RunTransition]:
+        """A run's status changes, oldest first."""
+
+    async def get_step(self, thread_id: str, run_id: str, step_id: str) -> RunStep | None: ...
     async def get_step_by_id(self, step_id: str) -> RunStep | None: ...
+    async def list_steps(self, thread_id: str, run_id: str, query: ListQuery) -> Page[RunStep]: ...
+    async def steps(self, run_id: str) -> list[RunStep]:
+        """All steps of a run, oldest first."""
+
+
+class ResponseRepository(Protocol):
+    """What the Responses API keeps beyond the run a response is."""
+
+    async def get(self, response_id: str, project_id: str) -> Run | None:
+        """A run the Responses API made, if its thread is in the project."""
+
+    async def delete(self, response_id: str) -> None:
+        """Delete a response's run; its own (unlisted) thread too, once no response is left on it."""
+
+    async def record_events(self, response_id: str, events: Sequence[dict[str, Any]]) -> None:
+        """Keep a background response's stream events (each with its ``sequence_number``)."""
+
+    async def events(self, response_id: str, after: int, limit: int) -> list[dict[str, Any]]:
+        """A background response's kept stream events numbered above ``after``, in order."""
+
+
+class ProjectRepository(Protocol):
+    async def insert(self, project: Project) -> None: ...
+    async def list_projects(self) -> list[Project]: ...
+    async def get(self, project_id: str) -> Project | None: ...
+    async def insert_api_key(self, key: ApiKey, secret_hash: str) -> None: ...
+    async def list_api_keys(self, project_id: str) -> list[ApiKey]: ...
+    async def revoke_api_key(self, key_id: str, project_id: str | None, at: int) -> bool: ...
+    async def project_of_key(self, secret_hash: str) -> str | None:
+        """The project of the live (unrevoked) key with this hash."""
+
+    async def any_api_keys(self) -> bool: ...
+
+
+class Locks(Protocol):
     def exclusive(self, name: str) -> AbstractAsyncContextManager[bool]:
         """Hold a cluster-wide lock named ``name`` if no one else does; yields whether we got it."""
 
-    async def ping(self) -> None: ...
-    async def get_step(self, thread_id: str, run_id: str, step_id: str) -> RunStep | None: ...
-    async def list_steps(self, thread_id: str, run_id: str, query: ListQuery) -> Page[RunStep]: ...
-    async def run_steps(self, run_id: str) -> list[RunStep]:
-        """All steps of a run, oldest first."""
 
-    async def run_transitions(self, run_id: str) -> list[RunTransition]:
-        """A run's status changes, oldest first."""
+@dataclass(frozen=True, slots=True)
+class Stores:
+    """The repositories of the run engine's aggregates, built together (``threadline.store.sql_stores``)
+    and handed to whoever needs several of them; one that needs a single aggregate takes just that."""
 
-    async def run_census(self, now: float) -> tuple[dict[str, int], int]: ...
-
-    async def messages_by_id(self, message_ids: Sequence[str]) -> list[Message]: ...
+    assistants: AssistantRepository
+    threads: ThreadRepository
+    runs: RunRepository
+    responses: ResponseRepository
+    projects: ProjectRepository
+    locks: Locks
 
 
 class Subscription(Protocol):
@@ -351,6 +384,11 @@ class VectorStoreRepository(Protocol):
         self, store_id: str, file_id: str, status: str, usage_bytes: int, last_error: dict[str, str] | None
     ) -> bool:
         """Move the file from ``in_progress`` to ``status``; False when it was no longer in progress."""
+
+    async def file_progress(
+        self, store_id: str, file_id: str, chunking_strategy: dict[str, Any], done: int, total: int
+    ) -> None:
+        """Record, while the file is ``in_progress``, how many of its chunks are embedded."""
 
     async def get_batch(self, store_id: str, batch_id: str, project_id: str) -> FileBatch | None: ...
     async def cancel_batch(self, store_id: str, batch_id: str) -> None:
