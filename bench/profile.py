@@ -1,8 +1,8 @@
 """Where Threadline's server spends its CPU per run: py-spy samples the server under the benchmark's load.
 
 ``python -m bench.profile`` starts the scripted model and ``threadline serve`` like ``bench.runs``,
-attaches ``py-spy record`` (``pip install py-spy``) to the server for a bounded time while C polling
-clients drive runs, and prints where the samples taken while a server thread held the GIL fall: by
+attaches ``py-spy record`` (in the ``dev`` extra) to the server for a bounded time while C clients
+drive runs (``--way``: held polls, streams, or the openai SDK's ``create_and_poll``), and prints where the samples taken while a server thread held the GIL fall: by
 package, and by function, in the function itself (self) and in everything it called (total).
 ``--raw FILE`` keeps py-spy's collapsed stacks, e.g. for a flame graph.
 """
@@ -18,11 +18,21 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 from bench.common import log
-from bench.runs import SERVERS, Stack, httpx_client, run_polling, run_streaming, stacks, throughput_round
+from bench.runs import (
+    SERVERS,
+    Stack,
+    httpx_client,
+    run_polling,
+    run_streaming,
+    sdk_config,
+    stacks,
+    throughput_round,
+)
 
 
 def pyspy() -> str:
@@ -32,12 +42,19 @@ def pyspy() -> str:
     return found
 
 
-async def load(stack: Stack, clients: int, seconds: float, stream: bool) -> str:
-    async with httpx_client(stack.url, clients) as client:
-        once = run_streaming if stream else run_polling
-        result = await throughput_round(
-            stack, lambda: once(client, stack.url, stack.assistant_id), clients, seconds
-        )
+async def load(stack: Stack, clients: int, seconds: float, way: str) -> str:
+    if way == "sdk":
+        once, close = sdk_config(clients).make(stack)
+        try:
+            result = await throughput_round(stack, once, clients, seconds)
+        finally:
+            await close()
+    else:
+        async with httpx_client(stack.url, clients) as client:
+            follow = run_streaming if way == "stream" else run_polling
+            result = await throughput_round(
+                stack, lambda: follow(client, stack.url, stack.assistant_id), clients, seconds
+            )
     cpu = (
         f", server CPU {result.server_cpu * 1000 / max(1, result.runs):.1f} ms/run"
         if result.server_cpu
@@ -91,7 +108,7 @@ async def profile(args: argparse.Namespace, workdir: Path) -> str:
     raw_file = Path(args.raw) if args.raw else workdir / "profile.txt"
     with stacks(workdir, [(args.server, args.server, 0.0)]) as (stack,):
         # Warm the server up before sampling starts.
-        log(f"warm-up: {await load(stack, args.clients, 1.5, args.stream)}")
+        log(f"warm-up: {await load(stack, args.clients, 1.5, args.way)}")
         argv = [pyspy(), "record", "--pid", str(stack.server.pid), "--rate", str(args.rate)]
         argv += ["--duration", str(int(args.seconds)), "--format", "raw", "--output", str(raw_file)]
         # Only samples holding the GIL: what the server's Python actually spends the core on.
@@ -100,7 +117,7 @@ async def profile(args: argparse.Namespace, workdir: Path) -> str:
         recorder = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
             time.sleep(0.5)  # let py-spy attach before the load starts
-            log(f"profiled load: {await load(stack, args.clients, args.seconds - 1, args.stream)}")
+            log(f"profiled load: {await load(stack, args.clients, args.seconds - 1, args.way)}")
             _, err = recorder.communicate(timeout=args.seconds + 30)
         finally:
             if recorder.poll() is None:
@@ -118,11 +135,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="sampling time (bounded to 60)")
     parser.add_argument("--rate", type=int, default=200, help="samples per second")
     parser.add_argument("--top", type=int, default=40)
-    parser.add_argument("--stream", action="store_true", help="stream runs instead of polling them")
+    parser.add_argument(
+        "--way",
+        default="poll",
+        choices=["poll", "stream", "sdk"],
+        help="how clients follow runs: held polls, streams, or the openai SDK's create_and_poll",
+    )
     parser.add_argument("--threads", action="store_true", help="keep threads apart in the stacks")
     parser.add_argument("--raw", help="keep py-spy's collapsed stacks in this file")
     args = parser.parse_args(argv)
     args.seconds = min(max(args.seconds, 2.0), 60.0)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)  # the SDK's Assistants API
     with tempfile.TemporaryDirectory(prefix="threadline-profile-") as tmp:
         print(asyncio.run(profile(args, Path(tmp))))
 

@@ -94,6 +94,12 @@ class Stack:
     assistant_id: str = ""
 
 
+BASELINE = "baseline"
+"""The stack that runs another checkout's server (``--against``)."""
+TREES: dict[str, Path] = {}
+"""Stacks whose server is imported from another checkout's ``src`` (by stack name)."""
+
+
 def start_server(workdir: Path, name: str, variant: str, model_url: str, port: int) -> Child:
     env = child_env(
         {
@@ -101,6 +107,8 @@ def start_server(workdir: Path, name: str, variant: str, model_url: str, port: i
             "THREADLINE_UPSTREAM_BASE_URL": model_url,
         }
     )
+    if name in TREES:
+        env["PYTHONPATH"] = str(TREES[name] / "src")
     argv = [sys.executable, *SERVERS[variant], "--port", str(port)]
     return Child(
         f"threadline {name}", argv, env, workdir / f"threadline-{name}.log", stop_timeout=STOP_TIMEOUT
@@ -463,6 +471,7 @@ SERVER_TEXT = {
     "stock": "`threadline serve`",
     "asyncio+h11": "`python -m bench.serve --loop asyncio --http h11`",
     "uvloop+httptools": "`python -m bench.serve --loop uvloop --http httptools`",
+    BASELINE: "`threadline serve` from the checkout given to `--against`",
 }
 
 
@@ -530,7 +539,9 @@ def report(
         "python -m bench.runs --no-write           # print only",
         "python -m bench.runs --quick --no-write   # a smoke run of a few seconds",
         "python -m bench.runs --compare-loops      # asyncio+h11 against uvloop+httptools, side by side",
-        "python -m bench.profile                   # where the server's CPU goes (needs py-spy)",
+        "python -m bench.runs --against CHECKOUT   # another checkout's server beside this one, round by round",
+        "python -m bench.profile                   # where the server's CPU goes (needs py-spy; --way sdk)",
+        "python -m bench.statements --clients 8    # transactions and statements per run, by store operation",
         "```",
     ]
     return [
@@ -559,11 +570,16 @@ async def bench(args: argparse.Namespace, workdir: Path) -> list[Section]:
                 f"--compare-loops needs {' and '.join(missing)}: pip install {' '.join(missing)}"
             )
 
+    if args.against:
+        # Before and after, round by round: the baseline first, so the ratios read "this / baseline".
+        TREES[BASELINE] = Path(args.against).resolve()
+        variants = [BASELINE, *variants]
+    own = 1 if args.against else 0  # the overhead is measured on this checkout's server
     warm = max(3, n // 10)
-    with stacks(workdir, [(v, v, 0.0) for v in variants]) as started:
+    with stacks(workdir, [(v, "stock" if v == BASELINE else v, 0.0) for v in variants]) as started:
         await measure_throughput(started, configs, rounds, seconds, warmup)
-        overheads = [await measure_overhead(started[0], 0.0, n, warm)]
-    with stacks(workdir, [(f"{variants[0]}-slow", variants[0], 0.05)]) as slow:
+        overheads = [await measure_overhead(started[own], 0.0, n, warm)]
+    with stacks(workdir, [(f"{variants[own]}-slow", variants[own], 0.05)]) as slow:
         overheads.append(await measure_overhead(slow[0], 0.05, n, warm))
     info["load"] += f" → {load_average()}"
 
@@ -583,6 +599,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("-n", type=int, default=50, help="sequential runs per path for the overhead")
     parser.add_argument("--no-sdk", action="store_true", help="skip the openai SDK client configuration")
     parser.add_argument("--compare-loops", action="store_true", help="asyncio+h11 vs uvloop+httptools")
+    parser.add_argument(
+        "--against",
+        metavar="CHECKOUT",
+        help="also serve from another checkout (its src/), rounds alternating: before and after side by "
+        "side; never writes",
+    )
     parser.add_argument("--quick", action="store_true", help="a few seconds' smoke run; never writes")
     parser.add_argument("--no-write", action="store_true", help=f"do not write {DOCS.relative_to(ROOT)}")
     args = parser.parse_args(argv)
@@ -597,7 +619,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="threadline-bench-") as tmp:
         # A last bound on the whole benchmark; every process is stopped on the way out either way.
         sections = asyncio.run(asyncio.wait_for(bench(args, Path(tmp)), TOTAL_TIMEOUT))
-    publish(sections, write=not args.no_write and not args.quick, began=started)
+    publish(sections, write=not (args.no_write or args.quick or args.against), began=started)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ from threadline.api import (
     threads,
     vector_stores,
 )
-from threadline.api.deps import authenticate, require_admin, require_beta, single_query_values
+from threadline.api.deps import checked_beta_request, checked_request, require_admin
 from threadline.api.limits import BodyTimeout, UploadSlots
 from threadline.config import Settings
 from threadline.domain.files import too_large
@@ -94,8 +94,8 @@ def create_app(
     )
     app.state.upload_slots = UploadSlots(settings.upload_concurrency)
     app.add_middleware(errors.Unexpected)
-    authed = [Depends(authenticate), Depends(single_query_values)]
-    beta = [*authed, Depends(require_beta)]
+    authed = [Depends(checked_request)]
+    beta = [Depends(checked_beta_request)]
     # POST /threads/runs must be matched before POST /threads/{thread_id}.
     app.include_router(runs.router, prefix="/v1", dependencies=beta)
     for module in (assistants, threads, messages, run_steps):

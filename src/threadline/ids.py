@@ -73,13 +73,26 @@ API_KEY_PREFIX = "tl-"
 """Threadline's API keys look like ``tl-<48 random characters>``: recognisable in logs and scanners."""
 
 
+_UNBIASED = 256 - 256 % len(_ALPHABET)
+"""Random bytes below this map evenly onto the alphabet (``byte % 62``); the rest are drawn again."""
+
+
+def _random_text(length: int) -> str:
+    """``length`` characters drawn uniformly from the alphabet, from one read of the system's
+    randomness rather than one per character."""
+    chars: list[str] = []
+    while len(chars) < length:
+        chars += [_ALPHABET[b % len(_ALPHABET)] for b in secrets.token_bytes(length + 8) if b < _UNBIASED]
+    return "".join(chars[:length])
+
+
 def new_api_key() -> str:
-    return API_KEY_PREFIX + "".join(secrets.choice(_ALPHABET) for _ in range(48))
+    return API_KEY_PREFIX + _random_text(48)
 
 
 def new_id(kind: Kind) -> str:
     """A fresh random id such as ``run_3kTq9...`` (24 characters after the prefix, like OpenAI's)."""
-    return _PREFIXES[kind] + "".join(secrets.choice(_ALPHABET) for _ in range(24))
+    return _PREFIXES[kind] + _random_text(24)
 
 
 def call_item_id(call_id: str) -> str:

@@ -49,6 +49,19 @@ async def single_query_values(request: Request) -> None:
         seen.add(name)
 
 
+async def checked_request(request: Request) -> None:
+    """What every API route checks first, as one dependency (each costs FastAPI a resolution): the
+    key (401), then parameters given twice (400)."""
+    await authenticate(request)
+    await single_query_values(request)
+
+
+async def checked_beta_request(request: Request) -> None:
+    """:func:`checked_request`, then the Assistants API's beta header (400)."""
+    await checked_request(request)
+    await require_beta(request)
+
+
 async def require_admin(request: Request) -> None:
     expected: str = request.app.state.settings.admin_key
     if not expected:

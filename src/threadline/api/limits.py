@@ -44,7 +44,9 @@ class BodyTimeout:
                 return await receive()
             waits = [w for w in (self.idle, None if deadline is None else deadline - loop.time()) if w]
             try:
-                message = await asyncio.wait_for(receive(), max(min(waits), 0) if waits else None)
+                # A timeout scope, not wait_for: no task of its own for every read.
+                async with asyncio.timeout(max(min(waits), 0) if waits else None):
+                    message = await receive()
             except TimeoutError:
                 timed_out = RequestTimeoutError(
                     f"The request body was not received in time: nothing arrived for {self.idle:g} s, "

@@ -15,6 +15,7 @@ still lists, and a reply that cannot be rendered cannot leave its create half-an
 from __future__ import annotations
 
 import email.message
+import functools
 import json
 import re
 from collections.abc import Callable, Coroutine
@@ -185,8 +186,11 @@ def check_parameters(request: Request) -> None:
 def _is_json(request: Request) -> bool:
     """Whether FastAPI reads this request's body as JSON (no content type, or ``application/*json``)."""
     content_type = request.headers.get("content-type")
-    if not content_type:
-        return True
+    return not content_type or _is_json_type(content_type)
+
+
+@functools.lru_cache(maxsize=64)
+def _is_json_type(content_type: str) -> bool:
     message = email.message.Message()
     message["content-type"] = content_type
     subtype = message.get_content_subtype()

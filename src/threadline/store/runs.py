@@ -9,11 +9,12 @@ LOCKED`` on PostgreSQL) and keep them by renewing their leases.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, delete, exists, func, or_, select, update
+from sqlalchemy import Connection, Update, and_, bindparam, delete, exists, func, or_, select, update
 
 from threadline.domain.entities import (
     ListQuery,
@@ -69,9 +70,20 @@ _GET_RUN_IN_PROJECT = select(t.runs).where(
     .exists(),
 )
 _RUN_STEPS = select(t.run_steps).where(t.run_steps.c.run_id == bindparam("b_run")).order_by(t.run_steps.c.seq)
-_RUN_GUARD = [t.runs.c.id == bindparam("b_id"), t.runs.c.status.in_(bindparam("b_expect", expanding=True))]
-_UPDATE_RUN = update(t.runs).where(*_RUN_GUARD)
-_UPDATE_OWNED_RUN = update(t.runs).where(*_RUN_GUARD, t.runs.c.worker_id == bindparam("b_owner"))
+
+
+@functools.cache
+def _guarded_update(expected: int, owned: bool) -> Update:
+    """The guarded UPDATE of a run: its id, one of ``expected`` statuses (``b_expect0`` ...) and, when
+    ``owned``, its holder. Plain parameters rather than an expanding one, which SQLAlchemy renders
+    again on every execution."""
+    statuses: list[Any] = [bindparam(f"b_expect{i}") for i in range(expected)]
+    where = [t.runs.c.id == bindparam("b_id"), t.runs.c.status.in_(statuses)]
+    if owned:
+        where.append(t.runs.c.worker_id == bindparam("b_owner"))
+    return update(t.runs).where(*where)
+
+
 _UPDATE_STEP = update(t.run_steps).where(t.run_steps.c.id == bindparam("b_id"))
 _UPDATE_MESSAGE = update(t.messages).where(t.messages.c.id == bindparam("b_id"))
 _RELEASE_THREAD = (
@@ -164,17 +176,17 @@ class SqlRunStore(Rows):
             # on its own schedule, and the run loop's copy of it is as old as the claim.
             del params["worker_id"], params["lease_expires_at"]
         params["b_id"] = run.id
-        params["b_expect"] = [s.value for s in change.expect]
-        stmt = _UPDATE_RUN
+        for number, status in enumerate(change.expect):
+            params[f"b_expect{number}"] = status.value
         if change.owner is not None:
             params["b_owner"] = change.owner
-            stmt = _UPDATE_OWNED_RUN
+        stmt = _guarded_update(len(change.expect), change.owner is not None)
 
         # A worker's writes within in_progress (steps, deltas saved) are not status changes.
         moved = change.expect != frozenset({run.status})
 
         def write(conn: Connection) -> bool:
-            if conn.execute(stmt, params).rowcount == 0:
+            if not change.expect or conn.execute(stmt, params).rowcount == 0:
                 return False
             if moved:
                 conn.execute(_INSERT["run_transitions"], _transition(run, change.expect, time.time()))
