@@ -1,7 +1,13 @@
 """A small bilingual corpus for the retrieval-quality test: twenty topics, each with one English
 and one Chinese document (written independently, not as translations), and for each topic one
 English and one Chinese question. A question's relevant documents are both of its topic's, so an
-English question must find the Chinese document too (cross-language) and the reverse."""
+English question must find the Chinese document too (cross-language) and the reverse.
+
+The topics are split in two, deterministically: alternate topics in alphabetical order are the
+tuning half (what the ranking's weights were chosen on) and the held-out half (what the thresholds
+of ``test_retrieval_quality.py`` are asserted on). ``PARAPHRASES`` are eight more questions on
+held-out topics (``TUNING_PARAPHRASES`` eight on tuning topics), written before any tuning, that share as few words with their documents as
+possible: they ask the same thing in other words."""
 
 from __future__ import annotations
 
@@ -162,3 +168,41 @@ def queries(language: str) -> list[tuple[str, set[str]]]:
     """``(question, relevant document ids)`` in ``language`` (``en`` or ``zh``)."""
     column = 2 if language == "en" else 3
     return [(q[column], {f"{topic}.en", f"{topic}.zh"}) for topic, q in TOPICS.items()]
+
+
+TUNING = frozenset(sorted(TOPICS)[0::2])
+HELD_OUT = frozenset(sorted(TOPICS)[1::2])
+
+# tuning topic: question in other words (what the fusion's weights were chosen on)
+TUNING_PARAPHRASES: list[tuple[str, str]] = [
+    ("coffee", "How much force goes into pulling a short strong cup from the machine?"),
+    ("marathon", "How long should I get ready before running 42 kilometres?"),
+    ("panda", "What does the black-and-white bear of China feed on?"),
+    ("refund", "Am I able to send back a purchase I no longer want?"),
+    ("earthquake", "地面剧烈晃动的时候该躲在哪里？"),
+    ("great_wall", "北方那道万里城防主要建于哪个年代？"),
+    ("tea", "发酵过的茶叶和没发酵的有啥不一样？"),
+    ("vaccines", "打针预防传染病的原理是什么？"),
+]
+
+# held-out topic: question in other words (four English, four Chinese)
+PARAPHRASES: list[tuple[str, str]] = [
+    ("invoice", "How long do I have to settle a bill before I am charged extra?"),
+    ("sleep", "What is a healthy amount of rest per night for grown-ups?"),
+    ("volcano", "What makes molten rock burst out of a mountain?"),
+    ("mortgage", "Is it better to lock the cost of borrowing for a house or let it float?"),
+    ("sourdough", "天然酵种需要多久补充一次面粉？"),
+    ("password", "登录密码想不起来了该怎么办？"),
+    ("tides", "海水为什么每天会涨落两次？"),
+    ("git_branch", "在版本库里怎样开一条新的开发线，之后再并回去？"),
+]
+
+
+def half_documents(topics: frozenset[str]) -> list[tuple[str, str]]:
+    return [(doc_id, text) for doc_id, text in documents() if doc_id.split(".")[0] in topics]
+
+
+def half_queries(language: str, topics: frozenset[str]) -> list[tuple[str, set[str]]]:
+    return [
+        (q, relevant) for q, relevant in queries(language) if next(iter(relevant)).split(".")[0] in topics
+    ]

@@ -7,9 +7,11 @@ run's transitions and steps. Screenshots go to test-artifacts/console/.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -290,6 +292,47 @@ def test_threads_filter_by_metadata_on_the_server_and_by_text_here(
 
     rows.locator("a").click()
     expect(page.locator("#thread-messages")).to_have_text(re.compile("上海仓库的发票"))
+
+
+def test_a_vector_store_shows_the_progress_of_a_file_being_indexed(
+    page: Page, server: ThreadlineServer, client: openai.OpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store's pane shows chunks embedded of all for a file being indexed (held at its first
+    count past zero until the page has shown it), then redraws by itself once the file is done."""
+    repository = server.app.state.vector_stores.stores
+    original = repository.file_progress
+    shown = threading.Event()
+
+    async def held(store_id: str, file_id: str, strategy: dict[str, Any], done: int, total: int) -> None:
+        await original(store_id, file_id, strategy, done, total)
+        if 0 < done < total:
+            await asyncio.to_thread(shown.wait, 60)
+
+    monkeypatch.setattr(repository, "file_progress", held)
+    text = " ".join(f"第{i}条：灯塔看守人记录了{i % 24}点的雾。" for i in range(80))
+    file_id = client.files.create(file=("灯塔日志.txt", text.encode()), purpose="assistants").id
+    store = client.vector_stores.create(
+        name="日志",
+        file_ids=[file_id],
+        chunking_strategy={
+            "type": "static",
+            "static": {"max_chunk_size_tokens": 100, "chunk_overlap_tokens": 50},
+        },
+    )
+    try:
+        sign_in(page, server)
+        page.click("nav >> text=Vector stores")
+        page.locator(f"tr[data-store-id='{store.id}'] a").click()
+        row = page.locator(f"#store-files tr[data-file-id='{file_id}']")
+        expect(row).to_contain_text("灯塔日志.txt")
+        expect(row.locator(".file-progress")).to_have_text(
+            re.compile(r"^ ?[1-9]\d* of [1-9]\d* chunks embedded$"), timeout=120_000
+        )
+        shot(page, "vector-store-progress")
+    finally:
+        shown.set()
+    expect(row.locator(".badge")).to_have_text("completed", timeout=120_000)
+    expect(row.locator(".file-progress")).to_have_text(re.compile(r"^\d+ bytes$"))
 
 
 def test_a_refused_key_sends_the_user_back_to_sign_in(page: Page, make_server: Any) -> None:

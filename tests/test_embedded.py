@@ -73,7 +73,9 @@ def local(embedded_server: ThreadlineServer) -> Iterator[openai.OpenAI]:
 def test_lesson_runs_on_the_embedded_model(
     embedded_server: ThreadlineServer, local: openai.OpenAI, tmp_path: Path
 ) -> None:
-    out = run_program(SIMPLE_RUN, embedded_server, Sdk(f"openai {openai.__version__}", None), tmp_path)
+    out = run_program(
+        SIMPLE_RUN, embedded_server, Sdk(f"openai {openai.__version__}", None), tmp_path, timeout=300
+    )
     assert "status='completed'" in out
     thread = local.get_api_list(
         "/threads",
@@ -97,7 +99,9 @@ def test_lesson_runs_on_the_embedded_model(
 def test_function_call_lesson_runs_on_the_embedded_model(
     embedded_server: ThreadlineServer, tmp_path: Path
 ) -> None:
-    out = run_program(FUNCTION_CALL, embedded_server, Sdk(f"openai {openai.__version__}", None), tmp_path)
+    out = run_program(
+        FUNCTION_CALL, embedded_server, Sdk(f"openai {openai.__version__}", None), tmp_path, timeout=300
+    )
     # The model asks for the function (its arguments fit the schema, or the program could not add
     # them up), gets the result, and answers. A tiny model's call is sometimes cut off by the
     # arguments' token backstop: the run then ends incomplete rather than ask for a broken call.

@@ -10,6 +10,7 @@ import asyncio
 import io
 import os
 import statistics
+import threading
 import time
 import zipfile
 from collections.abc import Iterator
@@ -304,3 +305,76 @@ def test_a_file_past_the_memory_or_wall_time_limit_is_refused_and_its_process_en
     slow = asyncio.run(prepare(Settings(ingest_timeout_seconds=1.0), "big.txt", BIG_TEXT.encode()))
     assert slow.code == "invalid_file" and "THREADLINE_INGEST_TIMEOUT_SECONDS" in slow.message
     assert time.monotonic() - started < 5
+
+
+def test_progress_is_told_as_chunks_are_embedded_by_parallel_copies_of_the_model() -> None:
+    told: list[tuple[int, int]] = []
+    text = " ".join(f"Line {i} of the harbour log: the tide came in at {i % 12} o'clock." for i in range(150))
+
+    async def prepare() -> int:
+        processes = IngestionProcesses(Settings(ingest_threads=2))
+        assert processes.embedders == 2
+        prepared = await processes.prepare(
+            "proj", "log.txt", text.encode(), ChunkingStrategy(100, 50), lambda d, t: told.append((d, t))
+        )
+        return len(prepared.chunks)
+
+    chunks = asyncio.run(prepare())
+    assert chunks > 8
+    assert told[0] == (0, chunks) and told[-1] == (chunks, chunks), told
+    done = [d for d, _ in told]
+    assert done == sorted(done) and len(set(done)) > 2, told  # told along the way, not only at the end
+    assert {t for _, t in told} == {chunks}
+
+
+def test_a_file_being_indexed_shows_its_progress(
+    server: ThreadlineServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The file object reports chunks embedded of all while the file is indexed (held at its first
+    count past zero until the test has seen it), and nothing once it is completed."""
+    repository = server.app.state.vector_stores.stores
+    original = repository.file_progress
+    seen = threading.Event()
+
+    async def held(store_id: str, file_id: str, strategy: dict[str, object], done: int, total: int) -> None:
+        await original(store_id, file_id, strategy, done, total)
+        if 0 < done < total:
+            await asyncio.to_thread(seen.wait, 60)
+
+    monkeypatch.setattr(repository, "file_progress", held)
+    client = sdk(server, new_project(server, "progress")[1])
+    store = client.vector_stores.create(name="progress")
+    text = " ".join(f"Entry {i}: the lighthouse keeper logged fog at {i % 24} hours." for i in range(40))
+    file_id = client.files.create(file=("log.txt", text.encode()), purpose="assistants").id
+    client.vector_stores.files.create(
+        vector_store_id=store.id,
+        file_id=file_id,
+        chunking_strategy={
+            "type": "static",
+            "static": {"max_chunk_size_tokens": 100, "chunk_overlap_tokens": 50},
+        },
+    )
+
+    def progress() -> dict[str, int] | None:
+        raw = client.vector_stores.files.with_raw_response.retrieve(
+            file_id, vector_store_id=store.id
+        ).http_response
+        body = raw.json()
+        return (
+            body.get("progress")
+            if body["status"] == "in_progress" and body.get("progress", {}).get("chunks_done")
+            else None
+        )
+
+    try:
+        shown = wait_for(progress, timeout=120, interval=0.1, what="the file's progress")
+    finally:
+        seen.set()
+    assert 0 < shown["chunks_done"] < shown["chunks_total"], shown
+    done = settled(client, store.id, file_id, timeout=120)
+    assert done.status == "completed", done.last_error  # type: ignore[attr-defined]
+    raw = client.vector_stores.files.with_raw_response.retrieve(
+        file_id, vector_store_id=store.id
+    ).http_response
+    assert "progress" not in raw.json()
+    client.close()

@@ -121,14 +121,14 @@ def lesson_client(lesson_server: ThreadlineServer) -> Iterator[openai.OpenAI]:
         yield sdk
 
 
-def run_program(program: Path, server: ThreadlineServer, sdk: Sdk, cwd: Path) -> str:
+def run_program(program: Path, server: ThreadlineServer, sdk: Sdk, cwd: Path, timeout: float = 60) -> str:
     """Run ``program`` unchanged; returns its stdout after checking the exit code and the SDK version."""
     env = {"OPENAI_BASE_URL": server.url, "OPENAI_API_KEY": "sk-lesson"}
     if sdk.path is not None:
         env["PYTHONPATH"] = str(sdk.path)
     # cwd is an empty directory, so load_dotenv() in the lesson finds no stray .env there.
     done = subprocess.run(
-        [sys.executable, "-c", HARNESS, str(program)], env=env, cwd=cwd, capture_output=True, timeout=60
+        [sys.executable, "-c", HARNESS, str(program)], env=env, cwd=cwd, capture_output=True, timeout=timeout
     )
     out = done.stdout.decode("utf-8", errors="replace")
     err = done.stderr.decode("utf-8", errors="replace")

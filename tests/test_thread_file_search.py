@@ -28,6 +28,16 @@ WEEK = 7 * 86_400
 PENSION = ("pension.md", "# 养老金\n\n每月缴纳工资的百分之八，公司再补充百分之四。".encode())
 HOLIDAYS = ("holidays.md", b"# Holidays\n\nEmployees get 25 days of paid holiday a year.")
 BIKES = ("bikes.txt", b"The office bike shed opens at seven and closes at nine in the evening.")
+APPLE = (
+    "aapl-10k.txt",
+    b"Apple Inc. Form 10-K for the fiscal year ended September 30, 2023. As of October 20, 2023, "
+    b"15,550,061,000 shares of Apple's common stock were issued and outstanding.",
+)
+GOOGLE = (
+    "goog-10k.txt",
+    b"Alphabet Inc. Form 10-K for the fiscal year ended December 31, 2023. Google Services revenues "
+    b"grew on the strength of Search and YouTube advertising; Google Cloud turned an operating profit.",
+)
 
 
 class Gates:
@@ -324,3 +334,34 @@ def run_search(
     run = client.beta.threads.runs.create_and_poll(thread_id=thread_id, assistant_id=assistant_id)
     assert run.status == "completed", run.last_error
     return told(model)
+
+
+def test_one_ranking_over_the_assistants_store_and_the_threads(
+    client: openai.OpenAI, model: ScriptedModel
+) -> None:
+    """The SDK quickstart: Google's filing in the assistant's store, Apple's attached to the thread,
+    a question about Apple. Each store ranked alone and its best hit scaled to 1.0 put Google's
+    filing (the assistant's store comes first) ahead of the answer; one ranking must not."""
+    google, apple = upload(client, GOOGLE), upload(client, APPLE)
+    store = client.vector_stores.create(name="filings", file_ids=[google])
+    wait_for(
+        lambda: client.vector_stores.retrieve(store.id).file_counts.completed == 1,
+        timeout=60,
+        what="Google's filing to be indexed",
+    )
+    assistant = client.beta.assistants.create(
+        model="gpt-4o",
+        tools=[{"type": "file_search"}],
+        tool_resources={"file_search": {"vector_store_ids": [store.id]}},
+    )
+    question = "How many shares of AAPL were outstanding at the end of October 2023?"
+    thread = client.beta.threads.create(messages=[attaching(apple, question)])
+    output = run_search(client, model, thread.id, assistant.id, question)
+    assert output.startswith("【0:0†aapl-10k.txt】"), output
+    run = client.beta.threads.runs.list(thread_id=thread.id).data[0]
+    step = client.beta.threads.runs.steps.list(thread_id=thread.id, run_id=run.id, order="asc").data[0]
+    (call,) = step.step_details.tool_calls  # type: ignore[union-attr]
+    results = call.file_search.results or []  # type: ignore[union-attr]
+    assert results[0].file_id == apple
+    # Scores are of one ranking: the other store's best hit is not scaled up to the answer's.
+    assert all(r.score < results[0].score for r in results[1:]), [(r.file_name, r.score) for r in results]

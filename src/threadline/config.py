@@ -137,6 +137,12 @@ class Settings:
     ingest_processes: int = 1
     """Child processes parsing and embedding files for file search at once, per worker process (the
     server's searches and query embeddings never wait behind them)."""
+    ingest_threads: int = 0
+    """Threads one ingestion process embeds with, each with its own copy of the embedding model
+    (about 70 MB); 0: the cores this process may use divided by ``ingest_processes``."""
+    ingest_first_window: bool = False
+    """Embed each chunk of an ingested file but the last as the model's first window only (e5: 512
+    tokens; the rest is the next chunk's beginning): fewer windows, somewhat less recall."""
     ingest_memory_mb: int = 1536
     """Address space one ingestion process may use (``RLIMIT_AS``); a file needing more is refused."""
     ingest_cpu_seconds: int = 300

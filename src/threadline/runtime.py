@@ -298,14 +298,8 @@ class ToolBackend:
         self, project_id: str, store_ids: Sequence[str], query: str, limit: int, score_threshold: float
     ) -> list[Passage]:
         service = self.vector_stores.for_project(project_id)
-        passages: list[Passage] = []
-        for store_id in store_ids:
-            try:
-                hits = await service.search(store_id, [query], limit, score_threshold, None)
-            except ThreadlineError:
-                continue  # expired or deleted since the run started: nothing to find there
-            passages += [Passage(h.file_id, h.filename, h.score, h.text) for h in hits]
-        return sorted(passages, key=lambda p: p.score, reverse=True)[:limit]
+        hits = await service.search_stores(store_ids, query, limit, score_threshold)
+        return [Passage(h.file_id, h.filename, h.score, h.text) for h in hits]
 
     async def indexing(self, project_id: str, store_ids: Sequence[str]) -> int:
         return await self.vector_stores.for_project(project_id).indexing(store_ids)

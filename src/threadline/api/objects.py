@@ -286,7 +286,7 @@ def vector_store_object(store: VectorStore, at: int) -> Obj:
 
 
 def vector_store_file_object(f: VectorStoreFile) -> Obj:
-    return {
+    obj: Obj = {
         "id": f.id,
         "object": "vector_store.file",
         "usage_bytes": f.usage_bytes,
@@ -297,6 +297,10 @@ def vector_store_file_object(f: VectorStoreFile) -> Obj:
         "chunking_strategy": f.chunking_strategy,
         "attributes": f.attributes,
     }
+    if f.progress is not None:
+        # Threadline's own, while the file is indexed (the console shows it); clients ignore it.
+        obj["progress"] = {"chunks_done": f.progress[0], "chunks_total": f.progress[1]}
+    return obj
 
 
 def file_batch_object(b: FileBatch) -> Obj:

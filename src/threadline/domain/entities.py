@@ -378,6 +378,8 @@ class VectorStoreFile:
     batch_id: str | None = None
     usage_bytes: int = 0
     last_error: dict[str, str] | None = None
+    progress: tuple[int, int] | None = None
+    """While it is indexed: chunks embedded, and chunks in all (once the file is chunked)."""
 
 
 @dataclass(slots=True)

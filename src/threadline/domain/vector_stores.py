@@ -45,7 +45,7 @@ from threadline.domain.entities import (
 from threadline.domain.files import FileRef, FileService
 from threadline.domain.ports.retrieval import ChunkingStrategy, PreparationFailed, RankingOptions, Retrieval
 from threadline.domain.ports.storage import JobQueue, VectorStoreRepository
-from threadline.errors import FileContentError, InvalidRequestError, NotFoundError
+from threadline.errors import FileContentError, InvalidRequestError, NotFoundError, ThreadlineError
 from threadline.ids import new_id
 
 log = logging.getLogger(__name__)
@@ -80,6 +80,42 @@ def chunking_of(strategy: Mapping[str, Any] | None) -> dict[str, Any]:
 def expiry_at(expires_after: Mapping[str, Any] | None, last_active_at: int) -> int | None:
     """When a store with this ``expires_after`` expires, last active at ``last_active_at``."""
     return None if expires_after is None else last_active_at + int(expires_after["days"]) * DAY_SECONDS
+
+
+class _ProgressReport:
+    """An indexing file's progress, written to its row as the preparer reports it (the newest count
+    only, one write at a time) and logged at every tenth of the file."""
+
+    def __init__(self, stores: VectorStoreRepository, row: VectorStoreFile) -> None:
+        self.stores = stores
+        self.row = row
+        self.latest: tuple[int, int] | None = None
+        self.written: tuple[int, int] | None = None
+        self.changed = asyncio.Event()
+
+    def tell(self, done: int, total: int) -> None:
+        self.latest = (done, total)
+        self.changed.set()
+
+    async def run(self) -> None:
+        while True:
+            await self.changed.wait()
+            self.changed.clear()
+            await self.write()
+
+    async def write(self) -> None:
+        latest = self.latest
+        if latest is None or latest == self.written:
+            return
+        done, total = latest
+        row = self.row
+        await self.stores.file_progress(row.vector_store_id, row.id, row.chunking_strategy, done, total)
+        before = self.written[0] if self.written else -1
+        self.written = latest
+        if done in (0, total) or (before * 10) // max(1, total) != (done * 10) // max(1, total):
+            log.info(
+                "vector store %s: file %s: %d of %d chunks embedded", row.vector_store_id, row.id, done, total
+            )
 
 
 def _matches(attributes: Mapping[str, Any] | None, condition: Mapping[str, Any]) -> bool:
@@ -292,6 +328,28 @@ class VectorStoreService:
         score_threshold: float,
         filters: Mapping[str, Any] | None,
     ) -> list[SearchHit]:
+        await self._searchable(store_id)
+        return await self._hits([store_id], "\n".join(queries), max_num_results, score_threshold, filters)
+
+    async def search_stores(
+        self, store_ids: Sequence[str], query: str, max_num_results: int, score_threshold: float
+    ) -> list[SearchHit]:
+        """One ranking over several stores (an assistant's and its thread's: the ``file_search``
+        tool), so a store holding only weak matches cannot put its best one first. Stores expired or
+        deleted since the run started are skipped: there is nothing to find in them."""
+        searchable = []
+        for store_id in dict.fromkeys(store_ids):
+            try:
+                await self._searchable(store_id)
+            except ThreadlineError:
+                continue
+            searchable.append(store_id)
+        if not searchable:
+            return []
+        return await self._hits(searchable, query, max_num_results, score_threshold, None)
+
+    async def _searchable(self, store_id: str) -> None:
+        """Refuse an expired store; a search keeps the store active (its expiry moves on)."""
         store = await self.get_store(store_id)
         at = self.clock()
         if store.status(at) == "expired":
@@ -302,18 +360,35 @@ class VectorStoreService:
         store.last_active_at = at
         store.expires_at = expiry_at(store.expires_after, at)
         await self.stores.update_store(store)
+
+    async def _hits(
+        self,
+        store_ids: Sequence[str],
+        query: str,
+        max_num_results: int,
+        score_threshold: float,
+        filters: Mapping[str, Any] | None,
+    ) -> list[SearchHit]:
         # With filters, rank more than asked for: results are filtered after ranking.
         depth = 50 if filters else max_num_results
         engine = await self.engine()
-        found = await engine.search([store_id], "\n".join(queries), RankingOptions(depth, score_threshold))
-        rows = {f.id: f for f in await self.stores.files_by_id(store_id, {r.file_id for r in found})}
+        found = await engine.search(store_ids, query, RankingOptions(depth, score_threshold))
+        rows: dict[tuple[str, str], VectorStoreFile] = {}
+        for store_id in store_ids:
+            wanted = {r.file_id for r in found if r.vector_store_id == store_id}
+            if wanted:
+                rows.update(((store_id, f.id), f) for f in await self.stores.files_by_id(store_id, wanted))
         hits: list[SearchHit] = []
+        seen: set[tuple[str, str]] = set()
         for result in found:
-            row = rows.get(result.file_id)
+            row = rows.get((result.vector_store_id, result.file_id))
             if row is None or row.status != "completed":
                 continue  # removed or cancelled since it was indexed
             if filters and not _matches(row.attributes, filters):
                 continue
+            if (row.id, result.text) in seen:
+                continue  # the same file in two of the stores
+            seen.add((row.id, result.text))
             filename = (await self.files.get_file(row.id)).filename
             hits.append(SearchHit(row.id, filename, result.score, row.attributes, result.text))
             if len(hits) == max_num_results:
@@ -385,7 +460,16 @@ class VectorStoreService:
         data = b"".join([chunk async for chunk in chunks])
         static = row.chunking_strategy["static"]
         strategy = ChunkingStrategy(static["max_chunk_size_tokens"], static["chunk_overlap_tokens"])
-        await engine.ingest(row.vector_store_id, row.id, file.filename, data, strategy, key=scoped.project_id)
+        report = _ProgressReport(self.stores, row)
+        writing = asyncio.ensure_future(report.run())
+        try:
+            await engine.ingest(
+                row.vector_store_id, row.id, file.filename, data, strategy, scoped.project_id, report.tell
+            )
+        finally:
+            writing.cancel()
+            await asyncio.gather(writing, return_exceptions=True)
+        await report.write()  # the last count, if the loop was stopped before it
         return file.bytes
 
     async def _until_stopped(self, store_id: str, file_id: str, project_id: str) -> None:

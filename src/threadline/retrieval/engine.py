@@ -1,5 +1,5 @@
 """Ingesting files into vector stores and searching them: parse, chunk, embed, index; embed the
-query, rank by cosine and by BM25, fuse.
+query, rank by cosine and by BM25 over all the stores searched at once, fuse.
 
 The engine implements the domain's ``Retrieval`` port. It is given its own ports (``ChunkIndex``,
 ``Embedder``, optionally a ``ChunkPreparer``) and a token codec. Ingestion's parse, chunk and embed (``prepare_file``) run in the preparer when there is
@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -24,19 +25,42 @@ from threadline.domain.ports.retrieval import (
     IndexedChunk,
     IngestResult,
     PreparedFile,
+    Progress,
     RankingOptions,
     SearchResult,
     Vector,
 )
-from threadline.retrieval.chunking import AUTO, TokenCodec, chunk_text
+from threadline.retrieval.chunking import AUTO, Chunk, TokenCodec, chunk_text
 from threadline.retrieval.parsing import ParseLimits, parse
 from threadline.retrieval.ranking import fuse
-from threadline.retrieval.terms import query_term_ids, term_counts
+from threadline.retrieval.terms import is_cjk, query_term_ids, term_counts
 
-EMBED_BATCH = 16
+EMBED_BATCH = 4
+"""Chunks embedded per call: small, so that progress is reported often and parallel embedders
+share a file's last batches evenly."""
 MIN_DEPTH = 100
 """Candidates taken from each ranking before fusion: enough that a chunk ranked well by one method
 and moderately by the other is still seen by both."""
+
+
+def passage_texts(
+    chunks: Sequence[Chunk], strategy: ChunkingStrategy, codec: TokenCodec, embedder: Embedder
+) -> list[str]:
+    """Each chunk cut to the embedding model's first window (e5 reads 512 tokens at a time and
+    averages the windows of a longer text) where the rest of the chunk is the next chunk's
+    beginning, so every part of the file is still embedded once; else the whole chunk. Fewer
+    windows, but less recall than whole chunks (docs/benchmarks.md): only with
+    ``THREADLINE_INGEST_FIRST_WINDOW``."""
+    first_window = getattr(embedder, "first_window", None)
+    step = strategy.max_chunk_size_tokens - strategy.chunk_overlap_tokens
+    texts = [c.text for c in chunks]
+    if first_window is None:
+        return texts
+    for i, chunk in enumerate(chunks[:-1]):
+        head = first_window(chunk.text)
+        if head != chunk.text and len(codec.encode(head, disallowed_special=())) >= step:
+            texts[i] = head
+    return texts
 
 
 def prepare_file(
@@ -44,25 +68,66 @@ def prepare_file(
     data: bytes,
     strategy: ChunkingStrategy,
     codec: TokenCodec,
-    embedder: Embedder,
+    embedders: Sequence[Embedder],
     limits: ParseLimits,
     lock: threading.Lock | None = None,
+    progress: Progress | None = None,
+    first_window: bool = False,
 ) -> PreparedFile:
-    """Parse, chunk and embed a file (blocking); raises ``FileContentError`` when it cannot be read."""
+    """Parse, chunk and embed a file (blocking); raises ``FileContentError`` when it cannot be read.
+    Batches are embedded by ``embedders`` in parallel, one thread each (a copy of the model each:
+    one single-threaded copy per core uses the cores better than one copy on several threads)."""
     text = parse(filename, data, limits)
     chunks = chunk_text(text, strategy, codec)
-    out: list[IndexedChunk] = []
-    for start in range(0, len(chunks), EMBED_BATCH):
-        batch = chunks[start : start + EMBED_BATCH]
+    passages = (
+        passage_texts(chunks, strategy, codec, embedders[0]) if first_window else [c.text for c in chunks]
+    )
+    batches = [
+        range(start, min(start + EMBED_BATCH, len(chunks))) for start in range(0, len(chunks), EMBED_BATCH)
+    ]
+    vectors: list[Vector | None] = [None] * len(chunks)
+    done = 0
+    counting = threading.Lock()
+    if progress is not None:
+        progress(0, len(chunks))
+
+    def embed(embedder: Embedder, batch: range) -> None:
+        nonlocal done
         if lock is None:
-            vectors = embedder.embed_passages([c.text for c in batch])
+            rows = embedder.embed_passages([passages[i] for i in batch])
         else:
             with lock:
-                vectors = embedder.embed_passages([c.text for c in batch])
-        for chunk, vector in zip(batch, vectors, strict=True):
-            out.append(
-                IndexedChunk(chunk.ordinal, chunk.text, chunk.token_count, vector, term_counts(chunk.text))
-            )
+                rows = embedder.embed_passages([passages[i] for i in batch])
+        for i, row in zip(batch, rows, strict=True):
+            vectors[i] = row
+        with counting:
+            done += len(batch)
+            if progress is not None:
+                progress(done, len(chunks))
+
+    if len(embedders) == 1 or len(batches) <= 1:
+        for batch in batches:
+            embed(embedders[0], batch)
+    else:
+        queue = iter(batches)
+        taking = threading.Lock()
+
+        def worker(embedder: Embedder) -> None:
+            while True:
+                with taking:
+                    batch = next(queue, None)
+                if batch is None:
+                    return
+                embed(embedder, batch)
+
+        with ThreadPoolExecutor(len(embedders)) as pool:
+            for future in [pool.submit(worker, e) for e in embedders]:
+                future.result()
+    out = [
+        IndexedChunk(chunk.ordinal, chunk.text, chunk.token_count, vector, term_counts(chunk.text))
+        for chunk, vector in zip(chunks, vectors, strict=True)
+        if vector is not None
+    ]
     return PreparedFile(out, sum(c.token_count for c in chunks), len(text))
 
 
@@ -92,21 +157,32 @@ class RetrievalEngine:
         data: bytes,
         strategy: ChunkingStrategy = AUTO,
         key: str = "",
+        progress: Progress | None = None,
     ) -> IngestResult:
         """Make a file searchable in a store; raises ``FileContentError`` when it cannot be read.
-        ``key`` (the project) is what the preparer shares its processes fairly by."""
+        ``key`` (the project) is what the preparer shares its processes fairly by; ``progress`` is
+        told the chunks embedded as they are (on the event loop's thread)."""
         if self.preparer is not None:
-            prepared = await self.preparer.prepare(key, filename, data, strategy)
+            prepared = await self.preparer.prepare(key, filename, data, strategy, progress)
         else:
+            loop = asyncio.get_running_loop()
+            told: Progress | None = None
+            if progress is not None:
+                report = progress
+
+                def told(done: int, total: int) -> None:
+                    loop.call_soon_threadsafe(report, done, total)
+
             prepared = await asyncio.to_thread(
                 prepare_file,
                 filename,
                 data,
                 strategy,
                 self.codec,
-                self.embedder,
+                [self.embedder],
                 self.limits,
                 self._embedding,
+                told,
             )
         await self.index.add(vector_store_id, file_id, prepared.chunks)
         return IngestResult(len(prepared.chunks), prepared.tokens, prepared.characters)
@@ -119,14 +195,16 @@ class RetrievalEngine:
         self, vector_store_ids: Sequence[str], query: str, options: RankingOptions | None = None
     ) -> list[SearchResult]:
         """The stores' chunks best matching ``query``, best first, at most ``max_num_results``,
-        none scoring below ``score_threshold``."""
+        none scoring below ``score_threshold``: one ranking over all the stores."""
         options = options or RankingOptions()
         if not vector_store_ids or not query.strip():
             return []
         vector = asyncio.ensure_future(asyncio.to_thread(self._embed_query, query))
         depth = max(MIN_DEPTH, options.max_num_results)
         try:
-            rankings = await self.index.search(vector_store_ids, vector, query_term_ids(query), depth)
+            rankings = await self.index.search(
+                vector_store_ids, vector, query_term_ids(query), depth, is_cjk(query)
+            )
         finally:
             if not vector.done():
                 vector.cancel()  # the search failed before it needed the vector

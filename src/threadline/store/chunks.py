@@ -16,12 +16,13 @@ import asyncio
 from collections import OrderedDict
 from collections.abc import Awaitable, Sequence
 
+import numpy as np
 from sqlalchemy import ColumnElement, Connection, Delete, delete, insert, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from threadline.domain.ports.retrieval import IndexedChunk, Rankings, StoredChunk, Vector
-from threadline.retrieval.index import StoreIndex, merge
+from threadline.retrieval.index import KEYWORD_FLOOR, StoreIndex, merge, rescore
 from threadline.store import pgvector
 from threadline.store import tables as t
 from threadline.store.database import Database
@@ -95,22 +96,24 @@ class SqlChunkIndex:
         query_vector: Awaitable[Vector],
         query_terms: Sequence[int],
         depth: int,
+        query_cjk: bool = False,
     ) -> Rankings:
         stores = list(dict.fromkeys(vector_store_ids))
         indexes = [await self._index(store_id) for store_id in stores]
         # BM25 on one core while the query's embedding is computed on the other.
         keyword = await asyncio.to_thread(
-            lambda: merge([index.keyword(query_terms, depth) for index in indexes], depth)
+            lambda: merge([index.keyword(query_terms, depth) for index in indexes], depth, KEYWORD_FLOOR)
         )
         vector = await query_vector
         if self.dense_in_database:
             stored = sum(index.size for index in indexes)
-            dense = await self.db.read(
+            hits = await self.db.read(
                 lambda conn: pgvector.nearest(conn, stores, vector, depth, stored, self.ef_search)
             )
+            dense = rescore(hits, np.concatenate([ix.keys[ix.cjk] for ix in indexes]), query_cjk)
         else:
             dense = await asyncio.to_thread(
-                lambda: merge([index.dense(vector, depth) for index in indexes], depth)
+                lambda: merge([index.dense(vector, depth, query_cjk) for index in indexes], depth)
             )
         keys = list(dict.fromkeys(dense + keyword))
         chunks = await self.db.read(lambda conn: _texts(conn, keys))

@@ -143,8 +143,8 @@ def nearest(
     depth: int,
     stored: int,
     ef_search: int = DEFAULT_EF_SEARCH,
-) -> list[int]:
-    """Keys of the ``depth`` chunks of the stores nearest ``query`` by cosine, best first.
+) -> list[tuple[float, int]]:
+    """``(cosine, key)`` of the ``depth`` chunks of the stores nearest ``query``, best first.
 
     The HNSW scan filters by store after finding candidates, so in a database of many stores it can
     come back short; then (and for vectors too long to index) the stores' chunks are ranked exactly.
@@ -156,13 +156,14 @@ def nearest(
         # Literals, not parameters, for the length: the planner matches the partial index's
         # predicate and expression only against constants.
         conn.execute(text("SELECT set_config('hnsw.ef_search', :ef, true)"), {"ef": str(ef_search)})
+        distance = f"embedding::vector({dims:d}) <=> CAST(:query AS vector({dims:d}))"
         approximate = text(
-            f"SELECT seq FROM file_chunk_vectors WHERE dims = {dims:d} AND vector_store_id IN :stores "
-            f"ORDER BY embedding::vector({dims:d}) <=> CAST(:query AS vector({dims:d})) LIMIT :depth"
+            f"SELECT seq, {distance} FROM file_chunk_vectors WHERE dims = {dims:d} AND "
+            f"vector_store_id IN :stores ORDER BY {distance} LIMIT :depth"
         ).bindparams(bindparam("stores", expanding=True))
-        keys = [int(k) for k in conn.execute(approximate, params).scalars()]
-        if len(keys) >= wanted:
-            return keys
+        found = [(1.0 - float(d), int(k)) for k, d in conn.execute(approximate, params)]
+        if len(found) >= wanted:
+            return found
     other = [d for d in conn.execute(_DIMENSIONS, {"stores": params["stores"]}).scalars() if d != dims]
     if other:
         raise ValueError(
@@ -170,10 +171,10 @@ def nearest(
             "its files were embedded by another model; re-add them"
         )
     exact = text(
-        "SELECT seq FROM file_chunk_vectors WHERE vector_store_id IN :stores "
-        "ORDER BY embedding <=> CAST(:query AS vector) LIMIT :depth"
+        "SELECT seq, embedding <=> CAST(:query AS vector) FROM file_chunk_vectors "
+        "WHERE vector_store_id IN :stores ORDER BY embedding <=> CAST(:query AS vector) LIMIT :depth"
     ).bindparams(bindparam("stores", expanding=True))
-    return [int(k) for k in conn.execute(exact, params).scalars()]
+    return [(1.0 - float(d), int(k)) for k, d in conn.execute(exact, params)]
 
 
 def literal(vector: Vector) -> str:

@@ -64,14 +64,22 @@ def _store(conn: Connection, row: Row[Any]) -> VectorStore:
     )
 
 
+PROGRESS = "progress"
+"""The key of ``chunking_strategy``'s JSON that holds an indexing file's progress, ``[done, total]``
+(kept there rather than in a column of its own; it never leaves this module)."""
+
+
 def _file(row: Row[Any]) -> VectorStoreFile:
+    strategy = dict(row.chunking_strategy)
+    progress = strategy.pop(PROGRESS, None)
     return VectorStoreFile(
         id=row.id,
         vector_store_id=row.vector_store_id,
         project_id=row.project_id,
         created_at=row.created_at,
         status=row.status,
-        chunking_strategy=row.chunking_strategy,
+        chunking_strategy=strategy,
+        progress=(int(progress[0]), int(progress[1])) if progress and row.status == "in_progress" else None,
         attributes=row.attributes,
         batch_id=row.batch_id,
         usage_bytes=row.usage_bytes,
@@ -223,6 +231,16 @@ class SqlVectorStoreRepository:
             .values(status=status, usage_bytes=usage_bytes, last_error=last_error)
         )
         return await self.db.write(lambda conn: conn.execute(stmt).rowcount > 0)
+
+    async def file_progress(
+        self, store_id: str, file_id: str, chunking_strategy: dict[str, Any], done: int, total: int
+    ) -> None:
+        stmt = (
+            update(_F)
+            .where(*_in_store(store_id, file_id), _F.c.status == "in_progress")
+            .values(chunking_strategy={**chunking_strategy, PROGRESS: [done, total]})
+        )
+        await self.db.write(lambda conn: conn.execute(stmt))
 
     async def get_batch(self, store_id: str, batch_id: str, project_id: str) -> FileBatch | None:
         def read(conn: Connection) -> FileBatch | None:

@@ -4,10 +4,12 @@ Started by :class:`threadline.workers.ingestion.IngestionProcesses` as ``python 
 threadline.workers.ingest_process``. Before it reads anything it bounds itself: address space
 (``RLIMIT_AS``), CPU time (``RLIMIT_CPU``: ``SIGXCPU`` at the limit), a lower priority than the
 server (``nice``), and death with its parent. Then it reads one request from stdin: a JSON line
-``{"filename", "size", "strategy": [max, overlap], "limits": {...}, "embedder": {...}}`` followed
-by ``size`` bytes of the file, and answers on a private copy of stdout (fd 1 itself points at
+``{"filename", "size", "strategy": [max, overlap], "limits": {...}, "embedder": {...}, "embedders",
+"first_window"}`` followed by ``size`` bytes of the file, and answers on a private copy of stdout (fd 1 itself points at
 stderr, so what native code prints cannot corrupt the stream), in JSON lines:
 
+- ``{"progress": {"done": N, "total": N}}`` as chunks are embedded (by ``embedders`` copies of the
+  model, a thread each),
 - ``{"chunk": {"ordinal", "text", "token_count", "vector", "terms"}}`` per chunk (arrays in base64),
 - then ``{"done": {"tokens": N, "characters": N}}``, or ``{"error": "...", "code": "..."}`` where the
   code is ``invalid_file`` / ``unsupported_file`` (the file's fault, not retried) or ``transient``
@@ -66,14 +68,17 @@ def serve(request: dict[str, Any], data: bytes, say: Any) -> None:
         if request.get("mode") == "text":
             say({"text": parse(request["filename"], data, ParseLimits(**request["limits"]))})
             return
-        embedder = embedder_for(Settings(**request["embedder"]))
+        settings = Settings(**request["embedder"])
+        embedders = [embedder_for(settings) for _ in range(max(1, int(request.get("embedders", 1))))]
         prepared = prepare_file(
             request["filename"],
             data,
             ChunkingStrategy(*request["strategy"]),
             tiktoken_encoding("cl100k_base"),
-            embedder,
+            embedders,
             ParseLimits(**request["limits"]),
+            progress=lambda done, total: say({"progress": {"done": done, "total": total}}),
+            first_window=bool(request.get("first_window")),
         )
     except FileContentError as exc:
         say({"error": exc.message, "code": exc.code})
@@ -118,6 +123,8 @@ def main() -> None:
 
     def say(message: dict[str, Any]) -> None:
         out.write(json.dumps(message) + "\n")  # ASCII: nothing the file holds can break the stream
+        if "progress" in message:
+            out.flush()
 
     serve(request, data, say)
     out.flush()

@@ -33,7 +33,13 @@ from typing import Any
 import numpy as np
 
 from threadline.config import Settings
-from threadline.domain.ports.retrieval import ChunkingStrategy, IndexedChunk, PreparationFailed, PreparedFile
+from threadline.domain.ports.retrieval import (
+    ChunkingStrategy,
+    IndexedChunk,
+    PreparationFailed,
+    PreparedFile,
+    Progress,
+)
 from threadline.errors import FileContentError, ServiceUnavailableError
 from threadline.providers.model_host import describe_exit
 from threadline.retrieval.parsing import ParseLimits
@@ -122,9 +128,16 @@ class IngestionProcesses:
         self.pids: set[int] = set()
         """The children alive now (tests and metrics look)."""
 
-    async def prepare(self, key: str, filename: str, data: bytes, strategy: ChunkingStrategy) -> PreparedFile:
+    async def prepare(
+        self,
+        key: str,
+        filename: str,
+        data: bytes,
+        strategy: ChunkingStrategy,
+        progress: Progress | None = None,
+    ) -> PreparedFile:
         async with self.gate.slot(key):
-            prepared = await self._run(filename, data, self._request(filename, data, strategy))
+            prepared = await self._run(filename, data, self._request(filename, data, strategy), progress)
         assert isinstance(prepared, PreparedFile)
         return prepared
 
@@ -161,16 +174,27 @@ class IngestionProcesses:
                 "embeddings_base_url": s.embeddings_base_url,
                 "embeddings_model": s.embeddings_model,
                 "embeddings_api_key": s.embeddings_api_key,
-                "embeddings_threads": s.embeddings_threads,
             },
+            "embedders": self.embedders,
+            "first_window": s.ingest_first_window,
         }
 
-    async def _run(self, filename: str, data: bytes, request: dict[str, Any]) -> PreparedFile | str:
+    @property
+    def embedders(self) -> int:
+        """Copies of the embedding model one child embeds with, a thread each:
+        ``THREADLINE_INGEST_THREADS``, or the cores shared between the children that may run at once."""
+        if self.settings.ingest_threads > 0:
+            return self.settings.ingest_threads
+        return max(1, len(os.sched_getaffinity(0)) // max(1, self.settings.ingest_processes))
+
+    async def _run(
+        self, filename: str, data: bytes, request: dict[str, Any], progress: Progress | None = None
+    ) -> PreparedFile | str:
         env = {
             **os.environ,
             "PYTHONUNBUFFERED": "1",
             "MALLOC_ARENA_MAX": "2",  # glibc's per-thread arenas would spend the address space
-            "OMP_NUM_THREADS": str(max(1, self.settings.embeddings_threads)),
+            "OMP_NUM_THREADS": "1",  # a copy of the model per thread (``embedders``)
             "OPENBLAS_NUM_THREADS": "1",  # numpy's BLAS is not what embeds: its buffers cost memory
         }
         try:
@@ -198,7 +222,9 @@ class IngestionProcesses:
         )
         wall = limit + TEXT_START_SECONDS if text_mode else limit
         try:
-            return await asyncio.wait_for(self._talk(process, filename, data, request, stderr), wall)
+            return await asyncio.wait_for(
+                self._talk(process, filename, data, request, stderr, progress), wall
+            )
         except TimeoutError:
             raise FileContentError(
                 f"The file {filename} cannot be {_use(request)}: {_doing(request)} it took longer than"
@@ -230,6 +256,7 @@ class IngestionProcesses:
         data: bytes,
         request: dict[str, Any],
         stderr: collections.deque[str],
+        progress: Progress | None,
     ) -> PreparedFile | str:
         assert process.stdin is not None and process.stdout is not None
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):
@@ -242,6 +269,9 @@ class IngestionProcesses:
             message = json.loads(line)
             if "chunk" in message:
                 chunks.append(_chunk(message["chunk"]))
+            elif "progress" in message:
+                if progress is not None:
+                    progress(int(message["progress"]["done"]), int(message["progress"]["total"]))
             elif "text" in message:
                 return str(message["text"])
             elif "done" in message:

@@ -5,6 +5,7 @@ import { errorBox, h, replace } from "./dom.js";
 import { assistantsPane } from "./assistants.js";
 import { chatPane } from "./chat.js";
 import { runPane } from "./timeline.js";
+import { storePane, storesPane } from "./stores.js";
 import { threadPane, threadsPane } from "./threads.js";
 
 const main = document.getElementById("main");
@@ -17,6 +18,8 @@ const routes = [
   [/^#\/threads\/([^/]+)$/, (m) => threadPane(m[1])],
   [/^#\/threads\/([^/]+)\/runs\/([^/]+)$/, (m) => runPane(m[1], m[2])],
   [/^#\/chat(?:\/([^/]+))?(?:\/([^/]+))?$/, (m) => chatPane(m[1], m[2])],
+  [/^#\/vector_stores$/, () => storesPane()],
+  [/^#\/vector_stores\/([^/]+)$/, (m) => storePane(m[1])],
 ];
 
 hooks.unauthorized = (message) => {

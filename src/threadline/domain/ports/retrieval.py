@@ -15,7 +15,7 @@ numpy is named for types only, so the domain never imports it at run time.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
@@ -178,9 +178,12 @@ class ChunkIndex(Protocol):
         query_vector: Awaitable[Vector],
         query_terms: Sequence[int],
         depth: int,
+        query_cjk: bool = False,
     ) -> Rankings:
-        """The ``depth`` best chunks of the stores by cosine similarity and by BM25. The query's vector
-        is awaited only for the cosine ranking: the keyword ranking goes on while it is computed."""
+        """The ``depth`` best chunks of all the stores together by cosine similarity (chunks in the
+        other script than the query's, ``query_cjk``, raised by ``index.CROSS_SCRIPT_BONUS``) and by
+        BM25. The query's vector is awaited only for the cosine ranking: the keyword ranking goes on
+        while it is computed."""
         ...
 
 
@@ -203,8 +206,19 @@ class PreparationFailed(Exception):
         self.code = code
 
 
+Progress: TypeAlias = Callable[[int, int], None]
+"""Told ``(chunks embedded, chunks in all)`` while a file is prepared, on the event loop's thread."""
+
+
 class ChunkPreparer(Protocol):
-    async def prepare(self, key: str, filename: str, data: bytes, strategy: ChunkingStrategy) -> PreparedFile:
+    async def prepare(
+        self,
+        key: str,
+        filename: str,
+        data: bytes,
+        strategy: ChunkingStrategy,
+        progress: Progress | None = None,
+    ) -> PreparedFile:
         """Parse, chunk and embed a file. ``key`` (the project) is what fairness is counted by;
         cancelling the call stops the work."""
         ...
@@ -223,9 +237,11 @@ class Retrieval(Protocol):
         data: bytes,
         strategy: ChunkingStrategy = ...,
         key: str = "",
+        progress: Progress | None = None,
     ) -> IngestResult:
         """Make a file searchable in a store; raises ``FileContentError`` when it cannot be read.
-        ``key`` (the project) is what preparation is shared fairly by."""
+        ``key`` (the project) is what preparation is shared fairly by; ``progress`` is told the
+        chunks embedded as they are."""
         ...
 
     async def remove(self, vector_store_id: str, file_id: str | None = None) -> int:

@@ -385,6 +385,11 @@ class VectorStoreRepository(Protocol):
     ) -> bool:
         """Move the file from ``in_progress`` to ``status``; False when it was no longer in progress."""
 
+    async def file_progress(
+        self, store_id: str, file_id: str, chunking_strategy: dict[str, Any], done: int, total: int
+    ) -> None:
+        """Record, while the file is ``in_progress``, how many of its chunks are embedded."""
+
     async def get_batch(self, store_id: str, batch_id: str, project_id: str) -> FileBatch | None: ...
     async def cancel_batch(self, store_id: str, batch_id: str) -> None:
         """Mark the batch cancelled and its files still in progress ``cancelled``, in one transaction."""
