@@ -23,6 +23,7 @@ import pytest
 from tests.conftest import database_url, server_settings
 from tests.support import ThreadlineServer, wait_for
 from tests.test_recovery import ServerProcess
+from threadline.domain.records import response_record
 from threadline.store import Database, sql_stores
 from threadline.testing import Reply, ScriptedModel, ToolCall
 from threadline.testing.mcp_server import McpTestServer
@@ -76,7 +77,7 @@ def stored_response(server: ThreadlineServer, response_id: str) -> str:
         try:
             run = await sql_stores(db).runs.get_by_id(response_id)
             assert run is not None
-            return json.dumps({"tools": run.tools, "response": run.response})
+            return json.dumps({"tools": run.tools, "response": response_record(run.response)})
         finally:
             await db.dispose()
 

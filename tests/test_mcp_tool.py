@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from threadline.domain.content import ItemFields
 from threadline.domain.entities import Message
 from threadline.domain.mcp import McpServerTool, check_labels, mcp_tool, offered
 from threadline.domain.prompt_messages import entry_messages
@@ -86,7 +87,9 @@ def test_a_name_two_servers_or_a_function_share_is_prefixed_with_the_label() -> 
 
 
 def entry(kind: Any, **fields: Any) -> Message:
-    return Message(id="mcp_1", thread_id="t", created_at=0, role="assistant", content=[fields], type=kind)
+    return Message(
+        id="mcp_1", thread_id="t", created_at=0, role="assistant", content=[ItemFields(fields)], type=kind
+    )
 
 
 def test_the_model_sees_finished_calls_and_refusals_only() -> None:

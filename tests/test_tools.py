@@ -24,6 +24,7 @@ from tests.conftest import server_settings
 from tests.support import ThreadlineServer
 from tests.test_streaming import node_sdk  # noqa: F401  (the fixture)
 from threadline.api import sse
+from threadline.domain.content import ItemFields
 from threadline.domain.context import offered_tools, tool_choice
 from threadline.domain.entities import BuiltinCall, FunctionCall, Message, Run, ToolCalls
 from threadline.domain.entities import RunStep as DomainStep
@@ -558,7 +559,9 @@ def test_run_messages_put_the_runs_mcp_calls_where_their_turn_was() -> None:
     def mcp_call(item_id: str, turn: int, place: str) -> Message:
         fields = {"name": "weather", "arguments": "{}", "status": "completed", "output": item_id}
         metadata = {"turn": str(turn), "place": place}
-        return Message(item_id, "thread_1", 0, "assistant", [fields], metadata=metadata, type="mcp_call")
+        return Message(
+            item_id, "thread_1", 0, "assistant", [ItemFields(fields)], metadata=metadata, type="mcp_call"
+        )
 
     search = FunctionCall("call_s", "web_search", "{}", "pages")
     later = FunctionCall("call_l", "lookup", "{}", "found")

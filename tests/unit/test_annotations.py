@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from tests.unit.conftest import Domain
+from threadline.domain.content import FileCitation, FilePath, ImageFile, Text
 from threadline.domain.events import ImageDelta, MessageDelta
 from threadline.domain.ports.tools import ToolResult
 from threadline.domain.run_states import RunStatus
@@ -46,28 +47,15 @@ async def test_citations_name_the_files_of_the_search_they_cite(domain: Domain) 
     assert done.status is RunStatus.COMPLETED
 
     (message,) = await domain.messages(run)
-    (part,) = message.content
-    assert part["text"]["value"] == answer
     first, second = "【0:0†prices.txt】", "【1:0†costs.txt】"
-    assert part["text"]["annotations"] == [
-        {
-            "type": "file_citation",
-            "text": first,
-            "start_index": answer.index(first),
-            "end_index": answer.index(first) + len(first),
-            "file_citation": {"file_id": "file-prices"},
-        },
-        {
-            "type": "file_citation",
-            "text": second,
-            "start_index": answer.index(second),
-            "end_index": answer.index(second) + len(second),
-            "file_citation": {"file_id": "file-costs"},
-        },
-    ]
+    citations = (
+        FileCitation(first, answer.index(first), answer.index(first) + len(first), "file-prices"),
+        FileCitation(second, answer.index(second), answer.index(second) + len(second), "file-costs"),
+    )
+    assert message.content == [Text(answer, citations)]
     # Streamed too, so a stream's final snapshot carries them.
     streamed = [e for e in events.pull() if isinstance(e, MessageDelta) and e.annotations]
-    assert [a["file_citation"]["file_id"] for a in streamed[-1].annotations] == ["file-prices", "file-costs"]
+    assert streamed[-1].annotations == citations
 
 
 def _code(arguments: dict[str, Any]) -> ToolResult:
@@ -88,18 +76,12 @@ async def test_files_the_code_wrote_are_linked_and_its_charts_follow_the_text(do
     await domain.drive(run)
 
     (message,) = await domain.messages(run)
-    text, image = message.content
     link = "sandbox:/mnt/data/out.csv"
-    assert text["text"]["annotations"] == [
-        {
-            "type": "file_path",
-            "text": link,
-            "start_index": answer.index(link),
-            "end_index": answer.index(link) + len(link),
-            "file_path": {"file_id": "file-out"},
-        }
+    at = answer.index(link)
+    assert message.content == [
+        Text(answer, (FilePath(link, at, at + len(link), "file-out"),)),
+        ImageFile("file-chart"),
     ]
-    assert image == {"type": "image_file", "image_file": {"file_id": "file-chart"}}
     (shown,) = [e for e in events.pull() if isinstance(e, ImageDelta)]
     assert (shown.message_id, shown.index, shown.file_id) == (message.id, 1, "file-chart")
 
@@ -109,9 +91,4 @@ async def test_an_answer_without_builtin_calls_is_left_as_written(domain: Domain
     domain.model.script("As【0:0†notes.txt】 says, sandbox:/mnt/data/out.csv.")
     await domain.drive(run)
     (message,) = await domain.messages(run)
-    assert message.content == [
-        {
-            "type": "text",
-            "text": {"value": "As【0:0†notes.txt】 says, sandbox:/mnt/data/out.csv.", "annotations": []},
-        }
-    ]
+    assert message.content == [Text("As【0:0†notes.txt】 says, sandbox:/mnt/data/out.csv.")]

@@ -5,11 +5,10 @@ which a run of the Assistants API never shows."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
 from tests.unit.conftest import MODEL, Domain
+from threadline.domain.content import ItemFields, text_content
 from threadline.domain.entities import ListQuery, Message, Run
 from threadline.domain.events import ReasoningDelta
 from threadline.domain.ports.models import ReplyLimits
@@ -24,7 +23,7 @@ WEATHER = {"type": "function", "function": {"name": "get_weather", "parameters":
 
 
 def _said(text: str) -> NewItem:
-    return NewItem("message", "user", [{"type": "text", "text": {"value": text, "annotations": []}}])
+    return NewItem("message", "user", text_content(text))
 
 
 async def _items(domain: Domain, run: Run) -> list[Message]:
@@ -41,10 +40,12 @@ async def test_a_function_call_ends_a_response_completed_and_its_output_comes_ne
     done = await domain.drive(first)
     assert done.status is RunStatus.COMPLETED and done.required_action is None
     (call,) = [m for m in await _items(domain, first) if m.type == "function_call"]
-    fields: dict[str, Any] = call.content[0]
+    fields = call.fields
     assert fields["name"] == "get_weather" and fields["arguments"] == '{"city": "Paris"}'
 
-    output = NewItem("function_call_output", "tool", [{"call_id": fields["call_id"], "output": "18C"}])
+    output = NewItem(
+        "function_call_output", "tool", [ItemFields({"call_id": fields["call_id"], "output": "18C"})]
+    )
     second = await responses.create_response(
         NewResponse(MODEL, [output], tools=[WEATHER], previous_response_id=first.id)
     )
@@ -67,8 +68,8 @@ async def test_a_response_keeps_the_models_thinking_and_a_run_does_not(domain: D
     assert done.status is RunStatus.COMPLETED
     thought, answer = [m for m in await _items(domain, response) if m.role == "assistant"]
     assert thought.type == "reasoning" and answer.type == "message"
-    assert thought.content[0]["summary"] == [{"type": "summary_text", "text": "Paris is in France."}]
-    assert thought.content[0]["status"] == "completed" and answer.text == "It is sunny."
+    assert thought.fields["summary"] == [{"type": "summary_text", "text": "Paris is in France."}]
+    assert thought.fields["status"] == "completed" and answer.text == "It is sunny."
     assert done.usage is not None and done.usage["reasoning_tokens"] == 4
     streamed = [e for e in events.pull() if isinstance(e, ReasoningDelta)]
     assert "".join(e.text for e in streamed if not e.done) == "Paris is in France." and streamed[-1].done
@@ -91,5 +92,5 @@ async def test_thinking_cut_off_by_a_failure_is_kept_incomplete(domain: Domain) 
     failed = await domain.drive(response)
     assert failed.status is RunStatus.FAILED
     (thought,) = [m for m in await _items(domain, response) if m.role == "assistant"]
-    assert thought.type == "reasoning" and thought.content[0]["status"] == "incomplete"
-    assert thought.content[0]["summary"][0]["text"] == "one two "
+    assert thought.type == "reasoning" and thought.fields["status"] == "incomplete"
+    assert thought.fields["summary"][0]["text"] == "one two "

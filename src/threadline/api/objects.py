@@ -9,6 +9,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from threadline.domain.content import (
+    Annotation,
+    FileCitation,
+    ImageFile,
+    ImageUrl,
+    InputFile,
+    ItemFields,
+    Part,
+    Refusal,
+    Text,
+    UrlCitation,
+)
 from threadline.domain.entities import (
     Assistant,
     BuiltinCall,
@@ -90,18 +102,50 @@ def message_object(m: Message) -> Obj:
     }
 
 
-def assistants_part(part: Obj) -> Obj:
-    """A stored message part as the Assistants API shows it: a Responses ``input_file`` part (which
-    that API has no type for) as its image, or as a text part naming the file."""
-    if part.get("type") != "input_file":
-        return part
-    file = part["input_file"]
-    if file.get("image_url"):
-        return {"type": "image_url", "image_url": {"url": file["image_url"], "detail": "auto"}}
-    if file.get("image"):
-        return {"type": "image_file", "image_file": {"file_id": file["file_id"], "detail": "auto"}}
-    name = file.get("filename") or file.get("file_id")
+def assistants_part(part: Part) -> Obj:
+    """A message part as the Assistants API shows it: a Responses ``input_file`` part (which that API
+    has no type for) as its image, or as a text part naming the file."""
+    if isinstance(part, Text):
+        annotations = [annotation_object(a) for a in part.annotations]
+        return {"type": "text", "text": {"value": part.value, "annotations": annotations}}
+    if isinstance(part, Refusal):
+        return {"type": "refusal", "refusal": part.refusal}
+    if isinstance(part, ImageFile):
+        return _image("image_file", {"file_id": part.file_id}, part.detail)
+    if isinstance(part, ImageUrl):
+        return _image("image_url", {"url": part.url}, part.detail)
+    if isinstance(part, ItemFields):  # (not a message's: never listed as one)
+        return part.fields
+    if isinstance(part, InputFile) and part.image_url:
+        return {"type": "image_url", "image_url": {"url": part.image_url, "detail": "auto"}}
+    if isinstance(part, InputFile) and part.image:
+        return {"type": "image_file", "image_file": {"file_id": part.file_id, "detail": "auto"}}
+    name = part.filename or part.file_id if isinstance(part, InputFile) else part.given.get("filename")
     return {"type": "text", "text": {"value": f"[file: {name}]", "annotations": []}}
+
+
+def _image(kind: str, image: Obj, detail: str | None) -> Obj:
+    return {"type": kind, kind: image if detail is None else {**image, "detail": detail}}
+
+
+def annotation_object(a: Annotation) -> Obj:
+    """A text part's annotation as the Assistants API shows it (a ``url_citation`` in the same form)."""
+    if isinstance(a, UrlCitation):
+        return {
+            "type": "url_citation",
+            "text": a.text,
+            "start_index": a.start_index,
+            "end_index": a.end_index,
+            "url_citation": {"url": a.url, "title": a.title},
+        }
+    kind = "file_citation" if isinstance(a, FileCitation) else "file_path"
+    return {
+        "type": kind,
+        "text": a.text,
+        "start_index": a.start_index,
+        "end_index": a.end_index,
+        kind: {"file_id": a.file_id},
+    }
 
 
 def run_object(r: Run) -> Obj:

@@ -12,11 +12,22 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from threadline.domain.content import (
+    Annotation,
+    FileCitation,
+    ImageFile,
+    ImageUrl,
+    InputFile,
+    Refusal,
+    Text,
+    UrlCitation,
+)
 from threadline.domain.entities import (
     BuiltinCall,
     FunctionCall,
     Message,
     MessageCreation,
+    ResponseSettings,
     Run,
     Thread,
     ToolCalls,
@@ -82,45 +93,45 @@ def incomplete_object(run: Run) -> Obj | None:
 
 def response_object(view: ResponseView, *, status: str | None = None) -> Obj:
     run = view.run
-    settings = run.response or {}
-    conversation = settings.get("conversation")
-    include = settings.get("include") or []
+    settings = run.response or ResponseSettings()
+    conversation = settings.conversation
+    include = settings.include
     obj: Obj = {
         "id": run.id,
         "object": "response",
         "created_at": run.created_at,
         "status": status or response_status(run),
-        "background": bool(settings.get("background")),
+        "background": settings.background,
         "completed_at": run.completed_at,
         "conversation": {"id": conversation} if conversation else None,
         "error": error_object(run),
         "incomplete_details": incomplete_object(run),
-        "instructions": settings.get("instructions"),
+        "instructions": settings.instructions,
         "max_output_tokens": run.max_completion_tokens,
-        "max_tool_calls": settings.get("max_tool_calls"),
+        "max_tool_calls": settings.max_tool_calls,
         "metadata": run.metadata,
         "model": run.model,
         "output": output_items(view, include),
         "parallel_tool_calls": run.parallel_tool_calls,
-        "previous_response_id": settings.get("previous_response_id"),
-        "prompt_cache_key": settings.get("prompt_cache_key"),
-        "prompt_cache_retention": settings.get("prompt_cache_retention"),
-        "reasoning": settings.get("reasoning") or {"effort": None, "summary": None},
-        "safety_identifier": settings.get("safety_identifier"),
+        "previous_response_id": settings.previous_response_id,
+        "prompt_cache_key": settings.prompt_cache_key,
+        "prompt_cache_retention": settings.prompt_cache_retention,
+        "reasoning": settings.reasoning or {"effort": None, "summary": None},
+        "safety_identifier": settings.safety_identifier,
         "service_tier": "default",
-        "store": settings.get("store", True),
+        "store": settings.store,
         "temperature": run.temperature,
-        "text": settings.get("text") or {"format": {"type": "text"}},
-        "tool_choice": settings.get("tool_choice", "auto"),
-        "tools": [tool_object(tool) for tool in settings.get("tools") or []],
-        "top_logprobs": settings.get("top_logprobs", 0),
+        "text": settings.text or {"format": {"type": "text"}},
+        "tool_choice": settings.tool_choice,
+        "tools": [tool_object(tool) for tool in settings.tools],
+        "top_logprobs": settings.top_logprobs,
         "top_p": run.top_p,
-        "truncation": settings.get("truncation", "disabled"),
+        "truncation": settings.truncation,
         "usage": usage_object(run.usage),
-        "user": settings.get("user"),
+        "user": settings.user,
     }
-    if settings.get("prompt_cache_options") is not None:  # an object when present, never null
-        obj["prompt_cache_options"] = settings["prompt_cache_options"]
+    if settings.prompt_cache_options is not None:  # an object when present, never null
+        obj["prompt_cache_options"] = settings.prompt_cache_options
     return obj
 
 
@@ -252,31 +263,30 @@ def _queries(arguments: str) -> list[str]:
     return [str(q) for q in queries]
 
 
-def response_annotation(annotation: Obj, cuts: Sequence[tuple[int, int]] = ()) -> Obj:
-    """An Assistants message annotation as a Responses ``output_text`` annotation, on the text with
-    its citation markers cut out (``cuts``): a citation's ``index`` is where its marker stood."""
-    if annotation.get("type") == "file_citation":
-        marker = str(annotation.get("text", ""))
+def response_annotation(annotation: Annotation, cuts: Sequence[tuple[int, int]] = ()) -> Obj:
+    """A text part's annotation as a Responses ``output_text`` annotation, on the text with its
+    citation markers cut out (``cuts``): a citation's ``index`` is where its marker stood."""
+    if isinstance(annotation, FileCitation):
+        marker = annotation.text
         filename = marker.split("†", 1)[1].rstrip("】") if "†" in marker else ""
         return {
             "type": "file_citation",
-            "file_id": annotation["file_citation"]["file_id"],
+            "file_id": annotation.file_id,
             "filename": filename,
-            "index": cut_index(int(annotation.get("start_index", 0)), cuts),
+            "index": cut_index(annotation.start_index, cuts),
         }
-    if annotation.get("type") == "url_citation":
-        cited = annotation.get("url_citation") or {}
+    if isinstance(annotation, UrlCitation):
         return {
             "type": "url_citation",
-            "url": cited.get("url", ""),
-            "title": cited.get("title", ""),
-            "start_index": cut_index(int(annotation.get("start_index", 0)), cuts),
-            "end_index": cut_index(int(annotation.get("end_index", 0)), cuts),
+            "url": annotation.url,
+            "title": annotation.title,
+            "start_index": cut_index(annotation.start_index, cuts),
+            "end_index": cut_index(annotation.end_index, cuts),
         }
     return {
         "type": "file_path",
-        "file_id": (annotation.get("file_path") or {}).get("file_id", ""),
-        "index": cut_index(int(annotation.get("end_index", 0)), cuts),
+        "file_id": annotation.file_id,
+        "index": cut_index(annotation.end_index, cuts),
     }
 
 
@@ -284,37 +294,25 @@ def content_parts(message: Message) -> list[Obj]:
     parts: list[Obj] = []
     output = message.role == "assistant"
     for part in message.content:
-        kind = part.get("type")
-        if kind == "text":
-            text = part["text"]
-            if output:
-                value, cuts = strip_markers(text["value"])
-                annotations = [response_annotation(a, cuts) for a in text.get("annotations") or []]
-                parts.append(
-                    {"type": "output_text", "text": value, "annotations": annotations, "logprobs": []}
-                )
-            else:
-                parts.append({"type": "input_text", "text": text["value"]})
-        elif kind == "refusal":
-            parts.append({"type": "refusal", "refusal": part["refusal"]})
-        elif kind == "image_url":
-            image = part["image_url"]
-            parts.append(
-                {"type": "input_image", "image_url": image["url"], "detail": image.get("detail") or "auto"}
-            )
-        elif kind == "input_file":
+        if isinstance(part, Text) and output:
+            value, cuts = strip_markers(part.value)
+            annotations = [response_annotation(a, cuts) for a in part.annotations]
+            parts.append({"type": "output_text", "text": value, "annotations": annotations, "logprobs": []})
+        elif isinstance(part, Text):
+            parts.append({"type": "input_text", "text": part.value})
+        elif isinstance(part, Refusal):
+            parts.append({"type": "refusal", "refusal": part.refusal})
+        elif isinstance(part, ImageUrl):
+            parts.append({"type": "input_image", "image_url": part.url, "detail": part.detail or "auto"})
+        elif isinstance(part, InputFile):
             # As it was given (its id and name), not the text the model was shown.
-            file = part["input_file"]
-            shown = {"type": "input_file", "file_id": file.get("file_id"), "filename": file.get("filename")}
-            if file.get("file_url"):
-                shown["file_url"] = file["file_url"]
+            shown = {"type": "input_file", "file_id": part.file_id, "filename": part.filename}
+            if part.file_url:
+                shown["file_url"] = part.file_url
             parts.append(shown)
-        elif kind == "image_file" and not output:
+        elif isinstance(part, ImageFile) and not output:
             # An answer's charts are in its code_interpreter_call item's outputs, as OpenAI's were.
-            image = part["image_file"]
-            parts.append(
-                {"type": "input_image", "file_id": image["file_id"], "detail": image.get("detail") or "auto"}
-            )
+            parts.append({"type": "input_image", "file_id": part.file_id, "detail": part.detail or "auto"})
     return parts
 
 
@@ -331,10 +329,10 @@ def message_item(message: Message) -> Obj:
 def item_object(entry: Message) -> Obj:
     """A thread entry as a conversation (or input) item."""
     if entry.type == "function_call":
-        fields = entry.content[0]
+        fields = entry.fields
         return function_call_item(fields["call_id"], fields["name"], fields["arguments"], entry.id)
     if entry.type == "function_call_output":
-        fields = entry.content[0]
+        fields = entry.fields
         return {
             "type": "function_call_output",
             "id": entry.id,
@@ -343,7 +341,7 @@ def item_object(entry: Message) -> Obj:
             "status": "completed",
         }
     if entry.type == "file_search_call":
-        fields = entry.content[0]
+        fields = entry.fields
         return {
             "type": "file_search_call",
             "id": entry.id,
@@ -352,11 +350,11 @@ def item_object(entry: Message) -> Obj:
             "results": fields.get("results"),
         }
     if entry.type == "web_search_call":
-        fields = entry.content[0]
+        fields = entry.fields
         item = {"type": "web_search_call", "id": entry.id, "status": fields.get("status") or "completed"}
         return {**item, "action": fields.get("action") or {"type": "search"}}
     if entry.type == "code_interpreter_call":
-        fields = entry.content[0]
+        fields = entry.fields
         return {
             "type": "code_interpreter_call",
             "id": entry.id,
@@ -367,11 +365,11 @@ def item_object(entry: Message) -> Obj:
         }
     if entry.type == "reasoning":
         # Kept as it came: its summary, text and encrypted content are returned unchanged.
-        return {"type": "reasoning", "id": entry.id, **entry.content[0]}
+        return {"type": "reasoning", "id": entry.id, **entry.fields}
     if entry.type == "compaction":
-        return compaction_item(entry.id, entry.content[0]["encrypted_content"])
+        return compaction_item(entry.id, entry.fields["encrypted_content"])
     if entry.type in MCP_FIELDS:
-        fields = entry.content[0]
+        fields = entry.fields
         return {"type": entry.type, "id": entry.id, **{k: fields.get(k) for k in MCP_FIELDS[entry.type]}}
     return message_item(entry)
 

@@ -11,6 +11,16 @@ from __future__ import annotations
 import re
 from typing import Any, cast
 
+from threadline.domain.content import (
+    ImageFile,
+    ImageUrl,
+    ItemFields,
+    Part,
+    PendingFile,
+    Refusal,
+    Text,
+    text_content,
+)
 from threadline.domain.entities import ItemType, MessageRole
 from threadline.domain.mcp import MCP_ITEM_TYPES, mcp_item
 from threadline.domain.response_items import ItemReference, NewItem, compaction_summary
@@ -43,7 +53,7 @@ def parse_input(value: str | list[dict[str, Any]] | None) -> list[NewItem | Item
     if isinstance(value, str):
         if len(value) > MAX_TEXT or "\x00" in value:
             raise bad("Invalid 'input': too long, or holds a NUL character.", "input")
-        return [NewItem("message", "user", _text_part(value))]
+        return [NewItem("message", "user", text_content(value))]
     return parse_items(value, "input")
 
 
@@ -199,7 +209,7 @@ def _item(item: dict[str, Any], param: str) -> NewItem | ItemReference:
             "name": function_name(item, param),
             "arguments": string_field(item, "arguments", param),
         }
-        return NewItem("function_call", "assistant", [fields])
+        return NewItem("function_call", "assistant", [ItemFields(fields)])
     if kind == "function_call_output":
         output = item.get("output")
         if isinstance(output, list):  # output parts: their text, in order
@@ -209,23 +219,25 @@ def _item(item: dict[str, Any], param: str) -> NewItem | ItemReference:
             "call_id": string_field(item, "call_id", param, limit=128),
             "output": string_field(item, "output", param),
         }
-        return NewItem("function_call_output", "tool", [fields])
+        return NewItem("function_call_output", "tool", [ItemFields(fields)])
     if kind == "file_search_call":
         given = item.get("id") if isinstance(item.get("id"), str) else None
-        return NewItem("file_search_call", "assistant", [_file_search_call(item, param)], given)
+        return NewItem("file_search_call", "assistant", [ItemFields(_file_search_call(item, param))], given)
     if kind == "code_interpreter_call":
-        return NewItem("code_interpreter_call", "assistant", [_code_interpreter_call(item, param)])
+        return NewItem(
+            "code_interpreter_call", "assistant", [ItemFields(_code_interpreter_call(item, param))]
+        )
     if kind == "web_search_call":
         given = item.get("id") if isinstance(item.get("id"), str) else None
-        return NewItem("web_search_call", "assistant", [_web_search_call(item, param)], given)
+        return NewItem("web_search_call", "assistant", [ItemFields(_web_search_call(item, param))], given)
     if kind == "reasoning":
-        return NewItem("reasoning", "assistant", [_reasoning(item, param)])
+        return NewItem("reasoning", "assistant", [ItemFields(_reasoning(item, param))])
     if kind == "compaction":
-        return NewItem("compaction", "assistant", [_compaction(item, param)])
+        return NewItem("compaction", "assistant", [ItemFields(_compaction(item, param))])
     if isinstance(kind, str) and kind in MCP_ITEM_TYPES:
         given = item.get("id") if isinstance(item.get("id"), str) else None
         speaker: MessageRole = "user" if kind == "mcp_approval_response" else "assistant"
-        return NewItem(cast(ItemType, kind), speaker, [mcp_item(item, param)], given)
+        return NewItem(cast(ItemType, kind), speaker, [ItemFields(mcp_item(item, param))], given)
     raise bad(
         f"Invalid value for '{param}.type': {str(kind)[:64]!r} is not an input item type.", f"{param}.type"
     )
@@ -376,19 +388,15 @@ def _compaction(item: dict[str, Any], param: str) -> dict[str, Any]:
     return {"encrypted_content": content, "summary": summary}
 
 
-def _text_part(text: str) -> list[dict[str, Any]]:
-    return [{"type": "text", "text": {"value": text, "annotations": []}}]
-
-
-def _content(content: Any, param: str) -> list[dict[str, Any]]:
-    """A message's content as stored message parts (the Assistants API's form)."""
+def _content(content: Any, param: str) -> list[Part]:
+    """A message's content as message parts."""
     if isinstance(content, str):
         if len(content) > MAX_TEXT or "\x00" in content:
             raise bad(f"Invalid '{param}': too long, or holds a NUL character.", param)
-        return _text_part(content)
+        return text_content(content)
     if not isinstance(content, list):
         raise bad(f"Invalid type for '{param}': expected a string or an array of content parts.", param)
-    parts: list[dict[str, Any]] = []
+    parts: list[Part] = []
     for i, part in enumerate(content):
         at = f"{param}[{i}]"
         kind = part.get("type") if isinstance(part, dict) else None
@@ -397,21 +405,21 @@ def _content(content: Any, param: str) -> list[dict[str, Any]]:
                 if key not in _PART_FIELDS[kind]:
                     raise bad(f"Unknown parameter: '{at}.{key}'.", f"{at}.{key}")
         if kind in ("input_text", "output_text"):
-            parts += _text_part(string_field(part, "text", at))
+            parts.append(Text(string_field(part, "text", at)))
         elif kind == "input_image":
             detail = part.get("detail") or "auto"
             if detail not in ("auto", "low", "high"):
                 raise bad(f"Invalid value for '{at}.detail'.", f"{at}.detail")
             if part.get("file_id"):
                 file_id = string_field(part, "file_id", at, limit=128)
-                parts.append({"type": "image_file", "image_file": {"file_id": file_id, "detail": detail}})
+                parts.append(ImageFile(file_id, detail))
             else:
                 url = string_field(part, "image_url", at)
-                parts.append({"type": "image_url", "image_url": {"url": url, "detail": detail}})
+                parts.append(ImageUrl(url, detail))
         elif kind == "refusal":
-            parts.append({"type": "refusal", "refusal": string_field(part, "refusal", at)})
+            parts.append(Refusal(string_field(part, "refusal", at)))
         elif kind == "input_file":
-            parts.append(input_file_part(part, at))
+            parts.append(PendingFile(input_file_part(part, at)["input_file"], at))
         else:
             raise bad(
                 f"Invalid value for '{at}.type': expected 'input_text', 'output_text', 'input_image', "

@@ -45,7 +45,7 @@ def take_over(responses: ResponseService, run: Run) -> None:
     """A worker claimed ``run`` again (its previous worker died or handed it back): if it is a
     background response, this process records its stream from where the recording stops. Called
     before the worker drives the run, so no event of the claim is missed."""
-    if run.claims < 2 or not (run.response or {}).get("background"):
+    if run.claims < 2 or not (run.response and run.response.background):
         return
     subscription = responses.svc.bus.subscribe(run.id)
     _start(run.id, _take_over(responses, run, subscription, _recorders.get(run.id)))
@@ -111,7 +111,7 @@ async def _record(events: ResponseEvents, subscription: Subscription, claim: int
 def resume(responses: ResponseService, run: Run, starting_after: int) -> StreamingResponse:
     """A background response's stream from the event after ``starting_after`` (``-1``: from the first),
     then live until it ends."""
-    if not (run.response or {}).get("background"):
+    if not (run.response and run.response.background):
         raise InvalidRequestError("Only responses created with background=true can be streamed again.")
     return event_stream(_tail(responses, run.id, starting_after))
 
@@ -164,7 +164,7 @@ async def _finish_recording(responses: ResponseService, run: Run) -> None:
             closing += await events.translate(ObjectEvent("response.output_item.done", entry))
             continue
         thought = entry
-        fields = thought.content[0]
+        fields = thought.fields
         text = "".join(part["text"] for part in fields["summary"])
         status = str(fields.get("status") or "completed")
         closing += await events.translate(ReasoningDelta(thought.id, text, done=True, status=status))

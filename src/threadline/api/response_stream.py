@@ -200,7 +200,7 @@ class ResponseEvents:
             self.texts.clear()
         if name == "thread.run.created":
             return self._opening("response.created", run)
-        if run.status is RunStatus.QUEUED and (run.response or {}).get("background"):
+        if run.status is RunStatus.QUEUED and run.response is not None and run.response.background:
             return self._opening("response.queued", run)
         if name == "thread.run.in_progress":
             return self._opening("response.in_progress", run)
@@ -219,7 +219,7 @@ class ResponseEvents:
     def _snapshot(self, run: Run) -> Obj:
         # A streamed response is being worked on from the start (OpenAI's says so in
         # response.created); only a background one waits in a queue, as far as its client is told.
-        queued = run.status is RunStatus.QUEUED and not (run.response or {}).get("background")
+        queued = run.status is RunStatus.QUEUED and not (run.response and run.response.background)
         return response_object(ResponseView(run, [], {}), status="in_progress" if queued else None)
 
     def _message(self, name: str, message: Message) -> list[Obj]:
@@ -278,7 +278,7 @@ class ResponseEvents:
         if name == "response.output_item.done":
             item.done = True
             return [self._event(name, output_index=item.index, item=item_object(entry))]
-        arguments = str(entry.content[0].get("arguments") or "")
+        arguments = str(entry.fields.get("arguments") or "")
         if name == "response.mcp_call_arguments.delta":
             return [self._event(name, **at, delta=arguments)]
         if name == "response.mcp_call_arguments.done":
@@ -435,7 +435,7 @@ class ResponseEvents:
         if step.status != "completed" or not isinstance(step.step_details, ToolCalls):
             return []
         out: list[Obj] = []
-        include = (self.run.response or {}).get("include") or []
+        include = self.run.response.include if self.run.response else []
         for call in step.step_details.calls:
             item = self.items.get(call.id)
             if item is None:

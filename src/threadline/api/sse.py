@@ -29,7 +29,14 @@ from typing import Any
 from fastapi.responses import StreamingResponse
 from starlette.background import BackgroundTask
 
-from threadline.api.objects import code_output_object, message_object, run_object, step_object, thread_object
+from threadline.api.objects import (
+    annotation_object,
+    code_output_object,
+    message_object,
+    run_object,
+    step_object,
+    thread_object,
+)
 from threadline.domain.entities import Message, Run, RunStep, Thread
 from threadline.domain.events import (
     BuiltinCallDelta,
@@ -116,7 +123,8 @@ class _Renderer:
                     text["annotations"] = []
                 if event.annotations:
                     text["annotations"] = [
-                        {"index": n, **a} for n, a in enumerate(event.annotations, event.first_annotation)
+                        {"index": n, **annotation_object(a)}
+                        for n, a in enumerate(event.annotations, event.first_annotation)
                     ]
                 part = {"index": event.index, "type": "text", "text": text}
             delta = {"id": event.message_id, "object": "thread.message.delta", "delta": {"content": [part]}}

@@ -11,8 +11,17 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any
 
+from threadline.domain.content import (
+    Annotation,
+    FileCitation,
+    FilePath,
+    ImageFile,
+    Part,
+    Text,
+    UrlCitation,
+    with_annotations,
+)
 from threadline.domain.entities import BuiltinCall, Message, RunStep, ToolCalls
 from threadline.domain.ports.citations import Source, annotate, url_citations
 from threadline.domain.steps import (
@@ -57,52 +66,39 @@ def pages_read(entries: list[Message]) -> dict[str, str]:
     among ``entries`` (searches given back as input: only what the server stored, never a client's)."""
     pages: dict[str, str] = {}
     for entry in entries:
-        read = entry.content[0].get(WEB_SEARCH_READ) if entry.type == "web_search_call" else None
+        read = entry.fields.get(WEB_SEARCH_READ) if entry.type == "web_search_call" else None
         if isinstance(read, dict):
             pages.update((str(p["url"]), str(p["title"])) for p in read.get("pages") or ())
     return pages
 
 
 def answer_content(
-    content: list[dict[str, Any]], steps: list[RunStep], read: dict[str, str] | None = None
-) -> list[dict[str, Any]]:
+    content: list[Part], steps: list[RunStep], read: dict[str, str] | None = None
+) -> list[Part]:
     """The answer's content with what the run's built-in calls made (see the module's docstring),
     and links to the pages ``read`` (URL → title) by searches given back as input."""
     made = made_by(steps)
     made.pages = {**(read or {}), **made.pages}
     if not (made.searches or made.written or made.images or made.pages):
         return content
-    parts = []
+    parts: list[Part] = []
     for part in content:
-        if part.get("type") == "text":
-            text = part["text"]["value"]
-            annotations = [
-                {
-                    "type": "file_citation",
-                    "text": c.text,
-                    "start_index": c.start_index,
-                    "end_index": c.end_index,
-                    "file_citation": {"file_id": c.file_id},
-                }
-                for c in annotate(text, made.searches)
-            ] + file_paths(text, made.written)
-            annotations += [
-                {
-                    "type": "url_citation",
-                    "text": c.text,
-                    "start_index": c.start_index,
-                    "end_index": c.end_index,
-                    "url_citation": {"url": c.url, "title": c.title},
-                }
-                for c in url_citations(text, made.pages)
+        if isinstance(part, Text):
+            cited: list[Annotation] = [
+                FileCitation(c.text, c.start_index, c.end_index, c.file_id)
+                for c in annotate(part.value, made.searches)
             ]
-            annotations.sort(key=lambda a: int(a["start_index"]))
-            part = {"type": "text", "text": {"value": text, "annotations": annotations}}
+            cited += file_paths(part.value, made.written)
+            cited += [
+                UrlCitation(c.text, c.start_index, c.end_index, c.url, c.title)
+                for c in url_citations(part.value, made.pages)
+            ]
+            part = with_annotations(part, cited)
         parts.append(part)
-    return parts + [{"type": "image_file", "image_file": {"file_id": file_id}} for file_id in made.images]
+    return parts + [ImageFile(file_id) for file_id in made.images]
 
 
-def file_paths(text: str, written: dict[str, str]) -> list[dict[str, Any]]:
+def file_paths(text: str, written: dict[str, str]) -> list[FilePath]:
     """``file_path`` annotations over ``text``'s mentions of the files the code wrote (path → file
     id): ``sandbox:/mnt/data/out.csv`` as OpenAI's models link them, or the bare path."""
     if not written:
@@ -110,13 +106,4 @@ def file_paths(text: str, written: dict[str, str]) -> list[dict[str, Any]]:
     paths = "|".join(re.escape(path) for path in sorted(written, key=len, reverse=True))
     # A mention ends where the path does: not inside a longer name (``out.csv2``, ``out.csv.bak``).
     mention = re.compile(rf"(?:sandbox:)?({paths})(?![A-Za-z0-9_/-]|\.[A-Za-z0-9])")
-    return [
-        {
-            "type": "file_path",
-            "text": m.group(0),
-            "start_index": m.start(),
-            "end_index": m.end(),
-            "file_path": {"file_id": written[m.group(1)]},
-        }
-        for m in mention.finditer(text)
-    ]
+    return [FilePath(m.group(0), m.start(), m.end(), written[m.group(1)]) for m in mention.finditer(text)]

@@ -123,7 +123,7 @@ class BuiltinCalls:
         thread = await self.stores.threads.get(run.thread_id)
         if run.response is not None:
             # A response names its resources in its tools (file_search's vector_store_ids ...).
-            own = run.response.get("tool_resources") or {}
+            own = run.response.tool_resources or {}
         else:
             assistant = await self.stores.assistants.get(run.assistant_id)
             own = (assistant.tool_resources if assistant else None) or {}

@@ -25,6 +25,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from threadline.domain.content import ImageFile, InputFile
 from threadline.domain.entities import ListQuery, Message, MessageCreation, Run, RunStep, ToolCalls
 from threadline.domain.model_calls import ModelCallObserver
 from threadline.domain.ports.models import ChatMessage, ModelRequest, Route, Usage
@@ -166,15 +167,15 @@ class ContextBuilder:
     async def _images(self, run: Run, route: Route, messages: list[Message]) -> dict[str, str]:
         """Data URLs of the images uploaded in ``messages``, for a model that sees them."""
         wanted = {
-            part["image_file"]["file_id"]
+            part.file_id
             for m in messages
             for part in m.content
-            if part.get("type") == "image_file" and m.role != "assistant"
+            if isinstance(part, ImageFile) and m.role != "assistant"
         } | {
-            part["input_file"]["file_id"]
+            part.file_id
             for m in messages
             for part in m.content
-            if part.get("type") == "input_file" and part["input_file"].get("image")
+            if isinstance(part, InputFile) and part.image and part.file_id is not None
         }
         if not wanted or not route.vision or self.images is None:
             return {}

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, TypeVar, get_args
 
+from threadline.domain.content import ItemFields, Part, text_of
 from threadline.domain.run_states import RunStatus
 from threadline.domain.steps import BuiltinDetails, BuiltinType
 
@@ -99,10 +100,11 @@ ItemType = Literal[
     "mcp_approval_response",
 ]
 """What a thread entry is. Messages are what the Assistants API shows; the others are Responses
-items kept in the thread so the model sees them on later turns. Their one content part holds the
-item's fields (``call_id``, ``name``, ``arguments`` / ``call_id``, ``output`` / ``queries``,
-``results`` / ``code``, ``container_id``, ``outputs`` / ``status``, ``action`` / ``summary``,
-``encrypted_content`` / ``encrypted_content``, ``summary``)."""
+items kept in the thread so the model sees them on later turns. Their one content part, an
+:class:`~threadline.domain.content.ItemFields`, holds the item's fields (``call_id``, ``name``,
+``arguments`` / ``call_id``, ``output`` / ``queries``, ``results`` / ``code``, ``container_id``,
+``outputs`` / ``status``, ``action`` / ``summary``, ``encrypted_content`` / ``encrypted_content``,
+``summary``)."""
 
 
 @dataclass(slots=True)
@@ -111,7 +113,7 @@ class Message:
     thread_id: str
     created_at: int
     role: MessageRole
-    content: list[dict[str, Any]]
+    content: list[Part]
     status: MessageStatus = "completed"
     assistant_id: str | None = None
     run_id: str | None = None
@@ -125,7 +127,14 @@ class Message:
     @property
     def text(self) -> str:
         """The message's text parts joined: what a chat model is shown."""
-        return "".join(p["text"]["value"] for p in self.content if p.get("type") == "text")
+        return text_of(self.content)
+
+    @property
+    def fields(self) -> dict[str, Any]:
+        """A non-message entry's fields (its one :class:`ItemFields` part)."""
+        part = self.content[0]
+        assert isinstance(part, ItemFields), f"a {self.type} entry has no item fields"
+        return part.fields
 
 
 @dataclass(slots=True)
@@ -174,9 +183,41 @@ class Run:
     queued_at: float | None = None
     """When the run was created or its tool outputs submitted (epoch seconds): the worker holding
     its thread's kernel has it to itself for ``sandbox_affinity_seconds`` from then."""
-    response: dict[str, Any] | None = None
+    response: ResponseSettings | None = None
     """Set when the Responses API made this run: its settings runs lack (see ``domain/responses.py``).
     Such a run ends ``completed`` with its client function calls as items, never ``requires_action``."""
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseSettings:
+    """What a run made by the Responses API keeps that runs lack: the request's fields the engine
+    does not use, echoed back as given (the first fourteen), and how the response is kept."""
+
+    tools: list[dict[str, Any]] = field(default_factory=list)
+    """The tools as the request gave them (the run's ``tools`` are in the engine's form)."""
+    tool_choice: JSON = "auto"
+    text: dict[str, Any] | None = None
+    include: list[str] = field(default_factory=list)
+    truncation: str = "disabled"
+    reasoning: dict[str, Any] | None = None
+    user: str | None = None
+    max_tool_calls: int | None = None
+    top_logprobs: int = 0
+    safety_identifier: str | None = None
+    prompt_cache_key: str | None = None
+    prompt_cache_retention: str | None = None
+    prompt_cache_options: dict[str, Any] | None = None
+    instructions: str | None = None
+    previous_response_id: str | None = None
+    conversation: str | None = None
+    """The conversation it belongs to; ``None`` for a response with a thread of its own."""
+    background: bool = False
+    store: bool = True
+    tool_resources: dict[str, Any] = field(default_factory=dict)
+    input_ids: list[str] = field(default_factory=list)
+    """The thread entries its input became."""
+    mcp_headers: dict[str, str] | None = None
+    """Its ``mcp`` tools' headers, sealed (by server label); kept only when there are any."""
 
 
 StepStatus = Literal["in_progress", "cancelled", "failed", "completed", "expired"]

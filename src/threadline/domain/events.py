@@ -7,8 +7,9 @@ processes and ``api/sse.py`` renders them as server-sent events.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
+from threadline.domain.content import Annotation
 from threadline.domain.entities import Message, Run, RunStep, Thread
 from threadline.domain.steps import BuiltinType, CodeOutput
 
@@ -33,7 +34,7 @@ class MessageDelta:
     index: int
     text: str
     kind: Literal["text", "refusal"] = "text"
-    annotations: tuple[dict[str, Any], ...] = ()
+    annotations: tuple[Annotation, ...] = ()
     """Annotations found in the part's text so far (citations), numbered from ``first_annotation``."""
     first_annotation: int = 0
 

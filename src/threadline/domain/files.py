@@ -24,6 +24,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from threadline.domain.clock import now
+from threadline.domain.content import ImageFile
 from threadline.domain.entities import DEFAULT_PROJECT, File, ListQuery, Message, Page
 from threadline.domain.ports.storage import BlobNotFoundError, BlobStore, FileRepository
 from threadline.errors import InvalidRequestError, NotFoundError, PayloadTooLargeError, describe_size
@@ -411,7 +412,9 @@ def referenced_files(fields: Mapping[str, Any], at: str = "") -> list[FileRef]:
     content = fields.get("content")
     if isinstance(content, list):
         for i, part in enumerate(content):
-            if part.get("type") == "image_file":
+            if isinstance(part, ImageFile):
+                refs.append(FileRef(part.file_id, f"{at}content[{i}].image_file.file_id"))
+            elif isinstance(part, dict) and part.get("type") == "image_file":
                 refs.append(FileRef(part["image_file"]["file_id"], f"{at}content[{i}].image_file.file_id"))
     resources = fields.get("tool_resources") or {}
     code = resources.get("code_interpreter") or {}

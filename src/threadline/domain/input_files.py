@@ -12,10 +12,10 @@ does. A ``file_url`` is fetched through the remote guard (the :class:`UrlFetcher
 ``tools/remote/guard.py``), so it is held to public addresses, ``THREADLINE_REMOTE_TIMEOUT_SECONDS``
 and ``THREADLINE_REMOTE_MAX_BYTES``, and then read as ``file_data`` is.
 
-The API layer gives a part still to be read as ``{"type": "input_file", "input_file": {...},
-"param": "input[1].content[0]"}`` (``param`` names it in errors); :meth:`InputFiles.read` turns it
-into the stored form ``{"type": "input_file", "input_file": {"file_id", "filename", "text"}}`` (or
-``"image": true`` for an uploaded image, ``"image_url"`` for a sent one).
+The API layer gives a part still to be read as a :class:`~threadline.domain.content.PendingFile`
+(a chat completion's as ``{"type": "input_file", "input_file": {...}, "param": "messages[1]..."}``;
+``param`` names it in errors); :meth:`InputFiles.read` turns it into an
+:class:`~threadline.domain.content.InputFile` (its text, or the image it is).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from pathlib import PurePosixPath
 from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
 
+from threadline.domain.content import InputFile, Part, PendingFile
 from threadline.domain.files import IMAGE_MAX_BYTES, FileService, image_type
 from threadline.domain.prompt_messages import ImageSource, file_part
 from threadline.errors import FileContentError, InvalidRequestError, NotFoundError, describe_size
@@ -55,7 +56,7 @@ class UrlFetcher(Protocol):
 
 
 def pending(part: dict[str, Any]) -> bool:
-    """Whether ``part`` is an ``input_file`` part still to be read (as the API layer parsed it)."""
+    """Whether a chat completion's ``part`` is an ``input_file`` part still to be read."""
     return part.get("type") == "input_file" and "param" in part
 
 
@@ -73,9 +74,12 @@ class InputFiles:
         self.max_characters = max_characters
         self.max_bytes = max_bytes
 
-    async def read(self, content: list[dict[str, Any]], files: FileService) -> list[dict[str, Any]]:
+    async def read(self, content: list[Part], files: FileService) -> list[Part]:
         """A message's parts with each ``input_file`` part read (the others as they are)."""
-        return [await self._part(part, files) if pending(part) else part for part in content]
+        return [
+            await self._part(part.given, part.param, files) if isinstance(part, PendingFile) else part
+            for part in content
+        ]
 
     async def for_chat(
         self, content: list[dict[str, Any]], files: FileService, images: ImageSource
@@ -87,21 +91,19 @@ class InputFiles:
             if not pending(part):
                 out.append(part)
                 continue
-            file = (await self._part(part, files))["input_file"]
+            file = await self._part(part["input_file"], part["param"], files)
             urls: dict[str, str] = {}
-            if file.get("image"):
-                url = await images.data_url(file["file_id"], files.project_id)
-                urls = {file["file_id"]: url} if url is not None else {}
+            if file.image and file.file_id is not None:
+                url = await images.data_url(file.file_id, files.project_id)
+                urls = {file.file_id: url} if url is not None else {}
             out.append(file_part(file, [], urls, vision=True))
         return out
 
-    async def _part(self, part: dict[str, Any], files: FileService) -> dict[str, Any]:
-        given: dict[str, Any] = part["input_file"]
-        at: str = part["param"]
+    async def _part(self, given: dict[str, Any], at: str, files: FileService) -> InputFile:
         filename = given.get("filename")
         if filename is not None:
             _check_name(filename, f"{at}.filename")
-        fetched: dict[str, Any] = {}  # a fetched file keeps its URL
+        file_url: str | None = None  # a fetched file keeps its URL
         if given.get("file_id") is not None:
             file_id = str(given["file_id"])
             try:
@@ -113,17 +115,17 @@ class InputFiles:
             name = filename or file.filename
             if file.content_type.startswith("image/") or file.filename.lower().endswith(_IMAGE_SUFFIXES):
                 # Read when the model is asked (and only for one that sees), as an ``input_image``.
-                return _stored({"file_id": file_id, "filename": name, "image": True})
+                return InputFile(file_id, name, image=True)
             _, data = await files.read_bytes(file_id, self.max_bytes)
             if image_type(data) is not None:
-                return _stored({"file_id": file_id, "filename": name, "image": True})
+                return InputFile(file_id, name, image=True)
             parse_as = file.filename
         elif given.get("file_data") is not None or given.get("file_url") is not None:
             source = "file_data" if given.get("file_data") is not None else "file_url"
             if source == "file_data":
                 media_type, data = self._decode(str(given["file_data"]), f"{at}.file_data")
             else:
-                fetched["file_url"] = url = str(given["file_url"])
+                file_url = url = str(given["file_url"])
                 media_type, data = await self._fetch(url, f"{at}.file_url")
                 filename = filename or _url_name(url)
             name = filename or "file" + _suffix(media_type)
@@ -135,7 +137,7 @@ class InputFiles:
                         param=f"{at}.{source}",
                     )
                 image = f"data:{kind};base64,{base64.b64encode(data).decode('ascii')}"
-                return _stored({"file_id": None, "filename": name, "image_url": image, **fetched})
+                return InputFile(None, name, image_url=image, file_url=file_url)
             parse_as = name if PurePosixPath(name).suffix else name + _suffix(media_type)
             if source == "file_url" and media_type not in ("", "application/octet-stream"):
                 # A server's media type says more than its URL's name (``report.php`` serving HTML).
@@ -153,7 +155,7 @@ class InputFiles:
             text = await self.extractor.extract_text(files.project_id, parse_as, data, self.max_characters)
         except FileContentError as exc:
             raise FileContentError(f"Invalid '{at}': {exc.message}", param=at, code=exc.code) from None
-        return _stored({"file_id": file_id, "filename": name, "text": text, **fetched})
+        return InputFile(file_id, name, text, file_url=file_url)
 
     async def _fetch(self, url: str, param: str) -> tuple[str, bytes]:
         if self.fetcher is None:
@@ -204,10 +206,6 @@ class InputFiles:
         if not data:
             raise InvalidRequestError(f"Invalid '{param}': the file is empty.", param=param)
         return media_type, data
-
-
-def _stored(fields: dict[str, Any]) -> dict[str, Any]:
-    return {"type": "input_file", "input_file": fields}
 
 
 def _suffix(media_type: str) -> str:

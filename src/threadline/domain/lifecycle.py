@@ -11,6 +11,7 @@ import dataclasses
 from typing import Any
 
 from threadline.domain.clock import now
+from threadline.domain.content import text_content
 from threadline.domain.entities import Message, MessageCreation, Run, RunStep, StepStatus
 from threadline.domain.events import Event, ObjectEvent
 from threadline.domain.ports.storage import Bus, Change, Stores
@@ -142,7 +143,3 @@ def step_error(run_error: dict[str, Any]) -> dict[str, Any]:
         "code": code if code in STEP_ERROR_CODES else "server_error",
         "message": run_error.get("message", ""),
     }
-
-
-def text_content(text: str) -> list[dict[str, Any]]:
-    return [{"type": "text", "text": {"value": text, "annotations": []}}]

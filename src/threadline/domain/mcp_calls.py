@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from threadline.domain.clock import now
+from threadline.domain.content import ItemFields
 from threadline.domain.entities import ListQuery, Message, Run
 from threadline.domain.events import Event, ObjectEvent
 from threadline.domain.mcp import McpServerTool, OfferedTool, offered
@@ -63,7 +64,7 @@ class McpRun:
         """A call ran in this run (a forced ``tool_choice`` no longer holds)."""
 
     def _sealed(self, label: str) -> str | None:
-        sealed = ((self.run.response or {}).get("mcp_headers") or {}).get(label)
+        sealed = ((self.run.response and self.run.response.mcp_headers) or {}).get(label)
         return str(sealed) if sealed else None
 
     def _entry(self, kind: Any, fields: dict[str, Any], turn: int, place: str) -> Message:
@@ -73,7 +74,7 @@ class McpRun:
             thread_id=self.run.thread_id,
             created_at=ts,
             role="assistant",
-            content=[fields],
+            content=[ItemFields(fields)],
             run_id=self.run.id,
             metadata={"turn": str(turn), "place": place},
             completed_at=ts,
@@ -91,10 +92,12 @@ class McpRun:
         """Mark calls a dead worker left in progress as failed; the last turn this run's items
         belong to (-1: none), so a resumed run does not redo a turn that only called MCP tools."""
         entries = await self.own_entries()
-        left = [m for m in entries if m.type == "mcp_call" and m.content[0].get("status") == "in_progress"]
+        left = [m for m in entries if m.type == "mcp_call" and m.fields.get("status") == "in_progress"]
         if left:
             failed = [
-                dataclasses.replace(m, content=[{**m.content[0], "status": "failed", "error": INTERRUPTED}])
+                dataclasses.replace(
+                    m, content=[ItemFields({**m.fields, "status": "failed", "error": INTERRUPTED})]
+                )
                 for m in left
             ]
             await self.write(self.run, [], messages=failed)
@@ -120,8 +123,8 @@ class McpRun:
         """The newest successful listing of each label in the chain (this run's included)."""
         found: dict[str, list[dict[str, Any]]] = {}
         for entry in await self.threads.newest_messages(self.run.thread_id, LISTINGS_LOOKED_AT):
-            fields = entry.content[0] if entry.content else {}
-            if entry.type == "mcp_list_tools" and not fields.get("error"):
+            fields = entry.fields if entry.type == "mcp_list_tools" else {}
+            if fields and not fields.get("error"):
                 found.setdefault(str(fields.get("server_label")), list(fields.get("tools") or []))
         return found
 
@@ -134,7 +137,7 @@ class McpRun:
         await self.write(self.run, announced)
         tools, error = await self.servers.list_tools(server.url, self._sealed(server.label))
         tools = [t for t in tools if server.allows(t)]
-        item.content = [{**fields, "tools": tools, "error": error}]
+        item.content = [ItemFields({**fields, "tools": tools, "error": error})]
         outcome = "failed" if error else "completed"
         await self.write(
             self.run,
@@ -190,7 +193,7 @@ class McpRun:
             )
         status = "failed" if error else "completed"
         item = dataclasses.replace(
-            item, content=[{**fields, "output": output, "error": error, "status": status}]
+            item, content=[ItemFields({**fields, "output": output, "error": error, "status": status})]
         )
         await self.write(
             self.run,
@@ -211,15 +214,13 @@ class McpRun:
         answers = [
             m for m in await self.threads.messages_by_id(list(input_ids)) if m.type == "mcp_approval_response"
         ]
-        approved = [a for a in answers if a.content[0].get("approve") is True]
+        approved = [a for a in answers if a.fields.get("approve") is True]
         if not approved:
             return 0
-        done = {
-            m.content[0].get("approval_request_id") for m in await self.own_entries() if m.type == "mcp_call"
-        }
+        done = {m.fields.get("approval_request_id") for m in await self.own_entries() if m.type == "mcp_call"}
         ran = 0
         for answer in approved:
-            fields = answer.content[0]
+            fields = answer.fields
             request_id = fields.get("approval_request_id")
             if request_id in done:
                 continue

@@ -16,6 +16,7 @@ import sys
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+from threadline.domain.content import ImageFile, ImageUrl, InputFile, Text
 from threadline.domain.entities import Message, MessageCreation, RunStep, ToolCallRecord
 from threadline.domain.ports.models import ChatMessage, LocalModel, Route
 from threadline.domain.ports.tools import CODE_INTERPRETER, FILE_SEARCH, WEB_SEARCH
@@ -37,7 +38,7 @@ def chat_message(
     """``message`` as a chat message. ``images``: data URLs of its uploaded images, for a model that
     sees (``vision``); a model that does not is told in words that an image was there."""
     if message.type == "function_call":
-        item = message.content[0]
+        item = message.fields
         call = {
             "id": item["call_id"],
             "type": "function",
@@ -45,7 +46,7 @@ def chat_message(
         }
         return {"role": "assistant", "content": None, "tool_calls": [call]}
     if message.type == "function_call_output":
-        item = message.content[0]
+        item = message.fields
         return {"role": "tool", "tool_call_id": item["call_id"], "content": item["output"]}
     if message.type in HOSTED_CALLS or message.type in MCP_ITEMS:
         # Counted as one message; ``entry_messages`` gives it to the model as a call and its output.
@@ -58,32 +59,32 @@ def chat_message(
         # A chat model takes no reasoning back: the item is kept for the client, not shown.
         return {"role": "assistant", "content": ""}
     if message.type == "compaction":
-        return {"role": "system", "content": SUMMARY_PREFIX + message.content[0]["summary"]}
+        return {"role": "system", "content": SUMMARY_PREFIX + message.fields["summary"]}
     parts: list[dict[str, Any]] = []
     for part in message.content:
-        if part.get("type") == "text":
-            parts.append({"type": "text", "text": part["text"]["value"]})
-        elif part.get("type") == "image_url" and vision:
-            parts.append({"type": "image_url", "image_url": part["image_url"]})
-        elif part.get("type") == "image_url":
+        if isinstance(part, Text):
+            parts.append({"type": "text", "text": part.value})
+        elif isinstance(part, ImageUrl) and vision:
+            image = {"url": part.url} if part.detail is None else {"url": part.url, "detail": part.detail}
+            parts.append({"type": "image_url", "image_url": image})
+        elif isinstance(part, ImageUrl):
             parts.append({"type": "text", "text": "[The user sent an image, which this model cannot see.]"})
-        elif part.get("type") == "input_file":
-            parts.append(file_part(part["input_file"], parts, images, vision))
-        elif part.get("type") == "image_file" and message.role != "assistant":
+        elif isinstance(part, InputFile):
+            parts.append(file_part(part, parts, images, vision))
+        elif isinstance(part, ImageFile) and message.role != "assistant":
             # (An answer's images are the charts its code drew: the model was told of them when the
             # code ran.)
-            image = part.get("image_file") or {}
-            url = (images or {}).get(image.get("file_id", ""))
+            url = (images or {}).get(part.file_id)
             if url is not None:
                 parts.append(
-                    {"type": "image_url", "image_url": {"url": url, "detail": image.get("detail") or "auto"}}
+                    {"type": "image_url", "image_url": {"url": url, "detail": part.detail or "auto"}}
                 )
             else:
                 # The model is told an image is there, not left to answer as if the user sent nothing.
                 parts.append(
                     {
                         "type": "text",
-                        "text": f"[The user attached an image, file {image.get('file_id', '')}, which is not shown here.]",
+                        "text": f"[The user attached an image, file {part.file_id}, which is not shown here.]",
                     }
                 )
     # Responses' "developer" messages are system messages to a chat model.
@@ -94,18 +95,18 @@ def chat_message(
 
 
 def file_part(
-    file: dict[str, Any], before: list[dict[str, Any]], images: Mapping[str, str] | None, vision: bool
+    file: InputFile, before: list[dict[str, Any]], images: Mapping[str, str] | None, vision: bool
 ) -> dict[str, Any]:
     """An ``input_file`` part for the model: its text inside ``<file name="...">`` and ``</file>``
     lines (on a line of its own after text), or, for an image, the image as ``input_image`` sends it."""
-    name = str(file.get("filename") or file.get("file_id") or "file")
-    if "text" in file:
+    name = str(file.filename or file.file_id or "file")
+    if file.text is not None:
         quoted = name.replace("&", "&amp;").replace('"', "&quot;")
         glue = (
             "\n" if before and before[-1]["type"] == "text" and not before[-1]["text"].endswith("\n") else ""
         )
-        return {"type": "text", "text": f'{glue}<file name="{quoted}">\n{file["text"]}\n</file>\n'}
-    url = file.get("image_url") or (images or {}).get(str(file.get("file_id")))
+        return {"type": "text", "text": f'{glue}<file name="{quoted}">\n{file.text}\n</file>\n'}
+    url = file.image_url or (images or {}).get(str(file.file_id))
     if url is not None and vision:
         return {"type": "image_url", "image_url": {"url": url, "detail": "auto"}}
     return {"type": "text", "text": f"[The user attached an image, {name}, which is not shown here.]"}
@@ -118,7 +119,7 @@ HOSTED_CALLS = ("file_search_call", "code_interpreter_call", "web_search_call")
 def hosted_call(message: Message) -> tuple[ChatMessage, ChatMessage]:
     """A ``file_search_call``, ``code_interpreter_call`` or ``web_search_call`` entry as the model saw
     the server's own calls: an assistant call of the tool's function, and the tool's answer."""
-    item = message.content[0]
+    item = message.fields
     if message.type == "file_search_call":
         queries = [str(q) for q in item.get("queries") or []]
         name, arguments = FILE_SEARCH.name, {"query": " ".join(queries)}
@@ -172,7 +173,7 @@ def mcp_messages(message: Message) -> list[ChatMessage]:
     """An MCP item as the model saw it: a finished ``mcp_call`` (or a call the user refused, kept on
     its ``mcp_approval_response``) as a call of the tool's function and its answer; the lists and
     the requests themselves are not shown (the tools are offered as functions)."""
-    item = message.content[0]
+    item = message.fields
     if message.type == "mcp_call" and item.get("status") in ("completed", "failed"):
         error = item.get("error")
         output = item.get("output") if not error else f"Error: {mcp_error_text(error)}"

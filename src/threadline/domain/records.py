@@ -1,21 +1,38 @@
-"""Typed values held as JSON (step details, a run's required action) and back: the one persisted
-form, used by the store and by buses that cross processes.
+"""Typed values held as JSON (step details, a run's required action, message content, a response's
+settings) and back: the one persisted form, used by the store and by buses that cross processes.
 
 It follows OpenAI's wire shape where it can (so stored rows read naturally, and rows written before
 these values were typed still load), plus what only the server needs: a built-in call's function
 ``name``, ``arguments`` and ``output`` as the model saw them, under ``model_call``.
-``api/objects.py`` renders the wire shape; never this.
+``api/objects.py`` and ``api/response_objects.py`` render the wire shapes; never this.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Sequence
 from typing import Any
 
+from threadline.domain.content import (
+    Annotation,
+    FileCitation,
+    FilePath,
+    ImageFile,
+    ImageUrl,
+    InputFile,
+    ItemFields,
+    Part,
+    PendingFile,
+    Refusal,
+    Text,
+    UrlCitation,
+)
 from threadline.domain.entities import (
     BuiltinCall,
     FunctionCall,
     MessageCreation,
     RequiredAction,
+    ResponseSettings,
     StepDetails,
     ToolCallRecord,
     ToolCalls,
@@ -148,3 +165,121 @@ def _output(record: Record) -> CodeOutput:
     if record["type"] == "logs":
         return LogsOutput(record["logs"])
     return ImageOutput(record["image"]["file_id"])
+
+
+_RESPONSE_FIELDS = frozenset(f.name for f in dataclasses.fields(ResponseSettings))
+
+
+def response_record(settings: ResponseSettings | None) -> Record | None:
+    if settings is None:
+        return None
+    record = dataclasses.asdict(settings)
+    if record["mcp_headers"] is None:
+        del record["mcp_headers"]
+    return record
+
+
+def response_from(r: Record | None) -> ResponseSettings | None:
+    """A stored response's settings; a key a row lacks (or holds null) takes its default."""
+    if r is None:
+        return None
+    return ResponseSettings(**{k: v for k, v in r.items() if k in _RESPONSE_FIELDS and v is not None})
+
+
+# --- message content -------------------------------------------------------------------------
+
+
+def annotation_record(a: Annotation) -> Record:
+    if isinstance(a, UrlCitation):
+        return {
+            "type": "url_citation",
+            "text": a.text,
+            "start_index": a.start_index,
+            "end_index": a.end_index,
+            "url_citation": {"url": a.url, "title": a.title},
+        }
+    kind = "file_citation" if isinstance(a, FileCitation) else "file_path"
+    return {
+        "type": kind,
+        "text": a.text,
+        "start_index": a.start_index,
+        "end_index": a.end_index,
+        kind: {"file_id": a.file_id},
+    }
+
+
+def annotation_from(r: Record) -> Annotation:
+    if r["type"] == "url_citation":
+        cited = r.get("url_citation") or {}
+        return UrlCitation(
+            r.get("text", ""), r["start_index"], r["end_index"], cited.get("url", ""), cited.get("title", "")
+        )
+    cls = FileCitation if r["type"] == "file_citation" else FilePath
+    return cls(
+        r.get("text", ""), r["start_index"], r["end_index"], (r.get(r["type"]) or {}).get("file_id", "")
+    )
+
+
+def _image(kind: str, key: str, value: str, detail: str | None) -> Record:
+    image = {key: value} if detail is None else {key: value, "detail": detail}
+    return {"type": kind, kind: image}
+
+
+def part_record(part: Part) -> Record:
+    if isinstance(part, Text):
+        annotations = [annotation_record(a) for a in part.annotations]
+        return {"type": "text", "text": {"value": part.value, "annotations": annotations}}
+    if isinstance(part, Refusal):
+        return {"type": "refusal", "refusal": part.refusal}
+    if isinstance(part, ImageFile):
+        return _image("image_file", "file_id", part.file_id, part.detail)
+    if isinstance(part, ImageUrl):
+        return _image("image_url", "url", part.url, part.detail)
+    if isinstance(part, InputFile):
+        file: Record = {"file_id": part.file_id, "filename": part.filename}
+        if part.text is not None:
+            file["text"] = part.text
+        if part.image:
+            file["image"] = True
+        if part.image_url is not None:
+            file["image_url"] = part.image_url
+        if part.file_url is not None:
+            file["file_url"] = part.file_url
+        return {"type": "input_file", "input_file": file}
+    if isinstance(part, PendingFile):
+        return {"type": "input_file", "input_file": part.given, "param": part.param}
+    return part.fields
+
+
+def part_from(r: Record) -> Part:
+    kind = r.get("type")
+    if kind == "text" and isinstance(r.get("text"), dict):
+        text = r["text"]
+        return Text(text["value"], tuple(annotation_from(a) for a in text.get("annotations") or ()))
+    if kind == "refusal":
+        return Refusal(r["refusal"])
+    if kind == "image_file":
+        return ImageFile(r["image_file"]["file_id"], r["image_file"].get("detail"))
+    if kind == "image_url":
+        return ImageUrl(r["image_url"]["url"], r["image_url"].get("detail"))
+    if kind == "input_file" and "param" in r:
+        return PendingFile(r["input_file"], r["param"])
+    if kind == "input_file":
+        f = r["input_file"]
+        return InputFile(
+            f.get("file_id"),
+            f.get("filename"),
+            f.get("text"),
+            bool(f.get("image")),
+            f.get("image_url"),
+            f.get("file_url"),
+        )
+    return ItemFields(r)
+
+
+def content_record(parts: Sequence[Part]) -> list[Record]:
+    return [part_record(p) for p in parts]
+
+
+def content_from(records: Sequence[Record]) -> list[Part]:
+    return [part_from(r) for r in records]

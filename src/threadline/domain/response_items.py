@@ -18,8 +18,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from threadline.domain.content import ItemFields, Part, PendingFile
 from threadline.domain.entities import BuiltinCall, ItemType, ListQuery, Message, MessageRole, ToolCalls
-from threadline.domain.input_files import pending
 from threadline.domain.services import Services
 from threadline.domain.steps import WEB_SEARCH_READ, FileSearchDetails, LogsOutput, WebSearchDetails
 from threadline.errors import InvalidRequestError
@@ -36,14 +36,20 @@ request's other items (or its conversation) come from."""
 
 @dataclass(frozen=True, slots=True)
 class NewItem:
-    """An input item, parsed: a message (``content`` as stored message parts) or a function call or
-    output (``content`` is the one part holding the item's fields)."""
+    """An input item, parsed: a message (``content`` its parts) or another item (``content`` the one
+    :class:`ItemFields` part holding its fields)."""
 
     type: ItemType
     role: MessageRole
-    content: list[dict[str, Any]]
+    content: list[Part]
     given_id: str | None = None
     """The id the client sent with the item (one this server may have issued), else ``None``."""
+
+    @property
+    def fields(self) -> dict[str, Any]:
+        part = self.content[0]
+        assert isinstance(part, ItemFields), f"a {self.type} item has no item fields"
+        return part.fields
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +113,7 @@ class ItemResolver:
             for item in items
             if isinstance(item, NewItem)
             and (
-                (item.type == "file_search_call" and item.content[0].get("results") is None)
+                (item.type == "file_search_call" and item.fields.get("results") is None)
                 or item.type == "web_search_call"
             )
             and item.given_id is not None
@@ -146,12 +152,12 @@ class ItemResolver:
                     raise InvalidRequestError(f"Item with id '{item.id}' not found.", param=item.param)
                 out.append(found[item.id])
             elif item.given_id in bare and item.given_id in found and found[item.given_id].type == item.type:
-                kept = found[item.given_id].content[0].get("results")
+                kept = found[item.given_id].fields.get("results")
                 if item.type == "web_search_call" and _kept(found[item.given_id]):
                     item = NewItem(item.type, item.role, found[item.given_id].content, item.given_id)
                 elif kept is not None:
                     item = NewItem(
-                        item.type, item.role, [{**item.content[0], "results": kept}], item.given_id
+                        item.type, item.role, [ItemFields({**item.fields, "results": kept})], item.given_id
                     )
                 out.append(item)
             else:
@@ -162,7 +168,7 @@ class ItemResolver:
         """``items`` with their messages' ``input_file`` parts read (see ``domain/input_files.py``)."""
         out: list[Input] = []
         for item in items:
-            if isinstance(item, NewItem) and any(pending(part) for part in item.content):
+            if isinstance(item, NewItem) and any(isinstance(part, PendingFile) for part in item.content):
                 if self.svc.input_files is None:
                     raise InvalidRequestError("This server does not read input files.")
                 item = NewItem(
@@ -192,13 +198,13 @@ class ItemResolver:
 
     async def check_outputs(self, thread_id: str, items: list[Message], fresh: bool) -> None:
         """A function call output must answer a call of this conversation (or of the same input)."""
-        wanted = [m.content[0]["call_id"] for m in items if m.type == "function_call_output"]
+        wanted = [m.fields["call_id"] for m in items if m.type == "function_call_output"]
         if not wanted:
             return
-        known = {m.content[0]["call_id"] for m in items if m.type == "function_call"}
+        known = {m.fields["call_id"] for m in items if m.type == "function_call"}
         if not fresh:
             recent = await self.stores.threads.newest_messages(thread_id, 256)
-            known |= {m.content[0]["call_id"] for m in recent if m.type == "function_call"}
+            known |= {m.fields["call_id"] for m in recent if m.type == "function_call"}
         for call_id in wanted:
             if call_id not in known:
                 raise InvalidRequestError(
@@ -210,8 +216,8 @@ def _kept(item: NewItem) -> bool:
     """Whether a stored built-in call has what the model was told: a file search's results, the
     pages a web search read."""
     if item.type == "web_search_call":
-        return WEB_SEARCH_READ in item.content[0]
-    return item.content[0].get("results") is not None
+        return WEB_SEARCH_READ in item.fields
+    return item.fields.get("results") is not None
 
 
 def new_entry(thread_id: str, item: NewItem, at: int) -> Message:
@@ -239,13 +245,13 @@ def hosted_item(call: BuiltinCall, thread_id: str) -> NewItem | None:
             arguments = {}
         query = arguments.get("query") if isinstance(arguments, dict) else None
         fields = {"queries": [str(query)] if query else [], "results": search_results(details)}
-        return NewItem("file_search_call", "assistant", [fields])
+        return NewItem("file_search_call", "assistant", [ItemFields(fields)])
     if isinstance(details, WebSearchDetails):
         fields = web_search_fields(details)
         if not details.error:
             pages = [{"url": s.url, "title": s.title} for s in details.sources]
             fields[WEB_SEARCH_READ] = {"pages": pages, "text": call.output}
-        return NewItem("web_search_call", "assistant", [fields])
+        return NewItem("web_search_call", "assistant", [ItemFields(fields)])
     outputs = [
         {"type": "logs", "logs": o.logs}
         if isinstance(o, LogsOutput)
@@ -255,7 +261,7 @@ def hosted_item(call: BuiltinCall, thread_id: str) -> NewItem | None:
     return NewItem(
         "code_interpreter_call",
         "assistant",
-        [{"code": details.input, "container_id": container_id(thread_id), "outputs": outputs}],
+        [ItemFields({"code": details.input, "container_id": container_id(thread_id), "outputs": outputs})],
     )
 
 

@@ -27,6 +27,7 @@ from threadline.domain.entities import (
     Message,
     MessageCreation,
     Page,
+    ResponseSettings,
     Run,
     RunStep,
     Thread,
@@ -53,7 +54,8 @@ MAX_COUNTED_ENTRIES = 10_000
 @dataclass(slots=True)
 class NewResponse:
     """A create-response request, parsed. ``tools`` are in the run engine's form (functions nested
-    under ``function``); ``settings`` are the fields echoed back that the engine does not use."""
+    under ``function``); ``settings`` are the fields echoed back that the engine does not use, by
+    their :class:`ResponseSettings` names."""
 
     model: str
     input: list[Input]
@@ -155,17 +157,16 @@ class ResponseService:
             source[0] if source else thread.id, items, new_thread and source is None
         )
         await self._check_approvals(request, items, source[0] if source else thread.id)
-        run.response = {
+        run.response = ResponseSettings(
             **request.settings,
-            "previous_response_id": request.previous_response_id,
-            "conversation": thread.id if thread.kind != "response" else None,
-            "background": request.background,
-            "store": request.store,
-            "tool_resources": request.tool_resources,
-            "input_ids": [item.id for item in items],
-        }
-        if sealed:
-            run.response["mcp_headers"] = sealed
+            previous_response_id=request.previous_response_id,
+            conversation=thread.id if thread.kind != "response" else None,
+            background=request.background,
+            store=request.store,
+            tool_resources=request.tool_resources,
+            input_ids=[item.id for item in items],
+            mcp_headers=sealed or None,
+        )
         await svc.announce(run)
         try:
             if new_thread and source is None:
@@ -201,14 +202,14 @@ class ResponseService:
         if not answers:
             return
         labels = {tool["server_label"] for tool in request.tools if tool.get("type") == "mcp"}
-        given = {e.content[0].get("request_id"): e for e in entries if e.type == "mcp_approval_request"}
+        given = {e.fields.get("request_id"): e for e in entries if e.type == "mcp_approval_request"}
         for answer in answers:
-            fields = answer.content[0]
+            fields = answer.fields
             wanted = str(fields["approval_request_id"])
             asked = given.get(wanted) or await self._approval_request(wanted, chain)
             if asked is None:
                 raise InvalidRequestError(f"No MCP approval request found with id '{wanted}'.", param="input")
-            call = asked.content[0]
+            call = asked.fields
             if call.get("server_label") not in labels:
                 raise InvalidRequestError(
                     f"Approving '{wanted}' needs the mcp tool with server_label '{call.get('server_label')}' "
@@ -225,7 +226,7 @@ class ResponseService:
         for entry in await self.stores.threads.newest_messages(chain, 512):
             if entry.type == "mcp_approval_request" and request_id in (
                 entry.id,
-                entry.content[0].get("request_id"),
+                entry.fields.get("request_id"),
             ):
                 return entry
         return None
@@ -283,7 +284,7 @@ class ResponseService:
         )
         if page.items:
             return page.items[0].id
-        inputs = (response.response or {}).get("input_ids") or []
+        inputs = response.response.input_ids if response.response else []
         return inputs[-1] if inputs else None
 
     async def count_input_tokens(self, request: NewResponse, route: Route) -> int:
@@ -363,7 +364,7 @@ class ResponseService:
 
     async def _response(self, response_id: str) -> Run:
         run = await self.stores.responses.get(response_id, self.svc.project_id)
-        if run is None or (run.response or {}).get("store") is False:
+        if run is None or (run.response is not None and not run.response.store):
             raise _found("Response", response_id)
         return run
 
@@ -372,7 +373,7 @@ class ResponseService:
 
     async def forget(self, run: Run) -> None:
         """Delete a finished ``store: false`` response, once its client has it."""
-        if (run.response or {}).get("store") is False:
+        if run.response is not None and not run.response.store:
             await self.stores.responses.delete(run.id)
 
     async def view(self, run: Run) -> ResponseView:
@@ -397,7 +398,7 @@ class ResponseService:
 
     async def cancel_response(self, response_id: str) -> ResponseView:
         run = await self._response(response_id)
-        if not (run.response or {}).get("background"):
+        if run.response is None or not run.response.background:
             raise InvalidRequestError("Only responses created with background=true can be cancelled.")
         if run.status in ACTIVE:
             run = await self.svc.cancel_run(run.thread_id, run.id)
@@ -405,7 +406,7 @@ class ResponseService:
 
     async def input_items(self, response_id: str, query: ListQuery) -> Page[Message]:
         run = await self._response(response_id)
-        items = await self.stores.threads.messages_by_id((run.response or {}).get("input_ids") or [])
+        items = await self.stores.threads.messages_by_id(run.response.input_ids if run.response else [])
         return _page(items, query)
 
     # --- conversations ---------------------------------------------------------------------

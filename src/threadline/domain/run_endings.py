@@ -13,10 +13,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-from typing import Any
 
 from threadline.domain.annotations import answer_content, pages_read
 from threadline.domain.clock import now
+from threadline.domain.content import ImageFile, ItemFields, Part, Text
 from threadline.domain.entities import FunctionCall, Message, RequiredAction, Run, RunStep
 from threadline.domain.events import ImageDelta, MessageDelta
 from threadline.domain.lifecycle import end_run, message_event, moved, publish, run_event, step_event
@@ -54,8 +54,7 @@ class RunEndings:
         """The pages read by this server's web searches given back in the run's thread, when the
         answer links any page (see ``annotations.pages_read``)."""
         assert turn.message is not None
-        text = "".join(p["text"]["value"] for p in turn.message.content if p.get("type") == "text")
-        if "http" not in text:
+        if "http" not in turn.message.text:
             return {}
         return pages_read(await self.stores.threads.newest_messages(run.thread_id, GIVEN_PAGES_ENTRIES))
 
@@ -69,10 +68,9 @@ class RunEndings:
         if content != turn.message.content:
             turn.message.content = content
             events[0] = message_event(turn.message)
-            index = next((i for i, part in enumerate(content) if part["type"] == "text"), 0)
-            annotations = (
-                tuple(content[index]["text"]["annotations"]) if content[index]["type"] == "text" else ()
-            )
+            index = next((i for i, part in enumerate(content) if isinstance(part, Text)), 0)
+            text = content[index]
+            annotations = text.annotations if isinstance(text, Text) else ()
             if annotations:
                 # Streamed too, as OpenAI's were, so a stream's snapshot ends with them.
                 await self.bus.publish(
@@ -102,17 +100,17 @@ class RunEndings:
             return
         await publish(self.bus, run.id, [*events, run_event(ended)])
 
-    async def _images(self, run: Run, turn: Turn, content: list[dict[str, Any]]) -> None:
+    async def _images(self, run: Run, turn: Turn, content: list[Part]) -> None:
         """Stream the answer's charts (``image_file`` parts after its text) before it completes, as
         OpenAI did: the SDKs' handlers fire ``on_image_file_done`` for parts seen in deltas only."""
         assert turn.message is not None
-        images = [(n, part) for n, part in enumerate(content) if part["type"] == "image_file"]
+        images = [(n, part) for n, part in enumerate(content) if isinstance(part, ImageFile)]
         if images and not turn.parts:
             # No words were streamed: announce the empty text part first, so each image lands at its
             # own index in the handlers' snapshot (Python's inserts past the end at the end).
             await self.bus.publish(run.id, MessageDelta(turn.message.id, 0, ""))
         for index, part in images:
-            await self.bus.publish(run.id, ImageDelta(turn.message.id, index, part["image_file"]["file_id"]))
+            await self.bus.publish(run.id, ImageDelta(turn.message.id, index, part.file_id))
 
     async def cut_off(self, run: Run, turn: Turn, functions: list[Call], usage: dict[str, int]) -> None:
         """The model was cut off while writing calls: their arguments are broken, so no client or
@@ -150,7 +148,7 @@ class RunEndings:
                 thread_id=run.thread_id,
                 created_at=ts,
                 role="assistant",
-                content=[{"call_id": c.id, "name": c.name, "arguments": c.arguments}],
+                content=[ItemFields({"call_id": c.id, "name": c.name, "arguments": c.arguments})],
                 run_id=run.id,
                 type="function_call",
             )

@@ -116,7 +116,7 @@ class RunLoop:
             if remote.configured:
                 taken = [t["function"]["name"] for t in run.tools if t.get("type") == "function"]
                 await remote.prepare(turn.number, [*taken, *self._builtins(run)])
-                await remote.carry_out_approvals(turn.number, (run.response or {}).get("input_ids") or [])
+                await remote.carry_out_approvals(turn.number, run.response.input_ids if run.response else [])
             for _ in range(MAX_TOOL_ROUNDS + 1):
                 served = await self._turn(run, route, steps, turn)
                 if served is None:

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from threadline.domain.clock import now
+from threadline.domain.content import Part, Text, text_content
 from threadline.domain.entities import (
     DEFAULT_PROJECT,
     Assistant,
@@ -41,9 +42,10 @@ from threadline.domain.files import (
     with_search_store,
 )
 from threadline.domain.input_files import InputFiles
-from threadline.domain.lifecycle import end_run, moved, publish, run_event, snapshot, step_event, text_content
+from threadline.domain.lifecycle import end_run, moved, publish, run_event, snapshot, step_event
 from threadline.domain.ports.mcp import McpServers
 from threadline.domain.ports.storage import Bus, Change, Stores, ThreadLockedError
+from threadline.domain.records import part_from
 from threadline.domain.run_states import TERMINAL, RunStatus
 from threadline.domain.vector_stores import VectorStoreService
 from threadline.errors import InvalidRequestError, NotFoundError
@@ -61,17 +63,12 @@ def _not_found(kind: str, object_id: str) -> NotFoundError:
     return NotFoundError(f"No {kind} found with id '{object_id}'.")
 
 
-def message_content(content: str | list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """A create-message ``content`` (a string or request parts) as stored message parts."""
+def message_content(content: str | list[dict[str, Any]]) -> list[Part]:
+    """A create-message ``content`` (a string or request parts) as message parts. A request's image
+    parts have the stored form's shape."""
     if isinstance(content, str):
         return text_content(content)
-    parts: list[dict[str, Any]] = []
-    for part in content:
-        if part["type"] == "text":
-            parts.extend(text_content(part["text"]))
-        else:
-            parts.append(part)
-    return parts
+    return [Text(part["text"]) if part["type"] == "text" else part_from(part) for part in content]
 
 
 class Services:

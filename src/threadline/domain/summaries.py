@@ -78,7 +78,7 @@ async def update_summary(
 def _line(message: Message) -> str:
     """A thread entry as a line of the transcript a summary is made of."""
     if message.type == "compaction":
-        return f"(summary of what came before) {message.content[0]['summary']}"
+        return f"(summary of what came before) {message.fields['summary']}"
     return f"{message.role}: {message.text}"
 
 
@@ -129,7 +129,7 @@ async def summarise_entries(
     lines: list[str] = []
     for entry in entries:
         if entry.type == "compaction":
-            summary, lines = entry.content[0]["summary"], []
+            summary, lines = entry.fields["summary"], []
             continue
         for message in entry_messages(entry):
             if text := message_text(message):

@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from threadline.domain.clock import now
+from threadline.domain.content import ItemFields, Part, Refusal, Text, text_content
 from threadline.domain.entities import FunctionCall, Message, Run, RunStep, StepDetails, ToolCalls
 from threadline.domain.events import Event, ReasoningDelta
-from threadline.domain.lifecycle import message_event, publish, step_event, text_content
+from threadline.domain.lifecycle import message_event, publish, step_event
 from threadline.domain.mcp import OfferedTool
 from threadline.domain.ports.models import Usage
 from threadline.domain.ports.storage import Bus, Change, Stores
@@ -110,7 +111,9 @@ class TurnWriter:
             thread_id=run.thread_id,
             created_at=ts,
             role="assistant",
-            content=[{"summary": [{"type": "summary_text", "text": turn.reasoning}], "status": status}],
+            content=[
+                ItemFields({"summary": [{"type": "summary_text", "text": turn.reasoning}], "status": status})
+            ],
             run_id=run.id,
             metadata={"turn": str(turn.number)},
             completed_at=ts,
@@ -145,14 +148,11 @@ def complete_message(turn: Turn) -> tuple[dict[str, Any], list[Event]]:
     return {"messages": [message], "steps": [step]}, [message_event(message), step_event(step)]
 
 
-def content_parts(turn: Turn) -> list[dict[str, Any]]:
+def content_parts(turn: Turn) -> list[Part]:
     """The message's content parts, in the order the model began them (text, refusal)."""
     if not turn.parts:
         return text_content("")
-    parts: list[dict[str, Any]] = []
-    for kind, value in turn.parts.items():
-        parts += text_content(value) if kind == "text" else [{"type": "refusal", "refusal": value}]
-    return parts
+    return [Text(value) if kind == "text" else Refusal(value) for kind, value in turn.parts.items()]
 
 
 def function_calls(calls: list[Call]) -> ToolCalls:

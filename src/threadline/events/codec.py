@@ -18,8 +18,14 @@ from threadline.domain.events import (
     StepDelta,
 )
 from threadline.domain.records import (
+    annotation_from,
+    annotation_record,
+    content_from,
+    content_record,
     required_action_from,
     required_action_record,
+    response_from,
+    response_record,
     step_details_from,
     step_details_record,
 )
@@ -50,9 +56,15 @@ def encode(event: Event) -> dict[str, Any]:
             obj["step_details"] = step_details_record(event.obj.step_details)
         elif isinstance(event.obj, Run):
             obj["required_action"] = required_action_record(event.obj.required_action)
+            obj["response"] = response_record(event.obj.response)
+        elif isinstance(event.obj, Message):
+            obj["content"] = content_record(event.obj.content)
         return {"k": _KINDS[type(event.obj)], "name": event.name, "obj": obj}
     if isinstance(event, BuiltinCallDelta):
         return {"k": "builtin_delta", **dataclasses.asdict(event)}
+    if isinstance(event, MessageDelta):
+        annotations = [annotation_record(a) for a in event.annotations]
+        return {"k": "message_delta", **dataclasses.asdict(event), "annotations": annotations}
     return {"k": _SIMPLE_KINDS[type(event)], **dataclasses.asdict(event)}
 
 
@@ -63,6 +75,8 @@ def reference(event: ObjectEvent) -> dict[str, Any]:
 
 def decode(data: dict[str, Any]) -> Event:
     kind = data.pop("k")
+    if kind == "message_delta":
+        data["annotations"] = tuple(annotation_from(a) for a in data["annotations"])
     if kind in _SIMPLE:
         return _SIMPLE[kind](**data)
     if kind == "builtin_delta":
@@ -73,8 +87,11 @@ def decode(data: dict[str, Any]) -> Event:
     if cls is Run:
         values["status"] = RunStatus(values["status"])
         values["required_action"] = required_action_from(values["required_action"])
+        values["response"] = response_from(values["response"])
     elif cls is RunStep:
         values["step_details"] = step_details_from(values["step_details"])
+    elif cls is Message:
+        values["content"] = content_from(values["content"])
     return ObjectEvent(data["name"], cls(**values))
 
 

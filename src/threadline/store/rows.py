@@ -32,8 +32,12 @@ from threadline.domain.entities import (
 from threadline.domain.files import attached_code_files, attached_search_files, with_code_files
 from threadline.domain.ports.storage import ThreadLockedError
 from threadline.domain.records import (
+    content_from,
+    content_record,
     required_action_from,
     required_action_record,
+    response_from,
+    response_record,
     step_details_from,
     step_details_record,
 )
@@ -60,6 +64,9 @@ def _row(entity: Any) -> dict[str, Any]:
         row["step_details"] = step_details_record(entity.step_details)
     elif isinstance(entity, Run):
         row["required_action"] = required_action_record(entity.required_action)
+        row["response"] = response_record(entity.response)
+    elif isinstance(entity, Message):
+        row["content"] = content_record(entity.content)
     return row
 
 
@@ -69,8 +76,11 @@ def _entity(cls: type[E], row: Row[Any]) -> E:
     if cls is Run:
         values["status"] = RunStatus(values["status"])
         values["required_action"] = required_action_from(values["required_action"])
+        values["response"] = response_from(values["response"])
     elif cls is RunStep:
         values["step_details"] = step_details_from(values["step_details"])
+    elif cls is Message:
+        values["content"] = content_from(values["content"])
     return cls(**values)
 
 
