@@ -2,13 +2,13 @@
 
 ``VectorStoreService`` backs ``/v1/vector_stores`` and its search, and the worker's ingestion job;
 the files and file batches a request names inside a store are ``VectorStoreFiles``
-(``vector_store_files.py``), which adds them through ``add_files`` here. Adding a file writes an ``in_progress`` row and
-queues a ``vector_store_file.ingest`` job; the request returns at once. ``ingest`` (the job's
-handler, run by a worker) reads the file's bytes and hands them to the retrieval engine (parse,
-chunk, embed in a bounded child process, index), then moves the row to ``completed`` or ``failed``
-with a reason; a file removed or cancelled meanwhile has its indexing stopped. Every
-status move is a guarded write from ``in_progress``: a file cancelled or removed while it was being
-indexed is not revived, and its chunks are taken out again. A store's ``file_counts``,
+(``vector_store_files.py``), which adds them through ``add_files`` here. Adding a file writes an
+``in_progress`` row and queues a ``vector_store_file.ingest`` job; the request returns at once.
+``ingest`` (the job's handler, run by a worker) reads the file's bytes and hands them to the
+retrieval engine (parse, chunk, embed in a bounded child process, index), then moves the row to
+``completed`` or ``failed`` with a reason; a file removed or cancelled meanwhile has its indexing
+stopped. Every status move is a guarded write from ``in_progress``: a file cancelled or removed
+while it was being indexed is not revived, and its chunks are taken out again. A store's ``file_counts``,
 ``usage_bytes`` and ``status`` are computed from its files' rows when it is read, so they cannot
 drift; ``expired`` comes from ``expires_at``, which moves with ``last_active_at``.
 
