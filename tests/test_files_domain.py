@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from threadline.domain.commands import NewMessage, NewRun, NewThread, NewThreadAndRun
 from threadline.domain.entities import Message
 from threadline.domain.files import (
     FileRef,
@@ -13,7 +14,6 @@ from threadline.domain.files import (
     attached_search_files,
     check_filename,
     content_type_for,
-    referenced_files,
     thread_store_id,
     with_code_files,
     with_search_store,
@@ -55,22 +55,18 @@ def test_content_types(name: str, declared: str | None, expected: str) -> None:
 
 
 def test_references_are_found_wherever_a_request_names_files() -> None:
-    message: dict[str, Any] = {
-        "content": [
-            {"type": "text", "text": "x"},
-            {"type": "image_file", "image_file": {"file_id": "file-img"}},
-        ],
-        "attachments": [{"file_id": "file-att", "tools": []}],
+    message = NewMessage(
+        "user",
+        [{"type": "text", "text": "x"}, {"type": "image_file", "image_file": {"file_id": "file-img"}}],
+        attachments=[{"file_id": "file-att", "tools": []}],
+    )
+    resources: dict[str, Any] = {
+        "code_interpreter": {"file_ids": ["file-ci"]},
+        "file_search": {"vector_store_ids": ["vs_1"], "vector_stores": [{"file_ids": ["file-vs"]}]},
     }
-    fields: dict[str, Any] = {
-        "tool_resources": {
-            "code_interpreter": {"file_ids": ["file-ci"]},
-            "file_search": {"vector_store_ids": ["vs_1"], "vector_stores": [{"file_ids": ["file-vs"]}]},
-        },
-        "additional_messages": [message],
-        "thread": {"messages": [message], "tool_resources": {"code_interpreter": {"file_ids": ["file-t"]}}},
-    }
-    assert referenced_files(fields) == [
+    thread = NewThread([message], {"code_interpreter": {"file_ids": ["file-t"]}})
+    command = NewThreadAndRun(NewRun("asst_1", additional_messages=[message]), thread, resources)
+    assert command.file_refs() == [
         FileRef("file-ci", "tool_resources.code_interpreter.file_ids[0]"),
         FileRef("file-vs", "tool_resources.file_search.vector_stores[0].file_ids[0]"),
         FileRef("file-att", "additional_messages[0].attachments[0].file_id"),
@@ -79,7 +75,7 @@ def test_references_are_found_wherever_a_request_names_files() -> None:
         FileRef("file-att", "thread.messages[0].attachments[0].file_id"),
         FileRef("file-img", "thread.messages[0].content[1].image_file.file_id"),
     ]
-    assert referenced_files({"content": "plain text", "metadata": {}}) == []
+    assert NewMessage("user", "plain text").file_refs() == []
 
 
 def _message(*attachments: tuple[str, list[str]]) -> Message:

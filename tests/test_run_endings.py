@@ -18,12 +18,14 @@ import pytest
 
 from tests.conftest import database_url
 from threadline.domain.clock import now
+from threadline.domain.commands import NewAssistant, NewMessage, NewRun, NewThread
 from threadline.domain.entities import RunStep, ToolCalls
 from threadline.domain.files import FileService
 from threadline.domain.lifecycle import end_run
 from threadline.domain.ports.storage import Change
 from threadline.domain.run_states import RunStatus
-from threadline.domain.services import Services
+from threadline.domain.scope import Scope
+from threadline.domain.service_set import ServiceSet
 from threadline.events.bus import LocalBus
 from threadline.ids import new_id
 from threadline.store import Database, sql_stores
@@ -173,12 +175,12 @@ def test_step_errors_use_step_codes_only(tmp_path: Path) -> None:
         db = Database(url)
         try:
             stores, bus = sql_stores(db), LocalBus()
-            services = Services(stores, bus, _AnyModel(), _files(db, tmp_path))
-            assistant = await services.create_assistant({"model": "m"})
-            thread = await services.create_thread({"messages": [{"role": "user", "content": "hi"}]})
+            services = ServiceSet.of(Scope(stores, bus, _AnyModel(), _files(db, tmp_path)))
+            assistant = await services.assistants.create_assistant(NewAssistant(model="m"))
+            thread = await services.threads.create_thread(NewThread([NewMessage("user", "hi")]))
             errors = []
             for code in ("invalid_prompt", "rate_limit_exceeded"):
-                run = await services.create_run(thread.id, {"assistant_id": assistant.id})
+                run = await services.runs.create_run(thread.id, NewRun(assistant.id))
                 (claimed,) = await stores.runs.claim_next("worker-1", time.time(), 30, 1)
                 assert claimed.id == run.id and claimed.status is RunStatus.IN_PROGRESS
                 step = RunStep(
@@ -218,10 +220,10 @@ def test_writes_while_driving_a_run_keep_its_renewed_lease(tmp_path: Path) -> No
         db = Database(url)
         try:
             stores, bus = sql_stores(db), LocalBus()
-            services = Services(stores, bus, _AnyModel(), _files(db, tmp_path))
-            assistant = await services.create_assistant({"model": "m"})
-            thread = await services.create_thread({"messages": [{"role": "user", "content": "hi"}]})
-            run = await services.create_run(thread.id, {"assistant_id": assistant.id})
+            services = ServiceSet.of(Scope(stores, bus, _AnyModel(), _files(db, tmp_path)))
+            assistant = await services.assistants.create_assistant(NewAssistant(model="m"))
+            thread = await services.threads.create_thread(NewThread([NewMessage("user", "hi")]))
+            run = await services.runs.create_run(thread.id, NewRun(assistant.id))
             (claimed,) = await stores.runs.claim_next("worker-1", time.time(), 30, 1)
             renewed = time.time() + 300
             assert await stores.runs.renew_leases("worker-1", [run.id], renewed) == [run.id]

@@ -666,7 +666,7 @@ def test_client_disconnect_does_not_cancel_the_run(
     [message] = client.beta.threads.messages.list(thread_id=thread_id, run_id=run_id).data
     assert message.content[0].type == "text" and message.content[0].text.value == TWENTY_WORDS
     assert model.disconnects == 0  # the model call itself was never cut short
-    bus = server.app.state.services.bus
+    bus = server.app.state.services.scope.bus
     wait_for(lambda: bus.subscriber_count(run_id) == 0, what="the stream's subscription to close")
 
 
@@ -689,7 +689,7 @@ def test_client_gone_before_the_first_byte(
         lambda: next(iter(client.beta.threads.runs.list(thread_id=thread_id).data), None),
         what="the run to be created",
     )
-    bus = server.app.state.services.bus
+    bus = server.app.state.services.scope.bus
     wait_for(
         lambda: client.beta.threads.runs.retrieve(run.id, thread_id=thread_id).status == "completed",
         what="the run to complete",

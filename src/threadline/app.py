@@ -60,7 +60,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime = await Runtime.open(settings, router, tools, start_models=run_worker)
         if settings.assistants_file:
-            applied = await declarations.apply(runtime.services, settings.assistants_file)
+            applied = await declarations.apply(runtime.services.assistants, settings.assistants_file)
             log.info("applied %d assistant declarations from %s", len(applied), settings.assistants_file)
         worker = runtime.worker(job_handlers) if run_worker else None
         app.state.settings = settings

@@ -124,7 +124,7 @@ async def _worker(settings: Settings) -> None:
     runtime = await Runtime.open(settings, start_models=True)
     try:
         if settings.assistants_file:
-            await declarations.apply(runtime.services, settings.assistants_file)
+            await declarations.apply(runtime.services.assistants, settings.assistants_file)
         worker = runtime.worker()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -149,7 +149,7 @@ def cmd_apply(settings: Settings, path: str) -> None:
 
         runtime = await Runtime.open(settings)
         try:
-            applied = await declarations.apply_declared(runtime.services, declared)
+            applied = await declarations.apply_declared(runtime.services.assistants, declared)
         finally:
             await runtime.aclose()
         for assistant in applied:

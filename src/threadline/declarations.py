@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
 
 import yaml
 from pydantic import ValidationError
 
 from threadline.api.schemas import CreateAssistantRequest
+from threadline.domain.assistants import AssistantService
+from threadline.domain.commands import NewAssistant
 from threadline.domain.entities import Assistant
-from threadline.domain.services import Services
 
 _ID = re.compile(r"^asst_[A-Za-z0-9_-]{1,59}$")
 
@@ -25,8 +25,8 @@ class DeclarationError(ValueError):
     pass
 
 
-def load(path: str | Path) -> list[tuple[str, dict[str, Any]]]:
-    """Parse and validate a declarations file: ``(id, fields)`` per assistant.
+def load(path: str | Path) -> list[tuple[str, NewAssistant]]:
+    """Parse and validate a declarations file: ``(id, assistant)`` per assistant.
 
     Every problem is a :class:`DeclarationError` with a one-line message naming the file."""
     try:
@@ -39,7 +39,7 @@ def load(path: str | Path) -> list[tuple[str, dict[str, Any]]]:
         return []
     if not isinstance(entries, list):
         raise DeclarationError(f"{path}: expected a list of assistants, got {type(entries).__name__}")
-    declared: list[tuple[str, dict[str, Any]]] = []
+    declared: list[tuple[str, NewAssistant]] = []
     seen: set[str] = set()
     for position, entry in enumerate(entries, 1):
         if not isinstance(entry, dict):
@@ -57,9 +57,7 @@ def load(path: str | Path) -> list[tuple[str, dict[str, Any]]]:
             request = CreateAssistantRequest.model_validate(entry)
         except ValidationError as exc:
             raise DeclarationError(f"{path}: assistant {assistant_id}: {_validation_problem(exc)}") from exc
-        fields = request.fields()
-        fields.setdefault("tools", [])
-        declared.append((assistant_id, fields))
+        declared.append((assistant_id, request.command()))
     return declared
 
 
@@ -81,10 +79,12 @@ def _validation_problem(exc: ValidationError) -> str:
     return "; ".join(problems)
 
 
-async def apply(services: Services, path: str | Path) -> list[Assistant]:
-    return await apply_declared(services, load(path))
+async def apply(assistants: AssistantService, path: str | Path) -> list[Assistant]:
+    return await apply_declared(assistants, load(path))
 
 
-async def apply_declared(services: Services, declared: list[tuple[str, dict[str, Any]]]) -> list[Assistant]:
-    """Create or update each ``(id, fields)`` from :func:`load`."""
-    return [await services.apply_assistant(assistant_id, fields) for assistant_id, fields in declared]
+async def apply_declared(
+    assistants: AssistantService, declared: list[tuple[str, NewAssistant]]
+) -> list[Assistant]:
+    """Create or update each ``(id, assistant)`` from :func:`load`."""
+    return [await assistants.apply_assistant(assistant_id, command) for assistant_id, command in declared]

@@ -25,8 +25,8 @@ from threadline.domain.ports.storage import BlobStore, Stores
 from threadline.domain.ports.tool_services import Passage
 from threadline.domain.ports.tools import Tool, ToolError
 from threadline.domain.projects import Projects
-from threadline.domain.responses import ResponseService
-from threadline.domain.services import Services
+from threadline.domain.scope import Scope
+from threadline.domain.service_set import ServiceSet
 from threadline.domain.vector_store_files import VectorStoreFiles
 from threadline.domain.vector_stores import INGEST_JOB, VectorStoreService
 from threadline.errors import ServiceUnavailableError, ThreadlineError
@@ -66,7 +66,7 @@ class Runtime:
     stores: Stores
     bus: LocalBus
     router: RoutingTable
-    services: Services
+    services: ServiceSet
     metrics: Metrics
     projects: Projects
     files: FileService
@@ -120,25 +120,28 @@ class Runtime:
         jobs = SqlJobQueue(db, max_attempts=settings.job_max_attempts)
         engine = LazyEngine(settings, db, dense_in_database)
         vector_stores = VectorStoreService(SqlVectorStoreRepository(db), files, jobs, engine.get)
-        services = Services(
-            stores,
-            bus,
-            routes,
-            files,
-            run_expiry_seconds=settings.run_expiry_seconds,
-            vector_stores=vector_stores,
-        )
         guard = RemoteGuard.from_settings(settings)
-        services.input_files = InputFiles(
+        input_files = InputFiles(
             IngestionProcesses(settings),
             max_characters=settings.input_file_max_characters,
             max_bytes=settings.file_max_bytes,
             fetcher=guard,
         )
-        services.mcp = McpGateway(
+        mcp = McpGateway(
             McpClient(guard.httpx_client_factory, timeout=settings.mcp_timeout_seconds),
             settings.secret_key,
         )
+        scope = Scope(
+            stores,
+            bus,
+            routes,
+            files,
+            vector_stores=vector_stores,
+            input_files=input_files,
+            mcp=mcp,
+            run_expiry_seconds=settings.run_expiry_seconds,
+        )
+        services = ServiceSet.of(scope)
         projects = Projects(stores.projects, legacy_key=settings.api_key)
         runtime = cls(
             settings,
@@ -179,9 +182,9 @@ class Runtime:
             observe_job=self.metrics.job_attempted,
             images=UploadedImages(self.files),
             job_give_ups={INGEST_JOB: self.vector_stores.ingest_given_up},
-            on_claim=partial(response_recording.take_over, ResponseService(self.services)),
+            on_claim=partial(response_recording.take_over, self.services.responses),
             interruptible_jobs={INGEST_JOB},
-            mcp=self.services.mcp,
+            mcp=self.services.scope.mcp,
         )
 
     async def aclose(self) -> None:

@@ -11,6 +11,7 @@ would, so each ending can be reached and looked at directly.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import sqlite3
 import time
 import uuid
@@ -22,11 +23,13 @@ import pytest
 
 from tests.conftest import BACKEND
 from tests.support import POSTGRES_ADMIN_URL, postgres_available
+from threadline.domain.commands import NewAssistant, NewMessage, NewRun, NewThread
 from threadline.domain.entities import ListQuery, Message, Run, RunStep
 from threadline.domain.events import Event, ObjectEvent
 from threadline.domain.files import FileService
 from threadline.domain.run_loop import RunLoop
-from threadline.domain.services import Services
+from threadline.domain.scope import Scope
+from threadline.domain.service_set import ServiceSet
 from threadline.events.bus import LocalBus, Subscription
 from threadline.store import Database, sql_stores, tables
 from threadline.store.blobs import LocalBlobStore
@@ -51,7 +54,7 @@ class Domain:
         self.files = FileService(
             SqlFileStore(self.db), LocalBlobStore(directory / "files"), max_bytes=1 << 20
         )
-        self.services = Services(self.stores, self.bus, self.router, self.files)
+        self.services = ServiceSet.of(Scope(self.stores, self.bus, self.router, self.files))
         self.tools = ToolRegistry()
 
     def loop(self, worker: str = WORKER, **options: Any) -> RunLoop:
@@ -70,12 +73,17 @@ class Domain:
         **run_fields: Any,
     ) -> Run:
         """A queued run on a new thread: ``history`` messages, then a user message of ``content``."""
-        assistant = await self.services.create_assistant(
-            {"model": MODEL, "tools": tools or [], "instructions": instructions}
+        assistant = await self.services.assistants.create_assistant(
+            NewAssistant(MODEL, tools=tools or [], instructions=instructions)
         )
-        messages = [*(history or []), {"role": "user", "content": content}]
-        thread = await self.services.create_thread({"messages": messages})
-        return await self.services.create_run(thread.id, {"assistant_id": assistant.id, **run_fields})
+        messages = [*(NewMessage(**m) for m in history or []), NewMessage("user", content)]
+        thread = await self.services.threads.create_thread(NewThread(messages))
+        return await self.services.runs.create_run(thread.id, NewRun(assistant.id, **run_fields))
+
+    def expire_runs_after(self, seconds: int) -> None:
+        """Runs started from now on expire ``seconds`` after they are made."""
+        scope = dataclasses.replace(self.services.scope, run_expiry_seconds=seconds)
+        self.services = ServiceSet.of(scope)
 
     async def claim(self, worker: str = WORKER, lease: float = 30.0) -> Run:
         """Claim the one claimable run, as a worker's claiming statement does."""

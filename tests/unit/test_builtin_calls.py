@@ -101,7 +101,7 @@ async def test_cancel_during_a_call_stops_the_tool(domain: Domain) -> None:
     claimed = await domain.claim()
     task = asyncio.create_task(domain.loop().execute(claimed))
     await wait_until(tool.started.is_set, what="the tool call to start")
-    await domain.services.cancel_run(run.thread_id, run.id)
+    await domain.services.runs.cancel_run(run.thread_id, run.id)
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
 

@@ -10,6 +10,7 @@ import base64
 import pytest
 
 from tests.unit.conftest import Domain
+from threadline.domain.commands import NewAssistant, NewMessage, NewRun, NewThread
 from threadline.domain.context import ContextBuilder
 from threadline.domain.files import UploadedImages
 from threadline.domain.run_states import RunStatus
@@ -111,14 +112,14 @@ async def test_files_attached_for_code_reach_the_tool(domain: Domain) -> None:
     tool = ScriptedTool("code_interpreter")
     domain.tools.register(tool)
     data = await domain.files.save_output("data.csv", b"a,b\n1,2\n", "text/csv")
-    assistant = await domain.services.create_assistant(
-        {"model": "scripted", "tools": [{"type": "code_interpreter"}]}
+    assistant = await domain.services.assistants.create_assistant(
+        NewAssistant("scripted", tools=[{"type": "code_interpreter"}])
     )
     attachment = {"file_id": data.id, "tools": [{"type": "code_interpreter"}]}
-    thread = await domain.services.create_thread(
-        {"messages": [{"role": "user", "content": "sum it", "attachments": [attachment]}]}
+    thread = await domain.services.threads.create_thread(
+        NewThread([NewMessage("user", "sum it", attachments=[attachment])])
     )
-    run = await domain.services.create_run(thread.id, {"assistant_id": assistant.id})
+    run = await domain.services.runs.create_run(thread.id, NewRun(assistant.id))
     domain.model.script(Reply(tool_calls=[ToolCall("code_interpreter", {"code": "sum()"})]), "3")
     await domain.drive(run)
     (call,) = tool.calls

@@ -8,12 +8,12 @@ from __future__ import annotations
 import pytest
 
 from tests.unit.conftest import MODEL, Domain
+from threadline.domain.commands import NewResponse
 from threadline.domain.content import ItemFields, text_content
 from threadline.domain.entities import ListQuery, Message, Run
 from threadline.domain.events import ReasoningDelta
 from threadline.domain.ports.models import ReplyLimits
 from threadline.domain.response_items import NewItem
-from threadline.domain.responses import NewResponse, ResponseService
 from threadline.domain.run_states import RunStatus
 from threadline.testing import Reply, ToolCall
 
@@ -34,7 +34,7 @@ async def _items(domain: Domain, run: Run) -> list[Message]:
 
 
 async def test_a_function_call_ends_a_response_completed_and_its_output_comes_next(domain: Domain) -> None:
-    responses = ResponseService(domain.services)
+    responses = domain.services.responses
     first = await responses.create_response(NewResponse(MODEL, [_said("weather?")], tools=[WEATHER]))
     domain.model.script(Reply(tool_calls=[ToolCall("get_weather", {"city": "Paris"})]), "Sunny.")
     done = await domain.drive(first)
@@ -60,7 +60,7 @@ async def test_a_function_call_ends_a_response_completed_and_its_output_comes_ne
 
 async def test_a_response_keeps_the_models_thinking_and_a_run_does_not(domain: Domain) -> None:
     reply = Reply(reasoning="Paris is in France.", text="It is sunny.")
-    responses = ResponseService(domain.services)
+    responses = domain.services.responses
     response = await responses.create_response(NewResponse(MODEL, [_said("weather?")]))
     events = domain.follow(response)
     domain.model.script(reply)
@@ -86,7 +86,7 @@ async def test_a_response_keeps_the_models_thinking_and_a_run_does_not(domain: D
 
 async def test_thinking_cut_off_by_a_failure_is_kept_incomplete(domain: Domain) -> None:
     domain.model.limits = ReplyLimits(max_bytes=8)
-    responses = ResponseService(domain.services)
+    responses = domain.services.responses
     response = await responses.create_response(NewResponse(MODEL, [_said("weather?")]))
     domain.model.script(Reply(reasoning="one two three four", text="never"))
     failed = await domain.drive(response)

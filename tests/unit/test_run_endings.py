@@ -18,6 +18,7 @@ import pytest
 
 from tests.unit.conftest import Domain, wait_until
 from threadline.config import Settings
+from threadline.domain.commands import FunctionOutput, NewRun
 from threadline.domain.entities import FunctionCall, MessageCreation, ToolCalls
 from threadline.domain.events import MessageDelta
 from threadline.domain.ports.models import ReplyLimits
@@ -59,7 +60,7 @@ async def test_an_answer_completes_the_run(domain: Domain) -> None:
     assert names[-1] == "thread.run.completed"
     assert names.index("thread.message.completed") < names.index("thread.run.completed")
     # The thread's lock went with the run: another run may start.
-    await domain.services.create_run(run.thread_id, {"assistant_id": run.assistant_id})
+    await domain.services.runs.create_run(run.thread_id, NewRun(run.assistant_id))
 
 
 async def test_function_call_waits_for_outputs_then_completes(domain: Domain) -> None:
@@ -76,8 +77,8 @@ async def test_function_call_waits_for_outputs_then_completes(domain: Domain) ->
     (step,) = await domain.steps(run)
     assert step.type == "tool_calls" and step.status == "in_progress"
 
-    await domain.services.submit_tool_outputs(
-        run.thread_id, run.id, [{"tool_call_id": call.id, "output": "18C, sunny"}]
+    await domain.services.runs.submit_tool_outputs(
+        run.thread_id, run.id, [FunctionOutput(call.id, "18C, sunny")]
     )
     done = await domain.drive(run)
     assert done.status is RunStatus.COMPLETED and done.required_action is None
@@ -111,7 +112,7 @@ async def test_model_error_fails_the_run(domain: Domain, status: int, code: str)
     )
     assert await domain.messages(run) == []
     assert failed.worker_id is None
-    await domain.services.create_run(run.thread_id, {"assistant_id": run.assistant_id})
+    await domain.services.runs.create_run(run.thread_id, NewRun(run.assistant_id))
 
 
 async def test_retryable_errors_are_retried_and_others_are_not(domain: Domain) -> None:
@@ -123,7 +124,7 @@ async def test_retryable_errors_are_retried_and_others_are_not(domain: Domain) -
     assert message.text == "Third time lucky."
 
     domain.model.reset()
-    again = await domain.services.create_run(run.thread_id, {"assistant_id": run.assistant_id})
+    again = await domain.services.runs.create_run(run.thread_id, NewRun(run.assistant_id))
     domain.model.script(Reply(status=400), "never asked")
     failed = await domain.drive(again, retries=2)
     assert failed.status is RunStatus.FAILED and len(domain.model.requests) == 1
@@ -224,7 +225,7 @@ async def test_newest_message_larger_than_the_window_fails_as_invalid_prompt(dom
 
 async def test_cancelling_a_queued_run_ends_it_at_once(domain: Domain) -> None:
     run = await domain.start()
-    cancelling = await domain.services.cancel_run(run.thread_id, run.id)
+    cancelling = await domain.services.runs.cancel_run(run.thread_id, run.id)
     assert cancelling.status is RunStatus.CANCELLING
     ended = await domain.reload(run)
     assert ended.status is RunStatus.CANCELLED and ended.cancelled_at is not None
@@ -235,7 +236,7 @@ async def test_cancelling_a_waiting_run_closes_its_calls(domain: Domain) -> None
     run = await domain.start(tools=[WEATHER])
     domain.model.script(Reply(tool_calls=[ToolCall("get_weather", {"city": "Paris"})]))
     await domain.drive(run)
-    await domain.services.cancel_run(run.thread_id, run.id)
+    await domain.services.runs.cancel_run(run.thread_id, run.id)
     ended = await domain.reload(run)
     assert ended.status is RunStatus.CANCELLED and ended.required_action is None
     (step,) = await domain.steps(run)
@@ -249,7 +250,7 @@ async def test_cancel_mid_answer_stops_the_model_and_keeps_the_partial_text(doma
     claimed = await domain.claim()
     task = asyncio.create_task(domain.loop().execute(claimed))
     await wait_until(lambda: len([e for e in events.pull() if isinstance(e, MessageDelta)]) >= 6)
-    await domain.services.cancel_run(run.thread_id, run.id)
+    await domain.services.runs.cancel_run(run.thread_id, run.id)
     task.cancel()  # what the worker does when it sees the run cancelling
     await asyncio.gather(task, return_exceptions=True)
 
@@ -268,7 +269,7 @@ async def test_cancel_landing_before_the_loops_write_wins(domain: Domain) -> Non
     run = await domain.start()
     domain.model.script("An answer nobody will see.")
     claimed = await domain.claim()
-    await domain.services.cancel_run(run.thread_id, run.id)
+    await domain.services.runs.cancel_run(run.thread_id, run.id)
     await domain.loop().execute(claimed)  # not interrupted: its own guarded write must lose
     ended = await domain.reload(run)
     assert ended.status is RunStatus.CANCELLED
@@ -280,7 +281,7 @@ def _worker(domain: Domain) -> Worker:
 
 
 async def test_sweeper_expires_a_queued_run(domain: Domain) -> None:
-    domain.services.run_expiry_seconds = -10
+    domain.expire_runs_after(-10)
     run = await domain.start()
     assert await _worker(domain).sweep() == 1
     ended = await domain.reload(run)
@@ -289,7 +290,7 @@ async def test_sweeper_expires_a_queued_run(domain: Domain) -> None:
 
 
 async def test_expired_while_driven_keeps_the_expiry(domain: Domain) -> None:
-    domain.services.run_expiry_seconds = -10
+    domain.expire_runs_after(-10)
     run = await domain.start()
     events = domain.follow(run)
     domain.model.script(Reply(text="and so on ", endless=True))
@@ -309,7 +310,7 @@ async def test_expired_while_driven_keeps_the_expiry(domain: Domain) -> None:
 
 
 async def test_expired_before_the_loops_write_is_not_overwritten(domain: Domain) -> None:
-    domain.services.run_expiry_seconds = -10
+    domain.expire_runs_after(-10)
     run = await domain.start()
     claimed = await domain.claim()
     assert await _worker(domain).sweep() == 1

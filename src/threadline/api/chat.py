@@ -28,7 +28,7 @@ from threadline.api.schemas import ReasoningEffort, ResponseFormat, Strict
 from threadline.domain.chat import ChatService, Choice, Completion, Piece
 from threadline.domain.files import UploadedImages
 from threadline.domain.ports.models import ChatMessage, ModelRequest, Usage
-from threadline.domain.services import Services
+from threadline.domain.scope import Scope
 from threadline.errors import InvalidRequestError, NotFoundError, ThreadlineError
 
 router = APIRouter(route_class=CheckedRoute)
@@ -214,11 +214,11 @@ class Observed:
         self.end(exc.status if isinstance(exc, ThreadlineError) else 500)
 
 
-async def read_files(request: ModelRequest, svc: Services) -> ModelRequest:
+async def read_files(request: ModelRequest, scope: Scope) -> ModelRequest:
     """``request`` with its ``file`` content parts (``{"type": "file", "file": {"file_id" |
     "file_data", "filename"}}``) read as a response's ``input_file`` parts are: the file's text, or
     its image, in the part's place."""
-    if svc.input_files is None:
+    if scope.input_files is None:
         return request
     messages: list[ChatMessage] = []
     for i, message in enumerate(request.messages):
@@ -238,7 +238,7 @@ async def read_files(request: ModelRequest, svc: Services) -> ModelRequest:
                         )
                     part = input_file_part(file, at)
                 parts.append(part)
-            shown = await svc.input_files.for_chat(parts, svc.files, UploadedImages(svc.files))
+            shown = await scope.input_files.for_chat(parts, scope.files, UploadedImages(scope.files))
             message = {**message, "content": shown}
         messages.append(message)
     return dataclasses.replace(request, messages=messages)
@@ -251,7 +251,7 @@ async def create_chat_completion(
     observed = Observed(request, "/v1/chat/completions")
     service = chat_service(request)
     try:
-        model_request = await read_files(body.model_request(), svc)
+        model_request = await read_files(body.model_request(), svc.scope)
         if body.stream:
             return await _stream(body, model_request, service, observed)
         if body.stream_options is not None:

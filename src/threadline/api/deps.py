@@ -1,4 +1,4 @@
-"""What routes share: the services object, the beta-header and API-key checks, list parameters."""
+"""What routes share: the services (one per aggregate), the beta-header and API-key checks, list parameters."""
 
 from __future__ import annotations
 
@@ -7,17 +7,20 @@ from typing import Annotated, Literal
 
 from fastapi import Depends, Query, Request
 
+from threadline.domain.assistants import AssistantService
 from threadline.domain.entities import ListQuery
 from threadline.domain.projects import Projects
-from threadline.domain.services import Services
+from threadline.domain.runs import RunService
+from threadline.domain.service_set import ServiceSet
+from threadline.domain.threads import ThreadService
 from threadline.errors import AuthenticationError, InvalidRequestError, MissingBetaHeaderError
 
 RUN_STEP_INCLUDES = ("step_details.tool_calls[*].file_search.results[*].content",)
 
 
-async def services(request: Request) -> Services:
+async def services(request: Request) -> ServiceSet:
     """The services, seeing only the project the request's key opened (see :func:`authenticate`)."""
-    svc: Services = request.app.state.services
+    svc: ServiceSet = request.app.state.services
     return svc.for_project(request.state.project_id)
 
 
@@ -88,5 +91,22 @@ async def include_query(include: Annotated[list[str] | None, Query(alias="includ
     return include or []
 
 
-Svc = Annotated[Services, Depends(services)]
+Svc = Annotated[ServiceSet, Depends(services)]
+
+
+async def assistants(svc: Svc) -> AssistantService:
+    return svc.assistants
+
+
+async def threads(svc: Svc) -> ThreadService:
+    return svc.threads
+
+
+async def runs(svc: Svc) -> RunService:
+    return svc.runs
+
+
+Assistants = Annotated[AssistantService, Depends(assistants)]
+Threads = Annotated[ThreadService, Depends(threads)]
+Runs = Annotated[RunService, Depends(runs)]
 Paging = Annotated[ListQuery, Depends(list_query)]

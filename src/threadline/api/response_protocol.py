@@ -21,8 +21,8 @@ from threadline.api.response_tool_parsing import (
     shown_tool,
 )
 from threadline.api.schemas import MAX_INT32, ReasoningEffort, Strict, WithMetadata, _check_metadata
+from threadline.domain.commands import NewResponse
 from threadline.domain.response_items import ItemReference, NewItem
-from threadline.domain.responses import NewResponse
 from threadline.errors import InvalidRequestError
 
 INCLUDES = (

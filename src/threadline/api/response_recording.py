@@ -47,7 +47,7 @@ def take_over(responses: ResponseService, run: Run) -> None:
     before the worker drives the run, so no event of the claim is missed."""
     if run.claims < 2 or not (run.response and run.response.background):
         return
-    subscription = responses.svc.bus.subscribe(run.id)
+    subscription = responses.bus.subscribe(run.id)
     _start(run.id, _take_over(responses, run, subscription, _recorders.get(run.id)))
 
 
@@ -119,7 +119,7 @@ def resume(responses: ResponseService, run: Run, starting_after: int) -> Streami
 async def _tail(responses: ResponseService, response_id: str, after: int) -> AsyncIterator[bytes]:
     stores = responses.stores
     quiet_since: float | None = None
-    with responses.svc.bus.subscribe(response_id) as wake:
+    with responses.bus.subscribe(response_id) as wake:
         while True:
             batch = await stores.responses.events(response_id, after, 256)
             for event in batch:

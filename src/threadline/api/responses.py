@@ -32,7 +32,6 @@ from threadline.domain.entities import Run
 from threadline.domain.ports.models import Route
 from threadline.domain.ports.tools import ToolSet
 from threadline.domain.responses import ResponseService
-from threadline.domain.services import Services
 from threadline.errors import InvalidRequestError
 from threadline.ids import new_id
 from threadline.providers.tokenizers import EstimateTokenizer
@@ -40,8 +39,8 @@ from threadline.providers.tokenizers import EstimateTokenizer
 router = APIRouter(route_class=CheckedRoute)
 
 
-def responses(svc: Svc) -> ResponseService:
-    return ResponseService(svc)
+async def responses(svc: Svc) -> ResponseService:
+    return svc.responses
 
 
 Responses = Annotated[ResponseService, Depends(responses)]
@@ -59,13 +58,13 @@ async def include_query(
 Includes = Annotated[list[str], Depends(include_query)]
 
 
-async def _finished(svc: Services, responses: ResponseService, run: Run) -> Run:
+async def _finished(responses: ResponseService, run: Run) -> Run:
     """``run`` once it has ended, read back."""
 
     async def read() -> Run:
         return await responses.stores.runs.get_by_id(run.id) or run
 
-    with svc.bus.subscribe(run.id) as subscription:
+    with responses.bus.subscribe(run.id) as subscription:
         return await settled(subscription, read)
 
 
@@ -85,14 +84,14 @@ def _check_tools(body: CreateResponseRequest, tools: ToolSet) -> None:
 
 @router.post("/responses", response_model=None)
 async def create_response(
-    body: CreateResponseRequest, request: Request, svc: Svc, responses: Responses
+    body: CreateResponseRequest, request: Request, responses: Responses
 ) -> dict[str, Any] | StreamingResponse:
     command = body.command()
     _check_tools(body, request.app.state.runtime.tools)
     if body.stream or command.background:
         # Subscribe before the response exists, so its stream (or its recording) misses no event.
         response_id = new_id("response")
-        subscription = svc.bus.subscribe(response_id)
+        subscription = responses.bus.subscribe(response_id)
         try:
             run = await responses.create_response(command, response_id)
         except BaseException:
@@ -104,7 +103,7 @@ async def create_response(
         if body.stream:
             return response_recording.resume(responses, run, -1)
         return response_object(await responses.view(run))
-    run = await _finished(svc, responses, await responses.create_response(command))
+    run = await _finished(responses, await responses.create_response(command))
     answer = response_object(await responses.view(run))
     await responses.forget(run)
     return answer
@@ -115,7 +114,7 @@ async def count_input_tokens(
     body: CountTokensRequest, request: Request, responses: Responses
 ) -> dict[str, Any]:
     command = body.command()
-    responses.svc.check_model(command.model)
+    responses.scope.check_model(command.model)
     runtime = request.app.state.runtime
     route: Route | None = runtime.router.resolve(command.model)
     assert route is not None, "a model that routes has a route"
@@ -133,7 +132,7 @@ async def compact_conversation(
     """The conversation summarised by its model (as runs summarise what no longer fits): its user
     messages as they were, then one ``compaction`` item, which a later response takes as input."""
     command = body.command()
-    responses.svc.check_model(command.model)
+    responses.scope.check_model(command.model)
     route: Route | None = request.app.state.router.resolve(command.model)
     assert route is not None, "a model that routes has a route"
     compacted = await responses.compact(command, route, request.app.state.runtime.metrics.model_called)

@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import StreamingResponse
 
 from threadline.api import sse
-from threadline.api.deps import Paging, Svc, include_query
+from threadline.api.deps import Paging, Runs, include_query
 from threadline.api.objects import list_object, run_object, transition_object
 from threadline.api.routing import CheckedRoute
 from threadline.api.schemas import (
@@ -28,7 +28,7 @@ from threadline.domain.entities import Run
 from threadline.domain.events import ObjectEvent
 from threadline.domain.ports.storage import Subscription
 from threadline.domain.run_states import WAITING
-from threadline.domain.services import Services
+from threadline.domain.runs import RunService
 from threadline.ids import new_id
 
 router = APIRouter(route_class=CheckedRoute)
@@ -38,12 +38,12 @@ RECHECK_SECONDS = 1.0
 arrives."""
 
 
-async def _streamed(svc: Services, run_id: str, start: Awaitable[object]) -> StreamingResponse:
+async def _streamed(runs: RunService, run_id: str, start: Awaitable[object]) -> StreamingResponse:
     """Subscribe to the run, then ``start`` it (create, submit ...): the stream misses no event.
 
     Errors before the stream starts (a 404, a locked thread) are ordinary JSON error responses.
     """
-    subscription = svc.bus.subscribe(run_id)
+    subscription = runs.bus.subscribe(run_id)
     try:
         await start
     except BaseException:
@@ -54,40 +54,42 @@ async def _streamed(svc: Services, run_id: str, start: Awaitable[object]) -> Str
 
 @router.post("/threads/runs", response_model=None)
 async def create_thread_and_run(
-    body: CreateThreadAndRunRequest, svc: Svc
+    body: CreateThreadAndRunRequest, runs: Runs
 ) -> dict[str, Any] | StreamingResponse:
     if not body.stream:
-        _, run = await svc.create_thread_and_run(body.fields())
+        _, run = await runs.create_thread_and_run(body.command())
         return run_object(run)
     run_id = new_id("run")
-    return await _streamed(svc, run_id, svc.create_thread_and_run(body.fields(), run_id=run_id))
+    return await _streamed(runs, run_id, runs.create_thread_and_run(body.command(), run_id=run_id))
 
 
 @router.post("/threads/{thread_id}/runs", response_model=None, dependencies=[Depends(include_query)])
-async def create_run(thread_id: str, body: CreateRunRequest, svc: Svc) -> dict[str, Any] | StreamingResponse:
+async def create_run(
+    thread_id: str, body: CreateRunRequest, runs: Runs
+) -> dict[str, Any] | StreamingResponse:
     if not body.stream:
-        return run_object(await svc.create_run(thread_id, body.fields()))
+        return run_object(await runs.create_run(thread_id, body.command()))
     run_id = new_id("run")
-    return await _streamed(svc, run_id, svc.create_run(thread_id, body.fields(), run_id=run_id))
+    return await _streamed(runs, run_id, runs.create_run(thread_id, body.command(), run_id=run_id))
 
 
 @router.get("/threads/{thread_id}/runs")
-async def list_runs(thread_id: str, svc: Svc, query: Paging) -> dict[str, Any]:
-    return list_object(await svc.list_runs(thread_id, query), run_object)
+async def list_runs(thread_id: str, runs: Runs, query: Paging) -> dict[str, Any]:
+    return list_object(await runs.list_runs(thread_id, query), run_object)
 
 
 @router.get("/threads/{thread_id}/runs/{run_id}")
 async def get_run(
-    thread_id: str, run_id: str, request: Request, response: Response, svc: Svc
+    thread_id: str, run_id: str, request: Request, response: Response, runs: Runs
 ) -> dict[str, Any]:
     hold: float = request.app.state.settings.poll_hold_seconds
     if hold <= 0 or request.headers.get("x-stainless-poll-helper") != "true":
-        return run_object(await svc.get_run(thread_id, run_id))
+        return run_object(await runs.get_run(thread_id, run_id))
     # A poll from the SDK's helpers, which poll until the run waits or ends: answer when it does (or
     # when the hold runs out), and tell the SDK to ask again at once.
     response.headers["openai-poll-after-ms"] = "0"
-    with svc.bus.subscribe(run_id) as subscription:
-        return run_object(await settled(subscription, lambda: svc.get_run(thread_id, run_id), hold))
+    with runs.bus.subscribe(run_id) as subscription:
+        return run_object(await settled(subscription, lambda: runs.get_run(thread_id, run_id), hold))
 
 
 async def settled(
@@ -112,27 +114,27 @@ async def settled(
 
 
 @router.post("/threads/{thread_id}/runs/{run_id}")
-async def modify_run(thread_id: str, run_id: str, body: ModifyRunRequest, svc: Svc) -> dict[str, Any]:
-    return run_object(await svc.modify_run(thread_id, run_id, body.new_metadata()))
+async def modify_run(thread_id: str, run_id: str, body: ModifyRunRequest, runs: Runs) -> dict[str, Any]:
+    return run_object(await runs.modify_run(thread_id, run_id, body.new_metadata()))
 
 
 @router.get("/threads/{thread_id}/runs/{run_id}/transitions")
-async def list_run_transitions(thread_id: str, run_id: str, svc: Svc) -> dict[str, Any]:
+async def list_run_transitions(thread_id: str, run_id: str, runs: Runs) -> dict[str, Any]:
     """A Threadline extension: every status change of the run, oldest first, with when and why."""
-    transitions = await svc.list_run_transitions(thread_id, run_id)
+    transitions = await runs.list_run_transitions(thread_id, run_id)
     return {"object": "list", "data": [transition_object(thread_id, tr) for tr in transitions]}
 
 
 @router.post("/threads/{thread_id}/runs/{run_id}/cancel")
-async def cancel_run(thread_id: str, run_id: str, svc: Svc) -> dict[str, Any]:
-    return run_object(await svc.cancel_run(thread_id, run_id))
+async def cancel_run(thread_id: str, run_id: str, runs: Runs) -> dict[str, Any]:
+    return run_object(await runs.cancel_run(thread_id, run_id))
 
 
 @router.post("/threads/{thread_id}/runs/{run_id}/submit_tool_outputs", response_model=None)
 async def submit_tool_outputs_to_run(
-    thread_id: str, run_id: str, body: SubmitToolOutputsRunRequest, svc: Svc
+    thread_id: str, run_id: str, body: SubmitToolOutputsRunRequest, runs: Runs
 ) -> dict[str, Any] | StreamingResponse:
-    outputs = [o.model_dump() for o in body.tool_outputs]
+    outputs = body.outputs()
     if not body.stream:
-        return run_object(await svc.submit_tool_outputs(thread_id, run_id, outputs))
-    return await _streamed(svc, run_id, svc.submit_tool_outputs(thread_id, run_id, outputs))
+        return run_object(await runs.submit_tool_outputs(thread_id, run_id, outputs))
+    return await _streamed(runs, run_id, runs.submit_tool_outputs(thread_id, run_id, outputs))

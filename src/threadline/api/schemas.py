@@ -6,10 +6,23 @@ becomes a 400 in OpenAI's error envelope (see ``api/errors.py``).
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+
+from threadline.domain.commands import (
+    KEEP,
+    AssistantUpdate,
+    FunctionOutput,
+    NewAssistant,
+    NewMessage,
+    NewRun,
+    NewThread,
+    NewThreadAndRun,
+    ThreadUpdate,
+)
 
 MAX_METADATA_PAIRS = 16
 MAX_INT32 = 2**31 - 1
@@ -22,6 +35,14 @@ class Strict(BaseModel):
     def fields(self) -> dict[str, Any]:
         """The fields the client sent, as plain data."""
         return self.model_dump(exclude_unset=True, mode="json")
+
+    def sent(self, name: str, unset: Any = None) -> Any:
+        """Field ``name`` as the client sent it, as plain data (of nested objects, only the fields
+        sent); ``unset`` if the client did not send it."""
+        if name not in self.model_fields_set:
+            return unset
+        dumped = self.model_dump(include={name}, exclude_unset=True, mode="json", by_alias=True)
+        return next(iter(dumped.values()))
 
 
 def _check_metadata(value: dict[str, str] | None) -> dict[str, str] | None:
@@ -186,30 +207,51 @@ class AssistantFields(WithMetadata):
     top_p: float | None = Field(default=None, ge=0, le=1)
     response_format: ResponseFormat | None = None
 
-    def fields(self) -> dict[str, Any]:
-        values = self.model_dump(exclude_unset=True, mode="json", by_alias=True)
-        if "tools" in values and values["tools"] is None:
-            values["tools"] = []
-        if "metadata" in values and values["metadata"] is None:
-            values["metadata"] = {}
-        if "response_format" in values and values["response_format"] is None:
-            values["response_format"] = "auto"
-        return values
-
 
 class CreateAssistantRequest(AssistantFields):
     model: str = Field(min_length=1, max_length=256)
     tool_resources: NewToolResources | None = None
 
+    def command(self) -> NewAssistant:
+        return NewAssistant(
+            model=self.model,
+            name=self.name,
+            description=self.description,
+            instructions=self.instructions,
+            tools=self.sent("tools") or [],
+            tool_resources=self.sent("tool_resources"),
+            metadata=self.metadata or {},
+            temperature=self.temperature,
+            top_p=self.top_p,
+            response_format=_or(self.sent("response_format"), "auto"),
+            reasoning_effort=self.reasoning_effort,
+        )
+
 
 class ModifyAssistantRequest(AssistantFields):
     model: str | None = Field(default=None, min_length=1, max_length=256)
 
-    def fields(self) -> dict[str, Any]:
-        values = super().fields()
-        if values.get("model", "") is None:
-            del values["model"]
-        return values
+    def command(self) -> AssistantUpdate:
+        """Only what the client sent changes; a ``null`` model is ignored, other ``null`` lists and
+        mappings are emptied."""
+        return AssistantUpdate(
+            model=_or(self.sent("model", KEEP), KEEP),
+            name=self.sent("name", KEEP),
+            description=self.sent("description", KEEP),
+            instructions=self.sent("instructions", KEEP),
+            tools=_or(self.sent("tools", KEEP), []),
+            tool_resources=self.sent("tool_resources", KEEP),
+            metadata=_or(self.sent("metadata", KEEP), {}),
+            temperature=self.sent("temperature", KEEP),
+            top_p=self.sent("top_p", KEEP),
+            response_format=_or(self.sent("response_format", KEEP), "auto"),
+            reasoning_effort=self.sent("reasoning_effort", KEEP),
+        )
+
+
+def _or(value: Any, default: Any) -> Any:
+    """``value``, or ``default`` in place of a ``null``."""
+    return default if value is None else value
 
 
 class ImageFile(Strict):
@@ -271,6 +313,14 @@ class CreateMessageRequest(WithMetadata):
     )
     attachments: list[Attachment] | None = None
 
+    def command(self) -> NewMessage:
+        return NewMessage(
+            role=self.role,
+            content=self.sent("content"),
+            attachments=self.sent("attachments"),
+            metadata=self.metadata or {},
+        )
+
 
 class ModifyMessageRequest(WithMetadata):
     pass
@@ -280,15 +330,21 @@ class CreateThreadRequest(WithMetadata):
     messages: list[CreateMessageRequest] | None = None
     tool_resources: NewToolResources | None = None
 
+    def command(self) -> NewThread:
+        return NewThread(
+            messages=[message.command() for message in self.messages or []],
+            tool_resources=self.sent("tool_resources"),
+            metadata=self.metadata or {},
+        )
+
 
 class ModifyThreadRequest(WithMetadata):
     tool_resources: ToolResources | None = None
 
-    def fields(self) -> dict[str, Any]:
-        values = super().fields()
-        if "metadata" in values and values["metadata"] is None:
-            values["metadata"] = {}
-        return values
+    def command(self) -> ThreadUpdate:
+        return ThreadUpdate(
+            metadata=_or(self.sent("metadata", KEEP), {}), tool_resources=self.sent("tool_resources", KEEP)
+        )
 
 
 class TruncationObject(Strict):
@@ -330,20 +386,47 @@ class RunFields(WithMetadata):
     parallel_tool_calls: bool | None = None
     response_format: ResponseFormat | None = None
 
-    def fields(self) -> dict[str, Any]:
-        values = self.model_dump(exclude_unset=True, mode="json", by_alias=True)
-        values.pop("stream", None)
-        return values
+    def _run(self) -> NewRun:
+        return NewRun(
+            assistant_id=self.assistant_id,
+            model=self.model,
+            instructions=self.instructions,
+            tools=self.sent("tools"),
+            metadata=self.metadata or {},
+            temperature=self.temperature,
+            top_p=self.top_p,
+            max_prompt_tokens=self.max_prompt_tokens,
+            max_completion_tokens=self.max_completion_tokens,
+            truncation_strategy=self.sent("truncation_strategy"),
+            tool_choice=self.sent("tool_choice"),
+            parallel_tool_calls=self.parallel_tool_calls,
+            response_format=self.sent("response_format"),
+            reasoning_effort=self.reasoning_effort,
+        )
 
 
 class CreateRunRequest(RunFields):
     additional_instructions: str | None = Field(default=None, max_length=256_000)
     additional_messages: list[CreateMessageRequest] | None = None
 
+    def command(self) -> NewRun:
+        return dataclasses.replace(
+            self._run(),
+            additional_instructions=self.additional_instructions,
+            additional_messages=[message.command() for message in self.additional_messages or []],
+        )
+
 
 class CreateThreadAndRunRequest(RunFields):
     thread: CreateThreadRequest | None = None
     tool_resources: ToolResources | None = None
+
+    def command(self) -> NewThreadAndRun:
+        return NewThreadAndRun(
+            run=self._run(),
+            thread=self.thread.command() if self.thread is not None else NewThread(),
+            tool_resources=self.sent("tool_resources"),
+        )
 
 
 class ModifyRunRequest(WithMetadata):
@@ -358,3 +441,6 @@ class ToolOutput(Strict):
 class SubmitToolOutputsRunRequest(Strict):
     tool_outputs: list[ToolOutput]
     stream: bool | None = None
+
+    def outputs(self) -> list[FunctionOutput]:
+        return [FunctionOutput(o.tool_call_id, o.output) for o in self.tool_outputs]

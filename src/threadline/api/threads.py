@@ -7,10 +7,11 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
-from threadline.api.deps import Paging, Svc
+from threadline.api.deps import Paging, Threads
 from threadline.api.objects import deleted_object, list_object, thread_object
 from threadline.api.routing import CheckedRoute
 from threadline.api.schemas import MAX_METADATA_PAIRS, CreateThreadRequest, ModifyThreadRequest
+from threadline.domain.commands import NewThread
 from threadline.errors import InvalidRequestError
 
 router = APIRouter(route_class=CheckedRoute)
@@ -35,27 +36,26 @@ def metadata_filter(request: Request) -> dict[str, str]:
 
 
 @router.post("/threads")
-async def create_thread(svc: Svc, body: CreateThreadRequest | None = None) -> dict[str, Any]:
-    fields = body.fields() if body is not None else {}
-    return thread_object(await svc.create_thread(fields))
+async def create_thread(threads: Threads, body: CreateThreadRequest | None = None) -> dict[str, Any]:
+    return thread_object(await threads.create_thread(body.command() if body is not None else NewThread()))
 
 
 @router.get("/threads")
-async def list_threads(request: Request, svc: Svc, query: Paging) -> dict[str, Any]:
-    return list_object(await svc.list_threads(query, metadata_filter(request)), thread_object)
+async def list_threads(request: Request, threads: Threads, query: Paging) -> dict[str, Any]:
+    return list_object(await threads.list_threads(query, metadata_filter(request)), thread_object)
 
 
 @router.get("/threads/{thread_id}")
-async def get_thread(thread_id: str, svc: Svc) -> dict[str, Any]:
-    return thread_object(await svc.get_thread(thread_id))
+async def get_thread(thread_id: str, threads: Threads) -> dict[str, Any]:
+    return thread_object(await threads.get_thread(thread_id))
 
 
 @router.post("/threads/{thread_id}")
-async def modify_thread(thread_id: str, body: ModifyThreadRequest, svc: Svc) -> dict[str, Any]:
-    return thread_object(await svc.modify_thread(thread_id, body.fields()))
+async def modify_thread(thread_id: str, body: ModifyThreadRequest, threads: Threads) -> dict[str, Any]:
+    return thread_object(await threads.modify_thread(thread_id, body.command()))
 
 
 @router.delete("/threads/{thread_id}")
-async def delete_thread(thread_id: str, svc: Svc) -> dict[str, Any]:
-    await svc.delete_thread(thread_id)
+async def delete_thread(thread_id: str, threads: Threads) -> dict[str, Any]:
+    await threads.delete_thread(thread_id)
     return deleted_object(thread_id, "thread")

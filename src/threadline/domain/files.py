@@ -3,9 +3,9 @@
 ``FileService`` backs ``/v1/files``: an upload arrives as form fields whose file part is a stream of
 chunks, written straight to the blob store while it is counted against the size limit, and
 described in the database only once everything checked out — a refused upload leaves neither a row
-nor a blob. The functions below it find the file ids a request names (attachments, ``image_file``
-parts, tool resources) so services can refuse unknown ones, and keep threads' and assistants' tool
-resources in step with attachments and deletions.
+nor a blob. It also refuses the file ids a request names that do not exist (``check_references``; the
+commands of ``domain/commands.py`` say which they name). The functions below it keep threads' and
+assistants' tool resources in step with attachments and deletions.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from threadline.domain.clock import now
-from threadline.domain.content import ImageFile
 from threadline.domain.entities import DEFAULT_PROJECT, File, ListQuery, Message, Page
 from threadline.domain.ports.storage import BlobNotFoundError, BlobStore, FileRepository
 from threadline.errors import InvalidRequestError, NotFoundError, PayloadTooLargeError, describe_size
@@ -401,36 +400,6 @@ class UploadedImages:
             log.info("file %s is not a PNG, JPEG, GIF or WebP image: not sent to the model as one", file_id)
             return None
         return f"data:{kind};base64,{base64.b64encode(data).decode('ascii')}"
-
-
-def referenced_files(fields: Mapping[str, Any], at: str = "") -> list[FileRef]:
-    """Every file id a create or modify request names: message attachments and ``image_file``
-    parts, tool resources, and the same inside ``messages``, ``additional_messages`` and ``thread``."""
-    refs: list[FileRef] = []
-    for i, attachment in enumerate(fields.get("attachments") or []):
-        refs.append(FileRef(attachment["file_id"], f"{at}attachments[{i}].file_id"))
-    content = fields.get("content")
-    if isinstance(content, list):
-        for i, part in enumerate(content):
-            if isinstance(part, ImageFile):
-                refs.append(FileRef(part.file_id, f"{at}content[{i}].image_file.file_id"))
-            elif isinstance(part, dict) and part.get("type") == "image_file":
-                refs.append(FileRef(part["image_file"]["file_id"], f"{at}content[{i}].image_file.file_id"))
-    resources = fields.get("tool_resources") or {}
-    code = resources.get("code_interpreter") or {}
-    for i, file_id in enumerate(code.get("file_ids") or []):
-        refs.append(FileRef(file_id, f"{at}tool_resources.code_interpreter.file_ids[{i}]"))
-    search = resources.get("file_search") or {}
-    for j, store in enumerate(search.get("vector_stores") or []):
-        for i, file_id in enumerate(store.get("file_ids") or []):
-            refs.append(FileRef(file_id, f"{at}tool_resources.file_search.vector_stores[{j}].file_ids[{i}]"))
-    # Vector store ids are checked by the vector store service, when there is one.
-    for key in ("messages", "additional_messages", "input"):
-        for i, message in enumerate(fields.get(key) or []):
-            refs.extend(referenced_files(message, f"{at}{key}[{i}]."))
-    if fields.get("thread"):
-        refs.extend(referenced_files(fields["thread"], f"{at}thread."))
-    return refs
 
 
 def _attached_for(tool_type: str, messages: Sequence[Message]) -> list[str]:

@@ -20,7 +20,7 @@ from typing import Any
 
 from threadline.domain.content import ItemFields, Part, PendingFile
 from threadline.domain.entities import BuiltinCall, ItemType, ListQuery, Message, MessageRole, ToolCalls
-from threadline.domain.services import Services
+from threadline.domain.scope import Scope
 from threadline.domain.steps import WEB_SEARCH_READ, FileSearchDetails, LogsOutput, WebSearchDetails
 from threadline.errors import InvalidRequestError
 from threadline.ids import builtin_item_id, container_id, new_id
@@ -89,11 +89,11 @@ def compaction_summary(content: str) -> str | None:
 
 
 class ItemResolver:
-    """Resolves and checks the input items of one project (the ``Services`` say which)."""
+    """Resolves and checks the input items of one project (the ``Scope`` says which)."""
 
-    def __init__(self, services: Services) -> None:
-        self.svc = services
-        self.stores = services.stores
+    def __init__(self, scope: Scope) -> None:
+        self.scope = scope
+        self.stores = scope.stores
 
     async def resolve(
         self, items: list[Input], conversation: str | None = None, previous_response_id: str | None = None
@@ -128,7 +128,7 @@ class ItemResolver:
         threads: dict[str, bool] = {}
         for entry in await self.stores.threads.messages_by_id([r.id for r in wanted] + given):
             if entry.thread_id not in threads:
-                thread = await self.stores.threads.get(entry.thread_id, self.svc.project_id)
+                thread = await self.stores.threads.get(entry.thread_id, self.scope.project_id)
                 threads[entry.thread_id] = thread is not None
             if threads[entry.thread_id]:
                 found[entry.id] = NewItem(entry.type, entry.role, copy.deepcopy(entry.content))
@@ -137,10 +137,10 @@ class ItemResolver:
         if missing:
             if conversation is not None and conversation not in threads:
                 threads[conversation] = (
-                    await self.stores.threads.get(conversation, self.svc.project_id) is not None
+                    await self.stores.threads.get(conversation, self.scope.project_id) is not None
                 )
             if previous_response_id is not None:
-                previous = await self.stores.responses.get(previous_response_id, self.svc.project_id)
+                previous = await self.stores.responses.get(previous_response_id, self.scope.project_id)
                 if previous is not None:
                     threads[previous.thread_id] = True
             searched = [t for t, ours in threads.items() if ours]
@@ -169,10 +169,10 @@ class ItemResolver:
         out: list[Input] = []
         for item in items:
             if isinstance(item, NewItem) and any(isinstance(part, PendingFile) for part in item.content):
-                if self.svc.input_files is None:
+                if self.scope.input_files is None:
                     raise InvalidRequestError("This server does not read input files.")
                 item = NewItem(
-                    item.type, item.role, await self.svc.input_files.read(item.content, self.svc.files)
+                    item.type, item.role, await self.scope.input_files.read(item.content, self.scope.files)
                 )
             out.append(item)
         return out

@@ -19,9 +19,10 @@ import dataclasses
 import json
 import time
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from threadline.domain.chat import model_error
+from threadline.domain.commands import NewResponse, content_refs, resource_refs
 from threadline.domain.entities import (
     ListQuery,
     Message,
@@ -32,7 +33,6 @@ from threadline.domain.entities import (
     RunStep,
     Thread,
 )
-from threadline.domain.files import referenced_files
 from threadline.domain.model_calls import ModelCallObserver
 from threadline.domain.ports.models import ChatMessage, ProviderError, Route, Usage
 from threadline.domain.ports.storage import ThreadLockedError
@@ -40,7 +40,8 @@ from threadline.domain.ports.tools import FUNCTIONS
 from threadline.domain.prompt_messages import Counter, entry_messages, paired
 from threadline.domain.response_items import Input, ItemResolver, NewItem, compaction_content, new_entry
 from threadline.domain.run_states import ACTIVE
-from threadline.domain.services import Services
+from threadline.domain.runs import RunService
+from threadline.domain.scope import Scope
 from threadline.domain.summaries import summarise_entries
 from threadline.errors import InvalidRequestError, NotFoundError
 from threadline.ids import new_id
@@ -49,33 +50,6 @@ MAX_REASONING_ITEMS = 1000
 """The most entries of one response (its reasoning items, its function calls) read for its output."""
 MAX_COUNTED_ENTRIES = 10_000
 """The most entries of a conversation ``count_input_tokens`` reads."""
-
-
-@dataclass(slots=True)
-class NewResponse:
-    """A create-response request, parsed. ``tools`` are in the run engine's form (functions nested
-    under ``function``); ``settings`` are the fields echoed back that the engine does not use, by
-    their :class:`ResponseSettings` names."""
-
-    model: str
-    input: list[Input]
-    instructions: str | None = None
-    tools: list[dict[str, Any]] = field(default_factory=list)
-    tool_resources: dict[str, Any] = field(default_factory=dict)
-    tool_choice: Any = "auto"
-    parallel_tool_calls: bool = True
-    response_format: Any = "auto"
-    max_output_tokens: int | None = None
-    temperature: float | None = None
-    top_p: float | None = None
-    metadata: dict[str, str] = field(default_factory=dict)
-    truncation: Literal["auto", "disabled"] = "disabled"
-    previous_response_id: str | None = None
-    conversation: str | None = None
-    reasoning_effort: str | None = None
-    background: bool = False
-    store: bool = True
-    settings: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,25 +82,28 @@ def _found(kind: str, object_id: str, param: str | None = None) -> NotFoundError
 
 
 class ResponseService:
-    """Responses and conversations for one project (the ``Services`` it wraps say which)."""
+    """Responses and conversations for one project (the ``Scope`` says which). Responses are runs:
+    ``runs`` announces and cancels them."""
 
-    def __init__(self, services: Services) -> None:
-        self.svc = services
-        self.stores = services.stores
-        self.items = ItemResolver(services)
+    def __init__(self, scope: Scope, runs: RunService) -> None:
+        self.scope = scope
+        self.stores = scope.stores
+        self.bus = scope.bus
+        self.runs = runs
+        self.items = ItemResolver(scope)
 
     # --- responses -------------------------------------------------------------------------
 
     async def create_response(self, request: NewResponse, response_id: str | None = None) -> Run:
         """Queue a response. Stream followers subscribe to ``response_id`` before calling."""
-        svc = self.svc
-        svc.check_model(request.model)
+        scope = self.scope
+        scope.check_model(request.model)
         request.input = await self.items.resolve(
             request.input, request.conversation, request.previous_response_id
         )
         await self._check_references(request)
         sealed = self._seal_headers(request)
-        created_at = svc.clock()
+        created_at = scope.clock()
         run = Run(
             id=response_id or new_id("response"),
             thread_id="",
@@ -136,7 +113,7 @@ class ResponseService:
             instructions=request.instructions or "",
             tools=request.tools,
             metadata=request.metadata,
-            expires_at=created_at + svc.run_expiry_seconds,
+            expires_at=created_at + scope.run_expiry_seconds,
             temperature=1.0 if request.temperature is None else request.temperature,
             top_p=1.0 if request.top_p is None else request.top_p,
             max_completion_tokens=request.max_output_tokens,
@@ -167,7 +144,7 @@ class ResponseService:
             input_ids=[item.id for item in items],
             mcp_headers=sealed or None,
         )
-        await svc.announce(run)
+        await self.runs.announce(run)
         try:
             if new_thread and source is None:
                 await self.stores.threads.insert(thread, items, run)
@@ -182,7 +159,7 @@ class ResponseService:
                 param="conversation",
                 code="conversation_locked",
             ) from None
-        await svc.bus.notify_work()
+        await self.bus.notify_work()
         return run
 
     def _seal_headers(self, request: NewResponse) -> dict[str, str]:
@@ -190,9 +167,9 @@ class ResponseService:
         headers: dict[str, dict[str, str]] = request.tool_resources.pop("mcp_headers", None) or {}
         if not any(tool.get("type") == "mcp" for tool in request.tools):
             return {}
-        if self.svc.mcp is None:
+        if self.scope.mcp is None:
             raise InvalidRequestError("MCP servers are not available on this server.", param="tools")
-        return {label: self.svc.mcp.seal(given) for label, given in headers.items() if given}
+        return {label: self.scope.mcp.seal(given) for label, given in headers.items() if given}
 
     async def _check_approvals(self, request: NewResponse, entries: list[Message], chain: str) -> None:
         """Each ``mcp_approval_response`` must answer a request of this chain (or of the same input)
@@ -220,7 +197,7 @@ class ResponseService:
 
     async def _approval_request(self, request_id: str, chain: str) -> Message | None:
         for entry in await self.stores.threads.messages_by_id([request_id]):
-            ours = await self.stores.threads.get(entry.thread_id, self.svc.project_id) is not None
+            ours = await self.stores.threads.get(entry.thread_id, self.scope.project_id) is not None
             if entry.type == "mcp_approval_request" and ours:
                 return entry
         for entry in await self.stores.threads.newest_messages(chain, 512):
@@ -232,16 +209,14 @@ class ResponseService:
         return None
 
     async def _check_references(self, request: NewResponse) -> None:
-        messages = [
-            {"content": item.content}
-            for item in request.input
-            if isinstance(item, NewItem) and item.type == "message"
-        ]
-        fields = {"input": messages, "tool_resources": request.tool_resources}
-        await self.svc.files.check_references(referenced_files(fields))
+        messages = [item for item in request.input if isinstance(item, NewItem) and item.type == "message"]
+        refs = resource_refs(request.tool_resources)
+        for i, message in enumerate(messages):
+            refs += content_refs(message.content, f"input[{i}].")
+        await self.scope.check_files(refs)
         store_ids = (request.tool_resources.get("file_search") or {}).get("vector_store_ids") or []
-        if store_ids and self.svc.vector_stores is not None:
-            await self.svc.vector_stores.check_store_ids(store_ids, "tools.vector_store_ids")
+        if store_ids and self.scope.vector_stores is not None:
+            await self.scope.vector_stores.check_store_ids(store_ids, "tools.vector_store_ids")
 
     async def _thread_for(self, request: NewResponse, at: int) -> tuple[Thread, bool, tuple[str, str] | None]:
         """The thread the response runs on; whether it is new; and, for a branch, the thread it is
@@ -253,12 +228,12 @@ class ResponseService:
             id=new_id("thread"),
             created_at=at,
             last_active_at=at,
-            project_id=self.svc.project_id,
+            project_id=self.scope.project_id,
             kind="response",
         )
         if request.previous_response_id is None:
             return fresh, True, None
-        previous = await self.stores.responses.get(request.previous_response_id, self.svc.project_id)
+        previous = await self.stores.responses.get(request.previous_response_id, self.scope.project_id)
         if previous is None:
             raise _found("Previous response", request.previous_response_id, "previous_response_id")
         if previous.status in ACTIVE:
@@ -290,7 +265,7 @@ class ResponseService:
     async def count_input_tokens(self, request: NewResponse, route: Route) -> int:
         """The prompt tokens a response made of ``request`` would start with: its instructions, the
         conversation or previous response it continues, its input items and its tools."""
-        self.svc.check_model(request.model)
+        self.scope.check_model(request.model)
         items = await self.items.resolve(request.input, request.conversation, request.previous_response_id)
         history = await self._history(request)
         given = [new_entry("", item, 0) for item in items if isinstance(item, NewItem)]
@@ -310,7 +285,7 @@ class ResponseService:
     ) -> Compaction:
         """The conversation of ``request`` (the previous response's, then its input) compacted:
         summarised by the model as a run's older messages are, and nothing stored."""
-        self.svc.check_model(request.model)
+        self.scope.check_model(request.model)
         items = await self.items.resolve(request.input, None, request.previous_response_id)
         history = await self._history(request)
         given = [new_entry("", item, 0) for item in items if isinstance(item, NewItem)]
@@ -341,7 +316,7 @@ class ResponseService:
             return await self._entries(thread.id, None)
         if request.previous_response_id is None:
             return []
-        previous = await self.stores.responses.get(request.previous_response_id, self.svc.project_id)
+        previous = await self.stores.responses.get(request.previous_response_id, self.scope.project_id)
         if previous is None:
             raise _found("Previous response", request.previous_response_id, "previous_response_id")
         last = await self._last_entry(previous)
@@ -363,7 +338,7 @@ class ResponseService:
         return list(reversed(newest_first))
 
     async def _response(self, response_id: str) -> Run:
-        run = await self.stores.responses.get(response_id, self.svc.project_id)
+        run = await self.stores.responses.get(response_id, self.scope.project_id)
         if run is None or (run.response is not None and not run.response.store):
             raise _found("Response", response_id)
         return run
@@ -393,7 +368,7 @@ class ResponseService:
     async def delete_response(self, response_id: str) -> None:
         run = await self._response(response_id)
         if run.status in ACTIVE:
-            await self.svc.cancel_run(run.thread_id, run.id)
+            await self.runs.cancel_run(run.thread_id, run.id)
         await self.stores.responses.delete(run.id)
 
     async def cancel_response(self, response_id: str) -> ResponseView:
@@ -401,7 +376,7 @@ class ResponseService:
         if run.response is None or not run.response.background:
             raise InvalidRequestError("Only responses created with background=true can be cancelled.")
         if run.status in ACTIVE:
-            run = await self.svc.cancel_run(run.thread_id, run.id)
+            run = await self.runs.cancel_run(run.thread_id, run.id)
         return await self.view(run)
 
     async def input_items(self, response_id: str, query: ListQuery) -> Page[Message]:
@@ -412,14 +387,14 @@ class ResponseService:
     # --- conversations ---------------------------------------------------------------------
 
     async def create_conversation(self, items: list[Input], metadata: dict[str, str]) -> Thread:
-        at = self.svc.clock()
+        at = self.scope.clock()
         given = [i for i in await self.items.resolve(items) if isinstance(i, NewItem)]
         thread = Thread(
             id=new_id("conversation"),
             created_at=at,
             metadata=metadata,
             last_active_at=at,
-            project_id=self.svc.project_id,
+            project_id=self.scope.project_id,
             kind="conversation",
         )
         entries = [new_entry(thread.id, item, at) for item in given]
@@ -429,7 +404,7 @@ class ResponseService:
 
     async def get_conversation(self, conversation_id: str, param: str | None = None) -> Thread:
         """A conversation: any thread of the project but a response's own."""
-        thread = await self.stores.threads.get(conversation_id, self.svc.project_id)
+        thread = await self.stores.threads.get(conversation_id, self.scope.project_id)
         if thread is None or thread.kind == "response":
             raise _found("Conversation", conversation_id, param)
         return thread
@@ -450,7 +425,7 @@ class ResponseService:
 
     async def add_items(self, conversation_id: str, items: list[Input]) -> list[Message]:
         await self.get_conversation(conversation_id)
-        at = self.svc.clock()
+        at = self.scope.clock()
         given = [i for i in await self.items.resolve(items, conversation_id) if isinstance(i, NewItem)]
         entries = [new_entry(conversation_id, item, at) for item in given]
         await self.items.check_outputs(conversation_id, entries, False)

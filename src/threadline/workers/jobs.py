@@ -2,9 +2,10 @@
 
 Handlers are registered by kind (``runner.register("file.ingest", handler)``); a worker claims
 only the kinds it has handlers for. Each claimed job is leased and the lease renewed while its
-handler runs. A handler that raises is retried with exponential backoff until the job runs out of
-attempts; a job whose worker died is taken back by the reaper once its lease lapses and run again
-by whichever worker claims it next. Handlers must therefore be safe to run more than once.
+handler runs (the lease loop of ``workers/lease.py``). A handler that raises is retried with
+exponential backoff until the job runs out of attempts; a job whose worker died is taken back by
+the reaper once its lease lapses and run again by whichever worker claims it next. Handlers must
+therefore be safe to run more than once.
 """
 
 from __future__ import annotations
@@ -12,13 +13,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from threadline.config import Settings
 from threadline.domain.entities import Job
 from threadline.domain.ports.storage import JobQueue
+from threadline.workers.lease import LeaseLoop
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +51,7 @@ def backoff(settings: Settings, attempts: int) -> float:
     return float(min(settings.job_retry_seconds * 2 ** max(attempts - 1, 0), MAX_BACKOFF_SECONDS))
 
 
-class JobRunner:
+class JobRunner(LeaseLoop[Job]):
     def __init__(
         self,
         settings: Settings,
@@ -65,111 +67,97 @@ class JobRunner:
         ``interruptible``: kinds stopped at once when the runner stops, and handed back, rather than
         given the grace (a file being indexed can be indexed again; waiting for it would hold the
         server up)."""
+        super().__init__(
+            worker_id,
+            noun="jobs",
+            concurrency=settings.job_concurrency,
+            lease_seconds=settings.job_lease_seconds,
+            sweep_seconds=settings.sweep_interval_seconds,
+            task_names=("threadline-jobs", "threadline-job-leases", "threadline-job-reaper"),
+        )
         self.settings = settings
         self.interruptible = frozenset(interruptible)
         self.give_up: dict[str, Handler] = dict(give_up or {})
         self.queue = queue
-        self.worker_id = worker_id
         self.handlers: dict[str, Handler] = dict(handlers or {})
         self.observe = observe
         """Told of each attempt whose outcome was written (not of jobs handed back or taken over)."""
-        self.running: dict[str, asyncio.Task[None]] = {}
-        self._kinds: dict[asyncio.Task[None], str] = {}
-        self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
-        self._background: list[asyncio.Task[None]] = []
+        self._purged_at = 0.0
 
     def register(self, kind: str, handler: Handler) -> None:
         """Run ``handler`` for jobs of ``kind`` (from the worker's event loop); takes effect at once."""
         self.handlers[kind] = handler
         self._wake.set()
 
-    def start(self) -> None:
-        self._background = [
-            asyncio.create_task(self._claim_forever(), name="threadline-jobs"),
-            asyncio.create_task(self._renew_forever(), name="threadline-job-leases"),
-            asyncio.create_task(self._reap_forever(), name="threadline-job-reaper"),
-        ]
-
-    async def stop(self, grace: float) -> None:
-        """Stop claiming, give running jobs ``grace`` seconds, then hand the rest back."""
-        self._stopping.set()
-        claim, *others = self._background
-        claim.cancel()
-        await asyncio.gather(claim, return_exceptions=True)
-        interrupted = self.interrupted()
-        for task in interrupted.values():
-            task.cancel()
-        if self.running:
-            await asyncio.wait(list(self.running.values()), timeout=grace)
-        for task in others:
-            task.cancel()
-        await asyncio.gather(*others, return_exceptions=True)
-        unfinished = [*interrupted, *(job_id for job_id in self.running if job_id not in interrupted)]
-        for task in list(self.running.values()):
-            task.cancel()
-        await asyncio.gather(*self.running.values(), return_exceptions=True)
-        for job_id in unfinished:
-            if await self.queue.release_job(job_id, self.worker_id, time.time()):
-                log.info("worker %s: handed job %s back to the queue", self.worker_id, job_id)
-
     def interrupted(self) -> dict[str, asyncio.Task[None]]:
         """The running jobs of interruptible kinds, by id."""
         return {
             job_id: task
             for job_id, task in self.running.items()
-            if self._kinds.get(task) in self.interruptible
+            if self.claimed[job_id].kind in self.interruptible
         }
 
-    # --- claiming --------------------------------------------------------------------------
+    # --- what the lease loop asks of jobs -------------------------------------------------
 
-    async def _claim_forever(self) -> None:
+    def key(self, item: Job) -> str:
+        return item.id
+
+    async def claim(self, room: int) -> list[Job]:
+        return await self.queue.claim_jobs(
+            self.worker_id, list(self.handlers), time.time(), self.settings.job_lease_seconds, room
+        )
+
+    def execute(self, item: Job) -> Coroutine[Any, Any, None]:
+        return self._run(item)
+
+    async def renew(self, keys: Sequence[str], until: float) -> list[str]:
+        return await self.queue.renew_job_leases(self.worker_id, keys, until)
+
+    async def lost(self, key: str) -> bool:
+        # Reaped (we were too slow to renew) and perhaps running elsewhere: stop our copy.
+        log.warning("worker %s: lost the lease of job %s; stopping it", self.worker_id, key)
+        return True
+
+    async def release(self, key: str) -> bool:
+        if not await self.queue.release_job(key, self.worker_id, time.time()):
+            return False
+        log.info("worker %s: handed job %s back to the queue", self.worker_id, key)
+        return True
+
+    async def idle(self) -> None:
         enqueued = getattr(self.queue, "enqueued", None)
-        while not self._stopping.is_set():
-            try:
-                await self.claim_available()
-            except Exception:
-                log.exception("worker %s: claiming jobs failed", self.worker_id)
-            waits: list[asyncio.Future[Any]] = [asyncio.ensure_future(self._wake.wait())]
-            if isinstance(enqueued, asyncio.Event):
-                waits.append(asyncio.ensure_future(enqueued.wait()))
-            if self.running:
-                waits.extend(self.running.values())
-            await asyncio.wait(
-                waits, timeout=self.settings.worker_poll_seconds, return_when=asyncio.FIRST_COMPLETED
-            )
-            for waiter in waits[:2]:
-                waiter.cancel()
-            self._wake.clear()
-            if isinstance(enqueued, asyncio.Event):
-                enqueued.clear()
+        waits: list[asyncio.Future[Any]] = [asyncio.ensure_future(self._wake.wait())]
+        if isinstance(enqueued, asyncio.Event):
+            waits.append(asyncio.ensure_future(enqueued.wait()))
+        if self.running:
+            waits.extend(self.running.values())
+        await asyncio.wait(
+            waits, timeout=self.settings.worker_poll_seconds, return_when=asyncio.FIRST_COMPLETED
+        )
+        for waiter in waits[:2]:
+            waiter.cancel()
+        self._wake.clear()
+        if isinstance(enqueued, asyncio.Event):
+            enqueued.clear()
 
-    async def claim_available(self) -> int:
-        """Claim due jobs until none are left or the runner is full; returns how many it took."""
-        claimed = 0
-        while not self._stopping.is_set():
-            room = self.settings.job_concurrency - len(self.running)
-            if room <= 0:
-                break
-            jobs = await self.queue.claim_jobs(
-                self.worker_id, list(self.handlers), time.time(), self.settings.job_lease_seconds, room
-            )
-            for job in jobs:
-                task = asyncio.create_task(self._run(job), name=f"job-{job.id}")
-                self.running[job.id] = task
-                self._kinds[task] = job.kind
-                task.add_done_callback(self._forget(job.id))
-            claimed += len(jobs)
-            if len(jobs) < room:
-                break
-        return claimed
+    async def sweep_once(self) -> None:
+        reaped = await self.queue.reap_jobs(time.time())
+        if time.monotonic() - self._purged_at > PURGE_EVERY_SECONDS:
+            self._purged_at = time.monotonic()
+            await self.queue.purge_jobs(time.time() - KEEP_FINISHED_SECONDS)
+        if reaped:
+            log.info("took back %d jobs whose workers stopped renewing their leases", len(reaped))
+            self._wake.set()
+        for job in reaped:
+            if job.status == "failed" and job.kind in self.give_up:
+                # Its last attempt died with its worker: its handler's own last-try path never ran.
+                try:
+                    await self.give_up[job.kind](job)
+                except Exception:
+                    log.exception("worker %s: giving up job %s failed", self.worker_id, job.id)
 
-    def _forget(self, job_id: str) -> Callable[[asyncio.Task[None]], None]:
-        def forget(task: asyncio.Task[None]) -> None:
-            self.running.pop(job_id, None)
-            self._kinds.pop(task, None)
-
-        return forget
+    # --- running a job ---------------------------------------------------------------------
 
     async def _run(self, job: Job) -> None:
         handler = self.handlers[job.kind]
@@ -213,47 +201,3 @@ class JobRunner:
             self.observe(JobAttempt(job.kind, outcome, seconds))
         except Exception:
             log.exception("reporting job %s failed", job.id)
-
-    # --- leases ----------------------------------------------------------------------------
-
-    async def _renew_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.job_lease_seconds / 3)
-            try:
-                await self.renew_leases()
-            except Exception:
-                log.exception("worker %s: renewing job leases failed", self.worker_id)
-
-    async def renew_leases(self) -> None:
-        held = list(self.running)
-        until = time.time() + self.settings.job_lease_seconds
-        kept = set(await self.queue.renew_job_leases(self.worker_id, held, until))
-        for job_id in held:
-            task = self.running.get(job_id)
-            if job_id not in kept and task is not None and not task.done():
-                # Reaped (we were too slow to renew) and perhaps running elsewhere: stop our copy.
-                log.warning("worker %s: lost the lease of job %s; stopping it", self.worker_id, job_id)
-                task.cancel()
-
-    async def _reap_forever(self) -> None:
-        purged_at = 0.0
-        while True:
-            await asyncio.sleep(self.settings.sweep_interval_seconds)
-            try:
-                reaped = await self.queue.reap_jobs(time.time())
-                if time.monotonic() - purged_at > PURGE_EVERY_SECONDS:
-                    purged_at = time.monotonic()
-                    await self.queue.purge_jobs(time.time() - KEEP_FINISHED_SECONDS)
-            except Exception:
-                log.exception("worker %s: reaping jobs failed", self.worker_id)
-                continue
-            if reaped:
-                log.info("took back %d jobs whose workers stopped renewing their leases", len(reaped))
-                self._wake.set()
-            for job in reaped:
-                if job.status == "failed" and job.kind in self.give_up:
-                    # Its last attempt died with its worker: its handler's own last-try path never ran.
-                    try:
-                        await self.give_up[job.kind](job)
-                    except Exception:
-                        log.exception("worker %s: giving up job %s failed", self.worker_id, job.id)

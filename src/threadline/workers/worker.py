@@ -2,9 +2,10 @@
 background jobs (``workers/jobs.py``) beside them.
 
 Runs wait on the model, not the CPU, so one process holds up to ``worker_concurrency`` runs in
-flight as asyncio tasks. Each claimed run carries a lease the worker renews; a run whose status
-moves away from ``in_progress`` under it (cancel, expiry) has its task cancelled, which stops the
-model call. Idle workers sleep until the bus announces work, with a slow poll as a safety net.
+flight as asyncio tasks (the lease loop of ``workers/lease.py``). Each claimed run carries a lease
+the worker renews; a run whose status moves away from ``in_progress`` under it (cancel, expiry) has
+its task cancelled, which stops the model call. Idle workers sleep until the bus announces work,
+with a slow poll as a safety net.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Coroutine, Mapping, Sequence
+from typing import Any
 
 from threadline.config import Settings
 from threadline.domain.clock import now
@@ -33,6 +35,7 @@ from threadline.domain.run_loop import RunLoop
 from threadline.domain.run_states import ACTIVE, RunStatus
 from threadline.tools.registry import ToolRegistry
 from threadline.workers.jobs import Handler, JobObserver, JobRunner
+from threadline.workers.lease import LeaseLoop
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +49,7 @@ CLAIM_BATCH = 50
 _STOP = frozenset({RunStatus.CANCELLING, RunStatus.CANCELLED, RunStatus.EXPIRED})
 
 
-class Worker:
+class Worker(LeaseLoop[Run]):
     def __init__(
         self,
         settings: Settings,
@@ -94,9 +97,17 @@ class Worker:
             observe_model_call=observe_model_call,
             mcp=mcp,
         )
-        self.running: dict[str, asyncio.Task[None]] = {}
-        self._stopping = asyncio.Event()
-        self._background: list[asyncio.Task[None]] = []
+        super().__init__(
+            self.id,
+            noun="runs",
+            concurrency=settings.worker_concurrency,
+            lease_seconds=settings.worker_lease_seconds,
+            sweep_seconds=settings.sweep_interval_seconds,
+            batch=CLAIM_BATCH,
+            task_names=("threadline-claim", "threadline-leases", "threadline-sweeper"),
+        )
+        self._next_janitor = 0.0
+        """When the next sweep also deletes stale threads (``time.monotonic``); the first one does."""
         self.jobs = (
             JobRunner(settings, jobs, self.id, job_handlers, observe_job, job_give_ups, interruptible_jobs)
             if jobs is not None
@@ -104,46 +115,84 @@ class Worker:
         )
         """Background jobs, run by the handlers registered for their kinds."""
 
+    # --- what the lease loop asks of runs -------------------------------------------------
+
+    def key(self, item: Run) -> str:
+        return item.id
+
+    async def claim(self, room: int) -> list[Run]:
+        return await self.stores.runs.claim_next(
+            self.id,
+            time.time(),
+            self.settings.worker_lease_seconds,
+            room,
+            self.settings.sandbox_affinity_seconds,
+        )
+
+    def execute(self, item: Run) -> Coroutine[Any, Any, None]:
+        # Subscribe before the task starts, so a cancel that lands right away is still seen.
+        subscription = self.bus.subscribe(item.id)
+        if self.on_claim is not None:
+            try:
+                self.on_claim(item)
+            except Exception:
+                log.exception("worker %s: run %s: the claim hook failed", self.id, item.id)
+        return self._drive(item, subscription)
+
+    async def renew(self, keys: Sequence[str], until: float) -> list[str]:
+        return await self.stores.runs.renew_leases(self.id, keys, until)
+
+    async def lost(self, key: str) -> bool:
+        # Not renewed: either our own loop just ended the turn (completed, failed, requires_action)
+        # and is still publishing its last events, which must not be cut short; or the run moved on
+        # without us (cancelled, expired, taken over after our lease lapsed), so we stop driving it.
+        run = await self.stores.runs.get_by_id(key)
+        if (
+            run is None
+            or run.status in _STOP
+            or (run.status is RunStatus.IN_PROGRESS and run.worker_id != self.id)
+        ):
+            log.info("worker %s: run %s is no longer ours; stopping it", self.id, key)
+            return True
+        return False
+
+    async def release(self, key: str) -> bool:
+        return await self._hand_back(key)
+
+    async def sweep_once(self) -> None:
+        await self.sweep()
+        if time.monotonic() >= self._next_janitor:
+            self._next_janitor = time.monotonic() + self.settings.janitor_interval_seconds
+            await self.delete_stale_threads()
+
+    async def idle(self) -> None:
+        if len(self.running) >= self.concurrency:
+            # Full: the next chance to claim is when one of our runs finishes.
+            await asyncio.wait(list(self.running.values()), return_when=asyncio.FIRST_COMPLETED)
+        else:
+            # claim_available took everything queued; an announcement made meanwhile stays set.
+            await self.bus.wait_for_work(self.settings.worker_poll_seconds)
+
+    # --- the worker ------------------------------------------------------------------------
+
     def start(self) -> None:
-        self._background = [
-            asyncio.create_task(self._claim_forever(), name="threadline-claim"),
-            asyncio.create_task(self._renew_forever(), name="threadline-leases"),
-            asyncio.create_task(self._sweep_forever(), name="threadline-sweeper"),
-        ]
+        super().start()
         if self.jobs is not None:
             self.jobs.start()
-        log.info("worker %s started (concurrency %d)", self.id, self.settings.worker_concurrency)
+        log.info("worker %s started (concurrency %d)", self.id, self.concurrency)
 
-    async def stop(self, grace: float = 10.0) -> None:
-        """Stop claiming; give runs in flight ``grace`` seconds, then hand the rest back to the queue.
-
-        Leases keep being renewed while we wait, so no other worker takes a run we are finishing.
-        """
-        self._stopping.set()
+    async def stop(self, grace: float = 10.0) -> list[str]:
+        """Stop claiming; give runs in flight ``grace`` seconds, then hand the rest back to the queue."""
         # Background jobs wind down alongside runs, within the same grace.
         jobs_stopped = asyncio.create_task(self.jobs.stop(grace)) if self.jobs is not None else None
-        claim, *others = self._background
-        claim.cancel()
-        await asyncio.gather(claim, return_exceptions=True)
-        if self.running:
-            log.info(
-                "worker %s: waiting up to %.0fs for %d runs in flight", self.id, grace, len(self.running)
-            )
-            await asyncio.wait(list(self.running.values()), timeout=grace)
-        for task in others:
-            task.cancel()
-        await asyncio.gather(*others, return_exceptions=True)
-        unfinished = list(self.running)
-        for task in list(self.running.values()):
-            task.cancel()
-        await asyncio.gather(*self.running.values(), return_exceptions=True)
-        handed = [run_id for run_id in unfinished if await self._hand_back(run_id)]
+        handed = await super().stop(grace)
         if jobs_stopped is not None:
             await jobs_stopped
         if handed:
             # Other workers take them now rather than at their next poll.
             await self.bus.notify_work()
         log.info("worker %s stopped (%d runs handed back)", self.id, len(handed))
+        return handed
 
     async def _hand_back(self, run_id: str) -> bool:
         """Put a run we could not finish back in the queue for another worker to redo its turn."""
@@ -158,53 +207,7 @@ class Worker:
         log.info("worker %s: handed run %s back to the queue", self.id, run_id)
         return True
 
-    # --- claiming --------------------------------------------------------------------------
-
-    async def _claim_forever(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                await self.claim_available()
-            except Exception:
-                log.exception("worker %s: claiming failed", self.id)
-            if len(self.running) >= self.settings.worker_concurrency:
-                # Full: the next chance to claim is when one of our runs finishes.
-                await asyncio.wait(list(self.running.values()), return_when=asyncio.FIRST_COMPLETED)
-            else:
-                # claim_available took everything queued; an announcement made meanwhile stays set.
-                await self.bus.wait_for_work(self.settings.worker_poll_seconds)
-
-    async def claim_available(self) -> int:
-        """Claim runs until none are queued or the worker is full; returns how many it took."""
-        claimed = 0
-        while not self._stopping.is_set():
-            room = min(CLAIM_BATCH, self.settings.worker_concurrency - len(self.running))
-            if room <= 0:
-                break
-            runs = await self.stores.runs.claim_next(
-                self.id,
-                time.time(),
-                self.settings.worker_lease_seconds,
-                room,
-                self.settings.sandbox_affinity_seconds,
-            )
-            for run in runs:
-                self._spawn(run)
-            claimed += len(runs)
-            if len(runs) < room:
-                break
-        return claimed
-
-    def _spawn(self, run: Run) -> None:
-        # Subscribe before the task starts, so a cancel that lands right away is still seen.
-        subscription = self.bus.subscribe(run.id)
-        if self.on_claim is not None:
-            try:
-                self.on_claim(run)
-            except Exception:
-                log.exception("worker %s: run %s: the claim hook failed", self.id, run.id)
-        task = asyncio.create_task(self._drive(run, subscription), name=f"run-{run.id}")
-        self.running[run.id] = task
-        task.add_done_callback(lambda _t: self.running.pop(run.id, None))
+    # --- driving a run ---------------------------------------------------------------------
 
     async def _drive(self, run: Run, subscription: Subscription) -> None:
         with subscription:
@@ -240,48 +243,7 @@ class Worker:
                 work.cancel()
                 return
 
-    # --- leases and expiry -----------------------------------------------------------------
-
-    async def _renew_forever(self) -> None:
-        interval = self.settings.worker_lease_seconds / 3
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                await self.renew_leases()
-            except Exception:
-                log.exception("worker %s: renewing leases failed", self.id)
-
-    async def renew_leases(self) -> None:
-        held = list(self.running)
-        until = time.time() + self.settings.worker_lease_seconds
-        kept = set(await self.stores.runs.renew_leases(self.id, held, until))
-        for run_id in held:
-            task = self.running.get(run_id)
-            if run_id in kept or task is None or task.done():
-                continue
-            # Not renewed: either our own loop just ended the turn (completed, failed, requires_action)
-            # and is still publishing its last events, which must not be cut short; or the run moved on
-            # without us (cancelled, expired, taken over after our lease lapsed), so we stop driving it.
-            run = await self.stores.runs.get_by_id(run_id)
-            if (
-                run is None
-                or run.status in _STOP
-                or (run.status is RunStatus.IN_PROGRESS and run.worker_id != self.id)
-            ):
-                log.info("worker %s: run %s is no longer ours; stopping it", self.id, run_id)
-                task.cancel()
-
-    async def _sweep_forever(self) -> None:
-        next_janitor = time.monotonic()
-        while True:
-            await asyncio.sleep(self.settings.sweep_interval_seconds)
-            try:
-                await self.sweep()
-                if time.monotonic() >= next_janitor:
-                    next_janitor = time.monotonic() + self.settings.janitor_interval_seconds
-                    await self.delete_stale_threads()
-            except Exception:
-                log.exception("worker %s: sweeping failed", self.id)
+    # --- expiry and the janitor -----------------------------------------------------------
 
     async def delete_stale_threads(self) -> dict[str, int]:
         """Delete threads inactive longer than their project's TTL, in batches; one process at a time."""
