@@ -68,6 +68,7 @@ def create_app(
         app.state.services = runtime.services
         app.state.files = runtime.files
         app.state.vector_stores = runtime.vector_stores
+        app.state.vector_store_files = runtime.vector_store_files
         app.state.router = runtime.router
         app.state.worker = worker
         if worker is not None:

@@ -27,6 +27,7 @@ from threadline.domain.ports.tools import Tool, ToolError
 from threadline.domain.projects import Projects
 from threadline.domain.scope import Scope
 from threadline.domain.service_set import ServiceSet
+from threadline.domain.vector_store_files import VectorStoreFiles
 from threadline.domain.vector_stores import INGEST_JOB, VectorStoreService
 from threadline.errors import ServiceUnavailableError, ThreadlineError
 from threadline.events.bus import LocalBus
@@ -72,6 +73,7 @@ class Runtime:
     blobs: BlobStore
     jobs: SqlJobQueue
     vector_stores: VectorStoreService
+    vector_store_files: VectorStoreFiles
     tools: ToolRegistry
     model_start: asyncio.Task[list[str]] | None = None
     """Embedded models starting in the background (``/readyz`` says not ready meanwhile)."""
@@ -154,6 +156,7 @@ class Runtime:
             blobs,
             jobs,
             vector_stores,
+            VectorStoreFiles(vector_stores),
             tools or build_tools(settings, files, vector_stores, guard),
             engine=engine,
         )

@@ -23,6 +23,7 @@ from threadline.api.routing import CheckedRoute
 from threadline.api.schemas import ChunkingStrategy, Strict, WithMetadata
 from threadline.domain.clock import now
 from threadline.domain.entities import NewFile, VectorStore
+from threadline.domain.vector_store_files import VectorStoreFiles
 from threadline.domain.vector_stores import VectorStoreService
 
 router = APIRouter(route_class=CheckedRoute)
@@ -44,7 +45,13 @@ async def _vector_stores(request: Request) -> VectorStoreService:
     return service.for_project(request.state.project_id)
 
 
+async def _vector_store_files(request: Request) -> VectorStoreFiles:
+    service: VectorStoreFiles = request.app.state.vector_store_files
+    return service.for_project(request.state.project_id)
+
+
 Stores = Annotated[VectorStoreService, Depends(_vector_stores)]
+Files = Annotated[VectorStoreFiles, Depends(_vector_store_files)]
 
 
 class ExpiresAfter(Strict):
@@ -190,37 +197,37 @@ async def search_vector_store(
 
 @router.post("/vector_stores/{vector_store_id}/files")
 async def create_vector_store_file(
-    vector_store_id: str, body: CreateVectorStoreFileRequest, stores: Stores
+    vector_store_id: str, body: CreateVectorStoreFileRequest, files: Files
 ) -> dict[str, Any]:
-    return vector_store_file_object(await stores.create_file(vector_store_id, _new_file(body)))
+    return vector_store_file_object(await files.create_file(vector_store_id, _new_file(body)))
 
 
 @router.get("/vector_stores/{vector_store_id}/files")
 async def list_vector_store_files(
-    vector_store_id: str, stores: Stores, query: Paging, filter: StatusFilter | None = None
+    vector_store_id: str, files: Files, query: Paging, filter: StatusFilter | None = None
 ) -> dict[str, Any]:
-    page = await stores.list_files(vector_store_id, query, filter)
+    page = await files.list_files(vector_store_id, query, filter)
     return list_object(page, vector_store_file_object)
 
 
 @router.get("/vector_stores/{vector_store_id}/files/{file_id}")
-async def get_vector_store_file(vector_store_id: str, file_id: str, stores: Stores) -> dict[str, Any]:
-    return vector_store_file_object(await stores.get_file(vector_store_id, file_id))
+async def get_vector_store_file(vector_store_id: str, file_id: str, files: Files) -> dict[str, Any]:
+    return vector_store_file_object(await files.get_file(vector_store_id, file_id))
 
 
 @router.post("/vector_stores/{vector_store_id}/files/{file_id}")
 async def update_vector_store_file_attributes(
-    vector_store_id: str, file_id: str, body: UpdateVectorStoreFileAttributesRequest, stores: Stores
+    vector_store_id: str, file_id: str, body: UpdateVectorStoreFileAttributesRequest, files: Files
 ) -> dict[str, Any]:
-    row = await stores.update_file_attributes(vector_store_id, file_id, body.attributes)
+    row = await files.update_file_attributes(vector_store_id, file_id, body.attributes)
     return vector_store_file_object(row)
 
 
 @router.get("/vector_stores/{vector_store_id}/files/{file_id}/content")
 async def retrieve_vector_store_file_content(
-    vector_store_id: str, file_id: str, stores: Stores
+    vector_store_id: str, file_id: str, files: Files
 ) -> dict[str, Any]:
-    pieces = await stores.file_content(vector_store_id, file_id)
+    pieces = await files.file_content(vector_store_id, file_id)
     return {
         "object": "vector_store.file_content.page",
         "data": [{"type": "text", "text": piece} for piece in pieces],
@@ -230,8 +237,8 @@ async def retrieve_vector_store_file_content(
 
 
 @router.delete("/vector_stores/{vector_store_id}/files/{file_id}")
-async def delete_vector_store_file(vector_store_id: str, file_id: str, stores: Stores) -> dict[str, Any]:
-    await stores.delete_file(vector_store_id, file_id)
+async def delete_vector_store_file(vector_store_id: str, file_id: str, files: Files) -> dict[str, Any]:
+    await files.delete_file(vector_store_id, file_id)
     return deleted_object(file_id, "vector_store.file")
 
 
@@ -240,36 +247,34 @@ async def delete_vector_store_file(vector_store_id: str, file_id: str, stores: S
 
 @router.post("/vector_stores/{vector_store_id}/file_batches")
 async def create_vector_store_file_batch(
-    vector_store_id: str, body: CreateVectorStoreFileBatchRequest, stores: Stores
+    vector_store_id: str, body: CreateVectorStoreFileBatchRequest, files: Files
 ) -> dict[str, Any]:
-    files = (
+    new_files = (
         [_new_file(f) for f in body.files] if body.files else [NewFile(fid) for fid in body.file_ids or []]
     )
-    batch = await stores.create_batch(
-        vector_store_id, files, _strategy(body.chunking_strategy), body.attributes
+    batch = await files.create_batch(
+        vector_store_id, new_files, _strategy(body.chunking_strategy), body.attributes
     )
     return file_batch_object(batch)
 
 
 @router.get("/vector_stores/{vector_store_id}/file_batches/{batch_id}")
-async def get_vector_store_file_batch(vector_store_id: str, batch_id: str, stores: Stores) -> dict[str, Any]:
-    return file_batch_object(await stores.get_batch(vector_store_id, batch_id))
+async def get_vector_store_file_batch(vector_store_id: str, batch_id: str, files: Files) -> dict[str, Any]:
+    return file_batch_object(await files.get_batch(vector_store_id, batch_id))
 
 
 @router.post("/vector_stores/{vector_store_id}/file_batches/{batch_id}/cancel")
-async def cancel_vector_store_file_batch(
-    vector_store_id: str, batch_id: str, stores: Stores
-) -> dict[str, Any]:
-    return file_batch_object(await stores.cancel_batch(vector_store_id, batch_id))
+async def cancel_vector_store_file_batch(vector_store_id: str, batch_id: str, files: Files) -> dict[str, Any]:
+    return file_batch_object(await files.cancel_batch(vector_store_id, batch_id))
 
 
 @router.get("/vector_stores/{vector_store_id}/file_batches/{batch_id}/files")
 async def list_files_in_vector_store_batch(
     vector_store_id: str,
     batch_id: str,
-    stores: Stores,
+    files: Files,
     query: Paging,
     filter: Annotated[StatusFilter | None, Query()] = None,
 ) -> dict[str, Any]:
-    page = await stores.list_files(vector_store_id, query, filter, batch_id)
+    page = await files.list_files(vector_store_id, query, filter, batch_id)
     return list_object(page, vector_store_file_object)

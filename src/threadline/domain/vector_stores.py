@@ -1,12 +1,14 @@
-"""Vector stores: stores, the files in them, file batches, search, and the ingestion job.
+"""Vector stores: the stores themselves, search over them, and the ingestion job.
 
-``VectorStoreService`` backs ``/v1/vector_stores``. Adding a file writes an ``in_progress`` row and
-queues a ``vector_store_file.ingest`` job; the request returns at once. ``ingest`` (the job's
-handler, run by a worker) reads the file's bytes and hands them to the retrieval engine (parse,
-chunk, embed in a bounded child process, index), then moves the row to ``completed`` or ``failed``
-with a reason; a file removed or cancelled meanwhile has its indexing stopped. Every
-status move is a guarded write from ``in_progress``: a file cancelled or removed while it was being
-indexed is not revived, and its chunks are taken out again. A store's ``file_counts``,
+``VectorStoreService`` backs ``/v1/vector_stores`` and its search, and the worker's ingestion job;
+the files and file batches a request names inside a store are ``VectorStoreFiles``
+(``vector_store_files.py``), which adds them through ``add_files`` here. Adding a file writes an
+``in_progress`` row and queues a ``vector_store_file.ingest`` job; the request returns at once.
+``ingest`` (the job's handler, run by a worker) reads the file's bytes and hands them to the
+retrieval engine (parse, chunk, embed in a bounded child process, index), then moves the row to
+``completed`` or ``failed`` with a reason; a file removed or cancelled meanwhile has its indexing
+stopped. Every status move is a guarded write from ``in_progress``: a file cancelled or removed
+while it was being indexed is not revived, and its chunks are taken out again. A store's ``file_counts``,
 ``usage_bytes`` and ``status`` are computed from its files' rows when it is read, so they cannot
 drift; ``expired`` comes from ``expires_at``, which moves with ``last_active_at``.
 
@@ -60,8 +62,6 @@ THREAD_STORE_EXPIRY: dict[str, Any] = {"anchor": "last_active_at", "days": 7}
 """How long a thread's own store (made for its attachments) outlives its last use, as at OpenAI."""
 # What the ids made here look like: others are not looked up (PostgreSQL refuses text with NUL).
 _STORE_ID = re.compile(r"vs_[A-Za-z0-9]{1,64}")
-_BATCH_ID = re.compile(r"vsfb_[A-Za-z0-9]{1,64}")
-_FILE_ID = re.compile(r"file-[A-Za-z0-9]{1,64}")
 WATCH_SECONDS = 0.5
 """How often a file being indexed is checked for removal or cancellation (which stops its indexing)."""
 
@@ -162,6 +162,10 @@ _OVERLAP_PROBE = 8
 
 
 class VectorStoreService:
+    """The stores of one project, search over them, and indexing their files (the job). Split by job
+    from ``VectorStoreFiles``: what a store holds is handled there, what reads or changes the store
+    as a whole (search touches its activity and expiry) or runs in the worker stays here."""
+
     def __init__(
         self,
         stores: VectorStoreRepository,
@@ -196,7 +200,7 @@ class VectorStoreService:
         files: Sequence[NewFile] = (),
         chunking_strategy: dict[str, Any] | None = None,
     ) -> VectorStore:
-        await self._check_files([f.file_id for f in files], "file_ids")
+        await self.check_files([f.file_id for f in files], "file_ids")
         created_at = self.clock()
         store = VectorStore(
             id=new_id("vector_store"),
@@ -209,7 +213,7 @@ class VectorStoreService:
             last_active_at=created_at,
         )
         await self.stores.insert_store(store)
-        await self._add(store.id, files, chunking_strategy, None)
+        await self.add_files(store.id, files, chunking_strategy, None)
         return await self.get_store(store.id)
 
     def thread_store_plan(self, thread_id: str) -> ThreadStorePlan:
@@ -266,12 +270,12 @@ class VectorStoreService:
                     f"No vector store found with id '{store_id[:100]}'.", param=f"{param}[{index}]"
                 )
 
-    # --- files -----------------------------------------------------------------------------
+    # --- adding files (here and in ``VectorStoreFiles``) -------------------------------------
 
-    async def _check_files(self, file_ids: Sequence[str], param: str) -> None:
+    async def check_files(self, file_ids: Sequence[str], param: str) -> None:
         await self.files.check_references([FileRef(fid, f"{param}[{i}]") for i, fid in enumerate(file_ids)])
 
-    async def _add(
+    async def add_files(
         self,
         store_id: str,
         files: Sequence[NewFile],
@@ -313,87 +317,6 @@ class VectorStoreService:
             if store is not None and store.status(at) != "expired":
                 pending += store.file_counts.in_progress
         return pending
-
-    async def create_file(self, store_id: str, new: NewFile) -> VectorStoreFile:
-        await self.get_store(store_id)
-        await self._check_files([new.file_id], "file_id")
-        [row] = await self._add(store_id, [new], None, None)
-        return row
-
-    async def get_file(self, store_id: str, file_id: str) -> VectorStoreFile:
-        await self.get_store(store_id)
-        row = None
-        if _FILE_ID.fullmatch(file_id):
-            row = await self.stores.get_file(store_id, file_id, self.project_id)
-        if row is None:
-            raise NotFoundError(
-                f"No file found with id '{file_id}' in vector store '{store_id}'.", param="file_id"
-            )
-        return row
-
-    async def list_files(
-        self, store_id: str, query: ListQuery, status: str | None, batch_id: str | None = None
-    ) -> Page[VectorStoreFile]:
-        if batch_id is not None:
-            await self.get_batch(store_id, batch_id)
-        else:
-            await self.get_store(store_id)
-        return await self.stores.list_files(store_id, query, status, batch_id)
-
-    async def update_file_attributes(
-        self, store_id: str, file_id: str, attributes: dict[str, Any] | None
-    ) -> VectorStoreFile:
-        """Replace a file's attributes, which search ``filters`` compare from then on."""
-        await self.get_file(store_id, file_id)
-        if not await self.stores.update_attributes(store_id, file_id, self.project_id, attributes):
-            await self.get_file(store_id, file_id)  # removed meanwhile: its 404
-        return await self.get_file(store_id, file_id)
-
-    async def file_content(self, store_id: str, file_id: str) -> list[str]:
-        """The file's parsed text as stored for search, one piece per chunk without the text a chunk
-        repeats of the one before (joined, the pieces are the text), so empty until it is indexed."""
-        await self.get_file(store_id, file_id)
-        return without_overlap(await self.stores.chunk_texts(store_id, file_id))
-
-    async def delete_file(self, store_id: str, file_id: str) -> None:
-        await self.get_file(store_id, file_id)
-        await self.stores.delete_file(store_id, file_id, self.project_id)
-        await (await self.engine()).remove(store_id, file_id)
-
-    # --- batches ---------------------------------------------------------------------------
-
-    async def create_batch(
-        self,
-        store_id: str,
-        files: Sequence[NewFile],
-        chunking_strategy: dict[str, Any] | None,
-        attributes: dict[str, Any] | None,
-    ) -> FileBatch:
-        await self.get_store(store_id)
-        await self._check_files([f.file_id for f in files], "file_ids")
-        batch = FileBatch(new_id("vector_store_file_batch"), store_id, self.project_id, self.clock())
-        await self._add(store_id, files, chunking_strategy, batch, attributes)
-        return await self.get_batch(store_id, batch.id)
-
-    async def get_batch(self, store_id: str, batch_id: str) -> FileBatch:
-        await self.get_store(store_id)
-        batch = None
-        if _BATCH_ID.fullmatch(batch_id):
-            batch = await self.stores.get_batch(store_id, batch_id, self.project_id)
-        if batch is None:
-            raise NotFoundError(
-                f"No file batch found with id '{batch_id}' in vector store '{store_id}'.", param="batch_id"
-            )
-        return batch
-
-    async def cancel_batch(self, store_id: str, batch_id: str) -> FileBatch:
-        batch = await self.get_batch(store_id, batch_id)
-        if batch.status != "in_progress":
-            raise InvalidRequestError(
-                f"Cannot cancel a file batch with status '{batch.status}'.", param="batch_id"
-            )
-        await self.stores.cancel_batch(store_id, batch_id)
-        return await self.get_batch(store_id, batch_id)
 
     # --- search ----------------------------------------------------------------------------
 
