@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: serve test test-unit lint typecheck bench clean llama doctor system-packages
+.PHONY: serve test test-unit test-integration test-api test-clients test-conformance lint typecheck bench clean llama doctor system-packages
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -80,9 +80,18 @@ test: system-packages lint typecheck $(SDK_1X)/.openai-$(OPENAI_1X)
 	$(BIN)/pytest -q
 	THREADLINE_TEST_BACKEND=postgres $(BIN)/pytest -q
 
-# The unit layer alone: the domain with the in-process scripted model, in seconds (SQLite).
+# One layer at a time (SQLite; THREADLINE_TEST_BACKEND=postgres for PostgreSQL): unit (the domain with
+# the in-process scripted model, in seconds), integration (store, workers, model host, sandbox, remote
+# guard), api (the HTTP API through the official SDKs), clients (frameworks and programs written for
+# OpenAI), conformance (OpenAI's specs as the oracle). `make test` runs them all, on both databases.
+LAYERS := unit integration api clients conformance
+UNIT_PLUGINS_OFF := -p no:hypothesispytest -p no:schemathesis -p no:langsmith_plugin
+
 test-unit: $(VENV)/.dev
-	$(BIN)/pytest -q tests/unit
+	$(BIN)/pytest -q $(UNIT_PLUGINS_OFF) tests/unit
+
+$(addprefix test-,$(filter-out unit,$(LAYERS))): test-%: system-packages $(VENV)/.dev $(SDK_1X)/.openai-$(OPENAI_1X)
+	$(BIN)/pytest -q tests/$*
 
 bench: system-packages $(VENV)/.dev
 	$(BIN)/python -m bench.runs

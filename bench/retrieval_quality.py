@@ -322,7 +322,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 **Quality**, recall@5 on the shipped corpus (`tests/retrieval_corpus.py`: twenty topics, a document
 and a question in each language, every question with one relevant document per language), per half:
 the ranking's weights were chosen on the tuning half only; the held-out half is where the goals are
-asserted (`tests/test_retrieval_quality.py`). Before: keywords with stop words, RRF k = 60 with equal
+asserted (`tests/integration/test_retrieval_quality.py`). Before: keywords with stop words, RRF k = 60 with equal
 weights, raw cosine. After: keywords without stop words, the cross-script correction of the cosine
 (+{CROSS_SCRIPT_BONUS} for a chunk in the other script than the question), RRF k = 10 with keywords
 weighted 0.4. Same embeddings on both sides.
