@@ -20,7 +20,8 @@ from threadline.config import Settings
 from threadline.errors import RemoteFetchError
 from threadline.testing import Reply, ScriptedModel, ToolCall
 from threadline.testing.web import FakeWeb, WebPage
-from threadline.tools.remote.guard import RemoteGuard, RemotePolicy
+from threadline.tools.remote.addresses import RemotePolicy
+from threadline.tools.remote.guard import RemoteGuard
 from threadline.tools.remote.pages import read_pages
 from threadline.tools.remote.search import (
     BraveSearch,

@@ -19,7 +19,8 @@ import httpx2
 import pytest
 
 from threadline.testing.mcp_server import McpTestServer
-from threadline.tools.remote.guard import RemoteGuard, RemotePolicy, parse_allow
+from threadline.tools.remote.addresses import RemotePolicy, parse_allow
+from threadline.tools.remote.guard import RemoteGuard
 from threadline.tools.remote.mcp import (
     McpClient,
     McpFailure,

@@ -23,7 +23,8 @@ import pytest
 from threadline.config import Settings
 from threadline.errors import RemoteFetchError, RemoteRefusedError
 from threadline.testing.web import FakeWeb
-from threadline.tools.remote.guard import RemoteGuard, RemotePolicy, address_class, parse_allow
+from threadline.tools.remote.addresses import RemotePolicy, address_class, parse_allow
+from threadline.tools.remote.guard import RemoteGuard
 
 LOOPBACK = RemotePolicy(allow_networks=(ipaddress.ip_network("127.0.0.1/32"),))
 

@@ -1,5 +1,6 @@
 """Rooms stay small: no class in ``src/threadline`` with more than 20 public methods (a class that
-needs more is doing several jobs; the old 54-method ``SqlStore`` became one store per aggregate)."""
+needs more is doing several jobs; the old 54-method ``SqlStore`` became one store per aggregate), and
+no module over 500 lines (migrations aside)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "threadline"
 MOST_PUBLIC_METHODS = 20
+MOST_LINES = 500
 
 
 def public_methods() -> dict[str, int]:
@@ -37,3 +39,13 @@ def test_the_counter_sees_the_stores() -> None:
 
 def test_no_class_has_more_than_20_public_methods() -> None:
     assert over_limit() == {}
+
+
+def test_no_module_has_more_than_500_lines() -> None:
+    long = {
+        str(path.relative_to(SRC)): n
+        for path in sorted(SRC.rglob("*.py"))
+        if "migrations" not in path.parts
+        and (n := len(path.read_text(encoding="utf-8").splitlines())) > MOST_LINES
+    }
+    assert long == {}

@@ -16,7 +16,8 @@ from typing import Any
 
 from fastapi.responses import StreamingResponse
 
-from threadline.api.response_stream import FINAL, Obj, ResponseEvents, event_stream
+from threadline.api.response_sse import event_stream
+from threadline.api.response_stream import FINAL, Obj, ResponseEvents
 from threadline.api.sse import KEEPALIVE_SECONDS, frame
 from threadline.domain.entities import MessageCreation, Run
 from threadline.domain.events import ObjectEvent, ReasoningDelta

@@ -16,13 +16,8 @@ picked up again (``response_recording.py``).
 
 from __future__ import annotations
 
-import logging
-from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
-
-from fastapi.responses import StreamingResponse
-from starlette.background import BackgroundTask
 
 from threadline.api.response_objects import (
     MCP_FIELDS,
@@ -35,7 +30,7 @@ from threadline.api.response_objects import (
     response_object,
     web_search_item,
 )
-from threadline.api.sse import KEEPALIVE_SECONDS, frame, pieces
+from threadline.api.sse import pieces
 from threadline.domain.entities import (
     BuiltinCall,
     FunctionCall,
@@ -54,13 +49,10 @@ from threadline.domain.events import (
     StepDelta,
 )
 from threadline.domain.ports.citations import MarkerFilter, strip_markers
-from threadline.domain.ports.storage import Subscription
 from threadline.domain.responses import ResponseService, ResponseView
 from threadline.domain.run_states import TERMINAL, RunStatus
 from threadline.domain.steps import WebSearchDetails
 from threadline.ids import builtin_item_id, call_item_id, container_id
-
-log = logging.getLogger(__name__)
 
 Obj = dict[str, Any]
 
@@ -471,49 +463,3 @@ def _empty(part: Obj) -> Obj:
     if part["type"] == "output_text":
         return {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
     return {"type": part["type"], part["type"]: ""} if part["type"] == "refusal" else part
-
-
-async def translated(
-    events: ResponseEvents, subscription: Subscription, keepalive: float = KEEPALIVE_SECONDS
-) -> AsyncIterator[list[Obj]]:
-    """The response's stream events, a batch per run event (an empty batch when idle for ``keepalive``),
-    until the response ends."""
-    while not events.finished:
-        event = await subscription.get(timeout=keepalive)
-        if event is None:
-            # No event for a while: the response may have ended in another process.
-            latest = await events.responses.stores.runs.get_by_id(events.run.id)
-            if latest is not None and latest.status in TERMINAL:
-                event = ObjectEvent(f"thread.run.{latest.status.value}", latest)
-            else:
-                yield []
-                continue
-        yield await events.translate(event)
-
-
-async def follow(events: ResponseEvents, subscription: Subscription) -> AsyncIterator[bytes]:
-    with subscription:
-        try:
-            async for batch in translated(events, subscription):
-                if not batch:
-                    yield b": keep-alive\n\n"
-                for data in batch:
-                    yield frame(data["type"], data)
-            await events.responses.forget(events.run)
-        except Exception:
-            log.exception("a response's event stream failed")
-            error = events.error("The server had an error while streaming.")
-            yield frame("error", error)
-
-
-def event_stream(body: AsyncIterator[bytes], on_close: Callable[[], None] | None = None) -> StreamingResponse:
-    return StreamingResponse(
-        body,
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-        background=BackgroundTask(on_close) if on_close is not None else None,
-    )
-
-
-def stream(responses: ResponseService, subscription: Subscription, run: Run) -> StreamingResponse:
-    return event_stream(follow(ResponseEvents(responses, run), subscription), subscription.close)

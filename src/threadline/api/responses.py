@@ -2,7 +2,7 @@
 
 Without ``stream`` or ``background`` a create answers when the response is finished; with
 ``background`` it answers at once (``queued``) and the workers carry on; with ``stream`` it answers
-with the response's event stream (``api/response_stream.py``). A background response's stream can be
+with the response's event stream (``api/response_sse.py``). A background response's stream can be
 picked up again with ``GET /v1/responses/{id}?stream=true&starting_after=N``
 (``api/response_recording.py``).
 """
@@ -15,7 +15,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 
-from threadline.api import response_recording, response_stream
+from threadline.api import response_recording, response_sse
 from threadline.api.deps import Paging, Svc
 from threadline.api.objects import list_object
 from threadline.api.response_objects import compaction_item, item_object, response_object, usage_object
@@ -98,7 +98,7 @@ async def create_response(
             subscription.close()
             raise
         if not command.background:
-            return response_stream.stream(responses, subscription, run)
+            return response_sse.stream(responses, subscription, run)
         response_recording.record(responses, subscription, run)
         if body.stream:
             return response_recording.resume(responses, run, -1)
