@@ -13,7 +13,6 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 from threadline.domain.commands import (
-    KEEP,
     AssistantUpdate,
     FunctionOutput,
     NewAssistant,
@@ -23,6 +22,7 @@ from threadline.domain.commands import (
     NewThreadAndRun,
     ThreadUpdate,
 )
+from threadline.domain.updates import KEEP
 
 MAX_METADATA_PAIRS = 16
 MAX_INT32 = 2**31 - 1
@@ -31,10 +31,6 @@ MAX_INT32 = 2**31 - 1
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-    def fields(self) -> dict[str, Any]:
-        """The fields the client sent, as plain data."""
-        return self.model_dump(exclude_unset=True, mode="json")
 
     def sent(self, name: str, unset: Any = None) -> Any:
         """Field ``name`` as the client sent it, as plain data (of nested objects, only the fields

@@ -23,8 +23,9 @@ from threadline.api.routing import CheckedRoute
 from threadline.api.schemas import ChunkingStrategy, Strict, WithMetadata
 from threadline.domain.clock import now
 from threadline.domain.entities import NewFile, VectorStore
+from threadline.domain.updates import KEEP
 from threadline.domain.vector_store_files import VectorStoreFiles
-from threadline.domain.vector_stores import VectorStoreService
+from threadline.domain.vector_stores import VectorStoreService, VectorStoreUpdate
 
 router = APIRouter(route_class=CheckedRoute)
 
@@ -71,6 +72,13 @@ class CreateVectorStoreRequest(WithMetadata):
 class UpdateVectorStoreRequest(WithMetadata):
     name: Name | None = None
     expires_after: ExpiresAfter | None = None
+
+    def command(self) -> VectorStoreUpdate:
+        return VectorStoreUpdate(
+            name=self.sent("name", KEEP),
+            metadata=self.sent("metadata", KEEP),
+            expires_after=self.sent("expires_after", KEEP),
+        )
 
 
 class CreateVectorStoreFileRequest(Strict):
@@ -170,7 +178,7 @@ async def get_vector_store(vector_store_id: str, stores: Stores) -> dict[str, An
 async def modify_vector_store(
     vector_store_id: str, body: UpdateVectorStoreRequest, stores: Stores
 ) -> dict[str, Any]:
-    return _store(await stores.modify_store(vector_store_id, body.fields()))
+    return _store(await stores.modify_store(vector_store_id, body.command()))
 
 
 @router.delete("/vector_stores/{vector_store_id}")

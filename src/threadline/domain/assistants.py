@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 
-from threadline.domain.commands import KEEP, AssistantUpdate, NewAssistant, Resources
+from threadline.domain.commands import AssistantUpdate, NewAssistant, Resources
 from threadline.domain.entities import Assistant, ListQuery, Page
 from threadline.domain.scope import Scope, not_found
+from threadline.domain.updates import KEEP
 from threadline.ids import new_id
 
 

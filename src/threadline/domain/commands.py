@@ -18,7 +18,6 @@ at, so an unknown file is refused with OpenAI's error naming where it was given.
 from __future__ import annotations
 
 import dataclasses
-import enum
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -27,17 +26,10 @@ from threadline.domain.content import ImageFile, Part
 from threadline.domain.entities import JSON
 from threadline.domain.files import FileRef
 from threadline.domain.response_items import Input
+from threadline.domain.updates import KEEP, Keep
 
 Resources = dict[str, Any]
 """``tool_resources`` as stored: ``{"code_interpreter": {"file_ids": [...]}, "file_search": {...}}``."""
-
-
-class Keep(enum.Enum):
-    KEEP = "keep"
-
-
-KEEP = Keep.KEEP
-"""An update's field the client did not send: the value stays as it is."""
 
 
 def _changes(update: object) -> dict[str, Any]:

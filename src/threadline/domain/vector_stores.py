@@ -27,6 +27,7 @@ import copy
 import logging
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from threadline.domain.clock import now
@@ -45,6 +46,7 @@ from threadline.domain.entities import (
 from threadline.domain.files import FileRef, FileService
 from threadline.domain.ports.retrieval import ChunkingStrategy, PreparationFailed, RankingOptions, Retrieval
 from threadline.domain.ports.storage import JobQueue, VectorStoreRepository
+from threadline.domain.updates import KEEP, Keep
 from threadline.errors import FileContentError, InvalidRequestError, NotFoundError, ThreadlineError
 from threadline.ids import new_id
 
@@ -161,6 +163,16 @@ _OVERLAP_PROBE = 8
 """Characters of a chunk's start looked for in the chunk before (overlaps are longer)."""
 
 
+@dataclass(frozen=True, slots=True)
+class VectorStoreUpdate:
+    """A modify-vector-store request: a ``metadata`` of ``None`` keeps the store's metadata, as
+    OpenAI's does; ``name`` and ``expires_after`` may be set to ``None``."""
+
+    name: str | Keep | None = KEEP
+    metadata: dict[str, str] | Keep | None = KEEP
+    expires_after: dict[str, Any] | Keep | None = KEEP
+
+
 class VectorStoreService:
     """The stores of one project, search over them, and indexing their files (the job). Split by job
     from ``VectorStoreFiles``: what a store holds is handled there, what reads or changes the store
@@ -243,14 +255,14 @@ class VectorStoreService:
     async def list_stores(self, query: ListQuery) -> Page[VectorStore]:
         return await self.stores.list_stores(query, self.project_id)
 
-    async def modify_store(self, store_id: str, changes: Mapping[str, Any]) -> VectorStore:
+    async def modify_store(self, store_id: str, update: VectorStoreUpdate) -> VectorStore:
         store = await self.get_store(store_id)
-        if "name" in changes:
-            store.name = changes["name"]
-        if changes.get("metadata") is not None:
-            store.metadata = changes["metadata"]
-        if "expires_after" in changes:
-            store.expires_after = changes["expires_after"]
+        if not isinstance(update.name, Keep):
+            store.name = update.name
+        if update.metadata is not None and not isinstance(update.metadata, Keep):
+            store.metadata = update.metadata
+        if not isinstance(update.expires_after, Keep):
+            store.expires_after = update.expires_after
             store.expires_at = expiry_at(store.expires_after, store.last_active_at)
         await self.stores.update_store(store)
         return store
