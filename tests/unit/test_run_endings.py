@@ -246,7 +246,8 @@ async def test_cancelling_a_waiting_run_closes_its_calls(domain: Domain) -> None
 async def test_cancel_mid_answer_stops_the_model_and_keeps_the_partial_text(domain: Domain) -> None:
     run = await domain.start()
     events = domain.follow(run)
-    domain.model.script(Reply(text="and so on ", endless=True))
+    # Paced: unpaced, a busy machine's model reaches the reply token cap before the cancel lands.
+    domain.model.script(Reply(text="and so on ", endless=True, delay=0.005))
     claimed = await domain.claim()
     task = asyncio.create_task(domain.loop().execute(claimed))
     await wait_until(lambda: len([e for e in events.pull() if isinstance(e, MessageDelta)]) >= 6)
@@ -293,7 +294,7 @@ async def test_expired_while_driven_keeps_the_expiry(domain: Domain) -> None:
     domain.expire_runs_after(-10)
     run = await domain.start()
     events = domain.follow(run)
-    domain.model.script(Reply(text="and so on ", endless=True))
+    domain.model.script(Reply(text="and so on ", endless=True, delay=0.005))
     claimed = await domain.claim()
     task = asyncio.create_task(domain.loop().execute(claimed))
     await wait_until(lambda: any(isinstance(e, MessageDelta) for e in events.pull()))
@@ -341,7 +342,7 @@ async def test_a_worker_whose_run_was_taken_over_writes_nothing(domain: Domain) 
 async def test_a_dead_workers_half_turn_is_redone_once(domain: Domain) -> None:
     run = await domain.start()
     events = domain.follow(run)
-    domain.model.script(Reply(text="half ", endless=True), "The whole answer.")
+    domain.model.script(Reply(text="half ", endless=True, delay=0.005), "The whole answer.")
     first = await domain.claim("worker-1", lease=-1)
     task = asyncio.create_task(domain.loop("worker-1").execute(first))
     await wait_until(lambda: any(isinstance(e, MessageDelta) for e in events.pull()))
