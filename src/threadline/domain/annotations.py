@@ -14,12 +14,10 @@ from dataclasses import dataclass, field
 
 from threadline.domain.content import (
     Annotation,
-    FileCitation,
     FilePath,
     ImageFile,
     Part,
     Text,
-    UrlCitation,
     with_annotations,
 )
 from threadline.domain.entities import BuiltinCall, Message, RunStep, ToolCalls
@@ -85,13 +83,9 @@ def answer_content(
     for part in content:
         if isinstance(part, Text):
             cited: list[Annotation] = [
-                FileCitation(c.text, c.start_index, c.end_index, c.file_id)
-                for c in annotate(part.value, made.searches)
-            ]
-            cited += file_paths(part.value, made.written)
-            cited += [
-                UrlCitation(c.text, c.start_index, c.end_index, c.url, c.title)
-                for c in url_citations(part.value, made.pages)
+                *annotate(part.value, made.searches),
+                *file_paths(part.value, made.written),
+                *url_citations(part.value, made.pages),
             ]
             part = with_annotations(part, cited)
         parts.append(part)

@@ -19,6 +19,8 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from threadline.domain.content import FileCitation, UrlCitation
+
 MARKER = re.compile(r"【(\d+):(\d+)†([^】\n]*)】")
 
 
@@ -27,14 +29,6 @@ class Source:
     file_id: str
     filename: str
     text: str
-
-
-@dataclass(frozen=True, slots=True)
-class FileCitation:
-    text: str
-    start_index: int
-    end_index: int
-    file_id: str
 
 
 def marker(message_index: int, result_index: int, filename: str) -> str:
@@ -64,15 +58,6 @@ def annotate(text: str, searches: Mapping[int, Sequence[Source]]) -> list[FileCi
 
 
 # --- web search: the model cites a page by linking its URL -----------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class UrlCitation:
-    text: str
-    start_index: int
-    end_index: int
-    url: str
-    title: str
 
 
 _URL_GOES_ON = re.compile(r"[A-Za-z0-9/_~%?=&#+-]|\.[A-Za-z0-9]")
