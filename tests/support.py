@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
 import socket
+import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -154,3 +158,47 @@ async def _pg_admin(statement: str) -> None:
         await conn.execute(statement)
     finally:
         await conn.close()
+
+
+NODE_DIR = Path(__file__).resolve().parent / "node"
+
+
+def install_node_sdk() -> Path:
+    """``tests/node`` with its dependencies installed; skips only outside CI when Node is missing."""
+    import pytest
+
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        if os.environ.get("CI", "").lower() not in ("", "0", "false"):
+            pytest.fail("node and npm are required under CI: the Node SDK test must run there")
+        pytest.skip("node/npm not installed: the Node SDK test needs them")
+    installed = subprocess.run(
+        ["npm", "install", "--no-audit", "--no-fund", "--loglevel=error"],
+        cwd=NODE_DIR,
+        timeout=300,
+        capture_output=True,
+        text=True,
+    )
+    assert installed.returncode == 0, f"npm install failed:\n{installed.stdout}\n{installed.stderr}"
+    return NODE_DIR
+
+
+@contextmanager
+def agents_sdk_on(url: str) -> Iterator[asyncio.AbstractEventLoop]:
+    """The Agents SDK set up as its documentation shows for another base URL: its default client an
+    ``AsyncOpenAI`` on ``url``, the Responses API, no tracing. ``Runner.run_sync`` runs on the
+    thread's default loop and the client's connections belong to it, so each user gets its own."""
+    import agents
+    import openai
+
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    client = openai.AsyncOpenAI(base_url=url, api_key="test-key", max_retries=0)
+    agents.set_default_openai_client(client, use_for_tracing=False)
+    agents.set_default_openai_api("responses")
+    agents.set_tracing_disabled(True)
+    try:
+        yield loop
+    finally:
+        loop.run_until_complete(client.close())
+        loop.close()
+        asyncio.set_event_loop(None)

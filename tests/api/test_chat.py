@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +15,7 @@ import openai
 import pytest
 from pydantic import BaseModel
 
-from tests.support import ThreadlineServer
+from tests.support import ThreadlineServer, install_node_sdk
 from threadline.testing import Reply, ScriptedModel, ToolCall
 
 
@@ -256,27 +255,13 @@ def test_metrics_count_chat_requests_and_tokens(
     assert 'threadline_api_request_duration_seconds_count{route="/v1/chat/completions"}' in text
 
 
-NODE_DIR = Path(__file__).resolve().parents[1] / "node"
-
-
 @pytest.mark.timeout(180)
 def test_node_sdk_mixes_chat_embeddings_and_models(model: ScriptedModel, server: ThreadlineServer) -> None:
-    if shutil.which("node") is None or shutil.which("npm") is None:
-        if os.environ.get("CI", "").lower() not in ("", "0", "false"):
-            pytest.fail("node and npm are required under CI: the Node SDK test must run there")
-        pytest.skip("node/npm not installed: the Node SDK test needs them")
-    installed = subprocess.run(
-        ["npm", "install", "--no-audit", "--no-fund", "--loglevel=error"],
-        cwd=NODE_DIR,
-        timeout=300,
-        capture_output=True,
-        text=True,
-    )
-    assert installed.returncode == 0, f"npm install failed:\n{installed.stdout}\n{installed.stderr}"
+    node_dir = install_node_sdk()
     model.script(Reply(text="Hi Node."), Reply(text="one two three", usage=(4, 3)))
     env = {**os.environ, "OPENAI_BASE_URL": server.url, "OPENAI_API_KEY": "test-key"}
     done = subprocess.run(
-        ["node", "chat.mjs"], cwd=NODE_DIR, env=env, capture_output=True, text=True, timeout=120
+        ["node", "chat.mjs"], cwd=node_dir, env=env, capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 0, done.stderr
     seen = json.loads(done.stdout)

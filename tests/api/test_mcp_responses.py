@@ -22,7 +22,7 @@ import pytest
 
 from tests.conftest import database_url, server_settings
 from tests.integration.test_recovery import ServerProcess
-from tests.support import ThreadlineServer, wait_for
+from tests.support import ThreadlineServer, agents_sdk_on, wait_for
 from threadline.domain.records import response_record
 from threadline.store import Database, sql_stores
 from threadline.testing import Reply, ScriptedModel, ToolCall
@@ -349,16 +349,8 @@ agents = pytest.importorskip("agents")
 def agents_loop(server: ThreadlineServer) -> Iterator[asyncio.AbstractEventLoop]:
     """The SDK on the server as its documentation shows for another base URL (as in
     ``test_real_clients.py``), on a loop of the test's own."""
-    loop = asyncio.new_event_loop()
-    asyncio.set_event_loop(loop)
-    client = openai.AsyncOpenAI(base_url=server.url, api_key="test-key", max_retries=0)
-    agents.set_default_openai_client(client, use_for_tracing=False)
-    agents.set_default_openai_api("responses")
-    agents.set_tracing_disabled(True)
-    yield loop
-    loop.run_until_complete(client.close())
-    loop.close()
-    asyncio.set_event_loop(None)
+    with agents_sdk_on(server.url) as loop:
+        yield loop
 
 
 def hosted(url: str, approval: Any, decide: Any = None) -> Any:

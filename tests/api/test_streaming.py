@@ -11,7 +11,6 @@ import asyncio
 import dataclasses
 import json
 import os
-import shutil
 import socket
 import subprocess
 import threading
@@ -28,7 +27,7 @@ from openai.types.beta import AssistantStreamEvent
 from openai.types.beta.threads import Text, TextDelta
 from openai.types.beta.threads.runs import ToolCall, ToolCallDelta
 
-from tests.support import TEXT_RUN, ThreadlineServer, wait_for
+from tests.support import TEXT_RUN, ThreadlineServer, install_node_sdk, wait_for
 from threadline.api import sse
 from threadline.domain.entities import Run
 from threadline.domain.events import Event, MessageDelta, ObjectEvent
@@ -766,25 +765,10 @@ def test_stream_ends_on_the_event_name_not_the_objects_status() -> None:
 
 # --- the official Node SDK -------------------------------------------------------------------------
 
-NODE_DIR = Path(__file__).resolve().parents[1] / "node"
-
 
 @pytest.fixture(scope="module")
 def node_sdk() -> Iterator[Path]:
-    """``tests/node`` with its dependencies installed; skipped only outside CI when Node is missing."""
-    if shutil.which("node") is None or shutil.which("npm") is None:
-        if os.environ.get("CI", "").lower() not in ("", "0", "false"):
-            pytest.fail("node and npm are required under CI: the Node SDK test must run there")
-        pytest.skip("node/npm not installed: the Node SDK test needs them")
-    installed = subprocess.run(
-        ["npm", "install", "--no-audit", "--no-fund", "--loglevel=error"],
-        cwd=NODE_DIR,
-        timeout=300,
-        capture_output=True,
-        text=True,
-    )
-    assert installed.returncode == 0, f"npm install failed:\n{installed.stdout}\n{installed.stderr}"
-    yield NODE_DIR
+    yield install_node_sdk()
 
 
 @pytest.mark.timeout(120)

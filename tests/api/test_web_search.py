@@ -15,7 +15,7 @@ import pytest
 
 from tests.api.test_projects import ADMIN, new_project, sdk
 from tests.conftest import server_settings
-from tests.support import ThreadlineServer
+from tests.support import ThreadlineServer, agents_sdk_on
 from threadline.config import Settings
 from threadline.errors import RemoteFetchError
 from threadline.testing import Reply, ScriptedModel, ToolCall
@@ -377,17 +377,9 @@ def test_web_search_without_a_backend_is_a_400_naming_the_setting(client: openai
 
 @pytest.fixture
 def agents_loop(web_server: ThreadlineServer) -> Iterator[asyncio.AbstractEventLoop]:
-    agents = pytest.importorskip("agents")
-    loop = asyncio.new_event_loop()
-    asyncio.set_event_loop(loop)
-    client = openai.AsyncOpenAI(base_url=web_server.url, api_key="test-key", max_retries=0)
-    agents.set_default_openai_client(client, use_for_tracing=False)
-    agents.set_default_openai_api("responses")
-    agents.set_tracing_disabled(True)
-    yield loop
-    loop.run_until_complete(client.close())
-    loop.close()
-    asyncio.set_event_loop(None)
+    pytest.importorskip("agents")
+    with agents_sdk_on(web_server.url) as loop:
+        yield loop
 
 
 @pytest.mark.filterwarnings(

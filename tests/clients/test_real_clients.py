@@ -24,7 +24,7 @@ import pytest
 from tests.api.test_builtin_tools import needs_sandbox
 from tests.api.test_projects import ADMIN, new_project, sdk
 from tests.api.test_streaming import node_sdk  # noqa: F401  (the fixture)
-from tests.support import ThreadlineServer
+from tests.support import ThreadlineServer, agents_sdk_on
 from threadline.testing import Reply, ScriptedModel, ToolCall
 
 agents = pytest.importorskip("agents")
@@ -72,16 +72,8 @@ def loop(server: ThreadlineServer) -> Iterator[asyncio.AbstractEventLoop]:
     """The SDK set up as its documentation shows for another base URL: its default client an
     ``AsyncOpenAI`` on the server, the Responses API, no tracing. ``Runner.run_sync`` runs on the
     thread's default loop and the client's connections belong to it, so each test gets its own."""
-    loop = asyncio.new_event_loop()
-    asyncio.set_event_loop(loop)
-    client = openai.AsyncOpenAI(base_url=server.url, api_key="test-key", max_retries=0)
-    agents.set_default_openai_client(client, use_for_tracing=False)
-    agents.set_default_openai_api("responses")
-    agents.set_tracing_disabled(True)
-    yield loop
-    loop.run_until_complete(client.close())
-    loop.close()
-    asyncio.set_event_loop(None)
+    with agents_sdk_on(server.url) as loop:
+        yield loop
 
 
 def weather_agent() -> Any:

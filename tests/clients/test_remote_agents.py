@@ -15,13 +15,12 @@ import asyncio
 from collections.abc import Iterator
 from typing import Any
 
-import openai
 import pytest
 
 from tests.api.test_mcp_responses import TOKEN
 from tests.api.test_web_search import QUESTION, answer_citing
 from tests.conftest import server_settings
-from tests.support import ThreadlineServer
+from tests.support import ThreadlineServer, agents_sdk_on
 from threadline.testing import Reply, ScriptedModel, ToolCall
 from threadline.testing.mcp_server import McpTestServer
 from threadline.testing.web import FakeWeb
@@ -56,16 +55,8 @@ def remote_server(
 @pytest.fixture
 def agents_loop(remote_server: ThreadlineServer) -> Iterator[asyncio.AbstractEventLoop]:
     """The SDK set up as its documentation shows for another OpenAI-compatible server."""
-    loop = asyncio.new_event_loop()
-    asyncio.set_event_loop(loop)
-    client = openai.AsyncOpenAI(base_url=remote_server.url, api_key="test-key", max_retries=0)
-    agents.set_default_openai_client(client, use_for_tracing=False)
-    agents.set_default_openai_api("responses")
-    agents.set_tracing_disabled(True)
-    yield loop
-    loop.run_until_complete(client.close())
-    loop.close()
-    asyncio.set_event_loop(None)
+    with agents_sdk_on(remote_server.url) as loop:
+        yield loop
 
 
 def kind(item: Any) -> str:
