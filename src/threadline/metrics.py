@@ -4,7 +4,7 @@ One :class:`Metrics` per runtime, on its own registry (several apps can live in 
 the tests). Counters and histograms are fed by the store, which reports each run that reaches a
 final status after its write committed, and by the worker: the run loop reports each model call,
 the job runner each job attempt whose outcome it wrote. Gauges (runs and jobs by status, workers
-holding runs, embedded models up) are read when ``GET /metrics`` is scraped. Every process exposes
+holding runs, embedded models up, uploads in progress) are read when ``GET /metrics`` is scraped. Every process exposes
 its own figures; sum them across processes in Prometheus.
 """
 
@@ -60,6 +60,11 @@ class Metrics:
         self.workers = Gauge(
             "threadline_workers_holding_runs",
             "Workers (in any process) holding at least one run under a live lease",
+            registry=self.registry,
+        )
+        self.uploads = Gauge(
+            "threadline_uploads_in_progress",
+            "File uploads this process is receiving now (capped per project by THREADLINE_UPLOAD_CONCURRENCY)",
             registry=self.registry,
         )
         self.models_up = Gauge(

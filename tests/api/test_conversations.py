@@ -449,6 +449,8 @@ def test_second_response_while_one_is_in_progress(client: openai.OpenAI, model: 
     )
     assert slow.status in ("queued", "in_progress")
     try:
+        # The slow reply is taken by this response, not left for the one after the cancel.
+        model.wait_for_requests(1, timeout=30)
         with pytest.raises(openai.BadRequestError) as caught:
             client.responses.create(model="gpt-4o", input="me too", conversation=conv.id)
         error = _error(caught)

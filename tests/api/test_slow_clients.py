@@ -100,8 +100,18 @@ def check_cap(
         )
         return answer if answer.status_code == 429 else None
 
-    # The held uploads reach the route a moment after their headers: wait for the third's refusal.
-    answer = wait_for(refused, timeout=10, what="a third upload to be refused")
+    # The held uploads reach the route a moment after their headers: a third sent before the second
+    # arrived would take its slot, so wait until the server counts both.
+    wait_for(
+        lambda: (
+            "threadline_uploads_in_progress 2.0"
+            in httpx.get(server.url.removesuffix("/v1") + "/metrics").text
+        ),
+        timeout=10,
+        what="both held uploads to be in progress",
+    )
+    answer = refused()
+    assert answer is not None, "a third upload was not refused"
     error = answer.json()["error"]
     assert error["code"] == "rate_limit_exceeded"
     assert "at most 2" in error["message"]

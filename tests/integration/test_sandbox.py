@@ -524,7 +524,8 @@ def test_no_environment_of_the_server_anywhere_inside(sandbox: Sandbox) -> None:
     anything but the sandbox's own variables, and no readable /proc file holds a secret."""
     code = (
         "import json, os, subprocess\n"
-        "child = subprocess.Popen(['sleep', '30'])\n"
+        "child = subprocess.Popen(['cat'], stdin=subprocess.PIPE, stdout=subprocess.PIPE)\n"
+        "child.stdin.write(b'up\\n'); child.stdin.flush(); child.stdout.readline()  # past its exec\n"
         "seen = {}\n"
         "for pid in sorted(p for p in os.listdir('/proc') if p.isdigit()):\n"
         "    for name in ('environ', 'cmdline', 'status'):\n"

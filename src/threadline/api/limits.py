@@ -91,6 +91,9 @@ class UploadSlots:
         self.per_project = per_project
         self.active: dict[str, int] = {}
 
+    def in_progress(self) -> int:
+        return sum(self.active.values())
+
     @contextlib.contextmanager
     def hold(self, project_id: str) -> Iterator[None]:
         count = self.active.get(project_id, 0)

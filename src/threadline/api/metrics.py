@@ -21,6 +21,7 @@ async def metrics(request: Request) -> Response:
     for status in ACTIVE:
         runtime.metrics.runs.labels(status.value).set(counts.get(status.value, 0))
     runtime.metrics.workers.set(holders)
+    runtime.metrics.uploads.set(request.app.state.upload_slots.in_progress())
     jobs = await runtime.jobs.job_census()
     for job_status in JOB_STATUSES:
         runtime.metrics.jobs.labels(job_status).set(jobs.get(job_status, 0))
