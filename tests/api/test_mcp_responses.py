@@ -189,6 +189,23 @@ def test_approval_ends_the_response_and_the_next_request_runs_the_call(
     assert call.approval_request_id == request.id and call.output == "deleted /srv/a.txt"  # type: ignore[union-attr]
     assert ("delete_file", {"path": "/srv/a.txt"}) in mcp_server.calls
     assert tool_answer(model.wait_for_requests(2)[1]["messages"]) == "deleted /srv/a.txt"
+    # The same answer again, on the chain or with the whole history given back: the call ran once.
+    model.script(Reply(text="Already done."), Reply(text="Still done."))
+    again = client.responses.create(
+        model="gpt-4o",
+        previous_response_id=second.id,
+        input=[{"type": "mcp_approval_response", "approval_request_id": request.id, "approve": True}],
+        tools=tools,  # type: ignore[arg-type]
+    )
+    assert [item.type for item in again.output] == ["message"]
+    history = [
+        {"role": "user", "content": "Delete a.txt"},
+        *(item.model_dump(exclude_none=True) for item in [*first.output, *second.output]),
+        {"type": "mcp_approval_response", "approval_request_id": request.id, "approve": True},
+    ]
+    resent = client.responses.create(model="gpt-4o", input=history, tools=tools)  # type: ignore[arg-type]
+    assert resent.output_text == "Still done."
+    assert [name for name, _ in mcp_server.calls].count("delete_file") == 1
 
 
 def test_a_refused_call_is_not_run_and_the_model_hears_so(

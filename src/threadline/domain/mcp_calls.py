@@ -208,16 +208,29 @@ class McpRun:
         fields = {"server_label": tool.server.label, "name": tool.name, "arguments": arguments}
         return self._entry("mcp_approval_request", fields, turn, "end")
 
+    async def _approved_calls(self) -> set[str]:
+        """The approval requests whose call the chain holds already: by this run (resumed), by an
+        earlier response answering the same request, or given back in the input by the client."""
+        page = await self.threads.list_messages(
+            self.run.thread_id, ListQuery(limit=1000, order="desc"), None, items=True
+        )
+        return {
+            str(m.fields["approval_request_id"])
+            for m in page.items
+            if m.type == "mcp_call" and m.fields.get("approval_request_id")
+        }
+
     async def carry_out_approvals(self, turn: int, input_ids: Iterable[str]) -> int:
-        """Run the calls this response's input approves (each once, however often the run is
-        resumed); refusals need nothing run, the model is shown them. How many ran."""
+        """Run the calls this response's input approves, each once: however often the run is
+        resumed, and however often a request is answered (a client sending its history again);
+        refusals need nothing run, the model is shown them. How many ran."""
         answers = [
             m for m in await self.threads.messages_by_id(list(input_ids)) if m.type == "mcp_approval_response"
         ]
         approved = [a for a in answers if a.fields.get("approve") is True]
         if not approved:
             return 0
-        done = {m.fields.get("approval_request_id") for m in await self.own_entries() if m.type == "mcp_call"}
+        done = await self._approved_calls()
         ran = 0
         for answer in approved:
             fields = answer.fields
