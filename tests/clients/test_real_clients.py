@@ -1,11 +1,12 @@
 """The programs people write on the Responses API, run unchanged against Threadline: the OpenAI Agents
-SDK, the Vercel AI SDK and LangChain's ``ChatOpenAI(use_responses_api=True)``.
+SDK (Python and JavaScript), the Vercel AI SDK and LangChain's ``ChatOpenAI(use_responses_api=True)``.
 
 Each keeps its own history and sends it back on the next turn, in its own way: the Agents SDK its
-``to_input_list()`` (every output item, hosted-tool calls included) or a session; the AI SDK item
-references to what the server stored; LangChain its message list. The scripted model records what
-it was sent, so each test checks that the second turn's model call carried the first turn's tool call
-and result, not just the final answer.
+``to_input_list()`` (every output item, hosted-tool calls included) or a session, in JavaScript its
+``history`` or a ``previousResponseId``; the AI SDK item references to what the server stored;
+LangChain its message list. The scripted model records what it was sent, so each test checks that
+the second turn's model call carried the first turn's tool call and result, not just the final
+answer.
 """
 
 from __future__ import annotations
@@ -322,6 +323,66 @@ def test_ai_sdk_multi_turn_chat_plain_with_a_tool_with_file_search_and_streamed(
         {"role": "assistant", "content": "Rome is sunny."},
         {"role": "user", "content": "And tomorrow?"},
     ]
+
+
+# --- the OpenAI Agents SDK for JavaScript ----------------------------------------------------------
+
+
+@pytest.mark.timeout(120)
+def test_js_agents_sdk_tool_run_chained_replayed_and_streamed(
+    node_sdk: Path,  # noqa: F811
+    model: ScriptedModel,
+    server: ThreadlineServer,
+) -> None:
+    model.script(
+        Reply(tool_calls=[ToolCall("get_weather", {"city": "Oslo"})]),
+        Reply(text="Oslo is sunny."),
+        Reply(text="Sunglasses."),
+        Reply(text="Oslo, I said."),
+        Reply(tool_calls=[ToolCall("get_weather", {"city": "Rome"})]),
+        Reply(text="Rome is sunny today."),
+    )
+    env = {**os.environ, "OPENAI_BASE_URL": server.url, "OPENAI_API_KEY": "test-key"}
+    done = subprocess.run(
+        ["node", "agents_run.mjs"], cwd=node_sdk, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout)
+    assert seen["first"]["text"] == "Oslo is sunny."
+    assert seen["first"]["items"] == ["tool_call_item", "tool_call_output_item", "message_output_item"]
+    assert seen["first"]["responseId"].startswith("resp_")
+    assert seen["chained"] == {"text": "Sunglasses.", "items": ["message_output_item"]}
+    assert seen["replayed"] == {
+        "text": "Oslo, I said.",
+        "history": ["message", "function_call", "function_call_result", "message"],
+    }
+    assert seen["streamed"] == {
+        "deltas": ["Rome ", "is ", "sunny ", "today."],
+        "text": "Rome is sunny today.",
+        "items": ["tool_call_item", "tool_call_output_item", "message_output_item"],
+    }
+
+    sent = [request["messages"] for request in model.wait_for_requests(6)]
+    assert sent[0] == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Weather in Oslo?"},
+    ]
+    # The SDK ran the tool and sent its output back; both later turns show the model the whole first
+    # turn: chained by `previousResponseId` (the server's stored chain), or its `history` sent back.
+    for messages, question in ((sent[1], None), (sent[2], "What should I wear?"), (sent[3], "Which city?")):
+        call, result = tool_round(messages, "get_weather")
+        assert json.loads(call["function"]["arguments"]) == {"city": "Oslo"}
+        assert result["content"] == "sunny in Oslo"
+        if question is not None:
+            assert messages[0] == {"role": "system", "content": "Be brief."}
+            assert messages[-2:] == [
+                {"role": "assistant", "content": "Oslo is sunny."},
+                {"role": "user", "content": question},
+            ]
+    # Streamed: a fresh conversation, its tool output reaching the model before the streamed answer.
+    assert not any("Oslo" in str(m.get("content")) for m in sent[5])
+    _, result = tool_round(sent[5], "get_weather")
+    assert result["content"] == "sunny in Rome"
 
 
 # --- LangChain -------------------------------------------------------------------------------------
