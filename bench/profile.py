@@ -5,6 +5,10 @@ attaches ``py-spy record`` (in the ``dev`` extra) to the server for a bounded ti
 drive runs (``--way``: held polls, streams, or the openai SDK's ``create_and_poll``), and prints where the samples taken while a server thread held the GIL fall: by
 package, and by function, in the function itself (self) and in everything it called (total).
 ``--raw FILE`` keeps py-spy's collapsed stacks, e.g. for a flame graph.
+
+``--loop`` profiles the CPU time of the event loop's thread instead (cProfile, ``bench.loop_profile``)
+and counts what a run costs it: Python calls and hand-offs to the database threads per run;
+``--against CHECKOUT`` profiles another checkout's server the same way, in the same invocation.
 """
 
 from __future__ import annotations
@@ -13,7 +17,10 @@ import argparse
 import asyncio
 import collections
 import contextlib
+import os
+import pstats
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -25,6 +32,7 @@ from pathlib import Path
 from bench.common import log
 from bench.runs import (
     SERVERS,
+    TREES,
     Stack,
     httpx_client,
     run_polling,
@@ -60,6 +68,8 @@ async def load(stack: Stack, clients: int, seconds: float, way: str) -> str:
         if result.server_cpu
         else ""
     )
+    global _runs_done
+    _runs_done += result.runs
     return f"{result.runs} runs in {result.seconds:.1f} s ({result.rate:.0f} runs/s){cpu}"
 
 
@@ -128,6 +138,62 @@ async def profile(args: argparse.Namespace, workdir: Path) -> str:
     return summarise(raw_file.read_text(), args.top)
 
 
+SERVERS["loop-profiled"] = ["-m", "bench.loop_profile"]
+
+
+async def loop_profile(args: argparse.Namespace, workdir: Path, name: str, tree: str | None) -> str:
+    """The loop thread's CPU profile of the server (``tree``'s, or this checkout's) under the load."""
+    output = workdir / f"{name}.prof"
+    os.environ["BENCH_LOOP_PROFILE"] = str(output)  # the server's environment is made from ours
+    if tree:
+        TREES[name] = Path(tree).resolve()
+    with stacks(workdir, [(name, "loop-profiled", 0.0)]) as (stack,):
+        log(f"{name} warm-up: {await load(stack, args.clients, 1.5, args.way)}")
+        os.kill(stack.server.pid, signal.SIGUSR1)
+        runs_before = _runs_done
+        summary = await load(stack, args.clients, args.seconds, args.way)
+        os.kill(stack.server.pid, signal.SIGUSR2)
+        for _ in range(300):
+            if output.with_suffix(".done").exists():
+                break
+            await asyncio.sleep(0.1)
+        runs = _runs_done - runs_before
+    log(f"{name} profiled load: {summary}")
+    return summarise_loop(pstats.Stats(str(output)), runs, args.top, name)
+
+
+_runs_done = 0
+"""Runs completed by :func:`load` so far (the profiled stretch's count is the difference)."""
+
+
+def summarise_loop(stats: pstats.Stats, runs: int, top: int, name: str) -> str:
+    entries = stats.stats  # type: ignore[attr-defined]
+    total: float = stats.total_tt  # type: ignore[attr-defined]
+    handoffs = sum(v[1] for k, v in entries.items() if k[2] == "submit" and k[0].endswith("thread.py"))
+    lines = [
+        f"{name}: event loop thread, {runs} runs profiled: {total * 1000 / max(runs, 1):.1f} ms CPU per run "
+        f"under the profiler, {stats.total_calls / max(runs, 1):.0f} Python calls per run, "  # type: ignore[attr-defined]
+        f"{handoffs / max(runs, 1):.2f} hand-offs to a database thread per run",
+        "",
+        "own time | with callees | calls per run | function",
+        "---|---|---|---",
+    ]
+    by_own = sorted(entries.items(), key=lambda kv: -kv[1][2])[:top]
+    for (path, line, function), (_, calls, own, cumulative, _) in by_own:
+        lines.append(
+            f"{own / total * 100:5.1f}% | {cumulative / total * 100:5.1f}% | {calls / max(runs, 1):6.1f} | "
+            f"`{function}` ({_short(path)}:{line})"
+        )
+    return "\n".join([*lines, ""])
+
+
+def _short(path: str) -> str:
+    for marker in ("site-packages/", "/src/"):
+        if marker in path:
+            return path.split(marker, 1)[1]
+    return path.rsplit("/", 1)[-1]  # the standard library's, or a built-in's
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__.split("\n")[0])
     parser.add_argument("--server", default="stock", choices=sorted(SERVERS), help="server variant")
@@ -143,11 +209,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument("--threads", action="store_true", help="keep threads apart in the stacks")
     parser.add_argument("--raw", help="keep py-spy's collapsed stacks in this file")
+    parser.add_argument("--loop", action="store_true", help="the event loop thread's CPU time (cProfile)")
+    parser.add_argument("--against", metavar="CHECKOUT", help="with --loop: that checkout's server first")
     args = parser.parse_args(argv)
     args.seconds = min(max(args.seconds, 2.0), 60.0)
     warnings.filterwarnings("ignore", category=DeprecationWarning)  # the SDK's Assistants API
     with tempfile.TemporaryDirectory(prefix="threadline-profile-") as tmp:
-        print(asyncio.run(profile(args, Path(tmp))))
+        if not args.loop:
+            print(asyncio.run(profile(args, Path(tmp))))
+            return
+        if args.against:
+            print(asyncio.run(loop_profile(args, Path(tmp), "baseline", args.against)))
+        print(asyncio.run(loop_profile(args, Path(tmp), "this-checkout", None)))
 
 
 if __name__ == "__main__":

@@ -541,6 +541,7 @@ def report(
         "python -m bench.runs --compare-loops      # asyncio+h11 against uvloop+httptools, side by side",
         "python -m bench.runs --against CHECKOUT   # another checkout's server beside this one, round by round",
         "python -m bench.profile                   # where the server's CPU goes (needs py-spy; --way sdk)",
+        "python -m bench.profile --loop            # the event loop thread's CPU per run (cProfile; --against CHECKOUT)",
         "python -m bench.statements --clients 8    # transactions and statements per run, by store operation",
         "```",
     ]

@@ -18,10 +18,14 @@ from threadline.errors import AuthenticationError, InvalidRequestError, MissingB
 RUN_STEP_INCLUDES = ("step_details.tool_calls[*].file_search.results[*].content",)
 
 
-async def services(request: Request) -> ServiceSet:
+def project_services(request: Request) -> ServiceSet:
     """The services, seeing only the project the request's key opened (see :func:`authenticate`)."""
     svc: ServiceSet = request.app.state.services
     return svc.for_project(request.state.project_id)
+
+
+async def services(request: Request) -> ServiceSet:
+    return project_services(request)
 
 
 def bearer(request: Request) -> str:
@@ -107,16 +111,18 @@ async def include_query(include: Annotated[list[str] | None, Query(alias="includ
 Svc = Annotated[ServiceSet, Depends(services)]
 
 
-async def assistants(svc: Svc) -> AssistantService:
-    return svc.assistants
+# Each reads the request itself rather than depend on ``services``: a dependency less for FastAPI
+# to resolve on every request.
+async def assistants(request: Request) -> AssistantService:
+    return project_services(request).assistants
 
 
-async def threads(svc: Svc) -> ThreadService:
-    return svc.threads
+async def threads(request: Request) -> ThreadService:
+    return project_services(request).threads
 
 
-async def runs(svc: Svc) -> RunService:
-    return svc.runs
+async def runs(request: Request) -> RunService:
+    return project_services(request).runs
 
 
 Assistants = Annotated[AssistantService, Depends(assistants)]

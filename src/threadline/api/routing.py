@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import email.message
 import functools
+import inspect
 import json
 import re
 from collections.abc import Callable, Coroutine
@@ -26,6 +27,7 @@ from fastapi.datastructures import DefaultPlaceholder
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
+from fastapi.utils import is_body_allowed_for_status_code
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -213,6 +215,33 @@ class RenderedJSON(JSONResponse):
             return printable(text).encode()
 
 
+def _rendering(endpoint: Callable[..., Any], status_code: int | None) -> Callable[..., Any]:
+    """``endpoint``, answering the ``dict`` it returns as a :class:`RenderedJSON` itself.
+
+    FastAPI would first walk the reply to make it JSON-ready (validating and serializing it against
+    its ``dict[str, Any]`` return type, or through ``jsonable_encoder`` when it has none), and then
+    :class:`RenderedJSON` would walk it again to write it: the same bytes, rendered once here. The
+    status code and the headers a route sets on its ``Response`` parameter are carried over as
+    FastAPI would. FastAPI reads the parameters and the return type through ``__wrapped__``."""
+
+    @functools.wraps(endpoint)
+    async def rendered(*args: Any, **kwargs: Any) -> Any:
+        reply = await endpoint(*args, **kwargs)
+        if type(reply) is not dict:
+            return reply
+        response = RenderedJSON(reply, status_code=status_code or 200)
+        for value in kwargs.values():
+            if isinstance(value, Response):  # the route's own ``Response`` parameter
+                if value.status_code:
+                    response.status_code = value.status_code
+                response.headers.raw.extend(value.headers.raw)
+        if not is_body_allowed_for_status_code(response.status_code):
+            response.body = b""
+        return response
+
+    return rendered
+
+
 class CheckedRoute(APIRoute):
     """An API route that checks query parameters, path ids and JSON bodies (see the module's
     docstring) before anything else, and renders its reply with :class:`RenderedJSON`."""
@@ -222,6 +251,8 @@ class CheckedRoute(APIRoute):
             # A real class, not FastAPI's default: FastAPI would otherwise render with pydantic's
             # strict encoder, which fails on a lone surrogate.
             kwargs["response_class"] = RenderedJSON
+            if inspect.iscoroutinefunction(endpoint):
+                endpoint = _rendering(endpoint, kwargs.get("status_code"))
         super().__init__(path, endpoint, **kwargs)
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:

@@ -7,7 +7,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
-from threadline.api.deps import Paging, Threads
+from threadline.api.deps import Paging, Threads, project_services
 from threadline.api.objects import deleted_object, list_object, thread_object
 from threadline.api.routing import CheckedRoute
 from threadline.api.schemas import MAX_METADATA_PAIRS, CreateThreadRequest, ModifyThreadRequest
@@ -36,7 +36,8 @@ def metadata_filter(request: Request) -> dict[str, str]:
 
 
 @router.post("/threads")
-async def create_thread(threads: Threads, body: CreateThreadRequest | None = None) -> dict[str, Any]:
+async def create_thread(request: Request, body: CreateThreadRequest | None = None) -> dict[str, Any]:
+    threads = project_services(request).threads  # not a dependency: one less to resolve on a hot route
     return thread_object(await threads.create_thread(body.command() if body is not None else NewThread()))
 
 

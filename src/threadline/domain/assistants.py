@@ -11,6 +11,13 @@ from threadline.domain.updates import KEEP
 from threadline.ids import new_id
 
 
+def found_assistant(assistant: Assistant | None, assistant_id: str) -> Assistant:
+    """The assistant a lookup by ``assistant_id`` found, or its 404."""
+    if assistant is None:
+        raise not_found("assistant", assistant_id)
+    return assistant
+
+
 class AssistantService:
     def __init__(self, scope: Scope) -> None:
         self.scope = scope
@@ -32,10 +39,9 @@ class AssistantService:
         return await self.get_assistant(assistant_id)
 
     async def get_assistant(self, assistant_id: str) -> Assistant:
-        assistant = await self.stores.assistants.get(assistant_id, self.scope.project_id)
-        if assistant is None:
-            raise not_found("assistant", assistant_id)
-        return assistant
+        return found_assistant(
+            await self.stores.assistants.get(assistant_id, self.scope.project_id), assistant_id
+        )
 
     async def list_assistants(self, query: ListQuery) -> Page[Assistant]:
         return await self.stores.assistants.list_assistants(query, self.scope.project_id)

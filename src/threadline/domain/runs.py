@@ -10,7 +10,7 @@ import dataclasses
 import time
 from typing import Any
 
-from threadline.domain.assistants import AssistantService
+from threadline.domain.assistants import AssistantService, found_assistant
 from threadline.domain.commands import FunctionOutput, NewRun, NewThreadAndRun
 from threadline.domain.entities import (
     Assistant,
@@ -29,7 +29,7 @@ from threadline.domain.lifecycle import end_run, moved, publish, run_event, snap
 from threadline.domain.ports.storage import Change, ThreadLockedError
 from threadline.domain.run_states import TERMINAL, RunStatus
 from threadline.domain.scope import Scope, not_found
-from threadline.domain.threads import ThreadService
+from threadline.domain.threads import ThreadService, found_thread
 from threadline.errors import InvalidRequestError
 from threadline.ids import new_id
 
@@ -44,8 +44,12 @@ class RunService:
 
     async def create_run(self, thread_id: str, command: NewRun, run_id: str | None = None) -> Run:
         """Queue a run. Stream followers subscribe to ``run_id`` before calling, to miss nothing."""
-        assistant = await self.assistants.get_assistant(command.assistant_id)
-        await self.threads.get_thread(thread_id)
+        # Both looked up in one read; the assistant's 404 comes first, as it did when they were two.
+        assistant, thread = await self.stores.runs.parents(
+            command.assistant_id, thread_id, self.scope.project_id
+        )
+        assistant = found_assistant(assistant, command.assistant_id)
+        found_thread(thread, thread_id)
         await self.scope.check_files(command.file_refs())
         run, messages = self._new_run(thread_id, assistant, command, run_id)
         await self.announce(run)

@@ -29,6 +29,14 @@ def message_content(content: str | list[dict[str, Any]]) -> list[Part]:
     return [Text(part["text"]) if part["type"] == "text" else part_from(part) for part in content]
 
 
+def found_thread(thread: Thread | None, thread_id: str) -> Thread:
+    """The thread a lookup by ``thread_id`` found, or its 404 (a response's own thread is reached
+    through the response, never as a thread)."""
+    if thread is None or thread.kind == "response":
+        raise not_found("thread", thread_id)
+    return thread
+
+
 class ThreadService:
     def __init__(self, scope: Scope) -> None:
         self.scope = scope
@@ -83,10 +91,7 @@ class ThreadService:
         return thread
 
     async def get_thread(self, thread_id: str) -> Thread:
-        thread = await self.stores.threads.get(thread_id, self.scope.project_id)
-        if thread is None or thread.kind == "response":  # a response's own thread is reached through it
-            raise not_found("thread", thread_id)
-        return thread
+        return found_thread(await self.stores.threads.get(thread_id, self.scope.project_id), thread_id)
 
     async def list_threads(self, query: ListQuery, metadata: dict[str, str]) -> Page[Thread]:
         return await self.stores.threads.list_threads(query, metadata, self.scope.project_id)

@@ -25,7 +25,10 @@ class Subscription:
         if not self.queue.empty():
             return self.queue.get_nowait()  # no timer for an event already here
         try:
-            return await asyncio.wait_for(self.queue.get(), timeout)
+            # A timeout scope, not wait_for: on Python 3.11 wait_for makes a task of its own for every
+            # wait (a held poll or a stream waits once per event).
+            async with asyncio.timeout(timeout):
+                return await self.queue.get()
         except TimeoutError:
             return None
 

@@ -107,6 +107,10 @@ class OpenAICompatProvider:
             timeout=httpx.Timeout(timeout, connect=10.0),
             limits=httpx.Limits(max_connections=1000, max_keepalive_connections=100),
         )
+        # What ``build_request`` would merge on every call (the base URL parsed again, the headers
+        # copied twice), merged once: each call is then this request with its own body.
+        self._url = self._client.base_url.join("chat/completions")
+        self._extensions = {"timeout": self._client.timeout.as_dict()}
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -115,7 +119,13 @@ class OpenAICompatProvider:
         deadline = self.limits.deadline()
         budget = ReplyBudget(self.limits, request)
         try:
-            call = self._client.build_request("POST", "/chat/completions", json=request_body(request))
+            call = httpx.Request(
+                "POST",
+                self._url,
+                json=request_body(request),
+                headers=self._client.headers,
+                extensions=self._extensions,
+            )
             try:
                 # Its headers too: a server may keep them coming a byte at a time.
                 async with asyncio.timeout(self.limits.seconds):

@@ -49,13 +49,22 @@ def _is_pattern(name: str) -> bool:
 class RoutingTable:
     def __init__(self, rules: list[Rule]) -> None:
         self.rules = rules
+        self._local: dict[int, bool] = {}
+        """Whether each provider (by id) is a :class:`LocalModel`: a protocol's ``isinstance`` checks
+        every member, and every run resolves its model twice."""
+
+    def _is_local(self, provider: Provider) -> bool:
+        local = self._local.get(id(provider))
+        if local is None:
+            local = self._local[id(provider)] = isinstance(provider, LocalModel)
+        return local
 
     def resolve(self, name: str) -> Route | None:
         for rule in self.rules:
             if fnmatch.fnmatchcase(name, rule.pattern):
                 model = rule.model or name
                 tokenizer = rule.tokenizer
-                if tokenizer is None and not isinstance(rule.provider, LocalModel):
+                if tokenizer is None and not self._is_local(rule.provider):
                     tokenizer = tokenizers.for_model(model)
                 return Route(rule.provider, model, rule.context_window, tokenizer, rule.vision)
         return None

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Row, Select, Table, bindparam, delete, insert, select, update
@@ -214,6 +214,20 @@ def _delete_threads(conn: Connection, thread_ids: list[str]) -> dict[str, int]:
     return counts
 
 
+def _getter(cls: type[E], table: Table, object_id: str, *where: Any) -> Callable[[Connection], E | None]:
+    """A read of the object with this id (and, optionally, more conditions checked on it), for
+    :meth:`Rows._get` or for a store that makes several reads in one go."""
+    stmt = _GET[table.name]
+
+    def read(conn: Connection) -> E | None:
+        row = conn.execute(stmt, {"b_id": object_id}).first()
+        if row is None or not all(row._mapping[key] == value for key, value in where):
+            return None
+        return _entity(cls, row)
+
+    return read
+
+
 class Rows:
     """A store over ``db``: the helpers that run one statement, or one read, in its own transaction."""
 
@@ -222,15 +236,7 @@ class Rows:
 
     async def _get(self, cls: type[E], table: Table, object_id: str, *where: Any) -> E | None:
         """The object with this id (and, optionally, more conditions checked on it)."""
-        stmt = _GET[table.name]
-
-        def read(conn: Connection) -> E | None:
-            row = conn.execute(stmt, {"b_id": object_id}).first()
-            if row is None or not all(row._mapping[key] == value for key, value in where):
-                return None
-            return _entity(cls, row)
-
-        return await self.db.read(read)
+        return await self.db.read(_getter(cls, table, object_id, *where))
 
     async def _one(self, cls: type[E], table: Table, *where: Any) -> E | None:
         def read(conn: Connection) -> E | None:

@@ -17,12 +17,14 @@ from typing import Any
 from sqlalchemy import Connection, Update, and_, bindparam, delete, exists, func, or_, select, update
 
 from threadline.domain.entities import (
+    Assistant,
     ListQuery,
     Message,
     Page,
     Run,
     RunStep,
     RunTransition,
+    Thread,
     ThreadStoreFiles,
     ThreadStorePlan,
 )
@@ -37,6 +39,8 @@ from threadline.store.rows import (
     Rows,
     _entities,
     _entity,
+    _getter,
+    _in_project,
     _join_attachments,
     _lock_thread,
     _row,
@@ -160,6 +164,14 @@ class SqlRunStore(Rows):
 
     async def get_by_id(self, run_id: str) -> Run | None:
         return await self._get(Run, t.runs, run_id)
+
+    async def parents(
+        self, assistant_id: str, thread_id: str, project_id: str
+    ) -> tuple[Assistant | None, Thread | None]:
+        where = _in_project(project_id)
+        assistant = _getter(Assistant, t.assistants, assistant_id, *where)
+        thread = _getter(Thread, t.threads, thread_id, *where)
+        return await self.db.read(lambda conn: (assistant(conn), thread(conn)))
 
     async def list_runs(self, thread_id: str, query: ListQuery) -> Page[Run]:
         return await self._page(Run, t.runs, query, t.runs.c.thread_id == thread_id)

@@ -155,6 +155,12 @@ class RunRepository(Protocol):
         """The run, if it is on that thread and the thread is in ``project_id``."""
 
     async def get_by_id(self, run_id: str) -> Run | None: ...
+    async def parents(
+        self, assistant_id: str, thread_id: str, project_id: str
+    ) -> tuple[Assistant | None, Thread | None]:
+        """The assistant and the thread a new run names, if each is in ``project_id``: one read (a
+        hand-off to the database) for the two lookups every run create makes."""
+
     async def list_runs(self, thread_id: str, query: ListQuery) -> Page[Run]: ...
     async def update_metadata(self, run: Run) -> None: ...
     async def transition(self, change: Change) -> bool:
