@@ -1,21 +1,26 @@
 """File search quality and ingestion rate, each side by side in one process run.
 
-``python -m bench.retrieval_quality`` (about 10 minutes on two busy cores) measures, with the embedded
-multilingual-e5-small:
+``python -m bench.retrieval_quality`` (about 20 minutes on two busy cores) measures, with the embedded
+multilingual-e5-small, each chunk embedded whole (``THREADLINE_INGEST_PASSAGES=chunks``) beside
+pieces (the default: the file cut at every chunk edge, each piece embedded once, a chunk the
+token-weighted mean of its pieces' vectors) and, for comparison, the retired first window:
 
 1. **Quality** on the shipped bilingual corpus (``tests/retrieval_corpus.py``): recall@5 of dense,
    keywords and fused, per language, on the tuning half (what the fusion's weights were chosen on),
    the held-out half and the whole corpus; and which topic comes first for the eight held-out
    paraphrased questions. Two configurations, ranked over the same embeddings: *before* (keywords
    with stop words, equal-weight RRF at k = 60, raw cosine) and *after* (this release's ranking).
-2. **One window per chunk**: known-item recall (a sentence of the file as the question; found when a
+   Its documents are one chunk each at 800/400 (whole chunks and pieces alike), so the same corpus
+   is also cut into ``--chunk-tokens`` chunks overlapping by half: fused recall@5 and paraphrases,
+   whole chunks beside pieces.
+2. **Pieces per chunk**: known-item recall (a sentence of the file as the question; found when a
    chunk holding it is among the first five by cosine) on this repository's README, chunked 800/400,
-   each chunk embedded whole (two e5 windows) or as its first window.
+   each chunk embedded whole (two e5 windows), as its first window, or as pieces.
 3. **Ingestion rate** of mixed English and Chinese text (800/400), parse to vectors, CPU seconds per
-   chunk and chunks per second: whole chunks on one thread (before), whole chunks on a copy of the
-   model per core (after), first windows on a copy per core (the opt-in); and the chunks per second
-   idle cores would give (cores used ÷ CPU seconds per chunk), since the wall time follows the
-   machine's load.
+   chunk and chunks per second, the ways alternating round by round: whole chunks on one thread,
+   whole chunks on a copy of the model per core (before), first windows and pieces on a copy per
+   core; and the chunks per second idle cores would give (cores used ÷ CPU seconds per chunk),
+   since the wall time follows the machine's load.
 
 It prints markdown and replaces its own section of ``docs/benchmarks.md``.
 """
@@ -42,14 +47,14 @@ from bench.common import ROOT, log, machine, markdown_table, publish, today
 from threadline.domain.ports.retrieval import ChunkingStrategy, Vector
 from threadline.providers.embeddings import E5Embedder
 from threadline.providers.tokenizers import tiktoken_encoding
-from threadline.retrieval.chunking import AUTO, split_text
-from threadline.retrieval.engine import combine, embed_plan, embedding_plan, prepare_file
+from threadline.retrieval.chunking import AUTO, Chunk, TokenCodec, split_text
+from threadline.retrieval.engine import EmbeddingPlan, combine, embed_plan, embedding_plan, prepare_file
 from threadline.retrieval.index import CROSS_SCRIPT_BONUS, KEYWORD_FLOOR, StoreIndex, merge
-from threadline.retrieval.parsing import ParseLimits
+from threadline.retrieval.parsing import ParseLimits, parse
 from threadline.retrieval.ranking import fuse
 from threadline.retrieval.terms import is_cjk, query_term_ids, term_counts, term_id
 
-SECTION = "## File search: quality by corpus half, one window per chunk, ingestion rate"
+SECTION = "## File search: quality by corpus half, pieces per chunk, ingestion rate"
 _TOKEN = re.compile(
     r"([\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af]+)|([^\W_\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af]+)"
 )
@@ -191,7 +196,7 @@ def embed_chunked(
     rows: list[Vector] = []
     for t, text in enumerate(texts):
         chunks, pieces = split_text(text, strategy, codec)
-        plan = embedding_plan(chunks, pieces, passages, strategy, codec, embedder)
+        plan = embedding_plan(chunks, pieces, passages, embedder)
         vectors = embed_plan(plan, [embedder])
         owners.extend(t for _ in chunks)
         rows.extend(combine(vectors, parts) for parts in plan.parts)
@@ -256,6 +261,34 @@ def _distinct(ids: list[str]) -> list[str]:
     return list(dict.fromkeys(ids))
 
 
+def first_window(embedder: E5Embedder, text: str) -> str:
+    """The longest beginning of ``text`` (cut between words where it can) that e5 reads as a
+    passage in one window of 512 tokens."""
+    if embedder._model.token_count(text, False) <= 512:
+        return text
+    lo, hi = 0, len(text)  # text[:lo] fits, text[:hi + 1] does not
+    while hi - lo > 16:
+        mid = (lo + hi) // 2
+        if embedder._model.token_count(text[:mid], False) <= 512:
+            lo = mid
+        else:
+            hi = mid
+    space = text.rfind(" ", 0, lo)
+    return text[: space if space > lo - 64 else lo]
+
+
+def first_windows(chunks: Sequence[Chunk], codec: TokenCodec, embedder: E5Embedder) -> list[str]:
+    """The opt-in this release retires (``THREADLINE_INGEST_FIRST_WINDOW``), for comparison: each
+    chunk but the last cut to e5's first window where the rest is the next chunk's beginning."""
+    step = AUTO.max_chunk_size_tokens - AUTO.chunk_overlap_tokens
+    texts = [c.text for c in chunks]
+    for i, chunk in enumerate(chunks[:-1]):
+        head = first_window(embedder, chunk.text)
+        if head != chunk.text and len(codec.encode(head, disallowed_special=())) >= step:
+            texts[i] = head
+    return texts
+
+
 def readme_sentences(text: str, count: int) -> list[str]:
     sentences = [
         s.strip()
@@ -281,7 +314,12 @@ def one_window(embedder: E5Embedder, max_tokens: int, questions: int) -> str:
         ("first window (`first_window`)", "first_window"),
         ("pieces between chunk edges (`pieces`)", "pieces"),
     ):
-        plan = embedding_plan(chunks, pieces, passages, AUTO, codec, embedder)
+        if passages == "first_window":
+            plan = EmbeddingPlan(
+                first_windows(chunks, codec, embedder), [[(i, 1.0)] for i in range(len(chunks))]
+            )
+        else:
+            plan = embedding_plan(chunks, pieces, passages, embedder)
         started, cpu = time.perf_counter(), time.process_time()
         embedded = embed_plan(plan, [embedder])
         vectors = np.stack([combine(embedded, parts) for parts in plan.parts])
@@ -319,10 +357,26 @@ def mixed_text(rng: random.Random, sentences: int) -> bytes:
     return "\n".join(rng.choice(pool) for _ in range(sentences)).encode()
 
 
-def rates(files: int, copies: int, rounds: int) -> str:
+def prepare(
+    filename: str, data: bytes, codec: TokenCodec, embedders: list[E5Embedder], passages: str
+) -> list[Vector]:
+    """A file's chunks' vectors, parse to vectors, as ingestion makes them (first windows as the
+    retired opt-in made them)."""
+    if passages != "first_window":
+        prepared = prepare_file(filename, data, AUTO, codec, embedders, ParseLimits(), passages=passages)
+        return [c.vector for c in prepared.chunks]
+    chunks, _ = split_text(parse(filename, data, ParseLimits()), AUTO, codec)
+    plan = EmbeddingPlan(first_windows(chunks, codec, embedders[0]), [[(i, 1.0)] for i in range(len(chunks))])
+    vectors = embed_plan(plan, embedders)
+    for chunk in chunks:
+        term_counts(chunk.text)
+    return [combine(vectors, parts) for parts in plan.parts]
+
+
+def rates(files: int, copies: int, rounds: int, sentences: int = 150) -> str:
     codec = tiktoken_encoding("cl100k_base")
     rng = random.Random(1)
-    data = [mixed_text(rng, 150) for _ in range(files)]
+    data = [mixed_text(rng, sentences) for _ in range(files)]
 
     sample = [text for _, text in documents()[:4]]
     models = [E5Embedder(1)]
@@ -344,12 +398,7 @@ def rates(files: int, copies: int, rounds: int) -> str:
             log(f"rate, round {round_ + 1}: {name}...")
             started, cpu = time.perf_counter(), _cpu()
             chunks = sum(
-                len(
-                    prepare_file(
-                        f"doc{i}.txt", d, AUTO, codec, embedders, ParseLimits(), passages=passages
-                    ).chunks
-                )
-                for i, d in enumerate(data)
+                len(prepare(f"doc{i}.txt", d, codec, embedders, passages)) for i, d in enumerate(data)
             )
             measured[name].append((chunks, time.perf_counter() - started, _cpu() - cpu, os.getloadavg()[0]))
     rows = []
@@ -402,6 +451,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument("--readme-tokens", type=int, default=12_000)
     parser.add_argument("--questions", type=int, default=40)
+    parser.add_argument(
+        "--sentences", type=int, default=150, help="corpus documents per file in the rate part"
+    )
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds of the rate part")
     parser.add_argument("--chunk-tokens", type=int, default=32, help="chunk size for the chunked corpus")
     parser.add_argument(
@@ -418,7 +470,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     window_table = (
         one_window(embedder, args.readme_tokens, args.questions) if "window" not in skip else "(skipped)"
     )
-    rate_table = rates(args.files, args.copies, args.rounds) if "rate" not in skip else "(skipped)"
+    rate_table = (
+        rates(args.files, args.copies, args.rounds, args.sentences) if "rate" not in skip else "(skipped)"
+    )
     body = f"""Measured {today()} on {measured}; `python -m bench.retrieval_quality`.
 
 **Quality**, recall@5 on the shipped corpus (`tests/retrieval_corpus.py`: twenty topics, a document
@@ -438,7 +492,7 @@ two to four chunks and its pieces are {args.chunk_tokens // 2} tokens: a harder 
 
 {chunked_table}
 
-**One window per chunk** (known-item questions on the first {args.readme_tokens:,} tokens of the README,
+**Pieces per chunk** (known-item questions on the first {args.readme_tokens:,} tokens of the README,
 800/400 chunks):
 
 {window_table}

@@ -152,7 +152,7 @@ def test_a_chunk_of_whitespace_pieces_is_embedded_whole() -> None:
     blank = Pieces(
         [" " if i == 1 or i == 2 else t for i, t in enumerate(pieces.texts)], pieces.tokens, pieces.spans
     )
-    plan = engine.embedding_plan(chunks, blank, "pieces", ChunkingStrategy(), CODEC, Directions())
+    plan = engine.embedding_plan(chunks, blank, "pieces", Directions())
     assert plan.texts[plan.parts[1][0][0]] == chunks[1].text  # chunk 1 is pieces 1 and 2
     assert [plan.texts[i] for i, _ in plan.parts[2]] == [pieces.texts[3].strip()]  # piece 2 is blank
 
@@ -195,3 +195,13 @@ def test_the_check_fails_a_broken_implementation(
     _, pieces = split_text(TEXT, strategy, CODEC)
     with pytest.raises(AssertionError):
         check_pieces(TEXT, strategy, prepared, pieces, embedder)
+
+
+def test_the_setting_is_checked_when_the_server_starts() -> None:
+    from threadline.config import Settings
+    from threadline.workers.ingestion import IngestionProcesses
+
+    assert Settings().ingest_passages == "pieces"
+    IngestionProcesses(Settings(ingest_passages="chunks"))
+    with pytest.raises(ValueError, match="THREADLINE_INGEST_PASSAGES"):
+        IngestionProcesses(Settings(ingest_passages="first_window"))

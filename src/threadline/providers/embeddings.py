@@ -23,9 +23,6 @@ from threadline.config import Settings
 from threadline.domain.ports.retrieval import Embedder, Vector
 from threadline.errors import ServiceUnavailableError
 
-WINDOW_TOKENS = 512
-"""e5's longest input, its special tokens and the ``passage: `` prefix included."""
-
 
 def _normalise(matrix: Vector) -> Vector:
     norms = np.linalg.norm(matrix, axis=-1, keepdims=True)
@@ -60,21 +57,6 @@ class E5Embedder:
         if not texts:
             return np.zeros((0, self._model.dim), np.float32)
         return _normalise(np.asarray(self._model.passage(list(texts)), dtype=np.float32))
-
-    def first_window(self, text: str) -> str:
-        """The longest beginning of ``text`` (cut between words where it can) that e5 reads as a
-        passage in one window: a longer text is read as several 512-token windows, averaged."""
-        if self._model.token_count(text, False) <= WINDOW_TOKENS:
-            return text
-        lo, hi = 0, len(text)  # text[:lo] fits, text[:hi + 1] does not
-        while hi - lo > 16:
-            mid = (lo + hi) // 2
-            if self._model.token_count(text[:mid], False) <= WINDOW_TOKENS:
-                lo = mid
-            else:
-                hi = mid
-        space = text.rfind(" ", 0, lo)
-        return text[: space if space > lo - 64 else lo]
 
     def embed_query(self, text: str) -> Vector:
         return _normalise(np.asarray(self._model.query(text), dtype=np.float32))

@@ -44,7 +44,7 @@ MIN_DEPTH = 100
 and moderately by the other is still seen by both."""
 
 
-PASSAGES = ("pieces", "chunks", "first_window")
+PASSAGES = ("pieces", "chunks")
 """How a file's chunks are embedded (``THREADLINE_INGEST_PASSAGES``), see :func:`embedding_plan`."""
 
 
@@ -68,20 +68,14 @@ def embedding_plan(
     chunks: Sequence[Chunk],
     pieces: Pieces,
     passages: str,
-    strategy: ChunkingStrategy,
-    codec: TokenCodec,
     embedder: Embedder,
 ) -> EmbeddingPlan:
     """``pieces``: each piece of the file (between two consecutive chunk edges) embedded once, and
     each chunk the token-weighted mean of its pieces (with 800/400 every token is in two chunks:
     half the work of embedding whole chunks), where the embedder averages windows anyway
-    (:func:`pools_windows`) and there is more than one chunk; else each chunk whole.
-    ``first_window``: each chunk cut to the model's first window (:func:`passage_texts`)."""
-    whole = [[(i, 1.0)] for i in range(len(chunks))]
-    if passages == "first_window":
-        return EmbeddingPlan(passage_texts(chunks, strategy, codec, embedder), whole)
+    (:func:`pools_windows`) and there is more than one chunk; else (or ``chunks``) each chunk whole."""
     if passages != "pieces" or len(chunks) < 2 or not pools_windows(embedder):
-        return EmbeddingPlan([c.text for c in chunks], whole)
+        return EmbeddingPlan([c.text for c in chunks], [[(i, 1.0)] for i in range(len(chunks))])
     texts: list[str] = []
     index: dict[int, int] = {}  # piece -> its text's index; whitespace-only pieces are skipped
     for i, piece in enumerate(pieces.texts):
@@ -110,25 +104,6 @@ def combine(vectors: Vector, parts: Sequence[tuple[int, float]]) -> Vector:
     return (mean / (norm if norm > 0 else 1.0)).astype(np.float32)
 
 
-def passage_texts(
-    chunks: Sequence[Chunk], strategy: ChunkingStrategy, codec: TokenCodec, embedder: Embedder
-) -> list[str]:
-    """Each chunk cut to the embedding model's first window (e5 reads 512 tokens at a time and
-    averages the windows of a longer text) where the rest of the chunk is the next chunk's
-    beginning, so every part of the file is still embedded once; else the whole chunk. Fewer
-    windows, but less recall than whole chunks (docs/benchmarks.md)."""
-    first_window = getattr(embedder, "first_window", None)
-    step = strategy.max_chunk_size_tokens - strategy.chunk_overlap_tokens
-    texts = [c.text for c in chunks]
-    if first_window is None:
-        return texts
-    for i, chunk in enumerate(chunks[:-1]):
-        head = first_window(chunk.text)
-        if head != chunk.text and len(codec.encode(head, disallowed_special=())) >= step:
-            texts[i] = head
-    return texts
-
-
 def prepare_file(
     filename: str,
     data: bytes,
@@ -146,7 +121,7 @@ def prepare_file(
     per core uses the cores better than one copy on several threads)."""
     text = parse(filename, data, limits)
     chunks, pieces = split_text(text, strategy, codec)
-    plan = embedding_plan(chunks, pieces, passages, strategy, codec, embedders[0])
+    plan = embedding_plan(chunks, pieces, passages, embedders[0])
     vectors = embed_plan(plan, embedders, lock, progress)
     out = [
         IndexedChunk(
