@@ -1,21 +1,26 @@
 """File search quality and ingestion rate, each side by side in one process run.
 
-``python -m bench.retrieval_quality`` (about 10 minutes on two busy cores) measures, with the embedded
-multilingual-e5-small:
+``python -m bench.retrieval_quality`` (about 20 minutes on two busy cores) measures, with the embedded
+multilingual-e5-small, each chunk embedded whole (``THREADLINE_INGEST_PASSAGES=chunks``) beside
+pieces (the default: the file cut at every chunk edge, each piece embedded once, a chunk the
+token-weighted mean of its pieces' vectors) and, for comparison, the retired first window:
 
 1. **Quality** on the shipped bilingual corpus (``tests/retrieval_corpus.py``): recall@5 of dense,
    keywords and fused, per language, on the tuning half (what the fusion's weights were chosen on),
    the held-out half and the whole corpus; and which topic comes first for the eight held-out
    paraphrased questions. Two configurations, ranked over the same embeddings: *before* (keywords
    with stop words, equal-weight RRF at k = 60, raw cosine) and *after* (this release's ranking).
-2. **One window per chunk**: known-item recall (a sentence of the file as the question; found when a
+   Its documents are one chunk each at 800/400 (whole chunks and pieces alike), so the same corpus
+   is also cut into ``--chunk-tokens`` chunks overlapping by half: fused recall@5 and paraphrases,
+   whole chunks beside pieces.
+2. **Pieces per chunk**: known-item recall (a sentence of the file as the question; found when a
    chunk holding it is among the first five by cosine) on this repository's README, chunked 800/400,
-   each chunk embedded whole (two e5 windows) or as its first window.
+   each chunk embedded whole (two e5 windows), as its first window, or as pieces.
 3. **Ingestion rate** of mixed English and Chinese text (800/400), parse to vectors, CPU seconds per
-   chunk and chunks per second: whole chunks on one thread (before), whole chunks on a copy of the
-   model per core (after), first windows on a copy per core (the opt-in); and the chunks per second
-   idle cores would give (cores used ÷ CPU seconds per chunk), since the wall time follows the
-   machine's load.
+   chunk and chunks per second, the ways alternating round by round: whole chunks on one thread,
+   whole chunks on a copy of the model per core (before), first windows and pieces on a copy per
+   core; and the chunks per second idle cores would give (cores used ÷ CPU seconds per chunk),
+   since the wall time follows the machine's load.
 
 It prints markdown and replaces its own section of ``docs/benchmarks.md``.
 """
@@ -27,27 +32,29 @@ import os
 import random
 import re
 import resource
+import statistics
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import numpy.typing as npt
 from tests.retrieval_corpus import HELD_OUT, PARAPHRASES, TUNING, documents, queries
 
 from bench.common import ROOT, log, machine, markdown_table, publish, today
-from threadline.domain.ports.retrieval import Vector
+from threadline.domain.ports.retrieval import ChunkingStrategy, Vector
 from threadline.providers.embeddings import E5Embedder
 from threadline.providers.tokenizers import tiktoken_encoding
-from threadline.retrieval.chunking import AUTO, chunk_text
-from threadline.retrieval.engine import passage_texts, prepare_file
+from threadline.retrieval.chunking import AUTO, Chunk, TokenCodec, split_text
+from threadline.retrieval.engine import EmbeddingPlan, combine, embed_plan, embedding_plan, prepare_file
 from threadline.retrieval.index import CROSS_SCRIPT_BONUS, KEYWORD_FLOOR, StoreIndex, merge
-from threadline.retrieval.parsing import ParseLimits
+from threadline.retrieval.parsing import ParseLimits, parse
 from threadline.retrieval.ranking import fuse
 from threadline.retrieval.terms import is_cjk, query_term_ids, term_counts, term_id
 
-SECTION = "## File search: quality by corpus half, one window per chunk, ingestion rate"
+SECTION = "## File search: quality by corpus half, pieces per chunk, ingestion rate"
 _TOKEN = re.compile(
     r"([\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af]+)|([^\W_\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af]+)"
 )
@@ -176,6 +183,112 @@ def quality(embedder: E5Embedder) -> str:
     return f"{table}\n\n{para}"
 
 
+PASSAGE_MODES = (("whole chunks", "chunks"), ("pieces", "pieces"))
+
+
+def embed_chunked(
+    embedder: E5Embedder, texts: Sequence[str], strategy: ChunkingStrategy, passages: str
+) -> tuple[list[int], Vector]:
+    """Each text chunked with ``strategy`` and embedded as ``passages`` says: the text each chunk
+    came from, and the chunks' vectors."""
+    codec = tiktoken_encoding("cl100k_base")
+    owners: list[int] = []
+    rows: list[Vector] = []
+    for t, text in enumerate(texts):
+        chunks, pieces = split_text(text, strategy, codec)
+        plan = embedding_plan(chunks, pieces, passages, embedder)
+        vectors = embed_plan(plan, [embedder])
+        owners.extend(t for _ in chunks)
+        rows.extend(combine(vectors, parts) for parts in plan.parts)
+    return owners, np.stack(rows)
+
+
+def quality_chunked(embedder: E5Embedder, size: int) -> str:
+    """The corpus's documents (29 to 80 tokens) cut into chunks of ``size`` tokens overlapping by
+    half, embedded whole or as pieces; a document ranks at its best chunk."""
+    strategy = cast(
+        ChunkingStrategy, argparse.Namespace(max_chunk_size_tokens=size, chunk_overlap_tokens=size // 2)
+    )
+    docs = documents()
+    questions = {lang: queries(lang) for lang in ("en", "zh")}
+    q_vectors = {lang: [embedder.embed_query(q) for q, _ in qs] for lang, qs in questions.items()}
+    p_vectors = [embedder.embed_query(q) for _, q in PARAPHRASES]
+    out = []
+    for name, passages in PASSAGE_MODES:
+        log(f"quality, {size}/{size // 2} chunks: {name}...")
+        owners, vectors = embed_chunked(embedder, [text for _, text in docs], strategy, passages)
+        codec = tiktoken_encoding("cl100k_base")
+        texts = [c.text for _, text in docs for c in split_text(text, strategy, codec)[0]]
+        cells = []
+        for part, topics in (("held-out", HELD_OUT), ("whole", TUNING | HELD_OUT)):
+            rows = [i for i, o in enumerate(owners) if docs[o][0].split(".")[0] in topics]
+            ids = [docs[owners[i]][0] for i in rows]
+            index = StoreIndex.build(
+                list(range(len(rows))),
+                [vectors[i].tobytes() for i in rows],
+                [AFTER.counts(texts[i]).tobytes() for i in rows],
+            )
+            cjk = np.array([is_cjk(texts[i]) for i in rows])
+            for lang, qs in questions.items():
+                found = []
+                for (question, relevant), vector in zip(qs, q_vectors[lang], strict=True):
+                    if next(iter(relevant)).split(".")[0] not in topics:
+                        continue
+                    ranked = _distinct(rank(AFTER, ids, vectors[rows], index, cjk, question, vector)["fused"])
+                    found.append(len(set(ranked[:5]) & relevant) / len(relevant))
+                cells.append(f"{sum(found) / len(found):.3f}")
+            if part == "whole":
+                first = sum(
+                    rank(AFTER, ids, vectors[rows], index, cjk, q, v)["fused"][0].split(".")[0] == topic
+                    for (topic, q), v in zip(PARAPHRASES, p_vectors, strict=True)
+                )
+        out.append((name, str(len(owners)), *cells, str(first)))
+    return markdown_table(
+        (
+            f"chunks ({size}/{size // 2}) embedded as",
+            "chunks",
+            "held-out: English",
+            "held-out: Chinese",
+            "whole: English",
+            "whole: Chinese",
+            "paraphrases first (of 8)",
+        ),
+        out,
+    )
+
+
+def _distinct(ids: list[str]) -> list[str]:
+    return list(dict.fromkeys(ids))
+
+
+def first_window(embedder: E5Embedder, text: str) -> str:
+    """The longest beginning of ``text`` (cut between words where it can) that e5 reads as a
+    passage in one window of 512 tokens."""
+    if embedder._model.token_count(text, False) <= 512:
+        return text
+    lo, hi = 0, len(text)  # text[:lo] fits, text[:hi + 1] does not
+    while hi - lo > 16:
+        mid = (lo + hi) // 2
+        if embedder._model.token_count(text[:mid], False) <= 512:
+            lo = mid
+        else:
+            hi = mid
+    space = text.rfind(" ", 0, lo)
+    return text[: space if space > lo - 64 else lo]
+
+
+def first_windows(chunks: Sequence[Chunk], codec: TokenCodec, embedder: E5Embedder) -> list[str]:
+    """The opt-in this release retires (``THREADLINE_INGEST_FIRST_WINDOW``), for comparison: each
+    chunk but the last cut to e5's first window where the rest is the next chunk's beginning."""
+    step = AUTO.max_chunk_size_tokens - AUTO.chunk_overlap_tokens
+    texts = [c.text for c in chunks]
+    for i, chunk in enumerate(chunks[:-1]):
+        head = first_window(embedder, chunk.text)
+        if head != chunk.text and len(codec.encode(head, disallowed_special=())) >= step:
+            texts[i] = head
+    return texts
+
+
 def readme_sentences(text: str, count: int) -> list[str]:
     sentences = [
         s.strip()
@@ -191,26 +304,35 @@ def one_window(embedder: E5Embedder, max_tokens: int, questions: int) -> str:
     text = (ROOT / "README.md").read_text()
     tokens = codec.encode(text, disallowed_special=())[:max_tokens]
     text = codec.decode(tokens)
-    chunks = chunk_text(text, AUTO, codec)
+    chunks, pieces = split_text(text, AUTO, codec)
     asked = [s for s in readme_sentences(text, questions * 2) if any(s in c.text for c in chunks)][:questions]
-    log(f"one window: {len(chunks)} chunks, {len(asked)} questions...")
+    log(f"one window: {len(chunks)} chunks, {len(pieces.texts)} pieces, {len(asked)} questions...")
     q_vectors = np.stack([embedder.embed_query(q) for q in asked])
     rows = []
     for name, passages in (
-        ("whole chunk (two e5 windows)", [c.text for c in chunks]),
-        ("first window", passage_texts(chunks, AUTO, codec, embedder)),
+        ("whole chunk (two e5 windows)", "chunks"),
+        ("first window (`first_window`)", "first_window"),
+        ("pieces between chunk edges (`pieces`)", "pieces"),
     ):
+        if passages == "first_window":
+            plan = EmbeddingPlan(
+                first_windows(chunks, codec, embedder), [[(i, 1.0)] for i in range(len(chunks))]
+            )
+        else:
+            plan = embedding_plan(chunks, pieces, passages, embedder)
         started, cpu = time.perf_counter(), time.process_time()
-        vectors = embedder.embed_passages(passages)
+        embedded = embed_plan(plan, [embedder])
+        vectors = np.stack([combine(embedded, parts) for parts in plan.parts])
         seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu
         found = []
         for question, vector in zip(asked, q_vectors, strict=True):
             top = np.argsort(-(vectors @ vector), kind="stable")[:5]
             found.append(any(question in chunks[i].text for i in top))
-        windows = sum(-(-embedder._model.token_count(p, False) // 512) for p in passages)
+        windows = sum(-(-embedder._model.token_count(p, False) // 512) for p in plan.texts)
         rows.append(
             (
                 name,
+                str(len(plan.texts)),
                 str(windows),
                 f"{sum(found) / len(found):.3f}",
                 f"{cpu_seconds / len(chunks):.2f}",
@@ -220,6 +342,7 @@ def one_window(embedder: E5Embedder, max_tokens: int, questions: int) -> str:
     return markdown_table(
         (
             "chunks embedded as",
+            "texts embedded",
             "e5 windows",
             f"known-item recall@5 ({len(asked)} sentences)",
             "CPU s per chunk",
@@ -234,10 +357,26 @@ def mixed_text(rng: random.Random, sentences: int) -> bytes:
     return "\n".join(rng.choice(pool) for _ in range(sentences)).encode()
 
 
-def rates(files: int, copies: int) -> str:
+def prepare(
+    filename: str, data: bytes, codec: TokenCodec, embedders: list[E5Embedder], passages: str
+) -> list[Vector]:
+    """A file's chunks' vectors, parse to vectors, as ingestion makes them (first windows as the
+    retired opt-in made them)."""
+    if passages != "first_window":
+        prepared = prepare_file(filename, data, AUTO, codec, embedders, ParseLimits(), passages=passages)
+        return [c.vector for c in prepared.chunks]
+    chunks, _ = split_text(parse(filename, data, ParseLimits()), AUTO, codec)
+    plan = EmbeddingPlan(first_windows(chunks, codec, embedders[0]), [[(i, 1.0)] for i in range(len(chunks))])
+    vectors = embed_plan(plan, embedders)
+    for chunk in chunks:
+        term_counts(chunk.text)
+    return [combine(vectors, parts) for parts in plan.parts]
+
+
+def rates(files: int, copies: int, rounds: int, sentences: int = 150) -> str:
     codec = tiktoken_encoding("cl100k_base")
     rng = random.Random(1)
-    data = [mixed_text(rng, 150) for _ in range(files)]
+    data = [mixed_text(rng, sentences) for _ in range(files)]
 
     sample = [text for _, text in documents()[:4]]
     models = [E5Embedder(1)]
@@ -248,42 +387,45 @@ def rates(files: int, copies: int) -> str:
         models[-1].embed_passages(sample)  # its weights and buffers in use
     per_copy = (_rss_mb() - before_rss) / max(1, copies - 1)
     runs = (
-        ("whole chunks, 1 thread (before)", [models[0]], False),
-        (f"whole chunks, {copies} copies of the model (after)", models, False),
-        (f"first window, {copies} copies (`THREADLINE_INGEST_FIRST_WINDOW`)", models, True),
+        ("whole chunks, 1 thread", [models[0]], "chunks"),
+        (f"whole chunks, {copies} copies of the model (before)", models, "chunks"),
+        (f"first window, {copies} copies (`first_window`)", models, "first_window"),
+        (f"pieces, {copies} copies (`pieces`, after)", models, "pieces"),
     )
-    rows = []
-    for name, embedders, first in runs:
-        log(f"rate: {name}...")
-        started, cpu = time.perf_counter(), _cpu()
-        chunks = sum(
-            len(
-                prepare_file(
-                    f"doc{i}.txt", d, AUTO, codec, embedders, ParseLimits(), first_window=first
-                ).chunks
+    measured: dict[str, list[tuple[int, float, float, float]]] = {name: [] for name, _, _ in runs}
+    for round_ in range(rounds):  # the ways alternate, so that each sees the same load
+        for name, embedders, passages in runs:
+            log(f"rate, round {round_ + 1}: {name}...")
+            started, cpu = time.perf_counter(), _cpu()
+            chunks = sum(
+                len(prepare(f"doc{i}.txt", d, codec, embedders, passages)) for i, d in enumerate(data)
             )
-            for i, d in enumerate(data)
-        )
-        seconds, cpu_seconds = time.perf_counter() - started, _cpu() - cpu
-        per_chunk = cpu_seconds / chunks
+            measured[name].append((chunks, time.perf_counter() - started, _cpu() - cpu, os.getloadavg()[0]))
+    rows = []
+    for name, embedders, _ in runs:
+        chunks = measured[name][0][0]
+        wall = statistics.median(chunks / m[1] for m in measured[name])
+        per_chunk = statistics.median(m[2] / chunks for m in measured[name])
         rows.append(
             (
                 name,
                 str(chunks),
-                f"{chunks / seconds:.2f}",
+                f"{wall:.2f}",
                 f"{per_chunk:.2f}",
+                " / ".join(f"{m[2] / chunks:.2f}" for m in measured[name]),
                 f"**{min(len(embedders), 2) / per_chunk:.2f}**",
-                f"{os.getloadavg()[0]:.1f}",
+                " / ".join(f"{m[3]:.1f}" for m in measured[name]),
             )
         )
     table = markdown_table(
         (
             "embedding",
             "chunks",
-            "chunks/s (wall)",
-            "CPU s per chunk",
+            "chunks/s (wall), median",
+            "CPU s per chunk, median",
+            "CPU s per chunk, each round",
             "chunks/s on idle cores (cores used ÷ CPU s per chunk)",
-            "load average after",
+            "load average after each round",
         ),
         rows,
     )
@@ -309,14 +451,28 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument("--readme-tokens", type=int, default=12_000)
     parser.add_argument("--questions", type=int, default=40)
+    parser.add_argument(
+        "--sentences", type=int, default=150, help="corpus documents per file in the rate part"
+    )
+    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds of the rate part")
+    parser.add_argument("--chunk-tokens", type=int, default=32, help="chunk size for the chunked corpus")
+    parser.add_argument(
+        "--skip", default="", help="comma-separated parts to skip: quality, chunked, window, rate"
+    )
     parser.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md")
     args = parser.parse_args(argv)
     began = time.monotonic()
     measured = machine()
     embedder = E5Embedder(1)
-    quality_tables = quality(embedder)
-    window_table = one_window(embedder, args.readme_tokens, args.questions)
-    rate_table = rates(args.files, args.copies)
+    skip = set(args.skip.split(","))
+    quality_tables = quality(embedder) if "quality" not in skip else "(skipped)"
+    chunked_table = quality_chunked(embedder, args.chunk_tokens) if "chunked" not in skip else "(skipped)"
+    window_table = (
+        one_window(embedder, args.readme_tokens, args.questions) if "window" not in skip else "(skipped)"
+    )
+    rate_table = (
+        rates(args.files, args.copies, args.rounds, args.sentences) if "rate" not in skip else "(skipped)"
+    )
     body = f"""Measured {today()} on {measured}; `python -m bench.retrieval_quality`.
 
 **Quality**, recall@5 on the shipped corpus (`tests/retrieval_corpus.py`: twenty topics, a document
@@ -329,7 +485,14 @@ weighted 0.4. Same embeddings on both sides.
 
 {quality_tables}
 
-**One window per chunk** (known-item questions on the first {args.readme_tokens:,} tokens of the README,
+Those documents are one chunk each at 800/400, so whole chunks and pieces embed them alike. **The
+same corpus cut small** ({args.chunk_tokens}-token chunks overlapping by half, so that a document is
+two to four chunks and its pieces are {args.chunk_tokens // 2} tokens: a harder case for pieces than
+400-token pieces), fused recall@5 (a document ranks at its best chunk) and paraphrases:
+
+{chunked_table}
+
+**Pieces per chunk** (known-item questions on the first {args.readme_tokens:,} tokens of the README,
 800/400 chunks):
 
 {window_table}

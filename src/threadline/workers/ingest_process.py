@@ -5,7 +5,7 @@ threadline.workers.ingest_process``. Before it reads anything it bounds itself: 
 (``RLIMIT_AS``), CPU time (``RLIMIT_CPU``: ``SIGXCPU`` at the limit), a lower priority than the
 server (``nice``), and death with its parent. Then it reads one request from stdin: a JSON line
 ``{"filename", "size", "strategy": [max, overlap], "limits": {...}, "embedder": {...}, "embedders",
-"first_window"}`` followed by ``size`` bytes of the file, and answers on a private copy of stdout (fd 1 itself points at
+"passages"}`` followed by ``size`` bytes of the file, and answers on a private copy of stdout (fd 1 itself points at
 stderr, so what native code prints cannot corrupt the stream), in JSON lines:
 
 - ``{"progress": {"done": N, "total": N}}`` as chunks are embedded (by ``embedders`` copies of the
@@ -78,7 +78,7 @@ def serve(request: dict[str, Any], data: bytes, say: Any) -> None:
             embedders,
             ParseLimits(**request["limits"]),
             progress=lambda done, total: say({"progress": {"done": done, "total": total}}),
-            first_window=bool(request.get("first_window")),
+            passages=str(request.get("passages", "pieces")),
         )
     except FileContentError as exc:
         say({"error": exc.message, "code": exc.code})

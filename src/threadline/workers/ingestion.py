@@ -42,6 +42,7 @@ from threadline.domain.ports.retrieval import (
 )
 from threadline.errors import FileContentError, ServiceUnavailableError
 from threadline.providers.model_host import describe_exit
+from threadline.retrieval.engine import PASSAGES
 from threadline.retrieval.parsing import ParseLimits
 
 log = logging.getLogger(__name__)
@@ -120,6 +121,11 @@ class IngestionProcesses:
     """The :class:`~threadline.domain.ports.retrieval.ChunkPreparer` of a worker: a child process per file."""
 
     def __init__(self, settings: Settings) -> None:
+        if settings.ingest_passages not in PASSAGES:
+            expected = ", ".join(repr(p) for p in PASSAGES)
+            raise ValueError(
+                f"THREADLINE_INGEST_PASSAGES: expected {expected}, got {settings.ingest_passages!r}"
+            )
         self.settings = settings
         self.limits = ParseLimits.from_settings(settings)
         self.gate = FairGate(settings.ingest_processes)
@@ -176,7 +182,7 @@ class IngestionProcesses:
                 "embeddings_api_key": s.embeddings_api_key,
             },
             "embedders": self.embedders,
-            "first_window": s.ingest_first_window,
+            "passages": s.ingest_passages,
         }
 
     @property
