@@ -49,22 +49,16 @@ def _is_pattern(name: str) -> bool:
 class RoutingTable:
     def __init__(self, rules: list[Rule]) -> None:
         self.rules = rules
-        self._local: dict[int, bool] = {}
-        """Whether each provider (by id) is a :class:`LocalModel`: a protocol's ``isinstance`` checks
+        self._local = [p for p in self.providers() if isinstance(p, LocalModel)]
+        """The embedded models among the providers, found once: a protocol's ``isinstance`` checks
         every member, and every run resolves its model twice."""
-
-    def _is_local(self, provider: Provider) -> bool:
-        local = self._local.get(id(provider))
-        if local is None:
-            local = self._local[id(provider)] = isinstance(provider, LocalModel)
-        return local
 
     def resolve(self, name: str) -> Route | None:
         for rule in self.rules:
             if fnmatch.fnmatchcase(name, rule.pattern):
                 model = rule.model or name
                 tokenizer = rule.tokenizer
-                if tokenizer is None and not self._is_local(rule.provider):
+                if tokenizer is None and not any(rule.provider is m for m in self._local):
                     tokenizer = tokenizers.for_model(model)
                 return Route(rule.provider, model, rule.context_window, tokenizer, rule.vision)
         return None
@@ -89,7 +83,7 @@ class RoutingTable:
         return list({id(r.provider): r.provider for r in self.rules}.values())
 
     def local_models(self) -> list[LocalModel]:
-        return [p for p in self.providers() if isinstance(p, LocalModel)]
+        return list(self._local)
 
     async def start_local_models(self) -> list[str]:
         """Start every embedded model with its start-up check; one line per model that cannot serve."""
