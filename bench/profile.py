@@ -33,6 +33,7 @@ from bench.common import log
 from bench.runs import (
     SERVERS,
     TREES,
+    Round,
     Stack,
     httpx_client,
     run_polling,
@@ -50,7 +51,7 @@ def pyspy() -> str:
     return found
 
 
-async def load(stack: Stack, clients: int, seconds: float, way: str) -> str:
+async def load(stack: Stack, clients: int, seconds: float, way: str) -> Round:
     if way == "sdk":
         once, close = sdk_config(clients).make(stack)
         try:
@@ -63,13 +64,15 @@ async def load(stack: Stack, clients: int, seconds: float, way: str) -> str:
             result = await throughput_round(
                 stack, lambda: follow(client, stack.url, stack.assistant_id), clients, seconds
             )
+    return result
+
+
+def described(result: Round) -> str:
     cpu = (
         f", server CPU {result.server_cpu * 1000 / max(1, result.runs):.1f} ms/run"
         if result.server_cpu
         else ""
     )
-    global _runs_done
-    _runs_done += result.runs
     return f"{result.runs} runs in {result.seconds:.1f} s ({result.rate:.0f} runs/s){cpu}"
 
 
@@ -118,7 +121,7 @@ async def profile(args: argparse.Namespace, workdir: Path) -> str:
     raw_file = Path(args.raw) if args.raw else workdir / "profile.txt"
     with stacks(workdir, [(args.server, args.server, 0.0)]) as (stack,):
         # Warm the server up before sampling starts.
-        log(f"warm-up: {await load(stack, args.clients, 1.5, args.way)}")
+        log(f"warm-up: {described(await load(stack, args.clients, 1.5, args.way))}")
         argv = [pyspy(), "record", "--pid", str(stack.server.pid), "--rate", str(args.rate)]
         argv += ["--duration", str(int(args.seconds)), "--format", "raw", "--output", str(raw_file)]
         # Only samples holding the GIL: what the server's Python actually spends the core on.
@@ -127,7 +130,7 @@ async def profile(args: argparse.Namespace, workdir: Path) -> str:
         recorder = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
             time.sleep(0.5)  # let py-spy attach before the load starts
-            log(f"profiled load: {await load(stack, args.clients, args.seconds - 1, args.way)}")
+            log(f"profiled load: {described(await load(stack, args.clients, args.seconds - 1, args.way))}")
             _, err = recorder.communicate(timeout=args.seconds + 30)
         finally:
             if recorder.poll() is None:
@@ -148,22 +151,16 @@ async def loop_profile(args: argparse.Namespace, workdir: Path, name: str, tree:
     if tree:
         TREES[name] = Path(tree).resolve()
     with stacks(workdir, [(name, "loop-profiled", 0.0)]) as (stack,):
-        log(f"{name} warm-up: {await load(stack, args.clients, 1.5, args.way)}")
+        log(f"{name} warm-up: {described(await load(stack, args.clients, 1.5, args.way))}")
         os.kill(stack.server.pid, signal.SIGUSR1)
-        runs_before = _runs_done
-        summary = await load(stack, args.clients, args.seconds, args.way)
+        profiled = await load(stack, args.clients, args.seconds, args.way)
         os.kill(stack.server.pid, signal.SIGUSR2)
         for _ in range(300):
             if output.with_suffix(".done").exists():
                 break
             await asyncio.sleep(0.1)
-        runs = _runs_done - runs_before
-    log(f"{name} profiled load: {summary}")
-    return summarise_loop(pstats.Stats(str(output)), runs, args.top, name)
-
-
-_runs_done = 0
-"""Runs completed by :func:`load` so far (the profiled stretch's count is the difference)."""
+    log(f"{name} profiled load: {described(profiled)}")
+    return summarise_loop(pstats.Stats(str(output)), profiled.runs, args.top, name)
 
 
 def summarise_loop(stats: pstats.Stats, runs: int, top: int, name: str) -> str:
