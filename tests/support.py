@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import socket
@@ -180,6 +181,21 @@ def install_node_sdk() -> Path:
     )
     assert installed.returncode == 0, f"npm install failed:\n{installed.stdout}\n{installed.stderr}"
     return NODE_DIR
+
+
+def run_node(node_dir: Path, script: str, base_url: str, timeout: float = 60, **env: str) -> Any:
+    """``node script`` in ``node_dir`` against ``base_url`` (as ``OPENAI_BASE_URL``, with ``env``
+    besides); it must exit 0, and what it printed is read as JSON."""
+    done = subprocess.run(
+        ["node", script],
+        cwd=node_dir,
+        env={**os.environ, "OPENAI_BASE_URL": base_url, "OPENAI_API_KEY": "test-key", **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
 
 
 @contextmanager

@@ -7,10 +7,8 @@ official SDK.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,7 +20,7 @@ from openai.types.beta.threads import ImageFile
 from openai.types.beta.threads.runs import ToolCall, ToolCallDelta
 
 from tests.api.test_streaming import collapse, node_sdk  # noqa: F401  (the fixture)
-from tests.support import TEXT_RUN, ThreadlineServer
+from tests.support import TEXT_RUN, ThreadlineServer, run_node
 from threadline.testing import Reply, ScriptedModel
 from threadline.testing import ToolCall as Call
 from threadline.tools.code_interpreter import RESTARTED
@@ -475,12 +473,7 @@ def test_the_node_handler_sees_the_code_in_pieces_and_the_chart(
     model: ScriptedModel,
 ) -> None:
     model.script(Reply(tool_calls=[Call("code_interpreter", {"code": CHART})]), Reply(text="Your chart."))
-    env = {**os.environ, "OPENAI_BASE_URL": server.url, "OPENAI_API_KEY": "test-key"}
-    done = subprocess.run(
-        ["node", "chart_run.mjs"], cwd=node_sdk, env=env, capture_output=True, text=True, timeout=90
-    )
-    assert done.returncode == 0, done.stderr
-    seen = json.loads(done.stdout)
+    seen = run_node(node_sdk, "chart_run.mjs", server.url, timeout=90)
     assert seen["status"] == "completed"
     chart = chart_of(client, seen["thread_id"])
 

@@ -15,7 +15,7 @@ import openai
 import pytest
 from pydantic import BaseModel
 
-from tests.support import ThreadlineServer, install_node_sdk
+from tests.support import ThreadlineServer, install_node_sdk, run_node
 from threadline.testing import Reply, ScriptedModel, ToolCall
 
 
@@ -259,12 +259,7 @@ def test_metrics_count_chat_requests_and_tokens(
 def test_node_sdk_mixes_chat_embeddings_and_models(model: ScriptedModel, server: ThreadlineServer) -> None:
     node_dir = install_node_sdk()
     model.script(Reply(text="Hi Node."), Reply(text="one two three", usage=(4, 3)))
-    env = {**os.environ, "OPENAI_BASE_URL": server.url, "OPENAI_API_KEY": "test-key"}
-    done = subprocess.run(
-        ["node", "chat.mjs"], cwd=node_dir, env=env, capture_output=True, text=True, timeout=120
-    )
-    assert done.returncode == 0, done.stderr
-    seen = json.loads(done.stdout)
+    seen = run_node(node_dir, "chat.mjs", server.url, timeout=120)
     assert seen["id"].startswith("chatcmpl-")
     assert (seen["content"], seen["finish_reason"]) == ("Hi Node.", "stop")
     assert seen["deltas"] == ["one ", "two ", "three"]

@@ -10,9 +10,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-import os
 import socket
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -27,7 +25,7 @@ from openai.types.beta import AssistantStreamEvent
 from openai.types.beta.threads import Text, TextDelta
 from openai.types.beta.threads.runs import ToolCall, ToolCallDelta
 
-from tests.support import TEXT_RUN, ThreadlineServer, install_node_sdk, wait_for
+from tests.support import TEXT_RUN, ThreadlineServer, install_node_sdk, run_node, wait_for
 from threadline.api import sse
 from threadline.domain.entities import Run
 from threadline.domain.events import Event, MessageDelta, ObjectEvent
@@ -778,12 +776,7 @@ def test_node_sdk_streams_a_run(node_sdk: Path, model: ScriptedModel, server: Th
         Reply(tool_calls=[ScriptedCall("get_weather", {"city": "Rome"})]),
         Reply(text="Rome is sunny."),
     )
-    env = {**os.environ, "OPENAI_BASE_URL": server.url, "OPENAI_API_KEY": "test-key"}
-    done = subprocess.run(
-        ["node", "stream_run.mjs"], cwd=node_sdk, env=env, capture_output=True, text=True, timeout=60
-    )
-    assert done.returncode == 0, done.stderr
-    result = json.loads(done.stdout)
+    result = run_node(node_sdk, "stream_run.mjs", server.url)
 
     text = result["text_run"]
     assert collapse(text["events"]) == TEXT_RUN, text["events"]

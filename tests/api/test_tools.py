@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +20,7 @@ from openai.types.beta.threads.runs import RunStep, ToolCall, ToolCallDelta
 
 from tests.api.test_streaming import node_sdk  # noqa: F401  (the fixture)
 from tests.conftest import server_settings
-from tests.support import ThreadlineServer
+from tests.support import ThreadlineServer, run_node
 from threadline.api import sse
 from threadline.domain.content import ItemFields
 from threadline.domain.context import offered_tools, tool_choice
@@ -349,12 +347,7 @@ def test_node_sdk_follows_a_builtin_tool_run(
     model.script(
         Reply(tool_calls=[ScriptedCall("code_interpreter", {"code": CODE})]), Reply(text="It is 42.")
     )
-    env = {**os.environ, "OPENAI_BASE_URL": tools_server.url, "OPENAI_API_KEY": "test-key"}
-    done = subprocess.run(
-        ["node", "builtin_run.mjs"], cwd=node_sdk, env=env, capture_output=True, text=True, timeout=60
-    )
-    assert done.returncode == 0, done.stderr
-    seen = json.loads(done.stdout)
+    seen = run_node(node_sdk, "builtin_run.mjs", tools_server.url)
     assert seen["status"] == "completed" and seen["final_text"] == "It is 42."
     assert [c["type"] for c in seen["created"]] == ["code_interpreter"]
     assert seen["created"][0]["code_interpreter"] == {"input": "", "outputs": []}

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -25,7 +23,7 @@ import pytest
 from tests.api.test_builtin_tools import needs_sandbox
 from tests.api.test_projects import ADMIN, new_project, sdk
 from tests.api.test_streaming import node_sdk  # noqa: F401  (the fixture)
-from tests.support import ThreadlineServer, agents_sdk_on
+from tests.support import ThreadlineServer, agents_sdk_on, run_node
 from threadline.testing import Reply, ScriptedModel, ToolCall
 
 agents = pytest.importorskip("agents")
@@ -272,17 +270,7 @@ def test_ai_sdk_multi_turn_chat_plain_with_a_tool_with_file_search_and_streamed(
         Reply(text="Rome is sunny."),
         Reply(text="Sunny again."),
     )
-    env = {
-        **os.environ,
-        "OPENAI_BASE_URL": server.url,
-        "OPENAI_API_KEY": "test-key",
-        "VECTOR_STORE_ID": store,
-    }
-    done = subprocess.run(
-        ["node", "ai_chat.mjs"], cwd=node_sdk, env=env, capture_output=True, text=True, timeout=60
-    )
-    assert done.returncode == 0, done.stderr
-    seen = json.loads(done.stdout)
+    seen = run_node(node_sdk, "ai_chat.mjs", server.url, VECTOR_STORE_ID=store)
     assert [a["text"] for a in seen["plain"]["answers"]] == ["Hello.", "Bonjour."]
     assert [a["text"] for a in seen["tools"]["answers"]] == ["Oslo is sunny.", "Sunglasses."]
     assert seen["tools"]["answers"][0]["steps"] == 2  # the call, then the answer
@@ -342,12 +330,7 @@ def test_js_agents_sdk_tool_run_chained_replayed_and_streamed(
         Reply(tool_calls=[ToolCall("get_weather", {"city": "Rome"})]),
         Reply(text="Rome is sunny today."),
     )
-    env = {**os.environ, "OPENAI_BASE_URL": server.url, "OPENAI_API_KEY": "test-key"}
-    done = subprocess.run(
-        ["node", "agents_run.mjs"], cwd=node_sdk, env=env, capture_output=True, text=True, timeout=60
-    )
-    assert done.returncode == 0, done.stderr
-    seen = json.loads(done.stdout)
+    seen = run_node(node_sdk, "agents_run.mjs", server.url)
     assert seen["first"]["text"] == "Oslo is sunny."
     assert seen["first"]["items"] == ["tool_call_item", "tool_call_output_item", "message_output_item"]
     assert seen["first"]["responseId"].startswith("resp_")
