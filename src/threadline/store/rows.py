@@ -57,9 +57,27 @@ def _key(name: str) -> str:
     return "meta" if name == "metadata" else name
 
 
+_KEYS: dict[type[Any], tuple[tuple[str, str], ...]] = {
+    cls: tuple((name, _key(name)) for name in names) for cls, names in _FIELDS.items()
+}
+"""Each entity's fields with the column key each is stored under."""
+
+_PLANS: dict[tuple[type[Any], tuple[str, ...]], tuple[tuple[str, int], ...]] = {}
+"""For an entity and the columns a statement returns: each field read and the position of its column."""
+
+
+def _plan(cls: type[Any], columns: tuple[str, ...]) -> tuple[tuple[str, int], ...]:
+    plan = _PLANS.get((cls, columns))
+    if plan is None:
+        position = {column: index for index, column in enumerate(columns)}
+        plan = tuple((name, position[key]) for name, key in _KEYS[cls] if key in position)
+        _PLANS[(cls, columns)] = plan
+    return plan
+
+
 def _row(entity: Any) -> dict[str, Any]:
     """An entity as a row for ``insert``/``update`` (column keys, not column names)."""
-    row = {_key(name): getattr(entity, name) for name in _FIELDS[type(entity)]}
+    row = {key: getattr(entity, name) for name, key in _KEYS[type(entity)]}
     if isinstance(entity, RunStep):
         row["step_details"] = step_details_record(entity.step_details)
     elif isinstance(entity, Run):
@@ -71,8 +89,7 @@ def _row(entity: Any) -> dict[str, Any]:
 
 
 def _entity(cls: type[E], row: Row[Any]) -> E:
-    mapping = row._mapping
-    values = {name: mapping[_key(name)] for name in _FIELDS[cls] if _key(name) in mapping}
+    values = {name: row[index] for name, index in _plan(cls, row._fields)}
     if cls is Run:
         values["status"] = RunStatus(values["status"])
         values["required_action"] = required_action_from(values["required_action"])
