@@ -15,7 +15,7 @@ import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import openai
@@ -23,6 +23,7 @@ import pytest
 
 from tests.support import ThreadlineServer
 from threadline.console import CONTENT_SECURITY_POLICY, FILES
+from threadline.retrieval.engine import RetrievalEngine
 from threadline.testing import Reply, ScriptedModel, ToolCall
 
 CHROMIUM = Path("/usr/bin/chromium")  # Debian's: the tests never download a browser
@@ -297,18 +298,30 @@ def test_threads_filter_by_metadata_on_the_server_and_by_text_here(
 def test_a_vector_store_shows_the_progress_of_a_file_being_indexed(
     page: Page, server: ThreadlineServer, client: openai.OpenAI, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The store's pane shows chunks embedded of all for a file being indexed (held at its first
-    count past zero until the page has shown it), then redraws by itself once the file is done."""
-    repository = server.app.state.vector_stores.stores
-    original = repository.file_progress
+    """The store's pane shows chunks embedded of all for a file being indexed (the indexing held,
+    with a count past zero reported and the final count kept back, until the page has shown it),
+    then redraws by itself once the file is done."""
     shown = threading.Event()
+    original = RetrievalEngine.ingest
 
-    async def held(store_id: str, file_id: str, strategy: dict[str, Any], done: int, total: int) -> None:
-        await original(store_id, file_id, strategy, done, total)
-        if 0 < done < total:
-            await asyncio.to_thread(shown.wait, 60)
+    async def held(self: RetrievalEngine, *args: Any) -> Any:
+        *head, told = args  # the preparer's arguments, the progress report last
+        assert callable(told)
+        final: list[tuple[int, int]] = []
 
-    monkeypatch.setattr(repository, "file_progress", held)
+        def tell(done: int, total: int) -> None:
+            if done == total and not shown.is_set():
+                final.append((done, total))  # told once the page has shown a count before it
+            else:
+                told(done, total)
+
+        result = await cast(Any, original)(self, *head, tell)
+        await asyncio.to_thread(shown.wait, 120)
+        for done, total in final:
+            told(done, total)
+        return result
+
+    monkeypatch.setattr(RetrievalEngine, "ingest", held)
     text = " ".join(f"第{i}条：灯塔看守人记录了{i % 24}点的雾。" for i in range(80))
     file_id = client.files.create(file=("灯塔日志.txt", text.encode()), purpose="assistants").id
     store = client.vector_stores.create(

@@ -92,6 +92,7 @@ def test_submit_tool_outputs_and_poll_returns_as_soon_as_the_run_ends(
         )
         run = client.beta.threads.runs.create_and_poll(thread_id=thread.id, assistant_id=assistant.id)
         assert run.status == "requires_action" and run.required_action is not None
+        assert run == client.beta.threads.runs.retrieve(run.id, thread_id=thread.id)  # as stored
         call = run.required_action.submit_tool_outputs.tool_calls[0]
         seen.gets.clear()
         started = time.monotonic()
@@ -139,6 +140,8 @@ def test_held_polls_answer_with_poll_after_zero(
         run.id, thread_id=thread.id, extra_headers={"X-Stainless-Poll-Helper": "true"}
     )
     assert again.parse().status == "completed" and time.monotonic() - started < 0.5
+    # The held poll answered with the run its event carried: the same object as the one stored.
+    assert held.http_response.json() == again.http_response.json()
 
 
 def test_held_poll_gives_up_after_the_hold_time(

@@ -19,7 +19,7 @@ import functools
 import inspect
 import json
 import re
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import pydantic_core
@@ -242,11 +242,27 @@ def _rendering(endpoint: Callable[..., Any], status_code: int | None) -> Callabl
     return rendered
 
 
+Guard = Callable[[Request], Awaitable[None]]
+_GUARDS: set[Guard] = set()
+
+
+def guard(check: Guard) -> Guard:
+    """Marks a check of the request alone (the key, a header) that a route given it as a dependency
+    runs itself, after the checks above: FastAPI would resolve it as a dependency on every request,
+    at a tenth of the route's CPU time."""
+    _GUARDS.add(check)
+    return check
+
+
 class CheckedRoute(APIRoute):
     """An API route that checks query parameters, path ids and JSON bodies (see the module's
-    docstring) before anything else, and renders its reply with :class:`RenderedJSON`."""
+    docstring) before anything else, then its guards (:func:`guard`), and renders its reply with
+    :class:`RenderedJSON`."""
 
     def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        dependencies = list(kwargs.get("dependencies") or ())
+        self.guards = tuple(d.dependency for d in dependencies if d.dependency in _GUARDS)
+        kwargs["dependencies"] = [d for d in dependencies if d.dependency not in _GUARDS]
         if isinstance(kwargs.get("response_class", DefaultPlaceholder(None)), DefaultPlaceholder):
             # A real class, not FastAPI's default: FastAPI would otherwise render with pydantic's
             # strict encoder, which fails on a lone surrogate.
@@ -258,11 +274,14 @@ class CheckedRoute(APIRoute):
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
         reads_json = self.body_field is not None
+        guards = self.guards
 
         async def checked(request: Request) -> Response:
             check_parameters(request)
             if reads_json and _is_json(request):
                 await _check_json_body(request)
+            for check in guards:
+                await check(request)
             return await handler(request)
 
         return checked

@@ -89,15 +89,23 @@ async def get_run(thread_id: str, run_id: str, request: Request, response: Respo
     # when the hold runs out), and tell the SDK to ask again at once.
     response.headers["openai-poll-after-ms"] = "0"
     with runs.bus.subscribe(run_id) as subscription:
-        return run_object(await settled(subscription, lambda: runs.get_run(thread_id, run_id), hold))
+        return run_object(
+            await settled(subscription, lambda: runs.get_run(thread_id, run_id), hold, read_back=False)
+        )
 
 
 async def settled(
-    subscription: Subscription, read: Callable[[], Awaitable[Run]], hold: float | None = None
+    subscription: Subscription,
+    read: Callable[[], Awaitable[Run]],
+    hold: float | None = None,
+    *,
+    read_back: bool = True,
 ) -> Run:
     """The run (``read``) once it waits or ends, or once ``hold`` seconds have passed. It is read
-    after each of its run events, and every so often anyway: a worker in another process publishes
-    on its own bus, and a held poll must not be slower than the SDK's own polling."""
+    after each of its run events (``read_back``; otherwise the run an event carries is taken as it
+    is: events are published once their write has committed), and every so often anyway: a worker
+    in another process publishes on its own bus, and a held poll must not be slower than the SDK's
+    own polling."""
     latest = await read()
     deadline = None if hold is None else time.monotonic() + hold
     while latest.status not in WAITING:
@@ -108,8 +116,10 @@ async def settled(
                 break
             timeout = min(left, RECHECK_SECONDS)
         event = await subscription.get(timeout=timeout)
-        if event is None or (isinstance(event, ObjectEvent) and isinstance(event.obj, Run)):
+        if event is None:
             latest = await read()
+        elif isinstance(event, ObjectEvent) and isinstance(event.obj, Run):
+            latest = await read() if read_back else event.obj
     return latest
 
 
