@@ -69,8 +69,13 @@ _PLANS: dict[tuple[type[Any], tuple[str, ...]], tuple[tuple[str, int], ...]] = {
 def _plan(cls: type[Any], columns: tuple[str, ...]) -> tuple[tuple[str, int], ...]:
     plan = _PLANS.get((cls, columns))
     if plan is None:
+        # A row names its columns (``metadata``); parameters use their keys (``meta``).
         position = {column: index for index, column in enumerate(columns)}
-        plan = tuple((name, position[key]) for name, key in _KEYS[cls] if key in position)
+        plan = tuple(
+            (name, position[name] if name in position else position[key])
+            for name, key in _KEYS[cls]
+            if name in position or key in position
+        )
         _PLANS[(cls, columns)] = plan
     return plan
 
