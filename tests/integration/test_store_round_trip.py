@@ -1,12 +1,15 @@
 """Each entity comes back from the store as it went in, every field of it (metadata included: its
-column is named ``metadata`` but keyed ``meta``), on both databases."""
+column is named ``metadata`` but keyed ``meta``), on both databases; written through SQLAlchemy
+and read straight from the driver (``store.direct``), and the other way round."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import Connection
 
 from tests.conftest import database_url
@@ -14,6 +17,7 @@ from threadline.domain.content import text_content
 from threadline.domain.entities import Assistant, Message, MessageCreation, Run, RunStep, Thread
 from threadline.store import Database
 from threadline.store.database import migrate
+from threadline.store.direct import execute
 from threadline.store.rows import _GET, _INSERT, _entity, _row
 
 
@@ -64,7 +68,19 @@ def _samples() -> list[Any]:
 _TABLES = {Assistant: "assistants", Thread: "threads", Run: "runs", Message: "messages", RunStep: "run_steps"}
 
 
-def test_every_entity_reads_back_as_written(tmp_path: Path) -> None:
+Execute = Callable[[Connection, Any, Any], Any]
+
+
+def _through_sqlalchemy(conn: Connection, stmt: Any, params: Any) -> Any:
+    return conn.execute(stmt, params)
+
+
+@pytest.mark.parametrize(
+    ("write_with", "read_with"),
+    [(_through_sqlalchemy, execute), (execute, _through_sqlalchemy)],
+    ids=["sqlalchemy-then-direct", "direct-then-sqlalchemy"],
+)
+def test_every_entity_reads_back_as_written(tmp_path: Path, write_with: Execute, read_with: Execute) -> None:
     url = database_url(tmp_path)
     migrate(url)
 
@@ -75,7 +91,7 @@ def test_every_entity_reads_back_as_written(tmp_path: Path) -> None:
 
             def write(conn: Connection) -> None:
                 for entity in samples:
-                    conn.execute(_INSERT[_TABLES[type(entity)]], _row(entity))
+                    write_with(conn, _INSERT[_TABLES[type(entity)]], _row(entity))
 
             await db.write(write)
 
@@ -85,7 +101,7 @@ def test_every_entity_reads_back_as_written(tmp_path: Path) -> None:
                     table = _TABLES[type(entity)]
                     if table == "messages":
                         continue  # no point read by id; read below with the thread's messages
-                    row = conn.execute(_GET[table], {"b_id": entity.id}).first()
+                    row = read_with(conn, _GET[table], {"b_id": entity.id}).first()
                     pairs.append((entity, _entity(type(entity), row)))
                 return pairs
 

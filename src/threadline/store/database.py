@@ -31,6 +31,7 @@ import contextlib
 import logging
 import os
 import queue
+import sqlite3
 import threading
 import zlib
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -162,14 +163,29 @@ def _sqlite_read(conn: Connection, fn: Callable[[Connection], T]) -> T:
 
 
 def _sqlite_write(conn: Connection, fn: Callable[[Connection], T]) -> T:
-    conn.exec_driver_sql("BEGIN IMMEDIATE")
+    # BEGIN and COMMIT go to the driver itself (SQLAlchemy's own execution costs more than them);
+    # SQLAlchemy's transaction, begun if ``fn`` ran a statement through it, is then ended too.
+    driver: Any = conn.connection.driver_connection
+    _on_driver(conn, "BEGIN IMMEDIATE", lambda: driver.execute("BEGIN IMMEDIATE"))
     try:
         result = fn(conn)
     except BaseException:
-        conn.rollback()
+        _on_driver(conn, "ROLLBACK", driver.rollback)
+        if conn.in_transaction():
+            conn.rollback()
         raise
-    conn.commit()
+    _on_driver(conn, "COMMIT", driver.commit)
+    if conn.in_transaction():
+        conn.commit()
     return result
+
+
+def _on_driver(conn: Connection, what: str, call: Callable[[], object]) -> None:
+    """``call`` on the driver, its errors raised as SQLAlchemy's (a locked database: a 503)."""
+    try:
+        call()
+    except sqlite3.Error as error:
+        raise sa_exc.DBAPIError.instance(what, (), error, sqlite3.Error, dialect=conn.dialect) from error
 
 
 _Job = tuple[

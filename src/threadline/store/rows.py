@@ -44,6 +44,7 @@ from threadline.domain.records import (
 from threadline.domain.run_states import RunStatus, cause_of
 from threadline.store import tables as t
 from threadline.store.database import Database
+from threadline.store.direct import execute
 from threadline.store.vector_store_rows import join_thread_store
 
 E = TypeVar("E", Assistant, Thread, Message, Run, RunStep)
@@ -204,8 +205,8 @@ def _lock_thread(conn: Connection, thread_id: str, run_id: str | None) -> None:
     SQLite's single writer), so two clients racing for one thread cannot both get through.
     """
     if (
-        conn.execute(
-            _LOCK_THREAD, {"b_thread": thread_id, "b_run": run_id, "b_now": int(time.time())}
+        execute(
+            conn, _LOCK_THREAD, {"b_thread": thread_id, "b_run": run_id, "b_now": int(time.time())}
         ).rowcount
         == 0
     ):
@@ -242,7 +243,7 @@ def _getter(cls: type[E], table: Table, object_id: str, *where: Any) -> Callable
     stmt = _GET[table.name]
 
     def read(conn: Connection) -> E | None:
-        row = conn.execute(stmt, {"b_id": object_id}).first()
+        row = execute(conn, stmt, {"b_id": object_id}).first()
         if row is None or not all(row._mapping[key] == value for key, value in where):
             return None
         return _entity(cls, row)

@@ -34,6 +34,7 @@ from threadline.domain.run_states import ACTIVE, RunStatus
 from threadline.store import tables as t
 from threadline.store.claims import claim_statement, renew_statement
 from threadline.store.database import Database
+from threadline.store.direct import execute
 from threadline.store.rows import (
     _INSERT,
     Rows,
@@ -145,10 +146,10 @@ class SqlRunStore(Rows):
             _lock_thread(conn, run.thread_id, run.id)
             joined = None
             if messages:
-                conn.execute(_INSERT["messages"], [_row(m) for m in messages])
+                execute(conn, _INSERT["messages"], [_row(m) for m in messages])
                 joined = _join_attachments(conn, run.thread_id, messages, search)
-            conn.execute(_INSERT["runs"], _row(run))
-            conn.execute(_INSERT["run_transitions"], _transition(run, frozenset(), time.time()))
+            execute(conn, _INSERT["runs"], _row(run))
+            execute(conn, _INSERT["run_transitions"], _transition(run, frozenset(), time.time()))
             return joined
 
         return await self.db.write(write)
@@ -157,7 +158,7 @@ class SqlRunStore(Rows):
         params = {"b_id": run_id, "b_thread": thread_id, "b_project": project_id}
 
         def read(conn: Connection) -> Run | None:
-            row = conn.execute(_GET_RUN_IN_PROJECT, params).first()
+            row = execute(conn, _GET_RUN_IN_PROJECT, params).first()
             return None if row is None else _entity(Run, row)
 
         return await self.db.read(read)
@@ -198,25 +199,27 @@ class SqlRunStore(Rows):
         moved = change.expect != frozenset({run.status})
 
         def write(conn: Connection) -> bool:
-            if not change.expect or conn.execute(stmt, params).rowcount == 0:
+            if not change.expect or execute(conn, stmt, params).rowcount == 0:
                 return False
             if moved:
-                conn.execute(_INSERT["run_transitions"], _transition(run, change.expect, time.time()))
+                execute(conn, _INSERT["run_transitions"], _transition(run, change.expect, time.time()))
             if change.discard_steps:
                 conn.execute(delete(t.run_steps).where(t.run_steps.c.id.in_(change.discard_steps)))
             if change.discard_messages:
                 conn.execute(delete(t.messages).where(t.messages.c.id.in_(change.discard_messages)))
             if change.new_steps:
-                conn.execute(_INSERT["run_steps"], [_row(s) for s in change.new_steps])
+                execute(conn, _INSERT["run_steps"], [_row(s) for s in change.new_steps])
             if change.steps:
-                conn.execute(_UPDATE_STEP, [{**_row(s), "b_id": s.id} for s in change.steps])
+                execute(conn, _UPDATE_STEP, [{**_row(s), "b_id": s.id} for s in change.steps])
             if change.new_messages:
-                conn.execute(_INSERT["messages"], [_row(m) for m in change.new_messages])
+                execute(conn, _INSERT["messages"], [_row(m) for m in change.new_messages])
             if change.messages:
-                conn.execute(_UPDATE_MESSAGE, [{**_row(m), "b_id": m.id} for m in change.messages])
+                execute(conn, _UPDATE_MESSAGE, [{**_row(m), "b_id": m.id} for m in change.messages])
             if change.release_thread:
-                conn.execute(
-                    _RELEASE_THREAD, {"b_thread": run.thread_id, "b_run": run.id, "b_now": int(time.time())}
+                execute(
+                    conn,
+                    _RELEASE_THREAD,
+                    {"b_thread": run.thread_id, "b_run": run.id, "b_now": int(time.time())},
                 )
             return True
 
@@ -238,12 +241,12 @@ class SqlRunStore(Rows):
         }
 
         def write(conn: Connection) -> list[Run]:
-            runs = _entities(Run, conn.execute(self._claim, params).all())
+            runs = _entities(Run, execute(conn, self._claim, params).all())
             if runs:
                 # Stamped now, inside the transaction: `now` was read before it waited for the database,
                 # and the change that queued the run may have been stamped after that.
                 claimed, at = frozenset({RunStatus.QUEUED}), time.time()
-                conn.execute(_INSERT["run_transitions"], [_transition(r, claimed, at) for r in runs])
+                execute(conn, _INSERT["run_transitions"], [_transition(r, claimed, at) for r in runs])
             return sorted(runs, key=lambda run: run.created_at)
 
         return await self.db.write(write)

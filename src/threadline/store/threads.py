@@ -24,6 +24,7 @@ from threadline.domain.entities import (
 )
 from threadline.ids import new_id
 from threadline.store import tables as t
+from threadline.store.direct import execute
 from threadline.store.rows import (
     _INSERT,
     Rows,
@@ -56,14 +57,14 @@ class SqlThreadStore(Rows):
         search: ThreadStorePlan | None = None,
     ) -> ThreadStoreFiles | None:
         def write(conn: Connection) -> ThreadStoreFiles | None:
-            conn.execute(_INSERT["threads"], {**_row(thread), "active_run_id": run.id if run else None})
+            execute(conn, _INSERT["threads"], {**_row(thread), "active_run_id": run.id if run else None})
             joined = None
             if messages:
-                conn.execute(_INSERT["messages"], [_row(m) for m in messages])
+                execute(conn, _INSERT["messages"], [_row(m) for m in messages])
                 joined = _join_attachments(conn, thread.id, messages, search)
             if run is not None:
-                conn.execute(_INSERT["runs"], _row(run))
-                conn.execute(_INSERT["run_transitions"], _transition(run, frozenset(), time.time()))
+                execute(conn, _INSERT["runs"], _row(run))
+                execute(conn, _INSERT["run_transitions"], _transition(run, frozenset(), time.time()))
             return joined
 
         return await self.db.write(write)
@@ -89,9 +90,9 @@ class SqlThreadStore(Rows):
                 message.id = new_id(message.type)
                 message.thread_id = thread.id
                 copies.append(_row(message))
-            conn.execute(_INSERT["threads"], {**_row(thread), "active_run_id": None})
+            execute(conn, _INSERT["threads"], {**_row(thread), "active_run_id": None})
             if copies:
-                conn.execute(_INSERT["messages"], copies)
+                execute(conn, _INSERT["messages"], copies)
 
         await self.db.write(write)
 
@@ -144,7 +145,7 @@ class SqlThreadStore(Rows):
     ) -> ThreadStoreFiles | None:
         def write(conn: Connection) -> ThreadStoreFiles | None:
             _lock_thread(conn, message.thread_id, None)
-            conn.execute(_INSERT["messages"], _row(message))
+            execute(conn, _INSERT["messages"], _row(message))
             return _join_attachments(conn, message.thread_id, [message], search)
 
         return await self.db.write(write)
@@ -171,7 +172,7 @@ class SqlThreadStore(Rows):
     ) -> list[Message]:
         if before is None and after is None:
             params = {"b_thread": thread_id, "b_limit": limit}
-            return await self.db.read(lambda conn: _entities(Message, conn.execute(_NEWEST, params).all()))
+            return await self.db.read(lambda conn: _entities(Message, execute(conn, _NEWEST, params).all()))
         m = t.messages
         where = [m.c.thread_id == thread_id]
         for cursor, older in ((before, True), (after, False)):
