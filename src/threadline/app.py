@@ -11,7 +11,7 @@ import logging
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 
-from fastapi import Depends, FastAPI
+from fastapi import FastAPI
 
 from threadline import __version__, console, declarations
 from threadline.api import (
@@ -20,6 +20,7 @@ from threadline.api import (
     conversations,
     embeddings,
     errors,
+    fast_lane,
     files,
     messages,
     metrics,
@@ -33,6 +34,7 @@ from threadline.api import (
 )
 from threadline.api.deps import checked_beta_request, checked_request, require_admin
 from threadline.api.limits import BodyTimeout, UploadSlots
+from threadline.api.routing import guarded
 from threadline.config import Settings
 from threadline.domain.files import too_large
 from threadline.providers.routing import RoutingTable
@@ -95,21 +97,19 @@ def create_app(
     )
     app.state.upload_slots = UploadSlots(settings.upload_concurrency)
     app.add_middleware(errors.Unexpected)
-    authed = [Depends(checked_request)]
-    beta = [Depends(checked_beta_request)]
+    # The checks every route of a router runs first (guards, run by the route itself).
     # POST /threads/runs must be matched before POST /threads/{thread_id}.
-    app.include_router(runs.router, prefix="/v1", dependencies=beta)
-    for module in (assistants, threads, messages, run_steps):
-        app.include_router(module.router, prefix="/v1", dependencies=beta)
-    app.include_router(models.router, prefix="/v1", dependencies=authed)
-    app.include_router(chat.router, prefix="/v1", dependencies=authed)
-    app.include_router(embeddings.router, prefix="/v1", dependencies=authed)
-    app.include_router(projects.router, prefix="/v1", dependencies=[Depends(require_admin)])
-    app.include_router(files.router, prefix="/v1", dependencies=authed)
-    app.include_router(vector_stores.router, prefix="/v1", dependencies=authed)
-    app.include_router(responses.router, prefix="/v1", dependencies=authed)
-    app.include_router(conversations.router, prefix="/v1", dependencies=authed)
+    for module in (runs, assistants, threads, messages, run_steps):
+        app.include_router(guarded(module.router, checked_beta_request), prefix="/v1")
+    for module in (models, chat, embeddings):
+        app.include_router(guarded(module.router, checked_request), prefix="/v1")
+    app.include_router(guarded(projects.router, require_admin), prefix="/v1")
+    for module in (files, vector_stores, responses, conversations):
+        app.include_router(guarded(module.router, checked_request), prefix="/v1")
     app.include_router(models.health)
     app.include_router(metrics.router)
     app.include_router(console.router)
+    fast_lane.install(
+        app, "/v1", [runs.router, threads.router], [threads.create_thread, runs.create_run, runs.get_run]
+    )
     return app

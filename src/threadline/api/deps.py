@@ -7,7 +7,6 @@ from typing import Annotated, Literal
 
 from fastapi import Depends, Query, Request
 
-from threadline.api.routing import guard
 from threadline.domain.assistants import AssistantService
 from threadline.domain.entities import ListQuery
 from threadline.domain.projects import Projects
@@ -54,7 +53,6 @@ async def single_query_values(request: Request) -> None:
         seen.add(name)
 
 
-@guard
 async def checked_request(request: Request) -> None:
     """What every API route checks first, as one guard: the key (401), then parameters given twice
     (400)."""
@@ -62,14 +60,12 @@ async def checked_request(request: Request) -> None:
     await single_query_values(request)
 
 
-@guard
 async def checked_beta_request(request: Request) -> None:
     """:func:`checked_request`, then the Assistants API's beta header (400)."""
     await checked_request(request)
     await require_beta(request)
 
 
-@guard
 async def require_admin(request: Request) -> None:
     expected: str = request.app.state.settings.admin_key
     if not expected:

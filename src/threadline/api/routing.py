@@ -26,7 +26,7 @@ import pydantic_core
 from fastapi.datastructures import DefaultPlaceholder
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
-from fastapi.routing import APIRoute
+from fastapi.routing import APIRoute, APIRouter
 from fastapi.utils import is_body_allowed_for_status_code
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -185,7 +185,7 @@ def check_parameters(request: Request) -> None:
                 raise InvalidRequestError(f"Invalid value for '{param}': the text {problem}.", param=param)
 
 
-def _is_json(request: Request) -> bool:
+def is_json(request: Request) -> bool:
     """Whether FastAPI reads this request's body as JSON (no content type, or ``application/*json``)."""
     content_type = request.headers.get("content-type")
     return not content_type or _is_json_type(content_type)
@@ -243,26 +243,17 @@ def _rendering(endpoint: Callable[..., Any], status_code: int | None) -> Callabl
 
 
 Guard = Callable[[Request], Awaitable[None]]
-_GUARDS: set[Guard] = set()
-
-
-def guard(check: Guard) -> Guard:
-    """Marks a check of the request alone (the key, a header) that a route given it as a dependency
-    runs itself, after the checks above: FastAPI would resolve it as a dependency on every request,
-    at a tenth of the route's CPU time."""
-    _GUARDS.add(check)
-    return check
+"""A check of the request alone (the key, a header): 401 or 400 when it fails."""
 
 
 class CheckedRoute(APIRoute):
     """An API route that checks query parameters, path ids and JSON bodies (see the module's
-    docstring) before anything else, then its guards (:func:`guard`), and renders its reply with
+    docstring) before anything else, then its guards (:func:`guarded`), and renders its reply with
     :class:`RenderedJSON`."""
 
+    guards: tuple[Guard, ...] = ()
+
     def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
-        dependencies = list(kwargs.get("dependencies") or ())
-        self.guards = tuple(d.dependency for d in dependencies if d.dependency in _GUARDS)
-        kwargs["dependencies"] = [d for d in dependencies if d.dependency not in _GUARDS]
         if isinstance(kwargs.get("response_class", DefaultPlaceholder(None)), DefaultPlaceholder):
             # A real class, not FastAPI's default: FastAPI would otherwise render with pydantic's
             # strict encoder, which fails on a lone surrogate.
@@ -274,20 +265,30 @@ class CheckedRoute(APIRoute):
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
         reads_json = self.body_field is not None
-        guards = self.guards
 
         async def checked(request: Request) -> Response:
             check_parameters(request)
-            if reads_json and _is_json(request):
-                await _check_json_body(request)
-            for check in guards:
+            if reads_json and is_json(request):
+                await check_json_body(request)
+            for check in self.guards:
                 await check(request)
             return await handler(request)
 
         return checked
 
 
-async def _check_json_body(request: Request) -> None:
+def guarded(router: APIRouter, *checks: Guard) -> APIRouter:
+    """``router``, each of whose routes runs ``checks`` itself, after the checks above. Given to
+    ``include_router`` as dependencies, FastAPI would resolve them for every request, at a tenth of
+    a route's CPU time."""
+    for route in router.routes:
+        if not isinstance(route, CheckedRoute):
+            raise TypeError(f"{route}: only a CheckedRoute runs guards")
+        route.guards = checks  # set, not added: an app is made more than once (tests)
+    return router
+
+
+async def check_json_body(request: Request) -> None:
     try:
         body = await request.json()  # kept on the request: FastAPI reads it from there, not again
     except ThreadlineError:

@@ -11,7 +11,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
 
 from threadline.api import sse
@@ -63,11 +63,13 @@ async def create_thread_and_run(
     return await _streamed(runs, run_id, runs.create_thread_and_run(body.command(), run_id=run_id))
 
 
-@router.post("/threads/{thread_id}/runs", response_model=None, dependencies=[Depends(include_query)])
+@router.post("/threads/{thread_id}/runs", response_model=None)
 async def create_run(
     thread_id: str, body: CreateRunRequest, request: Request
 ) -> dict[str, Any] | StreamingResponse:
-    runs = project_services(request).runs  # not a dependency: one less to resolve on a hot route
+    # Read here, not as dependencies: on the fast lane (api/fast_lane.py) a route reads no more.
+    await include_query(request.query_params.getlist("include[]") or None)
+    runs = project_services(request).runs
     if not body.stream:
         return run_object(await runs.create_run(thread_id, body.command()))
     run_id = new_id("run")
@@ -81,7 +83,7 @@ async def list_runs(thread_id: str, runs: Runs, query: Paging) -> dict[str, Any]
 
 @router.get("/threads/{thread_id}/runs/{run_id}")
 async def get_run(thread_id: str, run_id: str, request: Request, response: Response) -> dict[str, Any]:
-    runs = project_services(request).runs  # not a dependency: one less to resolve on a hot route
+    runs = project_services(request).runs
     hold: float = request.app.state.settings.poll_hold_seconds
     if hold <= 0 or request.headers.get("x-stainless-poll-helper") != "true":
         return run_object(await runs.get_run(thread_id, run_id))

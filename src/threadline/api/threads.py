@@ -37,7 +37,7 @@ def metadata_filter(request: Request) -> dict[str, str]:
 
 @router.post("/threads")
 async def create_thread(request: Request, body: CreateThreadRequest | None = None) -> dict[str, Any]:
-    threads = project_services(request).threads  # not a dependency: one less to resolve on a hot route
+    threads = project_services(request).threads
     return thread_object(await threads.create_thread(body.command() if body is not None else NewThread()))
 
 
