@@ -25,7 +25,7 @@ from threadline.api.schemas import (
     SubmitToolOutputsRunRequest,
 )
 from threadline.domain.entities import Run
-from threadline.domain.events import ObjectEvent
+from threadline.domain.events import ObjectEvent, is_run_event
 from threadline.domain.ports.storage import Subscription
 from threadline.domain.run_states import WAITING
 from threadline.domain.runs import RunService
@@ -90,7 +90,7 @@ async def get_run(thread_id: str, run_id: str, request: Request, response: Respo
     # A poll from the SDK's helpers, which poll until the run waits or ends: answer when it does (or
     # when the hold runs out), and tell the SDK to ask again at once.
     response.headers["openai-poll-after-ms"] = "0"
-    with runs.bus.subscribe(run_id) as subscription:
+    with runs.bus.subscribe(run_id, is_run_event) as subscription:
         return run_object(
             await settled(subscription, lambda: runs.get_run(thread_id, run_id), hold, read_back=False)
         )

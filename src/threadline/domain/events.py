@@ -25,6 +25,11 @@ class ObjectEvent:
     obj: Thread | Run | RunStep | Message
 
 
+def is_run_event(event: object) -> bool:
+    """Whether ``event`` is one of a run's status changes (it carries the run)."""
+    return isinstance(event, ObjectEvent) and isinstance(event.obj, Run)
+
+
 @dataclass(frozen=True, slots=True)
 class MessageDelta:
     """A fragment of a message's content part ``index``: text, or a refusal from the model, or the

@@ -8,6 +8,8 @@ incomplete, the thread unlocked, and the events published only after the write l
 from __future__ import annotations
 
 import dataclasses
+import operator
+from collections.abc import Callable
 from typing import Any
 
 from threadline.domain.clock import now
@@ -17,10 +19,21 @@ from threadline.domain.events import Event, ObjectEvent
 from threadline.domain.ports.storage import Bus, Change, Stores
 from threadline.domain.run_states import TERMINAL, RunStatus, can_move
 
+_FIELD_READERS: dict[type[Any], Callable[[Any], tuple[Any, ...]]] = {}
+
 
 def snapshot(obj: Any) -> Any:
-    """A copy for an event, so later changes to ``obj`` never show in what was published."""
-    return dataclasses.replace(obj)
+    """A copy for an event, so later changes to ``obj`` never show in what was published: the
+    same shallow copy as ``dataclasses.replace(obj)``, made from its fields read at once (a run
+    has some forty; ``replace`` checks each one by name)."""
+    cls = type(obj)
+    read = _FIELD_READERS.get(cls)
+    if read is None:
+        fields = dataclasses.fields(obj)
+        if len(fields) < 2 or any(not f.init or f.kw_only for f in fields):
+            return dataclasses.replace(obj)
+        read = _FIELD_READERS[cls] = operator.attrgetter(*(f.name for f in fields))
+    return cls(*read(obj))
 
 
 def run_event(run: Run) -> ObjectEvent:

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 
 from threadline.domain.events import Event
 
 
 class Subscription:
-    def __init__(self, bus: LocalBus, topic: str) -> None:
+    def __init__(self, bus: LocalBus, topic: str, wants: Callable[[Event], bool] | None = None) -> None:
         self._bus = bus
         self.topic = topic
+        self.wants = wants
         self.queue: asyncio.Queue[Event] = asyncio.Queue()
         self._closed = False
 
@@ -52,10 +54,12 @@ class LocalBus:
 
     async def publish(self, topic: str, event: Event) -> None:
         for subscription in self._subscriptions.get(topic, ()):
-            subscription.queue.put_nowait(event)
+            if subscription.wants is None or subscription.wants(event):
+                subscription.queue.put_nowait(event)
 
-    def subscribe(self, topic: str) -> Subscription:
-        subscription = Subscription(self, topic)
+    def subscribe(self, topic: str, wants: Callable[[Event], bool] | None = None) -> Subscription:
+        """Follow ``topic``: every event, or those ``wants`` accepts (the others never wake it)."""
+        subscription = Subscription(self, topic, wants)
         self._subscriptions.setdefault(topic, set()).add(subscription)
         return subscription
 

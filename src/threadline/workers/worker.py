@@ -24,7 +24,7 @@ from threadline.config import Settings
 from threadline.domain.clock import now
 from threadline.domain.context import ContextBuilder
 from threadline.domain.entities import Run
-from threadline.domain.events import ErrorEvent, ObjectEvent
+from threadline.domain.events import ErrorEvent, ObjectEvent, is_run_event
 from threadline.domain.lifecycle import end_run, moved
 from threadline.domain.model_calls import ModelCallObserver
 from threadline.domain.ports.mcp import McpServers
@@ -131,7 +131,7 @@ class Worker(LeaseLoop[Run]):
 
     def execute(self, item: Run) -> Coroutine[Any, Any, None]:
         # Subscribe before the task starts, so a cancel that lands right away is still seen.
-        subscription = self.bus.subscribe(item.id)
+        subscription = self.bus.subscribe(item.id, is_run_event)  # only status changes wake it
         if self.on_claim is not None:
             try:
                 self.on_claim(item)

@@ -9,7 +9,7 @@ these; the domain only sees the protocols, so it never imports SQLAlchemy, a clo
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator, Collection, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Collection, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -257,7 +257,7 @@ class Bus(Protocol):
     """Carries run events from whoever executes a run to whoever follows it, and wakes workers."""
 
     async def publish(self, topic: str, event: Event) -> None: ...
-    def subscribe(self, topic: str) -> Subscription: ...
+    def subscribe(self, topic: str, wants: Callable[[Event], bool] | None = None) -> Subscription: ...
     async def notify_work(self) -> None: ...
     async def wait_for_work(self, timeout: float) -> None: ...
 
