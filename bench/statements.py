@@ -55,15 +55,22 @@ def server_cpu(exclude: set[int]) -> float:
 class Counter:
     """Counts a ``Database``'s transactions and statements, by the store operation that ran them."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, loop: asyncio.AbstractEventLoop) -> None:
         self.lock = threading.Lock()
         self.transactions: collections.Counter[str] = collections.Counter()
         self.statements: collections.Counter[str] = collections.Counter()
         self.current = threading.local()
+        if db.sync_engine is not None:
+            # SQLite: the run path's statements go straight to the driver (store/direct.py), past
+            # SQLAlchemy's events; the driver's own trace sees every statement, on the one connection.
+            def trace(conn: Any) -> None:
+                conn.connection.driver_connection.set_trace_callback(self._traced)
+
+            asyncio.run_coroutine_threadsafe(db.read(trace), loop).result(timeout=30)
+        else:
+            event.listen(db.engine.sync_engine, "before_cursor_execute", self._statement)  # type: ignore[union-attr]
         for kind in ("read", "write"):
             setattr(db, kind, self._wrap(kind, getattr(db, kind)))
-        engine = db.sync_engine if db.sync_engine is not None else db.engine.sync_engine  # type: ignore[union-attr]
-        event.listen(engine, "before_cursor_execute", self._statement)
 
     @staticmethod
     def _operation(fn: Callable[..., Any]) -> str:
@@ -86,6 +93,10 @@ class Counter:
             return await method(tagged)
 
         return counted
+
+    def _traced(self, statement: str) -> None:
+        if not statement.startswith(("COMMIT", "ROLLBACK")):  # counted as SQLAlchemy's events did
+            self._statement(None, None, statement)
 
     def _statement(self, _conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
         operation = getattr(self.current, "operation", None) or "(outside a store operation)"
@@ -110,13 +121,19 @@ class Server:
         migrate(settings.effective_database_url)
         self.app = create_app(settings)
         self.server = uvicorn.Server(uvicorn.Config(self.app, log_config=None, access_log=False))
-        self.thread = threading.Thread(target=lambda: asyncio.run(self.server.serve(sockets=[sock])))
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.thread = threading.Thread(target=self._serve, args=(sock,))
         self.thread.start()
         deadline = time.monotonic() + START_TIMEOUT
         while not self.server.started:
             if time.monotonic() > deadline or not self.thread.is_alive():
                 raise RuntimeError("threadline did not start")
             time.sleep(0.05)
+
+    def _serve(self, sock: socket.socket) -> None:
+        with asyncio.Runner() as runner:
+            self.loop = runner.get_loop()
+            runner.run(self.server.serve(sockets=[sock]))
 
     def stop(self) -> None:
         self.server.should_exit = True
@@ -134,7 +151,8 @@ def count(runs: int, warmup: int, clients: int, database_url: str | None, workdi
         )
         server = Server(settings)
         try:
-            counter = Counter(server.app.state.runtime.db)
+            assert server.loop is not None
+            counter = Counter(server.app.state.runtime.db, server.loop)
             client = OpenAI(
                 base_url=server.url,
                 api_key="bench",
