@@ -7,8 +7,8 @@ constant) is compiled once per set of parameter names into its SQL text, the ord
 parameters and the type conversions SQLAlchemy would apply (JSON in and out, for instance); each
 execution is then the driver's own ``execute`` or ``executemany`` and those conversions.
 
-The answer has the part of SQLAlchemy's result the stores use (``rowcount``, ``first``, ``all``,
-``scalar``, ``scalars``; rows that are tuples with ``_fields`` and ``_mapping``), and the driver's
+The answer has the part of SQLAlchemy's result the stores use (``rowcount``, ``first``, ``all``;
+rows that are tuples with ``_fields`` and ``_mapping``), and the driver's
 errors are raised as SQLAlchemy's, so callers and ``Database`` treat both paths alike. On
 PostgreSQL, and for a statement this cannot take as it is (expanding or literal parameters),
 ``execute`` is ``conn.execute``.
@@ -16,7 +16,7 @@ PostgreSQL, and for a statement this cannot take as it is (expanding or literal 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -48,7 +48,8 @@ class _Plan:
     converted: tuple[tuple[int, Callable[[Any], Any]], ...]
     """The parameters SQLAlchemy's type converts on the way in (JSON, say), by position."""
     row: type[_Row] | None
-    results: tuple[Callable[[Any], Any] | None, ...]
+    results: tuple[Callable[[Any], Any] | None, ...] | None
+    """Per result column, SQLAlchemy's conversion on the way out; ``None`` when no column has one."""
 
 
 _PLANS: dict[tuple[int, tuple[str, ...], bool], _Plan | None] = {}
@@ -68,12 +69,6 @@ class Outcome:
 
     def all(self) -> list[_Row]:
         return self._rows
-
-    def scalar(self) -> Any:
-        return self._rows[0][0] if self._rows else None
-
-    def scalars(self) -> Iterator[Any]:
-        return (row[0] for row in self._rows)
 
 
 def execute(conn: Connection, stmt: Executable, params: Params = None) -> Any:
@@ -107,7 +102,7 @@ def execute(conn: Connection, stmt: Executable, params: Params = None) -> Any:
         return Outcome([], rowcount)
     made = plan.row
     results = plan.results
-    if any(results):
+    if results is not None:
         found = [[v if f is None else f(v) for f, v in zip(results, row, strict=True)] for row in found]
     return Outcome([made(row) for row in found], rowcount)
 
@@ -142,6 +137,7 @@ def _plan(conn: Connection, stmt: Executable, keys: tuple[str, ...], many: bool)
         processors = compiled._bind_processors
         columns = compiled._result_columns
         row = type("Row", (_Row,), {"__slots__": (), "_fields": tuple(c[0] for c in columns)})
+        results = tuple(c[3]._cached_result_processor(conn.dialect, None) for c in columns)
         plan = _Plan(
             statement=stmt,
             sql=compiled.string,
@@ -150,7 +146,7 @@ def _plan(conn: Connection, stmt: Executable, keys: tuple[str, ...], many: bool)
                 (position, processors[name]) for position, name in enumerate(names) if processors.get(name)
             ),
             row=row if columns else None,
-            results=tuple(c[3]._cached_result_processor(conn.dialect, None) for c in columns),
+            results=results if any(results) else None,
         )
     _PLANS[key] = plan
     return plan

@@ -63,12 +63,12 @@ _KEYS: dict[type[Any], tuple[tuple[str, str], ...]] = {
 }
 """Each entity's fields with the column key each is stored under."""
 
-_PLANS: dict[tuple[type[Any], tuple[str, ...]], tuple[tuple[str, int], ...]] = {}
+_POSITIONS: dict[tuple[type[Any], tuple[str, ...]], tuple[tuple[str, int], ...]] = {}
 """For an entity and the columns a statement returns: each field read and the position of its column."""
 
 
-def _plan(cls: type[Any], columns: tuple[str, ...]) -> tuple[tuple[str, int], ...]:
-    plan = _PLANS.get((cls, columns))
+def _positions(cls: type[Any], columns: tuple[str, ...]) -> tuple[tuple[str, int], ...]:
+    plan = _POSITIONS.get((cls, columns))
     if plan is None:
         # A row names its columns (``metadata``); parameters use their keys (``meta``).
         position = {column: index for index, column in enumerate(columns)}
@@ -77,7 +77,7 @@ def _plan(cls: type[Any], columns: tuple[str, ...]) -> tuple[tuple[str, int], ..
             for name, key in _KEYS[cls]
             if name in position or key in position
         )
-        _PLANS[(cls, columns)] = plan
+        _POSITIONS[(cls, columns)] = plan
     return plan
 
 
@@ -95,7 +95,7 @@ def _row(entity: Any) -> dict[str, Any]:
 
 
 def _entity(cls: type[E], row: Row[Any]) -> E:
-    values = {name: row[index] for name, index in _plan(cls, row._fields)}
+    values = {name: row[index] for name, index in _positions(cls, row._fields)}
     if cls is Run:
         values["status"] = RunStatus(values["status"])
         values["required_action"] = required_action_from(values["required_action"])
