@@ -7,7 +7,7 @@ package, and by function, in the function itself (self) and in everything it cal
 ``--raw FILE`` keeps py-spy's collapsed stacks, e.g. for a flame graph.
 
 ``--loop`` profiles the CPU time of the event loop's thread instead (cProfile, ``bench.loop_profile``)
-and counts what a run costs it: Python calls and hand-offs to the database threads per run;
+and counts what a run costs it: Python calls and hand-offs to other threads (the database, executors) per run;
 ``--against CHECKOUT`` profiles another checkout's server the same way, in the same invocation.
 """
 
@@ -166,11 +166,15 @@ async def loop_profile(args: argparse.Namespace, workdir: Path, name: str, tree:
 def summarise_loop(stats: pstats.Stats, runs: int, top: int, name: str) -> str:
     entries = stats.stats  # type: ignore[attr-defined]
     total: float = stats.total_tt  # type: ignore[attr-defined]
-    handoffs = sum(v[1] for k, v in entries.items() if k[2] == "submit" and k[0].endswith("thread.py"))
+    # A job put on a thread's queue: an executor's (run_in_executor, to_thread) or SQLite's
+    # database thread's; both are a queue.SimpleQueue.
+    handoffs = sum(
+        v[1] for k, v in entries.items() if k[2] == "<method 'put' of '_queue.SimpleQueue' objects>"
+    )
     lines = [
         f"{name}: event loop thread, {runs} runs profiled: {total * 1000 / max(runs, 1):.1f} ms CPU per run "
         f"under the profiler, {stats.total_calls / max(runs, 1):.0f} Python calls per run, "  # type: ignore[attr-defined]
-        f"{handoffs / max(runs, 1):.2f} hand-offs to a database thread per run",
+        f"{handoffs / max(runs, 1):.2f} hand-offs to another thread per run",
         "",
         "own time | with callees | calls per run | function",
         "---|---|---|---",
