@@ -5,8 +5,9 @@ caller and the thread goes on."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -17,12 +18,15 @@ from threadline.store.database import Database
 WAIT = 10.0
 
 
-def _database(tmp_path: Path) -> Database:
-    return Database(f"sqlite:///{tmp_path / 'db.sqlite'}")
-
-
-async def _make_table(db: Database) -> None:
-    await db.write(lambda conn: conn.exec_driver_sql("CREATE TABLE t (v INTEGER)"))
+@contextlib.asynccontextmanager
+async def _opened(tmp_path: Path) -> AsyncIterator[Database]:
+    """A SQLite database with one table ``t (v)``, disposed of afterwards."""
+    db = Database(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    try:
+        await db.write(lambda conn: conn.exec_driver_sql("CREATE TABLE t (v INTEGER)"))
+        yield db
+    finally:
+        await db.dispose()
 
 
 def _insert(value: int, gate: threading.Event | None = None) -> Callable[[Connection], None]:
@@ -40,9 +44,7 @@ async def _values(db: Database) -> list[int]:
 
 def test_reads_and_writes_share_one_thread_and_one_connection(tmp_path: Path) -> None:
     async def main() -> set[tuple[int, int]]:
-        db = _database(tmp_path)
-        try:
-            await _make_table(db)
+        async with _opened(tmp_path) as db:
 
             def where(conn: Connection) -> tuple[int, int]:
                 return threading.get_ident(), id(conn.connection.driver_connection)
@@ -51,8 +53,6 @@ def test_reads_and_writes_share_one_thread_and_one_connection(tmp_path: Path) ->
                 *(db.read(where) for _ in range(5)), *(db.write(where) for _ in range(5))
             )
             return set(seen)
-        finally:
-            await db.dispose()
 
     seen = asyncio.run(main())
     assert len(seen) == 1
@@ -62,9 +62,7 @@ def test_reads_and_writes_share_one_thread_and_one_connection(tmp_path: Path) ->
 
 def test_a_started_write_finishes_when_its_caller_is_cancelled(tmp_path: Path) -> None:
     async def main() -> list[int]:
-        db = _database(tmp_path)
-        try:
-            await _make_table(db)
+        async with _opened(tmp_path) as db:
             gate = threading.Event()
             started = asyncio.Event()
             loop = asyncio.get_running_loop()
@@ -80,17 +78,13 @@ def test_a_started_write_finishes_when_its_caller_is_cancelled(tmp_path: Path) -
             with pytest.raises(asyncio.CancelledError):
                 await task
             return await _values(db)  # queued behind the write: it sees it committed
-        finally:
-            await db.dispose()
 
     assert asyncio.run(main()) == [1]
 
 
 def test_a_write_given_up_before_it_started_is_skipped(tmp_path: Path) -> None:
     async def main() -> list[int]:
-        db = _database(tmp_path)
-        try:
-            await _make_table(db)
+        async with _opened(tmp_path) as db:
             gate = threading.Event()
             first = asyncio.create_task(db.write(_insert(1, gate)))
             second = asyncio.create_task(db.write(_insert(2)))
@@ -101,17 +95,13 @@ def test_a_write_given_up_before_it_started_is_skipped(tmp_path: Path) -> None:
             with pytest.raises(asyncio.CancelledError):
                 await second
             return await _values(db)
-        finally:
-            await db.dispose()
 
     assert asyncio.run(main()) == [1]
 
 
 def test_an_error_reaches_its_caller_and_the_thread_goes_on(tmp_path: Path) -> None:
     async def main() -> list[int]:
-        db = _database(tmp_path)
-        try:
-            await _make_table(db)
+        async with _opened(tmp_path) as db:
 
             def failing(conn: Connection) -> None:
                 _insert(7)(conn)
@@ -123,7 +113,5 @@ def test_an_error_reaches_its_caller_and_the_thread_goes_on(tmp_path: Path) -> N
                 await db.read(lambda conn: (_ for _ in ()).throw(ValueError("read")))
             await db.write(_insert(3))
             return await _values(db)  # the failed write was rolled back
-        finally:
-            await db.dispose()
 
     assert asyncio.run(main()) == [3]
